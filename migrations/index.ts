@@ -1,0 +1,10 @@
+import type { Knex } from 'knex';
+import * as createTasks from './20261124000001_create_tasks';
+
+/**
+ * The migrations, in order. Listed in code (not discovered on disk) so that the
+ * same list runs from TypeScript sources, compiled JavaScript and the Docker image.
+ */
+export const migrations: ReadonlyArray<[name: string, migration: Knex.Migration]> = [
+  ['20261124000001_create_tasks', createTasks],
+];

@@ -1,0 +1,103 @@
+import path from 'node:path';
+import { z } from 'zod';
+
+const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
+
+const optionalString = z
+  .string()
+  .transform((s) => s.trim())
+  .pipe(z.string())
+  .optional()
+  .transform((s) => (s === '' ? undefined : s));
+
+const intFromEnv = (min: number, max: number) =>
+  z.coerce.number().int(`must be an integer`).min(min, `must be at least ${min}`).max(max, `must be at most ${max}`);
+
+/** Every environment variable pyre reads, with its default. Read once, at start. */
+const EnvSchema = z.object({
+  PORT: intFromEnv(0, 65535).default(4000),
+  HOST: optionalString,
+  DATABASE_URL: optionalString.refine((v) => v === undefined || /^postgres(ql)?:\/\//.test(v), {
+    message: 'must be a postgres:// or postgresql:// URL',
+  }),
+  DATA_DIR: z.string().min(1).default('./data'),
+  AUTH_SECRET: optionalString.refine((v) => v === undefined || v.length >= 32, {
+    message: 'must be at least 32 characters (use `openssl rand -hex 32`)',
+  }),
+  TOKEN_MAX_TTL_SECONDS: intFromEnv(60, 30 * 24 * 3600).default(24 * 3600),
+  REPLICATE_API_TOKEN: optionalString,
+  REPLICATE_BASE_URL: z.url('must be an http(s) URL').default('https://api.replicate.com/v1'),
+  REPLICATE_WEBHOOK_SECRET: optionalString,
+  PUBLIC_URL: optionalString.refine((v) => v === undefined || /^https?:\/\/[^\s]+$/.test(v), {
+    message: 'must be an http(s) URL',
+  }),
+  CHECK_ORIGIN: optionalString,
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  RUNNER_CONCURRENCY: intFromEnv(1, 1000).default(8),
+  RUNNER_ENABLED: z.enum(['true', 'false']).default('true'),
+  WORKERS: intFromEnv(1, 64).default(1),
+});
+
+export type Env = z.infer<typeof EnvSchema>;
+
+export interface Config {
+  port: number;
+  host: string;
+  /** PostgreSQL URL, or undefined for the embedded PGlite database under dataDir. */
+  databaseUrl: string | undefined;
+  dataDir: string;
+  /** undefined means open mode: one local user, loopback only. */
+  authSecret: string | undefined;
+  tokenMaxTtlSeconds: number;
+  replicate: { apiToken: string | undefined; baseUrl: string; webhookSecret: string | undefined };
+  /** true when no provider token is set: tasks run on the built-in Replicate stand-in. */
+  demoMode: boolean;
+  publicUrl: string | undefined;
+  /** Allowed browser origins; undefined means "the gateway's own host". */
+  checkOrigin: string[] | undefined;
+  logLevel: string;
+  runner: { enabled: boolean; concurrency: number };
+  workers: number;
+}
+
+/** A setting that cannot be used; the message names the variable. */
+export class ConfigError extends Error {
+  constructor(public readonly problems: string[]) {
+    super(`invalid configuration:\n  ${problems.join('\n  ')}`);
+  }
+}
+
+/** Parse and validate the environment. Throws ConfigError naming every bad variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const parsed = EnvSchema.safeParse(env);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
+  }
+  const e = parsed.data;
+  const openMode = e.AUTH_SECRET === undefined;
+  const host = e.HOST ?? '127.0.0.1';
+  if (openMode && !LOOPBACK.has(host)) {
+    throw new ConfigError([
+      `HOST: ${host} is not a loopback address, and AUTH_SECRET is unset (open mode listens on loopback only); set AUTH_SECRET to serve other hosts`,
+    ]);
+  }
+  return {
+    port: e.PORT,
+    host,
+    databaseUrl: e.DATABASE_URL,
+    dataDir: path.resolve(e.DATA_DIR),
+    authSecret: e.AUTH_SECRET,
+    tokenMaxTtlSeconds: e.TOKEN_MAX_TTL_SECONDS,
+    replicate: {
+      apiToken: e.REPLICATE_API_TOKEN,
+      baseUrl: e.REPLICATE_BASE_URL.replace(/\/+$/, ''),
+      webhookSecret: e.REPLICATE_WEBHOOK_SECRET,
+    },
+    demoMode: e.REPLICATE_API_TOKEN === undefined,
+    publicUrl: e.PUBLIC_URL?.replace(/\/+$/, ''),
+    checkOrigin: e.CHECK_ORIGIN?.split(',').map((s) => s.trim()).filter(Boolean),
+    logLevel: e.LOG_LEVEL,
+    runner: { enabled: e.RUNNER_ENABLED === 'true', concurrency: e.RUNNER_CONCURRENCY },
+    workers: e.WORKERS,
+  };
+}

@@ -1,0 +1,110 @@
+import express, { Router } from 'express';
+import type { TaskService } from '../tasks/service';
+import { ValidationError } from '../tasks/errors';
+import { bodyHash, isValidKey, type IdempotencyKeys } from './idempotency';
+import { requireJson, requireUser } from './middleware';
+import type { Authenticator } from '../auth/tokens';
+import { sendError } from './errors';
+
+export const MAX_BODY_BYTES = 1024 * 1024;
+
+/** The body of POST /api/tasks: `input_data`, and a top-level `model` the old backend also took. */
+function inputFromBody(body: unknown): unknown {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw new ValidationError({ body: ['must be a JSON object'] });
+  }
+  const b = body as Record<string, unknown>;
+  const extra = Object.keys(b).filter((k) => k !== 'input_data' && k !== 'model');
+  if (b.input_data === undefined || b.input_data === null) {
+    throw new ValidationError({ input_data: ["can't be blank"] });
+  }
+  if (typeof b.input_data !== 'object' || Array.isArray(b.input_data)) {
+    throw new ValidationError({ input_data: ['must be a JSON object'] });
+  }
+  if (extra.length) throw new ValidationError(Object.fromEntries(extra.map((k) => [k, ['is not allowed here (put task parameters in input_data)']])));
+  const input = { ...(b.input_data as Record<string, unknown>) };
+  if (b.model !== undefined) {
+    if (input.model !== undefined && input.model !== b.model) {
+      throw new ValidationError({ model: ['is given twice with different values (top level and input_data)'] });
+    }
+    input.model = b.model;
+  }
+  return input;
+}
+
+/** REST for tasks, per the contract. */
+export function tasksRouter(deps: { tasks: TaskService; auth: Authenticator; idempotency: IdempotencyKeys }): Router {
+  const { tasks, idempotency } = deps;
+  const r = Router();
+  r.use(requireUser(deps.auth));
+
+  r.post(
+    '/tasks',
+    requireJson,
+    express.json({ limit: MAX_BODY_BYTES, strict: false }),
+    async (req, res) => {
+      const input = inputFromBody(req.body);
+      const key = req.get('idempotency-key');
+      if (key === undefined) {
+        const task = await tasks.create(req.userId, input);
+        res.status(202).json({ task_id: task.id, data: task });
+        return;
+      }
+      if (!isValidKey(key)) {
+        res.status(400).json({ errors: { 'Idempotency-Key': ['must be 1 to 255 visible ASCII characters'] } });
+        return;
+      }
+      const outcome = await idempotency.begin(req.userId, key, bodyHash(req.body));
+      if (outcome.kind === 'conflict') return sendError(res, 409, outcome.reason);
+      if (outcome.kind === 'replay') {
+        res.setHeader('Idempotent-Replayed', 'true');
+        res.status(outcome.status).json(outcome.body);
+        return;
+      }
+      try {
+        let answer: unknown;
+        const task = await tasks.create(req.userId, input, {
+          inTransaction: async (trx, t) => {
+            answer = { task_id: t.id, data: t };
+            await idempotency.complete(trx, req.userId, key, 202, answer);
+          },
+        });
+        res.status(202).json(answer ?? { task_id: task.id, data: task });
+      } catch (err) {
+        await idempotency.abandon(req.userId, key);
+        throw err;
+      }
+    },
+  );
+
+  r.get('/tasks', async (req, res) => {
+    const q = req.query;
+    const one = (v: unknown, name: string): string | undefined => {
+      if (v === undefined) return undefined;
+      if (typeof v !== 'string') throw new ValidationError({ [name]: ['must be given once'] });
+      return v;
+    };
+    const limitText = one(q.limit, 'limit');
+    const limit = limitText === undefined ? undefined : /^\d+$/.test(limitText) ? Number(limitText) : NaN;
+    res.json(await tasks.list(req.userId, { status: one(q.status, 'status'), limit, cursor: one(q.cursor, 'cursor') }));
+  });
+
+  r.get('/tasks/:id', async (req, res) => {
+    res.json({ data: await tasks.get(req.userId, req.params.id!) });
+  });
+
+  r.post('/tasks/:id/cancel', async (req, res) => {
+    res.json({ data: await tasks.cancel(req.userId, req.params.id!) });
+  });
+
+  r.get('/tasks/:id/events', async (req, res) => {
+    const after = req.query.after_seq;
+    if (after !== undefined && (typeof after !== 'string' || !/^\d{1,9}$/.test(after))) {
+      throw new ValidationError({ after_seq: ['must be a non-negative integer'] });
+    }
+    const events = await tasks.events(req.userId, req.params.id!, after ? Number(after) : 0);
+    res.json({ data: events.map(({ user_id: _u, ...e }) => e) });
+  });
+
+  return r;
+}

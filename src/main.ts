@@ -1,0 +1,55 @@
+import { createGateway } from './app';
+import { ConfigError, loadConfig, type Config } from './config';
+import { createLogger } from './log';
+
+/** Start the gateway from the environment. */
+export async function main(): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`pyre: ${err.message}\n`);
+      process.exit(78); // EX_CONFIG
+    }
+    throw err;
+  }
+  const logger = createLogger({ level: config.logLevel });
+  if (!config.authSecret) {
+    logger.warn(
+      { mode: 'open', host: config.host },
+      '!!! OPEN MODE: AUTH_SECRET is unset, so every caller is the user "local" and pyre listens on loopback only. Set AUTH_SECRET to require tokens. !!!',
+    );
+  }
+  const gateway = await createGateway({ config, logger });
+  const url = await gateway.listen();
+  logger.info(
+    { url, database: config.databaseUrl ? 'postgresql' : `pglite (${config.dataDir})`, demo_mode: config.demoMode },
+    `pyre listening on ${url}`,
+  );
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    const force = setTimeout(() => process.exit(1), 30_000);
+    force.unref();
+    try {
+      await gateway.close();
+      process.exit(0);
+    } catch (err) {
+      logger.error({ err }, 'shutdown failed');
+      process.exit(1);
+    }
+  };
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+}
+
+if (require.main === module) {
+  main().catch((err) => {
+    process.stderr.write(`pyre: failed to start: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exit(1);
+  });
+}

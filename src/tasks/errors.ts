@@ -1,0 +1,17 @@
+/** Field → messages, as Phoenix renders changeset errors: `{"errors": {"model": ["is not supported for image_gen"]}}`. */
+export type FieldErrors = Record<string, string[]>;
+
+/** A request that cannot become a task. Nothing was stored. */
+export class ValidationError extends Error {
+  constructor(readonly fields: FieldErrors) {
+    super(Object.entries(fields).map(([f, m]) => `${f} ${m.join(', ')}`).join('; '));
+  }
+}
+
+export class NotFoundError extends Error {
+  constructor(what = 'Not Found') {
+    super(what);
+  }
+}
+
+export class ConflictError extends Error {}

@@ -1,0 +1,117 @@
+import { z } from 'zod';
+import { ValidationError, type FieldErrors } from './errors';
+import { CLIENT_TYPES, MAX_PROMPT_CHARS, type ModelRegistry, type ModelSpec, type TaskType } from './models';
+
+/** A request to make a task, validated: a model is always chosen. */
+export interface TaskRequest {
+  taskType: TaskType;
+  model: ModelSpec;
+  prompt: string;
+  /** The model's parameters with defaults applied, in the client's names. */
+  params: Record<string, unknown>;
+  /** What the task stores as input_data: type, model, prompt and params. */
+  inputData: Record<string, unknown>;
+  /** The same, in the provider's input names. */
+  providerInput: Record<string, unknown>;
+}
+
+const RESERVED = new Set(['type', 'prompt', 'model']);
+
+/** Render zod issues the way Ecto renders changeset errors. */
+export function fieldErrors(error: z.ZodError, prefix: string[] = [], modelName?: string): FieldErrors {
+  const out: FieldErrors = {};
+  const add = (field: string, msg: string) => (out[field] ??= []).push(msg);
+  for (const issue of error.issues) {
+    const field = [...prefix, ...issue.path.map(String)].join('.') || 'body';
+    switch (issue.code) {
+      case 'unrecognized_keys':
+        for (const k of issue.keys) {
+          add([...prefix, ...issue.path.map(String), k].join('.'), modelName ? `is not a parameter of ${modelName}` : 'is not allowed');
+        }
+        break;
+      case 'invalid_value':
+        add(field, `must be one of: ${issue.values.map((v) => String(v)).join(', ')}`);
+        break;
+      case 'too_small':
+        add(field, issue.origin === 'array' || issue.origin === 'string'
+          ? `should have at least ${issue.minimum} ${issue.origin === 'string' ? 'character(s)' : 'item(s)'}`
+          : `must be greater than or equal to ${issue.minimum}`);
+        break;
+      case 'too_big':
+        add(field, issue.origin === 'array' || issue.origin === 'string'
+          ? `should have at most ${issue.maximum} ${issue.origin === 'string' ? 'character(s)' : 'item(s)'}`
+          : `must be less than or equal to ${issue.maximum}`);
+        break;
+      case 'invalid_type':
+        add(field, issue.input === undefined ? "can't be blank" : `must be ${issue.expected === 'int' ? 'an integer' : `a ${issue.expected}`}`);
+        break;
+      default:
+        add(field, issue.message);
+    }
+  }
+  return out;
+}
+
+/**
+ * Validate what a client sent as `input_data` (REST) or as a `*_generate` payload (channel).
+ * `impliedType` is the type a channel event names (`image_generate` → image_gen).
+ * Throws ValidationError naming each bad field.
+ */
+export function parseTaskInput(registry: ModelRegistry, raw: unknown, impliedType?: TaskType): TaskRequest {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    throw new ValidationError({ input_data: ['must be a JSON object'] });
+  }
+  const input = raw as Record<string, unknown>;
+  const errors: FieldErrors = {};
+
+  let taskType: TaskType | undefined = impliedType;
+  if (input.type !== undefined && input.type !== null) {
+    const t = typeof input.type === 'string' ? (CLIENT_TYPES[input.type] ?? (Object.values(CLIENT_TYPES).includes(input.type as TaskType) ? (input.type as TaskType) : undefined)) : undefined;
+    if (!t) errors.type = [`is invalid: must be one of ${Object.keys(CLIENT_TYPES).join(', ')}`];
+    else if (impliedType && t !== impliedType) errors.type = [`does not match the event (${impliedType})`];
+    else taskType = t;
+  }
+  taskType ??= 'text_gen';
+
+  const prompt = input.prompt;
+  if (prompt === undefined || prompt === null || (typeof prompt === 'string' && prompt.trim() === '')) {
+    errors.prompt = ["can't be blank"];
+  } else if (typeof prompt !== 'string') {
+    errors.prompt = ['must be a string'];
+  } else if (prompt.length > MAX_PROMPT_CHARS) {
+    errors.prompt = [`should be at most ${MAX_PROMPT_CHARS} character(s)`];
+  }
+
+  let model: ModelSpec | undefined;
+  if (input.model === undefined || input.model === null || input.model === '') {
+    model = registry.defaultFor(taskType);
+  } else if (typeof input.model !== 'string') {
+    errors.model = ['must be a string'];
+  } else {
+    model = registry.get(input.model);
+    if (!model) errors.model = ['is not a known model (see GET /api/models)'];
+    else if (model.taskType !== taskType) {
+      errors.model = [`is not supported for ${taskType}`];
+      model = undefined;
+    }
+  }
+
+  let params: Record<string, unknown> = {};
+  if (model) {
+    const rest = Object.fromEntries(Object.entries(input).filter(([k]) => !RESERVED.has(k)));
+    const parsed = model.params.safeParse(rest);
+    if (parsed.success) params = parsed.data as Record<string, unknown>;
+    else Object.assign(errors, fieldErrors(parsed.error, [], model.name));
+  }
+
+  if (Object.keys(errors).length > 0 || !model) throw new ValidationError(errors);
+  const p = prompt as string;
+  return {
+    taskType,
+    model,
+    prompt: p,
+    params,
+    inputData: { type: taskType.replace('_gen', ''), model: model.name, prompt: p, ...params },
+    providerInput: model.toProviderInput(p, params),
+  };
+}

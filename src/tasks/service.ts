@@ -1,0 +1,293 @@
+import { randomUUID } from 'node:crypto';
+import type { Knex } from 'knex';
+import type { Logger } from '../log';
+import type { Db } from '../db';
+import { NotFoundError, ValidationError } from './errors';
+import { parseTaskInput } from './input';
+import type { ModelRegistry, TaskType } from './models';
+import {
+  TASK_STATUSES, TERMINAL, responseEvent, taskJson,
+  type TaskError, type TaskEvent, type TaskJson, type TaskOutput, type TaskRow, type TaskStatus,
+} from './task';
+
+/** Called after a commit with the events it stored, in seq order. */
+export type TaskEventListener = (events: TaskEvent[]) => void;
+
+/** A change to a task's columns, applied with the events that announce it. */
+export interface TaskChange {
+  status?: TaskStatus;
+  progress?: number | null;
+  output?: TaskOutput | null;
+  provider_output?: unknown;
+  error?: TaskError | null;
+  attempts?: number;
+  prediction_id?: string | null;
+  run_after?: Date;
+  lease_owner?: string | null;
+  lease_expires_at?: Date | null;
+  cancel_requested?: boolean;
+}
+
+export interface ListOptions {
+  status?: string;
+  limit?: number;
+  cursor?: string;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+export const isUuid = (s: string) => UUID.test(s);
+
+export const encodeCursor = (pos: string | number) => Buffer.from(`p${pos}`).toString('base64url');
+function decodeCursor(cursor: string): number {
+  const s = Buffer.from(cursor, 'base64url').toString();
+  if (!/^p\d{1,18}$/.test(s)) throw new ValidationError({ cursor: ['is invalid'] });
+  return Number(s.slice(1));
+}
+
+/** Whether a status may follow another. Terminal states are final. */
+function allowed(from: TaskStatus, to: TaskStatus): boolean {
+  if (from === to) return true;
+  if (TERMINAL.has(from)) return false;
+  if (from === 'processing' && to === 'queued') return true;
+  return to !== 'queued';
+}
+
+/**
+ * The one task service: REST and channels both call it; the runner moves tasks
+ * through it. Every state change and the events that announce it are written in
+ * one transaction, then handed to listeners.
+ */
+export class TaskService {
+  private readonly listeners = new Set<TaskEventListener>();
+  private readonly now: () => Date;
+
+  constructor(
+    private readonly db: Db,
+    readonly registry: ModelRegistry,
+    private readonly logger: Logger,
+    opts: { now?: () => Date } = {},
+  ) {
+    this.now = opts.now ?? (() => new Date());
+  }
+
+  /** Subscribe to committed events. Returns the unsubscribe function. */
+  onEvents(listener: TaskEventListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /**
+   * Validate a request and store the task with its first event, `status: queued`.
+   * A refused request stores nothing. `id` lets a channel client pick the task id.
+   * `inTransaction` runs in the same transaction (idempotency keys use it).
+   */
+  async create(
+    userId: string,
+    rawInput: unknown,
+    opts: { id?: string; impliedType?: TaskType; inTransaction?: (trx: Knex.Transaction, task: TaskJson) => Promise<void> } = {},
+  ): Promise<TaskJson> {
+    const req = parseTaskInput(this.registry, rawInput, opts.impliedType);
+    const id = opts.id ?? randomUUID();
+    const now = this.now();
+    const { rows, events } = await this.db.transaction(async (trx) => {
+      const [row] = (await trx('tasks')
+        .insert({
+          id,
+          user_id: userId,
+          task_type: req.taskType,
+          model: req.model.name,
+          provider_model: req.model.providerModel,
+          status: 'queued',
+          progress: null,
+          input_data: JSON.stringify(req.inputData),
+          provider_input: JSON.stringify(req.providerInput),
+          run_after: now,
+          inserted_at: now,
+          updated_at: now,
+        })
+        .returning('*')) as TaskRow[];
+      const stored = await this.appendEvents(trx, row, [
+        { event: 'status', payload: { status: 'queued', progress: null, error: null } },
+      ]);
+      if (opts.inTransaction) await opts.inTransaction(trx, taskJson(stored.row));
+      return { rows: stored.row, events: stored.events };
+    });
+    this.logger.info({ task_id: id, user_id: userId, model: req.model.name, task_type: req.taskType }, 'task created');
+    this.publish(events);
+    return taskJson(rows);
+  }
+
+  /** A user's task; another user's task is not found. */
+  async get(userId: string, id: string): Promise<TaskJson> {
+    const row = await this.find(id);
+    if (!row || row.user_id !== userId) throw new NotFoundError();
+    return taskJson(row);
+  }
+
+  /** A task by id, whoever owns it (for the runner and channel checks). */
+  async find(id: string, trx: Knex | Knex.Transaction = this.db): Promise<TaskRow | undefined> {
+    if (!isUuid(id)) return undefined;
+    return (await trx('tasks').where({ id }).first()) as TaskRow | undefined;
+  }
+
+  async list(userId: string, opts: ListOptions = {}): Promise<{ data: TaskJson[]; next_cursor: string | null }> {
+    const errors: Record<string, string[]> = {};
+    if (opts.status !== undefined && !TASK_STATUSES.includes(opts.status as TaskStatus)) {
+      errors.status = [`must be one of: ${TASK_STATUSES.join(', ')}`];
+    }
+    const limit = opts.limit ?? 50;
+    if (!Number.isInteger(limit) || limit < 1 || limit > 200) errors.limit = ['must be an integer from 1 to 200'];
+    let before: number | undefined;
+    try {
+      if (opts.cursor) before = decodeCursor(opts.cursor);
+    } catch (e) {
+      if (e instanceof ValidationError) Object.assign(errors, e.fields);
+    }
+    if (Object.keys(errors).length) throw new ValidationError(errors);
+    const q = this.db('tasks').where({ user_id: userId }).orderBy('pos', 'desc').limit(limit + 1);
+    if (opts.status) q.andWhere({ status: opts.status });
+    if (before !== undefined) q.andWhere('pos', '<', before);
+    const rows = (await q) as TaskRow[];
+    const more = rows.length > limit;
+    const page = rows.slice(0, limit);
+    return { data: page.map(taskJson), next_cursor: more ? encodeCursor(page[page.length - 1]!.pos) : null };
+  }
+
+  /**
+   * Cancel a task. A queued task is canceled at once; a running one is marked
+   * and the runner cancels its prediction. Canceling a finished task returns it as it is.
+   */
+  async cancel(userId: string, id: string): Promise<TaskJson> {
+    const row = await this.find(id);
+    if (!row || row.user_id !== userId) throw new NotFoundError();
+    if (TERMINAL.has(row.status)) return taskJson(row);
+    const changed = await this.apply(id, (cur) => {
+      if (TERMINAL.has(cur.status)) return null;
+      if (cur.status === 'queued' && !cur.prediction_id) {
+        return { change: { status: 'canceled', error: { code: 'canceled', message: 'canceled by the user' } } };
+      }
+      return { change: { cancel_requested: true } };
+    });
+    return taskJson(changed ?? (await this.find(id))!);
+  }
+
+  /** The task's event log after `afterSeq`, in seq order. */
+  async events(userId: string, id: string, afterSeq = 0): Promise<TaskEvent[]> {
+    const row = await this.find(id);
+    if (!row || row.user_id !== userId) throw new NotFoundError();
+    return this.eventsOf(row, afterSeq);
+  }
+
+  /** The stored events of a task after `afterSeq` (no ownership check). */
+  async eventsOf(row: Pick<TaskRow, 'id' | 'user_id'>, afterSeq = 0): Promise<TaskEvent[]> {
+    const rows = await this.db('task_events')
+      .where({ task_id: row.id })
+      .andWhere('seq', '>', afterSeq)
+      .orderBy('seq', 'asc');
+    return rows.map((r: { task_id: string; seq: number; event: string; payload: Record<string, unknown>; inserted_at: Date }) => ({
+      task_id: r.task_id,
+      user_id: row.user_id,
+      seq: r.seq,
+      event: r.event,
+      payload: r.payload,
+      inserted_at: new Date(r.inserted_at).toISOString(),
+    }));
+  }
+
+  /**
+   * Change a task under a row lock. `decide` sees the current row and returns the
+   * change and any extra events (or null to leave it). A `status` event is added
+   * for a status change, and the final `*_response` event for a terminal one.
+   * Returns the new row, or undefined when nothing changed.
+   */
+  async apply(
+    id: string,
+    decide: (cur: TaskRow) => { change: TaskChange; events?: Array<{ event: string; payload: Record<string, unknown> }> } | null,
+  ): Promise<TaskRow | undefined> {
+    const result = await this.db.transaction(async (trx) => {
+      const cur = (await trx('tasks').where({ id }).forUpdate().first()) as TaskRow | undefined;
+      if (!cur) return undefined;
+      const decision = decide(cur);
+      if (!decision) return undefined;
+      const { change } = decision;
+      const events = [...(decision.events ?? [])];
+      const now = this.now();
+      const patch: Record<string, unknown> = { updated_at: now };
+      for (const [k, v] of Object.entries(change)) {
+        if (v === undefined) continue;
+        patch[k] = k === 'output' || k === 'provider_output' || k === 'error' ? (v === null ? null : JSON.stringify(v)) : v;
+      }
+      const next = change.status;
+      if (next && next !== cur.status) {
+        if (!allowed(cur.status, next)) {
+          this.logger.warn({ task_id: id, from: cur.status, to: next }, 'refused a status change');
+          return undefined;
+        }
+        if (next === 'processing' && !cur.started_at) patch.started_at = now;
+        if (TERMINAL.has(next)) {
+          patch.completed_at = now;
+          patch.lease_owner = null;
+          patch.lease_expires_at = null;
+          if (next === 'succeeded') patch.progress = 100;
+        }
+        const progress = (patch.progress as number | null | undefined) ?? (change.progress !== undefined ? change.progress : cur.progress);
+        const error = change.error !== undefined ? change.error : cur.error;
+        events.unshift({ event: 'status', payload: { status: next, progress, error: next === 'succeeded' ? null : error } });
+        if (TERMINAL.has(next)) {
+          const output = change.output !== undefined ? change.output : cur.output;
+          events.push({
+            event: responseEvent(cur.task_type),
+            payload: {
+              status: next === 'succeeded' ? 'success' : 'failed',
+              output: next === 'succeeded' ? output : null,
+              error: next === 'succeeded' ? null : error,
+            },
+          });
+        }
+      }
+      const [updated] = (await trx('tasks').where({ id }).update(patch).returning('*')) as TaskRow[];
+      const stored = await this.appendEvents(trx, updated!, events);
+      return stored;
+    });
+    if (!result) return undefined;
+    if (result.events.length) this.publish(result.events);
+    return result.row;
+  }
+
+  /** Store events with the next seqs of the (locked) task row. */
+  private async appendEvents(
+    trx: Knex.Transaction,
+    row: TaskRow,
+    events: Array<{ event: string; payload: Record<string, unknown> }>,
+  ): Promise<{ row: TaskRow; events: TaskEvent[] }> {
+    if (events.length === 0) return { row, events: [] };
+    const now = this.now();
+    const first = row.last_seq + 1;
+    const stored: TaskEvent[] = events.map((e, i) => ({
+      task_id: row.id,
+      user_id: row.user_id,
+      seq: first + i,
+      event: e.event,
+      payload: { task_id: row.id, seq: first + i, ...e.payload },
+      inserted_at: now.toISOString(),
+    }));
+    await trx('task_events').insert(
+      stored.map((e) => ({ task_id: e.task_id, seq: e.seq, event: e.event, payload: JSON.stringify(e.payload), inserted_at: now })),
+    );
+    const [updated] = (await trx('tasks')
+      .where({ id: row.id })
+      .update({ last_seq: row.last_seq + events.length })
+      .returning('*')) as TaskRow[];
+    return { row: updated!, events: stored };
+  }
+
+  private publish(events: TaskEvent[]): void {
+    for (const l of this.listeners) {
+      try {
+        l(events);
+      } catch (err) {
+        this.logger.error({ err, task_id: events[0]?.task_id }, 'task event listener failed');
+      }
+    }
+  }
+}

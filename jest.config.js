@@ -8,6 +8,6 @@ module.exports = {
   },
   // p-queue and its helpers ship ESM only; let swc turn them into CommonJS for jest.
   transformIgnorePatterns: ['/node_modules/(?!(p-queue|p-timeout|eventemitter3)/)'],
-  testTimeout: 30000,
+  testTimeout: 60000,
   maxWorkers: 2,
 };

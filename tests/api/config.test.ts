@@ -1,0 +1,54 @@
+import { ConfigError, loadConfig } from '../../src/config';
+import { BACKENDS } from '../helpers/db';
+import { call, startGateway } from '../helpers/gateway';
+
+describe('configuration', () => {
+  const problems = (env: Record<string, string>) => {
+    try {
+      loadConfig(env);
+    } catch (e) {
+      if (e instanceof ConfigError) return e.message;
+      throw e;
+    }
+    return 'no error';
+  };
+
+  it.each([
+    [{ PORT: 'eighty' }, 'PORT'],
+    [{ PORT: '70000' }, 'PORT'],
+    [{ DATABASE_URL: 'mysql://x' }, 'DATABASE_URL'],
+    [{ AUTH_SECRET: 'short' }, 'AUTH_SECRET'],
+    [{ REPLICATE_BASE_URL: 'not a url' }, 'REPLICATE_BASE_URL'],
+    [{ PUBLIC_URL: 'ftp://x' }, 'PUBLIC_URL'],
+    [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
+    [{ HOST: '0.0.0.0' }, 'HOST'],
+  ])('a bad value stops start-up naming the variable: %o', (env, name) => {
+    expect(problems(env)).toContain(`${name}:`);
+  });
+
+  it('defaults follow the contract', () => {
+    const c = loadConfig({});
+    expect(c).toMatchObject({ port: 4000, host: '127.0.0.1', databaseUrl: undefined, authSecret: undefined, demoMode: true });
+    expect(c.replicate.baseUrl).toBe('https://api.replicate.com/v1');
+    expect(c.dataDir.endsWith('/data')).toBe(true);
+  });
+
+  it('with a secret, any host may be used', () => {
+    expect(loadConfig({ HOST: '0.0.0.0', AUTH_SECRET: 'x'.repeat(32) }).host).toBe('0.0.0.0');
+  });
+});
+
+describe.each(BACKENDS)('open mode on %s', (backend) => {
+  it('every caller is the local user; a malformed Authorization header is still refused', async () => {
+    const t = await startGateway(backend);
+    try {
+      const res = await call(`${t.url}/api/tasks`, { body: { input_data: { prompt: 'hi' } } });
+      expect(res.status).toBe(202);
+      const row = await t.gw.db('tasks').where({ id: res.body.task_id }).first();
+      expect(row.user_id).toBe('local');
+      expect((await call(`${t.url}/api/tasks`, { headers: { authorization: 'Basic abc' } })).status).toBe(401);
+    } finally {
+      await t.close();
+    }
+  });
+});

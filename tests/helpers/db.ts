@@ -1,0 +1,50 @@
+import { randomBytes } from 'node:crypto';
+import knexFactory from 'knex';
+import { openDatabase, type Db } from '../../src/db';
+
+/** The PostgreSQL the suite also runs against, when set (CI sets it). */
+export const TEST_PG_URL = process.env.PYRE_TEST_DATABASE_URL || undefined;
+
+export type Backend = 'pglite' | 'postgres';
+
+/** The backends this run covers: PGlite always, PostgreSQL when PYRE_TEST_DATABASE_URL is set. */
+export const BACKENDS: Backend[] = TEST_PG_URL ? ['pglite', 'postgres'] : ['pglite'];
+
+export interface TestDb {
+  db: Db;
+  backend: Backend;
+  /** For PostgreSQL: the schema this test owns (other processes pass it as searchPath). */
+  schema?: string;
+  /** Open another connection pool on the same database (a second gateway process's view). */
+  reopen(): Db;
+  drop(): Promise<void>;
+}
+
+/** A fresh, empty database: in-memory PGlite, or a new schema on the test PostgreSQL. */
+export async function freshDb(backend: Backend): Promise<TestDb> {
+  if (backend === 'pglite') {
+    const db = openDatabase({ pgliteDir: 'memory://' });
+    return { db, backend, reopen: () => db, drop: () => db.destroy() };
+  }
+  const schema = `pyre_test_${randomBytes(6).toString('hex')}`;
+  const admin = knexFactory({ client: 'pg', connection: TEST_PG_URL, pool: { min: 0, max: 1 } });
+  await admin.raw(`CREATE SCHEMA ${schema}`);
+  const opened: Db[] = [];
+  const open = () => {
+    const db = openDatabase({ databaseUrl: TEST_PG_URL, searchPath: schema, pool: { min: 0, max: 10 } });
+    opened.push(db);
+    return db;
+  };
+  const db = open();
+  return {
+    db,
+    backend,
+    schema,
+    reopen: open,
+    drop: async () => {
+      await Promise.all(opened.map((d) => d.destroy()));
+      await admin.raw(`DROP SCHEMA ${schema} CASCADE`);
+      await admin.destroy();
+    },
+  };
+}

@@ -1,0 +1,353 @@
+/**
+ * One client connection, whatever the transport: decodes frames, answers heartbeats, routes
+ * joins/leaves/events to channel instances (Phoenix.Socket's handle_in clauses).
+ */
+import { type Assigns, type Channel, type ChannelHost, ChannelInstance, type JoinResult } from './channel';
+import type { InboundMessage, OutboundMessage, Payload } from './message';
+import type { Params } from './params';
+import type { Fanout, PubSub, Subscriber } from './pubsub';
+import type { RealtimeLogger } from './logger';
+import { ProtocolError, type EncodedFrame, type Serializer } from './serializer';
+
+/** How a connection writes: implemented by the WebSocket and long-poll transports. */
+export interface Transport {
+  readonly kind: 'websocket' | 'longpoll';
+  write(frame: EncodedFrame): void;
+  writeFanout(f: Fanout, serializer: Serializer): void;
+  /** Starts closing; the transport calls `connection.transportClosed()` once it is gone. */
+  close(code: number, reason: string): void;
+}
+
+/** Counters shared by all connections of one server. */
+export interface RealtimeStats {
+  sockets: number;
+  channels: number;
+  joins: number;
+  joinErrors: number;
+  messagesIn: number;
+  messagesOut: number;
+  protocolErrors: number;
+  rateLimited: number;
+  slowClientDisconnects: number;
+  idleDisconnects: number;
+  channelCrashes: number;
+  connectsRefused: number;
+}
+
+/** What a connection needs from its server. */
+export interface ConnectionContext {
+  readonly pubsub: PubSub;
+  readonly logger: RealtimeLogger;
+  readonly counters: RealtimeStats;
+  readonly maxChannelsPerSocket: number;
+  readonly rateLimit: { messages: number; intervalMs: number } | null;
+  readonly maxProtocolErrors: number;
+  route(topic: string): Channel | null;
+  connectionClosed(conn: Connection): void;
+}
+
+const EMPTY = Object.freeze({}) as Record<string, never>;
+const UNMATCHED = Object.freeze({ reason: 'unmatched topic' });
+const TOO_MANY = Object.freeze({ reason: 'too many channels joined' });
+const JOIN_CRASHED = Object.freeze({ reason: 'join crashed' });
+
+/** Close codes used by the server (never 1000: phoenix.js would not reconnect). */
+export const CloseCode = {
+  goingAway: 1001,
+  protocolError: 1002,
+  policyViolation: 1008,
+  tooBig: 1009,
+  serverError: 1011,
+  serviceRestart: 1012,
+} as const;
+
+function isThenable<T>(v: unknown): v is PromiseLike<T> {
+  return v !== null && typeof v === 'object' && typeof (v as { then?: unknown }).then === 'function';
+}
+
+export class Connection implements ChannelHost, Subscriber {
+  readonly id: string | null;
+  readonly params: Params;
+  readonly assigns: Assigns;
+  readonly serializer: Serializer;
+  readonly ctx: ConnectionContext;
+  transport: Transport;
+  readonly channels = new Map<string, ChannelInstance>();
+  /** True once close() was called (the transport may still be finishing its handshake). */
+  get isClosing(): boolean { return this.closing || this.closed; }
+  /** ms timestamp of the last inbound frame (idle sweep). */
+  lastSeen: number;
+  /** Idle limit in ms for this connection (0 = none). */
+  idleTimeoutMs: number;
+  closed = false;
+  /** Frames that arrived while an async join was running; processed in order afterwards. */
+  private inbox: InboundMessage[] | null = null;
+  private joining = false;
+  private idleWaiter: { promise: Promise<void>; resolve: () => void } | null = null;
+  private closing = false;
+  private rlStart = 0;
+  private rlCount = 0;
+  private protocolErrors = 0;
+
+  constructor(ctx: ConnectionContext, transport: Transport, serializer: Serializer, params: Params, assigns: Assigns, id: string | null, idleTimeoutMs: number) {
+    this.ctx = ctx;
+    this.transport = transport;
+    this.serializer = serializer;
+    this.params = params;
+    this.assigns = assigns;
+    this.id = id;
+    this.idleTimeoutMs = idleTimeoutMs;
+    this.lastSeen = Date.now();
+    if (id !== null) ctx.pubsub.subscribe(id, this);
+  }
+
+  get transportKind(): 'websocket' | 'longpoll' { return this.transport.kind; }
+  get pubsub(): PubSub { return this.ctx.pubsub; }
+  get logger(): RealtimeLogger { return this.ctx.logger; }
+
+  // ---- inbound ---------------------------------------------------------------------------
+
+  /** One raw frame from the transport. Never throws. */
+  handleFrame(data: Buffer, isBinary: boolean): void {
+    if (this.closed) return;
+    const now = Date.now();
+    this.lastSeen = now;
+    const rl = this.ctx.rateLimit;
+    if (rl !== null) {
+      if (now - this.rlStart >= rl.intervalMs) {
+        this.rlStart = now;
+        this.rlCount = 0;
+      }
+      if (++this.rlCount > rl.messages) {
+        this.ctx.counters.rateLimited++;
+        this.ctx.logger.warn({ socketId: this.id, limit: rl.messages, intervalMs: rl.intervalMs }, 'realtime: inbound rate limit exceeded, closing socket');
+        this.close(CloseCode.policyViolation, 'rate limit exceeded');
+        return;
+      }
+    }
+    let msg: InboundMessage;
+    try {
+      msg = this.serializer.decode(data, isBinary);
+    } catch (err) {
+      this.protocolError(err, data);
+      return;
+    }
+    this.ctx.counters.messagesIn++;
+    if (this.inbox !== null) {
+      this.inbox.push(msg);
+      return;
+    }
+    this.dispatch(msg);
+  }
+
+  private protocolError(err: unknown, data: Buffer): void {
+    this.ctx.counters.protocolErrors++;
+    const n = ++this.protocolErrors;
+    if (n <= 3) {
+      this.ctx.logger.warn(
+        { socketId: this.id, bytes: data.length, err: err instanceof ProtocolError ? err.message : String(err) },
+        'realtime: malformed frame dropped',
+      );
+    }
+    if (n >= this.ctx.maxProtocolErrors) {
+      this.ctx.logger.warn({ socketId: this.id, protocolErrors: n }, 'realtime: too many malformed frames, closing socket');
+      this.close(CloseCode.policyViolation, 'malformed frames');
+    }
+  }
+
+  private dispatch(msg: InboundMessage): void {
+    const { topic, event } = msg;
+    if (topic === 'phoenix' && event === 'heartbeat') {
+      this.send({ kind: 'reply', joinRef: null, ref: msg.ref, topic, status: 'ok', response: EMPTY });
+      return;
+    }
+    if (event === 'phx_join') {
+      this.join(msg);
+      return;
+    }
+    const ch = this.channels.get(topic);
+    if (ch !== undefined) {
+      // A non-null join_ref from an earlier join of this topic is stale: dropped without a word.
+      if (msg.joinRef !== null && msg.joinRef !== ch.joinRef) return;
+      if (event === 'phx_leave') ch.leave(msg.ref);
+      else ch.handleIn(event, msg.payload, msg.ref);
+      return;
+    }
+    if (event === 'phx_leave') {
+      this.send({ kind: 'reply', joinRef: msg.joinRef, ref: msg.ref, topic, status: 'ok', response: EMPTY });
+      return;
+    }
+    this.send({ kind: 'reply', joinRef: null, ref: msg.ref, topic, status: 'error', response: UNMATCHED });
+  }
+
+  private join(msg: InboundMessage): void {
+    const { topic } = msg;
+    const old = this.channels.get(topic);
+    if (old !== undefined) {
+      // Duplicate join: the old channel goes first; its phx_close follows the new join's reply.
+      old.teardown('duplicate_join');
+    } else if (this.channels.size >= this.ctx.maxChannelsPerSocket) {
+      this.ctx.counters.joinErrors++;
+      this.send({ kind: 'reply', joinRef: msg.joinRef, ref: msg.ref, topic, status: 'error', response: TOO_MANY });
+      return;
+    }
+    const handler = this.ctx.route(topic);
+    if (handler === null) {
+      this.ctx.counters.joinErrors++;
+      this.ctx.logger.debug({ socketId: this.id, topic }, 'realtime: join for unmatched topic');
+      this.send({ kind: 'reply', joinRef: null, ref: msg.ref, topic, status: 'error', response: UNMATCHED });
+      if (old !== undefined) this.sendClose(old);
+      return;
+    }
+    const joinRef = msg.joinRef ?? msg.ref;
+    const ch = new ChannelInstance(this, topic, joinRef, handler, this.assigns);
+    let result: JoinResult | PromiseLike<JoinResult>;
+    try {
+      result = handler.join(topic, msg.payload, ch);
+    } catch (err) {
+      this.joinDone(msg, ch, old, null, err);
+      return;
+    }
+    if (isThenable(result)) {
+      this.inbox = [];
+      this.joining = true;
+      result.then(
+        (r) => this.joinDone(msg, ch, old, r, undefined),
+        (err: unknown) => this.joinDone(msg, ch, old, null, err ?? new Error('join rejected')),
+      );
+      return;
+    }
+    this.joinDone(msg, ch, old, result, undefined);
+  }
+
+  private joinDone(msg: InboundMessage, ch: ChannelInstance, old: ChannelInstance | undefined, result: JoinResult | null, err: unknown): void {
+    const { topic } = msg;
+    if (this.closed) {
+      ch.teardown('closed');
+      return;
+    }
+    if (err !== undefined || result === null || typeof result !== 'object') {
+      this.ctx.counters.joinErrors++;
+      this.ctx.logger.error({ err: err ?? new Error(`join returned ${String(result)}`), socketId: this.id, topic }, 'realtime: join crashed');
+      ch.teardown('crash');
+      this.send({ kind: 'reply', joinRef: msg.joinRef, ref: msg.ref, topic, status: 'error', response: JOIN_CRASHED });
+      if (old !== undefined) this.sendClose(old);
+    } else if (result.status === 'ok') {
+      this.ctx.counters.joins++;
+      this.ctx.counters.channels++;
+      this.channels.set(topic, ch);
+      const early = ch.markJoined();
+      this.send({ kind: 'reply', joinRef: msg.joinRef, ref: msg.ref, topic, status: 'ok', response: result.response ?? EMPTY });
+      if (old !== undefined) this.sendClose(old);
+      if (early !== null) for (const f of early) this.write(f);
+    } else {
+      this.ctx.counters.joinErrors++;
+      ch.teardown('join_refused');
+      this.send({ kind: 'reply', joinRef: msg.joinRef, ref: msg.ref, topic, status: 'error', response: result.response ?? EMPTY });
+      if (old !== undefined) this.sendClose(old);
+    }
+    if (this.joining) {
+      this.joining = false;
+      const queued = this.inbox;
+      this.inbox = null;
+      if (queued !== null) {
+        for (let i = 0; i < queued.length; i++) {
+          if (this.closed) return;
+          if (this.inbox !== null) {
+            // Another async join started: the rest waits behind it.
+            (this.inbox as InboundMessage[]).push(...queued.slice(i));
+            return;
+          }
+          this.dispatch(queued[i]!);
+        }
+      }
+      this.releaseIdleWaiter();
+    }
+  }
+
+  /** Settles once no async join is holding frames back (null if none is). Long-poll waits on it. */
+  get pendingJoin(): Promise<void> | null {
+    if (this.inbox === null) return null;
+    if (this.idleWaiter === null) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => { resolve = r; });
+      this.idleWaiter = { promise, resolve };
+    }
+    return this.idleWaiter.promise;
+  }
+
+  private releaseIdleWaiter(): void {
+    const w = this.idleWaiter;
+    if (w !== null && this.inbox === null) {
+      this.idleWaiter = null;
+      w.resolve();
+    }
+  }
+
+  private sendClose(old: ChannelInstance): void {
+    this.send({ kind: 'push', joinRef: old.joinRef, ref: old.joinRef, topic: old.topic, event: 'phx_close', payload: EMPTY });
+  }
+
+  // ---- ChannelHost -----------------------------------------------------------------------
+
+  channelEnded(ch: ChannelInstance, reason: string): void {
+    if (this.channels.get(ch.topic) === ch) {
+      this.channels.delete(ch.topic);
+      this.ctx.counters.channels--;
+    }
+    if (reason === 'crash') this.ctx.counters.channelCrashes++;
+  }
+
+  encode(msg: OutboundMessage): EncodedFrame {
+    return this.serializer.encode(msg);
+  }
+
+  write(frame: EncodedFrame): void {
+    if (this.closed) return;
+    this.ctx.counters.messagesOut++;
+    this.transport.write(frame);
+  }
+
+  send(msg: OutboundMessage): void {
+    if (this.closed) return;
+    this.write(this.serializer.encode(msg));
+  }
+
+  writeFanout(f: Fanout): void {
+    if (this.closed) return;
+    this.ctx.counters.messagesOut++;
+    this.transport.writeFanout(f, this.serializer);
+  }
+
+  /** Subscriber for the socket-id topic: a "disconnect" broadcast ends the connection with 1001. */
+  deliver(f: Fanout): void {
+    if (f.message.event === 'disconnect') this.close(CloseCode.goingAway, 'disconnected');
+  }
+
+  /** Pushes to a topic this connection has joined, outside any channel callback. */
+  pushTo(topic: string, event: string, payload: Payload): boolean {
+    const ch = this.channels.get(topic);
+    if (ch === undefined) return false;
+    ch.push(event, payload);
+    return true;
+  }
+
+  // ---- lifecycle -------------------------------------------------------------------------
+
+  close(code: number, reason: string): void {
+    if (this.closed || this.closing) return;
+    this.closing = true;
+    this.transport.close(code, reason);
+  }
+
+  /** The transport is gone: end every channel (their presences leave) and unregister. */
+  transportClosed(reason = 'closed'): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.inbox = null;
+    this.releaseIdleWaiter();
+    if (this.id !== null) this.ctx.pubsub.unsubscribe(this.id, this);
+    for (const ch of Array.from(this.channels.values())) ch.teardown(reason);
+    this.ctx.connectionClosed(this);
+  }
+}

@@ -1,0 +1,17 @@
+export { RealtimeServer } from './server';
+export type { RealtimeServerOptions, ConnectInfo, ConnectResult, DrainOptions } from './server';
+export type {
+  Channel, ChannelSocket, Assigns, JoinResult, HandleInResult, HandleInfoResult, InfoBroadcast, TerminateReason,
+} from './channel';
+export { PubSub, LocalPubSubAdapter, Fanout } from './pubsub';
+export type { PubSubAdapter, PubSubMessage, Subscriber } from './pubsub';
+export { V1Serializer, V2Serializer, negotiateSerializer, ProtocolError } from './serializer';
+export type { Serializer, EncodedFrame } from './serializer';
+export type { InboundMessage, OutboundMessage, Payload, Ref } from './message';
+export type { RealtimeStats } from './connection';
+export { CloseCode } from './connection';
+export { decodeQuery } from './params';
+export type { Params, ParamValue } from './params';
+export type { CheckOrigin } from './origin';
+export type { RealtimeLogger } from './logger';
+export type { LongPollOptions } from './longpoll';

@@ -1,0 +1,62 @@
+/**
+ * The three message shapes of the Phoenix wire protocol, independent of any serializer.
+ * Mirrors Phoenix.Socket.Message / Reply / Broadcast (lib/phoenix/socket/message.ex).
+ */
+
+/** A ref as the client sent it (phoenix.js and Swift send decimal strings; null when absent). */
+export type Ref = string | null;
+
+/** A payload is any JSON value, or raw bytes for V2 binary frames. */
+export type Payload = unknown;
+
+/** A frame received from a client. */
+export interface InboundMessage {
+  joinRef: Ref;
+  ref: Ref;
+  topic: string;
+  event: string;
+  /** Parsed JSON, or a Buffer when the client sent a V2 binary push. */
+  payload: Payload;
+}
+
+/** A push or lifecycle frame for one channel: `[join_ref, ref, topic, event, payload]`. */
+export interface PushMessage {
+  kind: 'push';
+  joinRef: Ref;
+  ref: Ref;
+  topic: string;
+  event: string;
+  payload: Payload;
+}
+
+/** `phx_reply` to a client ref. */
+export interface ReplyMessage {
+  kind: 'reply';
+  joinRef: Ref;
+  ref: Ref;
+  topic: string;
+  status: string;
+  response: Payload;
+}
+
+/** A broadcast (fastlane): `[null, null, topic, event, payload]`. */
+export interface BroadcastMessage {
+  kind: 'broadcast';
+  topic: string;
+  event: string;
+  payload: Payload;
+}
+
+export type OutboundMessage = PushMessage | ReplyMessage | BroadcastMessage;
+
+/** True for payloads that go out as V2 binary frames. */
+export function isBinaryPayload(p: unknown): p is Uint8Array | ArrayBuffer {
+  return p instanceof Uint8Array || p instanceof ArrayBuffer;
+}
+
+/** Normalises a binary payload to a Buffer without copying. */
+export function toBuffer(p: Uint8Array | ArrayBuffer): Buffer {
+  if (Buffer.isBuffer(p)) return p;
+  if (p instanceof ArrayBuffer) return Buffer.from(p);
+  return Buffer.from(p.buffer, p.byteOffset, p.byteLength);
+}

@@ -1,0 +1,414 @@
+/**
+ * RealtimeServer: a Phoenix-channels endpoint for Node. Owns the routes, the connections,
+ * the pubsub, the WebSocket upgrade handler and the long-poll HTTP handler.
+ */
+import type { IncomingHttpHeaders, IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import WebSocket, { WebSocketServer } from 'ws';
+import type { Assigns, Channel } from './channel';
+import { CloseCode, Connection, type ConnectionContext, type RealtimeStats } from './connection';
+import type { Payload } from './message';
+import { type CheckOrigin, compileOriginCheck } from './origin';
+import { decodeQuery, type Params } from './params';
+import { PubSub, type PubSubAdapter } from './pubsub';
+import { negotiateSerializer, type Serializer } from './serializer';
+import { silentRealtimeLogger, type RealtimeLogger } from './logger';
+import { WriteScheduler, WsTransport } from './websocket';
+import { LongPollTransport, type LongPollOptions } from './longpoll';
+
+/** What `connect` sees besides the params. */
+export interface ConnectInfo {
+  transport: 'websocket' | 'longpoll';
+  headers: IncomingHttpHeaders;
+  remoteAddress: string | undefined;
+  /** phoenix.js `authToken` (from `Sec-WebSocket-Protocol`), or `X-Phoenix-AuthToken` on long-poll. */
+  authToken: string | null;
+  uri: URL;
+}
+
+export type ConnectResult<A extends Assigns = Assigns> =
+  | { assigns?: A; id?: string | null; error?: undefined }
+  | { error: true; status?: number };
+
+export interface RealtimeServerOptions<A extends Assigns = Assigns> {
+  /** Mount path (default `/socket`): serves `${path}/websocket` and `${path}/longpoll`. */
+  path?: string;
+  /** Authenticates a connection. Default: accept everyone with empty assigns. Throwing ⇒ 403. */
+  connect?: (params: Params, info: ConnectInfo) => ConnectResult<A> | Promise<ConnectResult<A>>;
+  /** Phoenix check_origin: false, true (Origin host = request Host), 'conn', a list, or a predicate. Default true. */
+  checkOrigin?: CheckOrigin;
+  /** Largest inbound frame in bytes (default 64 KiB). Bigger ⇒ close 1009. */
+  maxFrameBytes?: number;
+  /** Inbound messages allowed per socket per interval (default 200 per 1000 ms); false disables. */
+  rateLimit?: { messages: number; intervalMs: number } | false;
+  /** Default 100, as Phoenix. */
+  maxChannelsPerSocket?: number;
+  /** Close a WebSocket with no inbound frame for this long (default 60 000 ms; 0 disables). */
+  idleTimeoutMs?: number;
+  /** Close a socket whose unsent bytes exceed this after a flush (default 1 MiB). */
+  maxBufferedBytes?: number;
+  /** Malformed frames tolerated per socket before it is closed (default 10). */
+  maxProtocolErrors?: number;
+  logger?: RealtimeLogger;
+  /** Carries broadcasts between nodes (default: this process only). */
+  pubsub?: PubSubAdapter;
+  longpoll?: LongPollOptions | false;
+}
+
+/** Options of {@link RealtimeServer.drain}. */
+export interface DrainOptions {
+  batchSize?: number;
+  intervalMs?: number;
+}
+
+interface Route {
+  pattern: string;
+  prefix: string | null;
+  channel: Channel;
+}
+
+/** Decodes phoenix.js's `base64url.bearer.phx.<b64>` subprotocol token (std or url-safe alphabet, no padding). */
+function decodeAuthToken(b64: string): string | null {
+  const std = b64.replace(/-/g, '+').replace(/_/g, '/');
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(std)) return null;
+  return Buffer.from(std, 'base64').toString('utf8');
+}
+
+const AUTH_PREFIX = 'base64url.bearer.phx.';
+
+function rejectUpgrade(socket: Duplex, status: number): void {
+  const text: Record<number, string> = { 400: 'Bad Request', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 503: 'Service Unavailable' };
+  try {
+    socket.end(`HTTP/1.1 ${status} ${text[status] ?? 'Error'}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+  } catch {
+    socket.destroy();
+  }
+}
+
+export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionContext {
+  readonly path: string;
+  readonly pubsub: PubSub;
+  readonly logger: RealtimeLogger;
+  readonly counters: RealtimeStats = {
+    sockets: 0, channels: 0, joins: 0, joinErrors: 0, messagesIn: 0, messagesOut: 0, protocolErrors: 0,
+    rateLimited: 0, slowClientDisconnects: 0, idleDisconnects: 0, channelCrashes: 0, connectsRefused: 0,
+  };
+  readonly maxChannelsPerSocket: number;
+  readonly rateLimit: { messages: number; intervalMs: number } | null;
+  readonly maxProtocolErrors: number;
+  readonly idleTimeoutMs: number;
+  readonly maxFrameBytes: number;
+  /** Every live connection (WebSocket and long-poll). */
+  readonly connections = new Set<Connection>();
+
+  private readonly routes: Route[] = [];
+  private readonly exact = new Map<string, Channel>();
+  private readonly connectFn: NonNullable<RealtimeServerOptions<A>['connect']>;
+  private readonly originOk: ReturnType<typeof compileOriginCheck>;
+  private readonly wss: WebSocketServer;
+  private readonly scheduler: WriteScheduler;
+  private readonly longpoll: LongPollTransport | null;
+  private sweepTimer: NodeJS.Timeout | null = null;
+  private draining = false;
+  private closedFlag = false;
+  private attached: { server: HttpServer; listener: (req: IncomingMessage, socket: Duplex, head: Buffer) => void }[] = [];
+
+  constructor(opts: RealtimeServerOptions<A> = {}) {
+    this.path = (opts.path ?? '/socket').replace(/\/+$/, '');
+    this.logger = opts.logger ?? silentRealtimeLogger;
+    this.connectFn = opts.connect ?? (() => ({ assigns: {} as A }));
+    this.originOk = compileOriginCheck(opts.checkOrigin ?? true);
+    this.maxFrameBytes = opts.maxFrameBytes ?? 64 * 1024;
+    this.rateLimit = opts.rateLimit === false ? null : (opts.rateLimit ?? { messages: 200, intervalMs: 1000 });
+    this.maxChannelsPerSocket = opts.maxChannelsPerSocket ?? 100;
+    this.idleTimeoutMs = opts.idleTimeoutMs ?? 60_000;
+    this.maxProtocolErrors = opts.maxProtocolErrors ?? 10;
+    this.pubsub = new PubSub(opts.pubsub, (err) => this.logger.error({ err }, 'realtime: pubsub adapter publish failed'));
+    this.scheduler = new WriteScheduler(opts.maxBufferedBytes ?? 1024 * 1024, (t, buffered) => {
+      this.counters.slowClientDisconnects++;
+      this.logger.warn({ socketId: t.conn?.id ?? null, buffered }, 'realtime: slow client exceeded its unsent-bytes cap, closing');
+      t.terminate();
+    });
+    this.wss = new WebSocketServer({
+      noServer: true,
+      perMessageDeflate: false,
+      maxPayload: this.maxFrameBytes,
+      clientTracking: false,
+      handleProtocols: (protocols) => (protocols.has('phoenix') ? 'phoenix' : false),
+    });
+    this.longpoll = opts.longpoll === false ? null : new LongPollTransport(this, opts.longpoll ?? {});
+    this.startSweep();
+  }
+
+  // ---- routing ---------------------------------------------------------------------------
+
+  /** Routes topics to a channel: `'room:*'` matches every topic starting with `room:`; otherwise exact. First match wins. */
+  channel(pattern: string, impl: Channel<A>): this {
+    const star = pattern.indexOf('*');
+    if (star !== -1 && star !== pattern.length - 1) throw new Error(`channel pattern ${pattern}: '*' is only allowed at the end`);
+    const route: Route = { pattern, prefix: star === -1 ? null : pattern.slice(0, -1), channel: impl as unknown as Channel };
+    this.routes.push(route);
+    if (route.prefix === null && !this.exact.has(pattern)) this.exact.set(pattern, route.channel);
+    return this;
+  }
+
+  route(topic: string): Channel | null {
+    for (const r of this.routes) {
+      if (r.prefix === null ? r.pattern === topic : topic.startsWith(r.prefix)) return r.channel;
+    }
+    return null;
+  }
+
+  // ---- broadcasting ----------------------------------------------------------------------
+
+  /** Sends `event` to every subscriber of `topic` on every node. */
+  broadcast(topic: string, event: string, payload: Payload): void {
+    this.pubsub.broadcast(topic, event, payload, null);
+  }
+
+  /** Local-only variant (no adapter). */
+  localBroadcast(topic: string, event: string, payload: Payload): void {
+    this.pubsub.localBroadcast(topic, event, payload, null);
+  }
+
+  /** Closes every connection whose `connect` returned this id, on every node (close 1001; clients reconnect). */
+  disconnect(socketId: string): void {
+    this.pubsub.broadcast(socketId, 'disconnect', {}, null);
+  }
+
+  /** Counters for metrics; `sockets`/`channels` are gauges, the rest only grow. */
+  stats(): RealtimeStats & { longpollSessions: number } {
+    return { ...this.counters, longpollSessions: this.longpoll?.sessionCount ?? 0 };
+  }
+
+  // ---- connection lifecycle --------------------------------------------------------------
+
+  /** Applies the checkOrigin option to a request. */
+  originAllowed(req: IncomingMessage): boolean {
+    const origin = req.headers.origin;
+    const secure = Boolean((req.socket as { encrypted?: boolean }).encrypted);
+    return this.originOk(typeof origin === 'string' ? origin : undefined, req.headers.host, secure);
+  }
+
+  /** Runs origin check, vsn negotiation and `connect`. Returns the connection ingredients or an HTTP status. */
+  async authorize(req: IncomingMessage, transport: 'websocket' | 'longpoll', authToken: string | null):
+    Promise<{ serializer: Serializer; params: Params; assigns: Assigns; id: string | null } | { status: number }> {
+    if (this.draining || this.closedFlag) return { status: 503 };
+    const uri = new URL(req.url ?? '/', `http://${req.headers.host ?? 'localhost'}`);
+    if (!this.originAllowed(req)) {
+      this.counters.connectsRefused++;
+      this.logger.warn({ origin: req.headers.origin, transport }, 'realtime: origin not allowed');
+      return { status: 403 };
+    }
+    const params = decodeQuery(uri.search);
+    const serializer = negotiateSerializer(params.vsn);
+    if (serializer === null) {
+      this.counters.connectsRefused++;
+      this.logger.info({ vsn: params.vsn, transport }, 'realtime: unsupported vsn');
+      return { status: 403 };
+    }
+    let result: ConnectResult<A>;
+    try {
+      result = await this.connectFn(params, { transport, headers: req.headers, remoteAddress: req.socket.remoteAddress, authToken, uri });
+    } catch (err) {
+      this.counters.connectsRefused++;
+      this.logger.error({ err }, 'realtime: connect handler threw');
+      return { status: 403 };
+    }
+    if (!result || result.error) {
+      this.counters.connectsRefused++;
+      return { status: (result && result.error && result.status) || 403 };
+    }
+    const id = result.id ?? null;
+    if (id !== null && typeof id !== 'string') {
+      this.counters.connectsRefused++;
+      this.logger.error({ id }, 'realtime: connect returned a non-string id');
+      return { status: 403 };
+    }
+    return { serializer, params, assigns: result.assigns ?? {}, id };
+  }
+
+  /** Creates and registers a connection. */
+  openConnection(transport: WsTransport | import('./longpoll').LongPollSession, a: { serializer: Serializer; params: Params; assigns: Assigns; id: string | null }, idleTimeoutMs: number): Connection {
+    const conn = new Connection(this, transport, a.serializer, a.params, a.assigns, a.id, idleTimeoutMs);
+    transport.conn = conn;
+    this.connections.add(conn);
+    this.counters.sockets++;
+    return conn;
+  }
+
+  connectionClosed(conn: Connection): void {
+    if (this.connections.delete(conn)) this.counters.sockets--;
+  }
+
+  // ---- HTTP integration ------------------------------------------------------------------
+
+  /** Handles WebSocket upgrades for `${path}/websocket` on `server`. Other upgrade paths are left alone. */
+  attach(server: HttpServer): this {
+    const listener = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+      const pathname = (req.url ?? '').split('?', 1)[0]!;
+      if (pathname !== `${this.path}/websocket`) {
+        // Nobody else will answer: do not leave the client hanging.
+        if (server.listenerCount('upgrade') === 1) rejectUpgrade(socket, 404);
+        return;
+      }
+      this.handleUpgrade(req, socket, head);
+    };
+    server.on('upgrade', listener);
+    this.attached.push({ server, listener });
+    return this;
+  }
+
+  /** Upgrades one request (for callers that route upgrades themselves). */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    socket.on('error', onEarlySocketError);
+    if (req.method !== 'GET') {
+      rejectUpgrade(socket, 400);
+      return;
+    }
+    let authToken: string | null = null;
+    const proto = req.headers['sec-websocket-protocol'];
+    if (typeof proto === 'string') {
+      for (const p of proto.split(',')) {
+        const t = p.trim();
+        if (t.startsWith(AUTH_PREFIX)) authToken = decodeAuthToken(t.slice(AUTH_PREFIX.length));
+      }
+    }
+    this.authorize(req, 'websocket', authToken).then(
+      (a) => {
+        if ('status' in a) {
+          rejectUpgrade(socket, a.status);
+          return;
+        }
+        if (socket.destroyed) return;
+        this.wss.handleUpgrade(req, socket, head, (ws) => {
+          socket.removeListener('error', onEarlySocketError);
+          if (this.closedFlag) {
+            ws.terminate();
+            return;
+          }
+          const t = new WsTransport(ws, this.scheduler, this.logger);
+          (ws as unknown as Record<symbol, WsTransport>)[TRANSPORT] = t;
+          ws.on('message', onWsMessage);
+          ws.on('close', onWsClose);
+          ws.on('error', onWsError);
+          this.openConnection(t, a, this.idleTimeoutMs);
+        });
+      },
+      (err: unknown) => {
+        this.logger.error({ err }, 'realtime: upgrade failed');
+        rejectUpgrade(socket, 500);
+      },
+    );
+  }
+
+  /**
+   * Serves `${path}/longpoll` (and answers 400 for plain HTTP requests to `${path}/websocket`).
+   * Returns false when the request is not for this server, so it can sit in front of other handlers.
+   */
+  handleHttp(req: IncomingMessage, res: ServerResponse): boolean {
+    const pathname = (req.url ?? '').split('?', 1)[0]!;
+    if (pathname === `${this.path}/websocket`) {
+      res.writeHead(400, { 'content-length': '0' }).end();
+      return true;
+    }
+    if (pathname === `${this.path}/longpoll` && this.longpoll !== null) {
+      this.longpoll.handle(req, res);
+      return true;
+    }
+    return false;
+  }
+
+  /** Express/Connect middleware form of {@link handleHttp}. */
+  middleware(): (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) => void {
+    return (req, res, next) => {
+      if (!this.handleHttp(req, res)) next();
+    };
+  }
+
+  // ---- shutdown --------------------------------------------------------------------------
+
+  /**
+   * Stops accepting connections, then closes existing ones with 1012 in batches
+   * (`batchSize` every `intervalMs`) so clients do not all reconnect to the next node at once.
+   */
+  async drain(opts: DrainOptions = {}): Promise<void> {
+    const batchSize = Math.max(1, opts.batchSize ?? 1000);
+    const intervalMs = opts.intervalMs ?? 100;
+    this.draining = true;
+    const all = Array.from(this.connections);
+    for (let i = 0; i < all.length; i += batchSize) {
+      if (i > 0 && intervalMs > 0) await new Promise((r) => setTimeout(r, intervalMs));
+      for (const conn of all.slice(i, i + batchSize)) conn.close(CloseCode.serviceRestart, 'server restart');
+    }
+  }
+
+  /** Closes everything at once (tests, fatal shutdown) and the pubsub adapter. */
+  async close(): Promise<void> {
+    if (this.closedFlag) return;
+    this.closedFlag = true;
+    this.draining = true;
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.sweepTimer = null;
+    for (const { server, listener } of this.attached) server.removeListener('upgrade', listener);
+    this.attached = [];
+    this.longpoll?.close();
+    for (const conn of Array.from(this.connections)) {
+      const t = conn.transport;
+      if (t instanceof WsTransport) t.terminate();
+      conn.transportClosed('shutdown');
+    }
+    await new Promise<void>((r) => this.wss.close(() => r()));
+    await this.pubsub.close();
+  }
+
+  // ---- idle sweep ------------------------------------------------------------------------
+
+  private startSweep(): void {
+    const idle = this.idleTimeoutMs;
+    const lp = this.longpoll?.sweepIntervalMs ?? Infinity;
+    const every = Math.min(idle > 0 ? Math.max(25, Math.min(5000, idle / 4)) : Infinity, lp);
+    if (!Number.isFinite(every)) return;
+    this.sweepTimer = setInterval(() => this.sweep(), every);
+    this.sweepTimer.unref();
+  }
+
+  /** One pass over all connections; a single timer for the whole server. */
+  private sweep(): void {
+    const now = Date.now();
+    for (const conn of this.connections) {
+      if (conn.idleTimeoutMs > 0 && now - conn.lastSeen > conn.idleTimeoutMs && !conn.isClosing) {
+        this.counters.idleDisconnects++;
+        this.logger.info({ socketId: conn.id, transport: conn.transportKind }, 'realtime: idle connection closed');
+        // A dead peer never answers the close handshake; ws destroys the socket after its close timeout.
+        conn.close(CloseCode.goingAway, 'idle timeout');
+      }
+    }
+  }
+}
+
+const TRANSPORT = Symbol('realtime.transport');
+
+function transportOf(ws: WebSocket): WsTransport {
+  return (ws as unknown as Record<symbol, WsTransport>)[TRANSPORT]!;
+}
+
+function onEarlySocketError(): void {
+  // A client that vanished during connect: nothing to do, the socket is destroyed by Node.
+}
+
+function onWsMessage(this: WebSocket, data: WebSocket.RawData, isBinary: boolean): void {
+  const t = transportOf(this);
+  const buf = Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data);
+  t.conn.handleFrame(buf, isBinary);
+}
+
+function onWsClose(this: WebSocket): void {
+  transportOf(this).conn.transportClosed();
+}
+
+function onWsError(this: WebSocket, err: Error & { code?: string }): void {
+  const t = transportOf(this);
+  t.conn.ctx.counters.protocolErrors++;
+  t.conn.logger.warn({ socketId: t.conn.id, code: err.code, err: err.message }, 'realtime: websocket error, closing');
+}

@@ -1,0 +1,146 @@
+/**
+ * The WebSocket transport: writes go straight to the TCP socket under one cork per tick,
+ * so a connection that gets ten frames in a tick costs one syscall, and a broadcast's
+ * WebSocket frame (header included) is built once and shared by every socket.
+ */
+import type { Socket as NetSocket } from 'node:net';
+import WebSocket from 'ws';
+import type { Connection, Transport } from './connection';
+import type { Fanout } from './pubsub';
+import type { EncodedFrame, Serializer } from './serializer';
+import type { RealtimeLogger } from './logger';
+
+/** Builds an unmasked server→client WebSocket frame (RFC 6455 §5.2) around `data`. */
+export function wsFrame(data: Buffer, binary: boolean): Buffer {
+  const len = data.length;
+  const head = len < 126 ? 2 : len < 65536 ? 4 : 10;
+  const buf = Buffer.allocUnsafe(head + len);
+  buf[0] = binary ? 0x82 : 0x81;
+  if (len < 126) {
+    buf[1] = len;
+  } else if (len < 65536) {
+    buf[1] = 126;
+    buf.writeUInt16BE(len, 2);
+  } else {
+    buf[1] = 127;
+    buf.writeUInt32BE(Math.floor(len / 0x100000000), 2);
+    buf.writeUInt32BE(len >>> 0, 6);
+  }
+  data.copy(buf, head);
+  return buf;
+}
+
+/** Batches per-socket writes until the end of the tick. One per server. */
+export class WriteScheduler {
+  private dirty: WsTransport[] = [];
+  private scheduled = false;
+  private readonly flushAll = (): void => {
+    this.scheduled = false;
+    const list = this.dirty;
+    this.dirty = [];
+    for (let i = 0; i < list.length; i++) list[i]!.flush();
+  };
+
+  constructor(readonly maxBufferedBytes: number, readonly onSlowClient: (t: WsTransport, buffered: number) => void) {}
+
+  add(t: WsTransport): void {
+    this.dirty.push(t);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.flushAll);
+    }
+  }
+}
+
+const BINARY_OPTS = { binary: true } as const;
+const TEXT_OPTS = { binary: false } as const;
+
+export class WsTransport implements Transport {
+  readonly kind = 'websocket' as const;
+  readonly ws: WebSocket;
+  private readonly sock: NetSocket | null;
+  private corked = false;
+  conn!: Connection;
+  private readonly scheduler: WriteScheduler;
+  private readonly logger: RealtimeLogger;
+
+  constructor(ws: WebSocket, scheduler: WriteScheduler, logger: RealtimeLogger) {
+    this.ws = ws;
+    // ws keeps the TCP socket in `_socket`; with permessage-deflate off its Sender writes to it
+    // synchronously, so writing complete frames there ourselves interleaves safely.
+    const s = (ws as unknown as { _socket?: NetSocket })._socket;
+    this.sock = s && typeof s.cork === 'function' ? s : null;
+    this.scheduler = scheduler;
+    this.logger = logger;
+  }
+
+  write(frame: EncodedFrame): void {
+    if (this.sock === null) {
+      this.fallbackSend(frame.data, frame.binary);
+      return;
+    }
+    this.raw(wsFrame(frame.data, frame.binary));
+  }
+
+  writeFanout(f: Fanout, serializer: Serializer): void {
+    let buf = f.wsFrames[serializer.index];
+    if (buf === undefined) {
+      let enc: EncodedFrame;
+      try {
+        enc = f.encode(serializer);
+      } catch (err) {
+        this.logger.warn({ topic: f.message.topic, event: f.message.event, serializer: serializer.name, err: String(err) },
+          'realtime: broadcast cannot be encoded for this serializer; skipped');
+        return;
+      }
+      if (this.sock === null) {
+        this.fallbackSend(enc.data, enc.binary);
+        return;
+      }
+      buf = wsFrame(enc.data, enc.binary);
+      f.wsFrames[serializer.index] = buf;
+    }
+    this.raw(buf);
+  }
+
+  private fallbackSend(data: Buffer, binary: boolean): void {
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(data, binary ? BINARY_OPTS : TEXT_OPTS);
+  }
+
+  private raw(buf: Buffer): void {
+    const s = this.sock!;
+    if (this.ws.readyState !== WebSocket.OPEN || s.destroyed) return;
+    if (!this.corked) {
+      this.corked = true;
+      s.cork();
+      this.scheduler.add(this);
+    }
+    s.write(buf);
+  }
+
+  /** End of tick: hand the batch to the kernel, then check what it could not take. */
+  flush(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    const s = this.sock!;
+    if (s.destroyed) return;
+    s.uncork();
+    const buffered = s.writableLength;
+    if (buffered > this.scheduler.maxBufferedBytes) this.scheduler.onSlowClient(this, buffered);
+  }
+
+  close(code: number, reason: string): void {
+    const st = this.ws.readyState;
+    if (st === WebSocket.CLOSING || st === WebSocket.CLOSED) return;
+    try {
+      this.ws.close(code, reason);
+    } catch {
+      this.ws.terminate();
+    }
+  }
+
+  /** Drops the TCP connection without a close handshake (slow or dead peers). */
+  terminate(): void {
+    this.ws.terminate();
+  }
+}

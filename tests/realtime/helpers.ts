@@ -194,6 +194,8 @@ export const roomChannel: Channel = {
       case 'upload':
         // Binary in, binary reply out.
         return { reply: 'ok', response: Buffer.concat([Buffer.from('got:'), payload as Buffer]) };
+      case 'upload_json':
+        return { reply: 'ok', response: { binary: Buffer.isBuffer(payload), hex: Buffer.isBuffer(payload) ? payload.toString('hex') : null } };
       case 'push_binary':
         socket.push('blob', Buffer.from([1, 2, 3]));
         return;

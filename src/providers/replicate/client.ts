@@ -304,7 +304,8 @@ export class ReplicateClient implements Provider {
     }
     if (matches.length === 0) return null;
     if (matches.length > 1) this.log?.warn({ ids: matches.map((m) => m.id), model: req.model }, 'findCreated: several predictions match; taking the oldest');
-    matches.sort((a, b) => Date.parse(a.created_at ?? '') - Date.parse(b.created_at ?? ''));
+    // The list is newest first; reverse, then a stable sort keeps list order among equal times.
+    matches.reverse().sort((a, b) => Date.parse(a.created_at ?? '') - Date.parse(b.created_at ?? ''));
     return matches[0]!;
   }
 

@@ -91,8 +91,9 @@ export class WebhookSender {
     }
     tr.completed = true;
     if (filter.has('completed')) {
-      this.enqueue(tr, pred, 'completed', t);
-      if (this.opts.faults.webhook.duplicateTerminal) this.enqueue(tr, pred, 'completed', t);
+      const id = this.enqueue(tr, pred, 'completed', t);
+      // A duplicate is the same message again (same webhook-id), as a receiver would see it.
+      if (this.opts.faults.webhook.duplicateTerminal) this.enqueue(tr, pred, 'completed', t, id);
     }
   }
 
@@ -112,13 +113,13 @@ export class WebhookSender {
     this.tracking.clear();
   }
 
-  private enqueue(tr: Tracking, pred: SimPrediction, event: WebhookDelivery['event'], t: number): void {
+  private enqueue(tr: Tracking, pred: SimPrediction, event: WebhookDelivery['event'], t: number, webhookId = `msg_${newId(27)}`): string {
     // The body is the prediction as it was when the event happened, whatever the queue's delay.
     const body = JSON.stringify(pred.view(t, this.opts.origin()));
-    const webhookId = `msg_${newId(27)}`;
     const p = (tr.chain = tr.chain.then(() => this.deliver(pred, event, webhookId, body)).catch(() => undefined));
     this.pending.add(p);
     void p.finally(() => this.pending.delete(p));
+    return webhookId;
   }
 
   private async deliver(pred: SimPrediction, event: WebhookDelivery['event'], webhookId: string, body: string): Promise<void> {

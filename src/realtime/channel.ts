@@ -2,7 +2,7 @@
  * The channel contract (what an application implements, like Phoenix.Channel) and the
  * per-join object handed to it.
  */
-import type { OutboundMessage, Payload, Ref } from './message';
+import { assertPushPayload, type OutboundMessage, type Payload, type Ref } from './message';
 import type { EncodedFrame } from './serializer';
 import type { Params } from './params';
 import type { Fanout, PubSub, Subscriber } from './pubsub';
@@ -155,6 +155,7 @@ export class ChannelInstance implements ChannelSocket, Subscriber {
   }
 
   push(event: string, payload: Payload): void {
+    assertPushPayload(payload, 'push');
     if (this.state === State.Closed) return;
     const msg: OutboundMessage = { kind: 'push', joinRef: this.joinRef, ref: null, topic: this.topic, event, payload };
     if (this.state === State.Joining) {
@@ -166,6 +167,7 @@ export class ChannelInstance implements ChannelSocket, Subscriber {
   }
 
   reply(ref: Ref, status: string, response: Payload = EMPTY): void {
+    assertPushPayload(response, 'reply');
     if (this.state === State.Closed) return;
     this.host.send({ kind: 'reply', joinRef: this.joinRef, ref, topic: this.topic, status, response });
   }
@@ -250,12 +252,12 @@ export class ChannelInstance implements ChannelSocket, Subscriber {
         this.busy = true;
         const current = item;
         result.then(
-          (r) => { this.busy = false; this.afterResult(current, r); this.next(); },
+          (r) => { this.busy = false; if (this.settle(current, r)) this.next(); },
           (err: unknown) => { this.busy = false; this.crash(err, current); },
         );
         return;
       }
-      this.afterResult(item, result);
+      if (!this.settle(item, result)) return;
       const nextItem = this.mailbox?.shift();
       if (nextItem === undefined) return;
       item = nextItem;
@@ -282,6 +284,17 @@ export class ChannelInstance implements ChannelSocket, Subscriber {
         return this.handler.handleOut!(item.event, item.payload, this);
       case 'leave':
         return undefined;
+    }
+  }
+
+  /** Applies a callback's result; false if that crashed the channel (e.g. a reply that is not an object). */
+  private settle(item: MailItem, r: unknown): boolean {
+    try {
+      this.afterResult(item, r);
+      return true;
+    } catch (err) {
+      this.crash(err, item);
+      return false;
     }
   }
 

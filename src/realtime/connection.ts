@@ -3,7 +3,7 @@
  * joins/leaves/events to channel instances (Phoenix.Socket's handle_in clauses).
  */
 import { type Assigns, type Channel, type ChannelHost, ChannelInstance, type JoinResult } from './channel';
-import type { InboundMessage, OutboundMessage, Payload } from './message';
+import { assertPushPayload, type InboundMessage, type OutboundMessage, type Payload } from './message';
 import type { Params } from './params';
 import type { Fanout, PubSub, Subscriber } from './pubsub';
 import type { RealtimeLogger } from './logger';
@@ -225,6 +225,13 @@ export class Connection implements ChannelHost, Subscriber {
     if (this.closed) {
       ch.teardown('closed');
       return;
+    }
+    if (err === undefined && result !== null && typeof result === 'object' && result.response !== undefined) {
+      try {
+        assertPushPayload(result.response, 'join reply');
+      } catch (e) {
+        err = e;
+      }
     }
     if (err !== undefined || result === null || typeof result !== 'object') {
       this.ctx.counters.joinErrors++;

@@ -60,3 +60,14 @@ export function toBuffer(p: Uint8Array | ArrayBuffer): Buffer {
   if (p instanceof ArrayBuffer) return Buffer.from(p);
   return Buffer.from(p.buffer, p.byteOffset, p.byteLength);
 }
+
+/**
+ * Phoenix only pushes maps (or binaries): SwiftPhoenixClient 5.3.4 drops any frame whose payload
+ * is not a JSON object, so strings, arrays and null are refused at the source.
+ */
+export function assertPushPayload(p: unknown, what: string): void {
+  if (isBinaryPayload(p)) return;
+  if (p === null || typeof p !== 'object' || Array.isArray(p)) {
+    throw new TypeError(`${what} payload must be a plain object or binary, got ${p === null ? 'null' : Array.isArray(p) ? 'array' : typeof p}`);
+  }
+}

@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { BroadcastMessage, Payload } from './message';
-import { isBinaryPayload, toBuffer } from './message';
+import { assertPushPayload, isBinaryPayload, toBuffer } from './message';
 import type { EncodedFrame, Serializer } from './serializer';
 
 /** Something that receives broadcasts on a topic: a joined channel, a socket-id listener, app code. */
@@ -134,6 +134,7 @@ export class PubSub {
 
   /** Broadcasts to local subscribers and, through the adapter, to other nodes. */
   broadcast(topic: string, event: string, payload: Payload, from: Subscriber | null = null): void {
+    assertPushPayload(payload, 'broadcast');
     this.localBroadcast(topic, event, payload, from);
     const binary = isBinaryPayload(payload);
     let msg: PubSubMessage;

@@ -20,6 +20,8 @@ export async function up(knex: Knex): Promise<void> {
     t.integer('attempts').notNullable().defaultTo(0);
     t.integer('max_attempts').notNullable().defaultTo(3);
     t.text('prediction_id');
+    // Set just before a create is sent: a create whose answer was lost is looked up, never repeated blindly.
+    t.timestamp('create_attempted_at', { useTz: true });
     t.boolean('cancel_requested').notNullable().defaultTo(false);
     t.timestamp('run_after', { useTz: true }).notNullable().defaultTo(knex.fn.now());
     t.text('lease_owner');

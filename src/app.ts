@@ -10,6 +10,11 @@ import { IdempotencyKeys } from './http/idempotency';
 import type { Logger } from './log';
 import { ModelRegistry } from './tasks/models';
 import { TaskService } from './tasks/service';
+import { createReplicateClient, type ReplicateClient } from './providers/replicate/client';
+import { startStandin, type Standin } from './providers/replicate/standin';
+import { TaskRunner, type RunnerOptions } from './runner/runner';
+import { OutputStore } from './storage/outputs';
+import { replicateWebhookRouter } from './http/webhooks-route';
 
 export interface GatewayOptions {
   config: Config;
@@ -18,6 +23,10 @@ export interface GatewayOptions {
   db?: Db;
   registry?: ModelRegistry;
   now?: () => Date;
+  /** Runner settings for tests (poll interval, lease, retry policy). */
+  runner?: Partial<Omit<RunnerOptions, 'db' | 'tasks' | 'provider' | 'openOutput' | 'outputs' | 'logger'>>;
+  /** Provider client settings for tests (retry timing). */
+  providerRetry?: { attempts: number; baseMs: number; maxMs: number };
 }
 
 /** The running gateway's parts, for main.ts and for tests. */
@@ -28,6 +37,13 @@ export interface Gateway {
   auth: Authenticator;
   app: Express;
   server: http.Server;
+  runner: TaskRunner;
+  provider: ReplicateClient;
+  outputs: OutputStore;
+  /** The in-process Replicate stand-in, in demo mode. */
+  demoStandin: Standin | undefined;
+  /** The base URL clients reach this gateway at (PUBLIC_URL, or where it listens). */
+  baseUrl(): string;
   /** Listen on config.port/host (0 picks a free port); resolves to the base URL. */
   listen(): Promise<string>;
   /** Stop accepting, finish what can be finished, close the database. */
@@ -50,7 +66,72 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     config.authSecret ? new TokenSigner(config.authSecret, config.tokenMaxTtlSeconds) : undefined,
   );
   const idempotency = new IdempotencyKeys(db, opts.now);
-  const app = createHttpApp({ db, tasks, auth, idempotency, logger });
+
+  let listenUrl = `http://${config.host}:${config.port}`;
+  const baseUrl = () => config.publicUrl ?? listenUrl;
+
+  // Demo mode: no provider token, so tasks run on a built-in Replicate stand-in.
+  let demoStandin: Standin | undefined;
+  let replicate = config.replicate;
+  if (config.demoMode) {
+    demoStandin = await startStandin({ preset: 'demo', host: '127.0.0.1', logger: logger.child({ component: 'standin' }) });
+    replicate = { ...replicate, apiToken: demoStandin.token, baseUrl: demoStandin.url, webhookSecret: demoStandin.webhookSecret };
+    logger.warn(
+      { standin: demoStandin.url },
+      'DEMO MODE: REPLICATE_API_TOKEN is unset, so tasks run on the built-in Replicate stand-in (simulated results, nothing is billed)',
+    );
+  }
+  const provider = createReplicateClient({
+    token: replicate.apiToken!,
+    baseUrl: replicate.baseUrl,
+    logger: logger.child({ component: 'replicate' }),
+    ...(opts.providerRetry ? { retry: opts.providerRetry } : {}),
+  });
+  let webhookSecret = replicate.webhookSecret;
+  if (config.publicUrl && !webhookSecret) {
+    try {
+      webhookSecret = await provider.getWebhookSecret();
+    } catch (err) {
+      logger.warn({ err: (err as Error).message }, 'could not fetch the webhook signing secret; webhooks are refused, polling carries on');
+    }
+  }
+  const outputs = new OutputStore(config.dataDir, baseUrl);
+  const runner = new TaskRunner({
+    db,
+    tasks,
+    provider,
+    openOutput: (url, o) => provider.openOutput(url, o),
+    outputs,
+    logger: logger.child({ component: 'runner' }),
+    concurrency: config.runner.concurrency,
+    ...(config.publicUrl && webhookSecret
+      ? { webhookUrl: (taskId: string) => `${config.publicUrl}/api/webhooks/replicate?task_id=${taskId}` }
+      : {}),
+    now: opts.now,
+    ...opts.runner,
+  });
+  tasks.onEvents((events) => {
+    if (events.some((e) => e.event === 'status' && e.payload.status === 'queued')) runner.wake();
+  });
+
+  const app = createHttpApp({
+    db,
+    tasks,
+    auth,
+    idempotency,
+    logger,
+    mount: (a) => {
+      a.use(outputs.router());
+      a.use(
+        '/api',
+        replicateWebhookRouter({
+          secret: () => webhookSecret,
+          logger,
+          onPrediction: (taskId, prediction) => runner.predictionChanged(taskId, prediction),
+        }),
+      );
+    },
+  });
   const server = http.createServer(app);
   const sweep = setInterval(() => {
     idempotency.sweep().catch((err) => logger.warn({ err }, 'idempotency sweep failed'));
@@ -64,21 +145,31 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     auth,
     app,
     server,
+    runner,
+    provider,
+    outputs,
+    demoStandin,
+    baseUrl,
     listen: () =>
       new Promise((resolve, reject) => {
         server.once('error', reject);
         server.listen(config.port, config.host, () => {
           const a = server.address() as AddressInfo;
           const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
-          resolve(`http://${host}:${a.port}`);
+          listenUrl = `http://${host}:${a.port}`;
+          if (config.runner.enabled) runner.start();
+          resolve(listenUrl);
         });
       }),
     close: async () => {
       clearInterval(sweep);
+      await runner.stop(10_000);
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections?.();
       });
+      await provider.close();
+      await demoStandin?.close();
       if (ownDb) await db.destroy();
     },
   };

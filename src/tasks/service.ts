@@ -22,6 +22,7 @@ export interface TaskChange {
   error?: TaskError | null;
   attempts?: number;
   prediction_id?: string | null;
+  create_attempted_at?: Date | null;
   run_after?: Date;
   lease_owner?: string | null;
   lease_expires_at?: Date | null;

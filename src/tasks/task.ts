@@ -29,6 +29,7 @@ export interface TaskRow {
   attempts: number;
   max_attempts: number;
   prediction_id: string | null;
+  create_attempted_at: Date | null;
   cancel_requested: boolean;
   run_after: Date;
   lease_owner: string | null;

@@ -1,0 +1,507 @@
+import os from 'node:os';
+import { randomBytes } from 'node:crypto';
+import PQueue from 'p-queue';
+import type { Db } from '../db';
+import type { Logger } from '../log';
+import { normalizeOutput, parseProgress } from '../providers/progress';
+import { isProviderError, isTerminal, type CreatePredictionRequest, type Prediction, type Provider } from '../providers/types';
+import type { ModelSpec } from '../tasks/models';
+import type { TaskService } from '../tasks/service';
+import { TERMINAL, type TaskError, type TaskRow } from '../tasks/task';
+import type { OutputOpener, OutputStore } from '../storage/outputs';
+import { backoffMs, DEFAULT_RETRY, outcomeOf, type RetryPolicy, type RunOutcome } from './policy';
+
+export interface RunnerOptions {
+  db: Db;
+  tasks: TaskService;
+  provider: Provider;
+  /** Downloads provider output files (the Replicate client's openOutput). */
+  openOutput: OutputOpener;
+  outputs: OutputStore;
+  logger: Logger;
+  /** This process's name in leases. */
+  owner?: string;
+  concurrency?: number;
+  perModelConcurrency?: number;
+  leaseMs?: number;
+  claimIntervalMs?: number;
+  pollIntervalMs?: number;
+  retry?: RetryPolicy;
+  /** The webhook URL for a task (when PUBLIC_URL is set); polling stays on as a safety net. */
+  webhookUrl?: (taskId: string) => string;
+  now?: () => Date;
+}
+
+interface Running {
+  abort: AbortController;
+  /** Poll now instead of waiting (a webhook arrived). */
+  nudge: () => void;
+}
+
+const sleep = (ms: number, signal: AbortSignal, nudge?: (wake: () => void) => void) =>
+  new Promise<void>((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason);
+    const done = () => {
+      clearTimeout(t);
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    };
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(signal.reason);
+    };
+    const t = setTimeout(done, ms);
+    signal.addEventListener('abort', onAbort, { once: true });
+    nudge?.(done);
+  });
+
+class Released extends Error {
+  constructor(reason: string) {
+    super(reason);
+  }
+}
+
+/**
+ * Runs tasks on the provider, each to an honest end exactly once. Work is claimed
+ * from the database (FOR UPDATE SKIP LOCKED, with a renewed lease), so any number
+ * of gateway processes on one PostgreSQL share it; p-queue bounds concurrency in
+ * this process, globally and per model. A task whose lease lapsed is taken over;
+ * one that has a prediction resumes it instead of creating another.
+ */
+export class TaskRunner {
+  readonly owner: string;
+  private readonly queue: PQueue;
+  private readonly perModel = new Map<string, PQueue>();
+  private readonly running = new Map<string, Running>();
+  private readonly opts: Required<Omit<RunnerOptions, 'webhookUrl' | 'owner'>> & Pick<RunnerOptions, 'webhookUrl'>;
+  private claimTimer: NodeJS.Timeout | undefined;
+  private leaseTimer: NodeJS.Timeout | undefined;
+  private claiming: Promise<void> | undefined;
+  private stopped = true;
+  private wakeAgain = false;
+
+  constructor(options: RunnerOptions) {
+    this.owner = options.owner ?? `${os.hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+    this.opts = {
+      concurrency: 8,
+      perModelConcurrency: 4,
+      leaseMs: 30_000,
+      claimIntervalMs: 1000,
+      pollIntervalMs: 1000,
+      retry: DEFAULT_RETRY,
+      now: () => new Date(),
+      ...(Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as RunnerOptions),
+    };
+    this.queue = new PQueue({ concurrency: this.opts.concurrency });
+  }
+
+  start(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    this.claimTimer = setInterval(() => this.wake(), this.opts.claimIntervalMs);
+    this.claimTimer.unref();
+    this.leaseTimer = setInterval(() => void this.renewLeases(), Math.max(100, Math.floor(this.opts.leaseMs / 3)));
+    this.leaseTimer.unref();
+    this.wake();
+  }
+
+  /** Look for work now (a task was created, or the timer ticked). */
+  wake(): void {
+    if (this.stopped) return;
+    if (this.claiming) {
+      this.wakeAgain = true;
+      return;
+    }
+    this.claiming = this.claim()
+      .catch((err) => this.opts.logger.error({ err }, 'claiming tasks failed'))
+      .finally(() => {
+        this.claiming = undefined;
+        if (this.wakeAgain) {
+          this.wakeAgain = false;
+          this.wake();
+        }
+      });
+  }
+
+  /** A provider told us (webhook) that a prediction changed: poll it now, or sync it here. */
+  async predictionChanged(taskId: string, prediction: Prediction): Promise<void> {
+    const local = this.running.get(taskId);
+    if (local) return local.nudge();
+    const row = await this.opts.tasks.find(taskId);
+    if (!row || row.prediction_id !== prediction.id || TERMINAL.has(row.status)) return;
+    const model = this.opts.tasks.registry.get(row.model);
+    if (!model) return;
+    await this.sync(row, model, prediction, new AbortController().signal, { emitted: null });
+  }
+
+  /** Stop claiming; let running work finish up to the deadline; release the rest. */
+  async stop(deadlineMs = 10_000): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    clearInterval(this.claimTimer);
+    await this.claiming;
+    const idle = this.queue.onIdle();
+    const timedOut = await Promise.race([
+      idle.then(() => false),
+      new Promise<boolean>((r) => setTimeout(() => r(true), deadlineMs).unref()),
+    ]);
+    if (timedOut) {
+      for (const r of this.running.values()) r.abort.abort(new Released('shutting down'));
+      await this.queue.onIdle();
+    }
+    clearInterval(this.leaseTimer);
+  }
+
+  get activeCount(): number {
+    return this.running.size;
+  }
+
+  private async claim(): Promise<void> {
+    const free = this.opts.concurrency - this.running.size;
+    if (free <= 0) return;
+    const now = this.opts.now();
+    const leaseUntil = new Date(now.getTime() + this.opts.leaseMs);
+    const rows = (await this.opts.db.transaction(async (trx) => {
+      const ids = await trx('tasks')
+        .select('id')
+        .whereIn('status', ['queued', 'processing'])
+        .andWhere('run_after', '<=', now)
+        .andWhere((q) => q.whereNull('lease_expires_at').orWhere('lease_expires_at', '<', now))
+        .orderBy('run_after', 'asc')
+        .limit(free)
+        .forUpdate()
+        .skipLocked();
+      if (ids.length === 0) return [];
+      return trx('tasks')
+        .whereIn('id', ids.map((r: { id: string }) => r.id))
+        .update({ lease_owner: this.owner, lease_expires_at: leaseUntil, attempts: trx.raw('attempts + 1') })
+        .returning('*');
+    })) as TaskRow[];
+    for (const row of rows) this.enqueue(row);
+  }
+
+  private enqueue(row: TaskRow): void {
+    const abort = new AbortController();
+    let wake: (() => void) | undefined;
+    const entry: Running = { abort, nudge: () => wake?.() };
+    this.running.set(row.id, entry);
+    const log = this.opts.logger.child({ task_id: row.id, model: row.model });
+    let modelQueue = this.perModel.get(row.model);
+    if (!modelQueue) {
+      modelQueue = new PQueue({ concurrency: this.opts.perModelConcurrency });
+      this.perModel.set(row.model, modelQueue);
+    }
+    const mq = modelQueue;
+    void this.queue
+      .add(() =>
+        mq.add(async () => {
+          const outcome = await this.run(row, abort.signal, (w) => (wake = w), log);
+          await this.settle(row, outcome, log);
+        }),
+      )
+      .catch((err) => log.error({ err }, 'task run crashed'))
+      .finally(() => {
+        this.running.delete(row.id);
+        if (!this.stopped) this.wake();
+      });
+  }
+
+  /** One run of a task: create or resume its prediction and follow it to an end. */
+  private async run(row: TaskRow, signal: AbortSignal, onNudge: (wake: () => void) => void, log: Logger): Promise<RunOutcome> {
+    const { provider, tasks } = this.opts;
+    const model = tasks.registry.get(row.model);
+    if (!model) return { kind: 'fail', error: { code: 'unsupported_model', message: `model ${row.model} is not in the registry` } };
+    const request: CreatePredictionRequest = {
+      model: model.providerModel as CreatePredictionRequest['model'],
+      input: row.provider_input,
+      ...(this.opts.webhookUrl
+        ? { webhook: this.opts.webhookUrl(row.id), webhookEventsFilter: ['start', 'output', 'logs', 'completed'] as const }
+        : {}),
+    } as CreatePredictionRequest;
+    try {
+      let current = row;
+      if (current.cancel_requested) {
+        if (current.prediction_id) await provider.cancel(current.prediction_id, { signal });
+        await this.finish(row.id, 'canceled', { code: 'canceled', message: 'canceled by the user' });
+        return { kind: 'done' };
+      }
+      let prediction: Prediction | null = null;
+      if (current.prediction_id) {
+        log.info({ prediction_id: current.prediction_id }, 'resuming prediction');
+        prediction = await provider.get(current.prediction_id, { signal });
+      } else {
+        if (current.create_attempted_at) {
+          prediction = await provider.findCreated(request, new Date(current.create_attempted_at), { signal });
+          if (prediction) log.warn({ prediction_id: prediction.id }, 'adopted a prediction whose create answer was lost');
+        }
+        if (!prediction) {
+          await tasks.apply(row.id, (cur) => (cur.lease_owner === this.owner ? { change: { create_attempted_at: this.opts.now() } } : null));
+          try {
+            prediction = await provider.create({ ...request, signal });
+          } catch (err) {
+            if (isProviderError(err) && err.kind === 'ambiguous_create') {
+              log.warn({ err: err.message }, 'create answer lost; looking the prediction up');
+              prediction = await provider.findCreated(request, new Date(this.opts.now().getTime() - 1000), { signal });
+              if (!prediction) throw err;
+            } else {
+              throw err;
+            }
+          }
+          log.info({ prediction_id: prediction.id }, 'prediction created');
+        }
+        const p = prediction;
+        const updated = await tasks.apply(row.id, (cur) =>
+          TERMINAL.has(cur.status) ? null : { change: { prediction_id: p.id, status: 'processing' } },
+        );
+        if (!updated) {
+          // Canceled meanwhile: do not leave the prediction running (and billing).
+          await provider.cancel(p.id, { signal }).catch(() => undefined);
+          return { kind: 'done' };
+        }
+        current = updated;
+      }
+      return await this.follow(current, model, prediction, signal, onNudge, log);
+    } catch (err) {
+      if (signal.aborted) return { kind: 'release' };
+      const outcome = outcomeOf(err);
+      log.warn({ err: err instanceof Error ? err.message : String(err), outcome: outcome.kind }, 'run ended with an error');
+      return outcome;
+    }
+  }
+
+  /** Poll (and stream) a prediction until it ends, our deadline passes, or the task is canceled. */
+  private async follow(
+    row: TaskRow,
+    model: ModelSpec,
+    first: Prediction,
+    signal: AbortSignal,
+    onNudge: (wake: () => void) => void,
+    log: Logger,
+  ): Promise<RunOutcome> {
+    const { provider, tasks } = this.opts;
+    const text = { emitted: model.taskType === 'text_gen' ? await this.emittedText(row) : null };
+    const startedAt = row.started_at ? new Date(row.started_at).getTime() : this.opts.now().getTime();
+    let streaming: Promise<unknown> | undefined;
+    const streamAbort = new AbortController();
+    signal.addEventListener('abort', () => streamAbort.abort(signal.reason), { once: true });
+    let prediction = first;
+    let cancelSent = false;
+    try {
+      for (;;) {
+        if (model.streams && prediction.urls.stream && !streaming && !isTerminal(prediction.status)) {
+          streaming = this.stream(row, prediction.urls.stream, text, streamAbort.signal, log);
+        }
+        const ended = await this.sync(row, model, prediction, signal, text, streaming !== undefined);
+        if (ended) return { kind: 'done' };
+        const cur = await tasks.find(row.id);
+        if (!cur || TERMINAL.has(cur.status)) return { kind: 'done' };
+        if (cur.lease_owner !== this.owner) throw new Released('lease lost');
+        if (cur.cancel_requested && !cancelSent) {
+          log.info({ prediction_id: prediction.id }, 'canceling prediction');
+          prediction = await provider.cancel(prediction.id, { signal });
+          cancelSent = true;
+          continue;
+        }
+        if (!cancelSent && this.opts.now().getTime() - startedAt > model.deadlineMs) {
+          log.warn({ prediction_id: prediction.id, deadline_ms: model.deadlineMs }, 'deadline passed; canceling prediction');
+          await provider.cancel(prediction.id, { signal }).catch((err) => log.warn({ err: String(err) }, 'cancel after deadline failed'));
+          return { kind: 'fail', error: { code: 'timeout', message: `no result within ${Math.round(model.deadlineMs / 1000)} s; the prediction was canceled` } };
+        }
+        await sleep(this.opts.pollIntervalMs, signal, onNudge);
+        prediction = await provider.get(prediction.id, { signal });
+      }
+    } finally {
+      streamAbort.abort(new Released('follow ended'));
+      await streaming?.catch(() => undefined);
+    }
+  }
+
+  /** Text already announced in text_delta events (a resumed run continues after it). */
+  private async emittedText(row: TaskRow): Promise<string> {
+    const events = await this.opts.db('task_events').where({ task_id: row.id, event: 'text_delta' }).orderBy('seq');
+    return events.map((e: { payload: { delta?: string } }) => e.payload.delta ?? '').join('');
+  }
+
+  /** Stream text output over SSE into text_delta events, a few tokens per event. */
+  private async stream(row: TaskRow, url: string, text: { emitted: string | null }, signal: AbortSignal, log: Logger): Promise<void> {
+    let received = '';
+    let pending = '';
+    let flushing: Promise<void> = Promise.resolve();
+    const flush = () => {
+      if (!pending) return flushing;
+      const chunk = pending;
+      pending = '';
+      flushing = flushing.then(() => this.appendDelta(row.id, chunk, text));
+      return flushing;
+    };
+    const timer = setInterval(() => void flush(), 50);
+    try {
+      await this.opts.provider.stream(url, {
+        signal,
+        onEvent: (ev) => {
+          if (ev.event !== 'output') return;
+          received += ev.data;
+          const already = text.emitted?.length ?? 0;
+          // A resumed run re-reads the stream from its start: skip what was announced.
+          if (received.length > already + pending.length) pending += received.slice(already + pending.length);
+        },
+      });
+    } catch (err) {
+      if (!signal.aborted) log.warn({ err: String(err) }, 'output stream ended early; polling continues');
+    } finally {
+      clearInterval(timer);
+      await flush();
+    }
+  }
+
+  private async appendDelta(taskId: string, delta: string, text: { emitted: string | null }): Promise<void> {
+    const expectedBefore = text.emitted ?? '';
+    await this.opts.tasks.apply(taskId, (cur) =>
+      TERMINAL.has(cur.status) ? null : { change: {}, events: [{ event: 'text_delta', payload: { delta } }] },
+    );
+    text.emitted = expectedBefore + delta;
+  }
+
+  /**
+   * Bring the task up to the prediction: progress, streamed text (when not
+   * streaming), and the end. Returns true when the task has ended.
+   */
+  private async sync(
+    row: TaskRow,
+    model: ModelSpec,
+    prediction: Prediction,
+    signal: AbortSignal,
+    text: { emitted: string | null },
+    streaming = false,
+  ): Promise<boolean> {
+    const { tasks } = this.opts;
+    if (prediction.status === 'succeeded') {
+      if (model.taskType === 'text_gen') {
+        const final = normalizeOutput('text', prediction.output) ?? { text: '' };
+        if (text.emitted !== null && final.text.startsWith(text.emitted) && final.text.length > text.emitted.length) {
+          await this.appendDelta(row.id, final.text.slice(text.emitted.length), text);
+        }
+        await this.finish(row.id, 'succeeded', null, final, prediction.output);
+      } else {
+        const theirs = normalizeOutput(model.taskType === 'image_gen' ? 'image' : 'video', prediction.output)?.urls ?? [];
+        if (theirs.length === 0) {
+          await this.finish(row.id, 'failed', { code: 'no_output', message: 'the provider reported success without an output file' });
+          return true;
+        }
+        const ours = await this.opts.outputs.copy(row.id, theirs, this.opts.openOutput, signal);
+        await this.finish(row.id, 'succeeded', null, { urls: ours }, { urls: theirs });
+      }
+      return true;
+    }
+    if (prediction.status === 'failed') {
+      await this.finish(row.id, 'failed', { code: 'provider_failed', message: prediction.error ?? 'the prediction failed' });
+      return true;
+    }
+    if (prediction.status === 'canceled' || prediction.status === 'aborted') {
+      const cur = await tasks.find(row.id);
+      if (cur?.cancel_requested) await this.finish(row.id, 'canceled', { code: 'canceled', message: 'canceled by the user' });
+      else await this.finish(row.id, 'failed', { code: 'provider_canceled', message: `the prediction was ${prediction.status} by the provider` });
+      return true;
+    }
+    const progress = parseProgress(prediction.logs);
+    if (model.taskType === 'text_gen' && !streaming && text.emitted !== null) {
+      const sofar = normalizeOutput('text', prediction.output)?.text ?? '';
+      if (sofar.startsWith(text.emitted) && sofar.length > text.emitted.length) {
+        await this.appendDelta(row.id, sofar.slice(text.emitted.length), text);
+      }
+    }
+    if (progress.percent !== null) {
+      const percent = Math.round(progress.percent);
+      await tasks.apply(row.id, (cur) =>
+        TERMINAL.has(cur.status) || cur.progress === percent
+          ? null
+          : {
+              change: { progress: percent },
+              events: [{ event: 'progress', payload: { progress: percent, ...(progress.message ? { message: progress.message } : {}) } }],
+            },
+      );
+    }
+    return false;
+  }
+
+  private async finish(
+    taskId: string,
+    status: 'succeeded' | 'failed' | 'canceled',
+    error: TaskError | null,
+    output?: { urls: string[] } | { text: string },
+    providerOutput?: unknown,
+  ): Promise<void> {
+    await this.opts.tasks.apply(taskId, (cur) =>
+      TERMINAL.has(cur.status)
+        ? null
+        : {
+            change: {
+              status,
+              error,
+              ...(output ? { output } : {}),
+              ...(providerOutput !== undefined ? { provider_output: providerOutput } : {}),
+            },
+          },
+    );
+  }
+
+  /** Apply a run's outcome: end the task, schedule a retry, or hand it back. */
+  private async settle(row: TaskRow, outcome: RunOutcome, log: Logger): Promise<void> {
+    const { tasks, retry } = this.opts;
+    const now = this.opts.now().getTime();
+    const release = { lease_owner: null, lease_expires_at: null };
+    switch (outcome.kind) {
+      case 'done':
+        return;
+      case 'fail':
+        log.warn({ code: outcome.error.code }, 'task failed');
+        await this.finish(row.id, 'failed', outcome.error);
+        return;
+      case 'release':
+        await tasks.apply(row.id, (cur) => (cur.lease_owner === this.owner ? { change: release } : null));
+        return;
+      case 'snooze':
+        await tasks.apply(row.id, (cur) =>
+          cur.lease_owner !== this.owner
+            ? null
+            : { change: { ...release, attempts: Math.max(0, cur.attempts - 1), run_after: new Date(now + outcome.delayMs) } },
+        );
+        log.info({ delay_ms: outcome.delayMs, reason: outcome.reason }, 'task snoozed');
+        return;
+      case 'retry': {
+        const cur = await tasks.find(row.id);
+        if (!cur || TERMINAL.has(cur.status)) return;
+        if (cur.attempts >= Math.min(cur.max_attempts, retry.maxAttempts)) {
+          await this.finish(row.id, 'failed', { code: 'retries_exhausted', message: `gave up after ${cur.attempts} attempts: ${outcome.reason}` });
+          return;
+        }
+        const delay = backoffMs(retry, cur.attempts);
+        await tasks.apply(row.id, (c) => (c.lease_owner !== this.owner ? null : { change: { ...release, run_after: new Date(now + delay) } }));
+        log.info({ delay_ms: delay, attempts: cur.attempts, reason: outcome.reason }, 'task will be retried');
+      }
+    }
+  }
+
+  private async renewLeases(): Promise<void> {
+    if (this.running.size === 0) return;
+    const ids = [...this.running.keys()];
+    try {
+      const renewed = (await this.opts.db('tasks')
+        .whereIn('id', ids)
+        .andWhere({ lease_owner: this.owner })
+        .update({ lease_expires_at: new Date(this.opts.now().getTime() + this.opts.leaseMs) })
+        .returning('id')) as Array<{ id: string }>;
+      const kept = new Set(renewed.map((r) => r.id));
+      for (const id of ids) {
+        const r = this.running.get(id);
+        // Ended meanwhile (lease cleared by a terminal status) or taken by another process.
+        if (r && !kept.has(id)) {
+          const cur = await this.opts.tasks.find(id);
+          if (cur && !TERMINAL.has(cur.status) && cur.lease_owner !== this.owner) r.abort.abort(new Released('lease lost'));
+        }
+      }
+    } catch (err) {
+      this.opts.logger.warn({ err }, 'lease renewal failed');
+    }
+  }
+}

@@ -1,0 +1,73 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
+import { randomBytes } from 'node:crypto';
+import express, { Router } from 'express';
+
+/** Opens a provider's output URL for reading (the Replicate client's openOutput). */
+export type OutputOpener = (url: string, opts?: { signal?: AbortSignal }) => Promise<{
+  contentType: string | null;
+  body: AsyncIterable<Uint8Array>;
+}>;
+
+const EXT_BY_TYPE: Record<string, string> = {
+  'image/png': 'png', 'image/jpeg': 'jpg', 'image/webp': 'webp', 'image/gif': 'gif',
+  'video/mp4': 'mp4', 'video/webm': 'webm', 'text/plain': 'txt',
+};
+const MAX_FILE_BYTES = 512 * 1024 * 1024;
+
+/**
+ * pyre's own copies of task outputs: the provider's URLs expire after about an
+ * hour, so each file is copied under DATA_DIR/outputs/<task_id>/ on completion and
+ * served from /files/<task_id>/<name>. Names carry a random part: a file URL is a
+ * capability, as the provider's own are, so <img src> works without a header.
+ */
+export class OutputStore {
+  readonly dir: string;
+
+  constructor(dataDir: string, private publicBase: () => string) {
+    this.dir = path.join(dataDir, 'outputs');
+  }
+
+  /** Copy each URL to local storage; returns pyre's URLs, in order. */
+  async copy(taskId: string, urls: string[], open: OutputOpener, signal?: AbortSignal): Promise<string[]> {
+    const taskDir = path.join(this.dir, taskId);
+    await fs.promises.mkdir(taskDir, { recursive: true });
+    const out: string[] = [];
+    for (const [i, url] of urls.entries()) {
+      const file = await open(url, { signal });
+      const fromUrl = /\.([a-z0-9]{2,5})(?:$|\?)/i.exec(new URL(url).pathname)?.[1]?.toLowerCase();
+      const ext = EXT_BY_TYPE[(file.contentType ?? '').split(';')[0]!.trim()] ?? fromUrl ?? 'bin';
+      const name = `${i}-${randomBytes(8).toString('hex')}.${ext}`;
+      const tmp = path.join(taskDir, `.${name}.part`);
+      let bytes = 0;
+      const limited = Readable.from(
+        (async function* () {
+          for await (const chunk of file.body) {
+            bytes += chunk.length;
+            if (bytes > MAX_FILE_BYTES) throw new Error(`output file larger than ${MAX_FILE_BYTES} bytes`);
+            yield chunk;
+          }
+        })(),
+      );
+      await pipeline(limited, fs.createWriteStream(tmp), { signal });
+      await fs.promises.rename(tmp, path.join(taskDir, name));
+      out.push(`${this.publicBase()}/files/${taskId}/${name}`);
+    }
+    return out;
+  }
+
+  /** Serves stored files at /files. */
+  router(): Router {
+    const r = Router();
+    r.use(
+      '/files',
+      express.static(this.dir, { dotfiles: 'ignore', index: false, fallthrough: true, immutable: true, maxAge: '365d' }),
+    );
+    r.use('/files', (_req, res) => {
+      res.status(404).json({ errors: { detail: 'Not Found' } });
+    });
+    return r;
+  }
+}

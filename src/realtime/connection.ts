@@ -109,7 +109,7 @@ export class Connection implements ChannelHost, Subscriber {
 
   /** One raw frame from the transport. Never throws. */
   handleFrame(data: Buffer, isBinary: boolean): void {
-    if (this.closed) return;
+    if (this.closed || this.closing) return;
     const now = Date.now();
     this.lastSeen = now;
     const rl = this.ctx.rateLimit;

@@ -410,7 +410,8 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
       while (next < p.events.length) {
         if (sentHere >= dropAfter) {
           cleanup();
-          res.socket?.destroy();
+          // Drop once what was written has left, so the client sees exactly `events` events.
+          res.write('', () => res.socket?.destroy());
           return;
         }
         const ev = p.events[next++]!;

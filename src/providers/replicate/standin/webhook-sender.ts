@@ -15,6 +15,8 @@ export interface WebhookDelivery {
   url: string;
   /** Simulated time of the attempt. */
   at: number;
+  /** Simulated time of the event the message reports (the throttle applies to this). */
+  eventAt: number;
   headers: Record<string, string>;
   body: string;
   /** The receiver's status, or null if the connection failed (then `error` says why). */
@@ -116,18 +118,18 @@ export class WebhookSender {
   private enqueue(tr: Tracking, pred: SimPrediction, event: WebhookDelivery['event'], t: number, webhookId = `msg_${newId(27)}`): string {
     // The body is the prediction as it was when the event happened, whatever the queue's delay.
     const body = JSON.stringify(pred.view(t, this.opts.origin()));
-    const p = (tr.chain = tr.chain.then(() => this.deliver(pred, event, webhookId, body)).catch(() => undefined));
+    const p = (tr.chain = tr.chain.then(() => this.deliver(pred, event, webhookId, body, t)).catch(() => undefined));
     this.pending.add(p);
     void p.finally(() => this.pending.delete(p));
     return webhookId;
   }
 
-  private async deliver(pred: SimPrediction, event: WebhookDelivery['event'], webhookId: string, body: string): Promise<void> {
+  private async deliver(pred: SimPrediction, event: WebhookDelivery['event'], webhookId: string, body: string, eventAt: number): Promise<void> {
     const terminal = event === 'completed';
     const delays = this.opts.retryDelaysMs;
     for (let attempt = 1; ; attempt++) {
       if (this.abort.signal.aborted) return;
-      const ok = await this.attempt(pred, event, webhookId, body, attempt);
+      const ok = await this.attempt(pred, event, webhookId, body, attempt, eventAt);
       if (ok || !terminal || attempt > delays.length) return;
       try {
         await this.opts.clock.waitUntil(this.opts.clock.now() + delays[attempt - 1]!, this.abort.signal);
@@ -137,7 +139,7 @@ export class WebhookSender {
     }
   }
 
-  private async attempt(pred: SimPrediction, event: WebhookDelivery['event'], webhookId: string, body: string, attempt: number): Promise<boolean> {
+  private async attempt(pred: SimPrediction, event: WebhookDelivery['event'], webhookId: string, body: string, attempt: number, eventAt: number): Promise<boolean> {
     const url = pred.extras.webhook!;
     const mode = this.opts.faults.webhook.signature;
     let ts = Math.floor((this.opts.timestamps === 'clock' ? this.opts.clock.now() : Date.now()) / 1000);
@@ -149,7 +151,7 @@ export class WebhookSender {
     if (mode === 'good' || mode === 'stale') headers['webhook-signature'] = good;
     else if (mode === 'bad') headers['webhook-signature'] = signWebhook({ secret: this.oldSecret, id: webhookId, timestamp: ts, body });
     else if (mode === 'rotated') headers['webhook-signature'] = `${signWebhook({ secret: this.oldSecret, id: webhookId, timestamp: ts, body })} ${good}`;
-    const rec: WebhookDelivery = { webhookId, predictionId: pred.id, event, attempt, url, at: this.opts.clock.now(), headers, body, status: null, error: null };
+    const rec: WebhookDelivery = { webhookId, predictionId: pred.id, event, attempt, url, at: this.opts.clock.now(), eventAt, headers, body, status: null, error: null };
     this.deliveries.push(rec);
     try {
       const res = await request(url, { method: 'POST', headers, body, dispatcher: this.agent, signal: this.abort.signal });

@@ -374,28 +374,32 @@ export class ReplicateClient implements Provider {
         }
         const parser = new SseParser(lastEventId);
         const decoder = new TextDecoder();
-        for await (const chunk of res.body) {
-          for (const ev of parser.push(decoder.decode(chunk as Uint8Array, { stream: true }))) {
-            progressed = true;
-            lastEventId = ev.id ?? lastEventId;
-            if (ev.event === 'error') errorDetail = detailOf(ev.data);
-            try {
-              await opts.onEvent(ev);
-            } catch (err) {
-              throw new HandlerError(err);
-            }
-            if (ev.event === 'done') {
-              res.body.destroy();
-              let reason = 'done';
+        try {
+          for await (const chunk of res.body) {
+            for (const ev of parser.push(decoder.decode(chunk as Uint8Array, { stream: true }))) {
+              progressed = true;
+              lastEventId = ev.id ?? lastEventId;
+              if (ev.event === 'error') errorDetail = detailOf(ev.data);
               try {
-                const d = JSON.parse(ev.data) as { reason?: unknown };
-                if (typeof d?.reason === 'string' && d.reason !== '') reason = d.reason;
-              } catch {
-                /* `{}` or empty: a normal end */
+                await opts.onEvent(ev);
+              } catch (err) {
+                throw new HandlerError(err);
               }
-              return { reason, error: errorDetail, lastEventId, reconnects };
+              if (ev.event === 'done') {
+                let reason = 'done';
+                try {
+                  const d = JSON.parse(ev.data) as { reason?: unknown };
+                  if (typeof d?.reason === 'string' && d.reason !== '') reason = d.reason;
+                } catch {
+                  /* `{}` or empty: a normal end */
+                }
+                return { reason, error: errorDetail, lastEventId, reconnects };
+              }
             }
           }
+        } finally {
+          // Ends the connection if we leave early (handler threw, abort); a no-op after EOF.
+          if (!res.body.destroyed) res.body.destroy();
         }
         this.log?.debug({ url: u.pathname, lastEventId }, 'stream ended before done; reconnecting');
       } catch (err) {
@@ -404,7 +408,7 @@ export class ReplicateClient implements Provider {
         if (err instanceof ProviderError && err.kind === 'permanent') throw err;
         this.log?.debug({ url: u.pathname, lastEventId, err: (err as Error).message }, 'stream dropped; reconnecting');
       }
-      idleRounds = progressed ? 1 : idleRounds + 1;
+      idleRounds = progressed ? 0 : idleRounds + 1;
       if (idleRounds > maxReconnects) {
         throw new ProviderError({ kind: 'transient', message: `Stream dropped ${idleRounds} times without progress`, method: 'GET', url });
       }

@@ -135,8 +135,10 @@ export class SimPrediction {
       const k = Math.min(n, Math.floor(fraction * n));
       for (let i = 0; i <= k; i++) lines.push(tqdmLine(i, n));
     } else if (m.progress === 'two-bars') {
+      // The first bar fills by 55 %, sits at 100 % for a while, then a second bar starts at 0 %.
+      const end1 = 0.55;
       const split = 0.6;
-      const k1 = Math.min(n, Math.floor((Math.min(fraction, split) / split) * n));
+      const k1 = Math.min(n, Math.floor((Math.min(fraction, end1) / end1) * n));
       for (let i = 0; i <= k1; i++) lines.push(tqdmLine(i, n));
       if (fraction >= split) {
         const n2 = Math.max(1, Math.ceil(n / 3));

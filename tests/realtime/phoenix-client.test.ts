@@ -133,7 +133,7 @@ test('broadcasts among several clients; broadcastFrom skips the sender', async (
   chans[0]!.push('shout', { n: 1 }, 200);
   expect(await Promise.all(got)).toEqual([{ n: 1 }, { n: 1 }, { n: 1 }]);
   const seen: unknown[] = [];
-  chans[0]!.on('shout', (p) => seen.push(['sender', p]));
+  chans[0]!.on('shout', (p) => { seen.push(['sender', p]); });
   const others = chans.slice(1).map((ch) => nextEvent(ch, 'shout'));
   chans[0]!.push('shout_from', { n: 2 }, 200);
   expect(await Promise.all(others)).toEqual([{ n: 2 }, { n: 2 }]);

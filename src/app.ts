@@ -15,6 +15,12 @@ import { startStandin, type Standin } from './providers/replicate/standin';
 import { TaskRunner, type RunnerOptions } from './runner/runner';
 import { OutputStore } from './storage/outputs';
 import { replicateWebhookRouter } from './http/webhooks-route';
+import { RealtimeServer, type CheckOrigin } from './realtime';
+import { TaskChannel, UserTasksChannel, type UserAssigns } from './channels/task-channel';
+import { TaskEventRelay } from './channels/task-events';
+import { PgNotifyChannel } from './db/notify';
+import { isEmbedded } from './db';
+import { TokenError } from './auth/tokens';
 
 export interface GatewayOptions {
   config: Config;
@@ -38,6 +44,8 @@ export interface Gateway {
   app: Express;
   server: http.Server;
   runner: TaskRunner;
+  realtime: RealtimeServer<UserAssigns>;
+  relay: TaskEventRelay;
   provider: ReplicateClient;
   outputs: OutputStore;
   /** The in-process Replicate stand-in, in demo mode. */
@@ -96,6 +104,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     }
   }
   const outputs = new OutputStore(config.dataDir, baseUrl);
+  const server = http.createServer();
   const runner = new TaskRunner({
     db,
     tasks,
@@ -114,6 +123,44 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     if (events.some((e) => e.event === 'status' && e.payload.status === 'queued')) runner.wake();
   });
 
+  // Realtime: the Phoenix channel server, with the task channels registered on it.
+  const realtime = new RealtimeServer<UserAssigns>({
+    checkOrigin: originCheck(config.checkOrigin),
+    logger: logger.child({ component: 'realtime' }),
+    connect: (params, info) => {
+      const token = typeof params.token === 'string' && params.token !== '' ? params.token : info.authToken;
+      try {
+        const userId = auth.userFor(token);
+        return { assigns: { userId }, id: `user_socket:${userId}` };
+      } catch (err) {
+        if (err instanceof TokenError) {
+          logger.info({ reason: err.reason, transport: info.transport }, 'socket refused');
+          return { error: true, status: 403 };
+        }
+        throw err;
+      }
+    },
+  });
+  realtime.channel('task:*', new TaskChannel(tasks, logger.child({ component: 'task_channel' })));
+  realtime.channel('tasks:*', new UserTasksChannel());
+  realtime.attach(server);
+
+  // Committed task events reach this process's sockets at once, and other processes through NOTIFY.
+  const pgConfig = isEmbedded(db) ? undefined : (db.client.config as { connection: string; searchPath?: string[] | string });
+  const searchPath = pgConfig ? [pgConfig.searchPath ?? []].flat()[0] : undefined;
+  const relay = new TaskEventRelay(
+    tasks,
+    (e) => {
+      realtime.localBroadcast(`task:${e.task_id}`, e.event, e.payload);
+      realtime.localBroadcast(`tasks:${e.user_id}`, e.event, e.payload);
+    },
+    logger,
+    pgConfig && typeof pgConfig.connection === 'string'
+      ? new PgNotifyChannel(pgConfig.connection, `pyre_events${searchPath ? `_${searchPath}` : ''}`, runner.owner, logger)
+      : undefined,
+  );
+  await relay.start();
+
   const app = createHttpApp({
     db,
     tasks,
@@ -121,6 +168,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     idempotency,
     logger,
     mount: (a) => {
+      a.use(realtime.middleware());
       a.use(outputs.router());
       a.use(
         '/api',
@@ -132,7 +180,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       );
     },
   });
-  const server = http.createServer(app);
+  server.on('request', app);
   const sweep = setInterval(() => {
     idempotency.sweep().catch((err) => logger.warn({ err }, 'idempotency sweep failed'));
   }, 3600_000);
@@ -146,6 +194,8 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     app,
     server,
     runner,
+    realtime,
+    relay,
     provider,
     outputs,
     demoStandin,
@@ -164,6 +214,9 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     close: async () => {
       clearInterval(sweep);
       await runner.stop(10_000);
+      await realtime.drain({ batchSize: 500, intervalMs: 20 });
+      await realtime.close();
+      await relay.close();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections?.();
@@ -173,4 +226,9 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       if (ownDb) await db.destroy();
     },
   };
+}
+
+/** CHECK_ORIGIN: a list of allowed browser origins; unset means the gateway's own host (Phoenix's default). */
+function originCheck(list: string[] | undefined): CheckOrigin {
+  return list && list.length ? list : true;
 }

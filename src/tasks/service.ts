@@ -125,6 +125,11 @@ export class TaskService {
     return taskJson(row);
   }
 
+  /** The client's view of a stored task. */
+  toJson(row: TaskRow): TaskJson {
+    return taskJson(row);
+  }
+
   /** A task by id, whoever owns it (for the runner and channel checks). */
   async find(id: string, trx: Knex | Knex.Transaction = this.db): Promise<TaskRow | undefined> {
     if (!isUuid(id)) return undefined;

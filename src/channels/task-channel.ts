@@ -1,0 +1,149 @@
+import type { Channel, ChannelSocket, HandleInResult, JoinResult, Payload } from '../realtime';
+import type { Logger } from '../log';
+import { NotFoundError, ValidationError } from '../tasks/errors';
+import type { TaskType } from '../tasks/models';
+import { isUuid, type TaskService } from '../tasks/service';
+import { TERMINAL, type TaskEvent } from '../tasks/task';
+
+/** What a socket's connect stored: who it is. */
+export interface UserAssigns extends Record<string, unknown> {
+  userId: string;
+}
+
+/** Per-join state of a task channel. */
+interface TaskAssigns extends UserAssigns {
+  taskId: string;
+  /** The highest seq this client has been sent (or had in its join reply). */
+  lastSeq: number;
+}
+
+export const TASK_EVENTS = ['status', 'progress', 'text_delta', 'image_response', 'video_response', 'text_response'] as const;
+
+const GENERATE: Record<string, TaskType> = {
+  image_generate: 'image_gen',
+  video_generate: 'video_gen',
+  text_generate: 'text_gen',
+};
+
+const CATCH_UP = Symbol('catch-up');
+
+const isUniqueViolation = (err: unknown) => (err as { code?: string })?.code === '23505';
+
+/**
+ * `task:<id>`: one task's events and nothing else. The join reply carries the
+ * task as it is now; `last_seq` replays what the client missed. Every live event
+ * goes through handleOut, which drops what the client already has and fills any
+ * gap from the event log, so a client sees each seq once, in order.
+ */
+export class TaskChannel implements Channel<TaskAssigns> {
+  readonly intercept = TASK_EVENTS;
+
+  constructor(private readonly tasks: TaskService, private readonly logger: Logger) {}
+
+  async join(topic: string, payload: Payload, socket: ChannelSocket<TaskAssigns>): Promise<JoinResult> {
+    const taskId = topic.slice('task:'.length);
+    if (!isUuid(taskId)) return { status: 'error', response: { reason: 'invalid topic: task:<uuid> expected' } };
+    const p = (payload && typeof payload === 'object' && !Buffer.isBuffer(payload) ? payload : {}) as Record<string, unknown>;
+    let lastSeq: number | undefined;
+    if (p.last_seq !== undefined && p.last_seq !== null) {
+      if (typeof p.last_seq !== 'number' || !Number.isInteger(p.last_seq) || p.last_seq < 0) {
+        return { status: 'error', response: { reason: 'invalid last_seq: a non-negative integer expected' } };
+      }
+      lastSeq = p.last_seq;
+    }
+    const row = await this.tasks.find(taskId);
+    if (row && row.user_id !== socket.assigns.userId) return { status: 'error', response: { reason: 'unauthorized' } };
+    socket.assigns.taskId = taskId;
+    if (!row) {
+      // A client may pick a fresh id and create the task with *_generate on this topic.
+      socket.assigns.lastSeq = 0;
+    } else if (lastSeq === undefined) {
+      socket.assigns.lastSeq = row.last_seq;
+    } else {
+      socket.assigns.lastSeq = lastSeq;
+      for (const e of await this.tasks.eventsOf(row, lastSeq)) this.pushEvent(socket, e);
+    }
+    // Events committed between our read and the subscription that follows the join
+    // would be missed: look again once joined (handleInfo runs after the join).
+    setImmediate(() => socket.send(CATCH_UP));
+    return { status: 'ok', response: { task: row ? this.tasks.toJson(row) : null } };
+  }
+
+  async handleInfo(msg: unknown, socket: ChannelSocket<TaskAssigns>): Promise<void> {
+    if (msg === CATCH_UP) await this.catchUp(socket, Number.MAX_SAFE_INTEGER);
+  }
+
+  async handleOut(event: string, payload: Payload, socket: ChannelSocket<TaskAssigns>): Promise<void> {
+    const seq = (payload as { seq?: number }).seq ?? 0;
+    if (seq <= socket.assigns.lastSeq) return;
+    if (seq > socket.assigns.lastSeq + 1) await this.catchUp(socket, seq - 1);
+    if (seq !== socket.assigns.lastSeq + 1) return;
+    socket.push(event, payload);
+    socket.assigns.lastSeq = seq;
+  }
+
+  /** Push stored events after lastSeq, up to `upTo`. */
+  private async catchUp(socket: ChannelSocket<TaskAssigns>, upTo: number): Promise<void> {
+    const { taskId, userId, lastSeq } = socket.assigns;
+    const events = await this.tasks.eventsOf({ id: taskId, user_id: userId }, lastSeq);
+    for (const e of events) if (e.seq <= upTo) this.pushEvent(socket, e);
+  }
+
+  private pushEvent(socket: ChannelSocket<TaskAssigns>, e: TaskEvent): void {
+    if (e.seq !== socket.assigns.lastSeq + 1) return;
+    socket.push(e.event, e.payload);
+    socket.assigns.lastSeq = e.seq;
+  }
+
+  async handleIn(event: string, payload: Payload, socket: ChannelSocket<TaskAssigns>): Promise<HandleInResult> {
+    const { taskId, userId } = socket.assigns;
+    const log = this.logger.child({ task_id: taskId, event });
+    try {
+      const type = GENERATE[event];
+      if (type) return await this.generate(type, payload, socket, log);
+      if (event === 'cancel') {
+        const task = await this.tasks.cancel(userId, taskId);
+        return { reply: 'ok', response: { task_id: task.id, task } };
+      }
+      return { reply: 'error', response: { reason: `unknown event ${JSON.stringify(event).slice(0, 80)}` } };
+    } catch (err) {
+      if (err instanceof ValidationError) return { reply: 'error', response: { reason: 'invalid input', errors: err.fields } };
+      if (err instanceof NotFoundError) return { reply: 'error', response: { reason: 'not found' } };
+      throw err;
+    }
+  }
+
+  /**
+   * `*_generate` on this topic. The topic's task exists (made over REST): reply
+   * with it, never a second task. It does not: create it with the topic's id.
+   */
+  private async generate(type: TaskType, payload: Payload, socket: ChannelSocket<TaskAssigns>, log: Logger): Promise<HandleInResult> {
+    const { taskId, userId } = socket.assigns;
+    const existing = await this.tasks.find(taskId);
+    if (!existing) {
+      try {
+        const task = await this.tasks.create(userId, payload, { id: taskId, impliedType: type });
+        return { reply: 'ok', response: { task_id: task.id, task } };
+      } catch (err) {
+        if (!isUniqueViolation(err)) throw err;
+        log.info('task created concurrently; answering with it');
+      }
+    }
+    const row = existing ?? (await this.tasks.find(taskId))!;
+    if (row.user_id !== userId) return { reply: 'error', response: { reason: 'unauthorized' } };
+    if (row.task_type !== type) {
+      return { reply: 'error', response: { reason: `task ${taskId} is a ${row.task_type} task, not ${type}` } };
+    }
+    log.info({ terminal: TERMINAL.has(row.status) }, 'generate on an existing task: answered with it');
+    return { reply: 'ok', response: { task_id: row.id, task: this.tasks.toJson(row) } };
+  }
+}
+
+/** `tasks:<user_id>`: every event of a user's tasks, for dashboards. Only that user may join. */
+export class UserTasksChannel implements Channel<UserAssigns> {
+  join(topic: string, _payload: Payload, socket: ChannelSocket<UserAssigns>): JoinResult {
+    const userId = topic.slice('tasks:'.length);
+    if (userId !== socket.assigns.userId) return { status: 'error', response: { reason: 'unauthorized' } };
+    return { status: 'ok', response: {} };
+  }
+}

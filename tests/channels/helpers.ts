@@ -1,0 +1,80 @@
+import WebSocket from 'ws';
+import { Socket, type Channel } from 'phoenix';
+import { startStandin, STANDIN_MODELS, type Standin } from '../../src/providers/replicate/standin';
+
+/** A stand-in on real time, sped up; imagen logs a tqdm bar as the seed's logs had. */
+export async function fastStandin(speed = 4): Promise<Standin> {
+  STANDIN_MODELS['google/imagen-4-fast']!.progress = 'one-bar';
+  STANDIN_MODELS['google/imagen-4-fast']!.steps = 10;
+  return startStandin({ clock: { speed }, host: '127.0.0.1' });
+}
+
+export function standinEnv(s: Standin): Record<string, string> {
+  return { REPLICATE_API_TOKEN: s.token, REPLICATE_BASE_URL: s.url, RUNNER_ENABLED: 'true' };
+}
+
+export interface Received {
+  event: string;
+  payload: any;
+}
+
+/** The official phoenix client in Node, over `ws`. */
+export function phoenixSocket(baseUrl: string, token?: string): Socket {
+  const socket = new Socket(`${baseUrl.replace(/^http/, 'ws')}/socket`, {
+    transport: WebSocket as unknown as typeof globalThis.WebSocket,
+    params: token ? { token } : {},
+    reconnectAfterMs: () => 50,
+    rejoinAfterMs: () => 50,
+    heartbeatIntervalMs: 30_000,
+  } as any);
+  socket.connect();
+  return socket;
+}
+
+export const TASK_EVENTS = ['status', 'progress', 'text_delta', 'image_response', 'video_response', 'text_response'];
+
+/** Join a channel, recording every task event it receives. */
+export function joinRecording(
+  socket: Socket,
+  topic: string,
+  params: Record<string, unknown> = {},
+): { channel: Channel; events: Received[]; joined: Promise<any> } {
+  const channel = socket.channel(topic, params);
+  const events: Received[] = [];
+  for (const ev of TASK_EVENTS) channel.on(ev, (payload) => events.push({ event: ev, payload }));
+  const joined = new Promise<any>((resolve, reject) => {
+    channel
+      .join(5000)
+      .receive('ok', resolve)
+      .receive('error', (r) => reject(Object.assign(new Error(`join refused: ${JSON.stringify(r)}`), { response: r })))
+      .receive('timeout', () => reject(new Error('join timed out')));
+  });
+  return { channel, events, joined };
+}
+
+export function push(channel: Channel, event: string, payload: Record<string, unknown>): Promise<{ status: string; response: any }> {
+  return new Promise((resolve, reject) => {
+    channel
+      .push(event, payload, 5000)
+      .receive('ok', (response) => resolve({ status: 'ok', response }))
+      .receive('error', (response) => resolve({ status: 'error', response }))
+      .receive('timeout', () => reject(new Error(`${event} timed out`)));
+  });
+}
+
+export async function waitFor<T>(fn: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 20_000, what = 'condition'): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** Every received event names the task, and the seqs run 1..n (or from..n) without gap or repeat. */
+export function expectCleanSequence(events: Received[], taskId: string, from = 1): void {
+  const seqs = events.map((e) => e.payload.seq);
+  expect(seqs).toEqual(Array.from({ length: seqs.length }, (_, i) => from + i));
+  for (const e of events) expect(e.payload.task_id).toBe(taskId);
+}

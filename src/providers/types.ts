@@ -108,6 +108,13 @@ export interface FindCreatedOptions extends RequestOptions {
   maxPages?: number;
 }
 
+/** A file the provider produced, opened for download. */
+export interface OutputFile {
+  contentType: string | null;
+  contentLength: number | null;
+  body: AsyncIterable<Uint8Array> & { destroy(err?: Error): void };
+}
+
 /** What the runner needs from a provider. */
 export interface Provider {
   /**
@@ -127,6 +134,11 @@ export interface Provider {
    * null if the provider has none (then it is safe to create again).
    */
   findCreated(req: CreatePredictionRequest, since: Date, opts?: FindCreatedOptions): Promise<Prediction | null>;
+  /**
+   * Opens an output file to copy it to our storage. 403/404/410 reject as `permanent` with
+   * detail `output expired` (the provider's URLs die after about an hour); 5xx/network retried.
+   */
+  openOutput(url: string, opts?: RequestOptions): Promise<OutputFile>;
   close(): Promise<void>;
 }
 

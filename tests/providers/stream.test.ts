@@ -117,4 +117,20 @@ describe('SSE streaming of text output', () => {
       await close();
     }
   });
+
+  it('gives up as transient when reconnects make no progress, and permanent on 404', async () => {
+    const { standin, client, close } = await setup();
+    try {
+      const created = await client.create({ model: 'openai/gpt-4.1', input: { prompt: 'x' } });
+      standin.faults.inject({ op: 'stream', times: 10, action: { kind: 'status', status: 503 } });
+      const e = await client.stream(created.urls.stream!, { maxReconnects: 2, onEvent: () => undefined }).catch((err: unknown) => err);
+      expect(e).toMatchObject({ name: 'ProviderError', kind: 'transient' });
+      expect(standin.requests.filter((r) => r.op === 'stream')).toHaveLength(3);
+      standin.faults.reset();
+      const gone = await client.stream(`${standin.url}/streams/nosuchstream`, { onEvent: () => undefined }).catch((err: unknown) => err);
+      expect(gone).toMatchObject({ name: 'ProviderError', kind: 'permanent', status: 404 });
+    } finally {
+      await close();
+    }
+  });
 });

@@ -8,6 +8,7 @@ import {
   type FindCreatedOptions,
   type InvalidField,
   type KnownPredictionStatus,
+  type OutputFile,
   type Prediction,
   type Provider,
   type ProviderErrorKind,
@@ -62,12 +63,6 @@ export interface ReplicateClientOptions {
   random?: () => number;
 }
 
-/** A file the provider produced, opened for download. */
-export interface OutputFile {
-  contentType: string | null;
-  contentLength: number | null;
-  body: AsyncIterable<Uint8Array> & { destroy(err?: Error): void };
-}
 
 interface RawAnswer {
   status: number;

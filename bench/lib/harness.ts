@@ -100,7 +100,7 @@ export async function startServer(kind: ServerKind, o: ServerOpts, name: string 
   const argv = [...(o.argv ?? [])];
   if (o.cpuProf) {
     mkdirSync(join(RESULTS_DIR, 'prof'), { recursive: true });
-    argv.push('--cpu-prof', `--cpu-prof-dir=${join(RESULTS_DIR, 'prof')}`, `--cpu-prof-name=${name}-${Date.now()}.cpuprofile`);
+    argv.push('--cpu-prof', `--cpu-prof-dir=${join(RESULTS_DIR, 'prof')}`);
   }
   return spawnTs(join(BENCH_DIR, 'servers', `${kind}.ts`), name, { PORT: String(o.port), ...(o.env ?? {}) }, argv);
 }

@@ -25,6 +25,8 @@ export interface PublishArgs {
   /** Broadcasts per second; 0 = as fast as possible, yielding to the event loop after each `batch`. */
   rate: number;
   batch?: number;
+  /** Topic of broadcast i is topic (i × stride) mod topicCount (a stride coprime with it visits all in a scattered order). */
+  stride?: number;
 }
 
 export interface PublishResult {
@@ -35,7 +37,7 @@ export interface PublishResult {
 
 function topicAt(a: PublishArgs, i: number): string {
   if (a.topics && a.topics.length > 0) return a.topics[i % a.topics.length]!;
-  return `${a.prefix ?? 'room:'}${i % (a.topicCount ?? 1)}`;
+  return `${a.prefix ?? 'room:'}${(i * (a.stride ?? 1)) % (a.topicCount ?? 1)}`;
 }
 
 /** Runs `args.count` broadcasts; resolves when the last one has been handed to the server. */

@@ -5,10 +5,24 @@
 import { createServer } from 'node:http';
 import { Server } from 'socket.io';
 import { startControl } from '../lib/server-control';
+import { benchSigner, checkUrlToken } from '../lib/token';
 
 const port = Number(process.env.PORT ?? 4002);
 const http = createServer();
-const io = new Server(http, { transports: ['websocket'], perMessageDeflate: false, httpCompression: false, serveClient: false });
+const signer = benchSigner();
+const io = new Server(http, {
+  transports: ['websocket'], perMessageDeflate: false, httpCompression: false, serveClient: false,
+  allowRequest: signer
+    ? (req, cb) => {
+        try {
+          checkUrlToken(signer, req.url);
+          cb(null, true);
+        } catch {
+          cb('bad token', false);
+        }
+      }
+    : undefined,
+});
 
 io.on('connection', (socket) => {
   socket.on('join', (topic: unknown, ack?: unknown) => {

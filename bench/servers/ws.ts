@@ -6,10 +6,24 @@
  */
 import { WebSocketServer, type WebSocket } from 'ws';
 import { startControl } from '../lib/server-control';
+import { benchSigner, checkUrlToken } from '../lib/token';
 
 const port = Number(process.env.PORT ?? 4001);
 const rooms = new Map<string, Set<WebSocket>>();
-const wss = new WebSocketServer({ host: '127.0.0.1', port, backlog: 4096, perMessageDeflate: false, clientTracking: true });
+const signer = benchSigner();
+const wss = new WebSocketServer({
+  host: '127.0.0.1', port, backlog: 4096, perMessageDeflate: false, clientTracking: true,
+  verifyClient: signer
+    ? (info: { req: { url?: string } }) => {
+        try {
+          checkUrlToken(signer, info.req.url);
+          return true;
+        } catch {
+          return false;
+        }
+      }
+    : undefined,
+});
 
 wss.on('connection', (ws) => {
   const joined: string[] = [];

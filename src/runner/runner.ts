@@ -291,6 +291,11 @@ export class TaskRunner {
         if (model.streams && prediction.urls.stream && !streaming && !isTerminal(prediction.status)) {
           streaming = this.stream(row, prediction.urls.stream, text, streamAbort.signal, log);
         }
+        if (streaming && isTerminal(prediction.status)) {
+          // Let the stream's last deltas land before the end appends what it missed.
+          streamAbort.abort(new Released('prediction ended'));
+          await streaming.catch(() => undefined);
+        }
         const ended = await this.sync(row, model, prediction, signal, text, streaming !== undefined);
         if (ended) return { kind: 'done' };
         const cur = await tasks.find(row.id);
@@ -326,6 +331,8 @@ export class TaskRunner {
   private async stream(row: TaskRow, url: string, text: { emitted: string | null }, signal: AbortSignal, log: Logger): Promise<void> {
     let received = '';
     let pending = '';
+    // How much of the text is announced or on its way (a resumed run re-reads the stream from its start).
+    let queuedUpTo = text.emitted?.length ?? 0;
     let flushing: Promise<void> = Promise.resolve();
     const flush = () => {
       if (!pending) return flushing;
@@ -341,9 +348,10 @@ export class TaskRunner {
         onEvent: (ev) => {
           if (ev.event !== 'output') return;
           received += ev.data;
-          const already = text.emitted?.length ?? 0;
-          // A resumed run re-reads the stream from its start: skip what was announced.
-          if (received.length > already + pending.length) pending += received.slice(already + pending.length);
+          if (received.length > queuedUpTo) {
+            pending += received.slice(queuedUpTo);
+            queuedUpTo = received.length;
+          }
         },
       });
     } catch (err) {

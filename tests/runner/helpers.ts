@@ -1,0 +1,157 @@
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { createGateway, type Gateway, type GatewayOptions } from '../../src/app';
+import { silentLogger } from '../../src/log';
+import { startStandin, type Standin, type StandinOptions } from '../../src/providers/replicate/standin';
+import { DEFAULT_MODELS, ModelRegistry, type ModelSpec } from '../../src/tasks/models';
+import { freshDb, type Backend, type TestDb } from '../helpers/db';
+import { call, testConfig } from '../helpers/gateway';
+
+export { call };
+
+/** Fast runner settings for tests: short polls, claims and leases. */
+export const FAST_RUNNER = {
+  pollIntervalMs: 50,
+  claimIntervalMs: 100,
+  leaseMs: 2000,
+  retry: { maxAttempts: 3, baseMs: 50, maxMs: 200 },
+};
+export const FAST_PROVIDER_RETRY = { attempts: 6, baseMs: 20, maxMs: 200 };
+
+export interface RunnerEnv {
+  standin: Standin;
+  gw: Gateway;
+  url: string;
+  tdb: TestDb;
+  dataDir: string;
+  close(): Promise<void>;
+}
+
+/** A free TCP port on loopback (for a gateway whose PUBLIC_URL must be known before it listens). */
+export async function freePort(): Promise<number> {
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  const port = (srv.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => srv.close(() => r()));
+  return port;
+}
+
+/** A model registry with some models' fields replaced (e.g. a short deadline). */
+export function registryWith(overrides: Record<string, Partial<ModelSpec>>): ModelRegistry {
+  return new ModelRegistry(DEFAULT_MODELS.map((m) => (overrides[m.name] ? { ...m, ...overrides[m.name] } : m)));
+}
+
+/**
+ * A stand-in (virtual clock unless told) and a gateway with its runner on, pointed at it
+ * through the environment as an operator would configure it.
+ */
+export async function startRunnerEnv(
+  opts: {
+    backend?: Backend;
+    standin?: StandinOptions;
+    env?: Record<string, string>;
+    /** Listen on a fixed free port and set PUBLIC_URL to it (turns webhooks on). */
+    webhooks?: boolean;
+    runner?: GatewayOptions['runner'];
+    registry?: ModelRegistry;
+    tdb?: TestDb;
+    standinInstance?: Standin;
+  } = {},
+): Promise<RunnerEnv> {
+  const standin = opts.standinInstance ?? (await startStandin({ clock: 'virtual', ...opts.standin }));
+  const tdb = opts.tdb ?? (await freshDb(opts.backend ?? 'pglite'));
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pyre-runner-'));
+  const env: Record<string, string> = {
+    REPLICATE_API_TOKEN: standin.token,
+    REPLICATE_BASE_URL: standin.url,
+    RUNNER_ENABLED: 'true',
+    DATA_DIR: dataDir,
+    ...opts.env,
+  };
+  if (opts.webhooks) {
+    const port = await freePort();
+    env.PORT = String(port);
+    env.PUBLIC_URL = `http://127.0.0.1:${port}`;
+  }
+  const gw = await createGateway({
+    config: testConfig(env),
+    logger: silentLogger(),
+    db: opts.tdb ? tdb.reopen() : tdb.db,
+    registry: opts.registry,
+    runner: { ...FAST_RUNNER, ...opts.runner },
+    providerRetry: FAST_PROVIDER_RETRY,
+  });
+  const url = await gw.listen();
+  return {
+    standin,
+    gw,
+    url,
+    tdb,
+    dataDir,
+    close: async () => {
+      await gw.close();
+      if (!opts.standinInstance) await standin.close();
+      if (!opts.tdb) await tdb.drop();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Polls `fn` until it returns a truthy value; throws with `what` after `timeoutMs`. */
+export async function waitFor<T>(what: string, fn: () => Promise<T> | T, timeoutMs = 20_000, everyMs = 25): Promise<NonNullable<T>> {
+  const until = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v as NonNullable<T>;
+      last = v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+export const TERMINAL = new Set(['succeeded', 'failed', 'canceled']);
+
+export async function createTask(url: string, input: Record<string, unknown>): Promise<string> {
+  const res = await call(`${url}/api/tasks`, { body: { input_data: input } });
+  if (res.status !== 202) throw new Error(`create answered ${res.status}: ${JSON.stringify(res.body)}`);
+  return res.body.task_id as string;
+}
+
+export async function getTask(url: string, id: string): Promise<any> {
+  const res = await call(`${url}/api/tasks/${id}`);
+  if (res.status !== 200) throw new Error(`get answered ${res.status}`);
+  return res.body.data;
+}
+
+export async function events(url: string, id: string): Promise<any[]> {
+  const res = await call(`${url}/api/tasks/${id}/events`);
+  if (res.status !== 200) throw new Error(`events answered ${res.status}`);
+  return res.body.data;
+}
+
+/**
+ * Drives a virtual stand-in clock until the task ends: advance a step, let the runner poll.
+ * Returns the final task.
+ */
+export async function runToEnd(env: { standin: Standin; url: string }, id: string, opts: { stepMs?: number; timeoutMs?: number } = {}): Promise<any> {
+  const until = Date.now() + (opts.timeoutMs ?? 30_000);
+  for (;;) {
+    const t = await getTask(env.url, id);
+    if (TERMINAL.has(t.status)) return t;
+    if (Date.now() > until) throw new Error(`task ${id} did not end (status ${t.status})`);
+    if (env.standin.clock.kind === 'virtual') await env.standin.advance(opts.stepMs ?? 500);
+    await new Promise((r) => setTimeout(r, 30));
+  }
+}
+
+/** The stand-in's create requests whose body carries this prompt. */
+export function createsFor(standin: Standin, prompt: string) {
+  return standin.creates().filter((r) => (r.body as { input?: { prompt?: unknown } } | null)?.input?.prompt === prompt);
+}

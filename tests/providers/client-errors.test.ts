@@ -295,8 +295,8 @@ describe('ambiguous creates', () => {
     const { standin, client, close } = await setup({ listPageSize: 2 });
     try {
       const old = await client.create(imagen);
-      await standin.advance(10_000, { stepMs: 10_000 });
-      const since = new Date(standin.clock.now());
+      await new Promise((r) => setTimeout(r, 20)); // created_at is wall time (see the next test)
+      const since = new Date();
       const mine = await client.create(imagen);
       for (let i = 0; i < 5; i++) await client.create({ model: 'google/imagen-4-fast', input: { prompt: `other ${i}` } });
       const twin = await client.create(imagen);
@@ -306,6 +306,24 @@ describe('ambiguous creates', () => {
       expect(old.id).not.toBe(mine.id);
       const lists = standin.requests.filter((r) => r.op === 'list');
       expect(lists.some((r) => r.path.includes('cursor='))).toBe(true);
+    } finally {
+      await close();
+    }
+  });
+
+  it('matches against our wall clock even when the stand-in clock is virtual and far behind or ahead', async () => {
+    const { standin, client, close } = await setup();
+    try {
+      await new Promise((r) => setTimeout(r, 50)); // the virtual clock stood still meanwhile
+      const since = new Date();
+      standin.faults.inject({ op: 'create', action: { kind: 'create_then_status', status: 503 } });
+      await client.create(imagen).catch(() => undefined);
+      expect((await client.findCreated(imagen, since, { clockSkewMs: 0 }))?.id).toBe(standin.creates()[0]!.predictionId);
+      await standin.advance(3_600_000 * 5, { stepMs: 3_600_000 });
+      const since2 = new Date();
+      standin.faults.inject({ op: 'create', action: { kind: 'create_then_drop' } });
+      await client.create(imagen).catch(() => undefined);
+      expect((await client.findCreated(imagen, since2, { clockSkewMs: 0 }))?.id).toBe(standin.creates()[1]!.predictionId);
     } finally {
       await close();
     }

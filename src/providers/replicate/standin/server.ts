@@ -314,6 +314,7 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
       deadlineAt,
       dataTtlMs,
       seq: predSeq++,
+      createdWall: Date.now(),
     });
     predictions.set(p.id, p);
     byStream.set(p.streamToken, p);
@@ -372,8 +373,8 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
     const beforeMs = before ? Date.parse(before) : NaN;
     if ((after && Number.isNaN(afterMs)) || (before && Number.isNaN(beforeMs))) return problem(400, 'created_after / created_before must be ISO-8601 times', 'Bad request');
     const all = [...predictions.values()]
-      .filter((p) => (Number.isNaN(afterMs) || p.createdAt >= afterMs) && (Number.isNaN(beforeMs) || p.createdAt < beforeMs))
-      .sort((a, b) => b.createdAt - a.createdAt || b.extras.seq - a.extras.seq);
+      .filter((p) => (Number.isNaN(afterMs) || p.extras.createdWall >= afterMs) && (Number.isNaN(beforeMs) || p.extras.createdWall < beforeMs))
+      .sort((a, b) => b.extras.createdWall - a.extras.createdWall || b.extras.seq - a.extras.seq);
     const cursor = url.searchParams.get('cursor');
     const offset = cursor ? Number(Buffer.from(cursor, 'base64url').toString('utf8').replace(/^o=/, '')) || 0 : 0;
     const page = all.slice(offset, offset + pageSize);

@@ -103,6 +103,12 @@ export class SimPrediction {
       deadlineAt: number | null;
       dataTtlMs: number;
       seq: number;
+      /**
+       * Wall-clock time of creation. Reported timestamps are this plus simulated time since
+       * creation, so `created_at` agrees with the caller's clock even when the simulation's
+       * clock is virtual (a gateway's `findCreated(req, since)` compares the two).
+       */
+      createdWall: number;
     },
   ) {}
 
@@ -222,13 +228,13 @@ export class SimPrediction {
   }
 
   private push(event: SimEvent['event'], data: string): void {
-    this.events.push({ event, id: `${Math.floor(this.createdAt / 1000)}:${this.events.length}`, data });
+    this.events.push({ event, id: `${Math.floor(this.extras.createdWall / 1000)}:${this.events.length}`, data });
   }
 
   /** The prediction JSON as GET /v1/predictions/{id} returns it at time t. */
   view(t: number, origin: string): Record<string, unknown> {
     const s = this.stateAt(t);
-    const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+    const iso = (ms: number | null) => (ms === null ? null : new Date(this.extras.createdWall + (ms - this.createdAt)).toISOString());
     const base = `${origin}/v1/predictions/${this.id}`;
     const urls: Record<string, string> = { cancel: `${base}/cancel`, get: base, web: `${origin}/p/${this.id}` };
     if (this.model.kind === 'text') urls.stream = `${origin}/v1/streams/${this.streamToken}`;

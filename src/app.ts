@@ -1,4 +1,5 @@
 import http from 'node:http';
+import type pg from 'pg';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Express } from 'express';
@@ -6,6 +7,9 @@ import { Authenticator, TokenSigner } from './auth/tokens';
 import type { Config } from './config';
 import { migrate, openDatabase, type Db } from './db';
 import { createHttpApp } from './http/app';
+import { dashboardRouter } from './http/dashboard';
+import { createMetrics } from './http/metrics';
+import { openApiRouter } from './http/openapi';
 import { IdempotencyKeys } from './http/idempotency';
 import type { Logger } from './log';
 import { ModelRegistry } from './tasks/models';
@@ -146,7 +150,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   realtime.attach(server);
 
   // Committed task events reach this process's sockets at once, and other processes through NOTIFY.
-  const pgConfig = isEmbedded(db) ? undefined : (db.client.config as { connection: string; searchPath?: string[] | string });
+  const pgConfig = isEmbedded(db) ? undefined : (db.client.config as { connection: string | pg.ClientConfig; searchPath?: string[] | string });
   const searchPath = pgConfig ? [pgConfig.searchPath ?? []].flat()[0] : undefined;
   const relay = new TaskEventRelay(
     tasks,
@@ -155,12 +159,13 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       realtime.localBroadcast(`tasks:${e.user_id}`, e.event, e.payload);
     },
     logger,
-    pgConfig && typeof pgConfig.connection === 'string'
+    pgConfig
       ? new PgNotifyChannel(pgConfig.connection, `pyre_events${searchPath ? `_${searchPath}` : ''}`, runner.owner, logger)
       : undefined,
   );
   await relay.start();
 
+  const metrics = createMetrics({ db, realtime, runner, providerBaseUrl: replicate.baseUrl });
   const app = createHttpApp({
     db,
     tasks,
@@ -169,6 +174,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     logger,
     mount: (a) => {
       a.use(realtime.middleware());
+      a.use(metrics.router(), openApiRouter({ registry }), dashboardRouter({ auth }));
       a.use(outputs.router());
       a.use(
         '/api',
@@ -213,6 +219,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       }),
     close: async () => {
       clearInterval(sweep);
+      metrics.close();
       await runner.stop(10_000);
       await realtime.drain({ batchSize: 500, intervalMs: 20 });
       await realtime.close();

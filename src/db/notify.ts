@@ -20,15 +20,21 @@ export class PgNotifyChannel<T> {
   private readonly sender: pg.Pool;
 
   constructor(
-    private readonly connectionString: string,
+    /** A connection string or pg connection settings (knex's parsed `connection`). */
+    private readonly connection: string | pg.ClientConfig,
     /** The NOTIFY channel name (an identifier: letters, digits, underscores). */
     readonly channel: string,
     readonly nodeId: string,
     private readonly logger: Logger,
   ) {
     if (!/^[a-z_][a-z0-9_]{0,62}$/.test(channel)) throw new Error(`bad NOTIFY channel name ${channel}`);
-    this.sender = new pg.Pool({ connectionString, max: 2 });
+    this.sender = new pg.Pool({ ...this.clientConfig(), max: 2 });
     this.sender.on('error', (err) => this.logger.warn({ err: err.message }, 'notify sender connection error'));
+  }
+
+  private clientConfig(): pg.ClientConfig {
+    const c = this.connection;
+    return typeof c === 'string' ? { connectionString: c } : { ...c, port: c.port === undefined ? undefined : Number(c.port) };
   }
 
   /** Start listening; `handler` gets other nodes' messages, in the order they were sent. */
@@ -38,7 +44,7 @@ export class PgNotifyChannel<T> {
   }
 
   private async connect(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.connectionString });
+    const client = new pg.Client(this.clientConfig());
     client.on('notification', (n) => {
       if (n.channel !== this.channel || !n.payload) return;
       try {

@@ -1,0 +1,91 @@
+import WebSocket from 'ws';
+import { TokenSigner } from '../../src/auth/tokens';
+import type { Standin } from '../../src/providers/replicate/standin';
+import { freshDb, TEST_PG_URL, type TestDb } from '../helpers/db';
+import { call, startGateway, TEST_SECRET, type TestGateway } from '../helpers/gateway';
+import { startGatewayProcess, type GatewayProcess } from '../helpers/process';
+import { expectCleanSequence, fastStandin, joinRecording, phoenixSocket, standinEnv, waitFor } from './helpers';
+
+const signer = new TokenSigner(TEST_SECRET);
+const alice = signer.mint('alice');
+
+(TEST_PG_URL ? describe : describe.skip)('two gateway processes on one PostgreSQL', () => {
+  let standin: Standin;
+  let tdb: TestDb;
+  let front: TestGateway;
+  let worker: GatewayProcess;
+
+  beforeAll(async () => {
+    standin = await fastStandin();
+    tdb = await freshDb('postgres');
+    // The client's gateway runs no tasks; the other process runs them all.
+    front = await startGateway('postgres', { auth: true, tdb, env: { REPLICATE_API_TOKEN: standin.token, REPLICATE_BASE_URL: standin.url, RUNNER_ENABLED: 'false' } });
+    worker = await startGatewayProcess({
+      PYRE_TEST_DATABASE_URL: TEST_PG_URL!,
+      PYRE_TEST_SCHEMA: tdb.schema!,
+      AUTH_SECRET: TEST_SECRET,
+      ...standinEnv(standin),
+    });
+  }, 120_000);
+  afterAll(async () => {
+    await worker?.stop();
+    await front?.close();
+    await tdb?.drop();
+    await standin?.close();
+  });
+
+  it('a client on the first gets every event of a task run by the second', async () => {
+    const created = await call(`${front.url}/api/tasks`, { token: alice, body: { input_data: { type: 'text', prompt: 'across' } } });
+    const id = created.body.task_id;
+    const socket = phoenixSocket(front.url, alice);
+    try {
+      const { events, joined } = joinRecording(socket, `task:${id}`, { last_seq: 0 });
+      await joined;
+      await waitFor(() => events.find((e) => e.event === 'text_response'), 30_000, 'text_response');
+      expectCleanSequence(events, id);
+      const row = await front.gw.db('tasks').where({ id }).first();
+      expect(row.lease_owner).toBeNull();
+      expect(row.status).toBe('succeeded');
+      expect(events.length).toBe(row.last_seq);
+      // The runner that ran it is the other process's.
+      expect(front.gw.runner.activeCount).toBe(0);
+      const text = events.filter((e) => e.event === 'text_delta').map((e) => e.payload.delta).join('');
+      expect(text).toBe(events[events.length - 1]!.payload.output.text);
+    } finally {
+      socket.disconnect();
+    }
+  });
+
+  it('a thousand clients joined to one task each receive all of its events, in order', async () => {
+    const created = await call(`${front.url}/api/tasks`, { token: alice, body: { input_data: { type: 'image', prompt: 'crowd', model: 'bytedance/seedream-3' } } });
+    const id = created.body.task_id;
+    const topic = `task:${id}`;
+    const N = 1000;
+    const received: number[][] = Array.from({ length: N }, () => []);
+    const clients: WebSocket[] = [];
+    const wsUrl = `${front.url.replace('http', 'ws')}/socket/websocket?vsn=2.0.0&token=${encodeURIComponent(alice)}`;
+    try {
+      let joinedCount = 0;
+      for (let i = 0; i < N; i++) {
+        const ws = new WebSocket(wsUrl, { perMessageDeflate: false });
+        clients.push(ws);
+        ws.on('message', (data: Buffer) => {
+          const [, ref, t, event, payload] = JSON.parse(data.toString());
+          if (t !== topic) return;
+          if (event === 'phx_reply' && ref === '1' && payload.status === 'ok') joinedCount++;
+          else if (typeof payload?.seq === 'number') received[i]!.push(payload.seq);
+        });
+        ws.on('open', () => ws.send(JSON.stringify(['1', '1', topic, 'phx_join', { last_seq: 0 }])));
+        ws.on('error', () => undefined);
+      }
+      await waitFor(() => joinedCount === N, 60_000, 'all joins');
+      await waitFor(async () => (await front.gw.db('tasks').where({ id }).first()).status === 'succeeded', 60_000, 'task end');
+      const { last_seq: lastSeq } = await front.gw.db('tasks').where({ id }).first();
+      const expected = Array.from({ length: lastSeq }, (_, i) => i + 1);
+      await waitFor(() => received.every((r) => r.length >= lastSeq), 30_000, 'every client to get every event');
+      for (const r of received) expect(r).toEqual(expected);
+    } finally {
+      for (const ws of clients) ws.terminate();
+    }
+  }, 180_000);
+});

@@ -1,0 +1,106 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import WebSocket from 'ws';
+import { TokenSigner } from '../../src/auth/tokens';
+import type { Standin } from '../../src/providers/replicate/standin';
+import { BACKENDS } from '../helpers/db';
+import { call, startGateway, TEST_SECRET, type TestGateway } from '../helpers/gateway';
+import { fastStandin, standinEnv, waitFor } from './helpers';
+
+const fixture = JSON.parse(
+  fs.readFileSync(path.resolve(__dirname, '../../../shared/fixtures/swift-phoenix-client-5.3.4.json'), 'utf8'),
+);
+const session = fixture.frames_out.session.frames as Array<{ dir: string; text: string; json: unknown[] }>;
+const outFrames = session.filter((f) => f.dir === 'out');
+const TOPIC = outFrames[0]!.json[2] as string;
+const TASK_ID = TOPIC.slice('task:'.length);
+
+/** A raw socket that records parsed frames. */
+async function rawSocket(url: string): Promise<{ ws: WebSocket; frames: any[] }> {
+  const ws = new WebSocket(url, { perMessageDeflate: false });
+  const frames: any[] = [];
+  ws.on('message', (d: Buffer) => frames.push(JSON.parse(d.toString())));
+  await new Promise((resolve, reject) => {
+    ws.once('open', resolve);
+    ws.once('unexpected-response', (_q, r) => reject(new Error(`status ${r.statusCode}`)));
+  });
+  return { ws, frames };
+}
+
+describe.each(BACKENDS)('SwiftPhoenixClient 5.3.4 frames against the task channel on %s', (backend) => {
+  let standin: Standin;
+  let t: TestGateway;
+  const token = new TokenSigner(TEST_SECRET).mint('ios-user');
+
+  beforeAll(async () => {
+    standin = await fastStandin();
+    t = await startGateway(backend, { auth: true, env: standinEnv(standin) });
+    (t.gw.runner as any).opts.pollIntervalMs = 100;
+  });
+  afterAll(async () => {
+    await t.close();
+    await standin.close();
+  });
+
+  it('replays the recorded session byte for byte: join, image_generate, events, heartbeat, leave', async () => {
+    // vsn first, then flat params, as Swift builds the URL.
+    const { ws, frames } = await rawSocket(`${t.url.replace('http', 'ws')}/socket/websocket?vsn=2.0.0&token=${encodeURIComponent(token)}&device=ios`);
+    try {
+      const [join, generate, heartbeat, leave] = outFrames.map((f) => f.text);
+      expect(generate).toContain('google\\/imagen-4-fast');
+      ws.send(join!);
+      const joinReply = await waitFor(() => frames.find((f) => f[1] === '3' && f[3] === 'phx_reply'), 5000, 'join reply');
+      expect(joinReply).toEqual(['3', '3', TOPIC, 'phx_reply', { status: 'ok', response: { task: null } }]);
+
+      ws.send(generate!);
+      const reply = await waitFor(() => frames.find((f) => f[1] === '4'), 5000, 'generate reply');
+      expect(reply.slice(0, 4)).toEqual(['3', '4', TOPIC, 'phx_reply']);
+      expect(reply[4].status).toBe('ok');
+      expect(reply[4].response.task_id).toBe(TASK_ID);
+      expect(reply[4].response.task.model).toBe('google/imagen-4-fast');
+
+      const final = await waitFor(() => frames.find((f) => f[3] === 'image_response'), 30_000, 'image_response');
+      const pushes = frames.filter((f) => f[2] === TOPIC && f[3] !== 'phx_reply');
+      // Server pushes: [join_ref, null, topic, event, payload] with string join_ref, every payload an object naming the task.
+      for (const p of pushes) {
+        expect(p[0]).toBe('3');
+        expect(p[1]).toBeNull();
+        expect(p[4].task_id).toBe(TASK_ID);
+      }
+      expect(pushes.map((p) => p[4].seq)).toEqual(pushes.map((_p, i) => i + 1));
+      expect(final[4]).toMatchObject({ status: 'success', task_id: TASK_ID });
+
+      ws.send(heartbeat!);
+      const hb = await waitFor(() => frames.find((f) => f[2] === 'phoenix'), 5000, 'heartbeat reply');
+      expect(hb).toEqual([null, '5', 'phoenix', 'phx_reply', { status: 'ok', response: {} }]);
+
+      ws.send(leave!);
+      const left = await waitFor(() => frames.find((f) => f[1] === '6'), 5000, 'leave reply');
+      expect(left).toEqual(['3', '6', TOPIC, 'phx_reply', { status: 'ok', response: {} }]);
+      expect(await t.gw.db('tasks').where({ id: TASK_ID })).toHaveLength(1);
+    } finally {
+      ws.terminate();
+    }
+  });
+
+  it('older Swift builds (serializer v1, JSON objects) create and follow a task too', async () => {
+    const created = await call(`${t.url}/api/tasks`, { token, body: { input_data: { type: 'image', prompt: 'v1 client' } } });
+    const topic = `task:${created.body.task_id}`;
+    const { ws, frames } = await rawSocket(`${t.url.replace('http', 'ws')}/socket/websocket?token=${encodeURIComponent(token)}`);
+    try {
+      ws.send(JSON.stringify({ topic, event: 'phx_join', payload: { last_seq: 0 }, ref: '1', join_ref: '1' }));
+      const joinReply = await waitFor(() => frames.find((f) => f.ref === '1'), 5000, 'v1 join reply');
+      expect(joinReply).toMatchObject({ topic, event: 'phx_reply', payload: { status: 'ok' } });
+      expect(Object.keys(joinReply).sort()).toEqual(['event', 'payload', 'ref', 'topic']);
+      ws.send(JSON.stringify({ topic, event: 'image_generate', payload: { prompt: 'v1 client' }, ref: '2', join_ref: '1' }));
+      const reply = await waitFor(() => frames.find((f) => f.ref === '2'), 5000, 'v1 generate reply');
+      expect(reply.payload.response.task_id).toBe(created.body.task_id);
+      const final = await waitFor(() => frames.find((f) => f.event === 'image_response'), 30_000, 'v1 image_response');
+      expect(final.payload.status).toBe('success');
+      const events = frames.filter((f) => f.topic === topic && f.event !== 'phx_reply');
+      expect(events.map((f) => f.payload.seq)).toEqual(events.map((_f, i) => i + 1));
+    } finally {
+      ws.terminate();
+    }
+  });
+});

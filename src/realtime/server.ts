@@ -5,12 +5,12 @@
 import type { IncomingHttpHeaders, IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import WebSocket, { WebSocketServer } from 'ws';
-import type { Assigns, Channel } from './channel';
+import type { Assigns, Channel, ChannelSocket } from './channel';
 import { CloseCode, Connection, type ConnectionContext, type RealtimeStats } from './connection';
 import type { Payload } from './message';
 import { type CheckOrigin, compileOriginCheck } from './origin';
 import { decodeQuery, type Params } from './params';
-import { PubSub, type PubSubAdapter } from './pubsub';
+import { PubSub, type PubSubAdapter, type Subscriber } from './pubsub';
 import { negotiateSerializer, type Serializer } from './serializer';
 import { silentRealtimeLogger, type RealtimeLogger } from './logger';
 import { WriteScheduler, WsTransport } from './websocket';
@@ -164,6 +164,29 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
   /** Sends `event` to every subscriber of `topic` on every node. */
   broadcast(topic: string, event: string, payload: Payload): void {
     this.pubsub.broadcast(topic, event, payload, null);
+  }
+
+  /** Same as broadcast, except the channel `from` (a ChannelSocket handed to your channel). */
+  broadcastFrom(from: ChannelSocket, topic: string, event: string, payload: Payload): void {
+    this.pubsub.broadcast(topic, event, payload, from as unknown as Subscriber);
+  }
+
+  /**
+   * Calls `fn` for every broadcast on `topic` (from this node or others) until the returned
+   * function is called. For app code that is not a channel.
+   */
+  subscribe(topic: string, fn: (event: string, payload: Payload) => void): () => void {
+    const sub: Subscriber = {
+      deliver: (f) => {
+        try {
+          fn(f.message.event, f.message.payload);
+        } catch (err) {
+          this.logger.error({ err, topic }, 'realtime: subscriber threw');
+        }
+      },
+    };
+    this.pubsub.subscribe(topic, sub);
+    return () => this.pubsub.unsubscribe(topic, sub);
   }
 
   /** Local-only variant (no adapter). */

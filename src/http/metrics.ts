@@ -1,0 +1,222 @@
+import diagnostics from 'node:diagnostics_channel';
+import { Router } from 'express';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Db } from '../db';
+import type { RealtimeStats } from '../realtime';
+import { TASK_STATUSES } from '../tasks/task';
+
+export interface MetricsDeps {
+  db: Db;
+  realtime: { stats(): RealtimeStats & { longpollSessions: number } };
+  runner: { readonly activeCount: number };
+  /** The provider API's base URL: calls to its origin are timed (undici diagnostics channels). */
+  providerBaseUrl?: string;
+  /** How long a tasks-by-state count is reused (default 5 s). */
+  taskCountTtlMs?: number;
+  /** Node process metrics (process_*, nodejs_*); default true. */
+  processMetrics?: boolean;
+}
+
+export interface Metrics {
+  registry: Registry;
+  router(): Router;
+  /** Stops listening to provider calls. */
+  close(): void;
+}
+
+/** The realtime counters exported as Prometheus counters, by stats() key. */
+const REALTIME_COUNTERS: Array<[keyof RealtimeStats, string, string]> = [
+  ['joins', 'pyre_channel_joins_total', 'Channel joins accepted'],
+  ['joinErrors', 'pyre_channel_join_errors_total', 'Channel joins refused'],
+  ['messagesIn', 'pyre_realtime_messages_in_total', 'Messages received from clients'],
+  ['messagesOut', 'pyre_realtime_messages_out_total', 'Messages sent to clients'],
+  ['slowClientDisconnects', 'pyre_realtime_slow_client_disconnects_total', 'Sockets closed because the client read too slowly'],
+  ['idleDisconnects', 'pyre_realtime_idle_disconnects_total', 'Sockets closed for missing heartbeats'],
+  ['protocolErrors', 'pyre_realtime_protocol_errors_total', 'Malformed frames received'],
+  ['rateLimited', 'pyre_realtime_rate_limited_total', 'Messages refused by the per-socket rate limit'],
+  ['channelCrashes', 'pyre_channel_crashes_total', 'Channel callbacks that threw'],
+  ['connectsRefused', 'pyre_realtime_connects_refused_total', 'Socket connections refused (credentials, origin)'],
+];
+
+interface UndiciRequest {
+  origin?: string;
+  method?: string;
+  path?: string;
+}
+
+/** Provider paths with ids taken out, so labels stay few. */
+function routeOf(path: string): string {
+  const p = path.split('?')[0]!.replace(/^\/v1/, '');
+  if (/^\/models\/[^/]+\/[^/]+\/predictions$/.test(p)) return '/models/:owner/:name/predictions';
+  if (/^\/predictions\/[^/]+\/cancel$/.test(p)) return '/predictions/:id/cancel';
+  if (/^\/predictions\/[^/]+$/.test(p)) return '/predictions/:id';
+  if (p === '/predictions') return '/predictions';
+  if (/^\/webhooks\//.test(p)) return '/webhooks/default/secret';
+  if (/\/stream/.test(p) || /^\/files\//.test(p)) return '/stream';
+  return 'other';
+}
+
+/**
+ * Prometheus metrics on a registry of this gateway's own (two gateways in one process,
+ * as in tests, do not collide). Values are read when scraped: realtime.stats(), the
+ * runner's running count, and a cached GROUP BY of tasks by state.
+ */
+export function createMetrics(deps: MetricsDeps): Metrics {
+  const registry = new Registry();
+  if (deps.processMetrics !== false) collectDefaultMetrics({ register: registry });
+
+  new Gauge({
+    name: 'pyre_realtime_sockets',
+    help: 'Open sockets (WebSocket and long-poll)',
+    registers: [registry],
+    collect() {
+      this.set(deps.realtime.stats().sockets);
+    },
+  });
+  new Gauge({
+    name: 'pyre_realtime_longpoll_sessions',
+    help: 'Open long-poll sessions',
+    registers: [registry],
+    collect() {
+      this.set(deps.realtime.stats().longpollSessions);
+    },
+  });
+  new Gauge({
+    name: 'pyre_channels',
+    help: 'Joined channels',
+    registers: [registry],
+    collect() {
+      this.set(deps.realtime.stats().channels);
+    },
+  });
+  for (const [key, name, help] of REALTIME_COUNTERS) {
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        // The realtime layer keeps the running totals; the counter mirrors them.
+        this.reset();
+        this.inc(deps.realtime.stats()[key]);
+      },
+    });
+  }
+
+  // Tasks by state: one GROUP BY per scrape at most every ttl, shared by the gauges below.
+  const ttl = deps.taskCountTtlMs ?? 5000;
+  let cached: { at: number; value: Promise<{ byStatus: Map<string, number>; retries: number }> } | undefined;
+  const counts = () => {
+    if (!cached || Date.now() - cached.at > ttl) {
+      const value = deps.db('tasks')
+        .select('status')
+        .count({ n: '*' })
+        .sum({ retries: deps.db.raw('case when attempts > 1 then attempts - 1 else 0 end') })
+        .groupBy('status')
+        .then((result) => (result as unknown as Array<{ status: string; n: string | number; retries: string | number | null }>))
+        .then((rows) => ({
+          byStatus: new Map(rows.map((r) => [r.status, Number(r.n)])),
+          retries: rows.reduce((s, r) => s + Number(r.retries ?? 0), 0),
+        }));
+      cached = { at: Date.now(), value };
+      value.catch(() => {
+        cached = undefined;
+      });
+    }
+    return cached.value;
+  };
+  new Gauge({
+    name: 'pyre_tasks',
+    help: 'Stored tasks by status',
+    labelNames: ['status'],
+    registers: [registry],
+    async collect() {
+      const { byStatus } = await counts();
+      for (const s of TASK_STATUSES) this.set({ status: s }, byStatus.get(s) ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'pyre_queue_depth',
+    help: 'Tasks waiting to run (status queued)',
+    registers: [registry],
+    async collect() {
+      this.set((await counts()).byStatus.get('queued') ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'pyre_task_retries',
+    help: 'Attempts beyond the first, summed over stored tasks (runner retries)',
+    registers: [registry],
+    async collect() {
+      this.set((await counts()).retries);
+    },
+  });
+  new Gauge({
+    name: 'pyre_runner_active_tasks',
+    help: 'Tasks this process is running now',
+    registers: [registry],
+    collect() {
+      this.set(deps.runner.activeCount);
+    },
+  });
+
+  // Provider calls, timed from undici's diagnostics channels: no hook in the client needed.
+  const latency = new Histogram({
+    name: 'pyre_provider_request_duration_seconds',
+    help: 'Provider API calls, from request to response headers',
+    labelNames: ['method', 'route', 'status'],
+    buckets: [0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [registry],
+  });
+  const failures = new Counter({
+    name: 'pyre_provider_request_failures_total',
+    help: 'Provider calls answered 429 or 5xx, or that failed on the network (the client retries these within its policy)',
+    labelNames: ['method', 'route', 'reason'],
+    registers: [registry],
+  });
+  const started = new WeakMap<object, number>();
+  const origin = deps.providerBaseUrl ? new URL(deps.providerBaseUrl).origin : undefined;
+  const ours = (r: UndiciRequest) => origin !== undefined && r.origin !== undefined && new URL(r.origin).origin === origin;
+  const onCreate = (m: unknown) => {
+    const { request } = m as { request: UndiciRequest };
+    if (ours(request)) started.set(request, performance.now());
+  };
+  const onHeaders = (m: unknown) => {
+    const { request, response } = m as { request: UndiciRequest; response: { statusCode: number } };
+    const t0 = started.get(request);
+    if (t0 === undefined) return;
+    started.delete(request);
+    const labels = { method: request.method ?? 'GET', route: routeOf(request.path ?? '') };
+    latency.observe({ ...labels, status: String(response.statusCode) }, (performance.now() - t0) / 1000);
+    if (response.statusCode === 429 || response.statusCode >= 500) failures.inc({ ...labels, reason: String(response.statusCode) });
+  };
+  const onError = (m: unknown) => {
+    const { request, error } = m as { request: UndiciRequest; error: { code?: string; name?: string } };
+    if (!started.has(request)) return;
+    started.delete(request);
+    failures.inc({ method: request.method ?? 'GET', route: routeOf(request.path ?? ''), reason: error?.code ?? error?.name ?? 'error' });
+  };
+  if (origin) {
+    diagnostics.subscribe('undici:request:create', onCreate);
+    diagnostics.subscribe('undici:request:headers', onHeaders);
+    diagnostics.subscribe('undici:request:error', onError);
+  }
+
+  return {
+    registry,
+    router() {
+      const r = Router();
+      r.get('/metrics', async (_req, res) => {
+        const body = await registry.metrics();
+        res.setHeader('Content-Type', registry.contentType);
+        res.send(body);
+      });
+      return r;
+    },
+    close() {
+      if (!origin) return;
+      diagnostics.unsubscribe('undici:request:create', onCreate);
+      diagnostics.unsubscribe('undici:request:headers', onHeaders);
+      diagnostics.unsubscribe('undici:request:error', onError);
+    },
+  };
+}

@@ -1,0 +1,298 @@
+import { Router } from 'express';
+import { CLIENT_TYPES, inputJsonSchema, type ModelRegistry, type ModelSpec, type TaskType } from '../tasks/models';
+import { TASK_STATUSES } from '../tasks/task';
+
+type Schema = Record<string, unknown>;
+
+const ref = (name: string): Schema => ({ $ref: `#/components/schemas/${name}` });
+
+/** A component name for a model's input (`google/imagen-4-fast` → `Input.google_imagen-4-fast`). */
+export function modelSchemaName(model: string): string {
+  return `Input.${model.replace(/[^A-Za-z0-9._-]/g, '_')}`;
+}
+
+/** The client's names for a task type: `image` and `image_gen` both mean image_gen. */
+function typeNames(t: TaskType): string[] {
+  return [...Object.entries(CLIENT_TYPES).filter(([, v]) => v === t).map(([k]) => k), t];
+}
+
+/** Refusals the REST API makes that zod's JSON Schema does not carry. */
+function tighten(props: Record<string, Schema>): Record<string, Schema> {
+  const out: Record<string, Schema> = {};
+  for (const [k, v] of Object.entries(props)) {
+    let p = { ...v };
+    // The models' URLs are http(s) only; format "uri" alone would take any scheme.
+    if (p.format === 'uri' && p.pattern === undefined) p = { ...p, pattern: '^https?://' };
+    if (p.type === 'array' && typeof p.items === 'object' && p.items) p = { ...p, items: tighten({ i: p.items as Schema }).i };
+    out[k] = p;
+  }
+  return out;
+}
+
+/**
+ * One model's `input_data`, from its zod schema (the same one REST and channels validate with).
+ * `model` says how the model is named: `named` (model required, this one), `default` (no model,
+ * or null or "": the type's default) or `top-level` (the body's top-level model names it, so
+ * input_data may name it again or not at all).
+ */
+function inputData(m: ModelSpec, how: 'named' | 'default' | 'top-level'): Schema {
+  const base = inputJsonSchema(m) as { properties: Record<string, Schema> };
+  const { prompt, ...params } = base.properties;
+  const modelProp: Schema =
+    how === 'default' ? { enum: [null, ''], description: 'absent, null or "": the default model for the type' } : { const: m.name };
+  const textDefault = m.taskType === 'text_gen';
+  const typeProp: Schema = textDefault
+    ? { enum: [...typeNames(m.taskType), null], description: 'absent or null means text' }
+    : { enum: typeNames(m.taskType) };
+  const required = ['prompt', ...(textDefault ? [] : ['type']), ...(how === 'named' ? ['model'] : [])];
+  return {
+    type: 'object',
+    properties: {
+      type: typeProp,
+      model: modelProp,
+      // A prompt of only white space is refused ("can't be blank").
+      prompt: { ...prompt, pattern: '\\S' },
+      ...tighten(params as Record<string, Schema>),
+    },
+    required,
+    additionalProperties: false,
+  };
+}
+
+/** The request body of POST /api/tasks, as the REST API accepts it. */
+function createTaskRequest(registry: ModelRegistry): Schema {
+  const variants: Schema[] = [];
+  for (const m of registry.models) {
+    variants.push({
+      type: 'object',
+      title: `${m.name} (named in input_data)`,
+      properties: { input_data: inputData(m, 'named') },
+      required: ['input_data'],
+      additionalProperties: false,
+    });
+    variants.push({
+      type: 'object',
+      title: `${m.name} (named at the top level)`,
+      properties: { model: { const: m.name }, input_data: inputData(m, 'top-level') },
+      required: ['input_data', 'model'],
+      additionalProperties: false,
+    });
+    if (m.isDefault) {
+      variants.push({
+        type: 'object',
+        title: `${m.name} (the default for ${m.taskType})`,
+        properties: { input_data: inputData(m, 'default') },
+        required: ['input_data'],
+        additionalProperties: false,
+      });
+    }
+  }
+  return {
+    description:
+      '`input_data` holds `type` (image, video or text; text when absent), `prompt`, an optional `model` ' +
+      '(the default for the type when absent) and that model\'s parameters. A top-level `model` is accepted too.',
+    anyOf: variants,
+  };
+}
+
+const errorBody: Schema = {
+  type: 'object',
+  properties: {
+    errors: {
+      type: 'object',
+      description: '`{"detail": "..."}`, or field messages `{"field": ["message", ...]}` for validation (422)',
+      additionalProperties: { oneOf: [{ type: 'string' }, { type: 'array', items: { type: 'string' } }] },
+    },
+  },
+  required: ['errors'],
+};
+
+const taskSchema: Schema = {
+  type: 'object',
+  properties: {
+    id: { type: 'string', format: 'uuid' },
+    task_type: { enum: ['image_gen', 'video_gen', 'text_gen'] },
+    model: { type: 'string' },
+    status: { enum: [...TASK_STATUSES] },
+    progress: { type: ['integer', 'null'], minimum: 0, maximum: 100 },
+    input_data: { type: 'object', additionalProperties: true },
+    output: {
+      oneOf: [
+        { type: 'null' },
+        { type: 'object', properties: { urls: { type: 'array', items: { type: 'string', format: 'uri' } } }, required: ['urls'] },
+        { type: 'object', properties: { text: { type: 'string' } }, required: ['text'] },
+      ],
+    },
+    error: {
+      oneOf: [
+        { type: 'null' },
+        { type: 'object', properties: { code: { type: 'string' }, message: { type: 'string' } }, required: ['code', 'message'] },
+      ],
+    },
+    attempts: { type: 'integer', minimum: 0 },
+    inserted_at: { type: 'string', format: 'date-time' },
+    updated_at: { type: 'string', format: 'date-time' },
+    started_at: { type: ['string', 'null'], format: 'date-time' },
+    completed_at: { type: ['string', 'null'], format: 'date-time' },
+    topic: { type: 'string', description: 'the channel topic, `task:<id>`' },
+    last_seq: { type: 'integer', minimum: 0, description: 'the seq of the task\'s latest event' },
+  },
+  required: ['id', 'task_type', 'model', 'status', 'progress', 'input_data', 'output', 'error', 'attempts', 'inserted_at', 'updated_at', 'topic'],
+};
+
+const taskEvent: Schema = {
+  type: 'object',
+  properties: {
+    task_id: { type: 'string', format: 'uuid' },
+    seq: { type: 'integer', minimum: 1 },
+    event: { enum: ['status', 'progress', 'text_delta', 'image_response', 'video_response', 'text_response'] },
+    payload: {
+      type: 'object',
+      description: 'what the channel pushed: always `task_id` and `seq`, then the event\'s fields',
+      properties: { task_id: { type: 'string', format: 'uuid' }, seq: { type: 'integer' } },
+      required: ['task_id', 'seq'],
+    },
+    inserted_at: { type: 'string', format: 'date-time' },
+  },
+  required: ['task_id', 'seq', 'event', 'payload'],
+};
+
+const json = (schema: Schema, description: string) => ({ description, content: { 'application/json': { schema } } });
+const err = (description: string) => json(ref('Error'), description);
+const taskIdParam = { name: 'id', in: 'path', required: true, schema: { type: 'string', format: 'uuid' } };
+
+/** The OpenAPI 3.1 document of the REST API, with each model's input schema from the registry. */
+export function openApiDocument(registry: ModelRegistry, opts: { serverUrl?: string; version?: string } = {}): Schema {
+  const modelSchemas = Object.fromEntries(registry.models.map((m) => [modelSchemaName(m.name), { ...inputData(m, 'named'), title: m.name, description: m.description }]));
+  const common = { 401: err('missing or bad credentials'), 429: err('rate limited (see Retry-After)') };
+  return {
+    openapi: '3.1.0',
+    info: {
+      title: 'pyre',
+      version: opts.version ?? '0.1.0',
+      description:
+        'REST API of pyre, a Phoenix-channels-compatible realtime gateway for AI generation tasks. ' +
+        'Follow a task live on the channel named by its `topic` (WebSocket `/socket/websocket`, long-poll `/socket/longpoll`).',
+    },
+    ...(opts.serverUrl ? { servers: [{ url: opts.serverUrl }] } : {}),
+    security: [{ bearer: [] }],
+    paths: {
+      '/api/tasks': {
+        post: {
+          operationId: 'createTask',
+          summary: 'Create a task',
+          parameters: [
+            { name: 'Idempotency-Key', in: 'header', required: false, schema: { type: 'string', minLength: 1, maxLength: 255 }, description: 'the same key and body within 24 h returns the first answer' },
+          ],
+          requestBody: { required: true, content: { 'application/json': { schema: ref('CreateTaskRequest') } } },
+          responses: {
+            202: json({ type: 'object', properties: { task_id: { type: 'string', format: 'uuid' }, data: ref('Task') }, required: ['task_id', 'data'] }, 'accepted: the task is queued'),
+            400: err('malformed JSON'),
+            ...common,
+            409: err('Idempotency-Key reused with another body, or still in flight'),
+            413: err('body too large'),
+            415: err('Content-Type is not application/json'),
+            422: err('validation failed: field messages'),
+          },
+        },
+        get: {
+          operationId: 'listTasks',
+          summary: "List the caller's tasks, newest first",
+          parameters: [
+            { name: 'status', in: 'query', required: false, schema: { enum: [...TASK_STATUSES] } },
+            { name: 'limit', in: 'query', required: false, schema: { type: 'integer', minimum: 1, maximum: 200, default: 50 } },
+            { name: 'cursor', in: 'query', required: false, schema: { type: 'string' }, description: '`next_cursor` of the previous page' },
+          ],
+          responses: {
+            200: json({ type: 'object', properties: { data: { type: 'array', items: ref('Task') }, next_cursor: { type: ['string', 'null'] } }, required: ['data', 'next_cursor'] }, 'a page of tasks'),
+            ...common,
+            422: err('bad status, limit or cursor'),
+          },
+        },
+      },
+      '/api/tasks/{id}': {
+        get: {
+          operationId: 'getTask',
+          summary: 'Get a task',
+          parameters: [taskIdParam],
+          responses: { 200: json({ type: 'object', properties: { data: ref('Task') }, required: ['data'] }, 'the task'), ...common, 404: err('no such task (or another user\'s)') },
+        },
+      },
+      '/api/tasks/{id}/cancel': {
+        post: {
+          operationId: 'cancelTask',
+          summary: 'Cancel a task (idempotent)',
+          parameters: [taskIdParam],
+          responses: { 200: json({ type: 'object', properties: { data: ref('Task') }, required: ['data'] }, 'the task after the cancel'), ...common, 404: err('no such task') },
+        },
+      },
+      '/api/tasks/{id}/events': {
+        get: {
+          operationId: 'taskEvents',
+          summary: "A task's event log in seq order",
+          parameters: [taskIdParam, { name: 'after_seq', in: 'query', required: false, schema: { type: 'integer', minimum: 0 } }],
+          responses: { 200: json({ type: 'object', properties: { data: { type: 'array', items: ref('TaskEvent') } }, required: ['data'] }, 'the events'), ...common, 404: err('no such task'), 422: err('bad after_seq') },
+        },
+      },
+      '/api/models': {
+        get: {
+          operationId: 'listModels',
+          summary: 'The model registry, with each model\'s input schema and default flag',
+          security: [],
+          responses: { 200: json({ type: 'object', properties: { data: { type: 'array', items: ref('Model') } }, required: ['data'] }, 'the models') },
+        },
+      },
+      '/api/session': {
+        get: {
+          operationId: 'session',
+          summary: 'Whether a token is needed, and whom the given one names',
+          security: [{ bearer: [] }, {}],
+          responses: {
+            200: json({ type: 'object', properties: { data: { type: 'object', properties: { auth_required: { type: 'boolean' }, open_mode: { type: 'boolean' }, user_id: { type: ['string', 'null'] } }, required: ['auth_required', 'user_id'] } }, required: ['data'] }, 'the session'),
+            401: err('the token given is not good'),
+          },
+        },
+      },
+      '/api/openapi.json': { get: { operationId: 'openapi', summary: 'This document', security: [], responses: { 200: { description: 'OpenAPI 3.1', content: { 'application/json': {} } } } } },
+      '/healthz': { get: { operationId: 'health', summary: 'Liveness', security: [], responses: { 200: json({ type: 'object', properties: { status: { const: 'ok' } } }, 'alive') } } },
+      '/readyz': { get: { operationId: 'ready', summary: 'Readiness (database reachable)', security: [], responses: { 200: json({ type: 'object' }, 'ready'), 503: err('not ready') } } },
+      '/metrics': { get: { operationId: 'metrics', summary: 'Prometheus metrics', security: [], responses: { 200: { description: 'Prometheus text format', content: { 'text/plain': { schema: { type: 'string' } } } } } } },
+    },
+    components: {
+      securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'a token from `pyre token --user NAME` (not needed in open mode)' } },
+      schemas: {
+        CreateTaskRequest: createTaskRequest(registry),
+        Task: taskSchema,
+        TaskEvent: taskEvent,
+        Error: errorBody,
+        Model: {
+          type: 'object',
+          properties: {
+            name: { type: 'string' },
+            task_type: { enum: ['image_gen', 'video_gen', 'text_gen'] },
+            type: { enum: ['image', 'video', 'text'] },
+            provider: { type: 'string' },
+            provider_model: { type: 'string' },
+            default: { type: 'boolean' },
+            description: { type: 'string' },
+            streams: { type: 'boolean' },
+            input_schema: { type: 'object', description: 'JSON Schema of prompt and parameters' },
+          },
+          required: ['name', 'task_type', 'type', 'default', 'input_schema'],
+        },
+        ...modelSchemas,
+      },
+    },
+  };
+}
+
+/** GET /api/openapi.json (built once: the registry does not change while running). */
+export function openApiRouter(deps: { registry: ModelRegistry }): Router {
+  const r = Router();
+  let doc: Schema | undefined;
+  r.get('/api/openapi.json', (_req, res) => {
+    doc ??= openApiDocument(deps.registry);
+    res.json(doc);
+  });
+  return r;
+}

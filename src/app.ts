@@ -10,9 +10,6 @@ import { createHttpApp } from './http/app';
 import { dashboardRouter } from './http/dashboard';
 import { createMetrics } from './http/metrics';
 import { openApiRouter } from './http/openapi';
-import { dashboardRouter } from './http/dashboard';
-import { createMetrics } from './http/metrics';
-import { openApiRouter } from './http/openapi';
 import { IdempotencyKeys } from './http/idempotency';
 import type { Logger } from './log';
 import { ModelRegistry } from './tasks/models';
@@ -169,7 +166,6 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   await relay.start();
 
   const metrics = createMetrics({ db, realtime, runner, providerBaseUrl: replicate.baseUrl });
-  const metrics = createMetrics({ db, realtime, runner, providerBaseUrl: replicate.baseUrl });
   const app = createHttpApp({
     db,
     tasks,
@@ -178,7 +174,6 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     logger,
     mount: (a) => {
       a.use(realtime.middleware());
-      a.use(metrics.router(), openApiRouter({ registry }), dashboardRouter({ auth }));
       a.use(metrics.router(), openApiRouter({ registry }), dashboardRouter({ auth }));
       a.use(outputs.router());
       a.use(
@@ -224,7 +219,6 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       }),
     close: async () => {
       clearInterval(sweep);
-      metrics.close();
       metrics.close();
       await runner.stop(10_000);
       await realtime.drain({ batchSize: 500, intervalMs: 20 });

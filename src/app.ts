@@ -23,6 +23,7 @@ import { RealtimeServer, type CheckOrigin } from './realtime';
 import { TaskChannel, UserTasksChannel, type UserAssigns } from './channels/task-channel';
 import { TaskEventRelay } from './channels/task-events';
 import { PgNotifyChannel } from './db/notify';
+import { PgPubSubAdapter } from './db/pg-pubsub';
 import { isEmbedded } from './db';
 import { TokenError } from './auth/tokens';
 
@@ -127,10 +128,18 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     if (events.some((e) => e.event === 'status' && e.payload.status === 'queued')) runner.wake();
   });
 
+  // With PostgreSQL, several processes share the work; LISTEN/NOTIFY carries what crosses them.
+  const pgConfig = isEmbedded(db) ? undefined : (db.client.config as { connection: string | pg.ClientConfig; searchPath?: string[] | string });
+  const searchPath = pgConfig ? [pgConfig.searchPath ?? []].flat()[0] : undefined;
+  const notifySuffix = searchPath ? `_${searchPath}` : '';
+  const realtimePubSub = pgConfig ? new PgPubSubAdapter(pgConfig.connection, `pyre_realtime${notifySuffix}`, logger) : undefined;
+  await realtimePubSub?.start();
+
   // Realtime: the Phoenix channel server, with the task channels registered on it.
   const realtime = new RealtimeServer<UserAssigns>({
     checkOrigin: originCheck(config.checkOrigin),
     logger: logger.child({ component: 'realtime' }),
+    ...(realtimePubSub ? { pubsub: realtimePubSub } : {}),
     connect: (params, info) => {
       const token = typeof params.token === 'string' && params.token !== '' ? params.token : info.authToken;
       try {
@@ -150,8 +159,6 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   realtime.attach(server);
 
   // Committed task events reach this process's sockets at once, and other processes through NOTIFY.
-  const pgConfig = isEmbedded(db) ? undefined : (db.client.config as { connection: string | pg.ClientConfig; searchPath?: string[] | string });
-  const searchPath = pgConfig ? [pgConfig.searchPath ?? []].flat()[0] : undefined;
   const relay = new TaskEventRelay(
     tasks,
     (e) => {
@@ -160,7 +167,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     },
     logger,
     pgConfig
-      ? new PgNotifyChannel(pgConfig.connection, `pyre_events${searchPath ? `_${searchPath}` : ''}`, runner.owner, logger)
+      ? new PgNotifyChannel(pgConfig.connection, `pyre_events${notifySuffix}`, runner.owner, logger)
       : undefined,
   );
   await relay.start();

@@ -81,6 +81,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       `HOST: ${host} is not a loopback address, and AUTH_SECRET is unset (open mode listens on loopback only); set AUTH_SECRET to serve other hosts`,
     ]);
   }
+  if (e.WORKERS > 1 && e.DATABASE_URL === undefined) {
+    throw new ConfigError([
+      'WORKERS: several worker processes need a shared database; set DATABASE_URL (embedded PGlite belongs to one process)',
+    ]);
+  }
   return {
     port: e.PORT,
     host,

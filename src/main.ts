@@ -1,3 +1,4 @@
+import cluster from 'node:cluster';
 import { createGateway } from './app';
 import { ConfigError, loadConfig, type Config } from './config';
 import { createLogger } from './log';
@@ -15,7 +16,8 @@ export async function main(): Promise<void> {
     throw err;
   }
   const logger = createLogger({ level: config.logLevel });
-  if (!config.authSecret) {
+  if (config.workers > 1 && cluster.isPrimary) return runPrimary(config.workers, logger);
+  if (!config.authSecret && cluster.isPrimary) {
     logger.warn(
       { mode: 'open', host: config.host },
       '!!! OPEN MODE: AUTH_SECRET is unset, so every caller is the user "local" and pyre listens on loopback only. Set AUTH_SECRET to require tokens. !!!',
@@ -45,6 +47,35 @@ export async function main(): Promise<void> {
   };
   process.on('SIGINT', () => void stop('SIGINT'));
   process.on('SIGTERM', () => void stop('SIGTERM'));
+}
+
+/**
+ * WORKERS=N: N gateway processes share the port (Node's cluster module); tasks
+ * and broadcasts cross between them through PostgreSQL, as between machines.
+ * A worker that dies is replaced; SIGTERM drains them all.
+ */
+function runPrimary(workers: number, logger: ReturnType<typeof createLogger>): void {
+  let stopping = false;
+  logger.info({ workers }, `starting ${workers} worker processes`);
+  for (let i = 0; i < workers; i++) cluster.fork();
+  cluster.on('exit', (worker, code, signal) => {
+    if (stopping) return;
+    logger.error({ pid: worker.process.pid, code, signal }, 'worker died; starting another');
+    setTimeout(() => cluster.fork(), 1000);
+  });
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'stopping workers');
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
+    const force = setTimeout(() => process.exit(1), 35_000);
+    force.unref();
+    cluster.on('exit', () => {
+      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+    });
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
 }
 
 if (require.main === module) {

@@ -209,6 +209,11 @@ export class ChannelInstance implements ChannelSocket, Subscriber {
     (this.cleanups ??= []).push(fn);
   }
 
+  /** Called by the connection after the join reply went out: handle what queued up meanwhile. */
+  resume(): void {
+    if (!this.busy && this.state === State.Joined) this.next();
+  }
+
   /** Pubsub delivery. */
   deliver(f: Fanout): void {
     if (this.state !== State.Joined) return;
@@ -232,7 +237,8 @@ export class ChannelInstance implements ChannelSocket, Subscriber {
   }
 
   private enqueue(item: MailItem): void {
-    if (this.busy) {
+    // While joining, messages wait (like `send(self(), :after_join)` in Phoenix, handled after join returns).
+    if (this.busy || this.state === State.Joining) {
       (this.mailbox ??= []).push(item);
       return;
     }

@@ -247,6 +247,7 @@ export class Connection implements ChannelHost, Subscriber {
       this.send({ kind: 'reply', joinRef: msg.joinRef, ref: msg.ref, topic, status: 'ok', response: result.response ?? EMPTY });
       if (old !== undefined) this.sendClose(old);
       if (early !== null) for (const f of early) this.write(f);
+      ch.resume();
     } else {
       this.ctx.counters.joinErrors++;
       ch.teardown('join_refused');

@@ -123,6 +123,12 @@ describe('stand-in lifecycle', () => {
       expect(await client.get(a.id)).toMatchObject({ status: 'failed', error: SAFETY_ERROR, output: null });
       expect(await client.get(b.id)).toMatchObject({ status: 'failed', error: 'boom' });
       expect((await client.get(c.id)).status).toBe('succeeded');
+      // Prompt markers, for trying failures by hand in demo mode.
+      const d = await client.create({ model: 'openai/gpt-4.1', input: { prompt: 'please [[fail]]' } });
+      const e = await client.create({ model: 'bytedance/seedream-3', input: { prompt: 'x [[unsafe]]' } });
+      await standin.advance(30_000, { stepMs: 1000 });
+      expect((await client.get(d.id)).status).toBe('failed');
+      expect((await client.get(e.id)).error).toBe(SAFETY_ERROR);
     } finally {
       await close();
     }

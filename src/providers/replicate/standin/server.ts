@@ -308,7 +308,10 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
 
     const input = body.input as Record<string, unknown>;
     const now = clock.now();
-    const p = new SimPrediction(model, input, now, planFor(model, input, timelineFor(model), faults.takeOutcome(model.ref)), {
+    // For people trying failure paths by hand (demo mode): `[[fail]]` or `[[unsafe]]` in the prompt.
+    const marker = typeof input.prompt === 'string' ? /\[\[(fail|unsafe)\]\]/.exec(input.prompt)?.[1] : undefined;
+    const outcome: Outcome = marker === 'fail' ? { type: 'fail' } : marker === 'unsafe' ? { type: 'safety' } : faults.takeOutcome(model.ref);
+    const p = new SimPrediction(model, input, now, planFor(model, input, timelineFor(model), outcome), {
       webhook,
       webhookEventsFilter: filter,
       deadlineAt,

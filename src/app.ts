@@ -179,6 +179,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     auth,
     idempotency,
     logger,
+    tasksPerMinute: config.rateLimitTasksPerMinute,
     mount: (a) => {
       a.use(realtime.middleware());
       a.use(metrics.router(), openApiRouter({ registry }), dashboardRouter({ auth }));

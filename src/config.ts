@@ -36,6 +36,7 @@ const EnvSchema = z.object({
   RUNNER_CONCURRENCY: intFromEnv(1, 1000).default(8),
   RUNNER_ENABLED: z.enum(['true', 'false']).default('true'),
   WORKERS: intFromEnv(1, 64).default(1),
+  RATE_LIMIT_TASKS_PER_MINUTE: intFromEnv(0, 10_000_000).default(600),
 });
 
 export type Env = z.infer<typeof EnvSchema>;
@@ -58,6 +59,8 @@ export interface Config {
   logLevel: string;
   runner: { enabled: boolean; concurrency: number };
   workers: number;
+  /** Task submissions a user may make a minute (0: no limit). */
+  rateLimitTasksPerMinute: number;
 }
 
 /** A setting that cannot be used; the message names the variable. */
@@ -104,5 +107,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel: e.LOG_LEVEL,
     runner: { enabled: e.RUNNER_ENABLED === 'true', concurrency: e.RUNNER_CONCURRENCY },
     workers: e.WORKERS,
+    rateLimitTasksPerMinute: e.RATE_LIMIT_TASKS_PER_MINUTE,
   };
 }

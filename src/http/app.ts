@@ -14,6 +14,8 @@ export interface HttpDeps {
   auth: Authenticator;
   idempotency: IdempotencyKeys;
   logger: Logger;
+  /** Task submissions a user may make a minute (0: no limit). */
+  tasksPerMinute?: number;
   /** Extra routers mounted before the API's 404 (webhooks, files, metrics, dashboard). */
   mount?: (app: Express) => void;
 }

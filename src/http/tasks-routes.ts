@@ -5,6 +5,7 @@ import { bodyHash, isValidKey, type IdempotencyKeys } from './idempotency';
 import { requireJson, requireUser } from './middleware';
 import type { Authenticator } from '../auth/tokens';
 import { sendError } from './errors';
+import { rateLimitPerUser } from './rate-limit';
 
 export const MAX_BODY_BYTES = 1024 * 1024;
 
@@ -33,13 +34,14 @@ function inputFromBody(body: unknown): unknown {
 }
 
 /** REST for tasks, per the contract. */
-export function tasksRouter(deps: { tasks: TaskService; auth: Authenticator; idempotency: IdempotencyKeys }): Router {
+export function tasksRouter(deps: { tasks: TaskService; auth: Authenticator; idempotency: IdempotencyKeys; tasksPerMinute?: number }): Router {
   const { tasks, idempotency } = deps;
   const r = Router();
   r.use(requireUser(deps.auth));
 
   r.post(
     '/tasks',
+    rateLimitPerUser(deps.tasksPerMinute ?? 0),
     requireJson,
     express.json({ limit: MAX_BODY_BYTES, strict: false }),
     async (req, res) => {

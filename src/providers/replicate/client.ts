@@ -249,6 +249,10 @@ export class ReplicateClient implements Provider {
   /** One page of GET /predictions (newest first). Pass `next` from the previous page as `url`. */
   async listPredictions(opts: { url?: string; createdAfter?: Date; createdBefore?: Date; signal?: AbortSignal } = {}): Promise<{ next: string | null; previous: string | null; results: Prediction[] }> {
     let url = opts.url;
+    if (url && new URL(url).origin !== new URL(this.baseUrl).origin) {
+      // Our token goes with this request: only ever to the API's own origin.
+      throw new ProviderError({ kind: 'permanent', message: `Refusing to follow a list link to another origin: ${new URL(url).origin}`, method: 'GET', url });
+    }
     if (!url) {
       const q = new URLSearchParams();
       if (opts.createdAfter) q.set('created_after', opts.createdAfter.toISOString());

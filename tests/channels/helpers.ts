@@ -41,7 +41,9 @@ export function joinRecording(
 ): { channel: Channel; events: Received[]; joined: Promise<any> } {
   const channel = socket.channel(topic, params);
   const events: Received[] = [];
-  for (const ev of TASK_EVENTS) channel.on(ev, (payload) => events.push({ event: ev, payload }));
+  for (const ev of TASK_EVENTS) channel.on(ev, (payload) => {
+    events.push({ event: ev, payload });
+  });
   const joined = new Promise<any>((resolve, reject) => {
     channel
       .join(5000)

@@ -312,6 +312,46 @@ describe('admin API and presets', () => {
     }
   });
 
+  it('a real clock with a speed factor runs the realistic timelines fast', async () => {
+    const standin = await startStandin({ clock: { speed: 60 } });
+    const client = new ReplicateClient({ token: standin.token, baseUrl: standin.url });
+    try {
+      const p = await client.create({ model: 'bytedance/seedance-1-pro', input: { prompt: 'x' } }); // ~48 s simulated
+      let last = p;
+      for (let i = 0; i < 200 && last.status !== 'succeeded'; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        last = await client.get(p.id);
+      }
+      expect(last.status).toBe('succeeded');
+      expect(last.metrics?.predict_time).toBe(45);
+    } finally {
+      await client.close();
+      await standin.close();
+    }
+  });
+
+  it('delayed answers and slow files still arrive', async () => {
+    const { standin, client, close } = await setup();
+    try {
+      const p = await client.create({ model: 'google/imagen-4-fast', input: { prompt: 'x', output_format: 'png' } });
+      standin.faults.inject({ op: 'get', action: { kind: 'delay', ms: 100 } });
+      expect((await client.get(p.id)).id).toBe(p.id);
+      await standin.advance(10_000, { stepMs: 1000 });
+      const url = (await client.get(p.id)).output as string;
+      standin.faults.inject({ op: 'file', action: { kind: 'slow_body', ms: 100 } });
+      const f = await client.openOutput(url);
+      const chunks: Buffer[] = [];
+      for await (const c of f.body) chunks.push(Buffer.from(c));
+      expect(Buffer.concat(chunks).subarray(1, 4).toString()).toBe('PNG');
+      expect(standin.requests.filter((r) => r.fault !== null).map((r) => [r.op, r.fault])).toEqual([
+        ['get', 'delay'],
+        ['file', 'slow_body'],
+      ]);
+    } finally {
+      await close();
+    }
+  });
+
   it('demo preset: real time, a task ends within seconds', async () => {
     const standin = await startStandin({ preset: 'demo' });
     const client = new ReplicateClient({ token: standin.token, baseUrl: standin.url });

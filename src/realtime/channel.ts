@@ -128,6 +128,9 @@ export class ChannelInstance implements ChannelSocket, Subscriber {
   /** Pushes made during join, sent after the join reply. */
   private early: EncodedFrame[] | null = null;
   private extraTopics: Set<string> | null = null;
+  /** Broadcasts that arrived while join was running. */
+  private held: Fanout[] | null = null;
+  private subscribed = false;
   private cleanups: (() => void)[] | null = null;
   private readonly intercepts: readonly string[] | null;
 
@@ -146,9 +149,17 @@ export class ChannelInstance implements ChannelSocket, Subscriber {
   get alive(): boolean { return this.state !== State.Closed; }
 
   /** Called by the connection once join returned ok: subscribe, then release early pushes. */
+  /**
+   * Subscribes before `join` runs, so nothing broadcast during an async join is lost: such
+   * broadcasts are held and delivered after the join reply and the pushes made in join.
+   */
+  beginJoin(): void {
+    this.subscribed = true;
+    this.host.pubsub.subscribe(this.topic, this);
+  }
+
   markJoined(): EncodedFrame[] | null {
     this.state = State.Joined;
-    this.host.pubsub.subscribe(this.topic, this);
     const early = this.early;
     this.early = null;
     return early;
@@ -211,12 +222,18 @@ export class ChannelInstance implements ChannelSocket, Subscriber {
 
   /** Called by the connection after the join reply went out: handle what queued up meanwhile. */
   resume(): void {
+    const held = this.held;
+    this.held = null;
+    if (held !== null) for (const f of held) this.deliver(f);
     if (!this.busy && this.state === State.Joined) this.next();
   }
 
   /** Pubsub delivery. */
   deliver(f: Fanout): void {
-    if (this.state !== State.Joined) return;
+    if (this.state !== State.Joined) {
+      if (this.state === State.Joining) (this.held ??= []).push(f);
+      return;
+    }
     const m = f.message;
     if (m.topic !== this.topic) {
       this.enqueue({ k: 'info', msg: { topic: m.topic, event: m.event, payload: m.payload } satisfies InfoBroadcast });
@@ -340,11 +357,12 @@ export class ChannelInstance implements ChannelSocket, Subscriber {
   /** Ends without telling the client (transport gone, duplicate join, drain). */
   teardown(reason: string): void {
     if (this.state === State.Closed) return;
-    const wasJoined = this.state === State.Joined;
     this.state = State.Closed;
     this.mailbox = null;
     this.early = null;
-    if (wasJoined) this.host.pubsub.unsubscribe(this.topic, this);
+    this.held = null;
+    if (this.subscribed) this.host.pubsub.unsubscribe(this.topic, this);
+    this.subscribed = false;
     if (this.extraTopics) for (const t of this.extraTopics) this.host.pubsub.unsubscribe(t, this);
     this.extraTopics = null;
     const cleanups = this.cleanups;

@@ -203,6 +203,7 @@ export class Connection implements ChannelHost, Subscriber {
     const ch = new ChannelInstance(this, topic, joinRef, handler, this.assigns);
     let result: JoinResult | PromiseLike<JoinResult>;
     try {
+      ch.beginJoin();
       result = handler.join(topic, msg.payload, ch);
     } catch (err) {
       this.joinDone(msg, ch, old, null, err);

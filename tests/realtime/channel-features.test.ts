@@ -88,10 +88,14 @@ test('G50 presence_state after join, diffs on join, update (phx_ref_prev, old me
   expect(state[4]).toEqual({ u1: { metas: [{ online_at: '1', device: 'ios', phx_ref: expect.stringMatching(/^[\w-]{16}$/) }] } });
   const ref1 = state[4].u1!.metas[0]!.phx_ref;
 
+  // The tracking channel is subscribed during join, so it also sees its own join diff, after the state.
+  expect(((await a.json()) as unknown[])[4]).toEqual({ joins: { u1: { metas: [expect.objectContaining({ phx_ref: ref1 })] } }, leaves: {} });
+
   const b = await RawClient.connect(`${srv.wsUrl}?vsn=2.0.0&user=u2`);
   await b.call(['1', '1', 'pres:room', 'phx_join', {}]);
   const bState = (await b.json()) as unknown[];
   expect(Object.keys(bState[4] as object).sort()).toEqual(['u1', 'u2']);
+  await b.json(); // b's own join diff
   const join = (await a.json()) as unknown[];
   expect(join).toEqual([null, null, 'pres:room', 'presence_diff', {
     joins: { u2: { metas: [{ online_at: '1', device: 'ios', phx_ref: expect.any(String) }] } }, leaves: {},
@@ -116,4 +120,43 @@ test('G50 presence_state after join, diffs on join, update (phx_ref_prev, old me
   a.terminate();
   await new Promise((r) => setTimeout(r, 50));
   expect(presence.list('pres:room')).toEqual({});
+});
+
+test('a broadcast sent while an async join runs is delivered after the join reply and the join pushes', async () => {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => { release = r; });
+  const s = await startServer({}, (rt) => rt.channel('slow:*', {
+    join: async (_t, _p, socket) => {
+      await gate;
+      socket.push('replay', { seq: 1 });
+      return { status: 'ok' };
+    },
+  }));
+  try {
+    const c = await RawClient.connect(`${s.wsUrl}?vsn=2.0.0`);
+    c.send(['1', '1', 'slow:x', 'phx_join', {}]);
+    await new Promise((r) => setTimeout(r, 30));
+    s.rt.broadcast('slow:x', 'live', { seq: 2 });
+    release();
+    expect(await c.json()).toEqual(['1', '1', 'slow:x', 'phx_reply', { status: 'ok', response: {} }]);
+    expect(await c.json()).toEqual(['1', null, 'slow:x', 'replay', { seq: 1 }]);
+    expect(await c.json()).toEqual([null, null, 'slow:x', 'live', { seq: 2 }]);
+    await c.close();
+  } finally {
+    await s.close();
+  }
+});
+
+test('a refused join leaves no subscription behind', async () => {
+  const s = await startServer({}, (rt) => rt.channel('no:*', { join: async () => ({ status: 'error', response: { reason: 'unauthorized' } }) }));
+  try {
+    const c = await RawClient.connect(`${s.wsUrl}?vsn=2.0.0`);
+    await c.call(['1', '1', 'no:x', 'phx_join', {}]);
+    expect(s.rt.pubsub.subscriberCount('no:x')).toBe(0);
+    s.rt.broadcast('no:x', 'e', {});
+    expect(await c.drain(30)).toEqual([]);
+    await c.close();
+  } finally {
+    await s.close();
+  }
 });

@@ -196,8 +196,11 @@ test('presence_state and presence_diff have the exact shape Swift 5.3.4 casts', 
   expect(state.slice(0, 4)).toEqual(['3', null, 'tasks:user_42', 'presence_state']);
   expect(swiftPresenceAccepts(state[4])).toBe(true);
   expect(Object.keys(state[4] as object)).toEqual(['user:ios']);
+  // its own join diff follows the state
+  expect(Object.keys(((await a.recv()) as [null, null, string, string, { joins: object }])[4].joins)).toEqual(['user:ios']);
   const b = await SwiftClient.connect(url('ipad'));
   b.send('["3","3","tasks:user_42","phx_join",{}]');
+  await b.recv();
   await b.recv();
   await b.recv();
   const diff = (await a.recv()) as unknown[];

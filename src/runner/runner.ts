@@ -167,6 +167,8 @@ export class TaskRunner {
         .whereIn('status', ['queued', 'processing'])
         .andWhere('run_after', '<=', now)
         .andWhere((q) => q.whereNull('lease_expires_at').orWhere('lease_expires_at', '<', now))
+        // A lease of ours that lapsed under load is not work to start twice in this process.
+        .whereNotIn('id', [...this.running.keys()])
         .orderBy('run_after', 'asc')
         .limit(free)
         .forUpdate()
@@ -231,17 +233,23 @@ export class TaskRunner {
         prediction = await provider.get(current.prediction_id, { signal });
       } else {
         if (current.create_attempted_at) {
-          prediction = await provider.findCreated(request, new Date(current.create_attempted_at), { signal });
+          const since = new Date(current.create_attempted_at);
+          prediction = await provider.findCreated(request, since, { signal, excludeIds: await this.othersPredictions(row, since) });
           if (prediction) log.warn({ prediction_id: prediction.id }, 'adopted a prediction whose create answer was lost');
         }
         if (!prediction) {
-          await tasks.apply(row.id, (cur) => (cur.lease_owner === this.owner ? { change: { create_attempted_at: this.opts.now() } } : null));
+          const attemptedAt = this.opts.now();
+          const marked = await tasks.apply(row.id, (cur) =>
+            cur.lease_owner === this.owner && !cur.prediction_id && !TERMINAL.has(cur.status) ? { change: { create_attempted_at: attemptedAt } } : null,
+          );
+          // Another process holds the task now (our lease lapsed), or it ended: creating would run it twice.
+          if (!marked) throw new Released('lease lost before create');
           try {
             prediction = await provider.create({ ...request, signal });
           } catch (err) {
             if (isProviderError(err) && err.kind === 'ambiguous_create') {
               log.warn({ err: err.message }, 'create answer lost; looking the prediction up');
-              prediction = await provider.findCreated(request, new Date(this.opts.now().getTime() - 1000), { signal });
+              prediction = await provider.findCreated(request, attemptedAt, { signal, excludeIds: await this.othersPredictions(row, attemptedAt) });
               if (!prediction) throw err;
             } else {
               throw err;
@@ -250,23 +258,44 @@ export class TaskRunner {
           log.info({ prediction_id: prediction.id }, 'prediction created');
         }
         const p = prediction;
-        const updated = await tasks.apply(row.id, (cur) =>
-          TERMINAL.has(cur.status) ? null : { change: { prediction_id: p.id, status: 'processing' } },
-        );
+        let theirs: string | null = null;
+        const updated = await tasks.apply(row.id, (cur) => {
+          if (TERMINAL.has(cur.status)) return null;
+          // A process that took the task over while our create was in flight made its own.
+          if (cur.prediction_id && cur.prediction_id !== p.id) {
+            theirs = cur.prediction_id;
+            return null;
+          }
+          return { change: { prediction_id: p.id, status: 'processing' } };
+        });
         if (!updated) {
-          // Canceled meanwhile: do not leave the prediction running (and billing).
+          // Canceled, or run elsewhere, meanwhile: do not leave this prediction running (and billing).
+          log.warn({ prediction_id: p.id, other_prediction_id: theirs }, 'canceling a prediction the task no longer needs');
           await provider.cancel(p.id, { signal }).catch(() => undefined);
+          if (theirs) throw new Released('task taken over during create');
           return { kind: 'done' };
         }
         current = updated;
       }
       return await this.follow(current, model, prediction, signal, onNudge, log);
     } catch (err) {
-      if (signal.aborted) return { kind: 'release' };
+      // A lost lease is not a failed try: the task is someone else's now.
+      if (signal.aborted || err instanceof Released) return { kind: 'release' };
       const outcome = outcomeOf(err);
       log.warn({ err: err instanceof Error ? err.message : String(err), outcome: outcome.kind }, 'run ended with an error');
       return outcome;
     }
+  }
+
+  /** Predictions other tasks of the same model already own (never to be adopted by this one). */
+  private async othersPredictions(row: TaskRow, since: Date): Promise<string[]> {
+    const rows = (await this.opts.db('tasks')
+      .select('prediction_id')
+      .where({ provider_model: row.provider_model })
+      .whereNot({ id: row.id })
+      .whereNotNull('prediction_id')
+      .andWhere('create_attempted_at', '>=', new Date(since.getTime() - 10 * 60_000))) as Array<{ prediction_id: string }>;
+    return rows.map((r) => r.prediction_id);
   }
 
   /** Poll (and stream) a prediction until it ends, our deadline passes, or the task is canceled. */
@@ -478,7 +507,7 @@ export class TaskRunner {
         return;
       case 'retry': {
         const cur = await tasks.find(row.id);
-        if (!cur || TERMINAL.has(cur.status)) return;
+        if (!cur || TERMINAL.has(cur.status) || cur.lease_owner !== this.owner) return;
         if (cur.attempts >= Math.min(cur.max_attempts, retry.maxAttempts)) {
           await this.finish(row.id, 'failed', { code: 'retries_exhausted', message: `gave up after ${cur.attempts} attempts: ${outcome.reason}` });
           return;

@@ -1,0 +1,199 @@
+import { startStandin } from '../../src/providers/replicate/standin';
+import { BACKENDS, freshDb } from '../helpers/db';
+import {
+  call, createTask, createsFor, events, getTask, registryWith, runToEnd, startRunnerEnv, waitFor, type RunnerEnv,
+} from './helpers';
+
+/**
+ * Acceptance 3 of issue 4 (provider faults), plus cancel of a running task and shutdown,
+ * driven from outside: REST in, real HTTP to a stand-in that injects the faults and records
+ * every request it got.
+ */
+describe.each(BACKENDS)('runner on %s: provider faults', (backend) => {
+  let env: RunnerEnv;
+  beforeAll(async () => {
+    // A deadline short enough to pass in a test, on one model only.
+    env = await startRunnerEnv({ backend, registry: registryWith({ 'bytedance/seedream-3': { deadlineMs: 400 } }) });
+  });
+  afterAll(() => env?.close());
+  beforeEach(() => env.standin.reset());
+
+  it('429 with Retry-After: 2 on create is waited out, then the create succeeds (one try)', async () => {
+    env.standin.faults.throttle('create', 1, 2);
+    const prompt = 'throttled once';
+    const before = Date.now();
+    const id = await createTask(env.url, { type: 'image', prompt });
+    const t = await runToEnd(env, id);
+    expect(t).toMatchObject({ status: 'succeeded', attempts: 1 });
+    const creates = createsFor(env.standin, prompt);
+    expect(creates.map((c) => c.status)).toEqual([429, 201]);
+    expect(creates[0]!.fault).toBe('status');
+    // The 429 carried the header; the second create came no sooner than it asked.
+    expect(Date.now() - before).toBeGreaterThanOrEqual(2000);
+    const row = await env.gw.tasks.find(id);
+    expect(env.standin.creates().filter((c) => c.predictionId === row!.prediction_id)).toHaveLength(1);
+  });
+
+  it('429 with Retry-After: 2 on a read is waited out too', async () => {
+    const clockStart = Date.now();
+    const id = await createTask(env.url, { type: 'image', prompt: 'throttled read' });
+    const pid = await waitFor('prediction', async () => (await env.gw.tasks.find(id))?.prediction_id);
+    env.standin.faults.throttle('get', 1, 2);
+    const t = await runToEnd(env, id);
+    expect(t).toMatchObject({ status: 'succeeded', attempts: 1 });
+    const gets = env.standin.requests.filter((r) => r.op === 'get' && r.path.endsWith(pid));
+    expect(gets.filter((g) => g.status === 429)).toHaveLength(1);
+    expect(Date.now() - clockStart).toBeGreaterThanOrEqual(2000);
+  });
+
+  it('five 5xx answers in a row on reads are survived', async () => {
+    const id = await createTask(env.url, { type: 'text', model: 'gpt-4.1', prompt: 'five failures' });
+    const pid = await waitFor('prediction', async () => (await env.gw.tasks.find(id))?.prediction_id);
+    const n = env.standin.requests.length;
+    for (const status of [500, 502, 503, 504, 500]) env.standin.faults.inject({ op: 'get', action: { kind: 'status', status } });
+    const t = await runToEnd(env, id, { stepMs: 300 });
+    expect(t).toMatchObject({ status: 'succeeded', attempts: 1, error: null });
+    const gets = env.standin.requests.slice(n).filter((r) => r.op === 'get' && r.path.endsWith(pid));
+    // The five failures came one after another, then an answer.
+    const firstFail = gets.findIndex((g) => g.status !== null && g.status >= 500);
+    expect(gets.slice(firstFail, firstFail + 6).map((g) => g.status)).toEqual([500, 502, 503, 504, 500, 200]);
+    expect(t.output.text).toContain('answering as openai/gpt-4.1');
+  });
+
+  it('a provider 422 fails the task at once after one attempt, naming the provider message', async () => {
+    const detail = '- input.prompt: prompt was rejected by the stand-in\n';
+    env.standin.faults.inject({ op: 'create', action: { kind: 'status', status: 422, detail } });
+    const prompt = 'rejected';
+    const id = await createTask(env.url, { type: 'image', prompt });
+    const t = await waitFor('failed', async () => {
+      const x = await getTask(env.url, id);
+      return x.status === 'failed' ? x : null;
+    });
+    expect(t.attempts).toBe(1);
+    expect(t.error.code).toBe('provider_invalid_input');
+    expect(t.error.message).toContain('prompt was rejected by the stand-in');
+    expect(createsFor(env.standin, prompt)).toHaveLength(1);
+    // Nothing else happens to it afterwards.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(createsFor(env.standin, prompt)).toHaveLength(1);
+    const ev = await events(env.url, id);
+    expect(ev.map((e) => e.event)).toEqual(['status', 'status', 'image_response']);
+    expect(ev[2].payload).toMatchObject({ status: 'failed', error: { code: 'provider_invalid_input' } });
+  });
+
+  it('a prediction that fails at the provider fails the task with its error, not retried', async () => {
+    env.standin.faults.nextOutcome({ type: 'safety' }, 'google/imagen-4-fast');
+    const prompt = 'unsafe';
+    const id = await createTask(env.url, { type: 'image', prompt });
+    const t = await runToEnd(env, id);
+    expect(t).toMatchObject({ status: 'failed', attempts: 1, error: { code: 'provider_failed' } });
+    expect(t.error.message).toContain('E005');
+    expect(createsFor(env.standin, prompt)).toHaveLength(1);
+  });
+
+  it('our deadline cancels the prediction at the provider', async () => {
+    const prompt = 'too slow';
+    const id = await createTask(env.url, { type: 'image', model: 'bytedance/seedream-3', prompt });
+    const pid = await waitFor('prediction', async () => (await env.gw.tasks.find(id))?.prediction_id);
+    // The stand-in's clock stands still, so the prediction never ends by itself.
+    const t = await waitFor('failed', async () => {
+      const x = await getTask(env.url, id);
+      return x.status === 'failed' ? x : null;
+    }, 10_000);
+    expect(t.error.code).toBe('timeout');
+    expect(t.attempts).toBe(1);
+    expect(env.standin.requests.filter((r) => r.op === 'cancel' && r.path === `/v1/predictions/${pid}/cancel`)).toHaveLength(1);
+    expect(env.standin.prediction(pid)!.status).toBe('canceled');
+    expect(createsFor(env.standin, prompt)).toHaveLength(1);
+  });
+
+  it('cancel of a running task cancels its prediction; the task ends canceled with one final event', async () => {
+    const id = await createTask(env.url, { type: 'video', prompt: 'cancel me' });
+    const pid = await waitFor('prediction', async () => (await env.gw.tasks.find(id))?.prediction_id);
+    await env.standin.advance(5000); // processing now
+    expect(env.standin.prediction(pid)!.status).toBe('processing');
+    const res = await call(`${env.url}/api/tasks/${id}/cancel`, { method: 'POST' });
+    expect(res.status).toBe(200);
+    const t = await waitFor('canceled', async () => {
+      const x = await getTask(env.url, id);
+      return x.status === 'canceled' ? x : null;
+    });
+    expect(t.error).toMatchObject({ code: 'canceled' });
+    expect(env.standin.requests.filter((r) => r.op === 'cancel' && r.path === `/v1/predictions/${pid}/cancel`)).toHaveLength(1);
+    expect(env.standin.prediction(pid)!.status).toBe('canceled');
+    // Cancel again: the same answer, nothing new.
+    const again = await call(`${env.url}/api/tasks/${id}/cancel`, { method: 'POST' });
+    expect(again.body.data.status).toBe('canceled');
+    await new Promise((r) => setTimeout(r, 200));
+    const ev = await events(env.url, id);
+    expect(ev.filter((e) => e.event === 'video_response')).toHaveLength(1);
+    expect(ev.filter((e) => e.event === 'status' && e.payload.status === 'canceled')).toHaveLength(1);
+    expect(ev[ev.length - 1]).toMatchObject({ event: 'video_response', payload: { status: 'failed' } });
+    expect(env.standin.requests.filter((r) => r.op === 'cancel')).toHaveLength(1);
+  });
+});
+
+describe.each(BACKENDS)('runner on %s: leases', (backend) => {
+  it('a lease that lapses while its create is slow is not claimed again by the same process', async () => {
+    // The lease runs out between renewals all the time; claims look every 20 ms.
+    const env = await startRunnerEnv({ backend, runner: { leaseMs: 100, claimIntervalMs: 20 } });
+    try {
+      env.standin.faults.inject({ op: 'create', times: 3, action: { kind: 'delay', ms: 700 } });
+      const prompts = ['slow create 1', 'slow create 2', 'slow create 3'];
+      const ids: string[] = [];
+      for (const p of prompts) ids.push(await createTask(env.url, { type: 'image', prompt: p }));
+      for (const id of ids) {
+        const t = await runToEnd(env, id);
+        expect(t.status).toBe('succeeded');
+      }
+      for (const p of prompts) expect(createsFor(env.standin, p)).toHaveLength(1);
+      expect(env.standin.requests.filter((r) => r.op === 'cancel')).toHaveLength(0);
+    } finally {
+      await env.close();
+    }
+  });
+});
+
+describe.each(BACKENDS)('runner on %s: shutdown', (backend) => {
+  it('stop releases the leases of unfinished work; the next runner resumes the same predictions', async () => {
+    const standin = await startStandin({ clock: 'virtual' });
+    const tdb = await freshDb(backend);
+    const first = await startRunnerEnv({ backend, standinInstance: standin, tdb });
+    let second: RunnerEnv | undefined;
+    try {
+      const prompts = ['shut 1', 'shut 2', 'shut 3'];
+      const ids: string[] = [];
+      for (const p of prompts) ids.push(await createTask(first.url, { type: 'text', model: 'claude-sonnet-4-20250514', prompt: p }));
+      for (const id of ids) await waitFor('prediction', async () => (await first.gw.tasks.find(id))?.prediction_id);
+      await standin.advance(2000); // mid-stream
+      await waitFor('some text', async () => (await events(first.url, ids[0]!)).some((e) => e.event === 'text_delta'));
+      await first.gw.runner.stop(50);
+      for (const id of ids) {
+        const row = await first.gw.tasks.find(id);
+        expect(row).toMatchObject({ status: 'processing', lease_owner: null, lease_expires_at: null });
+        expect(row!.prediction_id).toBeTruthy();
+      }
+      expect(first.gw.runner.activeCount).toBe(0);
+      const predictions = await Promise.all(ids.map(async (id) => (await first.gw.tasks.find(id))!.prediction_id));
+      await first.close();
+
+      second = await startRunnerEnv({ backend, standinInstance: standin, tdb });
+      for (const [i, id] of ids.entries()) {
+        const t = await runToEnd(second, id, { stepMs: 300 });
+        expect(t.status).toBe('succeeded');
+        const row = await second.gw.tasks.find(id);
+        expect(row!.prediction_id).toBe(predictions[i]);
+        expect(createsFor(standin, prompts[i]!)).toHaveLength(1);
+        // Text announced before the restart is not announced twice.
+        const ev = await events(second.url, id);
+        expect(ev.filter((e) => e.event === 'text_delta').map((e) => e.payload.delta).join('')).toBe(t.output.text);
+        expect(ev.map((e) => e.seq)).toEqual(ev.map((_, k) => k + 1));
+      }
+    } finally {
+      await first.close().catch(() => undefined);
+      await second?.close();
+      await standin.close();
+      await tdb.drop();
+    }
+  });
+});

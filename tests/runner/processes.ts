@@ -1,0 +1,69 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import readline from 'node:readline';
+
+const FIXTURE = path.join(__dirname, 'fixtures', 'gateway-process.ts');
+
+export interface GatewayProcess {
+  url: string;
+  owner: string;
+  pid: number;
+  /** Parsed JSON log lines, as they arrive. */
+  logs: Array<Record<string, unknown>>;
+  stderr: string[];
+  /** SIGKILL (kill -9): no cleanup at all. */
+  kill9(): Promise<void>;
+  /** SIGTERM: a graceful stop. Resolves when the process has exited. */
+  stop(): Promise<void>;
+  exited: Promise<number | null>;
+}
+
+/** Starts a gateway in a child process (tsx) and waits until it listens. */
+export async function spawnGateway(env: Record<string, string>, timeoutMs = 60_000): Promise<GatewayProcess> {
+  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', FIXTURE], {
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const logs: Array<Record<string, unknown>> = [];
+  const stderr: string[] = [];
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  let ready: (v: { url: string; owner: string }) => void;
+  const readyP = new Promise<{ url: string; owner: string }>((r) => (ready = r));
+  readline.createInterface({ input: child.stdout! }).on('line', (line) => {
+    try {
+      const o = JSON.parse(line) as Record<string, unknown>;
+      if (o.fixture === 'ready') ready({ url: o.url as string, owner: o.owner as string });
+      else logs.push(o);
+    } catch {
+      /* not a log line */
+    }
+  });
+  readline.createInterface({ input: child.stderr! }).on('line', (line) => stderr.push(line));
+  let timer: NodeJS.Timeout | undefined;
+  const started = await Promise.race([
+    readyP,
+    exited.then((code) => {
+      throw new Error(`gateway process exited (${code}) before listening: ${stderr.join('\n')}`);
+    }),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`gateway process did not start in ${timeoutMs} ms: ${stderr.join('\n')}`)), timeoutMs);
+    }),
+  ]).finally(() => clearTimeout(timer));
+  return {
+    ...started,
+    pid: child.pid!,
+    logs,
+    stderr,
+    exited,
+    kill9: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    },
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 15_000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}

@@ -275,8 +275,8 @@ export class ChannelInstance implements ChannelSocket, Subscriber {
         this.busy = true;
         const current = item;
         result.then(
-          (r) => { this.busy = false; if (this.settle(current, r)) this.next(); },
-          (err: unknown) => { this.busy = false; this.crash(err, current); },
+          (r) => { this.busy = false; if (this.settle(current, r)) this.safely(() => this.next()); },
+          (err: unknown) => { this.busy = false; this.safely(() => this.crash(err, current)); },
         );
         return;
       }
@@ -284,6 +284,18 @@ export class ChannelInstance implements ChannelSocket, Subscriber {
       const nextItem = this.mailbox?.shift();
       if (nextItem === undefined) return;
       item = nextItem;
+    }
+  }
+
+  /** For promise callbacks: an error here must not become an unhandled rejection. */
+  private safely(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      try {
+        this.host.logger.error({ err, topic: this.topic }, 'realtime: channel internal error');
+      } catch { /* a throwing logger must not take the process down either */ }
+      this.teardown('crash');
     }
   }
 

@@ -137,7 +137,13 @@ export class Connection implements ChannelHost, Subscriber {
       this.inbox.push(msg);
       return;
     }
-    this.dispatch(msg);
+    try {
+      this.dispatch(msg);
+    } catch (err) {
+      // A bug or an unencodable reply must cost this socket at most, never the process.
+      this.ctx.logger.error({ err, socketId: this.id, topic: msg.topic, event: msg.event }, 'realtime: frame handling failed, closing socket');
+      this.close(CloseCode.serverError, 'internal error');
+    }
   }
 
   private protocolError(err: unknown, data: Buffer): void {
@@ -213,12 +219,22 @@ export class Connection implements ChannelHost, Subscriber {
       this.inbox = [];
       this.joining = true;
       result.then(
-        (r) => this.joinDone(msg, ch, old, r, undefined),
-        (err: unknown) => this.joinDone(msg, ch, old, null, err ?? new Error('join rejected')),
+        (r) => this.safeJoinDone(msg, ch, old, r, undefined),
+        (err: unknown) => this.safeJoinDone(msg, ch, old, null, err ?? new Error('join rejected')),
       );
       return;
     }
     this.joinDone(msg, ch, old, result, undefined);
+  }
+
+  /** joinDone from a promise callback: nothing may escape as an unhandled rejection. */
+  private safeJoinDone(msg: InboundMessage, ch: ChannelInstance, old: ChannelInstance | undefined, result: JoinResult | null, err: unknown): void {
+    try {
+      this.joinDone(msg, ch, old, result, err);
+    } catch (e) {
+      this.ctx.logger.error({ err: e, socketId: this.id, topic: msg.topic }, 'realtime: join completion failed, closing socket');
+      this.close(CloseCode.serverError, 'internal error');
+    }
   }
 
   private joinDone(msg: InboundMessage, ch: ChannelInstance, old: ChannelInstance | undefined, result: JoinResult | null, err: unknown): void {
@@ -267,7 +283,13 @@ export class Connection implements ChannelHost, Subscriber {
             (this.inbox as InboundMessage[]).push(...queued.slice(i));
             return;
           }
-          this.dispatch(queued[i]!);
+          try {
+            this.dispatch(queued[i]!);
+          } catch (err) {
+            this.ctx.logger.error({ err, socketId: this.id }, 'realtime: frame handling failed, closing socket');
+            this.close(CloseCode.serverError, 'internal error');
+            return;
+          }
         }
       }
       this.releaseIdleWaiter();

@@ -225,11 +225,10 @@ export class LongPollTransport {
         this.server.openConnection(session, a, this.sessionTimeoutMs);
         sendJson(res, { status: 410, token, messages: [] });
       },
-      (err: unknown) => {
-        this.server.logger.error({ err }, 'realtime: long-poll connect failed');
-        sendJson(res, { status: 500 });
-      },
-    );
+    ).catch((err: unknown) => {
+      this.server.logger.error({ err }, 'realtime: long-poll connect failed');
+      sendJson(res, { status: 500 });
+    });
   }
 
   private publish(req: IncomingMessage, res: ServerResponse, session: LongPollSession): void {

@@ -318,11 +318,10 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
           this.openConnection(t, a, this.idleTimeoutMs);
         });
       },
-      (err: unknown) => {
-        this.logger.error({ err }, 'realtime: upgrade failed');
-        rejectUpgrade(socket, 500);
-      },
-    );
+    ).catch((err: unknown) => {
+      this.logger.error({ err }, 'realtime: upgrade failed');
+      if (!socket.destroyed) rejectUpgrade(socket, 500);
+    });
   }
 
   /**

@@ -23,6 +23,10 @@ export interface ConnectArgs {
   /** Global index of this generator's first connection (topic assignment is global). */
   base: number;
   topicPrefix: string;
+  /** Explicit topics instead of prefix+number: connection g joins topics[g % length]. */
+  topics?: string[];
+  /** Record when a frame containing this text first arrives on each topic (e.g. a task status). */
+  watch?: string;
   topicCount: number;
   topicsPerConn: number;
   localAddresses: string[];
@@ -55,8 +59,23 @@ let errors = 0;
 let joinErrors = 0;
 let hbTimer: NodeJS.Timeout | null = null;
 let storming = false;
+/** topic → monotonic ms of the first frame containing args.watch. */
+const watched = new Map<string, number>();
+let watchBuf: Buffer | null = null;
+
+function noteWatched(data: Buffer): void {
+  if (!watchBuf || data.indexOf(watchBuf) < 0) return;
+  const now = nowMs();
+  try {
+    const topic = (JSON.parse(data.toString('utf8')) as unknown[])[2];
+    if (typeof topic === 'string' && !watched.has(topic)) watched.set(topic, now);
+  } catch {
+    /* not a V2 frame */
+  }
+}
 
 function topicsFor(a: ConnectArgs, g: number): string[] {
+  if (a.topics && a.topics.length > 0) return [a.topics[g % a.topics.length]!];
   const out: string[] = [];
   for (let k = 0; k < a.topicsPerConn; k++) out.push(`${a.topicPrefix}${(g * a.topicsPerConn + k) % a.topicCount}`);
   return out;
@@ -97,6 +116,8 @@ function open(c: Conn, a: ConnectArgs): Promise<void> {
         if (now < firstRecv) firstRecv = now;
         lastRecv = now;
         if (t === t) hist.record(now - t);
+      } else if (kind === 'other' && watchBuf) {
+        noteWatched(data);
       } else if (kind === 'joined') {
         c.joined++;
         if (c.joined === c.topics.length && !settled) {
@@ -125,6 +146,7 @@ function open(c: Conn, a: ConnectArgs): Promise<void> {
 
 async function connect(a: ConnectArgs): Promise<unknown> {
   args = a;
+  watchBuf = a.watch ? Buffer.from(a.watch) : null;
   const t0 = nowMs();
   const deadline = t0 + a.timeoutMs;
   const start = conns.length;
@@ -146,6 +168,7 @@ async function connect(a: ConnectArgs): Promise<unknown> {
     };
     conns.push(c);
   }
+  startHeartbeats(a); // from the first socket on: servers close sockets idle for 60 s
   let next = start;
   let joined = 0;
   let failed = 0;
@@ -171,7 +194,6 @@ async function connect(a: ConnectArgs): Promise<unknown> {
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, a.concurrency) }, worker));
-  startHeartbeats(a);
   return { joined, failed, retries, ms: nowMs() - t0, startMs: t0, endMs: nowMs() };
 }
 
@@ -238,7 +260,9 @@ serveRpc({
     errors,
     joinErrors,
   }),
+  watched: () => Object.fromEntries(watched),
   reset: () => {
+    watched.clear();
     hist.reset();
     received = 0;
     firstRecv = Infinity;

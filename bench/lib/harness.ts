@@ -5,7 +5,7 @@
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, totalmem } from 'node:os';
+import { cpus, loadavg, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { nowMs, sleep } from './clock';
 import type { ConnectArgs, Target } from './generator';
@@ -263,6 +263,8 @@ export function machine(): Record<string, unknown> {
     memGiB: Math.round(totalmem() / 2 ** 30),
     node: process.version,
     date: new Date().toISOString(),
+    /** Other work on this shared machine at the time of writing (1, 5, 15 min). */
+    loadavg: loadavg(),
   };
 }
 

@@ -1,7 +1,7 @@
 /**
- * The WebSocket transport: writes go straight to the TCP socket under one cork per tick,
- * so a connection that gets ten frames in a tick costs one syscall, and a broadcast's
- * WebSocket frame (header included) is built once and shared by every socket.
+ * The WebSocket transport: frames for a socket are collected during a tick and handed to its
+ * TCP socket in one write at the end of the tick (one syscall however many frames), and a
+ * broadcast's WebSocket frame (header included) is built once and shared by every socket.
  */
 import type { Socket as NetSocket } from 'node:net';
 import WebSocket from 'ws';
@@ -59,7 +59,8 @@ export class WsTransport implements Transport {
   readonly kind = 'websocket' as const;
   readonly ws: WebSocket;
   private readonly sock: NetSocket | null;
-  private corked = false;
+  /** Frames written this tick, sent by flush(): one buffer, or several. */
+  private pending: Buffer | Buffer[] | null = null;
   conn!: Connection;
   private readonly scheduler: WriteScheduler;
   private readonly logger: RealtimeLogger;
@@ -69,7 +70,7 @@ export class WsTransport implements Transport {
     // ws keeps the TCP socket in `_socket`; with permessage-deflate off its Sender writes to it
     // synchronously, so writing complete frames there ourselves interleaves safely.
     const s = (ws as unknown as { _socket?: NetSocket })._socket;
-    this.sock = s && typeof s.cork === 'function' ? s : null;
+    this.sock = s && typeof s.write === 'function' ? s : null;
     this.scheduler = scheduler;
     this.logger = logger;
   }
@@ -110,21 +111,25 @@ export class WsTransport implements Transport {
   private raw(buf: Buffer): void {
     const s = this.sock!;
     if (this.ws.readyState !== WebSocket.OPEN || s.destroyed) return;
-    if (!this.corked) {
-      this.corked = true;
-      s.cork();
+    const p = this.pending;
+    if (p === null) {
+      this.pending = buf;
       this.scheduler.add(this);
+    } else if (Array.isArray(p)) {
+      p.push(buf);
+    } else {
+      this.pending = [p, buf];
     }
-    s.write(buf);
   }
 
-  /** End of tick: hand the batch to the kernel, then check what it could not take. */
+  /** End of tick: one write per socket (frames of this tick concatenated), then check what the kernel could not take. */
   flush(): void {
-    if (!this.corked) return;
-    this.corked = false;
+    const p = this.pending;
+    if (p === null) return;
+    this.pending = null;
     const s = this.sock!;
     if (s.destroyed) return;
-    s.uncork();
+    s.write(Array.isArray(p) ? Buffer.concat(p) : p);
     const buffered = s.writableLength;
     if (buffered > this.scheduler.maxBufferedBytes) this.scheduler.onSlowClient(this, buffered);
   }
@@ -132,6 +137,8 @@ export class WsTransport implements Transport {
   close(code: number, reason: string): void {
     const st = this.ws.readyState;
     if (st === WebSocket.CLOSING || st === WebSocket.CLOSED) return;
+    // Frames queued this tick go before the close frame.
+    this.flush();
     try {
       this.ws.close(code, reason);
     } catch {

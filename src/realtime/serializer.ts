@@ -165,10 +165,10 @@ function decodeBinary(data: Buffer): InboundMessage {
 export function negotiateSerializer(vsn: unknown): Serializer | null {
   if (vsn === undefined) return V1Serializer;
   if (typeof vsn !== 'string') return null;
-  const m = /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$/.exec(vsn);
+  const m = /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$/.exec(vsn);
   if (!m) return null;
-  // `~> x.0.0` means >= x.0.0 and < x.1.0; a pre-release of x.0.0 sorts below it, so it fails.
-  if (m[2] !== '0' || vsn.includes('-')) return null;
+  // `~> x.0.0` means >= x.0.0 and < x.1.0; pre-releases never match (Elixir's Version.match? default).
+  if (m[2] !== '0' || m[4] !== undefined) return null;
   if (m[1] === '1') return V1Serializer;
   if (m[1] === '2') return V2Serializer;
   return null;

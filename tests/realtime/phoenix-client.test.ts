@@ -267,3 +267,26 @@ test('Presence helper shows the same list on three clients as they come and go',
   expect(meta).toMatchObject({ status: 'away', phx_ref: expect.any(String), phx_ref_prev: expect.any(String) });
   expect(meta.phx_ref).toHaveLength(16);
 });
+
+test('drain: phoenix.js sees close 1012 and keeps trying to reconnect (1012 is not 1000)', async () => {
+  const s2 = await startServer({}, (rt) => rt.channel('room:*', roomChannel));
+  try {
+    const client = new Socket(`ws://127.0.0.1:${s2.port}/socket`, { transport: WebSocket as never, reconnectAfterMs: () => 20 });
+    sockets.push(client);
+    const codes: number[] = [];
+    let errorsAfterDrain = 0;
+    let drained = false;
+    client.onClose((e) => { codes.push((e as unknown as { code: number }).code); });
+    client.onError(() => { if (drained) errorsAfterDrain++; });
+    client.connect();
+    await joined(client.channel('room:drain'));
+    await s2.rt.drain({ batchSize: 10, intervalMs: 0 });
+    drained = true;
+    await until(() => codes.includes(1012), 2000, 'close 1012');
+    // new upgrades are refused with 503 while draining: the client keeps retrying
+    await until(() => errorsAfterDrain >= 2, 3000, 'reconnect attempts');
+  } finally {
+    for (const c of sockets.splice(0)) await new Promise<void>((r) => c.disconnect(() => r()));
+    await s2.close();
+  }
+});

@@ -1,5 +1,4 @@
-import { startStandin } from '../../src/providers/replicate/standin';
-import { BACKENDS, freshDb } from '../helpers/db';
+import { BACKENDS } from '../helpers/db';
 import {
   call, createTask, createsFor, events, getTask, registryWith, runToEnd, startRunnerEnv, waitFor, type RunnerEnv,
 } from './helpers';
@@ -131,36 +130,50 @@ describe.each(BACKENDS)('runner on %s: provider faults', (backend) => {
     expect(ev[ev.length - 1]).toMatchObject({ event: 'video_response', payload: { status: 'failed' } });
     expect(env.standin.requests.filter((r) => r.op === 'cancel')).toHaveLength(1);
   });
-});
-
-describe.each(BACKENDS)('runner on %s: leases', (backend) => {
+  // The runners below work on the same database and stand-in; this one steps aside.
   it('a lease that lapses while its create is slow is not claimed again by the same process', async () => {
+    await env.gw.runner.stop(0);
     // The lease runs out between renewals all the time; claims look every 20 ms.
-    const env = await startRunnerEnv({ backend, runner: { leaseMs: 100, claimIntervalMs: 20 } });
+    const other = await startRunnerEnv({ backend, standinInstance: env.standin, tdb: env.tdb, runner: { leaseMs: 100, claimIntervalMs: 20 } });
     try {
       env.standin.faults.inject({ op: 'create', times: 3, action: { kind: 'delay', ms: 700 } });
       const prompts = ['slow create 1', 'slow create 2', 'slow create 3'];
       const ids: string[] = [];
-      for (const p of prompts) ids.push(await createTask(env.url, { type: 'image', prompt: p }));
+      for (const p of prompts) ids.push(await createTask(other.url, { type: 'image', prompt: p }));
       for (const id of ids) {
-        const t = await runToEnd(env, id);
+        const t = await runToEnd(other, id);
         expect(t.status).toBe('succeeded');
       }
       for (const p of prompts) expect(createsFor(env.standin, p)).toHaveLength(1);
       expect(env.standin.requests.filter((r) => r.op === 'cancel')).toHaveLength(0);
     } finally {
-      await env.close();
+      await other.close();
     }
   });
-});
 
-describe.each(BACKENDS)('runner on %s: shutdown', (backend) => {
-  it('stop releases the leases of unfinished work; the next runner resumes the same predictions', async () => {
-    const standin = await startStandin({ clock: 'virtual' });
-    const tdb = await freshDb(backend);
+  it('shutdown: stop claiming, let running work finish; past the deadline release it; the next runner resumes the same predictions', async () => {
+    await env.gw.runner.stop(0);
+    const { standin, tdb } = env;
     const first = await startRunnerEnv({ backend, standinInstance: standin, tdb });
     let second: RunnerEnv | undefined;
     try {
+      // Within the deadline: the running task finishes; a task created meanwhile is not claimed.
+      const x = await createTask(first.url, { type: 'image', prompt: 'finish before stop' });
+      await waitFor('prediction', async () => (await first.gw.tasks.find(x))?.prediction_id);
+      let stopped = false;
+      const stopping = first.gw.runner.stop(20_000).then(() => (stopped = true));
+      const y = await createTask(first.url, { type: 'image', prompt: 'created while stopping' });
+      await new Promise((r) => setTimeout(r, 300));
+      expect(stopped).toBe(false);
+      await standin.advance(6000);
+      await stopping;
+      expect((await getTask(first.url, x)).status).toBe('succeeded');
+      expect(await first.gw.tasks.find(y)).toMatchObject({ status: 'queued', lease_owner: null, attempts: 0 });
+      expect(createsFor(standin, 'created while stopping')).toHaveLength(0);
+      expect((await call(`${first.url}/api/tasks/${y}/cancel`, { method: 'POST' })).body.data.status).toBe('canceled');
+
+      // Past the deadline: unfinished work is handed back, not failed.
+      first.gw.runner.start();
       const prompts = ['shut 1', 'shut 2', 'shut 3'];
       const ids: string[] = [];
       for (const p of prompts) ids.push(await createTask(first.url, { type: 'text', model: 'claude-sonnet-4-20250514', prompt: p }));
@@ -170,7 +183,7 @@ describe.each(BACKENDS)('runner on %s: shutdown', (backend) => {
       await first.gw.runner.stop(50);
       for (const id of ids) {
         const row = await first.gw.tasks.find(id);
-        expect(row).toMatchObject({ status: 'processing', lease_owner: null, lease_expires_at: null });
+        expect(row).toMatchObject({ status: 'processing', lease_owner: null, lease_expires_at: null, error: null });
         expect(row!.prediction_id).toBeTruthy();
       }
       expect(first.gw.runner.activeCount).toBe(0);
@@ -192,8 +205,6 @@ describe.each(BACKENDS)('runner on %s: shutdown', (backend) => {
     } finally {
       await first.close().catch(() => undefined);
       await second?.close();
-      await standin.close();
-      await tdb.drop();
     }
   });
 });

@@ -25,6 +25,7 @@ export interface ConnectRow {
   seconds: number;
   perSecond: number;
   serverCpuUsPerConnect: number;
+  serverSysShare: number;
   badTokenRefused: boolean;
 }
 
@@ -39,7 +40,7 @@ export async function runConnect(): Promise<ConnectRow[]> {
   let port = opt('port', 4400);
   try {
     for (const kind of kinds) {
-      const server = await startServer(kind, { port: port++, env: { BENCH_AUTH_SECRET: BENCH_SECRET } }, `${kind}#0`);
+      const server = await startServer(kind, { port: port++, env: { BENCH_AUTH_SECRET: BENCH_SECRET }, cpuProf: opt('cpu-prof', false) }, `${kind}#0`);
       const gens = await startGenerators(nGens);
       try {
         const target = [{ host: '127.0.0.1', port: server.port! }];
@@ -59,6 +60,7 @@ export async function runConnect(): Promise<ConnectRow[]> {
         const r: ConnectRow = {
           server: kind, sockets: n, joined: c.joined, failed: c.failed, retries: c.retries, seconds: c.wallMs / 1000,
           perSecond: c.joined / (c.wallMs / 1000), serverCpuUsPerConnect: ((s1.cpuSec - s0.cpuSec) * 1e6) / Math.max(1, c.joined),
+          serverSysShare: (s1.sysSec - s0.sysSec) / Math.max(1e-9, s1.cpuSec - s0.cpuSec),
           badTokenRefused: bad.joined === 0,
         };
         log(`${kind}: ${c.joined}/${n} joined in ${fmt(r.seconds, 2)} s = ${fmt(r.perSecond, 0)}/s; bad token refused: ${r.badTokenRefused}`);
@@ -85,6 +87,9 @@ export function report(rows: ConnectRow[]): string {
     'connect+join/s': fmt(r.perSecond, 0),
     '× Socket.IO': fmt(r.perSecond / (sio?.perSecond ?? NaN), 2),
     'server CPU µs/connect': fmt(r.serverCpuUsPerConnect, 0),
+    'server sys %': fmt(r.serverSysShare * 100, 0),
+    // What one fully busy server core could take if the clients were free (they share the 2 cores here).
+    'server-bound ceiling /s/core': fmt(1e6 / r.serverCpuUsPerConnect, 0),
     'bad token refused': r.badTokenRefused ? 'yes' : 'NO',
   }));
   const out = printTable('(d) connect + join with token verification', table);

@@ -1,0 +1,62 @@
+/**
+ * `npm run bench`: every scenario in turn, pyre beside bare ws and Socket.IO 4, one table each,
+ * JSON per scenario in bench/results/ and a combined markdown report in bench/results/latest.md.
+ * Bounded: each scenario has its own time limit, and the whole run stops after --max-minutes.
+ *
+ *   npm run bench [-- --only=fanout,idle] [--quick]
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { runBigFanout } from './scenarios/bigfanout';
+import { runConnect } from './scenarios/connect';
+import { runFanout } from './scenarios/fanout';
+import { runIdle } from './scenarios/idle';
+import { runStorm } from './scenarios/storm';
+import { runTaskStatus } from './scenarios/task-status';
+import { runTasksHttp } from './scenarios/tasks-http';
+import { RESULTS_DIR, deadline, log, machine, opt, optList } from './lib/harness';
+import { mkdirSync } from 'node:fs';
+
+const scenarios: Record<string, () => Promise<unknown>> = {
+  idle: runIdle,
+  fanout: runFanout,
+  bigfanout: runBigFanout,
+  connect: runConnect,
+  'tasks-http': runTasksHttp,
+  'task-status': runTaskStatus,
+  storm: runStorm,
+};
+
+async function main(): Promise<void> {
+  const only = optList('only', Object.keys(scenarios));
+  const bound = deadline(opt('max-minutes', 40) * 60_000, 'run-all');
+  const m = machine();
+  log(`bench: ${only.join(', ')} on ${JSON.stringify(m)}`);
+  const failed: string[] = [];
+  for (const name of only) {
+    const run = scenarios[name];
+    if (!run) throw new Error(`unknown scenario ${name}; known: ${Object.keys(scenarios).join(', ')}`);
+    log(`── ${name}`);
+    try {
+      await run();
+    } catch (e) {
+      failed.push(name);
+      console.error(`${name} failed:`, e);
+    }
+  }
+  clearTimeout(bound);
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  writeFileSync(join(RESULTS_DIR, 'run-all.json'), JSON.stringify({ machine: m, finished: new Date().toISOString(), failed }, null, 2));
+  if (failed.length) {
+    console.error(`failed: ${failed.join(', ')}`);
+    process.exit(1);
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    console.error(e);
+    process.exit(1);
+  },
+);

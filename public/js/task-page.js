@@ -1,0 +1,125 @@
+// A task's own page: what it is, its result, and its full event timeline (stored + live).
+
+import { api } from './api.js';
+import { h, clockTime } from './dom.js';
+import { errorView, outputView, progressBar, statusPill, TERMINAL } from './task-view.js';
+
+const TASK_EVENTS = ['status', 'progress', 'text_delta', 'image_response', 'video_response', 'text_response'];
+
+/** What an event says, in a few words. */
+function summary(event, p) {
+  switch (event) {
+    case 'status':
+      return [p.status, p.progress !== null && p.progress !== undefined ? `${p.progress}%` : null, p.error ? `${p.error.code}: ${p.error.message}` : null].filter(Boolean).join(' · ');
+    case 'progress':
+      return `${p.progress}%${p.message ? ` · ${p.message}` : ''}`;
+    case 'text_delta':
+      return JSON.stringify(p.delta);
+    default: {
+      const out = p.output ? (p.output.urls ? p.output.urls.join(' ') : `${String(p.output.text ?? '').length} characters of text`) : '';
+      return [p.status, out, p.error ? `${p.error.code}: ${p.error.message}` : null].filter(Boolean).join(' · ');
+    }
+  }
+}
+
+export function showTaskPage(root, taskId, { socket, cancel, applyEvent }) {
+  let task = null;
+  let lastSeq = 0;
+  let channel = null;
+  let left = false;
+  const streamed = new Map();
+  const rows = h('tbody');
+  const top = h('div');
+  const note = h('p', { class: 'muted small', 'data-role': 'timeline-note' });
+
+  root.replaceChildren(
+    h('a', { href: '#/', class: 'back' }, '← All tasks'),
+    top,
+    h('section', { class: 'card timeline-card' },
+      h('div', { class: 'section-head' }, h('h2', {}, 'Event timeline'), note),
+      h('p', { class: 'muted small' }, 'Every event of this task in seq order: the stored log, then live events from ',
+        h('code', {}, `task:${taskId}`), '. Each must name this task, with seq rising by one.'),
+      h('div', { class: 'table-wrap' },
+        h('table', { class: 'timeline' },
+          h('thead', {}, h('tr', {}, h('th', {}, 'seq'), h('th', {}, 'time'), h('th', {}, 'event'), h('th', {}, 'details'), h('th', {}, 'check'))),
+          rows)),
+    ),
+  );
+
+  function renderTop() {
+    if (!task) return;
+    const input = Object.entries(task.input_data ?? {}).filter(([k]) => k !== 'prompt' && k !== 'type' && k !== 'model');
+    top.replaceChildren(
+      h('section', { class: 'card task-page', dataset: { taskId: task.id, status: task.status } },
+        h('div', { class: 'task-head' },
+          statusPill(task.status),
+          h('span', { class: 'model' }, task.model),
+          TERMINAL.has(task.status) ? null : h('button', { type: 'button', class: 'danger', onclick: () => cancel(task) }, 'Cancel'),
+        ),
+        h('h1', { class: 'prompt-full' }, task.input_data?.prompt ?? ''),
+        progressBar(task),
+        outputView(task, streamed.get(task.id)),
+        errorView(task),
+        h('dl', { class: 'facts' },
+          h('dt', {}, 'id'), h('dd', {}, h('code', {}, task.id)),
+          h('dt', {}, 'type'), h('dd', {}, task.task_type),
+          h('dt', {}, 'attempts'), h('dd', {}, String(task.attempts)),
+          h('dt', {}, 'created'), h('dd', {}, new Date(task.inserted_at).toLocaleString()),
+          task.started_at ? [h('dt', {}, 'started'), h('dd', {}, new Date(task.started_at).toLocaleString())] : null,
+          task.completed_at ? [h('dt', {}, 'completed'), h('dd', {}, new Date(task.completed_at).toLocaleString())] : null,
+          input.length ? [h('dt', {}, 'parameters'), h('dd', {}, input.map(([k, v]) => h('span', { class: 'param-chip' }, `${k}=${JSON.stringify(v)}`)))] : null,
+        ),
+      ),
+    );
+  }
+
+  /** Adds an event to the timeline, flagging a foreign task id, a gap or a repeat. */
+  function addRow(e, live) {
+    const p = e.payload ?? {};
+    const problems = [];
+    if (p.task_id !== taskId) problems.push(`names task ${p.task_id}`);
+    if (e.seq !== lastSeq + 1) problems.push(e.seq <= lastSeq ? `repeat (had ${lastSeq})` : `gap (expected ${lastSeq + 1})`);
+    lastSeq = Math.max(lastSeq, e.seq);
+    rows.append(h('tr', { class: problems.length ? 'bad' : '', dataset: { seq: e.seq, event: e.event } },
+      h('td', { class: 'num' }, String(e.seq)),
+      h('td', { class: 'time' }, clockTime(e.inserted_at ?? new Date().toISOString())),
+      h('td', {}, h('span', { class: `ev ${e.event}` }, e.event), live ? h('span', { class: 'live-tag' }, 'live') : null),
+      h('td', { class: 'details' }, summary(e.event, p)),
+      h('td', { class: problems.length ? 'check bad' : 'check ok' }, problems.length ? problems.join('; ') : '✓'),
+    ));
+    note.textContent = `${rows.children.length} events`;
+  }
+
+  function onLive(event, p) {
+    if (typeof p.seq === 'number' && p.seq <= lastSeq && p.task_id === taskId) return;
+    addRow({ seq: p.seq, event, payload: p }, true);
+    if (task && p.task_id === taskId) {
+      applyEvent(task, event, p, streamed);
+      renderTop();
+    }
+  }
+
+  (async () => {
+    try {
+      const [t, ev] = await Promise.all([api(`/api/tasks/${taskId}`), api(`/api/tasks/${taskId}/events`)]);
+      if (left) return;
+      task = t.data;
+      for (const e of ev.data) addRow(e, false);
+      streamed.set(task.id, ev.data.filter((e) => e.event === 'text_delta').map((e) => e.payload.delta).join(''));
+      renderTop();
+      // Join with last_seq: whatever happened since the log was read is replayed first.
+      channel = socket.channel(`task:${taskId}`, () => ({ last_seq: lastSeq }));
+      for (const name of TASK_EVENTS) channel.on(name, (p) => onLive(name, p));
+      channel.join().receive('error', (r) => { note.textContent = `channel refused: ${r.reason ?? 'error'}`; });
+    } catch (err) {
+      top.replaceChildren(h('p', { class: 'error' }, err.status === 404 ? 'No such task.' : `Could not load the task: ${err.message}`));
+    }
+  })();
+
+  return {
+    leave() {
+      left = true;
+      channel?.leave();
+    },
+  };
+}

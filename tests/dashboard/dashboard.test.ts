@@ -1,0 +1,169 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, startDemoGateway, type DemoGateway } from './helpers';
+
+const haveChromium = fs.existsSync(CHROMIUM);
+if (!haveChromium) {
+  // CI installs Debian's chromium (.ci/run); a machine without it skips, saying so.
+  console.warn(`dashboard browser tests SKIPPED: ${CHROMIUM} is missing (apt-get install -y chromium)`);
+}
+const describeBrowser = haveChromium ? describe : describe.skip;
+
+jest.setTimeout(60_000);
+
+describeBrowser('dashboard in headless Chromium', () => {
+  let env: DemoGateway;
+  let browser: Browser;
+
+  beforeAll(async () => {
+    fs.mkdirSync(ARTIFACTS, { recursive: true });
+    [env, browser] = await Promise.all([
+      startDemoGateway({ auth: true }),
+      chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS }),
+    ]);
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    await env?.close();
+  });
+
+  /** Signs in with a token, then submits an image task; returns the new task's card. */
+  async function signInAndSubmit(page: Page, user: string, prompt: string) {
+    page.setDefaultTimeout(10_000);
+    await page.goto(`${env.url}/?debug`);
+    page.on('console', (m) => { if (process.env.DEBUG_DASH) console.log(m.text()); });
+    await page.locator('#sign-in').waitFor({ state: 'visible' });
+    await expectText(page, '#sign-in h1', 'Sign in');
+    await page.fill('#token', 'not-a-token');
+    await page.click('#sign-in-form button[type=submit]');
+    await expectText(page, '#sign-in-error', 'not accepted');
+
+    await page.fill('#token', env.token(user));
+    await page.click('#sign-in-form button[type=submit]');
+    await page.locator('#home').waitFor({ state: 'visible' });
+    await expectText(page, '#who', user);
+
+    // The form comes from GET /api/models, with the model's limits.
+    await page.locator('#type-image').check({ force: true });
+    expect(await page.inputValue('#model')).toBe('google/imagen-4-fast');
+    await page.selectOption('#model', 'bytedance/seedream-3');
+    await expectText(page, '[data-param="width"] .hint', '512 – 2048');
+    await page.selectOption('#model', 'google/imagen-4-fast');
+    await expectText(page, '[data-param="aspect_ratio"] .hint', 'default "1:1"');
+    await page.click('#params-box summary');
+    await page.selectOption('#param-aspect_ratio', '16:9');
+
+    await page.fill('#prompt', prompt);
+    await page.click('#submit');
+    const card = page.locator('#task-list li.task', { hasText: prompt });
+    await card.waitFor({ state: 'visible', timeout: 10_000 });
+    return card;
+  }
+
+  /** Samples the card's progress bar until the image appears; returns the values seen. */
+  async function watchUntilImage(page: Page, prompt: string): Promise<number[]> {
+    const seen: number[] = [];
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const state = await page.evaluate((p) => {
+        const li = [...document.querySelectorAll<HTMLElement>('#task-list li.task')].find((el) => el.querySelector('.prompt')?.textContent === p);
+        if (!li) return null;
+        const bar = li.querySelector('[role=progressbar]');
+        const img = li.querySelector<HTMLImageElement>('[data-role=output] img');
+        return {
+          progress: bar ? Number(bar.getAttribute('aria-valuenow')) : null,
+          status: li.dataset.status,
+          loaded: Boolean(img && img.complete && img.naturalWidth > 0),
+        };
+      }, prompt);
+      if (state?.progress !== null && state?.progress !== undefined && seen[seen.length - 1] !== state.progress) seen.push(state.progress);
+      if (state?.loaded && state.status === 'succeeded') return seen;
+      if (state?.status === 'failed' || state?.status === 'canceled') throw new Error(`task ${state.status}`);
+      if (Date.now() > deadline) throw new Error(`no image after 30 s; progress seen ${seen.join(',')}; card ${JSON.stringify(state)}; connection ${await page.textContent('#conn-label')}; db ${JSON.stringify(await env.gw.db('tasks').select('status', 'attempts', 'error', 'user_id'))}; events ${JSON.stringify(await env.gw.db('task_events').select('seq', 'event'))}`);
+      await page.waitForTimeout(40);
+    }
+  }
+
+  function expectMoved(seen: number[]): void {
+    // The bar moved through values between empty and full, never backwards, and ended full.
+    expect(seen.filter((v) => v > 0 && v < 100).length).toBeGreaterThanOrEqual(2);
+    expect([...seen].sort((a, b) => a - b)).toEqual(seen);
+    expect(seen[seen.length - 1]).toBe(100);
+  }
+
+  test('signs in, submits an image task, watches the bar move and the image appear (WebSocket)', async () => {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+    const page = await context.newPage();
+    const pageErrors: string[] = [];
+    page.on('pageerror', (e) => pageErrors.push(e.message));
+    try {
+      const prompt = 'A lighthouse at dusk, oil painting';
+      await signInAndSubmit(page, 'alice', prompt);
+      await expectText(page, '#conn-label', 'WebSocket');
+      const seen = await watchUntilImage(page, prompt);
+      expectMoved(seen);
+      await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-websocket.png'), fullPage: true });
+
+      // The task's page: its stored timeline, every event naming it, seqs 1..n.
+      await page.locator('#task-list li.task', { hasText: prompt }).getByText('Timeline →').click();
+      await page.locator('.timeline tbody tr').first().waitFor();
+      await expectText(page, '.task-page [data-role=status]', 'succeeded');
+      const rows = await page.$$eval('.timeline tbody tr', (trs) => trs.map((tr) => ({
+        seq: Number((tr as HTMLElement).dataset.seq), event: (tr as HTMLElement).dataset.event, bad: tr.classList.contains('bad'),
+      })));
+      expect(rows.map((r) => r.seq)).toEqual(rows.map((_, i) => i + 1));
+      expect(rows.some((r) => r.bad)).toBe(false);
+      expect(rows.map((r) => r.event)).toEqual(expect.arrayContaining(['status', 'progress', 'image_response']));
+      expect(await page.locator('.task-page [data-role=output] img').count()).toBe(1);
+      await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-task-page.png'), fullPage: true });
+      expect(pageErrors).toEqual([]);
+    } finally {
+      await context.close();
+    }
+  });
+
+  test('does the same on a phone-sized screen with the WebSocket blocked, over long-poll', async () => {
+    const context = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+    const page = await context.newPage();
+    const pageErrors: string[] = [];
+    page.on('pageerror', (e) => pageErrors.push(e.message));
+    // As a proxy that lets the upgrade through but never passes a frame: the WebSocket opens,
+    // phoenix.js's first heartbeat gets no answer, and it falls back to long-poll.
+    const wsTries: string[] = [];
+    await page.routeWebSocket(/\/socket\/websocket/, (ws) => {
+      wsTries.push(ws.url());
+    });
+    try {
+      const before = env.gw.realtime.stats().longpollSessions;
+      const prompt = 'A red fox in fresh snow';
+      await signInAndSubmit(page, 'bob', prompt);
+      await expectText(page, '#conn-label', 'long-poll');
+      expect(wsTries.length).toBeGreaterThanOrEqual(1);
+      expect(env.gw.realtime.stats().longpollSessions).toBeGreaterThan(before);
+      const seen = await watchUntilImage(page, prompt);
+      expectMoved(seen);
+      // Laid out for the phone: nothing wider than the screen.
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      expect(overflow).toBeLessThanOrEqual(0);
+      await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-longpoll-phone.png'), fullPage: true });
+      // Bob sees only his own task.
+      expect(await page.locator('#task-list li.task').count()).toBe(1);
+      expect(pageErrors).toEqual([]);
+    } finally {
+      await context.close();
+    }
+  });
+});
+
+async function expectText(page: Page, selector: string, text: string): Promise<void> {
+  const loc = page.locator(selector);
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const got = (await loc.count()) ? ((await loc.first().textContent()) ?? '') : '';
+    if (got.includes(text)) return;
+    if (Date.now() > deadline) throw new Error(`${selector}: expected text ${JSON.stringify(text)}, got ${JSON.stringify(got)}`);
+    await page.waitForTimeout(50);
+  }
+}

@@ -68,10 +68,11 @@ describeBrowser('dashboard in headless Chromium', () => {
     const deadline = Date.now() + 30_000;
     for (;;) {
       const state = await page.evaluate((p) => {
-        const li = [...document.querySelectorAll<HTMLElement>('#task-list li.task')].find((el) => el.querySelector('.prompt')?.textContent === p);
+        const doc = (globalThis as any).document; // in the page
+        const li = [...doc.querySelectorAll('#task-list li.task')].find((el: any) => el.querySelector('.prompt')?.textContent === p);
         if (!li) return null;
         const bar = li.querySelector('[role=progressbar]');
-        const img = li.querySelector<HTMLImageElement>('[data-role=output] img');
+        const img = li.querySelector('[data-role=output] img');
         return {
           progress: bar ? Number(bar.getAttribute('aria-valuenow')) : null,
           status: li.dataset.status,
@@ -110,8 +111,8 @@ describeBrowser('dashboard in headless Chromium', () => {
       await page.locator('#task-list li.task', { hasText: prompt }).getByText('Timeline →').click();
       await page.locator('.timeline tbody tr').first().waitFor();
       await expectText(page, '.task-page [data-role=status]', 'succeeded');
-      const rows = await page.$$eval('.timeline tbody tr', (trs) => trs.map((tr) => ({
-        seq: Number((tr as HTMLElement).dataset.seq), event: (tr as HTMLElement).dataset.event, bad: tr.classList.contains('bad'),
+      const rows = await page.$$eval('.timeline tbody tr', (trs) => trs.map((tr: any) => ({
+        seq: Number(tr.dataset.seq), event: tr.dataset.event as string, bad: tr.classList.contains('bad') as boolean,
       })));
       expect(rows.map((r) => r.seq)).toEqual(rows.map((_, i) => i + 1));
       expect(rows.some((r) => r.bad)).toBe(false);
@@ -145,7 +146,10 @@ describeBrowser('dashboard in headless Chromium', () => {
       const seen = await watchUntilImage(page, prompt);
       expectMoved(seen);
       // Laid out for the phone: nothing wider than the screen.
-      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      const overflow = await page.evaluate(() => {
+        const g = globalThis as any; // in the page
+        return g.document.documentElement.scrollWidth - g.innerWidth;
+      });
       expect(overflow).toBeLessThanOrEqual(0);
       await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-longpoll-phone.png'), fullPage: true });
       // Bob sees only his own task.

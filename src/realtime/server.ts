@@ -45,8 +45,12 @@ export interface RealtimeServerOptions<A extends Assigns = Assigns> {
   maxChannelsPerSocket?: number;
   /** Close a WebSocket with no inbound frame for this long (default 60 000 ms; 0 disables). */
   idleTimeoutMs?: number;
-  /** Terminate a socket whose unsent bytes exceed this after a flush (default 4 MiB). */
+  /**
+   * Slow-client cap on a socket's unsent bytes (default 4 MiB). Over it for longer than
+   * `slowClientGraceMs` (default 2000), or over 4× it at once ⇒ terminated and counted.
+   */
   maxBufferedBytes?: number;
+  slowClientGraceMs?: number;
   /** Malformed frames tolerated per socket before it is closed (default 10). */
   maxProtocolErrors?: number;
   logger?: RealtimeLogger;
@@ -124,7 +128,7 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
     this.idleTimeoutMs = opts.idleTimeoutMs ?? 60_000;
     this.maxProtocolErrors = opts.maxProtocolErrors ?? 10;
     this.pubsub = new PubSub(opts.pubsub, (err) => this.logger.error({ err }, 'realtime: pubsub adapter publish failed'));
-    this.scheduler = new WriteScheduler(opts.maxBufferedBytes ?? 4 * 1024 * 1024, (t, buffered) => {
+    this.scheduler = new WriteScheduler(opts.maxBufferedBytes ?? 4 * 1024 * 1024, opts.slowClientGraceMs ?? 2000, (t, buffered) => {
       this.counters.slowClientDisconnects++;
       this.logger.warn({ socketId: t.conn?.id ?? null, buffered }, 'realtime: slow client exceeded its unsent-bytes cap, closing');
       t.terminate();

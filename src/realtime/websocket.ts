@@ -41,7 +41,11 @@ export class WriteScheduler {
     for (let i = 0; i < list.length; i++) list[i]!.flush();
   };
 
-  constructor(readonly maxBufferedBytes: number, readonly onSlowClient: (t: WsTransport, buffered: number) => void) {}
+  constructor(
+    readonly maxBufferedBytes: number,
+    readonly slowClientGraceMs: number,
+    readonly onSlowClient: (t: WsTransport, buffered: number) => void,
+  ) {}
 
   add(t: WsTransport): void {
     this.dirty.push(t);
@@ -61,6 +65,8 @@ export class WsTransport implements Transport {
   private readonly sock: NetSocket | null;
   /** Frames written this tick, sent by flush(): one buffer, or several. */
   private pending: Buffer | Buffer[] | null = null;
+  /** When the backlog first went over the cap (0 = it is not). */
+  private overSince = 0;
   conn!: Connection;
   private readonly scheduler: WriteScheduler;
   private readonly logger: RealtimeLogger;
@@ -130,8 +136,22 @@ export class WsTransport implements Transport {
     const s = this.sock!;
     if (s.destroyed) return;
     s.write(Array.isArray(p) ? Buffer.concat(p) : p);
-    const buffered = s.writableLength;
-    if (buffered > this.scheduler.maxBufferedBytes) this.scheduler.onSlowClient(this, buffered);
+    this.checkBacklog(s.writableLength);
+  }
+
+  /**
+   * A socket stays over the cap for longer than the grace period (checked whenever it is written
+   * to), or goes over 4× the cap at once ⇒ slow client. A healthy client's momentary burst passes.
+   */
+  private checkBacklog(buffered: number): void {
+    const sch = this.scheduler;
+    if (buffered <= sch.maxBufferedBytes) {
+      this.overSince = 0;
+      return;
+    }
+    const now = Date.now();
+    if (this.overSince === 0) this.overSince = now;
+    if (buffered > 4 * sch.maxBufferedBytes || now - this.overSince >= sch.slowClientGraceMs) sch.onSlowClient(this, buffered);
   }
 
   close(code: number, reason: string): void {

@@ -221,7 +221,12 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
   async authorize(req: IncomingMessage, transport: 'websocket' | 'longpoll', authToken: string | null):
     Promise<{ serializer: Serializer; params: Params; assigns: Assigns; id: string | null } | { status: number }> {
     if (this.draining || this.closedFlag) return { status: 503 };
-    const uri = new URL(req.url ?? '/', `http://${req.headers.host ?? 'localhost'}`);
+    let uri: URL;
+    try {
+      uri = new URL(req.url ?? '/', `http://${req.headers.host ?? 'localhost'}`);
+    } catch {
+      uri = new URL((req.url ?? '/').replace(/^[^/]*/, ''), 'http://localhost');
+    }
     if (!this.originAllowed(req)) {
       this.counters.connectsRefused++;
       this.logger.warn({ origin: req.headers.origin, transport }, 'realtime: origin not allowed');

@@ -144,3 +144,16 @@ test('a channel whose terminate throws, or a bad reply payload, is contained', a
     await s.close();
   }
 });
+
+test('a hostile Host header or request target does not break connect', async () => {
+  const net = await import('node:net');
+  const status = await new Promise<string>((resolve) => {
+    const sock = net.connect(srv.port, '127.0.0.1', () => {
+      sock.write('GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: a b\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n'
+        + 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
+    });
+    sock.once('data', (d) => { resolve(d.toString().split('\r\n')[0]!); sock.destroy(); });
+    sock.on('error', () => resolve('error'));
+  });
+  expect(status).toMatch(/^HTTP\/1\.1 (101|400)/);
+});

@@ -38,21 +38,27 @@ interface Running {
   nudge: () => void;
 }
 
-const sleep = (ms: number, signal: AbortSignal, nudge?: (wake: () => void) => void) =>
+/** Registers a sleeper's wake-up; returns how to unregister it (or wakes it at once). */
+type OnNudge = (wake: () => void) => (() => void) | void;
+
+const sleep = (ms: number, signal: AbortSignal, nudge?: OnNudge) =>
   new Promise<void>((resolve, reject) => {
     if (signal.aborted) return reject(signal.reason);
+    let off: (() => void) | void;
     const done = () => {
       clearTimeout(t);
       signal.removeEventListener('abort', onAbort);
+      off?.();
       resolve();
     };
     const onAbort = () => {
       clearTimeout(t);
+      off?.();
       reject(signal.reason);
     };
     const t = setTimeout(done, ms);
     signal.addEventListener('abort', onAbort, { once: true });
-    nudge?.(done);
+    off = nudge?.(done);
   });
 
 class Released extends Error {
@@ -131,7 +137,9 @@ export class TaskRunner {
     if (!row || row.prediction_id !== prediction.id || TERMINAL.has(row.status)) return;
     const model = this.opts.tasks.registry.get(row.model);
     if (!model) return;
-    await this.sync(row, model, prediction, new AbortController().signal, { emitted: null });
+    // Continue the text deltas already announced, so that they still join to the final text.
+    const text = { emitted: model.taskType === 'text_gen' ? await this.emittedText(row) : null };
+    await this.sync(row, model, prediction, new AbortController().signal, text);
   }
 
   /** Stop claiming; let running work finish up to the deadline; release the rest. */
@@ -184,8 +192,20 @@ export class TaskRunner {
 
   private enqueue(row: TaskRow): void {
     const abort = new AbortController();
+    // A nudge that comes while the run is busy (mid-request) is kept for its next sleep.
     let wake: (() => void) | undefined;
-    const entry: Running = { abort, nudge: () => wake?.() };
+    let nudged = false;
+    const entry: Running = { abort, nudge: () => (wake ? wake() : void (nudged = true)) };
+    const onNudge: OnNudge = (w) => {
+      if (nudged) {
+        nudged = false;
+        return w();
+      }
+      wake = w;
+      return () => {
+        wake = undefined;
+      };
+    };
     this.running.set(row.id, entry);
     const log = this.opts.logger.child({ task_id: row.id, model: row.model });
     let modelQueue = this.perModel.get(row.model);
@@ -197,7 +217,7 @@ export class TaskRunner {
     void this.queue
       .add(() =>
         mq.add(async () => {
-          const outcome = await this.run(row, abort.signal, (w) => (wake = w), log);
+          const outcome = await this.run(row, abort.signal, onNudge, log);
           await this.settle(row, outcome, log);
         }),
       )
@@ -209,7 +229,7 @@ export class TaskRunner {
   }
 
   /** One run of a task: create or resume its prediction and follow it to an end. */
-  private async run(row: TaskRow, signal: AbortSignal, onNudge: (wake: () => void) => void, log: Logger): Promise<RunOutcome> {
+  private async run(row: TaskRow, signal: AbortSignal, onNudge: OnNudge, log: Logger): Promise<RunOutcome> {
     const { provider, tasks } = this.opts;
     const model = tasks.registry.get(row.model);
     if (!model) return { kind: 'fail', error: { code: 'unsupported_model', message: `model ${row.model} is not in the registry` } };
@@ -304,7 +324,7 @@ export class TaskRunner {
     model: ModelSpec,
     first: Prediction,
     signal: AbortSignal,
-    onNudge: (wake: () => void) => void,
+    onNudge: OnNudge,
     log: Logger,
   ): Promise<RunOutcome> {
     const { provider, tasks } = this.opts;

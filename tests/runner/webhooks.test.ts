@@ -45,6 +45,39 @@ describe.each(BACKENDS)('runner on %s: webhooks', (backend) => {
     expect(gets).toBeLessThanOrEqual(delivered.length + 1);
   });
 
+  it('a streamed text task driven by a burst of deliveries reaches its end with its deltas joined', async () => {
+    const id = await createTask(env.url, { type: 'text', model: 'claude-sonnet-4-20250514', prompt: 'many deliveries' });
+    const pid = await waitFor('prediction', async () => (await env.gw.tasks.find(id))?.prediction_id);
+    // Output and logs deliveries every 500 ms of stand-in time, sent as fast as the clock moves.
+    for (let i = 0; i < 30; i++) await env.standin.advance(250, { stepMs: 250 });
+    const t = await waitFor('succeeded', async () => {
+      const x = await getTask(env.url, id);
+      return x.status === 'succeeded' ? x : null;
+    }, 10_000);
+    const delivered = env.standin.webhookDeliveries.filter((d) => d.predictionId === pid);
+    expect(delivered.length).toBeGreaterThan(5);
+    const ev = await events(env.url, id);
+    expect(ev.filter((e) => e.event === 'text_delta').map((e) => e.payload.delta).join('')).toBe(t.output.text);
+  });
+
+  it('with the runner stopped mid-stream, deliveries alone finish a text task and its deltas still join up', async () => {
+    const id = await createTask(env.url, { type: 'text', model: 'gpt-4.1', prompt: 'finished by webhooks' });
+    await waitFor('prediction', async () => (await env.gw.tasks.find(id))?.prediction_id);
+    await env.standin.advance(2000, { stepMs: 500 });
+    await waitFor('some deltas', async () => (await events(env.url, id)).some((e) => e.event === 'text_delta'));
+    await env.gw.runner.stop(0);
+    expect(await env.gw.tasks.find(id)).toMatchObject({ status: 'processing', lease_owner: null });
+    await env.standin.advance(4000, { stepMs: 500 });
+    const t = await waitFor('succeeded', async () => {
+      const x = await getTask(env.url, id);
+      return x.status === 'succeeded' ? x : null;
+    }, 10_000);
+    const ev = await events(env.url, id);
+    expect(ev.filter((e) => e.event === 'text_delta').map((e) => e.payload.delta).join('')).toBe(t.output.text);
+    expect(ev.filter((e) => e.event === 'text_response')).toHaveLength(1);
+    env.gw.runner.start();
+  });
+
   it('bad, stale and missing signatures get 4xx and change nothing; a good one is accepted; a duplicate adds nothing', async () => {
     const id = await createTask(env.url, { type: 'image', prompt: 'signatures' });
     const pid = await waitFor('prediction', async () => (await env.gw.tasks.find(id))?.prediction_id);

@@ -90,8 +90,17 @@ export class TaskService {
     const req = parseTaskInput(this.registry, rawInput, opts.impliedType);
     const id = opts.id ?? randomUUID();
     const now = this.now();
-    const { rows, events } = await this.db.transaction(async (trx) => {
-      const [row] = (await trx('tasks')
+    // The task and its first event (seq 1, status queued) in one transaction, two statements.
+    const first: TaskEvent = {
+      task_id: id,
+      user_id: userId,
+      seq: 1,
+      event: 'status',
+      payload: { task_id: id, seq: 1, status: 'queued', progress: null, error: null },
+      inserted_at: now.toISOString(),
+    };
+    const row = await this.db.transaction(async (trx) => {
+      const [inserted] = (await trx('tasks')
         .insert({
           id,
           user_id: userId,
@@ -103,19 +112,18 @@ export class TaskService {
           input_data: JSON.stringify(req.inputData),
           provider_input: JSON.stringify(req.providerInput),
           run_after: now,
+          last_seq: 1,
           inserted_at: now,
           updated_at: now,
         })
         .returning('*')) as TaskRow[];
-      const stored = await this.appendEvents(trx, row, [
-        { event: 'status', payload: { status: 'queued', progress: null, error: null } },
-      ]);
-      if (opts.inTransaction) await opts.inTransaction(trx, taskJson(stored.row));
-      return { rows: stored.row, events: stored.events };
+      await trx('task_events').insert({ task_id: id, seq: 1, event: first.event, payload: JSON.stringify(first.payload), inserted_at: now });
+      if (opts.inTransaction) await opts.inTransaction(trx, taskJson(inserted!));
+      return inserted!;
     });
     this.logger.info({ task_id: id, user_id: userId, model: req.model.name, task_type: req.taskType }, 'task created');
-    this.publish(events);
-    return taskJson(rows);
+    this.publish([first]);
+    return taskJson(row);
   }
 
   /** A user's task; another user's task is not found. */

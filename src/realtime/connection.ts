@@ -3,7 +3,7 @@
  * joins/leaves/events to channel instances (Phoenix.Socket's handle_in clauses).
  */
 import { type Assigns, type Channel, type ChannelHost, ChannelInstance, type JoinResult } from './channel';
-import { assertPushPayload, type InboundMessage, type OutboundMessage, type Payload } from './message';
+import { assertPushPayload, type InboundMessage, type OutboundMessage } from './message';
 import type { Params } from './params';
 import type { Fanout, PubSub, Subscriber } from './pubsub';
 import type { RealtimeLogger } from './logger';
@@ -353,14 +353,6 @@ export class Connection implements ChannelHost, Subscriber {
   /** Subscriber for the socket-id topic: a "disconnect" broadcast ends the connection with 1001. */
   deliver(f: Fanout): void {
     if (f.message.event === 'disconnect') this.close(CloseCode.goingAway, 'disconnected');
-  }
-
-  /** Pushes to a topic this connection has joined, outside any channel callback. */
-  pushTo(topic: string, event: string, payload: Payload): boolean {
-    const ch = this.channels.get(topic);
-    if (ch === undefined) return false;
-    ch.push(event, payload);
-    return true;
   }
 
   // ---- lifecycle -------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Connection, Transport } from './connection';
 import type { Fanout } from './pubsub';
 import type { EncodedFrame, Serializer } from './serializer';
+import { requestTarget } from './params';
 import type { RealtimeServer } from './server';
 
 export interface LongPollOptions {
@@ -195,7 +196,7 @@ export class LongPollTransport {
   private tokenOf(req: IncomingMessage): string | null {
     const h = req.headers['x-phoenix-longpoll-token'];
     if (typeof h === 'string' && h) return h;
-    const q = (req.url ?? '').split('?')[1];
+    const q = requestTarget(req).split('?')[1];
     if (!q) return null;
     let token: string | null = null;
     for (const seg of q.split('&')) {

@@ -3,6 +3,14 @@
  * nests, `a[]=1` builds a list, a repeated key keeps the last value, empty segments are skipped.
  */
 
+import type { IncomingMessage } from 'node:http';
+
+/** The full request target; Express rewrites `req.url` under a mount path but keeps `originalUrl`. */
+export function requestTarget(req: IncomingMessage): string {
+  const original = (req as { originalUrl?: unknown }).originalUrl;
+  return typeof original === 'string' ? original : (req.url ?? '/');
+}
+
 export type Params = { [key: string]: ParamValue };
 export type ParamValue = string | ParamValue[] | Params;
 

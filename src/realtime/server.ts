@@ -9,7 +9,7 @@ import type { Assigns, Channel, ChannelSocket } from './channel';
 import { CloseCode, Connection, type ConnectionContext, type RealtimeStats } from './connection';
 import type { Payload } from './message';
 import { type CheckOrigin, compileOriginCheck } from './origin';
-import { decodeQuery, type Params } from './params';
+import { decodeQuery, requestTarget, type Params } from './params';
 import { PubSub, type PubSubAdapter, type Subscriber } from './pubsub';
 import { negotiateSerializer, type Serializer } from './serializer';
 import { silentRealtimeLogger, type RealtimeLogger } from './logger';
@@ -221,11 +221,12 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
   async authorize(req: IncomingMessage, transport: 'websocket' | 'longpoll', authToken: string | null):
     Promise<{ serializer: Serializer; params: Params; assigns: Assigns; id: string | null } | { status: number }> {
     if (this.draining || this.closedFlag) return { status: 503 };
+    const target = requestTarget(req);
     let uri: URL;
     try {
-      uri = new URL(req.url ?? '/', `http://${req.headers.host ?? 'localhost'}`);
+      uri = new URL(target, `http://${req.headers.host ?? 'localhost'}`);
     } catch {
-      uri = new URL((req.url ?? '/').replace(/^[^/]*/, ''), 'http://localhost');
+      uri = new URL(target.replace(/^[^/]*/, ''), 'http://localhost');
     }
     if (!this.originAllowed(req)) {
       this.counters.connectsRefused++;
@@ -338,7 +339,7 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
    * Returns false when the request is not for this server, so it can sit in front of other handlers.
    */
   handleHttp(req: IncomingMessage, res: ServerResponse): boolean {
-    const pathname = (req.url ?? '').split('?', 1)[0]!;
+    const pathname = requestTarget(req).split('?', 1)[0]!;
     if (pathname === `${this.path}/websocket`) {
       res.writeHead(400, { 'content-length': '0' }).end();
       return true;

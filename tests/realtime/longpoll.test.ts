@@ -194,7 +194,7 @@ test('forced disconnect ends a long-poll session; its held poll answers 410', as
 test('mounts on Express via middleware() next to other routes', async () => {
   const rt = new RealtimeServer({ checkOrigin: false });
   const app = express();
-  app.use(rt.middleware());
+  app.use('/socket', rt.middleware()); // a mount path rewrites req.url; originalUrl keeps the full path
   app.get('/health', (_req, res) => { res.json({ ok: true }); });
   const server = http.createServer(app);
   rt.attach(server);

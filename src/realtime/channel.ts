@@ -47,7 +47,7 @@ export interface Channel<A extends Assigns = Assigns> {
   /** Broadcast events to route through `handleOut` instead of straight to the client (Phoenix intercept). */
   intercept?: readonly string[];
   handleOut?(event: string, payload: Payload, socket: ChannelSocket<A>): HandleInfoResult | Promise<HandleInfoResult>;
-  /** Called once when the channel ends, whatever the reason. Errors are logged and ignored. */
+  /** Called once when a joined channel ends, whatever the reason (not after a refused or crashed join). Errors are logged. */
   terminate?(reason: TerminateReason, socket: ChannelSocket<A>): void | Promise<void>;
 }
 
@@ -369,6 +369,8 @@ export class ChannelInstance implements ChannelSocket, Subscriber {
   /** Ends without telling the client (transport gone, duplicate join, drain). */
   teardown(reason: string): void {
     if (this.state === State.Closed) return;
+    // Like Phoenix, terminate runs only for channels whose join succeeded.
+    const wasJoined = this.state === State.Joined;
     this.state = State.Closed;
     this.mailbox = null;
     this.early = null;
@@ -383,7 +385,7 @@ export class ChannelInstance implements ChannelSocket, Subscriber {
       try { fn(); } catch (err) { this.host.logger.error({ err, topic: this.topic }, 'realtime: channel cleanup failed'); }
     }
     this.host.channelEnded(this, reason);
-    if (this.handler.terminate) {
+    if (wasJoined && this.handler.terminate) {
       try {
         const r = this.handler.terminate(reason, this);
         if (isThenable(r)) r.then(undefined, (err: unknown) => this.host.logger.error({ err, topic: this.topic }, 'realtime: terminate failed'));

@@ -147,8 +147,9 @@ test('a broadcast sent while an async join runs is delivered after the join repl
   }
 });
 
-test('a refused join leaves no subscription behind', async () => {
-  const s = await startServer({}, (rt) => rt.channel('no:*', { join: async () => ({ status: 'error', response: { reason: 'unauthorized' } }) }));
+test('a refused join leaves no subscription behind and does not call terminate', async () => {
+  const terminate = jest.fn();
+  const s = await startServer({}, (rt) => rt.channel('no:*', { join: async () => ({ status: 'error', response: { reason: 'unauthorized' } }), terminate }));
   try {
     const c = await RawClient.connect(`${s.wsUrl}?vsn=2.0.0`);
     await c.call(['1', '1', 'no:x', 'phx_join', {}]);
@@ -156,6 +157,7 @@ test('a refused join leaves no subscription behind', async () => {
     s.rt.broadcast('no:x', 'e', {});
     expect(await c.drain(30)).toEqual([]);
     await c.close();
+    expect(terminate).not.toHaveBeenCalled();
   } finally {
     await s.close();
   }

@@ -1,17 +1,51 @@
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { TokenSigner } from '../auth/tokens';
 import { ConfigError, loadConfig } from '../config';
-import { migrate, openDatabase } from '../db';
 import path from 'node:path';
-import { main } from '../main';
+import { CliError, DEFAULT_URL, EXIT } from './client';
+import { submit, TYPES } from './submit';
+import { listTasks } from './tasks';
 
-/** Exit codes: 0 ok, 1 failure, 2 bad usage, 78 bad configuration. */
-export const EXIT = { ok: 0, failure: 1, usage: 2, config: 78 } as const;
+// The server side (database, gateway, stand-in) loads only for the commands that run it,
+// so `pyre submit` and `pyre tasks` start quickly.
+const lazy = {
+  main: () => (require('../main') as typeof import('../main')).main,
+  db: () => require('../db') as typeof import('../db'),
+  standin: () => (require('./standin') as typeof import('./standin')).runStandin,
+};
+
+/** Exit codes: see EXIT in ./client (0 ok, 1 failure, 2 usage, 69 unavailable, 77 no permission, 78 config, ...). */
+export { EXIT };
 
 function fail(message: string, code: number = EXIT.failure): never {
   process.stderr.write(`pyre: ${message}\n`);
   process.exit(code);
 }
+
+/** Runs a command's action; a CliError becomes its message and exit code. */
+function run<A extends unknown[]>(action: (...args: A) => Promise<number | void>) {
+  return async (...args: A) => {
+    try {
+      const code = await action(...args);
+      // Leave now: a socket's timers must not keep a finished command alive.
+      process.exit(code ?? EXIT.ok);
+    } catch (err) {
+      if (err instanceof CliError) fail(err.message, err.exitCode);
+      throw err;
+    }
+  };
+}
+
+const TASK_STATUSES = ['queued', 'processing', 'succeeded', 'failed', 'canceled'];
+
+/** --url and --token, shared by the commands that talk to a running gateway. */
+function clientOptions(cmd: Command): Command {
+  return cmd
+    .option('--url <url>', `the gateway (env PYRE_URL, default ${DEFAULT_URL})`)
+    .option('--token <token>', 'a token from `pyre token` (env PYRE_TOKEN; not needed in open mode)');
+}
+
+const collect = (v: string, prev: string[]) => [...prev, v];
 
 function config() {
   try {
@@ -37,7 +71,7 @@ export function buildCli(): Command {
     .command('start')
     .description('run the gateway (configuration from the environment, see README)')
     .action(async () => {
-      await main();
+      await lazy.main()();
     });
 
   program
@@ -45,6 +79,7 @@ export function buildCli(): Command {
     .description('bring the database schema up to date')
     .action(async () => {
       const c = config();
+      const { migrate, openDatabase } = lazy.db();
       const db = openDatabase({ databaseUrl: c.databaseUrl, pgliteDir: path.join(c.dataDir, 'pglite') });
       try {
         const applied = await migrate(db);
@@ -68,6 +103,45 @@ export function buildCli(): Command {
         fail((err as Error).message, EXIT.usage);
       }
     });
+
+  program
+    .command('standin')
+    .description('run the Replicate stand-in (simulated models) for a gateway to use')
+    .option('--port <port>', 'port (0 picks a free one)', (v) => {
+      if (!/^\d+$/.test(v) || Number(v) > 65535) throw new InvalidArgumentError('must be a port number (0-65535)');
+      return Number(v);
+    }, Number(process.env.STANDIN_PORT ?? 8788))
+    .option('--host <host>', 'address to listen on', process.env.STANDIN_HOST ?? '127.0.0.1')
+    .addOption(new Option('--preset <preset>', 'timelines: demo (a few seconds) or realistic').choices(['demo', 'realistic']).default(process.env.STANDIN_PRESET ?? 'demo'))
+    .option('--speed <factor>', 'run the clock this many times faster than real time', (v) => {
+      if (!(Number(v) > 0)) throw new InvalidArgumentError('must be a positive number');
+      return Number(v);
+    }, Number(process.env.STANDIN_SPEED ?? 1))
+    .option('--virtual', 'a virtual clock, moved by POST /__admin/clock/advance')
+    .action(run((opts) => lazy.standin()(opts)));
+
+  clientOptions(
+    program
+      .command('submit')
+      .description('create a task, follow it live with a progress bar (stderr), print the result (stdout)')
+      .argument('<prompt...>', 'the prompt (`-` reads it from standard input)')
+      .addOption(new Option('--type <type>', 'what to make').choices(TYPES).makeOptionMandatory())
+      .option('--model <model>', 'a model from GET /api/models (default: the type\'s default)')
+      .option('--param <name=value>', "a model parameter; repeat for more (e.g. --param aspect_ratio=16:9)", collect, [] as string[])
+      .option('--json', 'print the finished task as JSON instead of its URLs or text')
+      .option('--detach', 'print the task id and return at once')
+      .option('--timeout <seconds>', 'give up waiting after this long (exit 124; the task keeps running)', positiveInt)
+      .option('-q, --quiet', 'no progress on stderr'),
+  ).action(run((prompt: string[], opts) => submit(prompt, opts)));
+
+  clientOptions(
+    program
+      .command('tasks')
+      .description('list your tasks, newest first')
+      .addOption(new Option('--status <status>', 'only tasks in this state').choices(TASK_STATUSES))
+      .option('--limit <n>', 'how many (1-200, default 50)', positiveInt)
+      .option('--json', 'the API answer as JSON'),
+  ).action(run(listTasks));
 
   return program;
 }

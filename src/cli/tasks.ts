@@ -1,0 +1,50 @@
+import { GatewayClient, type ClientOptions } from './client';
+
+export interface TasksOptions extends ClientOptions {
+  status?: string;
+  limit?: number;
+  json?: boolean;
+}
+
+function age(iso: string, now = Date.now()): string {
+  const s = Math.max(0, Math.round((now - new Date(iso).getTime()) / 1000));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h`;
+  return `${Math.floor(s / 86400)}d`;
+}
+
+function oneLine(s: string, max: number): string {
+  const flat = s.replace(/\s+/g, ' ').trim();
+  return flat.length > max ? `${flat.slice(0, max - 1)}…` : flat;
+}
+
+/** `pyre tasks`: the caller's tasks, newest first, as a table (or JSON). */
+export async function listTasks(opts: TasksOptions): Promise<void> {
+  const client = new GatewayClient(opts);
+  const q = new URLSearchParams();
+  if (opts.status) q.set('status', opts.status);
+  if (opts.limit) q.set('limit', String(opts.limit));
+  const page = await client.request<{ data: any[]; next_cursor: string | null }>('GET', `/api/tasks${q.size ? `?${q}` : ''}`);
+  if (opts.json) {
+    process.stdout.write(`${JSON.stringify(page, null, 2)}\n`);
+    return;
+  }
+  if (page.data.length === 0) {
+    process.stderr.write('no tasks\n');
+    return;
+  }
+  const rows = page.data.map((t) => [
+    t.id,
+    t.status,
+    t.status === 'succeeded' ? '100%' : t.progress === null ? '-' : `${t.progress}%`,
+    t.model,
+    age(t.inserted_at),
+    oneLine(String(t.input_data?.prompt ?? ''), 48),
+  ]);
+  const head = ['ID', 'STATUS', 'PROG', 'MODEL', 'AGE', 'PROMPT'];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const fmt = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
+  process.stdout.write(`${[fmt(head), ...rows.map(fmt)].join('\n')}\n`);
+  if (page.next_cursor) process.stderr.write(`(more: --limit ${Math.min(200, (opts.limit ?? 50) * 2)})\n`);
+}

@@ -1,0 +1,151 @@
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import path from 'node:path';
+import { startDemoGateway, type DemoGateway } from '../dashboard/helpers';
+
+const BIN = path.join(__dirname, '..', '..', 'bin', 'pyre.js');
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** `node bin/pyre.js ...args` as a user would run it, with only the env given (plus PATH). */
+function pyre(args: string[], env: Record<string, string> = {}, timeoutMs = 45_000): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], {
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`pyre ${args.join(' ')} did not exit within ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
+    }, timeoutMs);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** A loopback port with nothing listening on it. */
+async function closedPort(): Promise<number> {
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  const port = (srv.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => srv.close(() => r()));
+  return port;
+}
+
+describe('pyre command against a running gateway', () => {
+  let env: DemoGateway;
+  let userEnv: Record<string, string>;
+
+  beforeAll(async () => {
+    env = await startDemoGateway({ auth: true });
+    userEnv = { PYRE_URL: env.url, PYRE_TOKEN: env.token('carol') };
+  });
+
+  afterAll(async () => {
+    await env?.close();
+  });
+
+  test('submit follows an image task to the end: progress on stderr, the URL on stdout, exit 0', async () => {
+    const r = await pyre(['submit', '--type', 'image', '--param', 'aspect_ratio=16:9', 'a', 'lighthouse', 'at', 'dusk'], userEnv);
+    expect(r.stderr).toMatch(/^task [0-9a-f-]{36} \(google\/imagen-4-fast\) queued$/m);
+    expect(r.code).toBe(0);
+    const urls = r.stdout.trim().split('\n');
+    expect(urls).toHaveLength(1);
+    expect(urls[0]).toMatch(new RegExp(`^${env.url}/files/[0-9a-f-]{36}/`));
+    // Progress was shown as it moved (not a terminal: one line per change), then the end.
+    const percents = [...r.stderr.matchAll(/^progress (\d+)%$/gm)].map((m) => Number(m[1]));
+    expect(percents.filter((p) => p > 0 && p < 100).length).toBeGreaterThanOrEqual(2);
+    expect([...percents].sort((a, b) => a - b)).toEqual(percents);
+    expect(r.stderr).toMatch(/^processing/m);
+    expect(r.stderr).toMatch(/^succeeded 100%$/m);
+    // The URL is the stored file, and the task is what was asked.
+    const img = await fetch(urls[0]!);
+    expect(img.status).toBe(200);
+    expect(img.headers.get('content-type')).toMatch(/^image\//);
+    const taskId = /^task ([0-9a-f-]{36})/m.exec(r.stderr)![1]!;
+    const task = await env.gw.tasks.get('carol', taskId);
+    expect(task).toMatchObject({ status: 'succeeded', input_data: { aspect_ratio: '16:9', prompt: 'a lighthouse at dusk' } });
+  });
+
+  test('submit streams a text task to stdout and prints exactly the final text', async () => {
+    const r = await pyre(['submit', '--type', 'text', '--quiet', 'Say hello'], userEnv);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toBe('');
+    const [task] = (await env.gw.tasks.list('carol', { limit: 1 })).data;
+    expect(task!.status).toBe('succeeded');
+    const text = (task!.output as { text: string }).text;
+    expect(text.length).toBeGreaterThan(10);
+    expect(r.stdout).toBe(text.endsWith('\n') ? text : `${text}\n`);
+  });
+
+  test('tasks lists the caller\'s tasks; --json gives the API answer', async () => {
+    const table = await pyre(['tasks'], userEnv);
+    expect(table.code).toBe(0);
+    const lines = table.stdout.trim().split('\n');
+    expect(lines[0]).toMatch(/^ID\s+STATUS\s+PROG\s+MODEL\s+AGE\s+PROMPT$/);
+    expect(lines.slice(1)).toHaveLength(2);
+    expect(lines[1]).toMatch(/^[0-9a-f-]{36}\s+succeeded\s+100%\s+gpt-4\.1\s+\d+s\s+Say hello$/);
+    const json = await pyre(['tasks', '--json', '--status', 'succeeded', '--limit', '1'], userEnv);
+    expect(json.code).toBe(0);
+    const page = JSON.parse(json.stdout);
+    expect(page.data).toHaveLength(1);
+    expect(page.next_cursor).toEqual(expect.any(String));
+    // Another user sees none of carol's tasks.
+    const other = await pyre(['tasks'], { ...userEnv, PYRE_TOKEN: env.token('dave') });
+    expect(other).toMatchObject({ code: 0, stdout: '', stderr: 'no tasks\n' });
+  });
+
+  test('a bad model, a bad parameter and a bad type exit 2 with the field message; no task is made', async () => {
+    const before = (await env.gw.tasks.list('carol', { limit: 200 })).data.length;
+    const [model, param, type, noParamValue] = await Promise.all([
+      pyre(['submit', '--type', 'image', '--model', 'acme/nope', 'a cat'], userEnv),
+      pyre(['submit', '--type', 'video', '--param', 'duration=99', 'a cat'], userEnv),
+      pyre(['submit', '--type', 'image', '--model', 'gpt-4.1', 'a cat'], userEnv),
+      pyre(['submit', '--type', 'image', '--param', 'aspect_ratio', 'a cat'], userEnv),
+    ]);
+    expect(model).toMatchObject({ code: 2, stdout: '' });
+    expect(model.stderr).toBe('pyre: model: is not a known model (see GET /api/models)\n');
+    expect(param).toMatchObject({ code: 2, stderr: 'pyre: duration: must be less than or equal to 12\n' });
+    expect(type).toMatchObject({ code: 2, stderr: 'pyre: model: is not supported for image_gen\n' });
+    expect(noParamValue).toMatchObject({ code: 2, stderr: 'pyre: --param "aspect_ratio": expected name=value\n' });
+    expect((await env.gw.tasks.list('carol', { limit: 200 })).data.length).toBe(before);
+  });
+
+  test('usage errors exit 2; refused credentials exit 77', async () => {
+    const [noType, badType, badToken] = await Promise.all([
+      pyre(['submit', 'a cat'], userEnv),
+      pyre(['submit', '--type', 'sound', 'a cat'], userEnv),
+      pyre(['submit', '--type', 'image', 'a cat'], { ...userEnv, PYRE_TOKEN: 'pyre1.bad.token' }),
+    ]);
+    expect(noType.code).toBe(2);
+    expect(noType.stderr).toMatch(/required option '--type <type>' not specified/);
+    expect(badType.code).toBe(2);
+    expect(badType.stderr).toMatch(/Allowed choices are image, video, text/);
+    expect(badToken.code).toBe(77);
+    expect(badToken.stderr).toMatch(/^pyre: the gateway refused the credentials: unauthorized: token bad signature$/m);
+  });
+
+  test('a gateway that is down: a clear message and exit 69', async () => {
+    const port = await closedPort();
+    const [down, tasks] = await Promise.all([
+      pyre(['submit', '--type', 'image', '--url', `http://127.0.0.1:${port}`, 'a cat'], { PYRE_TOKEN: 'x' }),
+      pyre(['tasks'], { PYRE_URL: `http://127.0.0.1:${port}` }),
+    ]);
+    for (const r of [down, tasks]) {
+      expect(r.code).toBe(69);
+      expect(r.stdout).toBe('');
+      expect(r.stderr).toBe(`pyre: cannot reach the gateway at http://127.0.0.1:${port}: connection refused (is pyre running? set --url or PYRE_URL)\n`);
+    }
+  });
+});

@@ -96,6 +96,8 @@ export interface ChannelHost {
   send(msg: OutboundMessage): void;
   writeFanout(f: Fanout): void;
   channelEnded(ch: ChannelInstance, reason: string): void;
+  /** Too much client work queued: the connection closes. */
+  overloaded(what: string): void;
 }
 
 type MailItem =
@@ -246,6 +248,10 @@ export class ChannelInstance implements ChannelSocket, Subscriber {
 
   /** A client event for this channel (join_ref already checked). */
   handleIn(event: string, payload: Payload, ref: Ref): void {
+    if (this.mailbox !== null && this.mailbox.length >= 1000) {
+      this.host.overloaded(`client events queued on ${this.topic}`);
+      return;
+    }
     this.enqueue({ k: 'in', event, payload, ref });
   }
 

@@ -47,6 +47,8 @@ export interface ConnectionContext {
 }
 
 const EMPTY = Object.freeze({}) as Record<string, never>;
+/** Most client frames held per socket behind a pending join, and per channel behind a busy handler. */
+export const MAX_QUEUED = 1000;
 const UNMATCHED = Object.freeze({ reason: 'unmatched topic' });
 const TOO_MANY = Object.freeze({ reason: 'too many channels joined' });
 const JOIN_CRASHED = Object.freeze({ reason: 'join crashed' });
@@ -134,6 +136,10 @@ export class Connection implements ChannelHost, Subscriber {
     }
     this.ctx.counters.messagesIn++;
     if (this.inbox !== null) {
+      if (this.inbox.length >= MAX_QUEUED) {
+        this.overloaded('frames queued behind a pending join');
+        return;
+      }
       this.inbox.push(msg);
       return;
     }
@@ -144,6 +150,13 @@ export class Connection implements ChannelHost, Subscriber {
       this.ctx.logger.error({ err, socketId: this.id, topic: msg.topic, event: msg.event }, 'realtime: frame handling failed, closing socket');
       this.close(CloseCode.serverError, 'internal error');
     }
+  }
+
+  /** A client queued more work than a socket may hold: close it (the rate limit's second line). */
+  overloaded(what: string): void {
+    this.ctx.counters.rateLimited++;
+    this.ctx.logger.warn({ socketId: this.id, limit: MAX_QUEUED }, `realtime: too many ${what}, closing socket`);
+    this.close(CloseCode.policyViolation, 'too many queued messages');
   }
 
   private protocolError(err: unknown, data: Buffer): void {

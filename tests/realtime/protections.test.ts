@@ -157,3 +157,22 @@ test('a hostile Host header or request target does not break connect', async () 
   });
   expect(status).toMatch(/^HTTP\/1\.1 (101|400)/);
 });
+
+test('work queued behind a busy handler or a pending join is capped (socket closed 1008)', async () => {
+  const s = await startServer({ rateLimit: false }, (rt) => rt.channel('room:*', roomChannel));
+  try {
+    const c = await RawClient.connect(`${s.wsUrl}?vsn=2.0.0`);
+    await c.call(['1', '1', 'room:busy', 'phx_join', {}]);
+    c.send(['1', '2', 'room:busy', 'slow', { ms: 300 }]);
+    for (let i = 0; i < 1100; i++) c.send(['1', String(i + 3), 'room:busy', 'new_msg', {}]);
+    expect((await c.closed).code).toBe(1008);
+
+    const d = await RawClient.connect(`${s.wsUrl}?vsn=2.0.0`);
+    d.send(['1', '1', 'room:slow', 'phx_join', { delay: 300 }]);
+    for (let i = 0; i < 1100; i++) d.send([null, String(i), 'phoenix', 'heartbeat', {}]);
+    expect((await d.closed).code).toBe(1008);
+    expect(s.rt.stats().rateLimited).toBe(2);
+  } finally {
+    await s.close();
+  }
+});

@@ -2,6 +2,7 @@ import cluster from 'node:cluster';
 import { createGateway } from './app';
 import { ConfigError, loadConfig, type Config } from './config';
 import { createLogger } from './log';
+import { startStandin, type Standin } from './providers/replicate/standin';
 
 /** Start the gateway from the environment. */
 export async function main(): Promise<void> {
@@ -16,13 +17,13 @@ export async function main(): Promise<void> {
     throw err;
   }
   const logger = createLogger({ level: config.logLevel });
-  if (config.workers > 1 && cluster.isPrimary) return runPrimary(config.workers, logger);
   if (!config.authSecret && cluster.isPrimary) {
     logger.warn(
       { mode: 'open', host: config.host },
       '!!! OPEN MODE: AUTH_SECRET is unset, so every caller is the user "local" and pyre listens on loopback only. Set AUTH_SECRET to require tokens. !!!',
     );
   }
+  if (config.workers > 1 && cluster.isPrimary) return runPrimary(config, logger);
   const gateway = await createGateway({ config, logger });
   const url = await gateway.listen();
   logger.info(
@@ -54,14 +55,23 @@ export async function main(): Promise<void> {
  * and broadcasts cross between them through PostgreSQL, as between machines.
  * A worker that dies is replaced; SIGTERM drains them all.
  */
-function runPrimary(workers: number, logger: ReturnType<typeof createLogger>): void {
+async function runPrimary(config: Config, logger: ReturnType<typeof createLogger>): Promise<void> {
   let stopping = false;
+  const workers = config.workers;
+  // Demo mode: one stand-in for all workers, so any worker can resume another's prediction.
+  let workerEnv: Record<string, string> = {};
+  let standin: Standin | undefined;
+  if (config.demoMode) {
+    standin = await startStandin({ preset: 'demo', host: '127.0.0.1', logger: logger.child({ component: 'standin' }) });
+    workerEnv = { REPLICATE_API_TOKEN: standin.token, REPLICATE_BASE_URL: standin.url, REPLICATE_WEBHOOK_SECRET: standin.webhookSecret };
+    logger.warn({ standin: standin.url }, 'DEMO MODE: REPLICATE_API_TOKEN is unset, so tasks run on the built-in Replicate stand-in (simulated results, nothing is billed)');
+  }
   logger.info({ workers }, `starting ${workers} worker processes`);
-  for (let i = 0; i < workers; i++) cluster.fork();
+  for (let i = 0; i < workers; i++) cluster.fork(workerEnv);
   cluster.on('exit', (worker, code, signal) => {
     if (stopping) return;
     logger.error({ pid: worker.process.pid, code, signal }, 'worker died; starting another');
-    setTimeout(() => cluster.fork(), 1000);
+    setTimeout(() => cluster.fork(workerEnv), 1000);
   });
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) return;
@@ -71,7 +81,7 @@ function runPrimary(workers: number, logger: ReturnType<typeof createLogger>): v
     const force = setTimeout(() => process.exit(1), 35_000);
     force.unref();
     cluster.on('exit', () => {
-      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+      if (Object.keys(cluster.workers ?? {}).length === 0) void (standin?.close() ?? Promise.resolve()).finally(() => process.exit(0));
     });
   };
   process.on('SIGINT', () => stop('SIGINT'));

@@ -6,8 +6,8 @@ import { PgNotifyChannel } from './notify';
 
 /**
  * The realtime layer's cross-node adapter on PostgreSQL LISTEN/NOTIFY: broadcasts
- * (presence, forced disconnects, application broadcasts) reach the other gateway
- * processes, on this machine or others. A broadcast must encode to under ~7.8 KB
+ * (forced disconnects, application broadcasts) reach the other gateway processes,
+ * on this machine or others. Presence stays local to each process for now. A broadcast must encode to under ~7.8 KB
  * to cross (NOTIFY's limit); a larger one is delivered locally and logged.
  * Task events do not travel here: they are read from the database by each process.
  */

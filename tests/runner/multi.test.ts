@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { startStandin, type Standin } from '../../src/providers/replicate/standin';
+import { migrate } from '../../src/db';
 import { freshDb, TEST_PG_URL, type TestDb } from '../helpers/db';
 import { call, createsFor, events, waitFor } from './helpers';
 import { spawnGateway, type GatewayProcess } from './processes';
@@ -57,11 +58,10 @@ suite('two gateway processes on one PostgreSQL (needs PYRE_TEST_DATABASE_URL)', 
       PYRE_FIXTURE_PG_SCHEMA: tdb.schema!,
       PYRE_FIXTURE_RUNNER: JSON.stringify({ leaseMs: 2000, pollIntervalMs: 100, claimIntervalMs: 100, retry: { maxAttempts: 5, baseMs: 100, maxMs: 500 } }),
     };
-    // One after the other, so that their migrations do not race the first start.
-    const a = await spawnGateway(env);
-    procs.push(a);
-    const b = await spawnGateway(env);
-    procs.push(b);
+    // Migrated here first, so that the two processes can start side by side.
+    await migrate(tdb.db);
+    const [a, b] = await Promise.all([spawnGateway(env), spawnGateway(env)]);
+    procs.push(a, b);
     expect(a.owner).not.toBe(b.owner);
     // A few creates lose their answers after the prediction was made.
     standin.faults.inject({ op: 'create', times: 3, action: { kind: 'create_then_drop' } });

@@ -1,3 +1,4 @@
+import { VirtualClock } from '../../src/providers/replicate/standin';
 import { BACKENDS } from '../helpers/db';
 import {
   call, createTask, createsFor, events, getTask, registryWith, runToEnd, startRunnerEnv, waitFor, type RunnerEnv,
@@ -130,6 +131,24 @@ describe.each(BACKENDS)('runner on %s: provider faults', (backend) => {
     expect(ev[ev.length - 1]).toMatchObject({ event: 'video_response', payload: { status: 'failed' } });
     expect(env.standin.requests.filter((r) => r.op === 'cancel')).toHaveLength(1);
   });
+  it('a lost create answer is settled without taking the prediction of another task with the same input', async () => {
+    // Stand-in time = our time, so both predictions fall in the look-up window.
+    const clock = env.standin.clock as VirtualClock;
+    if (clock.now() < Date.now()) clock.set(Date.now());
+    const prompt = 'the very same prompt';
+    const a = await createTask(env.url, { type: 'image', prompt });
+    const pa = await waitFor('first prediction', async () => (await env.gw.tasks.find(a))?.prediction_id);
+    env.standin.faults.inject({ op: 'create', action: { kind: 'create_then_drop' } });
+    const b = await createTask(env.url, { type: 'image', prompt });
+    const pb = await waitFor('second prediction', async () => (await env.gw.tasks.find(b))?.prediction_id);
+    const creates = createsFor(env.standin, prompt);
+    expect(creates.map((c) => c.fault)).toEqual([null, 'create_then_drop']);
+    expect(pb).toBe(creates[1]!.predictionId);
+    expect(pb).not.toBe(pa);
+    expect((await runToEnd(env, a)).status).toBe('succeeded');
+    expect((await runToEnd(env, b)).status).toBe('succeeded');
+  });
+
   // The runners below work on the same database and stand-in; this one steps aside.
   it('a lease that lapses while its create is slow is not claimed again by the same process', async () => {
     await env.gw.runner.stop(0);

@@ -81,6 +81,38 @@ describe.each(BACKENDS)('runner on %s: provider faults', (backend) => {
     expect(ev[2].payload).toMatchObject({ status: 'failed', error: { code: 'provider_invalid_input' } });
   });
 
+  it('a provider 402 (no credit) fails the task at once with the provider message', async () => {
+    env.standin.faults.noCredit = true;
+    const prompt = 'no credit';
+    const id = await createTask(env.url, { type: 'text', prompt });
+    const t = await waitFor('failed', async () => {
+      const x = await getTask(env.url, id);
+      return x.status === 'failed' ? x : null;
+    });
+    expect(t).toMatchObject({ attempts: 1, error: { code: 'provider_unauthorized' } });
+    expect(t.error.message).toContain('insufficient credit');
+    expect(createsFor(env.standin, prompt)).toHaveLength(1);
+  });
+
+  it('cancel while the create is in flight: the task ends canceled and the new prediction is canceled too', async () => {
+    env.standin.faults.inject({ op: 'create', action: { kind: 'delay', ms: 800 } });
+    const prompt = 'cancel during create';
+    const id = await createTask(env.url, { type: 'image', prompt });
+    await waitFor('create sent', () => createsFor(env.standin, prompt).length === 1);
+    const res = await call(`${env.url}/api/tasks/${id}/cancel`, { method: 'POST' });
+    expect(res.status).toBe(200);
+    const pid = await waitFor('prediction made', () => createsFor(env.standin, prompt)[0]!.predictionId);
+    await waitFor('prediction canceled', () => env.standin.prediction(pid)!.status === 'canceled');
+    const t = await waitFor('task canceled', async () => {
+      const x = await getTask(env.url, id);
+      return x.status === 'canceled' ? x : null;
+    });
+    expect(t.output).toBeNull();
+    expect(createsFor(env.standin, prompt)).toHaveLength(1);
+    const ev = await events(env.url, id);
+    expect(ev.filter((e) => e.event === 'image_response')).toHaveLength(1);
+  });
+
   it('a prediction that fails at the provider fails the task with its error, not retried', async () => {
     env.standin.faults.nextOutcome({ type: 'safety' }, 'google/imagen-4-fast');
     const prompt = 'unsafe';

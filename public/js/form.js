@@ -34,6 +34,7 @@ function control(name, s) {
   const id = `param-${name}`;
   let input;
   let read;
+  if (s.const !== undefined) return null; // fixed by the model (e.g. fps 24): nothing to choose
   if (Array.isArray(s.enum)) {
     input = h('select', { id, name }, s.enum.map((v) => h('option', { value: v, selected: v === s.default }, v)));
     read = () => (input.value === String(s.default) ? undefined : input.value);
@@ -54,8 +55,6 @@ function control(name, s) {
       const urls = input.value.split(/\s+/).filter(Boolean);
       return urls.length ? urls : undefined;
     };
-  } else if (s.const !== undefined) {
-    return null; // fixed by the model (e.g. fps 24): nothing to choose
   } else {
     input = s.maxLength && s.maxLength > 200
       ? h('textarea', { id, name, rows: 2, maxlength: s.maxLength })

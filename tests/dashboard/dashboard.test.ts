@@ -46,7 +46,7 @@ describeBrowser('dashboard in headless Chromium', () => {
     await expectText(page, '#who', user);
 
     // The form comes from GET /api/models, with the model's limits.
-    await page.locator('#type-image').check({ force: true });
+    await page.click('label[for=type-image]');
     expect(await page.inputValue('#model')).toBe('google/imagen-4-fast');
     await page.selectOption('#model', 'bytedance/seedream-3');
     await expectText(page, '[data-param="width"] .hint', '512 – 2048');

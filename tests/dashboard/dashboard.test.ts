@@ -119,6 +119,19 @@ describeBrowser('dashboard in headless Chromium', () => {
       expect(rows.map((r) => r.event)).toEqual(expect.arrayContaining(['status', 'progress', 'image_response']));
       expect(await page.locator('.task-page [data-role=output] img').count()).toBe(1);
       await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-task-page.png'), fullPage: true });
+
+      // Back to the list: a video (minutes long on this stand-in) is canceled from its card.
+      await page.click('a.back');
+      await page.click('label[for=type-video]');
+      expect(await page.inputValue('#model')).toBe('bytedance/seedance-1-pro');
+      await page.fill('#prompt', 'Waves on a beach at night');
+      await page.click('#submit');
+      const video = page.locator('#task-list li.task', { hasText: 'Waves on a beach at night' });
+      await video.getByRole('button', { name: 'Cancel' }).click();
+      await page.locator('#task-list li.task[data-status="canceled"]', { hasText: 'Waves on a beach at night' }).waitFor();
+      await expectText(page, '#task-list li.task[data-status="canceled"] .task-error', 'Canceled');
+      const canceled = (await env.gw.tasks.list('alice', { status: 'canceled' })).data;
+      expect(canceled.map((t) => t.input_data.prompt)).toEqual(['Waves on a beach at night']);
       expect(pageErrors).toEqual([]);
     } finally {
       await context.close();

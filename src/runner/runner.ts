@@ -135,6 +135,10 @@ export class TaskRunner {
     if (local) return local.nudge();
     const row = await this.opts.tasks.find(taskId);
     if (!row || row.prediction_id !== prediction.id || TERMINAL.has(row.status)) return;
+    // Another process follows it (a webhook may land on any process): its polls will see this.
+    // Syncing here too would race its stream with our deltas.
+    const leasedElsewhere = row.lease_owner !== null && row.lease_owner !== this.owner && row.lease_expires_at !== null && new Date(row.lease_expires_at) > this.opts.now();
+    if (leasedElsewhere) return;
     const model = this.opts.tasks.registry.get(row.model);
     if (!model) return;
     // Continue the text deltas already announced, so that they still join to the final text.

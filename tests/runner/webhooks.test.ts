@@ -174,6 +174,29 @@ describe.each(BACKENDS)('runner on %s: webhooks', (backend) => {
     expect(ev.filter((e) => e.event === 'text_delta').map((e) => e.payload.delta).join('')).toBe(t.output.text);
   });
 
+  it('a delivery for a task another live process holds is left to that process', async () => {
+    const id = await createTask(env.url, { type: 'image', prompt: 'held elsewhere' });
+    const pid = await waitFor('prediction', async () => (await env.gw.tasks.find(id))?.prediction_id);
+    await env.gw.runner.stop(0);
+    // As if a second gateway had claimed it (its lease is good for a while).
+    await env.tdb.db('tasks').where({ id }).update({ lease_owner: 'other-process', lease_expires_at: new Date(Date.now() + 60_000) });
+    await env.standin.advance(6000, { stepMs: 500 });
+    await waitFor('completed delivery answered', () =>
+      env.standin.webhookDeliveries.some((d) => d.predictionId === pid && d.event === 'completed' && d.status !== null),
+    );
+    const completed = env.standin.webhookDeliveries.filter((d) => d.predictionId === pid && d.event === 'completed');
+    expect(completed.map((d) => d.status)).toEqual([200]);
+    expect((await getTask(env.url, id)).status).toBe('processing');
+    // Its lease lapses (that process died): this runner takes the task over and ends it.
+    await env.tdb.db('tasks').where({ id }).update({ lease_expires_at: new Date(Date.now() - 1000) });
+    env.gw.runner.start();
+    const t = await waitFor('succeeded', async () => {
+      const x = await getTask(env.url, id);
+      return x.status === 'succeeded' ? x : null;
+    }, 10_000);
+    expect(t.output.urls[0]).toContain(`/files/${id}/`);
+  });
+
   it('without a signature secret match, an unsigned post is refused before it is read', async () => {
     const res = await call(`${hook()}?task_id=00000000-0000-0000-0000-000000000000`, { body: { id: 'x', status: 'succeeded' } });
     expect(res.status).toBe(401);

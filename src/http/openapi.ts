@@ -56,6 +56,7 @@ function inputData(m: ModelSpec, how: 'named' | 'default' | 'top-level'): Schema
     },
     required,
     additionalProperties: false,
+    ...(m.jsonSchemaRules ?? {}),
   };
 }
 

@@ -26,6 +26,8 @@ export interface ModelSpec {
   deadlineMs: number;
   /** Whether the provider streams output tokens (text models). */
   streams: boolean;
+  /** JSON Schema keywords for rules between parameters that zod's refine carries but toJSONSchema drops. */
+  jsonSchemaRules?: Record<string, unknown>;
 }
 
 const int = () => z.number().int();
@@ -99,6 +101,7 @@ const seedance1Pro: ModelSpec = {
   toProviderInput: (prompt, params) => compact({ prompt, ...params }),
   deadlineMs: 15 * 60_000,
   streams: false,
+  jsonSchemaRules: { dependentRequired: { last_frame_image: ['image'] } },
 };
 
 const gpt41: ModelSpec = {
@@ -240,6 +243,7 @@ export function inputJsonSchema(m: ModelSpec): Record<string, unknown> {
     },
     required: ['prompt'],
     additionalProperties: false,
+    ...(m.jsonSchemaRules ?? {}),
   };
 }
 

@@ -44,6 +44,7 @@ const BODIES: Array<[string, unknown]> = [
   ['a text model with no type given is text: an image model is refused', { input_data: { prompt: 'x', model: 'google/imagen-4-fast' } }],
   ['a parameter outside its enum', { input_data: { type: 'image', prompt: 'x', aspect_ratio: '2:1' } }],
   ['a parameter outside its range', { input_data: { type: 'video', prompt: 'x', duration: 60 } }],
+  ['a last frame without a first image', { input_data: { type: 'video', prompt: 'x', last_frame_image: 'https://example.com/b.png' } }],
   ['a fractional integer', { input_data: { type: 'video', prompt: 'x', duration: 5.5 } }],
   ['a parameter of the wrong type', { input_data: { type: 'text', prompt: 'x', temperature: 'hot' } }],
   ['an unknown parameter', { input_data: { type: 'image', prompt: 'x', steps: 50 } }],

@@ -11,7 +11,7 @@ const signer = new TokenSigner(TEST_SECRET);
 
 describe('rate limit on task submissions', () => {
   it('answers 429 with Retry-After past the per-user budget; other users are not affected', async () => {
-    const t = await startGateway('pglite', { auth: true, env: { RATE_LIMIT_TASKS_PER_MINUTE: '60' } });
+    const t = await startGateway('pglite', { auth: true, env: { RATE_LIMIT_TASKS_PER_MINUTE: '1' } });
     try {
       const alice = signer.mint('alice');
       const statuses: number[] = [];

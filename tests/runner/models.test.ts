@@ -1,6 +1,6 @@
 import { parseProgress } from '../../src/providers/progress';
 import { BACKENDS } from '../helpers/db';
-import { call, createTask, events, getTask, runToEnd, startRunnerEnv, waitFor, type RunnerEnv } from './helpers';
+import { call, createTask, createsFor, events, getTask, runToEnd, startRunnerEnv, waitFor, type RunnerEnv } from './helpers';
 
 /**
  * Acceptance 1 and 2 of issue 4, from outside: each of the six models runs to `succeeded`
@@ -57,7 +57,7 @@ describe.each(BACKENDS)('runner on %s: the six models', (backend) => {
       expect(final).toHaveLength(1);
       expect(final[0].payload).toMatchObject({ status: 'success', output: { urls: [ours] } });
       // One create for each task.
-      expect(env.standin.creates().filter((r) => (r.body as any).input.prompt === `files via ${m.model}`)).toHaveLength(1);
+      expect(createsFor(env.standin, `files via ${m.model}`)).toHaveLength(1);
     }
   });
 

@@ -14,7 +14,7 @@ import { runIdle } from './scenarios/idle';
 import { runStorm } from './scenarios/storm';
 import { runTaskStatus } from './scenarios/task-status';
 import { runTasksHttp } from './scenarios/tasks-http';
-import { RESULTS_DIR, deadline, log, machine, opt, optList } from './lib/harness';
+import { RESULTS_DIR, deadline, log, machine, opt, optList, printedTables } from './lib/harness';
 import { mkdirSync } from 'node:fs';
 
 const scenarios: Record<string, () => Promise<unknown>> = {
@@ -47,6 +47,8 @@ async function main(): Promise<void> {
   clearTimeout(bound);
   mkdirSync(RESULTS_DIR, { recursive: true });
   writeFileSync(join(RESULTS_DIR, 'run-all.json'), JSON.stringify({ machine: m, finished: new Date().toISOString(), failed }, null, 2));
+  const head = `# bench run ${m.date}\n\nMachine: ${m.cpus} × ${m.cpuModel}, ${m.memGiB} GiB, Node ${m.node}; load average at start ${JSON.stringify(m.loadavg)}.\nCommand: \`npm run bench -- ${process.argv.slice(2).join(' ')}\`\n`;
+  writeFileSync(join(RESULTS_DIR, 'latest.md'), [head, ...printedTables].join('\n'));
   if (failed.length) {
     console.error(`failed: ${failed.join(', ')}`);
     process.exit(1);

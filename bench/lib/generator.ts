@@ -9,6 +9,20 @@ import { Hist } from './hist';
 import { serveRpc } from './ipc';
 import { extractT } from './payload';
 import { type ClientConn, type Proto, dialects } from './protocols';
+import { RawWebSocket } from './rawws';
+
+/**
+ * Which client socket to use: 'raw' (lib/rawws.ts, the lean default) or 'ws' (the ws package's
+ * client, heavier per connection). BENCH_CLIENT overrides.
+ */
+const CLIENT: 'raw' | 'ws' = process.env.BENCH_CLIENT === 'ws' ? 'ws' : process.env.BENCH_CLIENT === 'raw' ? 'raw' : 'ws';
+type ClientSocket = WebSocket | RawWebSocket;
+const OPEN = 1;
+
+function newSocket(url: string, localAddress: string): ClientSocket {
+  if (CLIENT === 'raw') return new RawWebSocket(url, { localAddress, handshakeTimeout: 15_000 });
+  return new WebSocket(url, { localAddress, perMessageDeflate: false, handshakeTimeout: 15_000, skipUTF8Validation: true });
+}
 
 export interface Target {
   host: string;
@@ -42,7 +56,7 @@ export interface ConnectArgs {
 
 interface Conn extends ClientConn {
   g: number;
-  ws: WebSocket | null;
+  ws: ClientSocket | null;
   target: Target;
   localAddress: string;
   done: boolean;
@@ -88,12 +102,7 @@ function open(c: Conn, a: ConnectArgs): Promise<void> {
   c.pendingJoins.clear();
   return new Promise<void>((resolve, reject) => {
     let settled = false;
-    const ws = new WebSocket(d.url(c.target.host, c.target.port, a.token, a.path), {
-      localAddress: c.localAddress,
-      perMessageDeflate: false,
-      handshakeTimeout: 15_000,
-      skipUTF8Validation: true,
-    });
+    const ws = newSocket(d.url(c.target.host, c.target.port, a.token, a.path), c.localAddress);
     c.ws = ws;
     const timer = setTimeout(() => fail(new Error('join timeout')), 20_000);
     const fail = (e: Error): void => {
@@ -131,7 +140,7 @@ function open(c: Conn, a: ConnectArgs): Promise<void> {
         fail(new Error('join refused'));
       }
     });
-    ws.on('error', (e) => {
+    ws.on('error', (e: Error) => {
       errors++;
       fail(e);
     });
@@ -207,7 +216,7 @@ function startHeartbeats(a: ConnectArgs): void {
     sec = (sec + 1) % slots;
     for (let i = sec; i < conns.length; i += slots) {
       const c = conns[i]!;
-      if (c.ws && c.ws.readyState === WebSocket.OPEN) d.heartbeat(c);
+      if (c.ws && c.ws.readyState === OPEN) d.heartbeat(c);
     }
   }, 1000);
 }
@@ -254,7 +263,7 @@ serveRpc({
     hist: hist.toJSON(),
     firstRecv,
     lastRecv,
-    open: conns.filter((c) => c.ws && c.ws.readyState === WebSocket.OPEN).length,
+    open: conns.filter((c) => c.ws && c.ws.readyState === OPEN).length,
     joined: conns.filter((c) => c.done).length,
     unexpectedCloses,
     errors,

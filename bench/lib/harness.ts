@@ -285,6 +285,9 @@ export function fmt(n: number, digits = 1): string {
   return n.toFixed(digits);
 }
 
+/** Every table printed in this process, for run-all's combined report. */
+export const printedTables: string[] = [];
+
 /** Prints rows as a markdown table (also valid to paste into RESULTS.md). */
 export function printTable(title: string, rows: Row[]): string {
   if (rows.length === 0) return '';
@@ -294,6 +297,7 @@ export function printTable(title: string, rows: Row[]): string {
   const line = (xs: string[]): string => `| ${xs.map((x, i) => x.padEnd(w[i]!)).join(' | ')} |`;
   const out = [`\n### ${title}\n`, line(cols), `|${w.map((n) => '-'.repeat(n + 2)).join('|')}|`, ...cells.map(line)].join('\n');
   console.log(out);
+  printedTables.push(out);
   return out;
 }
 

@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import * as createTasks from './20261124000001_create_tasks';
+import * as uniquePrediction from './20261124000002_unique_prediction';
 
 /**
  * The migrations, in order. Listed in code (not discovered on disk) so that the
@@ -7,4 +8,5 @@ import * as createTasks from './20261124000001_create_tasks';
  */
 export const migrations: ReadonlyArray<[name: string, migration: Knex.Migration]> = [
   ['20261124000001_create_tasks', createTasks],
+  ['20261124000002_unique_prediction', uniquePrediction],
 ];

@@ -3,7 +3,7 @@ import { TokenSigner } from '../../src/auth/tokens';
 import type { Standin } from '../../src/providers/replicate/standin';
 import { freshDb, TEST_PG_URL, type TestDb } from '../helpers/db';
 import { call, startGateway, TEST_SECRET, type TestGateway } from '../helpers/gateway';
-import { startGatewayProcess, type GatewayProcess } from '../helpers/process';
+import { spawnGateway, type GatewayProcess } from '../helpers/gateway-process';
 import { expectCleanSequence, fastStandin, joinRecording, phoenixSocket, standinEnv, waitFor } from './helpers';
 
 const signer = new TokenSigner(TEST_SECRET);
@@ -20,9 +20,11 @@ const alice = signer.mint('alice');
     tdb = await freshDb('postgres');
     // The client's gateway runs no tasks; the other process runs them all.
     front = await startGateway('postgres', { auth: true, tdb, env: { REPLICATE_API_TOKEN: standin.token, REPLICATE_BASE_URL: standin.url, RUNNER_ENABLED: 'false' } });
-    worker = await startGatewayProcess({
-      PYRE_TEST_DATABASE_URL: TEST_PG_URL!,
-      PYRE_TEST_SCHEMA: tdb.schema!,
+    worker = await spawnGateway({
+      PYRE_FIXTURE_PG_URL: TEST_PG_URL!,
+      PYRE_FIXTURE_PG_SCHEMA: tdb.schema!,
+      PYRE_FIXTURE_RUNNER: JSON.stringify({ pollIntervalMs: 100, claimIntervalMs: 100 }),
+      LOG_LEVEL: 'warn',
       AUTH_SECRET: TEST_SECRET,
       ...standinEnv(standin),
     });

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { startStandin, type Standin } from '../../src/providers/replicate/standin';
 import { BACKENDS, freshDb, TEST_PG_URL, type TestDb } from '../helpers/db';
 import { call, createTask, createsFor, events, freePort, waitFor } from './helpers';
-import { spawnGateway, type GatewayProcess } from './processes';
+import { spawnGateway, type GatewayProcess } from '../helpers/gateway-process';
 
 /**
  * Acceptance 4 of issue 4: `kill -9` of a gateway process while its tasks run, then a restart

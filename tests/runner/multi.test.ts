@@ -5,7 +5,7 @@ import { startStandin, type Standin } from '../../src/providers/replicate/standi
 import { migrate } from '../../src/db';
 import { freshDb, TEST_PG_URL, type TestDb } from '../helpers/db';
 import { call, createsFor, events, waitFor } from './helpers';
-import { spawnGateway, type GatewayProcess } from './processes';
+import { spawnGateway, type GatewayProcess } from '../helpers/gateway-process';
 
 /**
  * Acceptance 5 of issue 4: two gateway processes on one PostgreSQL share 200 tasks; every task

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import readline from 'node:readline';
 
-const FIXTURE = path.join(__dirname, 'fixtures', 'gateway-process.ts');
+const FIXTURE = path.join(__dirname, '..', 'fixtures', 'gateway-process.ts');
 
 export interface GatewayProcess {
   url: string;

@@ -15,7 +15,7 @@ import { RawWebSocket } from './rawws';
  * Which client socket to use: 'raw' (lib/rawws.ts, the lean default) or 'ws' (the ws package's
  * client, heavier per connection). BENCH_CLIENT overrides.
  */
-const CLIENT: 'raw' | 'ws' = process.env.BENCH_CLIENT === 'ws' ? 'ws' : process.env.BENCH_CLIENT === 'raw' ? 'raw' : 'ws';
+const CLIENT: 'raw' | 'ws' = process.env.BENCH_CLIENT === 'ws' ? 'ws' : 'raw';
 type ClientSocket = WebSocket | RawWebSocket;
 const OPEN = 1;
 

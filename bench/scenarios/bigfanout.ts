@@ -80,7 +80,7 @@ export async function runBigFanout(): Promise<BigRow[]> {
   const subs = opt('subs', 100_000);
   const procs = opt('procs', Math.ceil(subs / 17_000));
   const repeats = opt('repeats', 3);
-  const bound = deadline(opt('max-seconds', 900) * 1000, 'bigfanout');
+  const bound = deadline(opt('max-seconds', 1500) * 1000, 'bigfanout');
   const rows: BigRow[] = [];
   let port = opt('port', 4300);
   try {

@@ -20,7 +20,8 @@ export function createLogger(opts: { level?: string; destination?: pino.Destinat
         censor: '[redacted]',
       },
     },
-    opts.destination,
+    // Asynchronous writes: a busy gateway coalesces log lines instead of one write() each.
+    opts.destination ?? pino.destination({ dest: 1, sync: false }),
   );
 }
 

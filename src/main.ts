@@ -2,6 +2,7 @@ import cluster from 'node:cluster';
 import { createGateway } from './app';
 import { ConfigError, loadConfig, type Config } from './config';
 import { createLogger } from './log';
+import { migrate, openDatabase } from './db';
 import { startStandin, type Standin } from './providers/replicate/standin';
 
 /** Start the gateway from the environment. */
@@ -58,6 +59,14 @@ export async function main(): Promise<void> {
 async function runPrimary(config: Config, logger: ReturnType<typeof createLogger>): Promise<void> {
   let stopping = false;
   const workers = config.workers;
+  // Migrate once, here, before any worker starts (workers racing to create knex's tables fail).
+  const db = openDatabase({ databaseUrl: config.databaseUrl });
+  try {
+    const applied = await migrate(db);
+    if (applied.length) logger.info({ migrations: applied }, 'database migrated');
+  } finally {
+    await db.destroy();
+  }
   // Demo mode: one stand-in for all workers, so any worker can resume another's prediction.
   let workerEnv: Record<string, string> = {};
   let standin: Standin | undefined;

@@ -30,7 +30,7 @@ export function openDatabase(opts: DatabaseOptions): Db {
       client: 'pg',
       connection: opts.databaseUrl,
       searchPath: opts.searchPath ? [opts.searchPath] : undefined,
-      pool: opts.pool ?? { min: 0, max: 10 },
+      pool: opts.pool ?? { min: 0, max: 20 },
     });
   }
   const dir = opts.pgliteDir ?? './data/pglite';

@@ -90,7 +90,7 @@ export class TaskService {
     const req = parseTaskInput(this.registry, rawInput, opts.impliedType);
     const id = opts.id ?? randomUUID();
     const now = this.now();
-    // The task and its first event (seq 1, status queued) in one transaction, two statements.
+    // The task and its first event (seq 1, status queued), written together.
     const first: TaskEvent = {
       task_id: id,
       user_id: userId,
@@ -99,28 +99,40 @@ export class TaskService {
       payload: { task_id: id, seq: 1, status: 'queued', progress: null, error: null },
       inserted_at: now.toISOString(),
     };
-    const row = await this.db.transaction(async (trx) => {
-      const [inserted] = (await trx('tasks')
-        .insert({
-          id,
-          user_id: userId,
-          task_type: req.taskType,
-          model: req.model.name,
-          provider_model: req.model.providerModel,
-          status: 'queued',
-          progress: null,
-          input_data: JSON.stringify(req.inputData),
-          provider_input: JSON.stringify(req.providerInput),
-          run_after: now,
-          last_seq: 1,
-          inserted_at: now,
-          updated_at: now,
-        })
-        .returning('*')) as TaskRow[];
-      await trx('task_events').insert({ task_id: id, seq: 1, event: first.event, payload: JSON.stringify(first.payload), inserted_at: now });
-      if (opts.inTransaction) await opts.inTransaction(trx, taskJson(inserted!));
-      return inserted!;
-    });
+    const values = {
+      id,
+      user_id: userId,
+      task_type: req.taskType,
+      model: req.model.name,
+      provider_model: req.model.providerModel,
+      status: 'queued',
+      progress: null,
+      input_data: JSON.stringify(req.inputData),
+      provider_input: JSON.stringify(req.providerInput),
+      run_after: now,
+      last_seq: 1,
+      inserted_at: now,
+      updated_at: now,
+    };
+    const event = { task_id: id, seq: 1, event: first.event, payload: JSON.stringify(first.payload), inserted_at: now };
+    let row: TaskRow;
+    if (opts.inTransaction) {
+      const hook = opts.inTransaction;
+      row = await this.db.transaction(async (trx) => {
+        const [inserted] = (await trx('tasks').insert(values).returning('*')) as TaskRow[];
+        await trx('task_events').insert(event);
+        await hook(trx, taskJson(inserted!));
+        return inserted!;
+      });
+    } else {
+      // One statement, so one round trip, and atomic as any single statement is.
+      const insert = this.db('tasks').insert(values).returning('*').toSQL();
+      const result = (await this.db.raw(
+        `WITH t AS (${insert.sql}), e AS (INSERT INTO task_events (task_id, seq, event, payload, inserted_at) SELECT id, 1, ?, ?::jsonb, ? FROM t) SELECT * FROM t`,
+        [...insert.bindings, event.event, event.payload, now],
+      )) as { rows: TaskRow[] };
+      row = result.rows[0]!;
+    }
     this.logger.info({ task_id: id, user_id: userId, model: req.model.name, task_type: req.taskType }, 'task created');
     this.publish([first]);
     return taskJson(row);

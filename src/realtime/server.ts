@@ -51,6 +51,12 @@ export interface RealtimeServerOptions<A extends Assigns = Assigns> {
    */
   maxBufferedBytes?: number;
   slowClientGraceMs?: number;
+  /**
+   * While the server is saturated (a flush pass took 2 ms or more), delay the next flush by up
+   * to this many ms so that broadcasts close together share one write per socket (default 10;
+   * 0 writes at the end of every tick).
+   */
+  maxFlushDelayMs?: number;
   /** Malformed frames tolerated per socket before it is closed (default 10). */
   maxProtocolErrors?: number;
   logger?: RealtimeLogger;
@@ -132,7 +138,7 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
       this.counters.slowClientDisconnects++;
       this.logger.warn({ socketId: t.conn?.id ?? null, buffered }, 'realtime: slow client exceeded its unsent-bytes cap, closing');
       t.terminate();
-    });
+    }, opts.maxFlushDelayMs ?? 10);
     this.wss = new WebSocketServer({
       noServer: true,
       perMessageDeflate: false,

@@ -34,24 +34,39 @@ export function wsFrame(data: Buffer, binary: boolean): Buffer {
 export class WriteScheduler {
   private dirty: WsTransport[] = [];
   private scheduled = false;
+  /** How long the last flush pass took (ms): the measure of how busy the server is. */
+  private lastFlushMs = 0;
   private readonly flushAll = (): void => {
+    const started = performance.now();
     this.scheduled = false;
     const list = this.dirty;
     this.dirty = [];
     for (let i = 0; i < list.length; i++) list[i]!.flush();
+    this.lastFlushMs = performance.now() - started;
   };
 
   constructor(
     readonly maxBufferedBytes: number,
     readonly slowClientGraceMs: number,
     readonly onSlowClient: (t: WsTransport, buffered: number) => void,
+    /**
+     * While flushing is slow (the server is saturated), wait up to this long before the next
+     * flush so that consecutive broadcasts share one write per socket. 0: always end of tick.
+     */
+    readonly maxFlushDelayMs = 10,
   ) {}
 
   add(t: WsTransport): void {
     this.dirty.push(t);
     if (!this.scheduled) {
       this.scheduled = true;
-      setImmediate(this.flushAll);
+      // An idle server writes at the end of the tick; a saturated one (last pass ≥ 2 ms) waits
+      // about as long as that pass took, up to the cap: fewer syscalls per message when it counts.
+      if (this.maxFlushDelayMs > 0 && this.lastFlushMs >= 2) {
+        setTimeout(this.flushAll, Math.min(this.maxFlushDelayMs, Math.ceil(this.lastFlushMs)));
+      } else {
+        setImmediate(this.flushAll);
+      }
     }
   }
 }

@@ -19,27 +19,7 @@ const port = Number(process.env.PORT ?? 4003);
  * broadcasts into one write per socket would save. It patches WriteScheduler.add in this process.
  */
 const flushWindow = Number(process.env.BENCH_FLUSH_WINDOW_MS ?? 0);
-/**
- * Experiment only: BENCH_FLUSH_ADAPTIVE=1 times each flush pass and, when one took ≥ 2 ms (the
- * server is saturated), waits min(10 ms, that time) before the next flush instead of the end of
- * the tick. This is the change proposed for src/realtime's WriteScheduler in RESULTS.md.
- */
-if (process.env.BENCH_FLUSH_ADAPTIVE === '1') {
-  type Sched = { dirty: unknown[]; scheduled: boolean; flushAll: () => void; tookMs?: number };
-  (WriteScheduler.prototype as unknown as { add: (t: unknown) => void }).add = function (this: Sched, t: unknown): void {
-    this.dirty.push(t);
-    if (this.scheduled) return;
-    this.scheduled = true;
-    const run = (): void => {
-      const t0 = performance.now();
-      this.flushAll();
-      this.tookMs = performance.now() - t0;
-    };
-    const took = this.tookMs ?? 0;
-    if (took >= 2) setTimeout(run, Math.min(10, took));
-    else setImmediate(run);
-  };
-} else if (flushWindow > 0) {
+if (flushWindow > 0) {
   type Sched = { dirty: unknown[]; scheduled: boolean; flushAll: () => void };
   (WriteScheduler.prototype as unknown as { add: (t: unknown) => void }).add = function (this: Sched, t: unknown): void {
     this.dirty.push(t);
@@ -69,7 +49,10 @@ class IpcPubSub implements PubSubAdapter {
 }
 
 const signer = benchSigner();
+/** BENCH_MAX_FLUSH_DELAY_MS: pyre's maxFlushDelayMs option (default 10; 0 = always flush at end of tick). */
+const maxFlushDelay = process.env.BENCH_MAX_FLUSH_DELAY_MS;
 const realtime = new RealtimeServer({
+  ...(maxFlushDelay !== undefined ? { maxFlushDelayMs: Number(maxFlushDelay) } : {}),
   checkOrigin: false,
   // The bench drives far more than a browser would per socket; pyre's defaults stay on otherwise.
   pubsub: multi ? new IpcPubSub() : undefined,

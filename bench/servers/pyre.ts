@@ -54,7 +54,6 @@ const maxFlushDelay = process.env.BENCH_MAX_FLUSH_DELAY_MS;
 const realtime = new RealtimeServer({
   ...(maxFlushDelay !== undefined ? { maxFlushDelayMs: Number(maxFlushDelay) } : {}),
   checkOrigin: false,
-  // The bench drives far more than a browser would per socket; pyre's defaults stay on otherwise.
   pubsub: multi ? new IpcPubSub() : undefined,
   connect: signer
     ? (params) => {

@@ -34,15 +34,21 @@ export function wsFrame(data: Buffer, binary: boolean): Buffer {
 export class WriteScheduler {
   private dirty: WsTransport[] = [];
   private scheduled = false;
-  /** How long the last flush pass took (ms): the measure of how busy the server is. */
+  /** How long the last flush pass took (ms), when the event loop was saturated; else 0. */
   private lastFlushMs = 0;
+  private elu = performance.eventLoopUtilization();
   private readonly flushAll = (): void => {
     const started = performance.now();
     this.scheduled = false;
     const list = this.dirty;
     this.dirty = [];
     for (let i = 0; i < list.length; i++) list[i]!.flush();
-    this.lastFlushMs = performance.now() - started;
+    const took = performance.now() - started;
+    // Saturated: the loop was busy over 90% of the time since the last flush.
+    const elu = performance.eventLoopUtilization();
+    const busy = performance.eventLoopUtilization(elu, this.elu).utilization;
+    this.elu = elu;
+    this.lastFlushMs = busy > 0.9 ? took : 0;
   };
 
   constructor(
@@ -60,7 +66,7 @@ export class WriteScheduler {
     this.dirty.push(t);
     if (!this.scheduled) {
       this.scheduled = true;
-      // An idle server writes at the end of the tick; a saturated one (last pass ≥ 2 ms) waits
+      // An idle server writes at the end of the tick; a saturated one (busy loop, last pass ≥ 2 ms) waits
       // about as long as that pass took, up to the cap: fewer syscalls per message when it counts.
       if (this.maxFlushDelayMs > 0 && this.lastFlushMs >= 2) {
         setTimeout(this.flushAll, Math.min(this.maxFlushDelayMs, Math.ceil(this.lastFlushMs)));

@@ -46,8 +46,9 @@ export function createHttpApp(deps: HttpDeps): Express {
   app.get('/api/models', (_req, res) => {
     res.json({ data: deps.tasks.registry.describe() });
   });
-  deps.mount?.(app);
+  // The task routes first: they are the hot path, and they only take `/api/tasks...`.
   app.use('/api', tasksRouter(deps));
+  deps.mount?.(app);
   app.use('/api', notFoundRoute);
   app.use(errorHandler);
   return app;

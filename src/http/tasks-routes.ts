@@ -33,11 +33,11 @@ function inputFromBody(body: unknown): unknown {
   return input;
 }
 
-/** REST for tasks, per the contract. */
+/** REST for tasks, per the contract. Every route under `/tasks` needs a user; other paths pass through. */
 export function tasksRouter(deps: { tasks: TaskService; auth: Authenticator; idempotency: IdempotencyKeys; tasksPerMinute?: number }): Router {
   const { tasks, idempotency } = deps;
   const r = Router();
-  r.use(requireUser(deps.auth));
+  r.use('/tasks', requireUser(deps.auth));
 
   r.post(
     '/tasks',

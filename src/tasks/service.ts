@@ -3,6 +3,7 @@ import type { Knex } from 'knex';
 import type { Logger } from '../log';
 import type { Db } from '../db';
 import { NotFoundError, ValidationError } from './errors';
+import { GroupInsert } from './group-insert';
 import { parseTaskInput } from './input';
 import type { ModelRegistry, TaskType } from './models';
 import {
@@ -61,6 +62,7 @@ function allowed(from: TaskStatus, to: TaskStatus): boolean {
 export class TaskService {
   private readonly listeners = new Set<TaskEventListener>();
   private readonly now: () => Date;
+  private readonly inserts: GroupInsert;
 
   constructor(
     private readonly db: Db,
@@ -69,6 +71,7 @@ export class TaskService {
     opts: { now?: () => Date } = {},
   ) {
     this.now = opts.now ?? (() => new Date());
+    this.inserts = new GroupInsert(db);
   }
 
   /** Subscribe to committed events. Returns the unsubscribe function. */
@@ -125,13 +128,8 @@ export class TaskService {
         return inserted!;
       });
     } else {
-      // One statement, so one round trip, and atomic as any single statement is.
-      const insert = this.db('tasks').insert(values).returning('*').toSQL();
-      const result = (await this.db.raw(
-        `WITH t AS (${insert.sql}), e AS (INSERT INTO task_events (task_id, seq, event, payload, inserted_at) SELECT id, 1, ?, ?::jsonb, ? FROM t) SELECT * FROM t`,
-        [...insert.bindings, event.event, event.payload, now],
-      )) as { rows: TaskRow[] };
-      row = result.rows[0]!;
+      // Group commit: written with any creates that overlap it, in one statement.
+      row = await this.inserts.insert(values);
     }
     this.logger.info({ task_id: id, user_id: userId, model: req.model.name, task_type: req.taskType }, 'task created');
     this.publish([first]);

@@ -1,0 +1,102 @@
+import type { Db } from '../db';
+import type { TaskRow } from './task';
+
+/** The columns of one new task, as `TaskService.create` builds them. */
+export type NewTaskValues = Record<string, unknown> & { id: string; inserted_at: Date };
+
+interface Waiting {
+  values: NewTaskValues;
+  resolve: (row: TaskRow) => void;
+  reject: (err: unknown) => void;
+}
+
+/** The event that goes with every new task: seq 1, `status: queued` (as `TaskService.create` announces it). */
+const FIRST_EVENT_SQL =
+  `INSERT INTO task_events (task_id, seq, event, payload, inserted_at) ` +
+  `SELECT id, 1, 'status', jsonb_build_object('task_id', id, 'seq', 1, 'status', 'queued', 'progress', null, 'error', null), inserted_at FROM t`;
+
+/**
+ * Group commit for new tasks. Creates that arrive while the database is busy are written
+ * together: one statement inserts every waiting task and its first event, so one round trip
+ * and one commit (one WAL flush) serve many requests. A lone create is written at once, so
+ * an idle gateway adds no delay; batches form only when requests overlap.
+ *
+ * A batch is one statement, so it is atomic: if it fails, each of its tasks is retried on its
+ * own, and only a task that fails alone gets the error. Nothing is lost or written twice.
+ */
+export class GroupInsert {
+  private waiting: Waiting[] = [];
+  private inFlight = 0;
+  private scheduled = false;
+
+  constructor(
+    private readonly db: Db,
+    private readonly opts: { maxBatch: number; maxInFlight: number } = { maxBatch: 256, maxInFlight: 2 },
+  ) {}
+
+  /** Store one task with its first event; resolves with the stored row. */
+  insert(values: NewTaskValues): Promise<TaskRow> {
+    return new Promise<TaskRow>((resolve, reject) => {
+      this.waiting.push({ values, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.inFlight >= this.opts.maxInFlight) return;
+    this.scheduled = true;
+    // Let the requests already read in this turn of the event loop join the batch.
+    setImmediate(() => {
+      this.scheduled = false;
+      this.flush();
+    });
+  }
+
+  private flush(): void {
+    while (this.waiting.length && this.inFlight < this.opts.maxInFlight) {
+      const batch = this.waiting.splice(0, this.opts.maxBatch);
+      this.inFlight++;
+      this.write(batch).finally(() => {
+        this.inFlight--;
+        if (this.waiting.length) this.schedule();
+      });
+    }
+  }
+
+  private async write(batch: Waiting[]): Promise<void> {
+    try {
+      const rows = await this.statement(batch.map((w) => w.values));
+      const byId = new Map(rows.map((r) => [r.id, r]));
+      for (const w of batch) {
+        const row = byId.get(w.values.id);
+        if (row) w.resolve(row);
+        else w.reject(new Error(`task ${w.values.id} was not returned by its insert`));
+      }
+    } catch (err) {
+      if (batch.length === 1) {
+        batch[0]!.reject(err);
+        return;
+      }
+      // One bad row fails the whole statement: write each alone so only that one fails.
+      await Promise.all(
+        batch.map(async (w) => {
+          try {
+            const [row] = await this.statement([w.values]);
+            w.resolve(row!);
+          } catch (e) {
+            w.reject(e);
+          }
+        }),
+      );
+    }
+  }
+
+  /** One statement: the tasks and their first events, atomic as any single statement is. */
+  private async statement(values: NewTaskValues[]): Promise<TaskRow[]> {
+    const insert = this.db('tasks').insert(values).returning('*').toSQL();
+    const result = (await this.db.raw(`WITH t AS (${insert.sql}), e AS (${FIRST_EVENT_SQL}) SELECT * FROM t`, insert.bindings)) as {
+      rows: TaskRow[];
+    };
+    return result.rows;
+  }
+}

@@ -15,6 +15,8 @@ export class PgNotifyChannel<T> {
   private client: pg.Client | undefined;
   private pending: T[] = [];
   private flushScheduled = false;
+  /** The flush in progress: flushes run one after another, so notifications keep the order of `send`. */
+  private flushing: Promise<void> = Promise.resolve();
   private closed = false;
   private handler: ((msgs: T[]) => void) | undefined;
   private readonly sender: pg.Pool;
@@ -81,7 +83,9 @@ export class PgNotifyChannel<T> {
     this.pending.push(msg);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      setImmediate(() => void this.flush());
+      setImmediate(() => {
+        this.flushing = this.flushing.then(() => this.flush());
+      });
     }
   }
 
@@ -89,22 +93,29 @@ export class PgNotifyChannel<T> {
     this.flushScheduled = false;
     const msgs = this.pending;
     this.pending = [];
+    // Each message is encoded once; batches are cut by running size (linear, not quadratic).
+    const head = `{"n":${JSON.stringify(this.nodeId)},"m":[`;
+    const bare = Buffer.byteLength(head) + 2; // + ']}'
     const batches: string[] = [];
-    let current: T[] = [];
-    const encode = (m: T[]) => JSON.stringify({ n: this.nodeId, m });
+    let parts: string[] = [];
+    let size = bare;
     for (const m of msgs) {
-      current.push(m);
-      if (Buffer.byteLength(encode(current)) > MAX_PAYLOAD_BYTES) {
-        current.pop();
-        if (current.length) batches.push(encode(current));
-        current = [m];
-        if (Buffer.byteLength(encode(current)) > MAX_PAYLOAD_BYTES) {
-          this.logger.error({ bytes: Buffer.byteLength(encode(current)) }, 'a notification is too large for NOTIFY; dropped');
-          current = [];
-        }
+      const text = JSON.stringify(m);
+      const bytes = Buffer.byteLength(text);
+      if (bare + bytes > MAX_PAYLOAD_BYTES) {
+        this.logger.error({ bytes: bare + bytes }, 'a notification is too large for NOTIFY; dropped');
+        continue;
       }
+      const comma = parts.length ? 1 : 0;
+      if (size + comma + bytes > MAX_PAYLOAD_BYTES) {
+        batches.push(`${head}${parts.join(',')}]}`);
+        parts = [];
+        size = bare;
+      }
+      size += (parts.length ? 1 : 0) + bytes;
+      parts.push(text);
     }
-    if (current.length) batches.push(encode(current));
+    if (parts.length) batches.push(`${head}${parts.join(',')}]}`);
     for (const payload of batches) {
       try {
         await this.sender.query('SELECT pg_notify($1, $2)', [this.channel, payload]);
@@ -116,7 +127,8 @@ export class PgNotifyChannel<T> {
 
   async close(): Promise<void> {
     this.closed = true;
-    if (this.flushScheduled || this.pending.length) await this.flush();
+    await this.flushing;
+    if (this.pending.length) await this.flush();
     const c = this.client;
     this.client = undefined;
     await c?.end().catch(() => undefined);

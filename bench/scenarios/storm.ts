@@ -3,9 +3,10 @@
  * 20,000 per process) are dropped at once by the clients, which reconnect and rejoin with
  * phoenix.js's backoff schedule (10, 50, 100, 150, 200, 250, 500, 1000, 2000, then 5000 ms), each
  * delay jittered ×0.5–1.5. Reported: time until every socket is back and joined (target 30 s),
- * connect attempts, and server RSS after the storm (after GC) against before it (target within 10%).
+ * connect attempts, and server RSS after the storm against before it (target within 10%), each
+ * sampled after the same quiet time (--settle-seconds) and a GC.
  *
- *   npx tsx bench/scenarios/storm.ts [--servers=pyre,ws,sio] [--sockets=20000] [--procs=2]
+ *   npx tsx bench/scenarios/storm.ts [--servers=pyre,ws,sio] [--sockets=20000] [--procs=2] [--settle-seconds=30]
  */
 import { sleep } from '../lib/clock';
 import {
@@ -53,21 +54,31 @@ export async function runStorm(): Promise<StormRow[]> {
           topicPrefix: 'room:', topicCount: 1000, topicsPerConn: 1, concurrency: 100, heartbeatMs: 30_000, timeoutMs: 180_000,
         });
         log(`${kind}×${procs}: ${c.joined}/${n} joined in ${fmt(c.wallMs / 1000)} s`);
-        await sleep(2000);
+        // Both samples after the same quiet time: V8's memory reducer gives back heap pages a few
+        // seconds after allocation calms down, so a sample right after a burst shows slack, not use.
+        const settleMs = opt('settle-seconds', 30) * 1000;
+        await sleep(settleMs);
         await gcAll(servers);
         const before = sample(servers);
         const heap = async (): Promise<number> =>
           (await Promise.all(servers.map((s) => s.rpc.call<{ mem: NodeJS.MemoryUsage }>('info')))).reduce((a, i) => a + i.mem.heapUsed, 0) / 2 ** 20;
         const heapBefore = await heap();
+        const memDetail = async (): Promise<string> => {
+          const ms = (await Promise.all(servers.map((s) => s.rpc.call<{ mem: NodeJS.MemoryUsage }>('info')))).map((i) => i.mem);
+          const sum = (k: keyof NodeJS.MemoryUsage) => fmt(ms.reduce((a, m) => a + m[k], 0) / 2 ** 20, 0);
+          return `rss ${sum('rss')}, heapTotal ${sum('heapTotal')}, heapUsed ${sum('heapUsed')}, external ${sum('external')}, arrayBuffers ${sum('arrayBuffers')} MiB`;
+        };
+        log(`${kind} before the storm: ${await memDetail()}`);
         const rs = await Promise.all(
           gens.map((g) => g.rpc.call<{ back: number; total: number; attempts: number; failures: number; ms: number }>('storm', { timeoutMs: limitSec * 1000, backoffMs: BACKOFF }, limitSec * 1000 + 30_000)),
         );
         const secs = Math.max(...rs.map((r) => r.ms)) / 1000;
-        await sleep(3000);
+        await sleep(settleMs);
         await gcAll(servers);
         await sleep(500);
         const after = sample(servers);
         const heapAfter = await heap();
+        log(`${kind} after the storm: ${await memDetail()}`);
         const st = await genStats(gens);
         const row: StormRow = {
           server: kind, processes: procs, sockets: n, joinedBefore: c.joined, back: Math.min(st.joined, rs.reduce((s, r) => s + r.back, 0)),

@@ -7,7 +7,9 @@
  * synchronous_commit on (durable: every commit waits for a WAL fsync, ~10 ms on this disk) and off
  * (shows the gateway's own ceiling apart from the disk's).
  *
- *   npx tsx bench/scenarios/tasks-http.ts [--requests=5000] [--concurrency=32] [--workers=1,2] [--sync-commit=on,off]
+ *   npx tsx bench/scenarios/tasks-http.ts [--requests=5000] [--concurrency=32] [--workers=1,2] [--sync-commit=on,off] [--log-level=warn]
+ *
+ * The gateway logs at `warn` by default here (one line per request and per task at `info`; see --log-level).
  */
 import { TokenSigner } from '../../src/auth/tokens';
 import { nowMs } from '../lib/clock';
@@ -65,7 +67,7 @@ export async function runTasksHttp(): Promise<TasksHttpRow[]> {
   try {
     for (const [workers, syncCommit] of workersList.flatMap((w) => optList('sync-commit', ['on', 'off']).map((sc) => [w, sc === 'on'] as const))) {
       const db = freshDatabase('pyre_bench_http', syncCommit);
-      const gw = await startGateway(port++, { DATABASE_URL: db, WORKERS: String(workers) }, opt('cpu-prof', false));
+      const gw = await startGateway(port++, { DATABASE_URL: db, WORKERS: String(workers), LOG_LEVEL: opt('log-level', 'warn') }, opt('cpu-prof', false));
       try {
         await load(gw.url, token, Math.min(500, n), conc, null); // warm-up: JIT, pools, prepared plans
         const tree = processTree(gw.pid);

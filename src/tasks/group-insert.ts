@@ -18,11 +18,13 @@ const FIRST_EVENT_SQL =
 /**
  * Group commit for new tasks. Creates that arrive while the database is busy are written
  * together: one statement inserts every waiting task and its first event, so one round trip
- * and one commit (one WAL flush) serve many requests. A lone create is written at once, so
- * an idle gateway adds no delay; batches form only when requests overlap.
+ * and one commit (one WAL flush) serve many requests. A lone create waits only for the end of
+ * the current event-loop turn; batches form when requests overlap (at most `maxInFlight`
+ * statements run at once, and what arrives meanwhile goes into the next one).
  *
  * A batch is one statement, so it is atomic: if it fails, each of its tasks is retried on its
- * own, and only a task that fails alone gets the error. Nothing is lost or written twice.
+ * own, and only a task that fails alone gets the error. Ids are chosen before the insert, so a
+ * retry after an answer lost in transit meets the unique key: nothing is ever written twice.
  */
 export class GroupInsert {
   private waiting: Waiting[] = [];

@@ -7,28 +7,11 @@
  */
 import { createServer } from 'node:http';
 import { type PubSubAdapter, type PubSubMessage, RealtimeServer } from '../../src/realtime';
-import { WriteScheduler } from '../../src/realtime/websocket';
 import { startControl } from '../lib/server-control';
 import { benchSigner } from '../lib/token';
 
 const port = Number(process.env.PORT ?? 4003);
 
-/**
- * Experiment only (never on by default): BENCH_FLUSH_WINDOW_MS=N makes pyre's per-tick write
- * flush wait N ms instead of the end of the tick, to measure what coalescing consecutive
- * broadcasts into one write per socket would save. It patches WriteScheduler.add in this process.
- */
-const flushWindow = Number(process.env.BENCH_FLUSH_WINDOW_MS ?? 0);
-if (flushWindow > 0) {
-  type Sched = { dirty: unknown[]; scheduled: boolean; flushAll: () => void };
-  (WriteScheduler.prototype as unknown as { add: (t: unknown) => void }).add = function (this: Sched, t: unknown): void {
-    this.dirty.push(t);
-    if (!this.scheduled) {
-      this.scheduled = true;
-      setTimeout(this.flushAll, flushWindow);
-    }
-  };
-}
 const multi = Number(process.env.NODE_COUNT ?? 1) > 1;
 
 class IpcPubSub implements PubSubAdapter {

@@ -1,4 +1,4 @@
-import type { Channel, ChannelSocket, HandleInResult, JoinResult, Payload } from '../realtime';
+import type { Channel, ChannelSocket, HandleInResult, InfoBroadcast, JoinResult, Payload } from '../realtime';
 import type { Logger } from '../log';
 import { NotFoundError, ValidationError } from '../tasks/errors';
 import type { TaskType } from '../tasks/models';
@@ -15,6 +15,11 @@ interface TaskAssigns extends UserAssigns {
   taskId: string;
   /** The highest seq this client has been sent (or had in its join reply). */
   lastSeq: number;
+  /**
+   * Whether the topic's task is this user's: true once seen so, false if another user's.
+   * Unset while no task has the topic's id (a client may join a fresh id before creating it).
+   */
+  owned?: boolean;
 }
 
 export const TASK_EVENTS = ['status', 'progress', 'text_delta', 'image_response', 'video_response', 'text_response'] as const;
@@ -41,8 +46,10 @@ export class TaskChannel implements Channel<TaskAssigns> {
   constructor(private readonly tasks: TaskService, private readonly logger: Logger) {}
 
   async join(topic: string, payload: Payload, socket: ChannelSocket<TaskAssigns>): Promise<JoinResult> {
-    const taskId = topic.slice('task:'.length);
-    if (!isUuid(taskId)) return { status: 'error', response: { reason: 'invalid topic: task:<uuid> expected' } };
+    const spelled = topic.slice('task:'.length);
+    if (!isUuid(spelled)) return { status: 'error', response: { reason: 'invalid topic: task:<uuid> expected' } };
+    // Task ids are lower-case (as Ecto.UUID and PostgreSQL write them); Swift's uuidString is upper-case.
+    const taskId = spelled.toLowerCase();
     const p = (payload && typeof payload === 'object' && !Buffer.isBuffer(payload) ? payload : {}) as Record<string, unknown>;
     let lastSeq: number | undefined;
     if (p.last_seq !== undefined && p.last_seq !== null) {
@@ -54,6 +61,9 @@ export class TaskChannel implements Channel<TaskAssigns> {
     const row = await this.tasks.find(taskId);
     if (row && row.user_id !== socket.assigns.userId) return { status: 'error', response: { reason: 'unauthorized' } };
     socket.assigns.taskId = taskId;
+    if (row) socket.assigns.owned = true;
+    // Events are broadcast on task:<lower-case id>; a topic spelled otherwise listens there too.
+    if (spelled !== taskId) socket.subscribe(`task:${taskId}`);
     if (!row) {
       // A client may pick a fresh id and create the task with *_generate on this topic.
       socket.assigns.lastSeq = 0;
@@ -70,10 +80,36 @@ export class TaskChannel implements Channel<TaskAssigns> {
   }
 
   async handleInfo(msg: unknown, socket: ChannelSocket<TaskAssigns>): Promise<void> {
-    if (msg === CATCH_UP) await this.catchUp(socket, Number.MAX_SAFE_INTEGER);
+    if (msg === CATCH_UP) {
+      await this.catchUp(socket, Number.MAX_SAFE_INTEGER);
+      return;
+    }
+    const b = msg as InfoBroadcast;
+    if (b && b.topic === `task:${socket.assigns.taskId}` && (TASK_EVENTS as readonly string[]).includes(b.event)) {
+      await this.handleOut(b.event, b.payload, socket);
+    }
+  }
+
+  /**
+   * Whether this socket may be sent the task's events. A socket that joined a fresh id before any
+   * task had it learns the owner when the first event comes; if another user created the task,
+   * the channel is closed and nothing of it is sent.
+   */
+  private async mayReceive(socket: ChannelSocket<TaskAssigns>): Promise<boolean> {
+    const a = socket.assigns;
+    if (a.owned !== undefined) return a.owned;
+    const row = await this.tasks.find(a.taskId);
+    if (!row) return false;
+    a.owned = row.user_id === a.userId;
+    if (!a.owned) {
+      this.logger.warn({ task_id: a.taskId, user_id: a.userId }, "another user's task took this topic's id; channel closed");
+      socket.stop('unauthorized');
+    }
+    return a.owned;
   }
 
   async handleOut(event: string, payload: Payload, socket: ChannelSocket<TaskAssigns>): Promise<void> {
+    if (!(await this.mayReceive(socket))) return;
     const seq = (payload as { seq?: number }).seq ?? 0;
     if (seq <= socket.assigns.lastSeq) return;
     if (seq > socket.assigns.lastSeq + 1) await this.catchUp(socket, seq - 1);
@@ -84,6 +120,7 @@ export class TaskChannel implements Channel<TaskAssigns> {
 
   /** Push stored events after lastSeq, up to `upTo`. */
   private async catchUp(socket: ChannelSocket<TaskAssigns>, upTo: number): Promise<void> {
+    if (!(await this.mayReceive(socket))) return;
     const { taskId, userId, lastSeq } = socket.assigns;
     const events = await this.tasks.eventsOf({ id: taskId, user_id: userId }, lastSeq);
     for (const e of events) if (e.seq <= upTo) this.pushEvent(socket, e);
@@ -123,6 +160,7 @@ export class TaskChannel implements Channel<TaskAssigns> {
     if (!existing) {
       try {
         const task = await this.tasks.create(userId, payload, { id: taskId, impliedType: type });
+        socket.assigns.owned = true;
         return { reply: 'ok', response: { task_id: task.id, task } };
       } catch (err) {
         if (!isUniqueViolation(err)) throw err;
@@ -131,10 +169,10 @@ export class TaskChannel implements Channel<TaskAssigns> {
     }
     const row = existing ?? (await this.tasks.find(taskId))!;
     if (row.user_id !== userId) return { reply: 'error', response: { reason: 'unauthorized' } };
-    if (row.task_type !== type) {
-      return { reply: 'error', response: { reason: `task ${taskId} is a ${row.task_type} task, not ${type}` } };
-    }
-    log.info({ terminal: TERMINAL.has(row.status) }, 'generate on an existing task: answered with it');
+    // The contract: a legacy *_generate on an existing task's topic gets that task back, never a
+    // second one, whatever its type (e.g. a REST create without `type`, which is text).
+    if (row.task_type !== type) log.warn({ task_type: row.task_type, pushed: type }, 'generate of another type on an existing task: answered with it');
+    else log.info({ terminal: TERMINAL.has(row.status) }, 'generate on an existing task: answered with it');
     return { reply: 'ok', response: { task_id: row.id, task: this.tasks.toJson(row) } };
   }
 }

@@ -69,14 +69,14 @@ function createTaskRequest(registry: ModelRegistry): Schema {
       title: `${m.name} (named in input_data)`,
       properties: { input_data: inputData(m, 'named') },
       required: ['input_data'],
-      additionalProperties: false,
+      // Other top-level keys are ignored; a top-level `model` belongs to the variant below.
+      not: { required: ['model'] },
     });
     variants.push({
       type: 'object',
       title: `${m.name} (named at the top level)`,
       properties: { model: { const: m.name }, input_data: inputData(m, 'top-level') },
       required: ['input_data', 'model'],
-      additionalProperties: false,
     });
     if (m.isDefault) {
       variants.push({
@@ -84,14 +84,15 @@ function createTaskRequest(registry: ModelRegistry): Schema {
         title: `${m.name} (the default for ${m.taskType})`,
         properties: { input_data: inputData(m, 'default') },
         required: ['input_data'],
-        additionalProperties: false,
+        not: { required: ['model'] },
       });
     }
   }
   return {
     description:
       '`input_data` holds `type` (image, video or text; text when absent), `prompt`, an optional `model` ' +
-      '(the default for the type when absent) and that model\'s parameters. A top-level `model` is accepted too.',
+      '(the default for the type when absent) and that model\'s parameters. A top-level `model` is accepted too; ' +
+      'other top-level keys are ignored.',
     anyOf: variants,
   };
 }

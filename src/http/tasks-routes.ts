@@ -9,20 +9,22 @@ import { rateLimitPerUser } from './rate-limit';
 
 export const MAX_BODY_BYTES = 1024 * 1024;
 
-/** The body of POST /api/tasks: `input_data`, and a top-level `model` the old backend also took. */
+/**
+ * The body of POST /api/tasks: `input_data`, and a top-level `model` the old backend also took.
+ * Other top-level keys are ignored, as the Phoenix controller ignored them (a client may send its
+ * own bookkeeping); task parameters are read from `input_data` only.
+ */
 function inputFromBody(body: unknown): unknown {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
     throw new ValidationError({ body: ['must be a JSON object'] });
   }
   const b = body as Record<string, unknown>;
-  const extra = Object.keys(b).filter((k) => k !== 'input_data' && k !== 'model');
   if (b.input_data === undefined || b.input_data === null) {
     throw new ValidationError({ input_data: ["can't be blank"] });
   }
   if (typeof b.input_data !== 'object' || Array.isArray(b.input_data)) {
     throw new ValidationError({ input_data: ['must be a JSON object'] });
   }
-  if (extra.length) throw new ValidationError(Object.fromEntries(extra.map((k) => [k, ['is not allowed here (put task parameters in input_data)']])));
   const input = { ...(b.input_data as Record<string, unknown>) };
   if (b.model !== undefined) {
     if (input.model !== undefined && input.model !== b.model) {
@@ -81,8 +83,9 @@ export function tasksRouter(deps: { tasks: TaskService; auth: Authenticator; ide
 
   r.get('/tasks', async (req, res) => {
     const q = req.query;
+    // `?status=&limit=` (every key sent, some empty, as URL builders do) means not given.
     const one = (v: unknown, name: string): string | undefined => {
-      if (v === undefined) return undefined;
+      if (v === undefined || v === '') return undefined;
       if (typeof v !== 'string') throw new ValidationError({ [name]: ['must be given once'] });
       return v;
     };

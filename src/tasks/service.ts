@@ -91,7 +91,7 @@ export class TaskService {
     opts: { id?: string; impliedType?: TaskType; inTransaction?: (trx: Knex.Transaction, task: TaskJson) => Promise<void> } = {},
   ): Promise<TaskJson> {
     const req = parseTaskInput(this.registry, rawInput, opts.impliedType);
-    const id = opts.id ?? randomUUID();
+    const id = (opts.id ?? randomUUID()).toLowerCase();
     const now = this.now();
     // The task and its first event (seq 1, status queued), written together.
     const first: TaskEvent = {

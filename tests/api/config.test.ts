@@ -33,6 +33,12 @@ describe('configuration', () => {
     expect(c.dataDir.endsWith('/data')).toBe(true);
   });
 
+  it('a variable set to nothing is unset: its default applies', () => {
+    const c = loadConfig({ PORT: '', HOST: ' ', LOG_LEVEL: '', RUNNER_CONCURRENCY: '', DATA_DIR: '' });
+    expect(c).toMatchObject({ port: 4000, host: '127.0.0.1', logLevel: 'info' });
+    expect(c.dataDir.endsWith('/data')).toBe(true);
+  });
+
   it('with a secret, any host may be used', () => {
     expect(loadConfig({ HOST: '0.0.0.0', AUTH_SECRET: 'x'.repeat(32) }).host).toBe('0.0.0.0');
   });

@@ -158,6 +158,21 @@ describe.each(BACKENDS)('REST task API on %s', (backend) => {
       expect(canceled.body.data.map((x: { id: string }) => x.id)).toEqual([ids[0]]);
     });
 
+    it('empty list parameters mean not given (clients that send every key)', async () => {
+      const erin = signer.mint('erin');
+      const id = (await post({ input_data: { type: 'image', prompt: 'erin' } }, erin)).body.task_id;
+      const res = await call(`${api}/tasks?status=&limit=&cursor=`, { token: erin });
+      expect(res.status).toBe(200);
+      expect(res.body.data.map((x: { id: string }) => x.id)).toEqual([id]);
+    });
+
+    it('ignores top-level keys other than input_data and model, as the old backend did', async () => {
+      const res = await post({ input_data: { type: 'image', prompt: 'extra keys' }, client: 'ios', version: 3 });
+      expect(res.status).toBe(202);
+      expect(res.body.data.model).toBe('google/imagen-4-fast');
+      expect(res.body.data.input_data).not.toHaveProperty('client');
+    });
+
     it.each([
       ['status=bogus', 'status'],
       ['limit=0', 'limit'],

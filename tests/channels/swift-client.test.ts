@@ -103,4 +103,71 @@ describe.each(BACKENDS)('SwiftPhoenixClient 5.3.4 frames against the task channe
       ws.terminate();
     }
   });
+  it("a task id picked by Swift's UUID().uuidString (upper case) is created, answered and followed live", async () => {
+    const upper = '6F9619FF-8B86-4011-B42D-00C04FC964FF';
+    const topic = `task:${upper}`;
+    const { ws, frames } = await rawSocket(`${t.url.replace('http', 'ws')}/socket/websocket?vsn=2.0.0&token=${encodeURIComponent(token)}`);
+    try {
+      ws.send(JSON.stringify(['1', '1', topic, 'phx_join', {}]));
+      const joined = await waitFor(() => frames.find((f) => f[1] === '1'), 5000, 'join reply');
+      expect(joined[4]).toEqual({ status: 'ok', response: { task: null } });
+      ws.send(JSON.stringify(['1', '2', topic, 'image_generate', { prompt: 'upper-case id', model: 'google/imagen-4-fast' }]));
+      const reply = await waitFor(() => frames.find((f) => f[1] === '2'), 5000, 'generate reply');
+      expect(reply[4].status).toBe('ok');
+      expect(reply[4].response.task_id).toBe(upper.toLowerCase());
+      const final = await waitFor(() => frames.find((f) => f[3] === 'image_response'), 30_000, 'image_response on the upper-case topic');
+      expect(final[2]).toBe(topic);
+      expect(final[4].status).toBe('success');
+      const pushes = frames.filter((f) => f[2] === topic && f[3] !== 'phx_reply');
+      expect(pushes.map((p) => p[4].seq)).toEqual(pushes.map((_p, i) => i + 1));
+      expect(await t.gw.db('tasks').where({ id: upper.toLowerCase() })).toHaveLength(1);
+    } finally {
+      ws.terminate();
+    }
+  });
+
+  it('a task made over REST is followed live on its upper-cased topic, and a generate of another type answers with it', async () => {
+    const created = await call(`${t.url}/api/tasks`, { token, body: { input_data: { prompt: 'no type: a text task' } } });
+    expect(created.body.data.task_type).toBe('text_gen');
+    const topic = `task:${String(created.body.task_id).toUpperCase()}`;
+    const tasksOfUser = async () => (await t.gw.db('tasks').where({ user_id: 'ios-user' })).length;
+    const before = await tasksOfUser();
+    const { ws, frames } = await rawSocket(`${t.url.replace('http', 'ws')}/socket/websocket?vsn=2.0.0&token=${encodeURIComponent(token)}`);
+    try {
+      ws.send(JSON.stringify(['1', '1', topic, 'phx_join', { last_seq: 0 }]));
+      await waitFor(() => frames.find((f) => f[1] === '1'), 5000, 'join reply');
+      ws.send(JSON.stringify(['1', '2', topic, 'image_generate', { prompt: 'legacy push', model: 'google/imagen-4-fast' }]));
+      const reply = await waitFor(() => frames.find((f) => f[1] === '2'), 5000, 'generate reply');
+      expect(reply[4]).toMatchObject({ status: 'ok', response: { task_id: created.body.task_id } });
+      const final = await waitFor(() => frames.find((f) => f[3] === 'text_response'), 30_000, 'text_response');
+      expect(final[4].status).toBe('success');
+      const pushes = frames.filter((f) => f[2] === topic && f[3] !== 'phx_reply');
+      expect(pushes.map((p) => p[4].seq)).toEqual(pushes.map((_p, i) => i + 1));
+      expect(await tasksOfUser()).toBe(before);
+    } finally {
+      ws.terminate();
+    }
+  });
+
+  it("a socket that joined a fresh id first never sees another user's task created on it", async () => {
+    const id = '0b0b0b0b-1111-4222-8333-444455556666';
+    const topic = `task:${id}`;
+    const bobToken = new TokenSigner(TEST_SECRET).mint('bob');
+    const bob = await rawSocket(`${t.url.replace('http', 'ws')}/socket/websocket?vsn=2.0.0&token=${encodeURIComponent(bobToken)}`);
+    const alice = await rawSocket(`${t.url.replace('http', 'ws')}/socket/websocket?vsn=2.0.0&token=${encodeURIComponent(token)}`);
+    try {
+      bob.ws.send(JSON.stringify(['1', '1', topic, 'phx_join', {}]));
+      expect((await waitFor(() => bob.frames.find((f) => f[1] === '1'), 5000, 'bob join'))[4].status).toBe('ok');
+      alice.ws.send(JSON.stringify(['1', '1', topic, 'phx_join', {}]));
+      await waitFor(() => alice.frames.find((f) => f[1] === '1'), 5000, 'alice join');
+      alice.ws.send(JSON.stringify(['1', '2', topic, 'text_generate', { prompt: 'private words' }]));
+      await waitFor(() => alice.frames.find((f) => f[3] === 'text_response'), 30_000, 'alice text_response');
+      const closed = await waitFor(() => bob.frames.find((f) => f[3] === 'phx_close'), 5000, 'bob phx_close');
+      expect(closed[2]).toBe(topic);
+      expect(bob.frames.filter((f) => f[2] === topic && !['phx_reply', 'phx_close'].includes(f[3]))).toEqual([]);
+    } finally {
+      bob.ws.terminate();
+      alice.ws.terminate();
+    }
+  });
 });

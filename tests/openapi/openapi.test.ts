@@ -51,10 +51,10 @@ const BODIES: Array<[string, unknown]> = [
   ['a parameter another model has (claude has no temperature)', { input_data: { prompt: 'x', model: 'claude-sonnet-4-20250514', temperature: 1 } }],
   ['a non-http image URL', { input_data: { type: 'video', prompt: 'x', image: 'ftp://example.com/a.png' } }],
   ['too many images', { input_data: { prompt: 'x', model: 'claude-sonnet-4-20250514', images: ['https://a.example/1.png', 'https://a.example/2.png'] } }],
-  ['an unknown top-level key', { input_data: { type: 'image', prompt: 'x' }, priority: 1 }],
   ['top-level and input_data models that differ', { model: 'bytedance/seedream-3', input_data: { type: 'image', prompt: 'x', model: 'google/imagen-4-fast' } }],
   ['an unknown top-level model', { model: 'acme/nope', input_data: { type: 'image', prompt: 'x' } }],
   // accepted
+  ['an extra top-level key is ignored', { input_data: { type: 'image', prompt: 'x' }, priority: 1 }],
   ['an image with the default model', { input_data: { type: 'image', prompt: 'a cat' } }],
   ['a named image model with parameters', { input_data: { type: 'image', prompt: 'a cat', model: 'bytedance/seedream-3', width: 1024, guidance_scale: 3.5, seed: 7 } }],
   ['a top-level model', { model: 'bytedance/seedream-3', input_data: { type: 'image', prompt: 'a cat' } }],

@@ -18,6 +18,7 @@ export function replicateWebhookRouter(deps: {
 }): Router {
   const r = Router();
   const seen = new Map<string, number>();
+  const handling = new Map<string, Promise<void>>();
   r.post('/webhooks/replicate', express.raw({ type: () => true, limit: '5mb' }), async (req, res) => {
     const secret = deps.secret();
     if (!secret) return sendError(res, 404, 'webhooks are not enabled (set PUBLIC_URL)');
@@ -43,8 +44,22 @@ export function replicateWebhookRouter(deps: {
       res.status(200).json({ status: 'duplicate' });
       return;
     }
+    // The same delivery again while the first is still being handled (a sender that timed out
+    // and retried): answer as the first does instead of handling it twice at once.
+    const inFlight = handling.get(verified.id);
+    if (inFlight) {
+      await inFlight;
+      res.status(200).json({ status: 'duplicate' });
+      return;
+    }
     req.log.info({ task_id: taskId, prediction_id: prediction.id, status: prediction.status, webhook_id: verified.id }, 'webhook accepted');
-    await deps.onPrediction(taskId, prediction);
+    const handled = deps.onPrediction(taskId, prediction);
+    handling.set(verified.id, handled);
+    try {
+      await handled;
+    } finally {
+      handling.delete(verified.id);
+    }
     // Remembered only once handled: a retry of a delivery we failed on is handled again.
     seen.set(verified.id, Date.now());
     if (seen.size > 10_000) seen.delete(seen.keys().next().value!);

@@ -1,6 +1,7 @@
 import os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import PQueue from 'p-queue';
+import type { Knex } from 'knex';
 import type { Db } from '../db';
 import type { Logger } from '../log';
 import { normalizeOutput, parseProgress } from '../providers/progress';
@@ -37,6 +38,9 @@ interface Running {
   /** Poll now instead of waiting (a webhook arrived). */
   nudge: () => void;
 }
+
+/** Whether a write may go ahead, judged on the task's row under its lock. */
+type MayWrite = (cur: TaskRow) => boolean;
 
 /** Registers a sleeper's wake-up; returns how to unregister it (or wakes it at once). */
 type OnNudge = (wake: () => void) => (() => void) | void;
@@ -135,16 +139,26 @@ export class TaskRunner {
     if (local) return local.nudge();
     const row = await this.opts.tasks.find(taskId);
     if (!row || row.prediction_id !== prediction.id || TERMINAL.has(row.status)) return;
-    // Another process follows it (a webhook may land on any process): its polls will see this.
-    // Syncing here too would race its stream with our deltas.
-    const leasedElsewhere = row.lease_owner !== null && row.lease_owner !== this.owner && row.lease_expires_at !== null && new Date(row.lease_expires_at) > this.opts.now();
-    if (leasedElsewhere) return;
+    // A run follows it, here (claimed while we read) or in another process (a webhook may land
+    // on any process): its polls will see this. Syncing here too would race its stream.
+    if (!this.unheld(row)) return this.running.get(taskId)?.nudge();
     const model = this.opts.tasks.registry.get(row.model);
     if (!model) return;
     // Continue the text deltas already announced, so that they still join to the final text.
     const text = { emitted: model.taskType === 'text_gen' ? await this.emittedText(row) : null };
-    await this.sync(row, model, prediction, new AbortController().signal, text);
+    // Every write checks again, under the row lock, that no run has claimed the task meanwhile.
+    await this.sync(row, model, prediction, new AbortController().signal, text, false, this.unheld);
   }
+
+  /** A run's writes: only while this runner still holds the lease (a lapsed one may have been taken over). */
+  private readonly holdsLease: MayWrite = (cur) => cur.lease_owner === this.owner;
+
+  /** A webhook's writes for a task: only while no run holds it, here or elsewhere. */
+  private readonly unheld: MayWrite = (cur) => {
+    if (this.running.has(cur.id)) return false;
+    const leasedElsewhere = cur.lease_owner !== null && cur.lease_owner !== this.owner && cur.lease_expires_at !== null && new Date(cur.lease_expires_at) > this.opts.now();
+    return !leasedElsewhere;
+  };
 
   /** Stop claiming; let running work finish up to the deadline; release the rest. */
   async stop(deadlineMs = 10_000): Promise<void> {
@@ -248,7 +262,7 @@ export class TaskRunner {
       let current = row;
       if (current.cancel_requested) {
         if (current.prediction_id) await provider.cancel(current.prediction_id, { signal });
-        await this.finish(row.id, 'canceled', { code: 'canceled', message: 'canceled by the user' });
+        await this.finish(row.id, this.holdsLease, 'canceled', { code: 'canceled', message: 'canceled by the user' });
         return { kind: 'done' };
       }
       let prediction: Prediction | null = null;
@@ -349,7 +363,7 @@ export class TaskRunner {
           streamAbort.abort(new Released('prediction ended'));
           await streaming.catch(() => undefined);
         }
-        const ended = await this.sync(row, model, prediction, signal, text, streaming !== undefined);
+        const ended = await this.sync(row, model, prediction, signal, text, streaming !== undefined, this.holdsLease);
         if (ended) return { kind: 'done' };
         const cur = await tasks.find(row.id);
         if (!cur || TERMINAL.has(cur.status)) return { kind: 'done' };
@@ -382,45 +396,69 @@ export class TaskRunner {
 
   /** Stream text output over SSE into text_delta events, a few tokens per event. */
   private async stream(row: TaskRow, url: string, text: { emitted: string | null }, signal: AbortSignal, log: Logger): Promise<void> {
+    // The whole text so far: a stream (also a resumed run's) is read from its start.
     let received = '';
-    let pending = '';
-    // How much of the text is announced or on its way (a resumed run re-reads the stream from its start).
+    // How much of it is announced or on its way.
     let queuedUpTo = text.emitted?.length ?? 0;
+    // Stops the stream when a write is refused: the task ended, or another process holds it now.
+    const refused = new AbortController();
     let flushing: Promise<void> = Promise.resolve();
     const flush = () => {
-      if (!pending) return flushing;
-      const chunk = pending;
-      pending = '';
-      flushing = flushing.then(() => this.appendDelta(row.id, chunk, text));
+      if (received.length <= queuedUpTo || refused.signal.aborted) return flushing;
+      const full = received;
+      queuedUpTo = full.length;
+      flushing = flushing.then(async () => {
+        if (!refused.signal.aborted && !(await this.appendText(row.id, full, text, this.holdsLease))) refused.abort(new Released('write refused'));
+      });
       return flushing;
     };
     const timer = setInterval(() => void flush(), 50);
+    const both = AbortSignal.any([signal, refused.signal]);
     try {
       await this.opts.provider.stream(url, {
-        signal,
+        signal: both,
         onEvent: (ev) => {
-          if (ev.event !== 'output') return;
-          received += ev.data;
-          if (received.length > queuedUpTo) {
-            pending += received.slice(queuedUpTo);
-            queuedUpTo = received.length;
-          }
+          if (ev.event === 'output') received += ev.data;
         },
       });
     } catch (err) {
-      if (!signal.aborted) log.warn({ err: String(err) }, 'output stream ended early; polling continues');
+      if (!both.aborted) log.warn({ err: String(err) }, 'output stream ended early; polling continues');
     } finally {
       clearInterval(timer);
       await flush();
     }
   }
 
-  private async appendDelta(taskId: string, delta: string, text: { emitted: string | null }): Promise<void> {
-    const expectedBefore = text.emitted ?? '';
-    await this.opts.tasks.apply(taskId, (cur) =>
-      TERMINAL.has(cur.status) ? null : { change: {}, events: [{ event: 'text_delta', payload: { delta } }] },
-    );
-    text.emitted = expectedBefore + delta;
+  /**
+   * Announce the part of `full` (the whole text so far, as the provider has it) beyond what
+   * is stored, as one text_delta. A compare-and-set under the row lock: the stored length is
+   * read there, so writers that see the same text (overlapping webhook deliveries, the stream
+   * of a run whose lease lapsed) announce each part once and the deltas join to the text.
+   * Returns false when the write is refused (the task ended, or `may` says it is not ours).
+   */
+  private async appendText(taskId: string, full: string, text: { emitted: string | null }, may: MayWrite): Promise<boolean> {
+    let refused = false;
+    await this.opts.tasks.apply(taskId, async (cur, trx) => {
+      if (TERMINAL.has(cur.status) || !may(cur)) {
+        refused = true;
+        return null;
+      }
+      const chars = Array.from(full);
+      const stored = await this.announcedLength(trx, taskId);
+      if (chars.length <= stored) return null; // announced already, by another writer
+      return { change: {}, events: [{ event: 'text_delta', payload: { delta: chars.slice(stored).join('') } }] };
+    });
+    if (refused) return false;
+    if (full.length > (text.emitted?.length ?? 0)) text.emitted = full;
+    return true;
+  }
+
+  /** Characters announced so far in the task's text_delta events (code points, as PostgreSQL counts them). */
+  private async announcedLength(trx: Knex.Transaction, taskId: string): Promise<number> {
+    const row = (await trx('task_events')
+      .where({ task_id: taskId, event: 'text_delta' })
+      .first(trx.raw(`coalesce(sum(char_length(payload->>'delta')), 0)::int as n`))) as { n: number | string } | undefined;
+    return Number(row?.n ?? 0);
   }
 
   /**
@@ -433,48 +471,49 @@ export class TaskRunner {
     prediction: Prediction,
     signal: AbortSignal,
     text: { emitted: string | null },
-    streaming = false,
+    streaming: boolean,
+    may: MayWrite,
   ): Promise<boolean> {
     const { tasks } = this.opts;
     if (prediction.status === 'succeeded') {
       if (model.taskType === 'text_gen') {
         const final = normalizeOutput('text', prediction.output) ?? { text: '' };
         if (text.emitted !== null && final.text.startsWith(text.emitted) && final.text.length > text.emitted.length) {
-          await this.appendDelta(row.id, final.text.slice(text.emitted.length), text);
+          await this.appendText(row.id, final.text, text, may);
         }
-        await this.finish(row.id, 'succeeded', null, final, prediction.output);
+        await this.finish(row.id, may, 'succeeded', null, final, prediction.output);
       } else {
         const theirs = normalizeOutput(model.taskType === 'image_gen' ? 'image' : 'video', prediction.output)?.urls ?? [];
         if (theirs.length === 0) {
-          await this.finish(row.id, 'failed', { code: 'no_output', message: 'the provider reported success without an output file' });
+          await this.finish(row.id, may, 'failed', { code: 'no_output', message: 'the provider reported success without an output file' });
           return true;
         }
         const ours = await this.opts.outputs.copy(row.id, theirs, this.opts.openOutput, signal);
-        await this.finish(row.id, 'succeeded', null, { urls: ours }, { urls: theirs });
+        await this.finish(row.id, may, 'succeeded', null, { urls: ours }, { urls: theirs });
       }
       return true;
     }
     if (prediction.status === 'failed') {
-      await this.finish(row.id, 'failed', { code: 'provider_failed', message: prediction.error ?? 'the prediction failed' });
+      await this.finish(row.id, may, 'failed', { code: 'provider_failed', message: prediction.error ?? 'the prediction failed' });
       return true;
     }
     if (prediction.status === 'canceled' || prediction.status === 'aborted') {
       const cur = await tasks.find(row.id);
-      if (cur?.cancel_requested) await this.finish(row.id, 'canceled', { code: 'canceled', message: 'canceled by the user' });
-      else await this.finish(row.id, 'failed', { code: 'provider_canceled', message: `the prediction was ${prediction.status} by the provider` });
+      if (cur?.cancel_requested) await this.finish(row.id, may, 'canceled', { code: 'canceled', message: 'canceled by the user' });
+      else await this.finish(row.id, may, 'failed', { code: 'provider_canceled', message: `the prediction was ${prediction.status} by the provider` });
       return true;
     }
     const progress = parseProgress(prediction.logs);
     if (model.taskType === 'text_gen' && !streaming && text.emitted !== null) {
       const sofar = normalizeOutput('text', prediction.output)?.text ?? '';
       if (sofar.startsWith(text.emitted) && sofar.length > text.emitted.length) {
-        await this.appendDelta(row.id, sofar.slice(text.emitted.length), text);
+        await this.appendText(row.id, sofar, text, may);
       }
     }
     if (progress.percent !== null) {
       const percent = Math.round(progress.percent);
       await tasks.apply(row.id, (cur) =>
-        TERMINAL.has(cur.status) || cur.progress === percent
+        TERMINAL.has(cur.status) || !may(cur) || cur.progress === percent
           ? null
           : {
               change: { progress: percent },
@@ -485,15 +524,17 @@ export class TaskRunner {
     return false;
   }
 
+  /** End the task (unless it ended already, or `may` refuses the write). */
   private async finish(
     taskId: string,
+    may: MayWrite,
     status: 'succeeded' | 'failed' | 'canceled',
     error: TaskError | null,
     output?: { urls: string[] } | { text: string },
     providerOutput?: unknown,
   ): Promise<void> {
     await this.opts.tasks.apply(taskId, (cur) =>
-      TERMINAL.has(cur.status)
+      TERMINAL.has(cur.status) || !may(cur)
         ? null
         : {
             change: {
@@ -516,7 +557,7 @@ export class TaskRunner {
         return;
       case 'fail':
         log.warn({ code: outcome.error.code }, 'task failed');
-        await this.finish(row.id, 'failed', outcome.error);
+        await this.finish(row.id, this.holdsLease, 'failed', outcome.error);
         return;
       case 'release':
         await tasks.apply(row.id, (cur) => (cur.lease_owner === this.owner ? { change: release } : null));
@@ -533,7 +574,7 @@ export class TaskRunner {
         const cur = await tasks.find(row.id);
         if (!cur || TERMINAL.has(cur.status) || cur.lease_owner !== this.owner) return;
         if (cur.attempts >= Math.min(cur.max_attempts, retry.maxAttempts)) {
-          await this.finish(row.id, 'failed', { code: 'retries_exhausted', message: `gave up after ${cur.attempts} attempts: ${outcome.reason}` });
+          await this.finish(row.id, this.holdsLease, 'failed', { code: 'retries_exhausted', message: `gave up after ${cur.attempts} attempts: ${outcome.reason}` });
           return;
         }
         const delay = backoffMs(retry, cur.attempts);

@@ -30,6 +30,9 @@ export interface TaskChange {
   cancel_requested?: boolean;
 }
 
+/** What `apply` is to do to a task: a change and the extra events that announce it. */
+export type TaskDecision = { change: TaskChange; events?: Array<{ event: string; payload: Record<string, unknown> }> };
+
 export interface ListOptions {
   status?: string;
   limit?: number;
@@ -222,16 +225,17 @@ export class TaskService {
    * Change a task under a row lock. `decide` sees the current row and returns the
    * change and any extra events (or null to leave it). A `status` event is added
    * for a status change, and the final `*_response` event for a terminal one.
-   * Returns the new row, or undefined when nothing changed.
+   * `decide` may read more through `trx` while the row is locked (the runner reads
+   * the text announced so far). Returns the new row, or undefined when nothing changed.
    */
   async apply(
     id: string,
-    decide: (cur: TaskRow) => { change: TaskChange; events?: Array<{ event: string; payload: Record<string, unknown> }> } | null,
+    decide: (cur: TaskRow, trx: Knex.Transaction) => TaskDecision | null | Promise<TaskDecision | null>,
   ): Promise<TaskRow | undefined> {
     const result = await this.db.transaction(async (trx) => {
       const cur = (await trx('tasks').where({ id }).forUpdate().first()) as TaskRow | undefined;
       if (!cur) return undefined;
-      const decision = decide(cur);
+      const decision = await decide(cur, trx);
       if (!decision) return undefined;
       const { change } = decision;
       const events = [...(decision.events ?? [])];

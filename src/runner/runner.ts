@@ -375,8 +375,8 @@ export class TaskRunner {
           continue;
         }
         if (!cancelSent && this.opts.now().getTime() - startedAt > model.deadlineMs) {
+          // settle() fails the task and cancels the prediction.
           log.warn({ prediction_id: prediction.id, deadline_ms: model.deadlineMs }, 'deadline passed; canceling prediction');
-          await provider.cancel(prediction.id, { signal }).catch((err) => log.warn({ err: String(err) }, 'cancel after deadline failed'));
           return { kind: 'fail', error: { code: 'timeout', message: `no result within ${Math.round(model.deadlineMs / 1000)} s; the prediction was canceled` } };
         }
         await sleep(this.opts.pollIntervalMs, signal, onNudge);
@@ -557,7 +557,7 @@ export class TaskRunner {
         return;
       case 'fail':
         log.warn({ code: outcome.error.code }, 'task failed');
-        await this.finish(row.id, this.holdsLease, 'failed', outcome.error);
+        await this.giveUp(row.id, outcome.error, log);
         return;
       case 'release':
         await tasks.apply(row.id, (cur) => (cur.lease_owner === this.owner ? { change: release } : null));
@@ -574,7 +574,7 @@ export class TaskRunner {
         const cur = await tasks.find(row.id);
         if (!cur || TERMINAL.has(cur.status) || cur.lease_owner !== this.owner) return;
         if (cur.attempts >= Math.min(cur.max_attempts, retry.maxAttempts)) {
-          await this.finish(row.id, this.holdsLease, 'failed', { code: 'retries_exhausted', message: `gave up after ${cur.attempts} attempts: ${outcome.reason}` });
+          await this.giveUp(row.id, { code: 'retries_exhausted', message: `gave up after ${cur.attempts} attempts: ${outcome.reason}` }, log);
           return;
         }
         const delay = backoffMs(retry, cur.attempts);
@@ -582,6 +582,21 @@ export class TaskRunner {
         log.info({ delay_ms: delay, attempts: cur.attempts, reason: outcome.reason }, 'task will be retried');
       }
     }
+  }
+
+  /**
+   * Fail the task for good. Its prediction, if it has one, is canceled first (best effort;
+   * canceling one that has ended changes nothing): no retry will follow it, so left running
+   * it would only be billed, its output thrown away.
+   */
+  private async giveUp(taskId: string, error: TaskError, log: Logger): Promise<void> {
+    const cur = await this.opts.tasks.find(taskId);
+    if (!cur || TERMINAL.has(cur.status) || !this.holdsLease(cur)) return;
+    if (cur.prediction_id) {
+      log.info({ prediction_id: cur.prediction_id, code: error.code }, 'giving up; canceling the prediction');
+      await this.opts.provider.cancel(cur.prediction_id).catch((err) => log.warn({ err: String(err), prediction_id: cur.prediction_id }, 'cancel on giving up failed'));
+    }
+    await this.finish(taskId, this.holdsLease, 'failed', error);
   }
 
   private async renewLeases(): Promise<void> {

@@ -1,0 +1,36 @@
+import { BACKENDS } from '../helpers/db';
+import { createTask, getTask, startRunnerEnv, waitFor, type RunnerEnv } from './helpers';
+
+/**
+ * How runs end when the runner gives up on them, hands them back, or cancels: a task failed
+ * for good leaves no prediction running; a hand-back (shutdown, lost lease) costs no try.
+ */
+describe.each(BACKENDS)('runner on %s: giving up, handing back, canceling', (backend) => {
+  let env: RunnerEnv;
+  beforeAll(async () => {
+    env = await startRunnerEnv({ backend });
+  });
+  afterAll(() => env?.close());
+  beforeEach(() => env.standin.reset());
+
+  const ended = (id: string, timeoutMs = 30_000) =>
+    waitFor('task end', async () => {
+      const x = await getTask(env.url, id);
+      return ['failed', 'succeeded', 'canceled'].includes(x.status) ? x : null;
+    }, timeoutMs);
+  const cancels = (pid: string) => env.standin.requests.filter((r) => r.op === 'cancel' && r.path === `/v1/predictions/${pid}/cancel`);
+
+  it('retries exhausted while the prediction still runs: the prediction is canceled at the provider', async () => {
+    const id = await createTask(env.url, { type: 'video', prompt: 'reads keep failing' });
+    const pid = await waitFor('prediction', async () => (await env.gw.tasks.find(id))?.prediction_id);
+    env.standin.faults.inject({ op: 'get', times: 1000, action: { kind: 'status', status: 503 } });
+    const t = await ended(id, 60_000);
+    expect(t).toMatchObject({ status: 'failed', attempts: 3, error: { code: 'retries_exhausted' } });
+    expect(cancels(pid)).toHaveLength(1);
+    expect(env.standin.prediction(pid)!.status).toBe('canceled');
+    // It stays canceled: no output made (and billed) for a task that failed.
+    env.standin.faults.rules = [];
+    await env.standin.advance(120_000, { stepMs: 5000 });
+    expect(env.standin.prediction(pid)!.status).toBe('canceled');
+  });
+});

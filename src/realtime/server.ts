@@ -124,7 +124,8 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
   private attached: { server: HttpServer; listener: (req: IncomingMessage, socket: Duplex, head: Buffer) => void }[] = [];
 
   constructor(opts: RealtimeServerOptions<A> = {}) {
-    this.path = (opts.path ?? '/socket').replace(/\/+$/, '');
+    const mount = routePath(opts.path ?? '/socket');
+    this.path = mount === '/' ? '' : mount;
     this.logger = opts.logger ?? silentRealtimeLogger;
     this.connectFn = opts.connect ?? (() => ({ assigns: {} as A }));
     this.originOk = compileOriginCheck(opts.checkOrigin ?? true);
@@ -285,7 +286,7 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
   /** Handles WebSocket upgrades for `${path}/websocket` on `server`. Other upgrade paths are left alone. */
   attach(server: HttpServer): this {
     const listener = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
-      const pathname = (req.url ?? '').split('?', 1)[0]!;
+      const pathname = routePath(req.url ?? '');
       if (pathname !== `${this.path}/websocket`) {
         // Nobody else will answer: do not leave the client hanging.
         if (server.listenerCount('upgrade') === 1) rejectUpgrade(socket, 404);
@@ -345,7 +346,7 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
    * Returns false when the request is not for this server, so it can sit in front of other handlers.
    */
   handleHttp(req: IncomingMessage, res: ServerResponse): boolean {
-    const pathname = requestTarget(req).split('?', 1)[0]!;
+    const pathname = routePath(requestTarget(req));
     if (pathname === `${this.path}/websocket`) {
       res.writeHead(400, { 'content-length': '0' }).end();
       return true;
@@ -449,4 +450,14 @@ function onWsError(this: WebSocket, err: Error & { code?: string }): void {
   const t = transportOf(this);
   t.conn.ctx.counters.protocolErrors++;
   t.conn.logger.warn({ socketId: t.conn.id, code: err.code, err: err.message }, 'realtime: websocket error, closing');
+}
+
+/**
+ * The path of a request target as Phoenix routes it: empty segments do not count (Plug's
+ * `path_info`), so `/socket//websocket` and `/socket/websocket/` are `/socket/websocket`
+ * (phoenix.js makes the first from `new Socket("/socket/")`).
+ */
+export function routePath(target: string): string {
+  const path = target.split('?', 1)[0]!;
+  return `/${path.split('/').filter((seg) => seg !== '').join('/')}`;
 }

@@ -116,6 +116,20 @@ test('the join error reply reaches the client and it retries', async () => {
   ch.leave();
 });
 
+test('an endpoint given with a trailing slash works, over WebSocket and long-poll (paths route as Plug does)', async () => {
+  for (const transport of [WebSocket, LongPoll]) {
+    const s = new Socket(`ws://127.0.0.1:${srv.port}/socket/`, { transport: transport as never, reconnectAfterMs: () => 20 });
+    sockets.push(s);
+    s.connect();
+    const ch = s.channel('room:slash', {});
+    await joined(ch);
+    expect(await push(ch, 'new_msg', { body: 'slash' })).toEqual({ status: 'ok', response: { echo: { body: 'slash' } } });
+  }
+  // Other paths are still not ours.
+  const res = await fetch(`http://127.0.0.1:${srv.port}/socket/websocketx`);
+  expect(res.status).toBe(404);
+});
+
 test('authToken travels in Sec-WebSocket-Protocol', async () => {
   authTokens.length = 0;
   const s = socket({ authToken: 'secret+/token' });

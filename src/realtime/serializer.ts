@@ -167,8 +167,9 @@ export function negotiateSerializer(vsn: unknown): Serializer | null {
   if (typeof vsn !== 'string') return null;
   const m = /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$/.exec(vsn);
   if (!m) return null;
-  // `~> x.0.0` means >= x.0.0 and < x.1.0; pre-releases never match (Elixir's Version.match? default).
-  if (m[2] !== '0' || m[4] !== undefined) return null;
+  // `~> x.0.0` means >= x.0.0 and < x.1.0-0. Elixir's Version.match? allows pre-releases by default
+  // (`allow_pre: true`), so x.0.1-rc.1 matches; x.0.0-rc.1 sorts before x.0.0 and does not.
+  if (m[2] !== '0' || (m[4] !== undefined && m[3] === '0')) return null;
   if (m[1] === '1') return V1Serializer;
   if (m[1] === '2') return V2Serializer;
   return null;

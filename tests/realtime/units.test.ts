@@ -54,7 +54,7 @@ describe('check origin', () => {
 describe('negotiateSerializer', () => {
   test.each([
     [undefined, 'v1'], ['1.0.0', 'v1'], ['1.0.9', 'v1'], ['2.0.0', 'v2'], ['2.0.7', 'v2'],
-    ['2.1.0', null], ['3.0.0', null], ['2.0', null], ['abc', null], ['', null], ['2.0.0-rc.1', null], ['02.0.0', null], ['2.0.0+build-7', 'v2'],
+    ['2.1.0', null], ['3.0.0', null], ['2.0', null], ['abc', null], ['', null], ['2.0.0-rc.1', null], ['2.0.1-rc.1', 'v2'], ['1.0.3-beta', 'v1'], ['02.0.0', null], ['2.0.0+build-7', 'v2'],
   ])('%s ⇒ %s', (vsn, name) => {
     expect(negotiateSerializer(vsn)?.name ?? null).toBe(name);
   });

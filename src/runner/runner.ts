@@ -560,7 +560,14 @@ export class TaskRunner {
         await this.giveUp(row.id, outcome.error, log);
         return;
       case 'release':
-        await tasks.apply(row.id, (cur) => (cur.lease_owner === this.owner ? { change: release } : null));
+        // Handed back (shutdown, lost lease): not a failed try, so the claim's try is given
+        // back, as a snooze does. Also when another process has taken the task over (its own
+        // claim counted its own try); only our lease is ours to clear.
+        await tasks.apply(row.id, (cur) =>
+          TERMINAL.has(cur.status)
+            ? null
+            : { change: { attempts: Math.max(0, cur.attempts - 1), ...(cur.lease_owner === this.owner ? release : {}) } },
+        );
         return;
       case 'snooze':
         await tasks.apply(row.id, (cur) =>

@@ -1,5 +1,5 @@
 import { BACKENDS } from '../helpers/db';
-import { createTask, getTask, startRunnerEnv, waitFor, type RunnerEnv } from './helpers';
+import { createTask, getTask, runToEnd, startRunnerEnv, waitFor, type RunnerEnv } from './helpers';
 
 /**
  * How runs end when the runner gives up on them, hands them back, or cancels: a task failed
@@ -32,5 +32,24 @@ describe.each(BACKENDS)('runner on %s: giving up, handing back, canceling', (bac
     env.standin.faults.rules = [];
     await env.standin.advance(120_000, { stepMs: 5000 });
     expect(env.standin.prediction(pid)!.status).toBe('canceled');
+  });
+
+  it('restarts hand the task back without using up its tries: a later transient failure is still retried', async () => {
+    const id = await createTask(env.url, { type: 'video', prompt: 'restarted twice' });
+    const pid = await waitFor('prediction', async () => (await env.gw.tasks.find(id))?.prediction_id);
+    expect((await env.gw.tasks.find(id))!.attempts).toBe(1);
+    for (let i = 0; i < 2; i++) {
+      await env.gw.runner.stop(0); // past the shutdown deadline: released, not failed
+      expect(await env.gw.tasks.find(id)).toMatchObject({ status: 'processing', lease_owner: null, attempts: 0 });
+      env.gw.runner.start();
+      await waitFor('claimed again', async () => (await env.gw.tasks.find(id))?.lease_owner);
+      expect((await env.gw.tasks.find(id))!.attempts).toBe(1);
+    }
+    // One run's worth of transient read failures (the client's six tries): one failed try of three.
+    env.standin.faults.inject({ op: 'get', times: 6, action: { kind: 'status', status: 503 } });
+    await waitFor('second try', async () => (await env.gw.tasks.find(id))!.attempts === 2);
+    const t = await runToEnd(env, id, { stepMs: 2000 });
+    expect(t).toMatchObject({ status: 'succeeded', attempts: 2, error: null });
+    expect((await env.gw.tasks.find(id))!.prediction_id).toBe(pid);
   });
 });

@@ -11,7 +11,7 @@ const optionalString = z
   .transform((s) => (s === '' ? undefined : s));
 
 const intFromEnv = (min: number, max: number) =>
-  z.coerce.number().int(`must be an integer`).min(min, `must be at least ${min}`).max(max, `must be at most ${max}`);
+  z.coerce.number({ error: 'must be an integer' }).int('must be an integer').min(min, `must be at least ${min}`).max(max, `must be at most ${max}`);
 
 /** Every environment variable pyre reads, with its default. Read once, at start. */
 const EnvSchema = z.object({

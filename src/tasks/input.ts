@@ -99,7 +99,7 @@ export function parseTaskInput(registry: ModelRegistry, raw: unknown, impliedTyp
   let params: Record<string, unknown> = {};
   if (model) {
     const rest = Object.fromEntries(Object.entries(input).filter(([k]) => !RESERVED.has(k)));
-    const parsed = model.params.safeParse(rest);
+    const parsed = model.params.safeParse(rest, { reportInput: true });
     if (parsed.success) params = parsed.data as Record<string, unknown>;
     else Object.assign(errors, fieldErrors(parsed.error, [], model.name));
   }

@@ -33,6 +33,11 @@ describe('configuration', () => {
     expect(c.dataDir.endsWith('/data')).toBe(true);
   });
 
+  it('a value that is not a number says so', () => {
+    expect(problems({ PORT: 'abc' })).toContain('PORT: must be an integer');
+    expect(problems({ WORKERS: '1.5' })).toContain('WORKERS: must be an integer');
+  });
+
   it('a variable set to nothing is unset: its default applies', () => {
     const c = loadConfig({ PORT: '', HOST: ' ', LOG_LEVEL: '', RUNNER_CONCURRENCY: '', DATA_DIR: '' });
     expect(c).toMatchObject({ port: 4000, host: '127.0.0.1', logLevel: 'info' });

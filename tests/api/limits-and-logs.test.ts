@@ -77,6 +77,9 @@ describe('logs', () => {
       expect(requestLines.length).toBeGreaterThan(0);
       for (const l of requestLines) expect(typeof l.request_id).toBe('string');
       expect(requestLines.some((l) => l.request_id === 'req-42')).toBe(true);
+      // The full path, never the query (a query may hold a token).
+      expect(requestLines.find((l) => l.request_id === 'req-42')?.path).toMatch(/^\/api\/tasks/);
+      for (const l of requestLines) expect(String(l.path)).not.toContain('?');
     } finally {
       await tdb.drop();
       await standin.close();

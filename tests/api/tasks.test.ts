@@ -96,6 +96,17 @@ describe.each(BACKENDS)('REST task API on %s', (backend) => {
       expect(await countTasks()).toBe(before);
     });
 
+    it.each([
+      [{ type: 'text', prompt: 'x', temperature: 'hot' }, { temperature: ['must be a number'] }],
+      [{ type: 'video', prompt: 'x', duration: 3.5 }, { duration: ['must be an integer'] }],
+      [{ type: 'video', prompt: 'x', duration: 'abc' }, { duration: ['must be a number'] }],
+      [{ type: 'video', prompt: 'x', camera_fixed: 'maybe' }, { camera_fixed: ['must be a boolean'] }],
+    ])('a value of the wrong type says what type is wanted, not "can\'t be blank": %o', async (input, errors) => {
+      const res = await post({ input_data: input });
+      expect(res.status).toBe(422);
+      expect(res.body.errors).toEqual(errors);
+    });
+
     it('field messages are Phoenix-style lists', async () => {
       const res = await post({ input_data: { type: 'image', prompt: 'x', model: 'gpt-4.1' } });
       expect(res.body).toEqual({ errors: { model: ['is not supported for image_gen'] } });

@@ -35,8 +35,60 @@ export function openDatabase(opts: DatabaseOptions): Db {
   }
   const dir = opts.pgliteDir ?? './data/pglite';
   const connection = (dir === 'memory://' ? {} : { filename: dir }) as Knex.StaticConnectionConfig;
-  if (dir !== 'memory://') fs.mkdirSync(path.dirname(path.resolve(dir)), { recursive: true });
-  return knexFactory({ client: ClientPgLite as unknown as typeof knexFactory.Client, dialect: 'postgres', connection });
+  let release = () => {};
+  if (dir !== 'memory://') {
+    fs.mkdirSync(path.dirname(path.resolve(dir)), { recursive: true });
+    release = lockEmbeddedDir(dir);
+  }
+  const db = knexFactory({ client: ClientPgLite as unknown as typeof knexFactory.Client, dialect: 'postgres', connection });
+  // knex's destroy() ends in client.destroy(): the lock goes with the connection.
+  const client = db.client as { destroy: (...args: unknown[]) => Promise<unknown> };
+  const destroyClient = client.destroy.bind(client);
+  client.destroy = (...args: unknown[]) => destroyClient(...args).finally(release);
+  return db;
+}
+
+const isAlive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+};
+
+/**
+ * The embedded database is one process's: a second one opening the same directory would corrupt
+ * it (PGlite aborts deep in WebAssembly). A lock file next to it names the holder's pid; a lock
+ * whose process is gone (killed, or a container restarted) is taken over. Returns the release.
+ */
+export function lockEmbeddedDir(dir: string): () => void {
+  const file = `${path.resolve(dir)}.lock`;
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      fs.writeFileSync(file, String(process.pid), { flag: 'wx' });
+      let held = true;
+      const release = () => {
+        if (!held) return;
+        held = false;
+        process.off('exit', release);
+        fs.rmSync(file, { force: true });
+      };
+      process.on('exit', release);
+      return release;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const pid = Number(fs.readFileSync(file, 'utf8').trim());
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid)) {
+        throw new Error(
+          `the embedded database ${path.resolve(dir)} is in use by another pyre process (pid ${pid}): ` +
+            'stop it, give this one its own DATA_DIR, or use PostgreSQL (DATABASE_URL) to run several processes',
+        );
+      }
+      fs.rmSync(file, { force: true }); // left by a process that is gone
+    }
+  }
+  throw new Error(`could not lock the embedded database ${path.resolve(dir)} (${file})`);
 }
 
 /** Whether this knex instance talks to embedded PGlite (one connection, one process). */

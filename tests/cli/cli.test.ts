@@ -1,6 +1,9 @@
 import { spawn } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
+import fs from 'node:fs';
+import os from 'node:os';
+import { lockEmbeddedDir } from '../../src/db';
 import { startDemoGateway, type DemoGateway } from '../dashboard/helpers';
 
 const BIN = path.join(__dirname, '..', '..', 'bin', 'pyre.js');
@@ -146,6 +149,32 @@ describe('pyre command against a running gateway', () => {
       expect(r.code).toBe(69);
       expect(r.stdout).toBe('');
       expect(r.stderr).toBe(`pyre: cannot reach the gateway at http://127.0.0.1:${port}: connection refused (is pyre running? set --url or PYRE_URL)\n`);
+    }
+  });
+});
+
+describe('the embedded database belongs to one process', () => {
+  test('a second process on the same DATA_DIR is refused with a clear message; a lock left by a dead process is taken over', async () => {
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pyre-lock-'));
+    try {
+      const release = lockEmbeddedDir(path.join(dataDir, 'pglite')); // held by this (live) process
+      const refused = await pyre(['migrate'], { DATA_DIR: dataDir });
+      release();
+      expect(refused.code).not.toBe(0);
+      expect(refused.stderr).toContain(`is in use by another pyre process (pid ${process.pid})`);
+      expect(refused.stderr).not.toMatch(/RuntimeError|Aborted/);
+
+      // A lock file naming a process that is gone (kill -9, a restarted container).
+      const dead = spawn(process.execPath, ['-e', '0']);
+      await new Promise((r) => dead.on('close', r));
+      fs.writeFileSync(path.join(dataDir, 'pglite.lock'), String(dead.pid));
+      const ok = await pyre(['migrate'], { DATA_DIR: dataDir });
+      expect(ok.stderr).toBe('');
+      expect(ok.stdout).toMatch(/applied|up to date/);
+      expect(ok.code).toBe(0);
+      expect(fs.existsSync(path.join(dataDir, 'pglite.lock'))).toBe(false);
+    } finally {
+      fs.rmSync(dataDir, { recursive: true, force: true });
     }
   });
 });

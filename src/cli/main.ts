@@ -140,6 +140,7 @@ export function buildCli(): Command {
       .description('list your tasks, newest first')
       .addOption(new Option('--status <status>', 'only tasks in this state').choices(TASK_STATUSES))
       .option('--limit <n>', 'how many (1-200, default 50)', positiveInt)
+      .option('--cursor <cursor>', 'the page after the one that printed this cursor (older tasks)')
       .option('--json', 'the API answer as JSON'),
   ).action(run(listTasks));
 

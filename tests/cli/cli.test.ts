@@ -104,6 +104,15 @@ describe('pyre command against a running gateway', () => {
     const page = JSON.parse(json.stdout);
     expect(page.data).toHaveLength(1);
     expect(page.next_cursor).toEqual(expect.any(String));
+    // Paging: the first page names the command for the next one, which lists the older task.
+    const first = await pyre(['tasks', '--limit', '1'], userEnv);
+    const hint = /\(older tasks: pyre tasks --cursor (\S+) --limit 1\)/.exec(first.stderr);
+    expect(hint).not.toBeNull();
+    const second = await pyre(['tasks', '--limit', '1', '--cursor', hint![1]!], userEnv);
+    expect(second.code).toBe(0);
+    const idOf = (line: string | undefined) => line?.split(/\s+/)[0];
+    expect(idOf(second.stdout.trim().split('\n')[1])).toBe(idOf(lines[2]));
+    expect(second.stderr).toBe('');
     // Another user sees none of carol's tasks.
     const other = await pyre(['tasks'], { ...userEnv, PYRE_TOKEN: env.token('dave') });
     expect(other).toMatchObject({ code: 0, stdout: '', stderr: 'no tasks\n' });

@@ -1,6 +1,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { TokenSigner } from '../auth/tokens';
 import { ConfigError, loadConfig } from '../config';
+import fs from 'node:fs';
 import path from 'node:path';
 import { CliError, DEFAULT_URL, EXIT } from './client';
 import { submit, TYPES } from './submit';
@@ -61,9 +62,21 @@ const positiveInt = (v: string) => {
   return Number(v);
 };
 
+/** The version in the package.json above this file (src/cli in a checkout, dist/src/cli built). */
+function packageVersion(): string {
+  let dir = __dirname;
+  while (!fs.existsSync(path.join(dir, 'package.json')) && path.dirname(dir) !== dir) dir = path.dirname(dir);
+  try {
+    return String(JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')).version);
+  } catch {
+    return 'unknown';
+  }
+}
+
 export function buildCli(): Command {
   const program = new Command('pyre')
     .description('pyre: a Phoenix-channels-compatible realtime gateway for AI generation tasks')
+    .version(packageVersion(), '-V, --version', 'print the version')
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : EXIT.usage))
     .configureOutput({ outputError: (s, write) => write(`pyre: ${s.replace(/^error: /, '')}`) });
 

@@ -134,6 +134,12 @@ describe('pyre command against a running gateway', () => {
     expect((await env.gw.tasks.list('carol', { limit: 200 })).data.length).toBe(before);
   });
 
+  test('--version prints the package version', async () => {
+    const r = await pyre(['--version']);
+    const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8'));
+    expect(r).toMatchObject({ code: 0, stdout: `${pkg.version}\n` });
+  });
+
   test('usage errors exit 2; refused credentials exit 77', async () => {
     const [noType, badType, badToken] = await Promise.all([
       pyre(['submit', 'a cat'], userEnv),

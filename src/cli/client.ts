@@ -123,7 +123,13 @@ export class GatewayClient {
       case 403:
         throw new CliError(
           `the gateway refused the credentials: ${message}\n` +
-            (this.token ? 'the token may have expired; mint another with `pyre token --user NAME`' : 'set --token or PYRE_TOKEN (mint one with `pyre token --user NAME`)'),
+            (!this.token
+              ? 'set --token or PYRE_TOKEN (mint one with `pyre token --user NAME`)'
+              : /expired/.test(message)
+                ? 'the token has expired; mint another with `pyre token --user NAME`'
+                : /signature/.test(message)
+                  ? "the token was not signed with this gateway's AUTH_SECRET; mint one where AUTH_SECRET is the gateway's"
+                  : 'the token is not a pyre token (copy it whole from `pyre token --user NAME`)'),
           EXIT.noperm,
         );
       case 400:

@@ -152,6 +152,10 @@ describe('pyre command against a running gateway', () => {
     expect(badType.stderr).toMatch(/Allowed choices are image, video, text/);
     expect(badToken.code).toBe(77);
     expect(badToken.stderr).toMatch(/^pyre: the gateway refused the credentials: unauthorized: token bad signature$/m);
+    expect(badToken.stderr).toMatch(/not signed with this gateway's AUTH_SECRET/);
+    const garbage = await pyre(['tasks'], { ...userEnv, PYRE_TOKEN: 'garbage' });
+    expect(garbage.code).toBe(77);
+    expect(garbage.stderr).toMatch(/token malformed\n.*not a pyre token/);
   });
 
   test('a gateway that is down: a clear message and exit 69', async () => {

@@ -50,9 +50,10 @@ function control(name, s) {
     });
     read = () => (input.value === '' ? undefined : Number(input.value));
   } else if (s.type === 'array') {
-    input = h('textarea', { id, name, rows: 2, placeholder: 'https://…' });
+    input = h('textarea', { id, name, rows: 2, placeholder: 'https://…', spellcheck: 'false' });
     read = () => {
-      const urls = input.value.split(/\s+/).filter(Boolean);
+      // One URL per line, as the hint says: a space inside a line stays part of it.
+      const urls = input.value.split(/\r?\n/).map((l) => l.trim()).filter(Boolean);
       return urls.length ? urls : undefined;
     };
   } else {
@@ -128,14 +129,23 @@ export function taskForm(form, models, onSubmit) {
   function showErrors(errors) {
     clearErrors();
     const rest = [];
+    const shown = new Map(); // field element → its lines
     for (const [field, msgs] of Object.entries(errors || {})) {
       const text = Array.isArray(msgs) ? msgs.join('; ') : String(msgs);
-      const el = form.querySelector(`[data-error-for="${CSS.escape(field)}"]`);
+      // "images.0": the first line of the images field; "input_data.width" would be "width".
+      const path = field.replace(/^input_data\./, '').split('.');
+      const el = form.querySelector(`[data-error-for="${CSS.escape(path[0])}"]`);
       if (el) {
-        el.textContent = text;
-        el.hidden = false;
-        if (field !== 'prompt') $('#params-box', form).open = true;
+        const lines = shown.get(el) ?? [];
+        const where = path.slice(1).map((p) => (/^\d+$/.test(p) ? `line ${Number(p) + 1}` : p)).join(' ');
+        lines.push(where ? `${where}: ${text}` : text);
+        shown.set(el, lines);
+        if (path[0] !== 'prompt') $('#params-box', form).open = true;
       } else rest.push(field === 'detail' ? text : `${field}: ${text}`);
+    }
+    for (const [el, lines] of shown) {
+      el.textContent = lines.join('\n');
+      el.hidden = false;
     }
     if (rest.length) {
       $('#form-error', form).textContent = rest.join('\n');

@@ -1,7 +1,7 @@
 // The pyre dashboard: sign in, submit, watch tasks live over the Phoenix channels.
 
 import { Socket, LongPoll } from '/vendor/phoenix.mjs';
-import { api, ApiError, savedToken, saveToken } from './api.js';
+import { api, ApiError, savedToken, saveToken, setUnauthorizedHandler } from './api.js';
 import { $ } from './dom.js';
 import { taskForm } from './form.js';
 import { taskCard, TERMINAL } from './task-view.js';
@@ -17,7 +17,13 @@ const state = {
   tasks: new Map(),
   streamed: new Map(),
   page: null,
+  /** `next_cursor` of the oldest page read (null: no older tasks), and whether older pages were read. */
+  nextCursor: null,
+  olderLoaded: false,
 };
+
+/** Set up once per page load, whoever signs in. */
+let setUp = false;
 
 // ---- sign in ---------------------------------------------------------------------------------
 
@@ -33,15 +39,35 @@ async function start() {
     return fatal(err);
   }
   if (session.auth_required && !session.user_id) return showSignIn();
+  if (state.session && state.session.user_id !== session.user_id) {
+    // Someone else signed in on this page: nothing of the previous user's stays.
+    state.tasks = new Map();
+    state.streamed = new Map();
+    state.nextCursor = null;
+    state.olderLoaded = false;
+  }
   state.session = session;
   $('#who').textContent = session.open_mode ? `${session.user_id} (open mode)` : session.user_id;
   $('#sign-out').hidden = session.open_mode;
   $('#sign-in').hidden = true;
-  await Promise.all([setUpForm(), loadTasks()]);
+  await Promise.all([setUp ? null : setUpForm(), loadTasks()]);
   connect();
-  window.addEventListener('hashchange', route);
+  if (!setUp) window.addEventListener('hashchange', route);
+  setUp = true;
   route();
 }
+
+/** The saved token stopped being accepted: stop everything that uses it, and ask for a new one. */
+function expired() {
+  if (!state.socket) return; // not signed in (yet): the sign-in form says what is wrong
+  saveToken('');
+  state.page?.leave();
+  state.page = null;
+  disconnect();
+  // What was typed in the task form stays there for after signing in again.
+  showSignIn('your token expired, sign in again');
+}
+setUnauthorizedHandler(expired);
 
 function showSignIn(message) {
   $('#home').hidden = true;
@@ -79,6 +105,28 @@ function fatal(err) {
 
 // ---- realtime --------------------------------------------------------------------------------
 
+function disconnect() {
+  const socket = state.socket;
+  if (!socket) return;
+  state.socket = null;
+  state.feed = null;
+  socket.disconnect();
+  for (const ch of [...socket.channels]) ch.leave();
+  setConn('offline', 'offline');
+}
+
+/**
+ * The socket could not connect: the gateway is down, or it refused the token. phoenix.js cannot
+ * tell which (a browser hides a refused upgrade's status), so ask the REST API once in a while;
+ * a 401 there sends the user to sign in (see expired()).
+ */
+let lastSessionCheck = 0;
+function checkSession() {
+  if (!savedToken() || Date.now() - lastSessionCheck < 3000) return;
+  lastSessionCheck = Date.now();
+  api('/api/session').catch(() => { /* 401 handled by expired(); unreachable: phoenix retries */ });
+}
+
 function setConn(stateName, label) {
   $('#conn').dataset.state = stateName;
   $('#conn-label').textContent = label;
@@ -102,16 +150,45 @@ function connect() {
     ...(params.has('debug') ? { logger: (kind, msg, data) => console.debug(`phoenix ${kind}: ${msg}`, JSON.stringify(data ?? null)) } : {}),
   });
   state.socket = socket;
-  socket.onOpen(() => setConn('open', transportName()));
-  socket.onError(() => setConn('error', 'reconnecting…'));
-  socket.onClose(() => setConn('offline', 'offline'));
+  // Long-poll fallback is for networks that block WebSockets. Once a WebSocket has carried a
+  // message on this page, a later failure is an outage, not a blocked network: reconnect over
+  // WebSocket (phoenix.js keeps retrying) rather than falling back to long-poll for good.
+  let pollFailedBeforeOpen = false;
+  socket.onOpen(() => {
+    if (state.socket !== socket) return;
+    setConn('open', transportName());
+    if (socket.transport !== LongPoll) {
+      socket.ping(() => { socket.longPollFallbackMs = 0; });
+    } else if (pollFailedBeforeOpen && !forceLongPoll) {
+      // Long-poll could not reach the gateway either: the WebSocket failed for an outage, not for
+      // being blocked. Try it again (phoenix.js falls back once more if it really is blocked).
+      pollFailedBeforeOpen = false;
+      try { sessionStorage.removeItem('phx:fallback:LongPoll'); } catch { /* storage disabled */ }
+      socket.disconnect(() => {
+        if (state.socket !== socket) return;
+        socket.transport = window.WebSocket;
+        socket.connect();
+      });
+    }
+  });
+  socket.onError(() => {
+    if (state.socket !== socket) return;
+    if (socket.transport === LongPoll) pollFailedBeforeOpen = true;
+    setConn('error', 'reconnecting…');
+    checkSession();
+  });
+  socket.onClose(() => {
+    if (state.socket !== socket) return;
+    // An unclean close is followed by phoenix.js's reconnect attempts.
+    setConn('error', 'reconnecting…');
+  });
   socket.connect();
 
   const feed = socket.channel(`tasks:${state.session.user_id}`, {});
   for (const ev of TASK_EVENTS) feed.on(ev, (payload) => onEvent(ev, payload));
   feed.join()
     // Events before a (re)join were not seen here: read the list again.
-    .receive('ok', () => loadTasks())
+    .receive('ok', () => loadTasks().catch(() => { /* unreachable: the next rejoin reads it */ }))
     .receive('error', (r) => setConn('error', `feed refused: ${r.reason ?? 'error'}`));
   state.feed = feed;
 }
@@ -169,8 +246,27 @@ export function applyEvent(task, event, p, streamed) {
 
 // ---- the list --------------------------------------------------------------------------------
 
+const PAGE = 50;
+
+/** Streamed text is rebuilt from the log for a text task still running, or one that failed or was canceled midway. */
+function needsStreamedText(t) {
+  return t.task_type === 'text_gen' && t.status !== 'succeeded' && !(t.output && typeof t.output.text === 'string');
+}
+
+async function rebuildStreamed(tasks) {
+  for (const t of tasks) {
+    if (!needsStreamedText(t)) continue;
+    if (TERMINAL.has(t.status) && state.streamed.has(t.id)) continue; // ended: what was streamed is final
+    const { data: events } = await api(`/api/tasks/${t.id}/events`);
+    state.streamed.set(t.id, events.filter((e) => e.event === 'text_delta').map((e) => e.payload.delta).join(''));
+    renderCard(state.tasks.get(t.id) ?? t);
+  }
+}
+
 async function loadTasks() {
-  const { data } = await api('/api/tasks?limit=50');
+  const { data, next_cursor: next } = await api(`/api/tasks?limit=${PAGE}`);
+  // After older pages were read, the oldest one's cursor is the one to follow.
+  if (!state.olderLoaded) state.nextCursor = next;
   // Keep what the feed has already brought further than this read.
   const known = state.tasks;
   state.tasks = new Map(data.map((t) => {
@@ -179,14 +275,40 @@ async function loadTasks() {
   }));
   for (const [id, k] of known) if (!state.tasks.has(id)) state.tasks.set(id, k);
   renderList();
-  // Text that is streaming now: rebuild what was streamed so far from the event log.
-  for (const t of data) {
-    if (t.task_type === 'text_gen' && !TERMINAL.has(t.status)) {
-      const { data: events } = await api(`/api/tasks/${t.id}/events`);
-      state.streamed.set(t.id, events.filter((e) => e.event === 'text_delta').map((e) => e.payload.delta).join(''));
-      renderCard(t);
-    }
+  // Text streaming now, or cut short by a failure: rebuild what was streamed from the event log.
+  await rebuildStreamed(data);
+}
+
+async function loadOlder() {
+  const button = $('#load-older');
+  if (!state.nextCursor) return;
+  button.disabled = true;
+  try {
+    const { data, next_cursor: next } = await api(`/api/tasks?limit=${PAGE}&cursor=${encodeURIComponent(state.nextCursor)}`);
+    state.olderLoaded = true;
+    state.nextCursor = next;
+    for (const t of data) if (!state.tasks.has(t.id)) state.tasks.set(t.id, t);
+    $('#older-error').hidden = true;
+    renderList();
+    await rebuildStreamed(data);
+  } catch (err) {
+    $('#older-error').textContent = `Could not load older tasks: ${err.message}`;
+    $('#older-error').hidden = false;
+  } finally {
+    button.disabled = false;
   }
+}
+$('#load-older').addEventListener('click', loadOlder);
+
+/** "2 running · 1 queued": tasks being generated, and tasks waiting for their turn, counted apart. */
+function renderNote() {
+  let running = 0;
+  let queued = 0;
+  for (const t of state.tasks.values()) {
+    if (t.status === 'queued') queued++;
+    else if (!TERMINAL.has(t.status)) running++;
+  }
+  $('#tasks-note').textContent = [running ? `${running} running` : '', queued ? `${queued} queued` : ''].filter(Boolean).join(' · ');
 }
 
 function cardFor(task) {
@@ -206,8 +328,8 @@ function renderList() {
     return card;
   }));
   $('#tasks-empty').hidden = tasks.length > 0;
-  const running = tasks.filter((t) => !TERMINAL.has(t.status)).length;
-  $('#tasks-note').textContent = running ? `${running} running` : '';
+  $('#load-older').hidden = !state.nextCursor;
+  renderNote();
 }
 
 function renderCard(task) {
@@ -219,8 +341,7 @@ function renderCard(task) {
   const card = cardFor(task);
   card.dataset.sig = sig;
   old.replaceWith(card);
-  const running = [...state.tasks.values()].filter((t) => !TERMINAL.has(t.status)).length;
-  $('#tasks-note').textContent = running ? `${running} running` : '';
+  renderNote();
 }
 
 export async function cancel(task) {
@@ -230,7 +351,7 @@ export async function cancel(task) {
     if (known && (data.last_seq ?? 0) >= (known.last_seq ?? 0)) Object.assign(known, data);
     if (known) renderCard(known);
   } catch (err) {
-    alert(`Could not cancel: ${err.message}`);
+    if (!(err instanceof ApiError && err.status === 401)) alert(`Could not cancel: ${err.message}`);
   }
 }
 
@@ -248,6 +369,8 @@ async function setUpForm() {
       $('#prompt-count').textContent = '0';
     } catch (err) {
       if (err instanceof ApiError && err.status === 422) showErrors(err.errors);
+      else if (err instanceof ApiError && err.status === 401) { /* back at sign-in: expired() */ }
+      else if (err instanceof ApiError && err.unreachable) showErrors({ detail: `${err.message}. Nothing was submitted: Generate again once the connection is back.` });
       else showErrors({ detail: err.message });
     }
   });

@@ -1,6 +1,6 @@
 // A task's own page: what it is, its result, and its full event timeline (stored + live).
 
-import { api } from './api.js';
+import { api, ApiError } from './api.js';
 import { h, clockTime } from './dom.js';
 import { errorView, outputView, progressBar, statusPill, TERMINAL } from './task-view.js';
 
@@ -31,11 +31,8 @@ export function showTaskPage(root, taskId, { socket, cancel, applyEvent }) {
   const rows = h('tbody');
   const top = h('div');
   const note = h('p', { class: 'muted small', 'data-role': 'timeline-note' });
-
-  root.replaceChildren(
-    h('a', { href: '#/', class: 'back' }, '← All tasks'),
-    top,
-    h('section', { class: 'card timeline-card' },
+  // Shown once the task is known to exist (an unknown id gets only the not-found message).
+  const timeline = h('section', { class: 'card timeline-card', hidden: true },
       h('div', { class: 'section-head' }, h('h2', {}, 'Event timeline'), note),
       h('p', { class: 'muted small' }, 'Every event of this task in seq order: the stored log, then live events from ',
         h('code', {}, `task:${taskId}`), '. Each must name this task, with seq rising by one.'),
@@ -43,8 +40,8 @@ export function showTaskPage(root, taskId, { socket, cancel, applyEvent }) {
         h('table', { class: 'timeline' },
           h('thead', {}, h('tr', {}, h('th', {}, 'seq'), h('th', {}, 'time'), h('th', {}, 'event'), h('th', {}, 'details'), h('th', {}, 'check'))),
           rows)),
-    ),
   );
+  root.replaceChildren(h('a', { href: '#/', class: 'back' }, '← All tasks'), top, timeline);
 
   function renderTop() {
     if (!task) return;
@@ -90,35 +87,78 @@ export function showTaskPage(root, taskId, { socket, cancel, applyEvent }) {
     note.textContent = `${rows.children.length} events`;
   }
 
+  /** Reads the task again (the events do not carry everything, e.g. completed_at), keeping newer live state. */
+  async function refresh() {
+    try {
+      const { data } = await api(`/api/tasks/${taskId}`);
+      if (left || !task) return;
+      if ((data.last_seq ?? 0) >= (task.last_seq ?? 0)) task = data;
+      else task.completed_at = task.completed_at ?? data.completed_at;
+      renderTop();
+    } catch {
+      /* the page already shows what the events said */
+    }
+  }
+
   function onLive(event, p) {
     if (typeof p.seq === 'number' && p.seq <= lastSeq && p.task_id === taskId) return;
     addRow({ seq: p.seq, event, payload: p }, true);
     if (task && p.task_id === taskId) {
+      const wasTerminal = TERMINAL.has(task.status);
       applyEvent(task, event, p, streamed);
+      if (!wasTerminal && TERMINAL.has(task.status)) {
+        task.completed_at = task.completed_at ?? new Date().toISOString();
+        refresh();
+      }
       renderTop();
     }
   }
 
-  (async () => {
+  let openRef = null;
+  let loading = false;
+  async function load() {
+    if (loading || task || left) return;
+    loading = true;
     try {
       const [t, ev] = await Promise.all([api(`/api/tasks/${taskId}`), api(`/api/tasks/${taskId}/events`)]);
       if (left) return;
       task = t.data;
+      if (openRef) socket.off([openRef]);
+      openRef = null;
+      rows.replaceChildren();
+      lastSeq = 0;
       for (const e of ev.data) addRow(e, false);
       streamed.set(task.id, ev.data.filter((e) => e.event === 'text_delta').map((e) => e.payload.delta).join(''));
       renderTop();
+      timeline.hidden = false;
       // Join with last_seq: whatever happened since the log was read is replayed first.
       channel = socket.channel(`task:${taskId}`, () => ({ last_seq: lastSeq }));
       for (const name of TASK_EVENTS) channel.on(name, (p) => onLive(name, p));
       channel.join().receive('error', (r) => { note.textContent = `channel refused: ${r.reason ?? 'error'}`; });
     } catch (err) {
-      top.replaceChildren(h('p', { class: 'error' }, err.status === 404 ? 'No such task.' : `Could not load the task: ${err.message}`));
+      if (left) return;
+      if (err.status === 404) {
+        timeline.remove();
+        top.replaceChildren(h('p', { class: 'error', 'data-role': 'not-found' }, 'No such task.'));
+      } else if (err instanceof ApiError && err.status === 401) {
+        /* back at sign-in */
+      } else {
+        top.replaceChildren(h('p', { class: 'error' }, `Could not load the task: ${err.message}`));
+        // Try again when the realtime connection is back (the gateway is reachable again).
+        if (!openRef) openRef = socket.onOpen(() => load());
+        // A socket that has not noticed the outage yet may not reopen: try again in a while too.
+        if (socket.isConnected()) setTimeout(load, 3000);
+      }
+    } finally {
+      loading = false;
     }
-  })();
+  }
+  load();
 
   return {
     leave() {
       left = true;
+      if (openRef) socket.off([openRef]);
       channel?.leave();
     },
   };

@@ -29,11 +29,15 @@ export function outputView(task, streamed) {
         ? h('video', { src: u, controls: true, muted: true, playsinline: true, loop: true, preload: 'metadata' })
         : h('a', { href: u, target: '_blank', rel: 'noopener' }, h('img', { src: u, alt: task.input_data?.prompt ?? 'generated image', loading: 'lazy' }))));
   }
-  const text = out && typeof out.text === 'string' ? out.text : streamed;
-  if (text) {
-    return h('div', { class: `output text${TERMINAL.has(task.status) ? '' : ' streaming'}`, 'data-role': 'output' }, text);
-  }
-  return null;
+  const final = out && typeof out.text === 'string';
+  const text = final ? out.text : streamed;
+  if (!text) return null;
+  const box = h('div', { class: `output text${TERMINAL.has(task.status) ? '' : ' streaming'}`, 'data-role': 'output' }, text);
+  if (final || (task.status !== 'failed' && task.status !== 'canceled')) return box;
+  // Streamed before the task failed or was canceled: kept, but not to be taken for a result.
+  return h('div', { class: 'partial', 'data-role': 'partial-output' },
+    h('p', { class: 'partial-label' }, task.status === 'failed' ? 'partial output before the failure' : 'partial output before it was canceled'),
+    box);
 }
 
 export function errorView(task) {

@@ -173,6 +173,201 @@ describeBrowser('dashboard in headless Chromium', () => {
       await context.close();
     }
   });
+
+  /** A page signed in as the user (with a token of that many seconds), at the home screen. */
+  async function signedIn(user: string, opts: { ttlSeconds?: number; gateway?: DemoGateway; viewport?: { width: number; height: number } } = {}) {
+    const gw = opts.gateway ?? env;
+    const context = await browser.newContext({ viewport: opts.viewport ?? { width: 1280, height: 860 } });
+    const page = await context.newPage();
+    page.setDefaultTimeout(10_000);
+    const pageErrors: string[] = [];
+    page.on('pageerror', (e) => pageErrors.push(e.message));
+    page.on('console', (m) => { if (process.env.DEBUG_DASH) console.log(m.text()); });
+    await page.goto(`${gw.url}/`);
+    await page.locator('#sign-in').waitFor({ state: 'visible' });
+    await page.fill('#token', gw.token(user, opts.ttlSeconds));
+    await page.click('#sign-in-form button[type=submit]');
+    await page.locator('#home').waitFor({ state: 'visible' });
+    await expectText(page, '#conn-label', 'WebSocket');
+    return { context, page, pageErrors };
+  }
+
+  test('an expired token sends the user back to sign in, keeping what they typed', async () => {
+    const { context, page, pageErrors } = await signedIn('erin', { ttlSeconds: 2 });
+    try {
+      await page.fill('#prompt', 'Typed before the token expired');
+      await page.waitForTimeout(3_000);
+      await page.click('#submit');
+      await page.locator('#sign-in').waitFor({ state: 'visible' });
+      await expectText(page, '#sign-in-error', 'your token expired, sign in again');
+      expect(await page.isVisible('#home')).toBe(false);
+      expect(await page.textContent('#conn-label')).toBe('offline');
+      expect(await page.evaluate(() => (globalThis as any).localStorage.getItem('pyre.token'))).toBeNull();
+
+      // Signed in again: the form has what was typed, and works.
+      await page.fill('#token', env.token('erin'));
+      await page.click('#sign-in-form button[type=submit]');
+      await page.locator('#home').waitFor({ state: 'visible' });
+      expect(await page.inputValue('#prompt')).toBe('Typed before the token expired');
+      expect(await page.locator('#type-picker input').count()).toBe(3); // the form was not built twice
+      await expectText(page, '#conn-label', 'WebSocket');
+      await page.click('#submit');
+      await page.locator('#task-list li.task', { hasText: 'Typed before the token expired' }).waitFor();
+      expect(await page.isHidden('#form-error')).toBe(true);
+      expect(pageErrors).toEqual([]);
+    } finally {
+      await context.close();
+    }
+  });
+
+  test('a task page shows the task completing, and an unknown id shows only "No such task."', async () => {
+    const { context, page, pageErrors } = await signedIn('frank');
+    try {
+      await page.fill('#prompt', 'A task page watched live');
+      await page.click('#submit');
+      const card = page.locator('#task-list li.task', { hasText: 'A task page watched live' });
+      await card.getByText('Timeline →').click();
+      await page.locator('.task-page').waitFor();
+      expect(await page.textContent('.task-page [data-role=status]')).not.toBe('succeeded');
+      await expectText(page, '.task-page [data-role=status]', 'succeeded');
+      await expectText(page, '.task-page .facts', 'completed');
+      const id = await page.getAttribute('.task-page', 'data-task-id');
+      const stored = await env.gw.tasks.get('frank', id!);
+      expect(stored.status).toBe('succeeded');
+
+      await page.goto(`${env.url}/#/tasks/00000000-0000-4000-8000-000000000000`);
+      await expectText(page, '#task-page', 'No such task.');
+      expect(await page.locator('#task-page .timeline-card').count()).toBe(0);
+      expect(await page.locator('#task-page').textContent()).not.toContain('Event timeline');
+      expect(pageErrors).toEqual([]);
+    } finally {
+      await context.close();
+    }
+  });
+
+  test('a task page opened while the gateway is unreachable says so, and loads once it is back', async () => {
+    const { context, page, pageErrors } = await signedIn('frank');
+    try {
+      const task = await env.gw.tasks.create('frank', { type: 'image', prompt: 'Loaded after an outage' });
+      await page.route(`**/api/tasks/${task.id}**`, (r) => r.abort('connectionrefused'));
+      await page.goto(`${env.url}/#/tasks/${task.id}`);
+      await expectText(page, '#task-page', 'the gateway is not reachable; retrying');
+      expect(await page.locator('#task-page').textContent()).not.toContain('Failed to fetch');
+      await page.unroute(`**/api/tasks/${task.id}**`);
+      await page.locator('.timeline tbody tr').first().waitFor();
+      await expectText(page, '.task-page .prompt-full', 'Loaded after an outage');
+
+      // A submit that cannot reach the gateway says so in words.
+      await page.goto(`${env.url}/#/`);
+      await page.route('**/api/tasks', (r) => (r.request().method() === 'POST' ? r.abort('connectionrefused') : r.continue()));
+      await page.fill('#prompt', 'Never sent');
+      await page.click('#submit');
+      await expectText(page, '#form-error', 'the gateway is not reachable');
+      expect(await page.textContent('#form-error')).not.toContain('Failed to fetch');
+      expect(pageErrors).toEqual([]);
+    } finally {
+      await context.close();
+    }
+  });
+
+  test('list parameters are one URL per line, and their errors show under the field', async () => {
+    const { context, page, pageErrors } = await signedIn('gina');
+    try {
+      await page.click('label[for=type-text]');
+      await page.click('#params-box summary');
+      await expectText(page, '[data-param="images"] .hint', 'one URL per line');
+      const bodies: any[] = [];
+      page.on('request', (r) => { if (r.method() === 'POST' && r.url().endsWith('/api/tasks')) bodies.push(r.postDataJSON()); });
+      await page.fill('#prompt', 'Describe these');
+      await page.fill('#param-images', 'not a url\n\n  https://example.com/b.png  \n');
+      await page.click('#submit');
+      await expectText(page, '[data-error-for="images"]', 'line 1: must be an http(s) URL');
+      expect(await page.isHidden('#form-error')).toBe(true);
+      expect(bodies.map((b) => b.input_data.images)).toEqual([['not a url', 'https://example.com/b.png']]);
+      expect(pageErrors).toEqual([]);
+    } finally {
+      await context.close();
+    }
+  });
+
+  test('text a failed task streamed is shown, labelled, live and after a reload', async () => {
+    const { context, page, pageErrors } = await signedIn('hana');
+    try {
+      await page.click('label[for=type-text]');
+      await page.fill('#prompt', '[[fail]] a story cut short');
+      await page.click('#submit');
+      const failed = page.locator('#task-list li.task[data-status="failed"]', { hasText: 'a story cut short' });
+      await failed.waitFor({ timeout: 30_000 });
+      const live = await failed.locator('[data-role=partial-output]').textContent();
+      expect(live).toContain('partial output before the failure');
+      await page.reload();
+      await failed.locator('[data-role=partial-output]').waitFor();
+      expect(await failed.locator('[data-role=partial-output]').textContent()).toBe(live);
+      expect(pageErrors).toEqual([]);
+    } finally {
+      await context.close();
+    }
+  });
+
+  test('the task count tells running from queued; older tasks load on demand (next_cursor)', async () => {
+    // A gateway running two tasks at a time, so that the rest wait queued.
+    const busy = await startDemoGateway({ auth: true, env: { RUNNER_CONCURRENCY: '2' } });
+    try {
+      for (let i = 1; i <= 55; i++) await busy.gw.tasks.create('ivan', { type: 'video', prompt: `Video number ${i}` });
+      const { context, page, pageErrors } = await signedIn('ivan', { gateway: busy });
+      try {
+        expect(await page.locator('#task-list li.task').count()).toBe(50);
+        const oldest = page.locator('#task-list li.task .prompt', { hasText: /^Video number 1$/ });
+        expect(await oldest.count()).toBe(0);
+        await page.click('#load-older');
+        await oldest.waitFor();
+        expect(await page.locator('#task-list li.task').count()).toBe(55);
+        expect(await page.isHidden('#load-older')).toBe(true);
+        // Every task is loaded now: the note agrees with the database.
+        const deadline = Date.now() + 15_000;
+        for (;;) {
+          const rows: { status: string }[] = await busy.gw.db('tasks').where({ user_id: 'ivan' }).select('status');
+          const running = rows.filter((r) => r.status === 'processing').length;
+          const queued = rows.filter((r) => r.status === 'queued').length;
+          const want = [running ? `${running} running` : '', queued ? `${queued} queued` : ''].filter(Boolean).join(' · ');
+          const got = await page.textContent('#tasks-note');
+          if (got === want && running === 2) break;
+          if (Date.now() > deadline) throw new Error(`note ${JSON.stringify(got)}, database ${running} processing and ${queued} queued`);
+          await page.waitForTimeout(100);
+        }
+        expect(pageErrors).toEqual([]);
+      } finally {
+        await context.close();
+      }
+    } finally {
+      await busy.close();
+    }
+  });
+
+  test('the timeline fits a phone-sized screen', async () => {
+    const { context, page, pageErrors } = await signedIn('judy', { viewport: { width: 390, height: 844 } });
+    try {
+      await page.fill('#prompt', 'A timeline on a phone');
+      await page.click('#submit');
+      const card = page.locator('#task-list li.task[data-status="succeeded"]', { hasText: 'A timeline on a phone' });
+      await card.waitFor({ timeout: 30_000 });
+      await card.getByText('Timeline →').click();
+      await page.locator('.timeline tbody tr[data-event="image_response"]').waitFor();
+      const fit = await page.evaluate(() => {
+        const g = globalThis as any; // in the page
+        const wrap = g.document.querySelector('.table-wrap');
+        const details = [...g.document.querySelectorAll('.timeline td.details')].map((td: any) => td.getBoundingClientRect().width);
+        return { page: g.document.documentElement.scrollWidth - g.innerWidth, wrap: wrap.scrollWidth - wrap.clientWidth, narrowest: Math.min(...details) };
+      });
+      expect(fit.page).toBeLessThanOrEqual(0);
+      expect(fit.wrap).toBeLessThanOrEqual(0);
+      expect(fit.narrowest).toBeGreaterThan(250); // a URL wraps in lines, not a letter per line
+      await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-phone-timeline.png'), fullPage: true });
+      expect(pageErrors).toEqual([]);
+    } finally {
+      await context.close();
+    }
+  });
 });
 
 async function expectText(page: Page, selector: string, text: string): Promise<void> {

@@ -18,7 +18,8 @@ export interface DemoGateway {
   gw: Gateway;
   url: string;
   standin: Standin;
-  token(user: string): string;
+  /** A signed token for the user, valid for ttlSeconds (600 unless told). */
+  token(user: string, ttlSeconds?: number): string;
   close(): Promise<void>;
 }
 
@@ -26,7 +27,7 @@ export interface DemoGateway {
  * A gateway on a Replicate stand-in in real time, as in demo mode, but with imagen
  * reporting a progress bar in ten steps over its few seconds (so a bar can be seen moving).
  */
-export async function startDemoGateway(opts: { auth?: boolean } = {}): Promise<DemoGateway> {
+export async function startDemoGateway(opts: { auth?: boolean; env?: Record<string, string> } = {}): Promise<DemoGateway> {
   const imagen = STANDIN_MODELS['google/imagen-4-fast']!;
   const saved = { progress: imagen.progress, steps: imagen.steps, timeline: imagen.timeline };
   imagen.progress = 'one-bar';
@@ -41,6 +42,7 @@ export async function startDemoGateway(opts: { auth?: boolean } = {}): Promise<D
     RUNNER_ENABLED: 'true',
     DATA_DIR: dataDir,
     ...(opts.auth ? { AUTH_SECRET: TEST_SECRET } : {}),
+    ...opts.env,
   });
   const gw = await createGateway({
     config,
@@ -53,7 +55,7 @@ export async function startDemoGateway(opts: { auth?: boolean } = {}): Promise<D
     gw,
     url,
     standin,
-    token: (user) => gw.auth.signer!.mint(user, 600),
+    token: (user, ttlSeconds = 600) => gw.auth.signer!.mint(user, ttlSeconds),
     close: async () => {
       await gw.close();
       await standin.close();

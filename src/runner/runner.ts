@@ -28,6 +28,11 @@ export interface RunnerOptions {
   claimIntervalMs?: number;
   pollIntervalMs?: number;
   retry?: RetryPolicy;
+  /**
+   * How long a canceled task waits for its prediction to confirm the cancel (reach an end)
+   * before the task ends canceled anyway and is no longer followed. Default 60 s.
+   */
+  cancelGraceMs?: number;
   /** The webhook URL for a task (when PUBLIC_URL is set); polling stays on as a safety net. */
   webhookUrl?: (taskId: string) => string;
   now?: () => Date;
@@ -99,6 +104,7 @@ export class TaskRunner {
       claimIntervalMs: 1000,
       pollIntervalMs: 1000,
       retry: DEFAULT_RETRY,
+      cancelGraceMs: 60_000,
       now: () => new Date(),
       ...(Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as RunnerOptions),
     };
@@ -352,7 +358,8 @@ export class TaskRunner {
     const streamAbort = new AbortController();
     signal.addEventListener('abort', () => streamAbort.abort(signal.reason), { once: true });
     let prediction = first;
-    let cancelSent = false;
+    // When we asked the provider to cancel (the user canceled the task), if we did.
+    let cancelSentAt: number | null = null;
     try {
       for (;;) {
         if (model.streams && prediction.urls.stream && !streaming && !isTerminal(prediction.status)) {
@@ -368,13 +375,19 @@ export class TaskRunner {
         const cur = await tasks.find(row.id);
         if (!cur || TERMINAL.has(cur.status)) return { kind: 'done' };
         if (cur.lease_owner !== this.owner) throw new Released('lease lost');
-        if (cur.cancel_requested && !cancelSent) {
+        if (cur.cancel_requested && cancelSentAt === null) {
           log.info({ prediction_id: prediction.id }, 'canceling prediction');
           prediction = await provider.cancel(prediction.id, { signal });
-          cancelSent = true;
+          cancelSentAt = this.opts.now().getTime();
           continue;
         }
-        if (!cancelSent && this.opts.now().getTime() - startedAt > model.deadlineMs) {
+        if (cancelSentAt !== null && this.opts.now().getTime() - cancelSentAt > this.opts.cancelGraceMs) {
+          // The provider took the cancel but the prediction runs on: do not poll it forever.
+          log.warn({ prediction_id: prediction.id, status: prediction.status, grace_ms: this.opts.cancelGraceMs }, 'prediction did not end after its cancel; ending the task canceled');
+          await this.finish(row.id, this.holdsLease, 'canceled', { code: 'canceled', message: 'canceled by the user' });
+          return { kind: 'done' };
+        }
+        if (cancelSentAt === null && this.opts.now().getTime() - startedAt > model.deadlineMs) {
           // settle() fails the task and cancels the prediction.
           log.warn({ prediction_id: prediction.id, deadline_ms: model.deadlineMs }, 'deadline passed; canceling prediction');
           return { kind: 'fail', error: { code: 'timeout', message: `no result within ${Math.round(model.deadlineMs / 1000)} s; the prediction was canceled` } };

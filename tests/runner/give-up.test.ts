@@ -1,5 +1,5 @@
 import { BACKENDS } from '../helpers/db';
-import { createTask, getTask, runToEnd, startRunnerEnv, TERMINAL, waitFor, type RunnerEnv } from './helpers';
+import { call, createTask, events, getTask, runToEnd, startRunnerEnv, TERMINAL, waitFor, type RunnerEnv } from './helpers';
 
 /**
  * How runs end when the runner gives up on them, hands them back, or cancels: a task failed
@@ -8,7 +8,8 @@ import { createTask, getTask, runToEnd, startRunnerEnv, TERMINAL, waitFor, type 
 describe.each(BACKENDS)('runner on %s: giving up, handing back, canceling', (backend) => {
   let env: RunnerEnv;
   beforeAll(async () => {
-    env = await startRunnerEnv({ backend });
+    // A cancel that the provider takes but that does not stop the prediction is waited out this long.
+    env = await startRunnerEnv({ backend, runner: { cancelGraceMs: 500 } });
   });
   afterAll(() => env?.close());
   beforeEach(() => env.standin.reset());
@@ -56,5 +57,29 @@ describe.each(BACKENDS)('runner on %s: giving up, handing back, canceling', (bac
     const t = await runToEnd(env, id, { stepMs: 2000 });
     expect(t).toMatchObject({ status: 'succeeded', error: null });
     expect((await env.gw.tasks.find(id))!.prediction_id).toBe(pid);
+  });
+
+  it('a cancel the provider takes but that does not stop the prediction: the task ends canceled after the grace period and is no longer polled', async () => {
+    const id = await createTask(env.url, { type: 'video', prompt: 'cancel that does not take' });
+    const pid = await waitFor('prediction', async () => (await env.gw.tasks.find(id))?.prediction_id);
+    await env.standin.advance(5000); // processing now; the stand-in's clock then stands still
+    expect(env.standin.prediction(pid)!.status).toBe('processing');
+    env.standin.faults.inject({ op: 'cancel', action: { kind: 'cancel_ignored' } });
+    const before = Date.now();
+    const res = await call(`${env.url}/api/tasks/${id}/cancel`, { method: 'POST' });
+    expect(res.status).toBe(200);
+    const t = await ended(id, 10_000);
+    expect(t).toMatchObject({ status: 'canceled', error: { code: 'canceled' } });
+    expect(Date.now() - before).toBeGreaterThanOrEqual(500);
+    expect(cancels(pid)).toHaveLength(1);
+    expect(env.standin.prediction(pid)!.status).toBe('processing'); // it never confirmed the cancel
+    const ev = await events(env.url, id);
+    expect(ev.filter((e) => e.event === 'video_response')).toHaveLength(1);
+    // Not followed any more: no further reads of the prediction.
+    const reads = () => env.standin.requests.filter((r) => r.op === 'get' && r.path.endsWith(pid)).length;
+    const n = reads();
+    await new Promise((r) => setTimeout(r, 300));
+    expect(reads()).toBe(n);
+    expect(env.gw.runner.activeCount).toBe(0);
   });
 });

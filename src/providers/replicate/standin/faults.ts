@@ -19,7 +19,9 @@ export type FaultAction =
   /** Send status and headers now, the body after this many real milliseconds. */
   | { kind: 'slow_body'; ms: number }
   /** SSE only: drop the connection after this many events. */
-  | { kind: 'stream_drop_after'; events: number };
+  | { kind: 'stream_drop_after'; events: number }
+  /** Cancel only: answer 200 with the prediction as it is, without canceling it (it runs on). */
+  | { kind: 'cancel_ignored' };
 
 export interface FaultRule {
   op: FaultOp;

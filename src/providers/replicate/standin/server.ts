@@ -534,7 +534,9 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
     else if (op === 'get' || op === 'cancel') model = predictions.get(params[0]!)?.model.ref;
     else if (op === 'stream') model = byStream.get(params[0]!)?.model.ref;
 
-    const fault = faults.take(op, model, (a) => (a.kind === 'create_then_status' || a.kind === 'create_then_drop' ? op === 'create' : a.kind === 'stream_drop_after' ? op === 'stream' : true));
+    const fault = faults.take(op, model, (a) =>
+      a.kind === 'create_then_status' || a.kind === 'create_then_drop' ? op === 'create' : a.kind === 'stream_drop_after' ? op === 'stream' : a.kind === 'cancel_ignored' ? op === 'cancel' : true,
+    );
     if (fault) {
       rec.fault = fault.kind;
       switch (fault.kind) {
@@ -568,7 +570,7 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
         const p = predictions.get(params[0]!);
         if (!p) return send(res, rec, NOT_FOUND());
         sync(p);
-        if (op === 'cancel' && p.stateAt(clock.now()).completedAt === null) {
+        if (op === 'cancel' && fault?.kind !== 'cancel_ignored' && p.stateAt(clock.now()).completedAt === null) {
           p.canceledAt = clock.now();
           active.add(p);
           sync(p);

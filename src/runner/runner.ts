@@ -525,8 +525,11 @@ export class TaskRunner {
     }
     if (progress.percent !== null) {
       const percent = Math.round(progress.percent);
+      // Progress only rises: a second bar in the logs (a video's decode pass after its denoise
+      // pass) starts again at 0 %, which a client would see as going backwards. A task follows one
+      // prediction, so the stored progress is that prediction's.
       await tasks.apply(row.id, (cur) =>
-        TERMINAL.has(cur.status) || !may(cur) || cur.progress === percent
+        TERMINAL.has(cur.status) || !may(cur) || (cur.progress !== null && percent <= cur.progress)
           ? null
           : {
               change: { progress: percent },

@@ -4,6 +4,8 @@ import { ConfigError, loadConfig, type Config } from './config';
 import { createLogger } from './log';
 import { migrate, openDatabase } from './db';
 import { startStandin, type Standin } from './providers/replicate/standin';
+import { ModelRegistry } from './tasks/models';
+import { TaskService } from './tasks/service';
 
 /** Start the gateway from the environment. */
 export async function main(): Promise<void> {
@@ -64,6 +66,11 @@ async function runPrimary(config: Config, logger: ReturnType<typeof createLogger
   try {
     const applied = await migrate(db);
     if (applied.length) logger.info({ migrations: applied }, 'database migrated');
+    if (config.demoMode) {
+      // The stand-in below starts empty: predictions of an earlier run are gone, so their tasks start over.
+      const requeued = await new TaskService(db, new ModelRegistry(), logger).requeueLostPredictions();
+      if (requeued) logger.warn({ tasks: requeued }, "demo mode: tasks whose predictions were on the previous run's stand-in start over");
+    }
   } finally {
     await db.destroy();
   }

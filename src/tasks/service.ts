@@ -198,6 +198,33 @@ export class TaskService {
     return taskJson(changed ?? (await this.find(id))!);
   }
 
+  /**
+   * Forget the predictions of unfinished tasks and queue them again: for a provider that has
+   * lost them all (demo mode's built-in stand-in starts empty with each run). Each task gets a
+   * `status: queued` event and will be created anew; a try is not counted. Returns how many.
+   */
+  async requeueLostPredictions(): Promise<number> {
+    const rows = (await this.db('tasks')
+      .whereNotNull('prediction_id')
+      .whereNotIn('status', [...TERMINAL])
+      .select('id')) as Array<{ id: string }>;
+    let requeued = 0;
+    for (const { id } of rows) {
+      const done = await this.apply(id, (cur) =>
+        TERMINAL.has(cur.status) || cur.prediction_id === null
+          ? null
+          : {
+              change: {
+                status: 'queued', progress: null, prediction_id: null, create_attempted_at: null,
+                run_after: this.now(), lease_owner: null, lease_expires_at: null,
+              },
+            },
+      );
+      if (done) requeued++;
+    }
+    return requeued;
+  }
+
   /** The task's event log after `afterSeq`, in seq order. */
   async events(userId: string, id: string, afterSeq = 0): Promise<TaskEvent[]> {
     const row = await this.find(id);

@@ -32,6 +32,37 @@ describe('tasks survive a restart on embedded PGlite', () => {
       await second.close();
     }
   }, 120_000);
+
+  it("demo mode: a task whose prediction was on the previous run's stand-in starts over after a restart, and succeeds", async () => {
+    const config = testConfig({ DATA_DIR: dir });
+    const first = await createGateway({ config, logger: silentLogger() });
+    const url1 = await first.listen();
+    const created = await call(`${url1}/api/tasks`, { body: { input_data: { type: 'image', prompt: 'lost on restart' } } });
+    const id = created.body.task_id;
+    // As the previous run left it: created on its stand-in, processing, then the process stopped.
+    await first.tasks.apply(id, () => ({ change: { status: 'processing', prediction_id: 'gone-with-the-old-standin', progress: 40 } }));
+    await first.close();
+
+    const second = await createGateway({ config: testConfig({ DATA_DIR: dir, RUNNER_ENABLED: 'true' }), logger: silentLogger() });
+    const url2 = await second.listen();
+    try {
+      let task: any;
+      for (let i = 0; i < 200; i++) {
+        task = (await call(`${url2}/api/tasks/${id}`)).body.data;
+        if (task.status === 'succeeded' || task.status === 'failed') break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(task).toMatchObject({ status: 'succeeded', error: null, attempts: 1 });
+      const row = await second.tasks.find(id);
+      expect(row!.prediction_id).not.toBe('gone-with-the-old-standin');
+      const statuses = (await call(`${url2}/api/tasks/${id}/events`)).body.data
+        .filter((e: any) => e.event === 'status')
+        .map((e: any) => e.payload.status);
+      expect(statuses).toEqual(['queued', 'processing', 'queued', 'processing', 'succeeded']);
+    } finally {
+      await second.close();
+    }
+  }, 120_000);
 });
 
 (TEST_PG_URL ? describe : describe.skip)('two gateway processes on one PostgreSQL', () => {

@@ -6,6 +6,7 @@ import { openDatabase } from '../../src/db';
 import { silentLogger } from '../../src/log';
 import { freshDb, TEST_PG_URL } from '../helpers/db';
 import { call, testConfig } from '../helpers/gateway';
+import { waitFor } from '../runner/helpers';
 
 describe('tasks survive a restart on embedded PGlite', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pyre-restart-'));
@@ -46,12 +47,10 @@ describe('tasks survive a restart on embedded PGlite', () => {
     const second = await createGateway({ config: testConfig({ DATA_DIR: dir, RUNNER_ENABLED: 'true' }), logger: silentLogger() });
     const url2 = await second.listen();
     try {
-      let task: any;
-      for (let i = 0; i < 200; i++) {
-        task = (await call(`${url2}/api/tasks/${id}`)).body.data;
-        if (task.status === 'succeeded' || task.status === 'failed') break;
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      const task = await waitFor('the task to end', async () => {
+        const t = (await call(`${url2}/api/tasks/${id}`)).body.data;
+        return t.status === 'succeeded' || t.status === 'failed' ? t : null;
+      });
       expect(task).toMatchObject({ status: 'succeeded', error: null, attempts: 1 });
       const row = await second.tasks.find(id);
       expect(row!.prediction_id).not.toBe('gone-with-the-old-standin');

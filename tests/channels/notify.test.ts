@@ -3,6 +3,7 @@ import pg from 'pg';
 import { PgNotifyChannel } from '../../src/db/notify';
 import { createLogger } from '../../src/log';
 import { TEST_PG_URL } from '../helpers/db';
+import { waitFor } from './helpers';
 
 /** LISTEN/NOTIFY batching (src/db/notify.ts) on the real PostgreSQL: what is sent in one tick arrives whole, in order. */
 const maybe = TEST_PG_URL ? describe : describe.skip;
@@ -34,16 +35,11 @@ maybe('PgNotifyChannel on PostgreSQL', () => {
     await Promise.all([a.close(), b.close(), spy.end()]);
   });
 
-  const until = async (cond: () => boolean, ms = 5000) => {
-    const end = Date.now() + ms;
-    while (!cond() && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
-  };
-
   it('2,000 messages sent in one tick arrive once each, in order, split under the 8,000-byte limit', async () => {
     received = [];
     notifications = 0;
     for (let i = 0; i < 2000; i++) a.send({ i, pad: 'x'.repeat(i % 90) });
-    await until(() => received.length >= 2000);
+    await waitFor(() => received.length >= 2000, 5000, 'notifications');
     expect(received.map((m) => m.i)).toEqual(Array.from({ length: 2000 }, (_, i) => i));
     expect(received[1999]!.pad).toHaveLength(1999 % 90);
     expect(notifications).toBeGreaterThan(10);
@@ -57,7 +53,7 @@ maybe('PgNotifyChannel on PostgreSQL', () => {
       for (let k = 0; k < 1 + (tick % 5) * 30; k++) a.send({ i: i++, pad: 'z'.repeat(40) });
       await new Promise((r) => setImmediate(r));
     }
-    await until(() => received.length >= i);
+    await waitFor(() => received.length >= i, 5000, 'notifications');
     expect(received.map((m) => m.i)).toEqual(Array.from({ length: i }, (_, n) => n));
   });
 
@@ -66,7 +62,7 @@ maybe('PgNotifyChannel on PostgreSQL', () => {
     a.send({ i: 1, pad: '' });
     a.send({ i: 2, pad: 'y'.repeat(8000) });
     a.send({ i: 3, pad: '' });
-    await until(() => received.length >= 2);
+    await waitFor(() => received.length >= 2, 5000, 'notifications');
     await new Promise((r) => setTimeout(r, 100));
     expect(received.map((m) => m.i)).toEqual([1, 3]);
     expect(lines.some((l) => l.includes('too large for NOTIFY'))).toBe(true);
@@ -78,7 +74,7 @@ maybe('PgNotifyChannel on PostgreSQL', () => {
     await c.listen((m) => own.push(...m));
     received = [];
     c.send({ i: 42 });
-    await until(() => received.length >= 1);
+    await waitFor(() => received.length >= 1, 5000, 'notifications');
     await new Promise((r) => setTimeout(r, 100));
     expect(received).toEqual([{ i: 42 }]);
     expect(own).toEqual([]);

@@ -42,9 +42,12 @@ describe.each(BACKENDS)('SwiftPhoenixClient 5.3.4 frames against the task channe
     await standin.close();
   });
 
+  /** The socket URL as Swift builds it: vsn first, then the flat params. */
+  const swiftUrl = (tok: string) => `${t.url.replace('http', 'ws')}/socket/websocket?vsn=2.0.0&token=${encodeURIComponent(tok)}`;
+
   it('replays the recorded session byte for byte: join, image_generate, events, heartbeat, leave', async () => {
     // vsn first, then flat params, as Swift builds the URL.
-    const { ws, frames } = await rawSocket(`${t.url.replace('http', 'ws')}/socket/websocket?vsn=2.0.0&token=${encodeURIComponent(token)}&device=ios`);
+    const { ws, frames } = await rawSocket(`${swiftUrl(token)}&device=ios`);
     try {
       const [join, generate, heartbeat, leave] = outFrames.map((f) => f.text);
       expect(generate).toContain('google\\/imagen-4-fast');
@@ -106,7 +109,7 @@ describe.each(BACKENDS)('SwiftPhoenixClient 5.3.4 frames against the task channe
   it("a task id picked by Swift's UUID().uuidString (upper case) is created, answered and followed live", async () => {
     const upper = '6F9619FF-8B86-4011-B42D-00C04FC964FF';
     const topic = `task:${upper}`;
-    const { ws, frames } = await rawSocket(`${t.url.replace('http', 'ws')}/socket/websocket?vsn=2.0.0&token=${encodeURIComponent(token)}`);
+    const { ws, frames } = await rawSocket(swiftUrl(token));
     try {
       ws.send(JSON.stringify(['1', '1', topic, 'phx_join', {}]));
       const joined = await waitFor(() => frames.find((f) => f[1] === '1'), 5000, 'join reply');
@@ -132,7 +135,7 @@ describe.each(BACKENDS)('SwiftPhoenixClient 5.3.4 frames against the task channe
     const topic = `task:${String(created.body.task_id).toUpperCase()}`;
     const tasksOfUser = async () => (await t.gw.db('tasks').where({ user_id: 'ios-user' })).length;
     const before = await tasksOfUser();
-    const { ws, frames } = await rawSocket(`${t.url.replace('http', 'ws')}/socket/websocket?vsn=2.0.0&token=${encodeURIComponent(token)}`);
+    const { ws, frames } = await rawSocket(swiftUrl(token));
     try {
       ws.send(JSON.stringify(['1', '1', topic, 'phx_join', { last_seq: 0 }]));
       await waitFor(() => frames.find((f) => f[1] === '1'), 5000, 'join reply');
@@ -153,8 +156,8 @@ describe.each(BACKENDS)('SwiftPhoenixClient 5.3.4 frames against the task channe
     const id = '0b0b0b0b-1111-4222-8333-444455556666';
     const topic = `task:${id}`;
     const bobToken = new TokenSigner(TEST_SECRET).mint('bob');
-    const bob = await rawSocket(`${t.url.replace('http', 'ws')}/socket/websocket?vsn=2.0.0&token=${encodeURIComponent(bobToken)}`);
-    const alice = await rawSocket(`${t.url.replace('http', 'ws')}/socket/websocket?vsn=2.0.0&token=${encodeURIComponent(token)}`);
+    const bob = await rawSocket(swiftUrl(bobToken));
+    const alice = await rawSocket(swiftUrl(token));
     try {
       bob.ws.send(JSON.stringify(['1', '1', topic, 'phx_join', {}]));
       expect((await waitFor(() => bob.frames.find((f) => f[1] === '1'), 5000, 'bob join'))[4].status).toBe('ok');

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { startStandin, type Standin } from '../../src/providers/replicate/standin';
 import { BACKENDS, freshDb, TEST_PG_URL, type TestDb } from '../helpers/db';
-import { call, createTask, createsFor, events, freePort, waitFor } from './helpers';
+import { call, createTask, createsFor, events, EVERY_MODEL, freePort, waitFor } from './helpers';
 import { spawnGateway, type GatewayProcess } from '../helpers/gateway-process';
 
 /**
@@ -12,15 +12,6 @@ import { spawnGateway, type GatewayProcess } from '../helpers/gateway-process';
  * that made a prediction per task, also when create answers were lost (a 5xx, or a dropped
  * connection, after the stand-in had created the prediction).
  */
-const MODELS = [
-  { type: 'image', model: 'google/imagen-4-fast' },
-  { type: 'image', model: 'bytedance/seedream-3' },
-  { type: 'video', model: 'bytedance/seedance-1-pro' },
-  { type: 'text', model: 'gpt-4.1' },
-  { type: 'text', model: 'claude-sonnet-4-20250514' },
-  { type: 'text', model: 'gemini-2.5-flash-lite' },
-];
-const PROVIDER_MODELS = ['google/imagen-4-fast', 'bytedance/seedream-3', 'bytedance/seedance-1-pro', 'openai/gpt-4.1', 'anthropic/claude-4-sonnet', 'google/gemini-2.5-flash'];
 
 async function listAll(url: string): Promise<any[]> {
   const res = await call(`${url}/api/tasks?limit=200`);
@@ -36,7 +27,7 @@ describe.each(BACKENDS)('runner on %s: kill -9 and restart', (backend) => {
 
   beforeAll(async () => {
     standin = await startStandin({ clock: { speed: 1 } });
-    for (const m of PROVIDER_MODELS) standin.faults.timelines[m] = { queueMs: 300, processingMs: 5000 };
+    for (const { providerModel: m } of EVERY_MODEL) standin.faults.timelines[m] = { queueMs: 300, processingMs: 5000 };
     dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pyre-crash-'));
     if (backend === 'postgres') tdb = await freshDb('postgres');
   });
@@ -71,7 +62,7 @@ describe.each(BACKENDS)('runner on %s: kill -9 and restart', (backend) => {
 
     const tasks: Array<{ id: string; prompt: string; type: string }> = [];
     for (let i = 0; i < 12; i++) {
-      const m = MODELS[i % MODELS.length]!;
+      const m = EVERY_MODEL[i % EVERY_MODEL.length]!;
       const prompt = `crash test ${backend} #${i} (${m.model})`;
       tasks.push({ id: await createTask(first.url, { type: m.type, model: m.model, prompt }), prompt, type: m.type });
     }

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { createGateway, type Gateway, type GatewayOptions } from '../../src/app';
 import { silentLogger } from '../../src/log';
 import { startStandin, type Standin, type StandinOptions } from '../../src/providers/replicate/standin';
-import { DEFAULT_MODELS, ModelRegistry, type ModelSpec } from '../../src/tasks/models';
+import { CLIENT_TYPES, DEFAULT_MODELS, ModelRegistry, type ModelSpec } from '../../src/tasks/models';
 import { freshDb, type Backend, type TestDb } from '../helpers/db';
 import { call, testConfig } from '../helpers/gateway';
 
@@ -37,6 +37,13 @@ export async function freePort(): Promise<number> {
   await new Promise<void>((r) => srv.close(() => r()));
   return port;
 }
+
+/** Every model of the registry as a client names it (type and model), with its provider model. */
+export const EVERY_MODEL = DEFAULT_MODELS.map((m) => ({
+  type: Object.keys(CLIENT_TYPES).find((k) => CLIENT_TYPES[k] === m.taskType)!,
+  model: m.name,
+  providerModel: m.providerModel,
+}));
 
 /** A model registry with some models' fields replaced (e.g. a short deadline). */
 export function registryWith(overrides: Record<string, Partial<ModelSpec>>): ModelRegistry {

@@ -4,22 +4,13 @@ import path from 'node:path';
 import { startStandin, type Standin } from '../../src/providers/replicate/standin';
 import { migrate } from '../../src/db';
 import { freshDb, TEST_PG_URL, type TestDb } from '../helpers/db';
-import { call, createsFor, events, waitFor } from './helpers';
+import { call, createsFor, EVERY_MODEL, events, waitFor } from './helpers';
 import { spawnGateway, type GatewayProcess } from '../helpers/gateway-process';
 
 /**
  * Acceptance 5 of issue 4: two gateway processes on one PostgreSQL share 200 tasks; every task
  * runs once (one create each, made by one process) and ends succeeded.
  */
-const MODELS = [
-  { type: 'image', model: 'google/imagen-4-fast' },
-  { type: 'image', model: 'bytedance/seedream-3' },
-  { type: 'video', model: 'bytedance/seedance-1-pro' },
-  { type: 'text', model: 'gpt-4.1' },
-  { type: 'text', model: 'claude-sonnet-4-20250514' },
-  { type: 'text', model: 'gemini-2.5-flash-lite' },
-];
-const PROVIDER_MODELS = ['google/imagen-4-fast', 'bytedance/seedream-3', 'bytedance/seedance-1-pro', 'openai/gpt-4.1', 'anthropic/claude-4-sonnet', 'google/gemini-2.5-flash'];
 const N = 200;
 
 const suite = TEST_PG_URL ? describe : describe.skip;
@@ -36,7 +27,7 @@ suite('two gateway processes on one PostgreSQL (needs PYRE_TEST_DATABASE_URL)', 
 
   beforeAll(async () => {
     standin = await startStandin({ clock: { speed: 1 } });
-    for (const m of PROVIDER_MODELS) standin.faults.timelines[m] = { queueMs: 100, processingMs: 500 };
+    for (const { providerModel: m } of EVERY_MODEL) standin.faults.timelines[m] = { queueMs: 100, processingMs: 500 };
     tdb = await freshDb('postgres');
     dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pyre-multi-'));
   });
@@ -71,7 +62,7 @@ suite('two gateway processes on one PostgreSQL (needs PYRE_TEST_DATABASE_URL)', 
     await Promise.all(
       Array.from({ length: 8 }, async (_, lane) => {
         for (let i = lane; i < N; i += 8) {
-          const m = MODELS[i % MODELS.length]!;
+          const m = EVERY_MODEL[i % EVERY_MODEL.length]!;
           const prompt = `multi #${i} (${m.model})`;
           const res = await call(`${(i % 2 ? b : a).url}/api/tasks`, { body: { input_data: { type: m.type, model: m.model, prompt } } });
           expect(res.status).toBe(202);

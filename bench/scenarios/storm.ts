@@ -60,15 +60,15 @@ export async function runStorm(): Promise<StormRow[]> {
         await sleep(settleMs);
         await gcAll(servers);
         const before = sample(servers);
-        const heap = async (): Promise<number> =>
-          (await Promise.all(servers.map((s) => s.rpc.call<{ mem: NodeJS.MemoryUsage }>('info')))).reduce((a, i) => a + i.mem.heapUsed, 0) / 2 ** 20;
-        const heapBefore = await heap();
-        const memDetail = async (): Promise<string> => {
+        // The servers' memory, summed (MiB), and logged in detail; heapUsed tells live objects from slack.
+        const memory = async (when: string): Promise<Record<keyof NodeJS.MemoryUsage, number>> => {
           const ms = (await Promise.all(servers.map((s) => s.rpc.call<{ mem: NodeJS.MemoryUsage }>('info')))).map((i) => i.mem);
-          const sum = (k: keyof NodeJS.MemoryUsage) => fmt(ms.reduce((a, m) => a + m[k], 0) / 2 ** 20, 0);
-          return `rss ${sum('rss')}, heapTotal ${sum('heapTotal')}, heapUsed ${sum('heapUsed')}, external ${sum('external')}, arrayBuffers ${sum('arrayBuffers')} MiB`;
+          const keys = ['rss', 'heapTotal', 'heapUsed', 'external', 'arrayBuffers'] as const;
+          const sum = Object.fromEntries(keys.map((k) => [k, ms.reduce((a, m) => a + m[k], 0) / 2 ** 20])) as Record<keyof NodeJS.MemoryUsage, number>;
+          log(`${kind} ${when} the storm: ${keys.map((k) => `${k} ${fmt(sum[k], 0)}`).join(', ')} MiB`);
+          return sum;
         };
-        log(`${kind} before the storm: ${await memDetail()}`);
+        const heapBefore = (await memory('before')).heapUsed;
         const rs = await Promise.all(
           gens.map((g) => g.rpc.call<{ back: number; total: number; attempts: number; failures: number; ms: number }>('storm', { timeoutMs: limitSec * 1000, backoffMs: BACKOFF }, limitSec * 1000 + 30_000)),
         );
@@ -77,8 +77,7 @@ export async function runStorm(): Promise<StormRow[]> {
         await gcAll(servers);
         await sleep(500);
         const after = sample(servers);
-        const heapAfter = await heap();
-        log(`${kind} after the storm: ${await memDetail()}`);
+        const heapAfter = (await memory('after')).heapUsed;
         const st = await genStats(gens);
         const row: StormRow = {
           server: kind, processes: procs, sockets: n, joinedBefore: c.joined, back: Math.min(st.joined, rs.reduce((s, r) => s + r.back, 0)),

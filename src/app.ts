@@ -94,8 +94,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       'DEMO MODE: REPLICATE_API_TOKEN is unset, so tasks run on the built-in Replicate stand-in (simulated results, nothing is billed)',
     );
     // The stand-in starts empty: predictions of an earlier run are gone, so their tasks start over.
-    const requeued = await tasks.requeueLostPredictions();
-    if (requeued) logger.warn({ tasks: requeued }, 'demo mode: tasks whose predictions were on the previous run\'s stand-in start over');
+    await tasks.requeueLostPredictions();
   }
   const provider = createReplicateClient({
     token: replicate.apiToken!,

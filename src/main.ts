@@ -68,8 +68,7 @@ async function runPrimary(config: Config, logger: ReturnType<typeof createLogger
     if (applied.length) logger.info({ migrations: applied }, 'database migrated');
     if (config.demoMode) {
       // The stand-in below starts empty: predictions of an earlier run are gone, so their tasks start over.
-      const requeued = await new TaskService(db, new ModelRegistry(), logger).requeueLostPredictions();
-      if (requeued) logger.warn({ tasks: requeued }, "demo mode: tasks whose predictions were on the previous run's stand-in start over");
+      await new TaskService(db, new ModelRegistry(), logger).requeueLostPredictions();
     }
   } finally {
     await db.destroy();

@@ -1,3 +1,4 @@
+import type { Knex } from 'knex';
 import type { Db } from '../db';
 import type { TaskRow } from './task';
 
@@ -93,12 +94,19 @@ export class GroupInsert {
     }
   }
 
-  /** One statement: the tasks and their first events, atomic as any single statement is. */
-  private async statement(values: NewTaskValues[]): Promise<TaskRow[]> {
-    const insert = this.db('tasks').insert(values).returning('*').toSQL();
-    const result = (await this.db.raw(`WITH t AS (${insert.sql}), e AS (${FIRST_EVENT_SQL}) SELECT * FROM t`, insert.bindings)) as {
-      rows: TaskRow[];
-    };
-    return result.rows;
+  private statement(values: NewTaskValues[]): Promise<TaskRow[]> {
+    return insertTasks(this.db, values);
   }
+}
+
+/**
+ * One statement: the tasks and their first events, atomic as any single statement is. The one
+ * place a task's first event is written (a batch here, or one task inside a caller's transaction).
+ */
+export async function insertTasks(db: Knex | Knex.Transaction, values: NewTaskValues[]): Promise<TaskRow[]> {
+  const insert = db('tasks').insert(values).returning('*').toSQL();
+  const result = (await db.raw(`WITH t AS (${insert.sql}), e AS (${FIRST_EVENT_SQL}) SELECT * FROM t`, insert.bindings)) as {
+    rows: TaskRow[];
+  };
+  return result.rows;
 }

@@ -3,7 +3,7 @@ import type { Knex } from 'knex';
 import type { Logger } from '../log';
 import type { Db } from '../db';
 import { NotFoundError, ValidationError } from './errors';
-import { GroupInsert } from './group-insert';
+import { GroupInsert, insertTasks } from './group-insert';
 import { parseTaskInput } from './input';
 import type { ModelRegistry, TaskType } from './models';
 import {
@@ -120,13 +120,11 @@ export class TaskService {
       inserted_at: now,
       updated_at: now,
     };
-    const event = { task_id: id, seq: 1, event: first.event, payload: JSON.stringify(first.payload), inserted_at: now };
     let row: TaskRow;
     if (opts.inTransaction) {
       const hook = opts.inTransaction;
       row = await this.db.transaction(async (trx) => {
-        const [inserted] = (await trx('tasks').insert(values).returning('*')) as TaskRow[];
-        await trx('task_events').insert(event);
+        const [inserted] = await insertTasks(trx, [values]);
         await hook(trx, taskJson(inserted!));
         return inserted!;
       });
@@ -222,6 +220,7 @@ export class TaskService {
       );
       if (done) requeued++;
     }
+    if (requeued) this.logger.warn({ tasks: requeued }, "tasks whose predictions the provider lost start over");
     return requeued;
   }
 

@@ -7,11 +7,11 @@ import { migrationSource } from './src/db';
 
 const config: Knex.Config = process.env.DATABASE_URL
   ? { client: 'pg', connection: process.env.DATABASE_URL, migrations: { migrationSource } }
-  : {
+  : ({
       client: ClientPgLite as unknown as Knex.Config['client'],
       dialect: 'postgres',
       connection: { filename: path.resolve(process.env.DATA_DIR ?? './data', 'pglite') },
       migrations: { migrationSource },
-    } as Knex.Config;
+    } as Knex.Config);
 
 export default config;

@@ -44,7 +44,8 @@ for (const [id, c] of selfCount) {
 }
 const show = (title: string, m: Map<string, number>): void => {
   console.log(`\n${title} (${total} samples)`);
-  for (const [k, v] of [...m].sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`${((100 * v) / total).toFixed(1).padStart(6)}%  ${k}`);
+  for (const [k, v] of [...m].sort((a, b) => b[1] - a[1]).slice(0, top))
+    console.log(`${((100 * v) / total).toFixed(1).padStart(6)}%  ${k}`);
 };
 show('self time', self);
 show('total time', incl);

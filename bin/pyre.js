@@ -23,7 +23,10 @@ if (fs.existsSync(source) && hasTsx()) {
 } else {
   cli = require(compiled);
 }
-cli.buildCli().parseAsync(process.argv).catch((err) => {
-  process.stderr.write(`pyre: ${err && err.message ? err.message : String(err)}\n`);
-  process.exit(1);
-});
+cli
+  .buildCli()
+  .parseAsync(process.argv)
+  .catch((err) => {
+    process.stderr.write(`pyre: ${err && err.message ? err.message : String(err)}\n`);
+    process.exit(1);
+  });

@@ -68,8 +68,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   const { config, logger } = opts;
   const ownDb = !opts.db;
   const db =
-    opts.db ??
-    openDatabase({ databaseUrl: config.databaseUrl, pgliteDir: path.join(config.dataDir, 'pglite') });
+    opts.db ?? openDatabase({ databaseUrl: config.databaseUrl, pgliteDir: path.join(config.dataDir, 'pglite') });
   const applied = await migrate(db);
   if (applied.length) logger.info({ migrations: applied }, 'database migrated');
 
@@ -87,8 +86,17 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   let demoStandin: Standin | undefined;
   let replicate = config.replicate;
   if (config.demoMode) {
-    demoStandin = await startStandin({ preset: 'demo', host: '127.0.0.1', logger: logger.child({ component: 'standin' }) });
-    replicate = { ...replicate, apiToken: demoStandin.token, baseUrl: demoStandin.url, webhookSecret: demoStandin.webhookSecret };
+    demoStandin = await startStandin({
+      preset: 'demo',
+      host: '127.0.0.1',
+      logger: logger.child({ component: 'standin' }),
+    });
+    replicate = {
+      ...replicate,
+      apiToken: demoStandin.token,
+      baseUrl: demoStandin.url,
+      webhookSecret: demoStandin.webhookSecret,
+    };
     logger.warn(
       { standin: demoStandin.url },
       'DEMO MODE: REPLICATE_API_TOKEN is unset, so tasks run on the built-in Replicate stand-in (simulated results, nothing is billed)',
@@ -107,7 +115,10 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     try {
       webhookSecret = await provider.getWebhookSecret();
     } catch (err) {
-      logger.warn({ err: (err as Error).message }, 'could not fetch the webhook signing secret; webhooks are refused, polling carries on');
+      logger.warn(
+        { err: (err as Error).message },
+        'could not fetch the webhook signing secret; webhooks are refused, polling carries on',
+      );
     }
   }
   const outputs = new OutputStore(config.dataDir, baseUrl);
@@ -131,10 +142,14 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   });
 
   // With PostgreSQL, several processes share the work; LISTEN/NOTIFY carries what crosses them.
-  const pgConfig = isEmbedded(db) ? undefined : (db.client.config as { connection: string | pg.ClientConfig; searchPath?: string[] | string });
+  const pgConfig = isEmbedded(db)
+    ? undefined
+    : (db.client.config as { connection: string | pg.ClientConfig; searchPath?: string[] | string });
   const searchPath = pgConfig ? [pgConfig.searchPath ?? []].flat()[0] : undefined;
   const notifySuffix = searchPath ? `_${searchPath}` : '';
-  const realtimePubSub = pgConfig ? new PgPubSubAdapter(pgConfig.connection, `pyre_realtime${notifySuffix}`, logger) : undefined;
+  const realtimePubSub = pgConfig
+    ? new PgPubSubAdapter(pgConfig.connection, `pyre_realtime${notifySuffix}`, logger)
+    : undefined;
   await realtimePubSub?.start();
 
   // Realtime: the Phoenix channel server, with the task channels registered on it.
@@ -168,9 +183,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       realtime.localBroadcast(`tasks:${e.user_id}`, e.event, e.payload);
     },
     logger,
-    pgConfig
-      ? new PgNotifyChannel(pgConfig.connection, `pyre_events${notifySuffix}`, runner.owner, logger)
-      : undefined,
+    pgConfig ? new PgNotifyChannel(pgConfig.connection, `pyre_events${notifySuffix}`, runner.owner, logger) : undefined,
   );
   await relay.start();
 

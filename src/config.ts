@@ -11,7 +11,11 @@ const optionalString = z
   .transform((s) => (s === '' ? undefined : s));
 
 const intFromEnv = (min: number, max: number) =>
-  z.coerce.number({ error: 'must be an integer' }).int('must be an integer').min(min, `must be at least ${min}`).max(max, `must be at most ${max}`);
+  z.coerce
+    .number({ error: 'must be an integer' })
+    .int('must be an integer')
+    .min(min, `must be at least ${min}`)
+    .max(max, `must be at most ${max}`);
 
 /** Every environment variable pyre reads, with its default. Read once, at start. */
 const EnvSchema = z.object({
@@ -105,7 +109,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     demoMode: e.REPLICATE_API_TOKEN === undefined,
     publicUrl: e.PUBLIC_URL?.replace(/\/+$/, ''),
-    checkOrigin: e.CHECK_ORIGIN?.split(',').map((s) => s.trim()).filter(Boolean),
+    checkOrigin: e.CHECK_ORIGIN?.split(',')
+      .map((s) => s.trim())
+      .filter(Boolean),
     logLevel: e.LOG_LEVEL,
     runner: { enabled: e.RUNNER_ENABLED === 'true', concurrency: e.RUNNER_CONCURRENCY },
     workers: e.WORKERS,

@@ -78,8 +78,15 @@ async function runPrimary(config: Config, logger: ReturnType<typeof createLogger
   let standin: Standin | undefined;
   if (config.demoMode) {
     standin = await startStandin({ preset: 'demo', host: '127.0.0.1', logger: logger.child({ component: 'standin' }) });
-    workerEnv = { REPLICATE_API_TOKEN: standin.token, REPLICATE_BASE_URL: standin.url, REPLICATE_WEBHOOK_SECRET: standin.webhookSecret };
-    logger.warn({ standin: standin.url }, 'DEMO MODE: REPLICATE_API_TOKEN is unset, so tasks run on the built-in Replicate stand-in (simulated results, nothing is billed)');
+    workerEnv = {
+      REPLICATE_API_TOKEN: standin.token,
+      REPLICATE_BASE_URL: standin.url,
+      REPLICATE_WEBHOOK_SECRET: standin.webhookSecret,
+    };
+    logger.warn(
+      { standin: standin.url },
+      'DEMO MODE: REPLICATE_API_TOKEN is unset, so tasks run on the built-in Replicate stand-in (simulated results, nothing is billed)',
+    );
   }
   logger.info({ workers }, `starting ${workers} worker processes`);
   for (let i = 0; i < workers; i++) cluster.fork(workerEnv);
@@ -96,7 +103,8 @@ async function runPrimary(config: Config, logger: ReturnType<typeof createLogger
     const force = setTimeout(() => process.exit(1), 35_000);
     force.unref();
     cluster.on('exit', () => {
-      if (Object.keys(cluster.workers ?? {}).length === 0) void (standin?.close() ?? Promise.resolve()).finally(() => process.exit(0));
+      if (Object.keys(cluster.workers ?? {}).length === 0)
+        void (standin?.close() ?? Promise.resolve()).finally(() => process.exit(0));
     });
   };
   process.on('SIGINT', () => stop('SIGINT'));

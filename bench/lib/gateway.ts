@@ -25,7 +25,9 @@ process.on('exit', () => {
  */
 export function freshDatabase(name: string, syncCommit = true): string {
   const psql = (sql: string): void => {
-    execFileSync('psql', [PG_ADMIN_URL, '-q', '-v', 'ON_ERROR_STOP=1', '-c', sql], { stdio: ['ignore', 'ignore', 'inherit'] });
+    execFileSync('psql', [PG_ADMIN_URL, '-q', '-v', 'ON_ERROR_STOP=1', '-c', sql], {
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
   };
   psql(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
   psql(`CREATE DATABASE ${name}`);
@@ -40,13 +42,24 @@ export interface GatewayProc {
   url: string;
 }
 
-export async function startGateway(port: number, env: Record<string, string>, cpuProf = false, readyMs = 60_000): Promise<GatewayProc> {
+export async function startGateway(
+  port: number,
+  env: Record<string, string>,
+  cpuProf = false,
+  readyMs = 60_000,
+): Promise<GatewayProc> {
   const prof = cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${join(BENCH_DIR, 'results', 'prof')}`] : [];
   const child = spawn(process.execPath, ['--import', 'tsx', ...prof, join(BENCH_DIR, '..', 'src', 'main.ts')], {
     cwd: join(BENCH_DIR, '..'),
     env: {
-      ...process.env, PORT: String(port), HOST: '127.0.0.1', AUTH_SECRET, LOG_LEVEL: 'warn', RUNNER_ENABLED: 'false',
-      RATE_LIMIT_TASKS_PER_MINUTE: '10000000', ...env,
+      ...process.env,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      AUTH_SECRET,
+      LOG_LEVEL: 'warn',
+      RUNNER_ENABLED: 'false',
+      RATE_LIMIT_TASKS_PER_MINUTE: '10000000',
+      ...env,
     },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
@@ -99,7 +112,12 @@ export function processTree(pid: number): number[] {
 
 export const httpAgent = new Agent({ connections: 256, pipelining: 1, keepAliveTimeout: 30_000 });
 
-export async function postJson(url: string, token: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; json: unknown }> {
+export async function postJson(
+  url: string,
+  token: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; json: unknown }> {
   const r = await request(url, {
     method: 'POST',
     dispatcher: httpAgent,

@@ -21,7 +21,12 @@ const OPEN = 1;
 
 function newSocket(url: string, localAddress: string): ClientSocket {
   if (CLIENT === 'raw') return new RawWebSocket(url, { localAddress, handshakeTimeout: 15_000 });
-  return new WebSocket(url, { localAddress, perMessageDeflate: false, handshakeTimeout: 15_000, skipUTF8Validation: true });
+  return new WebSocket(url, {
+    localAddress,
+    perMessageDeflate: false,
+    handshakeTimeout: 15_000,
+    skipUTF8Validation: true,
+  });
 }
 
 export interface Target {
@@ -222,7 +227,7 @@ function startHeartbeats(a: ConnectArgs): void {
 }
 
 /** Reconnect storm: drop every socket at once, then reconnect each with jittered backoff. */
-async function storm(s: { timeoutMs: number; backoffMs: number[]; }): Promise<unknown> {
+async function storm(s: { timeoutMs: number; backoffMs: number[] }): Promise<unknown> {
   const a = args;
   if (!a) throw new Error('storm before connect');
   storming = true;

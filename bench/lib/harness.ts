@@ -63,7 +63,13 @@ export function optList(name: string, dflt: string[]): string[] {
 }
 
 /** Forks a TypeScript entry through tsx and waits for its `{ready}` message. */
-export async function spawnTs(file: string, name: string, env: Record<string, string>, extraArgv: string[] = [], readyMs = 30_000): Promise<Proc> {
+export async function spawnTs(
+  file: string,
+  name: string,
+  env: Record<string, string>,
+  extraArgv: string[] = [],
+  readyMs = 30_000,
+): Promise<Proc> {
   const child = fork(file, [], {
     execArgv: ['--import', 'tsx', '--expose-gc', ...extraArgv],
     env: { ...process.env, ...env },
@@ -112,7 +118,13 @@ export async function startServer(kind: ServerKind, o: ServerOpts, name: string 
  */
 export async function startServers(kind: ServerKind, n: number, port: number, cpuProf = false): Promise<Proc[]> {
   const procs = await Promise.all(
-    Array.from({ length: n }, (_, i) => startServer(kind, { port: port + i, cpuProf, env: { NODE_INDEX: String(i), NODE_COUNT: String(n) } }, `${kind}#${i}`)),
+    Array.from({ length: n }, (_, i) =>
+      startServer(
+        kind,
+        { port: port + i, cpuProf, env: { NODE_INDEX: String(i), NODE_COUNT: String(n) } },
+        `${kind}#${i}`,
+      ),
+    ),
   );
   if (kind === 'pyre' && n > 1) relayPubSub(procs);
   return procs;
@@ -130,7 +142,9 @@ function relayPubSub(procs: Proc[]): void {
 }
 
 export async function startGenerators(n: number): Promise<Proc[]> {
-  return Promise.all(Array.from({ length: n }, (_, i) => spawnTs(join(BENCH_DIR, 'lib', 'generator.ts'), `gen#${i}`, {})));
+  return Promise.all(
+    Array.from({ length: n }, (_, i) => spawnTs(join(BENCH_DIR, 'lib', 'generator.ts'), `gen#${i}`, {})),
+  );
 }
 
 export async function stopAll(procs: Proc[]): Promise<void> {
@@ -209,7 +223,16 @@ export interface GenStats {
 export async function genStats(gens: Proc[]): Promise<GenStats> {
   const rs = await Promise.all(
     gens.map((g) =>
-      g.rpc.call<{ received: number; hist: HistData; firstRecv: number; lastRecv: number; open: number; joined: number; unexpectedCloses: number; errors: number }>('stats'),
+      g.rpc.call<{
+        received: number;
+        hist: HistData;
+        firstRecv: number;
+        lastRecv: number;
+        open: number;
+        joined: number;
+        unexpectedCloses: number;
+        errors: number;
+      }>('stats'),
     ),
   );
   return {
@@ -271,7 +294,11 @@ export function machine(): Record<string, unknown> {
 export function writeResult(name: string, data: unknown): string {
   mkdirSync(RESULTS_DIR, { recursive: true });
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-  const body = JSON.stringify({ scenario: name, machine: machine(), command: process.argv.slice(1).join(' '), ...(data as object) }, null, 2);
+  const body = JSON.stringify(
+    { scenario: name, machine: machine(), command: process.argv.slice(1).join(' '), ...(data as object) },
+    null,
+    2,
+  );
   writeFileSync(join(RESULTS_DIR, `${name}-${stamp}.json`), body);
   writeFileSync(join(RESULTS_DIR, `${name}.json`), body);
   return join(RESULTS_DIR, `${name}.json`);
@@ -295,7 +322,12 @@ export function printTable(title: string, rows: Row[]): string {
   const cells = rows.map((r) => cols.map((c) => String(r[c] ?? '')));
   const w = cols.map((c, i) => Math.max(c.length, ...cells.map((r) => r[i]!.length)));
   const line = (xs: string[]): string => `| ${xs.map((x, i) => x.padEnd(w[i]!)).join(' | ')} |`;
-  const out = [`\n### ${title}\n`, line(cols), `|${w.map((n) => '-'.repeat(n + 2)).join('|')}|`, ...cells.map(line)].join('\n');
+  const out = [
+    `\n### ${title}\n`,
+    line(cols),
+    `|${w.map((n) => '-'.repeat(n + 2)).join('|')}|`,
+    ...cells.map(line),
+  ].join('\n');
   console.log(out);
   printedTables.push(out);
   return out;

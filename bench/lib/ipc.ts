@@ -49,9 +49,15 @@ let nextId = 1;
 
 /** In the parent: one RPC client per child. */
 export class RpcClient {
-  private pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+  private pending = new Map<
+    number,
+    { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }
+  >();
 
-  constructor(readonly child: ChildProcess, readonly name: string) {
+  constructor(
+    readonly child: ChildProcess,
+    readonly name: string,
+  ) {
     child.on('message', (m: unknown) => {
       const r = m as Response;
       if (!r || typeof r.rpcReply !== 'number') return;

@@ -25,7 +25,13 @@ export function sampleProc(pid: number): ProcSample {
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
     const rss = /VmRSS:\s+(\d+)/.exec(status);
     const hwm = /VmHWM:\s+(\d+)/.exec(status);
-    return { cpuSec: (utime + stime) / CLK_TCK, userSec: utime / CLK_TCK, sysSec: stime / CLK_TCK, rssKiB: rss ? Number(rss[1]) : 0, hwmKiB: hwm ? Number(hwm[1]) : 0 };
+    return {
+      cpuSec: (utime + stime) / CLK_TCK,
+      userSec: utime / CLK_TCK,
+      sysSec: stime / CLK_TCK,
+      rssKiB: rss ? Number(rss[1]) : 0,
+      hwmKiB: hwm ? Number(hwm[1]) : 0,
+    };
   } catch {
     return { cpuSec: NaN, userSec: NaN, sysSec: NaN, rssKiB: NaN, hwmKiB: NaN };
   }

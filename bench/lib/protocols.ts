@@ -38,14 +38,16 @@ const phoenix: Dialect = {
     }
   },
   onFrame(c, data) {
-    if (data.length > NULLNULL.length && data.compare(NULLNULL, 0, NULLNULL.length, 0, NULLNULL.length) === 0) return 'broadcast';
+    if (data.length > NULLNULL.length && data.compare(NULLNULL, 0, NULLNULL.length, 0, NULLNULL.length) === 0)
+      return 'broadcast';
     let msg: unknown;
     try {
       msg = JSON.parse(data.toString('utf8'));
     } catch {
       return 'other';
     }
-    if (!Array.isArray(msg) || msg[3] !== 'phx_reply') return msg && Array.isArray(msg) && msg[0] === null && msg[1] === null ? 'broadcast' : 'other';
+    if (!Array.isArray(msg) || msg[3] !== 'phx_reply')
+      return msg && Array.isArray(msg) && msg[0] === null && msg[1] === null ? 'broadcast' : 'other';
     const ref = msg[1] as string;
     if (!c.pendingJoins.has(ref)) return 'other';
     c.pendingJoins.delete(ref);

@@ -48,7 +48,10 @@ export function runPublisher(server: BenchServer, args: PublishArgs): Promise<Pu
   return new Promise((resolve, reject) => {
     const step = (): void => {
       try {
-        const due = args.rate > 0 ? Math.min(args.count, Math.floor(((nowMs() - startMs) / 1000) * args.rate) + 1) : Math.min(args.count, published + batch);
+        const due =
+          args.rate > 0
+            ? Math.min(args.count, Math.floor(((nowMs() - startMs) / 1000) * args.rate) + 1)
+            : Math.min(args.count, published + batch);
         while (published < due) {
           server.publish(topicAt(args, published), 'msg', makePayload(args.bytes));
           published++;

@@ -4,7 +4,10 @@ import { join } from 'node:path';
 import { BENCH_DIR } from './harness';
 
 export function pyreAvailable(): boolean {
-  return existsSync(join(BENCH_DIR, '..', 'src', 'realtime', 'index.ts')) || existsSync(join(BENCH_DIR, '..', 'src', 'realtime', 'server.ts'));
+  return (
+    existsSync(join(BENCH_DIR, '..', 'src', 'realtime', 'index.ts')) ||
+    existsSync(join(BENCH_DIR, '..', 'src', 'realtime', 'server.ts'))
+  );
 }
 
 export function availableServers(): string[] {

@@ -10,8 +10,25 @@
  */
 import { sleep } from '../lib/clock';
 import {
-  type Proc, PROTO, type Row, type ServerKind, connectSpread, deadline, fmt, gcAll, genStats, log, opt, optList,
-  printTable, sample, startGenerators, startServers, stopAll, waitReceived, writeResult,
+  type Proc,
+  PROTO,
+  type Row,
+  type ServerKind,
+  connectSpread,
+  deadline,
+  fmt,
+  gcAll,
+  genStats,
+  log,
+  opt,
+  optList,
+  printTable,
+  sample,
+  startGenerators,
+  startServers,
+  stopAll,
+  waitReceived,
+  writeResult,
 } from '../lib/harness';
 import type { PublishResult } from '../lib/server-control';
 import { availableServers } from '../lib/servers';
@@ -35,15 +52,30 @@ async function one(kind: ServerKind, subs: number, procs: number, repeats: numbe
   const gens = await startGenerators(procs);
   try {
     const c = await connectSpread(gens, {
-      proto: PROTO[kind], targets: servers.map((s) => ({ host: '127.0.0.1', port: s.port! })), total: subs,
-      topicPrefix: 'room:', topicCount: 1, topicsPerConn: 1, concurrency: 100, heartbeatMs: 30_000, timeoutMs: 240_000,
+      proto: PROTO[kind],
+      targets: servers.map((s) => ({ host: '127.0.0.1', port: s.port! })),
+      total: subs,
+      topicPrefix: 'room:',
+      topicCount: 1,
+      topicsPerConn: 1,
+      concurrency: 100,
+      heartbeatMs: 30_000,
+      timeoutMs: 240_000,
     });
     log(`${kind}×${procs}: ${c.joined} joined, ${c.failed} failed in ${fmt(c.wallMs / 1000)} s`);
     await gcAll(servers);
     await sleep(1000);
     const row: BigRow = {
-      server: kind, processes: procs, subscribers: subs, joined: c.joined, connectSeconds: c.wallMs / 1000,
-      firstMs: [], lastMs: [], delivered: [], serverCpuUsPerMsg: NaN, serverRssMiB: sample(servers).rssKiB / 1024,
+      server: kind,
+      processes: procs,
+      subscribers: subs,
+      joined: c.joined,
+      connectSeconds: c.wallMs / 1000,
+      firstMs: [],
+      lastMs: [],
+      delivered: [],
+      serverCpuUsPerMsg: NaN,
+      serverRssMiB: sample(servers).rssKiB / 1024,
     };
     let cpu = 0;
     let msgs = 0;
@@ -64,7 +96,9 @@ async function one(kind: ServerKind, subs: number, procs: number, repeats: numbe
       row.delivered.push(st.received);
       cpu += s1.cpuSec - s0.cpuSec;
       msgs += st.received;
-      log(`${kind}×${procs}: broadcast ${i + 1}: ${st.received}/${c.joined} in ${fmt(st.lastRecv - t0)} ms (first after ${fmt(st.firstRecv - t0, 2)} ms)`);
+      log(
+        `${kind}×${procs}: broadcast ${i + 1}: ${st.received}/${c.joined} in ${fmt(st.lastRecv - t0)} ms (first after ${fmt(st.firstRecv - t0, 2)} ms)`,
+      );
       await sleep(1000);
     }
     row.serverCpuUsPerMsg = (cpu * 1e6) / Math.max(1, msgs);

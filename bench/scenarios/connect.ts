@@ -10,8 +10,21 @@
 import { TokenSigner } from '../../src/auth/tokens';
 import { sleep } from '../lib/clock';
 import {
-  PROTO, type Row, type ServerKind, connectSpread, deadline, fmt, log, opt, optList, printTable, sample,
-  startGenerators, startServer, stopAll, writeResult,
+  PROTO,
+  type Row,
+  type ServerKind,
+  connectSpread,
+  deadline,
+  fmt,
+  log,
+  opt,
+  optList,
+  printTable,
+  sample,
+  startGenerators,
+  startServer,
+  stopAll,
+  writeResult,
 } from '../lib/harness';
 import { availableServers } from '../lib/servers';
 import { BENCH_SECRET } from '../lib/token';
@@ -40,30 +53,61 @@ export async function runConnect(): Promise<ConnectRow[]> {
   let port = opt('port', 4400);
   try {
     for (const kind of kinds) {
-      const server = await startServer(kind, { port: port++, env: { BENCH_AUTH_SECRET: BENCH_SECRET }, cpuProf: opt('cpu-prof', false) }, `${kind}#0`);
+      const server = await startServer(
+        kind,
+        { port: port++, env: { BENCH_AUTH_SECRET: BENCH_SECRET }, cpuProf: opt('cpu-prof', false) },
+        `${kind}#0`,
+      );
       const gens = await startGenerators(nGens);
       try {
         const target = [{ host: '127.0.0.1', port: server.port! }];
         // A wrong token must be refused, or the figure below would not include a real check.
         const bad = await connectSpread(gens.slice(0, 1), {
-          proto: PROTO[kind], targets: target, total: 1, base: 1_000_000, topicPrefix: 'room:', topicCount: 1, topicsPerConn: 1,
-          concurrency: 1, heartbeatMs: 0, timeoutMs: 10_000, token: `${token}x`, maxAttempts: 1,
+          proto: PROTO[kind],
+          targets: target,
+          total: 1,
+          base: 1_000_000,
+          topicPrefix: 'room:',
+          topicCount: 1,
+          topicsPerConn: 1,
+          concurrency: 1,
+          heartbeatMs: 0,
+          timeoutMs: 10_000,
+          token: `${token}x`,
+          maxAttempts: 1,
         });
         await Promise.all(gens.map((g) => g.rpc.call('closeAll')));
         await sleep(300);
         const s0 = sample([server]);
         const c = await connectSpread(gens, {
-          proto: PROTO[kind], targets: target, total: n, topicPrefix: 'room:', topicCount: 1000, topicsPerConn: 1,
-          concurrency: inflight, heartbeatMs: 30_000, timeoutMs: 120_000, token, maxAttempts: 1,
+          proto: PROTO[kind],
+          targets: target,
+          total: n,
+          topicPrefix: 'room:',
+          topicCount: 1000,
+          topicsPerConn: 1,
+          concurrency: inflight,
+          heartbeatMs: 30_000,
+          timeoutMs: 120_000,
+          token,
+          maxAttempts: 1,
         });
         const s1 = sample([server]);
         const r: ConnectRow = {
-          server: kind, sockets: n, joined: c.joined, failed: c.failed, retries: c.retries, seconds: c.wallMs / 1000,
-          perSecond: c.joined / (c.wallMs / 1000), serverCpuUsPerConnect: ((s1.cpuSec - s0.cpuSec) * 1e6) / Math.max(1, c.joined),
+          server: kind,
+          sockets: n,
+          joined: c.joined,
+          failed: c.failed,
+          retries: c.retries,
+          seconds: c.wallMs / 1000,
+          perSecond: c.joined / (c.wallMs / 1000),
+          serverCpuUsPerConnect: ((s1.cpuSec - s0.cpuSec) * 1e6) / Math.max(1, c.joined),
           serverSysShare: (s1.sysSec - s0.sysSec) / Math.max(1e-9, s1.cpuSec - s0.cpuSec),
           badTokenRefused: bad.joined === 0,
         };
-        log(`${kind}: ${c.joined}/${n} joined in ${fmt(r.seconds, 2)} s = ${fmt(r.perSecond, 0)}/s; bad token refused: ${r.badTokenRefused}`);
+        log(
+          `${kind}: ${c.joined}/${n} joined in ${fmt(r.seconds, 2)} s = ${fmt(r.perSecond, 0)}/s; bad token refused: ${r.badTokenRefused}`,
+        );
         rows.push(r);
       } finally {
         await stopAll(gens);

@@ -15,8 +15,25 @@
  */
 import { nowMs, sleep } from '../lib/clock';
 import {
-  type Proc, PROTO, type Row, type ServerKind, connectSpread, deadline, fmt, gcAll, genStats, log, opt, optList,
-  printTable, sample, startGenerators, startServer, stopAll, waitReceived, writeResult,
+  type Proc,
+  PROTO,
+  type Row,
+  type ServerKind,
+  connectSpread,
+  deadline,
+  fmt,
+  gcAll,
+  genStats,
+  log,
+  opt,
+  optList,
+  printTable,
+  sample,
+  startGenerators,
+  startServer,
+  stopAll,
+  waitReceived,
+  writeResult,
 } from '../lib/harness';
 import type { PublishResult } from '../lib/server-control';
 import { availableServers } from '../lib/servers';
@@ -45,14 +62,28 @@ export interface FanoutRow {
   serverPeakRssMiB: number;
 }
 
-async function measure(server: Proc, gens: Proc[], subsPerTopic: number, topicCount: number, ph: Phase): Promise<FanoutRow> {
+async function measure(
+  server: Proc,
+  gens: Proc[],
+  subsPerTopic: number,
+  topicCount: number,
+  ph: Phase,
+): Promise<FanoutRow> {
   const expected = ph.broadcasts * subsPerTopic;
   await Promise.all(gens.map((g) => g.rpc.call('reset')));
   const s0 = sample([server]);
   const g0 = sample(gens);
   const pub = await server.rpc.call<PublishResult>(
     'publish',
-    { prefix: 'room:', topicCount, count: ph.broadcasts, bytes: 100, rate: ph.rate, batch: ph.batch, stride: topicCount > 1 ? 919 : 1 },
+    {
+      prefix: 'room:',
+      topicCount,
+      count: ph.broadcasts,
+      bytes: 100,
+      rate: ph.rate,
+      batch: ph.batch,
+      stride: topicCount > 1 ? 919 : 1,
+    },
     120_000,
   );
   await waitReceived(gens, expected, 60_000);
@@ -97,15 +128,29 @@ export async function runFanout(): Promise<FanoutRow[]> {
         try {
           log(`${kind} ${shape}: connecting ${subs} sockets × ${perConn} topics`);
           const c = await connectSpread(gens, {
-            proto: PROTO[kind], targets: [{ host: '127.0.0.1', port: server.port! }], total: subs,
-            topicPrefix: 'room:', topicCount, topicsPerConn: perConn, concurrency: 100, heartbeatMs: 30_000, timeoutMs: 120_000,
+            proto: PROTO[kind],
+            targets: [{ host: '127.0.0.1', port: server.port! }],
+            total: subs,
+            topicPrefix: 'room:',
+            topicCount,
+            topicsPerConn: perConn,
+            concurrency: 100,
+            heartbeatMs: 30_000,
+            timeoutMs: 120_000,
           });
           log(`${kind} ${shape}: joined ${c.joined}, failed ${c.failed} in ${fmt(c.wallMs / 1000)} s`);
           await gcAll([server]);
           // warm-up: JIT and buffers
           const warm = Math.min(topicCount, 20);
           await Promise.all(gens.map((g) => g.rpc.call('reset')));
-          await server.rpc.call('publish', { prefix: 'room:', topicCount, count: warm, bytes: 100, rate: 0, stride: topicCount > 1 ? 919 : 1 });
+          await server.rpc.call('publish', {
+            prefix: 'room:',
+            topicCount,
+            count: warm,
+            bytes: 100,
+            rate: 0,
+            stride: topicCount > 1 ? 919 : 1,
+          });
           await waitReceived(gens, warm * subsPerTopic, 30_000); // so no warm-up frame lands in a measured window
           await sleep(300);
           const phases: Phase[] =
@@ -122,7 +167,9 @@ export async function runFanout(): Promise<FanoutRow[]> {
                 ];
           for (const ph of phases) {
             const r = await measure(server, gens, subsPerTopic, topicCount, ph);
-            log(`${kind} ${ph.shape}: ${r.delivered}/${r.expected} delivered, ${fmt(r.msgPerSec)} msg/s, p99 ${fmt(r.p99)} ms, ${fmt(r.serverCpuUsPerMsg, 2)} µs/msg`);
+            log(
+              `${kind} ${ph.shape}: ${r.delivered}/${r.expected} delivered, ${fmt(r.msgPerSec)} msg/s, p99 ${fmt(r.p99)} ms, ${fmt(r.serverCpuUsPerMsg, 2)} µs/msg`,
+            );
             rows.push(r);
             await sleep(300);
           }

@@ -10,8 +10,23 @@
  */
 import { sleep } from '../lib/clock';
 import {
-  type Proc, PROTO, type Row, type ServerKind, connectSpread, deadline, fmt, gcAll, log, opt, optList, printTable,
-  sample, startGenerators, startServers, stopAll, writeResult,
+  type Proc,
+  PROTO,
+  type Row,
+  type ServerKind,
+  connectSpread,
+  deadline,
+  fmt,
+  gcAll,
+  log,
+  opt,
+  optList,
+  printTable,
+  sample,
+  startGenerators,
+  startServers,
+  stopAll,
+  writeResult,
 } from '../lib/harness';
 import { availableServers } from '../lib/servers';
 
@@ -29,10 +44,26 @@ export interface IdleRow {
   idleCpuUsPerSocketSec: number;
 }
 
-async function idleStep(kind: ServerKind, servers: Proc[], gens: Proc[], target: number, have: number, baseKiB: number, idleSec: number): Promise<IdleRow> {
+async function idleStep(
+  kind: ServerKind,
+  servers: Proc[],
+  gens: Proc[],
+  target: number,
+  have: number,
+  baseKiB: number,
+  idleSec: number,
+): Promise<IdleRow> {
   const c = await connectSpread(gens, {
-    proto: PROTO[kind], targets: servers.map((s) => ({ host: '127.0.0.1', port: s.port! })), total: target - have, base: have,
-    topicPrefix: 'room:', topicCount: 1000, topicsPerConn: 1, concurrency: 100, heartbeatMs: 30_000, timeoutMs: 180_000,
+    proto: PROTO[kind],
+    targets: servers.map((s) => ({ host: '127.0.0.1', port: s.port! })),
+    total: target - have,
+    base: have,
+    topicPrefix: 'room:',
+    topicCount: 1000,
+    topicsPerConn: 1,
+    concurrency: 100,
+    heartbeatMs: 30_000,
+    timeoutMs: 180_000,
   });
   log(`${kind}×${servers.length}: +${c.joined} joined (${c.failed} failed) in ${fmt(c.wallMs / 1000)} s`);
   await sleep(1000);
@@ -59,7 +90,14 @@ async function idleStep(kind: ServerKind, servers: Proc[], gens: Proc[], target:
   };
 }
 
-async function grow(kind: ServerKind, procs: number, steps: number[], nGens: number, idleSec: number, port: number): Promise<IdleRow[]> {
+async function grow(
+  kind: ServerKind,
+  procs: number,
+  steps: number[],
+  nGens: number,
+  idleSec: number,
+  port: number,
+): Promise<IdleRow[]> {
   const rows: IdleRow[] = [];
   const servers = await startServers(kind, procs, port);
   const gens = await startGenerators(nGens);
@@ -107,7 +145,8 @@ export async function runIdle(): Promise<IdleRow[]> {
 }
 
 export function report(rows: IdleRow[]): string {
-  const ws = (n: number): IdleRow | undefined => rows.find((r) => r.server === 'ws' && r.sockets === n && r.processes === 1);
+  const ws = (n: number): IdleRow | undefined =>
+    rows.find((r) => r.server === 'ws' && r.sockets === n && r.processes === 1);
   const table: Row[] = rows.map((r) => ({
     server: r.server,
     procs: r.processes,

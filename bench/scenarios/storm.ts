@@ -10,8 +10,23 @@
  */
 import { sleep } from '../lib/clock';
 import {
-  PROTO, type Row, type ServerKind, connectSpread, deadline, fmt, gcAll, genStats, log, opt, optList, printTable,
-  sample, startGenerators, startServers, stopAll, writeResult,
+  PROTO,
+  type Row,
+  type ServerKind,
+  connectSpread,
+  deadline,
+  fmt,
+  gcAll,
+  genStats,
+  log,
+  opt,
+  optList,
+  printTable,
+  sample,
+  startGenerators,
+  startServers,
+  stopAll,
+  writeResult,
 } from '../lib/harness';
 import { availableServers } from '../lib/servers';
 
@@ -50,8 +65,15 @@ export async function runStorm(): Promise<StormRow[]> {
       const gens = await startGenerators(procs);
       try {
         const c = await connectSpread(gens, {
-          proto: PROTO[kind], targets: servers.map((s) => ({ host: '127.0.0.1', port: s.port! })), total: n,
-          topicPrefix: 'room:', topicCount: 1000, topicsPerConn: 1, concurrency: 100, heartbeatMs: 30_000, timeoutMs: 180_000,
+          proto: PROTO[kind],
+          targets: servers.map((s) => ({ host: '127.0.0.1', port: s.port! })),
+          total: n,
+          topicPrefix: 'room:',
+          topicCount: 1000,
+          topicsPerConn: 1,
+          concurrency: 100,
+          heartbeatMs: 30_000,
+          timeoutMs: 180_000,
         });
         log(`${kind}×${procs}: ${c.joined}/${n} joined in ${fmt(c.wallMs / 1000)} s`);
         // Both samples after the same quiet time: V8's memory reducer gives back heap pages a few
@@ -62,15 +84,26 @@ export async function runStorm(): Promise<StormRow[]> {
         const before = sample(servers);
         // The servers' memory, summed (MiB), and logged in detail; heapUsed tells live objects from slack.
         const memory = async (when: string): Promise<Record<keyof NodeJS.MemoryUsage, number>> => {
-          const ms = (await Promise.all(servers.map((s) => s.rpc.call<{ mem: NodeJS.MemoryUsage }>('info')))).map((i) => i.mem);
+          const ms = (await Promise.all(servers.map((s) => s.rpc.call<{ mem: NodeJS.MemoryUsage }>('info')))).map(
+            (i) => i.mem,
+          );
           const keys = ['rss', 'heapTotal', 'heapUsed', 'external', 'arrayBuffers'] as const;
-          const sum = Object.fromEntries(keys.map((k) => [k, ms.reduce((a, m) => a + m[k], 0) / 2 ** 20])) as Record<keyof NodeJS.MemoryUsage, number>;
+          const sum = Object.fromEntries(keys.map((k) => [k, ms.reduce((a, m) => a + m[k], 0) / 2 ** 20])) as Record<
+            keyof NodeJS.MemoryUsage,
+            number
+          >;
           log(`${kind} ${when} the storm: ${keys.map((k) => `${k} ${fmt(sum[k], 0)}`).join(', ')} MiB`);
           return sum;
         };
         const heapBefore = (await memory('before')).heapUsed;
         const rs = await Promise.all(
-          gens.map((g) => g.rpc.call<{ back: number; total: number; attempts: number; failures: number; ms: number }>('storm', { timeoutMs: limitSec * 1000, backoffMs: BACKOFF }, limitSec * 1000 + 30_000)),
+          gens.map((g) =>
+            g.rpc.call<{ back: number; total: number; attempts: number; failures: number; ms: number }>(
+              'storm',
+              { timeoutMs: limitSec * 1000, backoffMs: BACKOFF },
+              limitSec * 1000 + 30_000,
+            ),
+          ),
         );
         const secs = Math.max(...rs.map((r) => r.ms)) / 1000;
         await sleep(settleMs);
@@ -80,12 +113,27 @@ export async function runStorm(): Promise<StormRow[]> {
         const heapAfter = (await memory('after')).heapUsed;
         const st = await genStats(gens);
         const row: StormRow = {
-          server: kind, processes: procs, sockets: n, joinedBefore: c.joined, back: Math.min(st.joined, rs.reduce((s, r) => s + r.back, 0)),
-          seconds: secs, attempts: rs.reduce((s, r) => s + r.attempts, 0), failures: rs.reduce((s, r) => s + r.failures, 0),
-          rssBeforeMiB: before.rssKiB / 1024, rssAfterMiB: after.rssKiB / 1024, rssChange: after.rssKiB / before.rssKiB - 1,
-          heapBeforeMiB: heapBefore, heapAfterMiB: heapAfter, serverCpuSec: after.cpuSec - before.cpuSec,
+          server: kind,
+          processes: procs,
+          sockets: n,
+          joinedBefore: c.joined,
+          back: Math.min(
+            st.joined,
+            rs.reduce((s, r) => s + r.back, 0),
+          ),
+          seconds: secs,
+          attempts: rs.reduce((s, r) => s + r.attempts, 0),
+          failures: rs.reduce((s, r) => s + r.failures, 0),
+          rssBeforeMiB: before.rssKiB / 1024,
+          rssAfterMiB: after.rssKiB / 1024,
+          rssChange: after.rssKiB / before.rssKiB - 1,
+          heapBeforeMiB: heapBefore,
+          heapAfterMiB: heapAfter,
+          serverCpuSec: after.cpuSec - before.cpuSec,
         };
-        log(`${kind}: ${row.back}/${n} back in ${fmt(secs, 1)} s, ${row.attempts} attempts; RSS ${fmt(row.rssBeforeMiB, 0)} → ${fmt(row.rssAfterMiB, 0)} MiB`);
+        log(
+          `${kind}: ${row.back}/${n} back in ${fmt(secs, 1)} s, ${row.attempts} attempts; RSS ${fmt(row.rssBeforeMiB, 0)} → ${fmt(row.rssAfterMiB, 0)} MiB`,
+        );
         rows.push(row);
       } finally {
         await stopAll(gens);

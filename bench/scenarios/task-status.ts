@@ -11,7 +11,18 @@
 import { TokenSigner } from '../../src/auth/tokens';
 import { nowMs, sleep } from '../lib/clock';
 import { AUTH_SECRET, freshDatabase, postJson, startGateway, stopGateway } from '../lib/gateway';
-import { connectSpread, deadline, fmt, log, opt, printTable, type Row, startGenerators, stopAll, writeResult } from '../lib/harness';
+import {
+  connectSpread,
+  deadline,
+  fmt,
+  log,
+  opt,
+  printTable,
+  type Row,
+  startGenerators,
+  stopAll,
+  writeResult,
+} from '../lib/harness';
 import { Hist } from '../lib/hist';
 
 export interface TaskStatusRow {
@@ -46,8 +57,18 @@ export async function runTaskStatus(): Promise<TaskStatusRow[]> {
     }
     const topics = ids.map((id) => `task:${id}`);
     const c = await connectSpread(gens, {
-      proto: 'phoenix', targets: [{ host: '127.0.0.1', port: b.port }], total: k, topicPrefix: 'task:', topicCount: k,
-      topicsPerConn: 1, topics, watch: '"canceled"', concurrency: 50, heartbeatMs: 30_000, timeoutMs: 60_000, token,
+      proto: 'phoenix',
+      targets: [{ host: '127.0.0.1', port: b.port }],
+      total: k,
+      topicPrefix: 'task:',
+      topicCount: k,
+      topicsPerConn: 1,
+      topics,
+      watch: '"canceled"',
+      concurrency: 50,
+      heartbeatMs: 30_000,
+      timeoutMs: 60_000,
+      token,
     });
     log(`task-status: ${c.joined}/${k} subscribers joined on process B`);
     await sleep(500);
@@ -84,7 +105,13 @@ export async function runTaskStatus(): Promise<TaskStatusRow[]> {
     }
     row = {
       syncCommit: opt('sync-commit', 'on') === 'on',
-      tasks: k, rate, subscribed: c.joined, received: hist.n, p50: hist.percentile(50), p99: hist.percentile(99), max: hist.max,
+      tasks: k,
+      rate,
+      subscribed: c.joined,
+      received: hist.n,
+      p50: hist.percentile(50),
+      p99: hist.percentile(99),
+      max: hist.max,
       cancelHttpP99: httpHist.percentile(99),
     };
   } finally {

@@ -32,7 +32,13 @@ export interface TasksHttpRow {
   gatewayCpuUsPerRequest: number;
 }
 
-async function load(url: string, token: string, n: number, conc: number, hist: Hist | null): Promise<{ ok: number; errors: Record<string, number> }> {
+async function load(
+  url: string,
+  token: string,
+  n: number,
+  conc: number,
+  hist: Hist | null,
+): Promise<{ ok: number; errors: Record<string, number> }> {
   let next = 0;
   let ok = 0;
   const errors: Record<string, number> = {};
@@ -65,9 +71,15 @@ export async function runTasksHttp(): Promise<TasksHttpRow[]> {
   const rows: TasksHttpRow[] = [];
   let port = opt('port', 4500);
   try {
-    for (const [workers, syncCommit] of workersList.flatMap((w) => optList('sync-commit', ['on', 'off']).map((sc) => [w, sc === 'on'] as const))) {
+    for (const [workers, syncCommit] of workersList.flatMap((w) =>
+      optList('sync-commit', ['on', 'off']).map((sc) => [w, sc === 'on'] as const),
+    )) {
       const db = freshDatabase('pyre_bench_http', syncCommit);
-      const gw = await startGateway(port++, { DATABASE_URL: db, WORKERS: String(workers), LOG_LEVEL: opt('log-level', 'warn') }, opt('cpu-prof', false));
+      const gw = await startGateway(
+        port++,
+        { DATABASE_URL: db, WORKERS: String(workers), LOG_LEVEL: opt('log-level', 'warn') },
+        opt('cpu-prof', false),
+      );
       try {
         await load(gw.url, token, Math.min(500, n), conc, null); // warm-up: JIT, pools, prepared plans
         const tree = processTree(gw.pid);
@@ -78,11 +90,21 @@ export async function runTasksHttp(): Promise<TasksHttpRow[]> {
         const secs = (nowMs() - t0) / 1000;
         const s1 = sampleProcs(tree);
         const row: TasksHttpRow = {
-          workers, syncCommit, requests: n, ok: r.ok, errors: r.errors, seconds: secs, perSecond: n / secs,
-          p50: hist.percentile(50), p99: hist.percentile(99), max: hist.max,
+          workers,
+          syncCommit,
+          requests: n,
+          ok: r.ok,
+          errors: r.errors,
+          seconds: secs,
+          perSecond: n / secs,
+          p50: hist.percentile(50),
+          p99: hist.percentile(99),
+          max: hist.max,
           gatewayCpuUsPerRequest: ((s1.cpuSec - s0.cpuSec) * 1e6) / n,
         };
-        log(`POST /api/tasks, ${workers} worker(s), synchronous_commit ${syncCommit ? 'on' : 'off'}: ${fmt(row.perSecond, 0)}/s, p99 ${fmt(row.p99, 2)} ms, ${r.ok} ok, errors ${JSON.stringify(r.errors)}`);
+        log(
+          `POST /api/tasks, ${workers} worker(s), synchronous_commit ${syncCommit ? 'on' : 'off'}: ${fmt(row.perSecond, 0)}/s, p99 ${fmt(row.p99, 2)} ms, ${r.ok} ok, errors ${JSON.stringify(r.errors)}`,
+        );
         rows.push(row);
       } finally {
         await stopGateway(gw);

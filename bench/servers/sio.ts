@@ -11,7 +11,10 @@ const port = Number(process.env.PORT ?? 4002);
 const http = createServer();
 const signer = benchSigner();
 const io = new Server(http, {
-  transports: ['websocket'], perMessageDeflate: false, httpCompression: false, serveClient: false,
+  transports: ['websocket'],
+  perMessageDeflate: false,
+  httpCompression: false,
+  serveClient: false,
   allowRequest: signer
     ? (req, cb) => {
         try {

@@ -12,7 +12,11 @@ const port = Number(process.env.PORT ?? 4001);
 const rooms = new Map<string, Set<WebSocket>>();
 const signer = benchSigner();
 const wss = new WebSocketServer({
-  host: '127.0.0.1', port, backlog: 4096, perMessageDeflate: false, clientTracking: true,
+  host: '127.0.0.1',
+  port,
+  backlog: 4096,
+  perMessageDeflate: false,
+  clientTracking: true,
   verifyClient: signer
     ? (info: { req: { url?: string } }) => {
         try {

@@ -100,7 +100,9 @@ $('#sign-out').addEventListener('click', () => {
 });
 
 function fatal(err) {
-  document.body.append(Object.assign(document.createElement('p'), { className: 'error banner', textContent: `pyre: ${err.message}` }));
+  document.body.append(
+    Object.assign(document.createElement('p'), { className: 'error banner', textContent: `pyre: ${err.message}` }),
+  );
 }
 
 // ---- realtime --------------------------------------------------------------------------------
@@ -124,7 +126,9 @@ let lastSessionCheck = 0;
 function checkSession() {
   if (!savedToken() || Date.now() - lastSessionCheck < 3000) return;
   lastSessionCheck = Date.now();
-  api('/api/session').catch(() => { /* 401 handled by expired(); unreachable: phoenix retries */ });
+  api('/api/session').catch(() => {
+    /* 401 handled by expired(); unreachable: phoenix retries */
+  });
 }
 
 function setConn(stateName, label) {
@@ -147,7 +151,9 @@ function connect() {
     // Where WebSockets are blocked (proxies, networks), phoenix.js falls back to long-poll.
     longPollFallbackMs: 2500,
     ...(forceLongPoll ? { transport: LongPoll } : {}),
-    ...(params.has('debug') ? { logger: (kind, msg, data) => console.debug(`phoenix ${kind}: ${msg}`, JSON.stringify(data ?? null)) } : {}),
+    ...(params.has('debug')
+      ? { logger: (kind, msg, data) => console.debug(`phoenix ${kind}: ${msg}`, JSON.stringify(data ?? null)) }
+      : {}),
   });
   state.socket = socket;
   // Long-poll fallback is for networks that block WebSockets. Once a WebSocket has carried a
@@ -158,12 +164,18 @@ function connect() {
     if (state.socket !== socket) return;
     setConn('open', transportName());
     if (socket.transport !== LongPoll) {
-      socket.ping(() => { socket.longPollFallbackMs = 0; });
+      socket.ping(() => {
+        socket.longPollFallbackMs = 0;
+      });
     } else if (pollFailedBeforeOpen && !forceLongPoll) {
       // Long-poll could not reach the gateway either: the WebSocket failed for an outage, not for
       // being blocked. Try it again (phoenix.js falls back once more if it really is blocked).
       pollFailedBeforeOpen = false;
-      try { sessionStorage.removeItem('phx:fallback:LongPoll'); } catch { /* storage disabled */ }
+      try {
+        sessionStorage.removeItem('phx:fallback:LongPoll');
+      } catch {
+        /* storage disabled */
+      }
       socket.disconnect(() => {
         if (state.socket !== socket) return;
         socket.transport = window.WebSocket;
@@ -186,9 +198,14 @@ function connect() {
 
   const feed = socket.channel(`tasks:${state.session.user_id}`, {});
   for (const ev of TASK_EVENTS) feed.on(ev, (payload) => onEvent(ev, payload));
-  feed.join()
+  feed
+    .join()
     // Events before a (re)join were not seen here: read the list again.
-    .receive('ok', () => loadTasks().catch(() => { /* unreachable: the next rejoin reads it */ }))
+    .receive('ok', () =>
+      loadTasks().catch(() => {
+        /* unreachable: the next rejoin reads it */
+      }),
+    )
     .receive('error', (r) => setConn('error', `feed refused: ${r.reason ?? 'error'}`));
   state.feed = feed;
 }
@@ -258,7 +275,13 @@ async function rebuildStreamed(tasks) {
     if (!needsStreamedText(t)) continue;
     if (TERMINAL.has(t.status) && state.streamed.has(t.id)) continue; // ended: what was streamed is final
     const { data: events } = await api(`/api/tasks/${t.id}/events`);
-    state.streamed.set(t.id, events.filter((e) => e.event === 'text_delta').map((e) => e.payload.delta).join(''));
+    state.streamed.set(
+      t.id,
+      events
+        .filter((e) => e.event === 'text_delta')
+        .map((e) => e.payload.delta)
+        .join(''),
+    );
     renderCard(state.tasks.get(t.id) ?? t);
   }
 }
@@ -269,10 +292,12 @@ async function loadTasks() {
   if (!state.olderLoaded) state.nextCursor = next;
   // Keep what the feed has already brought further than this read.
   const known = state.tasks;
-  state.tasks = new Map(data.map((t) => {
-    const k = known.get(t.id);
-    return [t.id, k && (k.last_seq ?? 0) > (t.last_seq ?? 0) ? k : t];
-  }));
+  state.tasks = new Map(
+    data.map((t) => {
+      const k = known.get(t.id);
+      return [t.id, k && (k.last_seq ?? 0) > (t.last_seq ?? 0) ? k : t];
+    }),
+  );
   for (const [id, k] of known) if (!state.tasks.has(id)) state.tasks.set(id, k);
   renderList();
   // Text streaming now, or cut short by a failure: rebuild what was streamed from the event log.
@@ -284,7 +309,9 @@ async function loadOlder() {
   if (!state.nextCursor) return;
   button.disabled = true;
   try {
-    const { data, next_cursor: next } = await api(`/api/tasks?limit=${PAGE}&cursor=${encodeURIComponent(state.nextCursor)}`);
+    const { data, next_cursor: next } = await api(
+      `/api/tasks?limit=${PAGE}&cursor=${encodeURIComponent(state.nextCursor)}`,
+    );
     state.olderLoaded = true;
     state.nextCursor = next;
     for (const t of data) if (!state.tasks.has(t.id)) state.tasks.set(t.id, t);
@@ -308,7 +335,9 @@ function renderNote() {
     if (t.status === 'queued') queued++;
     else if (!TERMINAL.has(t.status)) running++;
   }
-  $('#tasks-note').textContent = [running ? `${running} running` : '', queued ? `${queued} queued` : ''].filter(Boolean).join(' · ');
+  $('#tasks-note').textContent = [running ? `${running} running` : '', queued ? `${queued} queued` : '']
+    .filter(Boolean)
+    .join(' · ');
 }
 
 function cardFor(task) {
@@ -316,17 +345,25 @@ function cardFor(task) {
 }
 
 function signature(t) {
-  return [t.status, t.progress, t.output ? 'out' : '', t.error ? t.error.code : '', (state.streamed.get(t.id) ?? '').length].join('|');
+  return [
+    t.status,
+    t.progress,
+    t.output ? 'out' : '',
+    t.error ? t.error.code : '',
+    (state.streamed.get(t.id) ?? '').length,
+  ].join('|');
 }
 
 function renderList() {
   const list = $('#task-list');
   const tasks = [...state.tasks.values()].sort((a, b) => b.inserted_at.localeCompare(a.inserted_at));
-  list.replaceChildren(...tasks.map((t) => {
-    const card = cardFor(t);
-    card.dataset.sig = signature(t);
-    return card;
-  }));
+  list.replaceChildren(
+    ...tasks.map((t) => {
+      const card = cardFor(t);
+      card.dataset.sig = signature(t);
+      return card;
+    }),
+  );
   $('#tasks-empty').hidden = tasks.length > 0;
   $('#load-older').hidden = !state.nextCursor;
   renderNote();
@@ -369,8 +406,10 @@ async function setUpForm() {
       $('#prompt-count').textContent = '0';
     } catch (err) {
       if (err instanceof ApiError && err.status === 422) showErrors(err.errors);
-      else if (err instanceof ApiError && err.status === 401) { /* back at sign-in: expired() */ }
-      else if (err instanceof ApiError && err.unreachable) showErrors({ detail: `${err.message}. Nothing was submitted: Generate again once the connection is back.` });
+      else if (err instanceof ApiError && err.status === 401) {
+        /* back at sign-in: expired() */
+      } else if (err instanceof ApiError && err.unreachable)
+        showErrors({ detail: `${err.message}. Nothing was submitted: Generate again once the connection is back.` });
       else showErrors({ detail: err.message });
     }
   });

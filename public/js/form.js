@@ -12,7 +12,8 @@ const TYPES = [
 function limits(name, s) {
   const parts = [];
   if (s.type === 'integer' || s.type === 'number') {
-    if (s.minimum !== undefined && s.maximum !== undefined && Math.abs(s.maximum) < 1e15) parts.push(`${s.minimum} – ${s.maximum}`);
+    if (s.minimum !== undefined && s.maximum !== undefined && Math.abs(s.maximum) < 1e15)
+      parts.push(`${s.minimum} – ${s.maximum}`);
     else if (s.minimum !== undefined && Math.abs(s.minimum) < 1e15) parts.push(`≥ ${s.minimum}`);
     else if (s.maximum !== undefined && Math.abs(s.maximum) < 1e15) parts.push(`≤ ${s.maximum}`);
     if (s.type === 'integer') parts.push('whole number');
@@ -20,7 +21,8 @@ function limits(name, s) {
   if (s.type === 'string' && s.maxLength) parts.push(`up to ${s.maxLength.toLocaleString()} characters`);
   if (s.type === 'array') parts.push(`one URL per line, up to ${s.maxItems ?? '∞'}`);
   if (s.format === 'uri') parts.push('http(s) URL');
-  if (s.default !== undefined && !(Array.isArray(s.default) && s.default.length === 0)) parts.push(`default ${JSON.stringify(s.default)}`);
+  if (s.default !== undefined && !(Array.isArray(s.default) && s.default.length === 0))
+    parts.push(`default ${JSON.stringify(s.default)}`);
   if (s.default === undefined && s.type !== 'array') parts.push('optional');
   return parts.join(' · ');
 }
@@ -36,7 +38,11 @@ function control(name, s) {
   let read;
   if (s.const !== undefined) return null; // fixed by the model (e.g. fps 24): nothing to choose
   if (Array.isArray(s.enum)) {
-    input = h('select', { id, name }, s.enum.map((v) => h('option', { value: v, selected: v === s.default }, v)));
+    input = h(
+      'select',
+      { id, name },
+      s.enum.map((v) => h('option', { value: v, selected: v === s.default }, v)),
+    );
     read = () => (input.value === String(s.default) ? undefined : input.value);
   } else if (s.type === 'boolean') {
     input = h('input', { id, name, type: 'checkbox', checked: s.default === true });
@@ -44,26 +50,39 @@ function control(name, s) {
   } else if (s.type === 'integer' || s.type === 'number') {
     const big = (v) => v === undefined || Math.abs(v) > 1e15;
     input = h('input', {
-      id, name, type: 'number', inputmode: s.type === 'integer' ? 'numeric' : 'decimal',
-      min: big(s.minimum) ? undefined : s.minimum, max: big(s.maximum) ? undefined : s.maximum,
-      step: s.type === 'integer' ? 1 : 'any', placeholder: s.default ?? '',
+      id,
+      name,
+      type: 'number',
+      inputmode: s.type === 'integer' ? 'numeric' : 'decimal',
+      min: big(s.minimum) ? undefined : s.minimum,
+      max: big(s.maximum) ? undefined : s.maximum,
+      step: s.type === 'integer' ? 1 : 'any',
+      placeholder: s.default ?? '',
     });
     read = () => (input.value === '' ? undefined : Number(input.value));
   } else if (s.type === 'array') {
     input = h('textarea', { id, name, rows: 2, placeholder: 'https://…', spellcheck: 'false' });
     read = () => {
       // One URL per line, as the hint says: a space inside a line stays part of it.
-      const urls = input.value.split(/\r?\n/).map((l) => l.trim()).filter(Boolean);
+      const urls = input.value
+        .split(/\r?\n/)
+        .map((l) => l.trim())
+        .filter(Boolean);
       return urls.length ? urls : undefined;
     };
   } else {
-    input = s.maxLength && s.maxLength > 200
-      ? h('textarea', { id, name, rows: 2, maxlength: s.maxLength })
-      : h('input', { id, name, type: s.format === 'uri' ? 'url' : 'text', maxlength: s.maxLength });
+    input =
+      s.maxLength && s.maxLength > 200
+        ? h('textarea', { id, name, rows: 2, maxlength: s.maxLength })
+        : h('input', { id, name, type: s.format === 'uri' ? 'url' : 'text', maxlength: s.maxLength });
     read = () => (input.value.trim() === '' ? undefined : input.value);
   }
-  const row = h('div', { class: `param${s.type === 'boolean' ? ' check' : ''}`, dataset: { param: name } },
-    s.type === 'boolean' ? h('label', { for: id }, input, ' ', label(name)) : [h('label', { for: id }, label(name)), input],
+  const row = h(
+    'div',
+    { class: `param${s.type === 'boolean' ? ' check' : ''}`, dataset: { param: name } },
+    s.type === 'boolean'
+      ? h('label', { for: id }, input, ' ', label(name))
+      : [h('label', { for: id }, label(name)), input],
     h('p', { class: 'hint' }, limits(name, s)),
     h('p', { class: 'field-error', dataset: { errorFor: name }, hidden: true }),
   );
@@ -85,14 +104,28 @@ export function taskForm(form, models, onSubmit) {
   for (const [value, text] of TYPES) {
     const id = `type-${value}`;
     picker.append(
-      h('input', { type: 'radio', name: 'type', id, value, checked: value === type, onchange: () => { type = value; fillModels(); } }),
+      h('input', {
+        type: 'radio',
+        name: 'type',
+        id,
+        value,
+        checked: value === type,
+        onchange: () => {
+          type = value;
+          fillModels();
+        },
+      }),
       h('label', { for: id }, text),
     );
   }
 
   function fillModels() {
     const list = models.filter((m) => m.type === type);
-    modelSel.replaceChildren(...list.map((m) => h('option', { value: m.name, selected: m.default }, m.default ? `${m.name} (default)` : m.name)));
+    modelSel.replaceChildren(
+      ...list.map((m) =>
+        h('option', { value: m.name, selected: m.default }, m.default ? `${m.name} (default)` : m.name),
+      ),
+    );
     fillParams();
   }
 
@@ -137,7 +170,10 @@ export function taskForm(form, models, onSubmit) {
       const el = form.querySelector(`[data-error-for="${CSS.escape(path[0])}"]`);
       if (el) {
         const lines = shown.get(el) ?? [];
-        const where = path.slice(1).map((p) => (/^\d+$/.test(p) ? `line ${Number(p) + 1}` : p)).join(' ');
+        const where = path
+          .slice(1)
+          .map((p) => (/^\d+$/.test(p) ? `line ${Number(p) + 1}` : p))
+          .join(' ');
         lines.push(where ? `${where}: ${text}` : text);
         shown.set(el, lines);
         if (path[0] !== 'prompt') $('#params-box', form).open = true;
@@ -154,7 +190,9 @@ export function taskForm(form, models, onSubmit) {
   }
 
   modelSel.addEventListener('change', fillParams);
-  prompt.addEventListener('input', () => { count.textContent = prompt.value.length.toLocaleString(); });
+  prompt.addEventListener('input', () => {
+    count.textContent = prompt.value.length.toLocaleString();
+  });
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     clearErrors();

@@ -10,13 +10,23 @@ const TASK_EVENTS = ['status', 'progress', 'text_delta', 'image_response', 'vide
 function summary(event, p) {
   switch (event) {
     case 'status':
-      return [p.status, p.progress !== null && p.progress !== undefined ? `${p.progress}%` : null, p.error ? `${p.error.code}: ${p.error.message}` : null].filter(Boolean).join(' · ');
+      return [
+        p.status,
+        p.progress !== null && p.progress !== undefined ? `${p.progress}%` : null,
+        p.error ? `${p.error.code}: ${p.error.message}` : null,
+      ]
+        .filter(Boolean)
+        .join(' · ');
     case 'progress':
       return `${p.progress}%${p.message ? ` · ${p.message}` : ''}`;
     case 'text_delta':
       return JSON.stringify(p.delta);
     default: {
-      const out = p.output ? (p.output.urls ? p.output.urls.join(' ') : `${String(p.output.text ?? '').length} characters of text`) : '';
+      const out = p.output
+        ? p.output.urls
+          ? p.output.urls.join(' ')
+          : `${String(p.output.text ?? '').length} characters of text`
+        : '';
       return [p.status, out, p.error ? `${p.error.code}: ${p.error.message}` : null].filter(Boolean).join(' · ');
     }
   }
@@ -32,39 +42,89 @@ export function showTaskPage(root, taskId, { socket, cancel, applyEvent }) {
   const top = h('div');
   const note = h('p', { class: 'muted small', 'data-role': 'timeline-note' });
   // Shown once the task is known to exist (an unknown id gets only the not-found message).
-  const timeline = h('section', { class: 'card timeline-card', hidden: true },
-      h('div', { class: 'section-head' }, h('h2', {}, 'Event timeline'), note),
-      h('p', { class: 'muted small' }, 'Every event of this task in seq order: the stored log, then live events from ',
-        h('code', {}, `task:${taskId}`), '. Each must name this task, with seq rising by one.'),
-      h('div', { class: 'table-wrap' },
-        h('table', { class: 'timeline' },
-          h('thead', {}, h('tr', {}, h('th', {}, 'seq'), h('th', {}, 'time'), h('th', {}, 'event'), h('th', {}, 'details'), h('th', {}, 'check'))),
-          rows)),
+  const timeline = h(
+    'section',
+    { class: 'card timeline-card', hidden: true },
+    h('div', { class: 'section-head' }, h('h2', {}, 'Event timeline'), note),
+    h(
+      'p',
+      { class: 'muted small' },
+      'Every event of this task in seq order: the stored log, then live events from ',
+      h('code', {}, `task:${taskId}`),
+      '. Each must name this task, with seq rising by one.',
+    ),
+    h(
+      'div',
+      { class: 'table-wrap' },
+      h(
+        'table',
+        { class: 'timeline' },
+        h(
+          'thead',
+          {},
+          h(
+            'tr',
+            {},
+            h('th', {}, 'seq'),
+            h('th', {}, 'time'),
+            h('th', {}, 'event'),
+            h('th', {}, 'details'),
+            h('th', {}, 'check'),
+          ),
+        ),
+        rows,
+      ),
+    ),
   );
   root.replaceChildren(h('a', { href: '#/', class: 'back' }, '← All tasks'), top, timeline);
 
   function renderTop() {
     if (!task) return;
-    const input = Object.entries(task.input_data ?? {}).filter(([k]) => k !== 'prompt' && k !== 'type' && k !== 'model');
+    const input = Object.entries(task.input_data ?? {}).filter(
+      ([k]) => k !== 'prompt' && k !== 'type' && k !== 'model',
+    );
     top.replaceChildren(
-      h('section', { class: 'card task-page', dataset: { taskId: task.id, status: task.status } },
-        h('div', { class: 'task-head' },
+      h(
+        'section',
+        { class: 'card task-page', dataset: { taskId: task.id, status: task.status } },
+        h(
+          'div',
+          { class: 'task-head' },
           statusPill(task.status),
           h('span', { class: 'model' }, task.model),
-          TERMINAL.has(task.status) ? null : h('button', { type: 'button', class: 'danger', onclick: () => cancel(task) }, 'Cancel'),
+          TERMINAL.has(task.status)
+            ? null
+            : h('button', { type: 'button', class: 'danger', onclick: () => cancel(task) }, 'Cancel'),
         ),
         h('h1', { class: 'prompt-full' }, task.input_data?.prompt ?? ''),
         progressBar(task),
         outputView(task, streamed.get(task.id)),
         errorView(task),
-        h('dl', { class: 'facts' },
-          h('dt', {}, 'id'), h('dd', {}, h('code', {}, task.id)),
-          h('dt', {}, 'type'), h('dd', {}, task.task_type),
-          h('dt', {}, 'attempts'), h('dd', {}, String(task.attempts)),
-          h('dt', {}, 'created'), h('dd', {}, new Date(task.inserted_at).toLocaleString()),
+        h(
+          'dl',
+          { class: 'facts' },
+          h('dt', {}, 'id'),
+          h('dd', {}, h('code', {}, task.id)),
+          h('dt', {}, 'type'),
+          h('dd', {}, task.task_type),
+          h('dt', {}, 'attempts'),
+          h('dd', {}, String(task.attempts)),
+          h('dt', {}, 'created'),
+          h('dd', {}, new Date(task.inserted_at).toLocaleString()),
           task.started_at ? [h('dt', {}, 'started'), h('dd', {}, new Date(task.started_at).toLocaleString())] : null,
-          task.completed_at ? [h('dt', {}, 'completed'), h('dd', {}, new Date(task.completed_at).toLocaleString())] : null,
-          input.length ? [h('dt', {}, 'parameters'), h('dd', {}, input.map(([k, v]) => h('span', { class: 'param-chip' }, `${k}=${JSON.stringify(v)}`)))] : null,
+          task.completed_at
+            ? [h('dt', {}, 'completed'), h('dd', {}, new Date(task.completed_at).toLocaleString())]
+            : null,
+          input.length
+            ? [
+                h('dt', {}, 'parameters'),
+                h(
+                  'dd',
+                  {},
+                  input.map(([k, v]) => h('span', { class: 'param-chip' }, `${k}=${JSON.stringify(v)}`)),
+                ),
+              ]
+            : null,
         ),
       ),
     );
@@ -75,15 +135,25 @@ export function showTaskPage(root, taskId, { socket, cancel, applyEvent }) {
     const p = e.payload ?? {};
     const problems = [];
     if (p.task_id !== taskId) problems.push(`names task ${p.task_id}`);
-    if (e.seq !== lastSeq + 1) problems.push(e.seq <= lastSeq ? `repeat (had ${lastSeq})` : `gap (expected ${lastSeq + 1})`);
+    if (e.seq !== lastSeq + 1)
+      problems.push(e.seq <= lastSeq ? `repeat (had ${lastSeq})` : `gap (expected ${lastSeq + 1})`);
     lastSeq = Math.max(lastSeq, e.seq);
-    rows.append(h('tr', { class: problems.length ? 'bad' : '', dataset: { seq: e.seq, event: e.event } },
-      h('td', { class: 'num' }, String(e.seq)),
-      h('td', { class: 'time' }, clockTime(e.inserted_at ?? new Date().toISOString())),
-      h('td', {}, h('span', { class: `ev ${e.event}` }, e.event), live ? h('span', { class: 'live-tag' }, 'live') : null),
-      h('td', { class: 'details' }, summary(e.event, p)),
-      h('td', { class: problems.length ? 'check bad' : 'check ok' }, problems.length ? problems.join('; ') : '✓'),
-    ));
+    rows.append(
+      h(
+        'tr',
+        { class: problems.length ? 'bad' : '', dataset: { seq: e.seq, event: e.event } },
+        h('td', { class: 'num' }, String(e.seq)),
+        h('td', { class: 'time' }, clockTime(e.inserted_at ?? new Date().toISOString())),
+        h(
+          'td',
+          {},
+          h('span', { class: `ev ${e.event}` }, e.event),
+          live ? h('span', { class: 'live-tag' }, 'live') : null,
+        ),
+        h('td', { class: 'details' }, summary(e.event, p)),
+        h('td', { class: problems.length ? 'check bad' : 'check ok' }, problems.length ? problems.join('; ') : '✓'),
+      ),
+    );
     note.textContent = `${rows.children.length} events`;
   }
 
@@ -128,13 +198,21 @@ export function showTaskPage(root, taskId, { socket, cancel, applyEvent }) {
       rows.replaceChildren();
       lastSeq = 0;
       for (const e of ev.data) addRow(e, false);
-      streamed.set(task.id, ev.data.filter((e) => e.event === 'text_delta').map((e) => e.payload.delta).join(''));
+      streamed.set(
+        task.id,
+        ev.data
+          .filter((e) => e.event === 'text_delta')
+          .map((e) => e.payload.delta)
+          .join(''),
+      );
       renderTop();
       timeline.hidden = false;
       // Join with last_seq: whatever happened since the log was read is replayed first.
       channel = socket.channel(`task:${taskId}`, () => ({ last_seq: lastSeq }));
       for (const name of TASK_EVENTS) channel.on(name, (p) => onLive(name, p));
-      channel.join().receive('error', (r) => { note.textContent = `channel refused: ${r.reason ?? 'error'}`; });
+      channel.join().receive('error', (r) => {
+        note.textContent = `channel refused: ${r.reason ?? 'error'}`;
+      });
     } catch (err) {
       if (left) return;
       if (err.status === 404) {

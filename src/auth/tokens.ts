@@ -43,7 +43,8 @@ export class TokenSigner {
 
   mint(userId: string, ttlSeconds = this.maxTtlSeconds): string {
     if (!USER_ID.test(userId)) throw new Error('user id must be 1-128 characters of A-Z a-z 0-9 _ . @ -');
-    if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1) throw new Error('ttl must be a positive whole number of seconds');
+    if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1)
+      throw new Error('ttl must be a positive whole number of seconds');
     if (ttlSeconds > this.maxTtlSeconds) throw new Error(`ttl must be at most ${this.maxTtlSeconds} seconds`);
     const iat = Math.floor(this.now() / 1000);
     const claims: TokenClaims = { sub: userId, iat, exp: iat + ttlSeconds };

@@ -22,7 +22,14 @@ interface TaskAssigns extends UserAssigns {
   owned?: boolean;
 }
 
-export const TASK_EVENTS = ['status', 'progress', 'text_delta', 'image_response', 'video_response', 'text_response'] as const;
+export const TASK_EVENTS = [
+  'status',
+  'progress',
+  'text_delta',
+  'image_response',
+  'video_response',
+  'text_response',
+] as const;
 
 const GENERATE: Record<string, TaskType> = {
   image_generate: 'image_gen',
@@ -43,14 +50,20 @@ const isUniqueViolation = (err: unknown) => (err as { code?: string })?.code ===
 export class TaskChannel implements Channel<TaskAssigns> {
   readonly intercept = TASK_EVENTS;
 
-  constructor(private readonly tasks: TaskService, private readonly logger: Logger) {}
+  constructor(
+    private readonly tasks: TaskService,
+    private readonly logger: Logger,
+  ) {}
 
   async join(topic: string, payload: Payload, socket: ChannelSocket<TaskAssigns>): Promise<JoinResult> {
     const spelled = topic.slice('task:'.length);
     if (!isUuid(spelled)) return { status: 'error', response: { reason: 'invalid topic: task:<uuid> expected' } };
     // Task ids are lower-case (as Ecto.UUID and PostgreSQL write them); Swift's uuidString is upper-case.
     const taskId = spelled.toLowerCase();
-    const p = (payload && typeof payload === 'object' && !Buffer.isBuffer(payload) ? payload : {}) as Record<string, unknown>;
+    const p = (payload && typeof payload === 'object' && !Buffer.isBuffer(payload) ? payload : {}) as Record<
+      string,
+      unknown
+    >;
     let lastSeq: number | undefined;
     if (p.last_seq !== undefined && p.last_seq !== null) {
       if (typeof p.last_seq !== 'number' || !Number.isInteger(p.last_seq) || p.last_seq < 0) {
@@ -102,7 +115,10 @@ export class TaskChannel implements Channel<TaskAssigns> {
     if (!row) return false;
     a.owned = row.user_id === a.userId;
     if (!a.owned) {
-      this.logger.warn({ task_id: a.taskId, user_id: a.userId }, "another user's task took this topic's id; channel closed");
+      this.logger.warn(
+        { task_id: a.taskId, user_id: a.userId },
+        "another user's task took this topic's id; channel closed",
+      );
       socket.stop('unauthorized');
     }
     return a.owned;
@@ -144,7 +160,8 @@ export class TaskChannel implements Channel<TaskAssigns> {
       }
       return { reply: 'error', response: { reason: `unknown event ${JSON.stringify(event).slice(0, 80)}` } };
     } catch (err) {
-      if (err instanceof ValidationError) return { reply: 'error', response: { reason: 'invalid input', errors: err.fields } };
+      if (err instanceof ValidationError)
+        return { reply: 'error', response: { reason: 'invalid input', errors: err.fields } };
       if (err instanceof NotFoundError) return { reply: 'error', response: { reason: 'not found' } };
       throw err;
     }
@@ -154,7 +171,12 @@ export class TaskChannel implements Channel<TaskAssigns> {
    * `*_generate` on this topic. The topic's task exists (made over REST): reply
    * with it, never a second task. It does not: create it with the topic's id.
    */
-  private async generate(type: TaskType, payload: Payload, socket: ChannelSocket<TaskAssigns>, log: Logger): Promise<HandleInResult> {
+  private async generate(
+    type: TaskType,
+    payload: Payload,
+    socket: ChannelSocket<TaskAssigns>,
+    log: Logger,
+  ): Promise<HandleInResult> {
     const { taskId, userId } = socket.assigns;
     const existing = await this.tasks.find(taskId);
     if (!existing) {
@@ -171,7 +193,11 @@ export class TaskChannel implements Channel<TaskAssigns> {
     if (row.user_id !== userId) return { reply: 'error', response: { reason: 'unauthorized' } };
     // The contract: a legacy *_generate on an existing task's topic gets that task back, never a
     // second one, whatever its type (e.g. a REST create without `type`, which is text).
-    if (row.task_type !== type) log.warn({ task_type: row.task_type, pushed: type }, 'generate of another type on an existing task: answered with it');
+    if (row.task_type !== type)
+      log.warn(
+        { task_type: row.task_type, pushed: type },
+        'generate of another type on an existing task: answered with it',
+      );
     else log.info({ terminal: TERMINAL.has(row.status) }, 'generate on an existing task: answered with it');
     return { reply: 'ok', response: { task_id: row.id, task: this.tasks.toJson(row) } };
   }

@@ -35,9 +35,9 @@ export class TaskEventRelay {
     });
     await this.notify?.listen((refs) => {
       // One at a time, so a task's events go out in seq order.
-      this.chain = this.chain.then(() => this.deliverRemote(refs)).catch((err) =>
-        this.logger.error({ err }, 'delivering events from another process failed'),
-      );
+      this.chain = this.chain
+        .then(() => this.deliverRemote(refs))
+        .catch((err) => this.logger.error({ err }, 'delivering events from another process failed'));
     });
   }
 

@@ -24,7 +24,10 @@ export const EXIT = {
 
 /** A failure with the message to print and the exit code to leave with. */
 export class CliError extends Error {
-  constructor(message: string, readonly exitCode: number) {
+  constructor(
+    message: string,
+    readonly exitCode: number,
+  ) {
     super(message);
   }
 }
@@ -78,7 +81,8 @@ export class GatewayClient {
     } catch {
       throw new CliError(`--url ${JSON.stringify(raw)} is not a URL (e.g. ${DEFAULT_URL})`, EXIT.usage);
     }
-    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new CliError(`--url must be http:// or https:// (got ${u.protocol})`, EXIT.usage);
+    if (u.protocol !== 'http:' && u.protocol !== 'https:')
+      throw new CliError(`--url must be http:// or https:// (got ${u.protocol})`, EXIT.usage);
     this.url = u.toString().replace(/\/+$/, '');
     const token = opts.token ?? process.env.PYRE_TOKEN;
     this.token = token && token.trim() !== '' ? token.trim() : undefined;
@@ -103,8 +107,12 @@ export class GatewayClient {
         signal: AbortSignal.timeout(timeoutMs),
       });
     } catch (err) {
-      const reason = (err as Error)?.name === 'TimeoutError' ? `no answer within ${timeoutMs / 1000} s` : networkReason(err);
-      throw new CliError(`cannot reach the gateway at ${this.url}: ${reason} (is pyre running? set --url or PYRE_URL)`, EXIT.unavailable);
+      const reason =
+        (err as Error)?.name === 'TimeoutError' ? `no answer within ${timeoutMs / 1000} s` : networkReason(err);
+      throw new CliError(
+        `cannot reach the gateway at ${this.url}: ${reason} (is pyre running? set --url or PYRE_URL)`,
+        EXIT.unavailable,
+      );
     }
     const text = await res.text();
     let json: any = null;
@@ -114,7 +122,8 @@ export class GatewayClient {
       /* not JSON */
     }
     if (res.ok) {
-      if (json === null) throw new CliError(`${this.url}${path} did not answer JSON: is ${this.url} a pyre gateway?`, EXIT.unavailable);
+      if (json === null)
+        throw new CliError(`${this.url}${path} did not answer JSON: is ${this.url} a pyre gateway?`, EXIT.unavailable);
       return json as T;
     }
     const message = describeErrors(json?.errors, res.status);
@@ -138,7 +147,10 @@ export class GatewayClient {
       case 422:
         throw new CliError(message, EXIT.usage);
       case 429:
-        throw new CliError(`rate limited: ${message} (retry after ${res.headers.get('retry-after') ?? 'a while'} s)`, EXIT.unavailable);
+        throw new CliError(
+          `rate limited: ${message} (retry after ${res.headers.get('retry-after') ?? 'a while'} s)`,
+          EXIT.unavailable,
+        );
       case 502:
       case 503:
       case 504:

@@ -120,16 +120,30 @@ export function buildCli(): Command {
   program
     .command('standin')
     .description('run the Replicate stand-in (simulated models) for a gateway to use')
-    .option('--port <port>', 'port (0 picks a free one)', (v) => {
-      if (!/^\d+$/.test(v) || Number(v) > 65535) throw new InvalidArgumentError('must be a port number (0-65535)');
-      return Number(v);
-    }, Number(process.env.STANDIN_PORT ?? 8788))
+    .option(
+      '--port <port>',
+      'port (0 picks a free one)',
+      (v) => {
+        if (!/^\d+$/.test(v) || Number(v) > 65535) throw new InvalidArgumentError('must be a port number (0-65535)');
+        return Number(v);
+      },
+      Number(process.env.STANDIN_PORT ?? 8788),
+    )
     .option('--host <host>', 'address to listen on', process.env.STANDIN_HOST ?? '127.0.0.1')
-    .addOption(new Option('--preset <preset>', 'timelines: demo (a few seconds) or realistic').choices(['demo', 'realistic']).default(process.env.STANDIN_PRESET ?? 'demo'))
-    .option('--speed <factor>', 'run the clock this many times faster than real time', (v) => {
-      if (!(Number(v) > 0)) throw new InvalidArgumentError('must be a positive number');
-      return Number(v);
-    }, Number(process.env.STANDIN_SPEED ?? 1))
+    .addOption(
+      new Option('--preset <preset>', 'timelines: demo (a few seconds) or realistic')
+        .choices(['demo', 'realistic'])
+        .default(process.env.STANDIN_PRESET ?? 'demo'),
+    )
+    .option(
+      '--speed <factor>',
+      'run the clock this many times faster than real time',
+      (v) => {
+        if (!(Number(v) > 0)) throw new InvalidArgumentError('must be a positive number');
+        return Number(v);
+      },
+      Number(process.env.STANDIN_SPEED ?? 1),
+    )
     .option('--virtual', 'a virtual clock, moved by POST /__admin/clock/advance')
     .action(run((opts) => lazy.standin()(opts)));
 
@@ -139,8 +153,13 @@ export function buildCli(): Command {
       .description('create a task, follow it live with a progress bar (stderr), print the result (stdout)')
       .argument('<prompt...>', 'the prompt (`-` reads it from standard input)')
       .addOption(new Option('--type <type>', 'what to make').choices(TYPES).makeOptionMandatory())
-      .option('--model <model>', 'a model from GET /api/models (default: the type\'s default)')
-      .option('--param <name=value>', "a model parameter; repeat for more (e.g. --param aspect_ratio=16:9)", collect, [] as string[])
+      .option('--model <model>', "a model from GET /api/models (default: the type's default)")
+      .option(
+        '--param <name=value>',
+        'a model parameter; repeat for more (e.g. --param aspect_ratio=16:9)',
+        collect,
+        [] as string[],
+      )
       .option('--json', 'print the finished task as JSON instead of its URLs or text')
       .option('--detach', 'print the task id and return at once')
       .option('--timeout <seconds>', 'give up waiting after this long (exit 124; the task keeps running)', positiveInt)

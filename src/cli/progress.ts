@@ -36,9 +36,8 @@ export class ProgressLine {
     const width = 24;
     const p = this.progress;
     const filled = p === null ? 0 : Math.round((p / 100) * width);
-    const bar = p === null
-      ? spinner(width, Date.now() - this.started)
-      : `${'█'.repeat(filled)}${'░'.repeat(width - filled)}`;
+    const bar =
+      p === null ? spinner(width, Date.now() - this.started) : `${'█'.repeat(filled)}${'░'.repeat(width - filled)}`;
     const secs = ((Date.now() - this.started) / 1000).toFixed(1);
     const line = `${bar} ${p === null ? '  …' : `${String(p).padStart(3)}%`}  ${this.status.padEnd(10)} ${secs}s${this.label ? `  ${this.label}` : ''}`;
     if (line === this.lastLine) return;

@@ -27,7 +27,8 @@ export async function runStandin(opts: StandinCliOptions): Promise<void> {
     preset: opts.preset as StandinPreset,
     clock: opts.virtual ? 'virtual' : { speed: opts.speed },
   }).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'EADDRINUSE') throw new CliError(`port ${opts.port} is in use (choose another with --port)`, EXIT.unavailable);
+    if (err.code === 'EADDRINUSE')
+      throw new CliError(`port ${opts.port} is in use (choose another with --port)`, EXIT.unavailable);
     throw err;
   });
   process.stdout.write(

@@ -25,7 +25,10 @@ export function parseParams(pairs: string[], model: ModelInfo | undefined): Reco
     const name = pair.slice(0, eq);
     const raw = pair.slice(eq + 1);
     if (name === 'prompt' || name === 'type' || name === 'model') {
-      throw new CliError(`--param ${name}: give it as ${name === 'prompt' ? 'the PROMPT argument' : `--${name}`}`, EXIT.usage);
+      throw new CliError(
+        `--param ${name}: give it as ${name === 'prompt' ? 'the PROMPT argument' : `--${name}`}`,
+        EXIT.usage,
+      );
     }
     const prop = model?.input_schema.properties?.[name];
     const t = [prop?.type ?? 'unknown'].flat()[0];
@@ -106,7 +109,12 @@ async function promptFrom(words: string[]): Promise<string> {
 }
 
 /** Follows a task on its channel until its final event; prints the result. */
-export function follow(client: GatewayClient, taskId: string, task: any, opts: Pick<SubmitOptions, 'json' | 'timeout' | 'quiet'>): Promise<number> {
+export function follow(
+  client: GatewayClient,
+  taskId: string,
+  task: any,
+  opts: Pick<SubmitOptions, 'json' | 'timeout' | 'quiet'>,
+): Promise<number> {
   const isText = task.task_type === 'text_gen';
   const bar = opts.quiet ? null : new ProgressLine(process.stderr, task.model);
   bar?.update(task.status, task.progress);
@@ -137,9 +145,16 @@ export function follow(client: GatewayClient, taskId: string, task: any, opts: P
       setTimeout(() => resolve(code), 200).unref();
     };
 
-    const onInterrupt = () => finish(EXIT.interrupted, `interrupted; task ${taskId} keeps running (see \`pyre tasks\`)`);
+    const onInterrupt = () =>
+      finish(EXIT.interrupted, `interrupted; task ${taskId} keeps running (see \`pyre tasks\`)`);
     process.once('SIGINT', onInterrupt);
-    if (opts.timeout) timers.push(setTimeout(() => finish(EXIT.timeout, `task ${taskId} did not finish within ${opts.timeout} s; it keeps running`), opts.timeout * 1000));
+    if (opts.timeout)
+      timers.push(
+        setTimeout(
+          () => finish(EXIT.timeout, `task ${taskId} did not finish within ${opts.timeout} s; it keeps running`),
+          opts.timeout * 1000,
+        ),
+      );
 
     // phoenix.js reconnects for ever; a command gives up after a while without a connection.
     const GIVE_UP_MS = Number(process.env.PYRE_RECONNECT_GIVE_UP_MS ?? 15_000);
@@ -151,7 +166,10 @@ export function follow(client: GatewayClient, taskId: string, task: any, opts: P
     });
     const watchdog = setInterval(() => {
       if (lostSince !== null && Date.now() - lostSince > GIVE_UP_MS) {
-        finish(EXIT.unavailable, `lost the realtime connection to ${client.url}; task ${taskId} keeps running (see \`pyre tasks\`)`);
+        finish(
+          EXIT.unavailable,
+          `lost the realtime connection to ${client.url}; task ${taskId} keeps running (see \`pyre tasks\`)`,
+        );
       }
     }, 250);
 
@@ -175,7 +193,9 @@ export function follow(client: GatewayClient, taskId: string, task: any, opts: P
     const done = async (p: any) => {
       if (p.status === 'success') {
         if (opts.json) {
-          const { data } = await client.request('GET', `/api/tasks/${taskId}`).catch(() => ({ data: { id: taskId, output: p.output } }));
+          const { data } = await client
+            .request('GET', `/api/tasks/${taskId}`)
+            .catch(() => ({ data: { id: taskId, output: p.output } }));
           bar?.done();
           process.stdout.write(`${JSON.stringify(data, null, 2)}\n`);
         } else if (isText) {
@@ -192,7 +212,12 @@ export function follow(client: GatewayClient, taskId: string, task: any, opts: P
         if (isText && streamed && !streamed.endsWith('\n')) process.stdout.write('\n');
         const err = p.error ?? {};
         const canceled = err.code === 'canceled';
-        finish(EXIT.failure, canceled ? `task ${taskId} was canceled` : `task ${taskId} failed: ${err.code ?? 'error'}: ${err.message ?? 'no reason given'}`);
+        finish(
+          EXIT.failure,
+          canceled
+            ? `task ${taskId} was canceled`
+            : `task ${taskId} failed: ${err.code ?? 'error'}: ${err.message ?? 'no reason given'}`,
+        );
       }
     };
 

@@ -27,7 +27,10 @@ export async function listTasks(opts: TasksOptions): Promise<void> {
   if (opts.status) q.set('status', opts.status);
   if (opts.limit) q.set('limit', String(opts.limit));
   if (opts.cursor) q.set('cursor', opts.cursor);
-  const page = await client.request<{ data: any[]; next_cursor: string | null }>('GET', `/api/tasks${q.size ? `?${q}` : ''}`);
+  const page = await client.request<{ data: any[]; next_cursor: string | null }>(
+    'GET',
+    `/api/tasks${q.size ? `?${q}` : ''}`,
+  );
   if (opts.json) {
     process.stdout.write(`${JSON.stringify(page, null, 2)}\n`);
     return;
@@ -48,5 +51,8 @@ export async function listTasks(opts: TasksOptions): Promise<void> {
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const fmt = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
   process.stdout.write(`${[fmt(head), ...rows.map(fmt)].join('\n')}\n`);
-  if (page.next_cursor) process.stderr.write(`(older tasks: pyre tasks --cursor ${page.next_cursor}${opts.limit ? ` --limit ${opts.limit}` : ''}${opts.status ? ` --status ${opts.status}` : ''})\n`);
+  if (page.next_cursor)
+    process.stderr.write(
+      `(older tasks: pyre tasks --cursor ${page.next_cursor}${opts.limit ? ` --limit ${opts.limit}` : ''}${opts.status ? ` --status ${opts.status}` : ''})\n`,
+    );
 }

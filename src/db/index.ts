@@ -40,7 +40,11 @@ export function openDatabase(opts: DatabaseOptions): Db {
     fs.mkdirSync(path.dirname(path.resolve(dir)), { recursive: true });
     release = lockEmbeddedDir(dir);
   }
-  const db = knexFactory({ client: ClientPgLite as unknown as typeof knexFactory.Client, dialect: 'postgres', connection });
+  const db = knexFactory({
+    client: ClientPgLite as unknown as typeof knexFactory.Client,
+    dialect: 'postgres',
+    connection,
+  });
   // knex's destroy() ends in client.destroy(): the lock goes with the connection.
   const client = db.client as { destroy: (...args: unknown[]) => Promise<unknown> };
   const destroyClient = client.destroy.bind(client);

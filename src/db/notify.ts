@@ -36,7 +36,9 @@ export class PgNotifyChannel<T> {
 
   private clientConfig(): pg.ClientConfig {
     const c = this.connection;
-    return typeof c === 'string' ? { connectionString: c } : { ...c, port: c.port === undefined ? undefined : Number(c.port) };
+    return typeof c === 'string'
+      ? { connectionString: c }
+      : { ...c, port: c.port === undefined ? undefined : Number(c.port) };
   }
 
   /** Start listening; `handler` gets other nodes' messages, in the order they were sent. */
@@ -70,10 +72,11 @@ export class PgNotifyChannel<T> {
     if (this.closed || this.client !== old) return;
     this.client = undefined;
     setTimeout(() => {
-      if (!this.closed) this.connect().catch((err) => {
-        this.logger.warn({ err: (err as Error).message }, 'LISTEN reconnect failed; retrying');
-        this.reconnectSoon(old);
-      });
+      if (!this.closed)
+        this.connect().catch((err) => {
+          this.logger.warn({ err: (err as Error).message }, 'LISTEN reconnect failed; retrying');
+          this.reconnectSoon(old);
+        });
     }, 500).unref();
   }
 

@@ -35,7 +35,9 @@ export function createHttpApp(deps: HttpDeps): Express {
     try {
       await Promise.race([
         deps.db.raw('select 1'),
-        new Promise((_, reject) => setTimeout(() => reject(new Error('database did not answer within 2 s')), 2000).unref()),
+        new Promise((_, reject) =>
+          setTimeout(() => reject(new Error('database did not answer within 2 s')), 2000).unref(),
+        ),
       ]);
       res.json({ status: 'ok', database: 'ok' });
     } catch (err) {

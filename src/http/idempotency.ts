@@ -8,9 +8,7 @@ const TTL_MS = 24 * 3600 * 1000;
 const STALE_IN_FLIGHT_MS = 60_000;
 
 export type IdempotencyOutcome =
-  | { kind: 'proceed' }
-  | { kind: 'replay'; status: number; body: unknown }
-  | { kind: 'conflict'; reason: string };
+  { kind: 'proceed' } | { kind: 'replay'; status: number; body: unknown } | { kind: 'conflict'; reason: string };
 
 /** A stable hash of a JSON body, independent of key order. */
 export function bodyHash(body: unknown): string {
@@ -18,9 +16,15 @@ export function bodyHash(body: unknown): string {
     Array.isArray(v)
       ? v.map(canonical)
       : v && typeof v === 'object'
-        ? Object.fromEntries(Object.keys(v as object).sort().map((k) => [k, canonical((v as Record<string, unknown>)[k])]))
+        ? Object.fromEntries(
+            Object.keys(v as object)
+              .sort()
+              .map((k) => [k, canonical((v as Record<string, unknown>)[k])]),
+          )
         : v;
-  return createHash('sha256').update(JSON.stringify(canonical(body) ?? null)).digest('hex');
+  return createHash('sha256')
+    .update(JSON.stringify(canonical(body) ?? null))
+    .digest('hex');
 }
 
 export function isValidKey(key: string): boolean {
@@ -33,13 +37,22 @@ export function isValidKey(key: string): boolean {
  * to the same key and body. A different body, or a request still in flight, conflicts.
  */
 export class IdempotencyKeys {
-  constructor(private readonly db: Db, private readonly now: () => Date = () => new Date()) {}
+  constructor(
+    private readonly db: Db,
+    private readonly now: () => Date = () => new Date(),
+  ) {}
 
   async begin(userId: string, key: string, hash: string): Promise<IdempotencyOutcome> {
     for (let attempt = 0; attempt < 3; attempt++) {
       const now = this.now();
       const inserted = await this.db('idempotency_keys')
-        .insert({ user_id: userId, key, request_hash: hash, created_at: now, expires_at: new Date(now.getTime() + TTL_MS) })
+        .insert({
+          user_id: userId,
+          key,
+          request_hash: hash,
+          created_at: now,
+          expires_at: new Date(now.getTime() + TTL_MS),
+        })
         .onConflict(['user_id', 'key'])
         .ignore()
         .returning('key');
@@ -71,7 +84,9 @@ export class IdempotencyKeys {
 
   /** Store the answer, inside the transaction that stored the task. */
   async complete(trx: Knex.Transaction, userId: string, key: string, status: number, body: unknown): Promise<void> {
-    await trx('idempotency_keys').where({ user_id: userId, key }).update({ status_code: status, response: JSON.stringify(body) });
+    await trx('idempotency_keys')
+      .where({ user_id: userId, key })
+      .update({ status_code: status, response: JSON.stringify(body) });
   }
 
   /** Release a claim whose request was refused, so a corrected request may use the key. */

@@ -30,7 +30,11 @@ const REALTIME_COUNTERS: Array<[keyof RealtimeStats, string, string]> = [
   ['joinErrors', 'pyre_channel_join_errors_total', 'Channel joins refused'],
   ['messagesIn', 'pyre_realtime_messages_in_total', 'Messages received from clients'],
   ['messagesOut', 'pyre_realtime_messages_out_total', 'Messages sent to clients'],
-  ['slowClientDisconnects', 'pyre_realtime_slow_client_disconnects_total', 'Sockets closed because the client read too slowly'],
+  [
+    'slowClientDisconnects',
+    'pyre_realtime_slow_client_disconnects_total',
+    'Sockets closed because the client read too slowly',
+  ],
   ['idleDisconnects', 'pyre_realtime_idle_disconnects_total', 'Sockets closed for missing heartbeats'],
   ['protocolErrors', 'pyre_realtime_protocol_errors_total', 'Malformed frames received'],
   ['rateLimited', 'pyre_realtime_rate_limited_total', 'Messages refused by the per-socket rate limit'],
@@ -107,12 +111,16 @@ export function createMetrics(deps: MetricsDeps): Metrics {
   let cached: { at: number; value: Promise<{ byStatus: Map<string, number>; retries: number }> } | undefined;
   const counts = () => {
     if (!cached || Date.now() - cached.at > ttl) {
-      const value = deps.db('tasks')
+      const value = deps
+        .db('tasks')
         .select('status')
         .count({ n: '*' })
         .sum({ retries: deps.db.raw('case when attempts > 1 then attempts - 1 else 0 end') })
         .groupBy('status')
-        .then((result) => (result as unknown as Array<{ status: string; n: string | number; retries: string | number | null }>))
+        .then(
+          (result) =>
+            result as unknown as Array<{ status: string; n: string | number; retries: string | number | null }>,
+        )
         .then((rows) => ({
           byStatus: new Map(rows.map((r) => [r.status, Number(r.n)])),
           retries: rows.reduce((s, r) => s + Number(r.retries ?? 0), 0),
@@ -175,7 +183,8 @@ export function createMetrics(deps: MetricsDeps): Metrics {
   });
   const started = new WeakMap<object, number>();
   const origin = deps.providerBaseUrl ? new URL(deps.providerBaseUrl).origin : undefined;
-  const ours = (r: UndiciRequest) => origin !== undefined && r.origin !== undefined && new URL(r.origin).origin === origin;
+  const ours = (r: UndiciRequest) =>
+    origin !== undefined && r.origin !== undefined && new URL(r.origin).origin === origin;
   const onCreate = (m: unknown) => {
     const { request } = m as { request: UndiciRequest };
     if (ours(request)) started.set(request, performance.now());
@@ -187,13 +196,18 @@ export function createMetrics(deps: MetricsDeps): Metrics {
     started.delete(request);
     const labels = { method: request.method ?? 'GET', route: routeOf(request.path ?? '') };
     latency.observe({ ...labels, status: String(response.statusCode) }, (performance.now() - t0) / 1000);
-    if (response.statusCode === 429 || response.statusCode >= 500) failures.inc({ ...labels, reason: String(response.statusCode) });
+    if (response.statusCode === 429 || response.statusCode >= 500)
+      failures.inc({ ...labels, reason: String(response.statusCode) });
   };
   const onError = (m: unknown) => {
     const { request, error } = m as { request: UndiciRequest; error: { code?: string; name?: string } };
     if (!started.has(request)) return;
     started.delete(request);
-    failures.inc({ method: request.method ?? 'GET', route: routeOf(request.path ?? ''), reason: error?.code ?? error?.name ?? 'error' });
+    failures.inc({
+      method: request.method ?? 'GET',
+      route: routeOf(request.path ?? ''),
+      reason: error?.code ?? error?.name ?? 'error',
+    });
   };
   if (origin) {
     diagnostics.subscribe('undici:request:create', onCreate);

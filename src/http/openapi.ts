@@ -13,7 +13,12 @@ export function modelSchemaName(model: string): string {
 
 /** The client's names for a task type: `image` and `image_gen` both mean image_gen. */
 function typeNames(t: TaskType): string[] {
-  return [...Object.entries(CLIENT_TYPES).filter(([, v]) => v === t).map(([k]) => k), t];
+  return [
+    ...Object.entries(CLIENT_TYPES)
+      .filter(([, v]) => v === t)
+      .map(([k]) => k),
+    t,
+  ];
 }
 
 /** Refusals the REST API makes that zod's JSON Schema does not carry. */
@@ -23,7 +28,8 @@ function tighten(props: Record<string, Schema>): Record<string, Schema> {
     let p = { ...v };
     // The models' URLs are http(s) only; format "uri" alone would take any scheme.
     if (p.format === 'uri' && p.pattern === undefined) p = { ...p, pattern: '^https?://' };
-    if (p.type === 'array' && typeof p.items === 'object' && p.items) p = { ...p, items: tighten({ i: p.items as Schema }).i };
+    if (p.type === 'array' && typeof p.items === 'object' && p.items)
+      p = { ...p, items: tighten({ i: p.items as Schema }).i };
     out[k] = p;
   }
   return out;
@@ -39,7 +45,9 @@ function inputData(m: ModelSpec, how: 'named' | 'default' | 'top-level'): Schema
   const base = inputJsonSchema(m) as { properties: Record<string, Schema> };
   const { prompt, ...params } = base.properties;
   const modelProp: Schema =
-    how === 'default' ? { enum: [null, ''], description: 'absent, null or "": the default model for the type' } : { const: m.name };
+    how === 'default'
+      ? { enum: [null, ''], description: 'absent, null or "": the default model for the type' }
+      : { const: m.name };
   const textDefault = m.taskType === 'text_gen';
   const typeProp: Schema = textDefault
     ? { enum: [...typeNames(m.taskType), null], description: 'absent or null means text' }
@@ -91,7 +99,7 @@ function createTaskRequest(registry: ModelRegistry): Schema {
   return {
     description:
       '`input_data` holds `type` (image, video or text; text when absent), `prompt`, an optional `model` ' +
-      '(the default for the type when absent) and that model\'s parameters. A top-level `model` is accepted too; ' +
+      "(the default for the type when absent) and that model's parameters. A top-level `model` is accepted too; " +
       'other top-level keys are ignored.',
     anyOf: variants,
   };
@@ -121,14 +129,22 @@ const taskSchema: Schema = {
     output: {
       oneOf: [
         { type: 'null' },
-        { type: 'object', properties: { urls: { type: 'array', items: { type: 'string', format: 'uri' } } }, required: ['urls'] },
+        {
+          type: 'object',
+          properties: { urls: { type: 'array', items: { type: 'string', format: 'uri' } } },
+          required: ['urls'],
+        },
         { type: 'object', properties: { text: { type: 'string' } }, required: ['text'] },
       ],
     },
     error: {
       oneOf: [
         { type: 'null' },
-        { type: 'object', properties: { code: { type: 'string' }, message: { type: 'string' } }, required: ['code', 'message'] },
+        {
+          type: 'object',
+          properties: { code: { type: 'string' }, message: { type: 'string' } },
+          required: ['code', 'message'],
+        },
       ],
     },
     attempts: { type: 'integer', minimum: 0 },
@@ -137,9 +153,22 @@ const taskSchema: Schema = {
     started_at: { type: ['string', 'null'], format: 'date-time' },
     completed_at: { type: ['string', 'null'], format: 'date-time' },
     topic: { type: 'string', description: 'the channel topic, `task:<id>`' },
-    last_seq: { type: 'integer', minimum: 0, description: 'the seq of the task\'s latest event' },
+    last_seq: { type: 'integer', minimum: 0, description: "the seq of the task's latest event" },
   },
-  required: ['id', 'task_type', 'model', 'status', 'progress', 'input_data', 'output', 'error', 'attempts', 'inserted_at', 'updated_at', 'topic'],
+  required: [
+    'id',
+    'task_type',
+    'model',
+    'status',
+    'progress',
+    'input_data',
+    'output',
+    'error',
+    'attempts',
+    'inserted_at',
+    'updated_at',
+    'topic',
+  ],
 };
 
 const taskEvent: Schema = {
@@ -150,7 +179,7 @@ const taskEvent: Schema = {
     event: { enum: ['status', 'progress', 'text_delta', 'image_response', 'video_response', 'text_response'] },
     payload: {
       type: 'object',
-      description: 'what the channel pushed: always `task_id` and `seq`, then the event\'s fields',
+      description: "what the channel pushed: always `task_id` and `seq`, then the event's fields",
       properties: { task_id: { type: 'string', format: 'uuid' }, seq: { type: 'integer' } },
       required: ['task_id', 'seq'],
     },
@@ -165,7 +194,12 @@ const taskIdParam = { name: 'id', in: 'path', required: true, schema: { type: 's
 
 /** The OpenAPI 3.1 document of the REST API, with each model's input schema from the registry. */
 export function openApiDocument(registry: ModelRegistry, opts: { serverUrl?: string; version?: string } = {}): Schema {
-  const modelSchemas = Object.fromEntries(registry.models.map((m) => [modelSchemaName(m.name), { ...inputData(m, 'named'), title: m.name, description: m.description }]));
+  const modelSchemas = Object.fromEntries(
+    registry.models.map((m) => [
+      modelSchemaName(m.name),
+      { ...inputData(m, 'named'), title: m.name, description: m.description },
+    ]),
+  );
   const common = { 401: err('missing or bad credentials'), 429: err('rate limited (see Retry-After)') };
   return {
     openapi: '3.1.0',
@@ -184,11 +218,24 @@ export function openApiDocument(registry: ModelRegistry, opts: { serverUrl?: str
           operationId: 'createTask',
           summary: 'Create a task',
           parameters: [
-            { name: 'Idempotency-Key', in: 'header', required: false, schema: { type: 'string', minLength: 1, maxLength: 255 }, description: 'the same key and body within 24 h returns the first answer' },
+            {
+              name: 'Idempotency-Key',
+              in: 'header',
+              required: false,
+              schema: { type: 'string', minLength: 1, maxLength: 255 },
+              description: 'the same key and body within 24 h returns the first answer',
+            },
           ],
           requestBody: { required: true, content: { 'application/json': { schema: ref('CreateTaskRequest') } } },
           responses: {
-            202: json({ type: 'object', properties: { task_id: { type: 'string', format: 'uuid' }, data: ref('Task') }, required: ['task_id', 'data'] }, 'accepted: the task is queued'),
+            202: json(
+              {
+                type: 'object',
+                properties: { task_id: { type: 'string', format: 'uuid' }, data: ref('Task') },
+                required: ['task_id', 'data'],
+              },
+              'accepted: the task is queued',
+            ),
             400: err('malformed JSON'),
             ...common,
             409: err('Idempotency-Key reused with another body, or still in flight'),
@@ -202,11 +249,29 @@ export function openApiDocument(registry: ModelRegistry, opts: { serverUrl?: str
           summary: "List the caller's tasks, newest first",
           parameters: [
             { name: 'status', in: 'query', required: false, schema: { enum: [...TASK_STATUSES] } },
-            { name: 'limit', in: 'query', required: false, schema: { type: 'integer', minimum: 1, maximum: 200, default: 50 } },
-            { name: 'cursor', in: 'query', required: false, schema: { type: 'string' }, description: '`next_cursor` of the previous page' },
+            {
+              name: 'limit',
+              in: 'query',
+              required: false,
+              schema: { type: 'integer', minimum: 1, maximum: 200, default: 50 },
+            },
+            {
+              name: 'cursor',
+              in: 'query',
+              required: false,
+              schema: { type: 'string' },
+              description: '`next_cursor` of the previous page',
+            },
           ],
           responses: {
-            200: json({ type: 'object', properties: { data: { type: 'array', items: ref('Task') }, next_cursor: { type: ['string', 'null'] } }, required: ['data', 'next_cursor'] }, 'a page of tasks'),
+            200: json(
+              {
+                type: 'object',
+                properties: { data: { type: 'array', items: ref('Task') }, next_cursor: { type: ['string', 'null'] } },
+                required: ['data', 'next_cursor'],
+              },
+              'a page of tasks',
+            ),
             ...common,
             422: err('bad status, limit or cursor'),
           },
@@ -217,7 +282,11 @@ export function openApiDocument(registry: ModelRegistry, opts: { serverUrl?: str
           operationId: 'getTask',
           summary: 'Get a task',
           parameters: [taskIdParam],
-          responses: { 200: json({ type: 'object', properties: { data: ref('Task') }, required: ['data'] }, 'the task'), ...common, 404: err('no such task (or another user\'s)') },
+          responses: {
+            200: json({ type: 'object', properties: { data: ref('Task') }, required: ['data'] }, 'the task'),
+            ...common,
+            404: err("no such task (or another user's)"),
+          },
         },
       },
       '/api/tasks/{id}/cancel': {
@@ -225,23 +294,46 @@ export function openApiDocument(registry: ModelRegistry, opts: { serverUrl?: str
           operationId: 'cancelTask',
           summary: 'Cancel a task (idempotent)',
           parameters: [taskIdParam],
-          responses: { 200: json({ type: 'object', properties: { data: ref('Task') }, required: ['data'] }, 'the task after the cancel'), ...common, 404: err('no such task') },
+          responses: {
+            200: json(
+              { type: 'object', properties: { data: ref('Task') }, required: ['data'] },
+              'the task after the cancel',
+            ),
+            ...common,
+            404: err('no such task'),
+          },
         },
       },
       '/api/tasks/{id}/events': {
         get: {
           operationId: 'taskEvents',
           summary: "A task's event log in seq order",
-          parameters: [taskIdParam, { name: 'after_seq', in: 'query', required: false, schema: { type: 'integer', minimum: 0 } }],
-          responses: { 200: json({ type: 'object', properties: { data: { type: 'array', items: ref('TaskEvent') } }, required: ['data'] }, 'the events'), ...common, 404: err('no such task'), 422: err('bad after_seq') },
+          parameters: [
+            taskIdParam,
+            { name: 'after_seq', in: 'query', required: false, schema: { type: 'integer', minimum: 0 } },
+          ],
+          responses: {
+            200: json(
+              { type: 'object', properties: { data: { type: 'array', items: ref('TaskEvent') } }, required: ['data'] },
+              'the events',
+            ),
+            ...common,
+            404: err('no such task'),
+            422: err('bad after_seq'),
+          },
         },
       },
       '/api/models': {
         get: {
           operationId: 'listModels',
-          summary: 'The model registry, with each model\'s input schema and default flag',
+          summary: "The model registry, with each model's input schema and default flag",
           security: [],
-          responses: { 200: json({ type: 'object', properties: { data: { type: 'array', items: ref('Model') } }, required: ['data'] }, 'the models') },
+          responses: {
+            200: json(
+              { type: 'object', properties: { data: { type: 'array', items: ref('Model') } }, required: ['data'] },
+              'the models',
+            ),
+          },
         },
       },
       '/api/session': {
@@ -250,18 +342,71 @@ export function openApiDocument(registry: ModelRegistry, opts: { serverUrl?: str
           summary: 'Whether a token is needed, and whom the given one names',
           security: [{ bearer: [] }, {}],
           responses: {
-            200: json({ type: 'object', properties: { data: { type: 'object', properties: { auth_required: { type: 'boolean' }, open_mode: { type: 'boolean' }, user_id: { type: ['string', 'null'] } }, required: ['auth_required', 'user_id'] } }, required: ['data'] }, 'the session'),
+            200: json(
+              {
+                type: 'object',
+                properties: {
+                  data: {
+                    type: 'object',
+                    properties: {
+                      auth_required: { type: 'boolean' },
+                      open_mode: { type: 'boolean' },
+                      user_id: { type: ['string', 'null'] },
+                    },
+                    required: ['auth_required', 'user_id'],
+                  },
+                },
+                required: ['data'],
+              },
+              'the session',
+            ),
             401: err('the token given is not good'),
           },
         },
       },
-      '/api/openapi.json': { get: { operationId: 'openapi', summary: 'This document', security: [], responses: { 200: { description: 'OpenAPI 3.1', content: { 'application/json': {} } } } } },
-      '/healthz': { get: { operationId: 'health', summary: 'Liveness', security: [], responses: { 200: json({ type: 'object', properties: { status: { const: 'ok' } } }, 'alive') } } },
-      '/readyz': { get: { operationId: 'ready', summary: 'Readiness (database reachable)', security: [], responses: { 200: json({ type: 'object' }, 'ready'), 503: err('not ready') } } },
-      '/metrics': { get: { operationId: 'metrics', summary: 'Prometheus metrics', security: [], responses: { 200: { description: 'Prometheus text format', content: { 'text/plain': { schema: { type: 'string' } } } } } } },
+      '/api/openapi.json': {
+        get: {
+          operationId: 'openapi',
+          summary: 'This document',
+          security: [],
+          responses: { 200: { description: 'OpenAPI 3.1', content: { 'application/json': {} } } },
+        },
+      },
+      '/healthz': {
+        get: {
+          operationId: 'health',
+          summary: 'Liveness',
+          security: [],
+          responses: { 200: json({ type: 'object', properties: { status: { const: 'ok' } } }, 'alive') },
+        },
+      },
+      '/readyz': {
+        get: {
+          operationId: 'ready',
+          summary: 'Readiness (database reachable)',
+          security: [],
+          responses: { 200: json({ type: 'object' }, 'ready'), 503: err('not ready') },
+        },
+      },
+      '/metrics': {
+        get: {
+          operationId: 'metrics',
+          summary: 'Prometheus metrics',
+          security: [],
+          responses: {
+            200: { description: 'Prometheus text format', content: { 'text/plain': { schema: { type: 'string' } } } },
+          },
+        },
+      },
     },
     components: {
-      securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'a token from `pyre token --user NAME` (not needed in open mode)' } },
+      securitySchemes: {
+        bearer: {
+          type: 'http',
+          scheme: 'bearer',
+          description: 'a token from `pyre token --user NAME` (not needed in open mode)',
+        },
+      },
       schemas: {
         CreateTaskRequest: createTaskRequest(registry),
         Task: taskSchema,

@@ -5,7 +5,11 @@ import { sendError } from './errors';
  * A token bucket per user: `perMinute` requests a minute, in bursts of up to
  * `burst`. Over it: 429 with Retry-After. In memory, per process.
  */
-export function rateLimitPerUser(perMinute: number, burst = Math.max(10, Math.ceil(perMinute / 6)), now = () => Date.now()): RequestHandler {
+export function rateLimitPerUser(
+  perMinute: number,
+  burst = Math.max(10, Math.ceil(perMinute / 6)),
+  now = () => Date.now(),
+): RequestHandler {
   const buckets = new Map<string, { tokens: number; at: number }>();
   const ratePerMs = perMinute / 60_000;
   return (req, res, next) => {

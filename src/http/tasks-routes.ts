@@ -36,7 +36,12 @@ function inputFromBody(body: unknown): unknown {
 }
 
 /** REST for tasks, per the contract. Every route under `/tasks` needs a user; other paths pass through. */
-export function tasksRouter(deps: { tasks: TaskService; auth: Authenticator; idempotency: IdempotencyKeys; tasksPerMinute?: number }): Router {
+export function tasksRouter(deps: {
+  tasks: TaskService;
+  auth: Authenticator;
+  idempotency: IdempotencyKeys;
+  tasksPerMinute?: number;
+}): Router {
   const { tasks, idempotency } = deps;
   const r = Router();
   r.use('/tasks', requireUser(deps.auth));

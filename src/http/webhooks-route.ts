@@ -24,7 +24,11 @@ export function replicateWebhookRouter(deps: {
     if (!secret) return sendError(res, 404, 'webhooks are not enabled (set PUBLIC_URL)');
     let verified;
     try {
-      verified = verifyWebhook({ secret, headers: req.headers, rawBody: Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0) });
+      verified = verifyWebhook({
+        secret,
+        headers: req.headers,
+        rawBody: Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0),
+      });
     } catch (err) {
       if (err instanceof WebhookVerificationError) {
         req.log.warn({ reason: err.reason }, 'webhook refused');
@@ -52,7 +56,10 @@ export function replicateWebhookRouter(deps: {
       res.status(200).json({ status: 'duplicate' });
       return;
     }
-    req.log.info({ task_id: taskId, prediction_id: prediction.id, status: prediction.status, webhook_id: verified.id }, 'webhook accepted');
+    req.log.info(
+      { task_id: taskId, prediction_id: prediction.id, status: prediction.status, webhook_id: verified.id },
+      'webhook accepted',
+    );
     const handled = deps.onPrediction(taskId, prediction);
     handling.set(verified.id, handled);
     try {

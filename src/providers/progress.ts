@@ -57,7 +57,8 @@ export function normalizeOutput(kind: OutputKind, output: unknown): NormalizedOu
   if (output === null || output === undefined) return null;
   if (kind === 'text') {
     if (typeof output === 'string') return { text: output };
-    if (Array.isArray(output)) return { text: output.map((t) => (typeof t === 'string' ? t : t == null ? '' : String(t))).join('') };
+    if (Array.isArray(output))
+      return { text: output.map((t) => (typeof t === 'string' ? t : t == null ? '' : String(t))).join('') };
     return { text: String(output) };
   }
   const list = Array.isArray(output) ? output : [output];

@@ -15,10 +15,7 @@ export type JoinResult = { status: 'ok'; response?: Payload } | { status: 'error
 
 /** What `handleIn` may return: nothing (no reply), a reply, or a graceful stop. */
 export type HandleInResult =
-  | void
-  | undefined
-  | { reply: string; response?: Payload }
-  | { stop: string; reply?: string; response?: Payload };
+  void | undefined | { reply: string; response?: Payload } | { stop: string; reply?: string; response?: Payload };
 
 /** What `handleInfo` / `handleOut` may return. */
 export type HandleInfoResult = void | undefined | { stop: string };
@@ -41,7 +38,12 @@ export interface Channel<A extends Assigns = Assigns> {
   /** Authorise and set up. Pushes made here are sent after the join reply. Throwing ⇒ "join crashed". */
   join(topic: string, payload: Payload, socket: ChannelSocket<A>): JoinResult | Promise<JoinResult>;
   /** An event pushed by the client. `payload` is a Buffer for V2 binary pushes. `ref` is for later `socket.reply`. */
-  handleIn?(event: string, payload: Payload, socket: ChannelSocket<A>, ref: Ref): HandleInResult | Promise<HandleInResult>;
+  handleIn?(
+    event: string,
+    payload: Payload,
+    socket: ChannelSocket<A>,
+    ref: Ref,
+  ): HandleInResult | Promise<HandleInResult>;
   /** Messages sent with `socket.send(msg)` and broadcasts on topics added with `socket.subscribe`. */
   handleInfo?(msg: unknown, socket: ChannelSocket<A>): HandleInfoResult | Promise<HandleInfoResult>;
   /** Broadcast events to route through `handleOut` instead of straight to the client (Phoenix intercept). */
@@ -106,7 +108,11 @@ type MailItem =
   | { k: 'info'; msg: unknown }
   | { k: 'out'; event: string; payload: Payload };
 
-const enum State { Joining, Joined, Closed }
+const enum State {
+  Joining,
+  Joined,
+  Closed,
+}
 
 function isThenable<T>(v: unknown): v is PromiseLike<T> {
   return v !== null && typeof v === 'object' && typeof (v as { then?: unknown }).then === 'function';
@@ -145,10 +151,18 @@ export class ChannelInstance implements ChannelSocket, Subscriber {
     this.intercepts = handler.intercept && handler.intercept.length > 0 && handler.handleOut ? handler.intercept : null;
   }
 
-  get socketId(): string | null { return this.host.id; }
-  get transport(): 'websocket' | 'longpoll' { return this.host.transportKind; }
-  get params(): Params { return this.host.params; }
-  get alive(): boolean { return this.state !== State.Closed; }
+  get socketId(): string | null {
+    return this.host.id;
+  }
+  get transport(): 'websocket' | 'longpoll' {
+    return this.host.transportKind;
+  }
+  get params(): Params {
+    return this.host.params;
+  }
+  get alive(): boolean {
+    return this.state !== State.Closed;
+  }
 
   /** Called by the connection once join returned ok: subscribe, then release early pushes. */
   /**
@@ -281,8 +295,14 @@ export class ChannelInstance implements ChannelSocket, Subscriber {
         this.busy = true;
         const current = item;
         result.then(
-          (r) => { this.busy = false; if (this.settle(current, r)) this.safely(() => this.next()); },
-          (err: unknown) => { this.busy = false; this.safely(() => this.crash(err, current)); },
+          (r) => {
+            this.busy = false;
+            if (this.settle(current, r)) this.safely(() => this.next());
+          },
+          (err: unknown) => {
+            this.busy = false;
+            this.safely(() => this.crash(err, current));
+          },
         );
         return;
       }
@@ -300,7 +320,9 @@ export class ChannelInstance implements ChannelSocket, Subscriber {
     } catch (err) {
       try {
         this.host.logger.error({ err, topic: this.topic }, 'realtime: channel internal error');
-      } catch { /* a throwing logger must not take the process down either */ }
+      } catch {
+        /* a throwing logger must not take the process down either */
+      }
       this.teardown('crash');
     }
   }
@@ -313,7 +335,8 @@ export class ChannelInstance implements ChannelSocket, Subscriber {
   private dispatch(item: MailItem): unknown {
     switch (item.k) {
       case 'in':
-        if (!this.handler.handleIn) throw new Error(`channel for ${this.topic} has no handleIn for event ${JSON.stringify(item.event)}`);
+        if (!this.handler.handleIn)
+          throw new Error(`channel for ${this.topic} has no handleIn for event ${JSON.stringify(item.event)}`);
         return this.handler.handleIn(item.event, item.payload, this, item.ref);
       case 'info':
         if (!this.handler.handleInfo) {
@@ -368,7 +391,14 @@ export class ChannelInstance implements ChannelSocket, Subscriber {
       'realtime: channel crashed',
     );
     const joinRef = this.joinRef;
-    this.host.send({ kind: 'push', joinRef, ref: joinRef, topic: this.topic, event: 'phx_error', payload: { reason: 'channel_crash' } });
+    this.host.send({
+      kind: 'push',
+      joinRef,
+      ref: joinRef,
+      topic: this.topic,
+      event: 'phx_error',
+      payload: { reason: 'channel_crash' },
+    });
     this.teardown('crash');
   }
 
@@ -387,14 +417,22 @@ export class ChannelInstance implements ChannelSocket, Subscriber {
     this.extraTopics = null;
     const cleanups = this.cleanups;
     this.cleanups = null;
-    if (cleanups) for (const fn of cleanups) {
-      try { fn(); } catch (err) { this.host.logger.error({ err, topic: this.topic }, 'realtime: channel cleanup failed'); }
-    }
+    if (cleanups)
+      for (const fn of cleanups) {
+        try {
+          fn();
+        } catch (err) {
+          this.host.logger.error({ err, topic: this.topic }, 'realtime: channel cleanup failed');
+        }
+      }
     this.host.channelEnded(this, reason);
     if (wasJoined && this.handler.terminate) {
       try {
         const r = this.handler.terminate(reason, this);
-        if (isThenable(r)) r.then(undefined, (err: unknown) => this.host.logger.error({ err, topic: this.topic }, 'realtime: terminate failed'));
+        if (isThenable(r))
+          r.then(undefined, (err: unknown) =>
+            this.host.logger.error({ err, topic: this.topic }, 'realtime: terminate failed'),
+          );
       } catch (err) {
         this.host.logger.error({ err, topic: this.topic }, 'realtime: terminate failed');
       }

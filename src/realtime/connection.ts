@@ -76,7 +76,9 @@ export class Connection implements ChannelHost, Subscriber {
   transport: Transport;
   readonly channels = new Map<string, ChannelInstance>();
   /** True once close() was called (the transport may still be finishing its handshake). */
-  get isClosing(): boolean { return this.closing || this.closed; }
+  get isClosing(): boolean {
+    return this.closing || this.closed;
+  }
   /** ms timestamp of the last inbound frame (idle sweep). */
   lastSeen: number;
   /** Idle limit in ms for this connection (0 = none). */
@@ -91,7 +93,15 @@ export class Connection implements ChannelHost, Subscriber {
   private rlCount = 0;
   private protocolErrors = 0;
 
-  constructor(ctx: ConnectionContext, transport: Transport, serializer: Serializer, params: Params, assigns: Assigns, id: string | null, idleTimeoutMs: number) {
+  constructor(
+    ctx: ConnectionContext,
+    transport: Transport,
+    serializer: Serializer,
+    params: Params,
+    assigns: Assigns,
+    id: string | null,
+    idleTimeoutMs: number,
+  ) {
     this.ctx = ctx;
     this.transport = transport;
     this.serializer = serializer;
@@ -103,9 +113,15 @@ export class Connection implements ChannelHost, Subscriber {
     if (id !== null) ctx.pubsub.subscribe(id, this);
   }
 
-  get transportKind(): 'websocket' | 'longpoll' { return this.transport.kind; }
-  get pubsub(): PubSub { return this.ctx.pubsub; }
-  get logger(): RealtimeLogger { return this.ctx.logger; }
+  get transportKind(): 'websocket' | 'longpoll' {
+    return this.transport.kind;
+  }
+  get pubsub(): PubSub {
+    return this.ctx.pubsub;
+  }
+  get logger(): RealtimeLogger {
+    return this.ctx.logger;
+  }
 
   // ---- inbound ---------------------------------------------------------------------------
 
@@ -122,7 +138,10 @@ export class Connection implements ChannelHost, Subscriber {
       }
       if (++this.rlCount > rl.messages) {
         this.ctx.counters.rateLimited++;
-        this.ctx.logger.warn({ socketId: this.id, limit: rl.messages, intervalMs: rl.intervalMs }, 'realtime: inbound rate limit exceeded, closing socket');
+        this.ctx.logger.warn(
+          { socketId: this.id, limit: rl.messages, intervalMs: rl.intervalMs },
+          'realtime: inbound rate limit exceeded, closing socket',
+        );
         this.close(CloseCode.policyViolation, 'rate limit exceeded');
         return;
       }
@@ -147,7 +166,10 @@ export class Connection implements ChannelHost, Subscriber {
       this.dispatch(msg);
     } catch (err) {
       // A bug or an unencodable reply must cost this socket at most, never the process.
-      this.ctx.logger.error({ err, socketId: this.id, topic: msg.topic, event: msg.event }, 'realtime: frame handling failed, closing socket');
+      this.ctx.logger.error(
+        { err, socketId: this.id, topic: msg.topic, event: msg.event },
+        'realtime: frame handling failed, closing socket',
+      );
       this.close(CloseCode.serverError, 'internal error');
     }
   }
@@ -169,7 +191,10 @@ export class Connection implements ChannelHost, Subscriber {
       );
     }
     if (n >= this.ctx.maxProtocolErrors) {
-      this.ctx.logger.warn({ socketId: this.id, protocolErrors: n }, 'realtime: too many malformed frames, closing socket');
+      this.ctx.logger.warn(
+        { socketId: this.id, protocolErrors: n },
+        'realtime: too many malformed frames, closing socket',
+      );
       this.close(CloseCode.policyViolation, 'malformed frames');
     }
   }
@@ -241,16 +266,31 @@ export class Connection implements ChannelHost, Subscriber {
   }
 
   /** joinDone from a promise callback: nothing may escape as an unhandled rejection. */
-  private safeJoinDone(msg: InboundMessage, ch: ChannelInstance, old: ChannelInstance | undefined, result: JoinResult | null, err: unknown): void {
+  private safeJoinDone(
+    msg: InboundMessage,
+    ch: ChannelInstance,
+    old: ChannelInstance | undefined,
+    result: JoinResult | null,
+    err: unknown,
+  ): void {
     try {
       this.joinDone(msg, ch, old, result, err);
     } catch (e) {
-      this.ctx.logger.error({ err: e, socketId: this.id, topic: msg.topic }, 'realtime: join completion failed, closing socket');
+      this.ctx.logger.error(
+        { err: e, socketId: this.id, topic: msg.topic },
+        'realtime: join completion failed, closing socket',
+      );
       this.close(CloseCode.serverError, 'internal error');
     }
   }
 
-  private joinDone(msg: InboundMessage, ch: ChannelInstance, old: ChannelInstance | undefined, result: JoinResult | null, err: unknown): void {
+  private joinDone(
+    msg: InboundMessage,
+    ch: ChannelInstance,
+    old: ChannelInstance | undefined,
+    result: JoinResult | null,
+    err: unknown,
+  ): void {
     const { topic } = msg;
     if (this.closed) {
       ch.teardown('closed');
@@ -265,7 +305,10 @@ export class Connection implements ChannelHost, Subscriber {
     }
     if (err !== undefined || result === null || typeof result !== 'object') {
       this.ctx.counters.joinErrors++;
-      this.ctx.logger.error({ err: err ?? new Error(`join returned ${String(result)}`), socketId: this.id, topic }, 'realtime: join crashed');
+      this.ctx.logger.error(
+        { err: err ?? new Error(`join returned ${String(result)}`), socketId: this.id, topic },
+        'realtime: join crashed',
+      );
       ch.teardown('crash');
       this.send({ kind: 'reply', joinRef: msg.joinRef, ref: msg.ref, topic, status: 'error', response: JOIN_CRASHED });
       if (old !== undefined) this.sendClose(old);
@@ -274,14 +317,28 @@ export class Connection implements ChannelHost, Subscriber {
       this.ctx.counters.channels++;
       this.channels.set(topic, ch);
       const early = ch.markJoined();
-      this.send({ kind: 'reply', joinRef: msg.joinRef, ref: msg.ref, topic, status: 'ok', response: result.response ?? EMPTY });
+      this.send({
+        kind: 'reply',
+        joinRef: msg.joinRef,
+        ref: msg.ref,
+        topic,
+        status: 'ok',
+        response: result.response ?? EMPTY,
+      });
       if (old !== undefined) this.sendClose(old);
       if (early !== null) for (const f of early) this.write(f);
       ch.resume();
     } else {
       this.ctx.counters.joinErrors++;
       ch.teardown('join_refused');
-      this.send({ kind: 'reply', joinRef: msg.joinRef, ref: msg.ref, topic, status: 'error', response: result.response ?? EMPTY });
+      this.send({
+        kind: 'reply',
+        joinRef: msg.joinRef,
+        ref: msg.ref,
+        topic,
+        status: 'error',
+        response: result.response ?? EMPTY,
+      });
       if (old !== undefined) this.sendClose(old);
     }
     if (this.joining) {
@@ -314,7 +371,9 @@ export class Connection implements ChannelHost, Subscriber {
     if (this.inbox === null) return null;
     if (this.idleWaiter === null) {
       let resolve!: () => void;
-      const promise = new Promise<void>((r) => { resolve = r; });
+      const promise = new Promise<void>((r) => {
+        resolve = r;
+      });
       this.idleWaiter = { promise, resolve };
     }
     return this.idleWaiter.promise;
@@ -329,7 +388,14 @@ export class Connection implements ChannelHost, Subscriber {
   }
 
   private sendClose(old: ChannelInstance): void {
-    this.send({ kind: 'push', joinRef: old.joinRef, ref: old.joinRef, topic: old.topic, event: 'phx_close', payload: EMPTY });
+    this.send({
+      kind: 'push',
+      joinRef: old.joinRef,
+      ref: old.joinRef,
+      topic: old.topic,
+      event: 'phx_close',
+      payload: EMPTY,
+    });
   }
 
   // ---- ChannelHost -----------------------------------------------------------------------

@@ -1,7 +1,14 @@
 export { RealtimeServer } from './server';
 export type { RealtimeServerOptions, ConnectInfo, ConnectResult, DrainOptions } from './server';
 export type {
-  Channel, ChannelSocket, Assigns, JoinResult, HandleInResult, HandleInfoResult, InfoBroadcast, TerminateReason,
+  Channel,
+  ChannelSocket,
+  Assigns,
+  JoinResult,
+  HandleInResult,
+  HandleInfoResult,
+  InfoBroadcast,
+  TerminateReason,
 } from './channel';
 export { PubSub, LocalPubSubAdapter, Fanout } from './pubsub';
 export type { PubSubAdapter, PubSubMessage, Subscriber } from './pubsub';

@@ -55,7 +55,10 @@ export class LongPollSession implements Transport {
     if (this.closed) return;
     if (frame.binary) {
       // phoenix.js JSON-parses every long-poll message; binary cannot travel this way.
-      this.owner.server.logger.warn({ socketId: this.conn?.id ?? null }, 'realtime: binary frame dropped on a long-poll session');
+      this.owner.server.logger.warn(
+        { socketId: this.conn?.id ?? null },
+        'realtime: binary frame dropped on a long-poll session',
+      );
       return;
     }
     this.queue.push(frame.data.toString('utf8'));
@@ -89,7 +92,10 @@ export class LongPollSession implements Transport {
       return;
     }
     this.poll = res;
-    this.pollTimer = setTimeout(() => this.finishPoll({ status: 204, token: this.token, messages: [] }), this.owner.windowMs);
+    this.pollTimer = setTimeout(
+      () => this.finishPoll({ status: 204, token: this.token, messages: [] }),
+      this.owner.windowMs,
+    );
     res.on('close', () => {
       if (this.poll === res) this.clearPoll();
     });
@@ -214,8 +220,9 @@ export class LongPollTransport {
   private newSession(req: IncomingMessage, res: ServerResponse): void {
     const h = req.headers['x-phoenix-authtoken'];
     const authToken = typeof h === 'string' ? h : null;
-    this.server.authorize(req, 'longpoll', authToken).then(
-      (a) => {
+    this.server
+      .authorize(req, 'longpoll', authToken)
+      .then((a) => {
         if ('status' in a) {
           sendJson(res, { status: 403 });
           return;
@@ -225,11 +232,11 @@ export class LongPollTransport {
         this.sessions.set(token, session);
         this.server.openConnection(session, a, this.sessionTimeoutMs);
         sendJson(res, { status: 410, token, messages: [] });
-      },
-    ).catch((err: unknown) => {
-      this.server.logger.error({ err }, 'realtime: long-poll connect failed');
-      sendJson(res, { status: 500 });
-    });
+      })
+      .catch((err: unknown) => {
+        this.server.logger.error({ err }, 'realtime: long-poll connect failed');
+        sendJson(res, { status: 500 });
+      });
   }
 
   private publish(req: IncomingMessage, res: ServerResponse, session: LongPollSession): void {
@@ -275,11 +282,17 @@ export class LongPollTransport {
         if (conn.closed) break;
         if (line.startsWith('[')) {
           const data = Buffer.from(line, 'utf8');
-          if (data.length > this.server.maxFrameBytes) { this.tooBig(session); continue; }
+          if (data.length > this.server.maxFrameBytes) {
+            this.tooBig(session);
+            continue;
+          }
           conn.handleFrame(data, false);
         } else if (line.length > 0) {
           const data = Buffer.from(line, 'base64');
-          if (data.length > this.server.maxFrameBytes) { this.tooBig(session); continue; }
+          if (data.length > this.server.maxFrameBytes) {
+            this.tooBig(session);
+            continue;
+          }
           conn.handleFrame(data, true);
         }
       }
@@ -311,7 +324,10 @@ export class LongPollTransport {
 
   private tooBig(session: LongPollSession): void {
     this.server.counters.protocolErrors++;
-    this.server.logger.warn({ socketId: session.conn.id }, 'realtime: long-poll frame larger than maxFrameBytes dropped');
+    this.server.logger.warn(
+      { socketId: session.conn.id },
+      'realtime: long-poll frame larger than maxFrameBytes dropped',
+    );
   }
 
   /** Sessions are expired by the server's sweep (idleTimeoutMs = sessionTimeoutMs). */

@@ -68,6 +68,8 @@ export function toBuffer(p: Uint8Array | ArrayBuffer): Buffer {
 export function assertPushPayload(p: unknown, what: string): void {
   if (isBinaryPayload(p)) return;
   if (p === null || typeof p !== 'object' || Array.isArray(p)) {
-    throw new TypeError(`${what} payload must be a plain object or binary, got ${p === null ? 'null' : Array.isArray(p) ? 'array' : typeof p}`);
+    throw new TypeError(
+      `${what} payload must be a plain object or binary, got ${p === null ? 'null' : Array.isArray(p) ? 'array' : typeof p}`,
+    );
   }
 }

@@ -17,7 +17,8 @@ interface AllowedOrigin {
 
 function parseAllowed(entry: string): AllowedOrigin {
   const m = /^(?:([a-z][a-z0-9+.-]*):)?\/\/([^/:]+)(?::(\d+))?\/?$/i.exec(entry.trim());
-  if (!m) throw new Error(`invalid checkOrigin entry ${JSON.stringify(entry)}: expected "scheme://host[:port]" or "//host"`);
+  if (!m)
+    throw new Error(`invalid checkOrigin entry ${JSON.stringify(entry)}: expected "scheme://host[:port]" or "//host"`);
   let host = m[2]!.toLowerCase();
   const wildcard = host.startsWith('*.');
   if (wildcard) host = host.slice(2);
@@ -28,7 +29,11 @@ function defaultPort(scheme: string): string {
   return scheme === 'https' || scheme === 'wss' ? '443' : '80';
 }
 
-interface ParsedOrigin { scheme: string; host: string; port: string }
+interface ParsedOrigin {
+  scheme: string;
+  host: string;
+  port: string;
+}
 
 function parseOrigin(origin: string): ParsedOrigin | null {
   try {
@@ -42,7 +47,9 @@ function parseOrigin(origin: string): ParsedOrigin | null {
 }
 
 /** Compiles a checkOrigin option into a predicate over (Origin header, request Host header, request is TLS). */
-export function compileOriginCheck(opt: CheckOrigin): (origin: string | undefined, host: string | undefined, secure: boolean) => boolean {
+export function compileOriginCheck(
+  opt: CheckOrigin,
+): (origin: string | undefined, host: string | undefined, secure: boolean) => boolean {
   if (opt === false) return () => true;
   if (typeof opt === 'function') return (origin) => origin === undefined || opt(origin);
   if (opt === true || opt === 'conn') {

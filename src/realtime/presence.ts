@@ -64,7 +64,8 @@ export class Presence {
     const topic = socket.topic;
     const keys = this.topicMap(topic);
     const list = keys.get(key) ?? [];
-    if (list.some((e) => e.owner === socket)) throw new Error(`presence ${key} is already tracked on ${topic} by this channel`);
+    if (list.some((e) => e.owner === socket))
+      throw new Error(`presence ${key} is already tracked on ${topic} by this channel`);
     const entry: Entry = { owner: socket, meta: { ...meta, phx_ref: presenceRef() } };
     list.push(entry);
     keys.set(key, list);
@@ -80,8 +81,15 @@ export class Presence {
   }
 
   /** Replaces this channel's meta for `key`: one diff with the new meta in joins and the old in leaves. */
-  update(socket: ChannelSocket, key: string, meta: Record<string, unknown> | ((old: PresenceMeta) => Record<string, unknown>)): string {
-    const entry = this.topics.get(socket.topic)?.get(key)?.find((e) => e.owner === socket);
+  update(
+    socket: ChannelSocket,
+    key: string,
+    meta: Record<string, unknown> | ((old: PresenceMeta) => Record<string, unknown>),
+  ): string {
+    const entry = this.topics
+      .get(socket.topic)
+      ?.get(key)
+      ?.find((e) => e.owner === socket);
     if (entry === undefined) throw new Error(`presence ${key} is not tracked on ${socket.topic} by this channel`);
     const old = entry.meta;
     const next = typeof meta === 'function' ? meta(old) : meta;

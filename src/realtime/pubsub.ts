@@ -88,7 +88,11 @@ export class PubSub {
   /** Incremented per delivered frame by the owner (stats). */
   delivered = 0;
 
-  constructor(adapter: PubSubAdapter = new LocalPubSubAdapter(), onAdapterError: (err: unknown) => void = () => {}, nodeId?: string) {
+  constructor(
+    adapter: PubSubAdapter = new LocalPubSubAdapter(),
+    onAdapterError: (err: unknown) => void = () => {},
+    nodeId?: string,
+  ) {
     this.adapter = adapter;
     this.onAdapterError = onAdapterError;
     this.nodeId = nodeId ?? randomBytes(8).toString('hex');

@@ -50,7 +50,10 @@ export const V1Serializer: Serializer = {
     switch (msg.kind) {
       case 'reply':
         return jsonFrame({
-          topic: msg.topic, event: 'phx_reply', payload: { status: msg.status, response: msg.response }, ref: msg.ref,
+          topic: msg.topic,
+          event: 'phx_reply',
+          payload: { status: msg.status, response: msg.response },
+          ref: msg.ref,
         });
       case 'push':
         if (isBinaryPayload(msg.payload)) throw new ProtocolError('binary payloads need the V2 serializer');
@@ -68,13 +71,18 @@ export const V1Serializer: Serializer = {
     } catch {
       throw new ProtocolError('frame is not JSON');
     }
-    if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) throw new ProtocolError('V1 frame must be a JSON object');
+    if (obj === null || typeof obj !== 'object' || Array.isArray(obj))
+      throw new ProtocolError('V1 frame must be a JSON object');
     const m = obj as Record<string, unknown>;
     if (!('payload' in m) || !('ref' in m)) throw new ProtocolError('V1 frame needs topic, event, payload and ref');
-    if (typeof m.topic !== 'string' || typeof m.event !== 'string') throw new ProtocolError('topic and event must be strings');
+    if (typeof m.topic !== 'string' || typeof m.event !== 'string')
+      throw new ProtocolError('topic and event must be strings');
     return {
-      topic: m.topic, event: m.event, payload: m.payload,
-      ref: normRef(m.ref, 'ref'), joinRef: normRef(m.join_ref, 'join_ref'),
+      topic: m.topic,
+      event: m.event,
+      payload: m.payload,
+      ref: normRef(m.ref, 'ref'),
+      joinRef: normRef(m.join_ref, 'join_ref'),
     };
   },
 };
@@ -105,13 +113,27 @@ export const V2Serializer: Serializer = {
     switch (msg.kind) {
       case 'reply':
         if (isBinaryPayload(msg.response)) {
-          return binaryFrame(REPLY, [msg.joinRef ?? '', msg.ref ?? '', msg.topic, msg.status], toBuffer(msg.response),
-            ['join_ref', 'ref', 'topic', 'status']);
+          return binaryFrame(REPLY, [msg.joinRef ?? '', msg.ref ?? '', msg.topic, msg.status], toBuffer(msg.response), [
+            'join_ref',
+            'ref',
+            'topic',
+            'status',
+          ]);
         }
-        return jsonFrame([msg.joinRef, msg.ref, msg.topic, 'phx_reply', { status: msg.status, response: msg.response }]);
+        return jsonFrame([
+          msg.joinRef,
+          msg.ref,
+          msg.topic,
+          'phx_reply',
+          { status: msg.status, response: msg.response },
+        ]);
       case 'push':
         if (isBinaryPayload(msg.payload)) {
-          return binaryFrame(PUSH, [msg.joinRef ?? '', msg.topic, msg.event], toBuffer(msg.payload), ['join_ref', 'topic', 'event']);
+          return binaryFrame(PUSH, [msg.joinRef ?? '', msg.topic, msg.event], toBuffer(msg.payload), [
+            'join_ref',
+            'topic',
+            'event',
+          ]);
         }
         return jsonFrame([msg.joinRef, msg.ref, msg.topic, msg.event, msg.payload]);
       case 'broadcast':
@@ -133,9 +155,11 @@ function decodeText(data: Buffer): InboundMessage {
   } catch {
     throw new ProtocolError('frame is not JSON');
   }
-  if (!Array.isArray(arr) || arr.length < 5) throw new ProtocolError('V2 frame must be an array of at least 5 elements');
+  if (!Array.isArray(arr) || arr.length < 5)
+    throw new ProtocolError('V2 frame must be an array of at least 5 elements');
   const [joinRef, ref, topic, event, payload] = arr as unknown[];
-  if (typeof topic !== 'string' || typeof event !== 'string') throw new ProtocolError('topic and event must be strings');
+  if (typeof topic !== 'string' || typeof event !== 'string')
+    throw new ProtocolError('topic and event must be strings');
   return { joinRef: normRef(joinRef, 'join_ref'), ref: normRef(ref, 'ref'), topic, event, payload };
 }
 
@@ -143,7 +167,10 @@ function decodeText(data: Buffer): InboundMessage {
 function decodeBinary(data: Buffer): InboundMessage {
   if (data.length < 5) throw new ProtocolError('binary frame shorter than its header');
   if (data[0] !== PUSH) throw new ProtocolError(`binary frame kind ${data[0]} is not a client push`);
-  const l0 = data[1]!, l1 = data[2]!, l2 = data[3]!, l3 = data[4]!;
+  const l0 = data[1]!,
+    l1 = data[2]!,
+    l2 = data[3]!,
+    l3 = data[4]!;
   let o = 5;
   if (o + l0 + l1 + l2 + l3 > data.length) throw new ProtocolError('binary frame header lengths exceed the frame');
   const joinRef = data.toString('utf8', o, (o += l0));
@@ -153,7 +180,8 @@ function decodeBinary(data: Buffer): InboundMessage {
   return {
     joinRef: joinRef === '' ? null : joinRef,
     ref: ref === '' ? null : ref,
-    topic, event,
+    topic,
+    event,
     payload: data.subarray(o),
   };
 }

@@ -27,8 +27,7 @@ export interface ConnectInfo {
 }
 
 export type ConnectResult<A extends Assigns = Assigns> =
-  | { assigns?: A; id?: string | null; error?: undefined }
-  | { error: true; status?: number };
+  { assigns?: A; id?: string | null; error?: undefined } | { error: true; status?: number };
 
 export interface RealtimeServerOptions<A extends Assigns = Assigns> {
   /** Mount path (default `/socket`): serves `${path}/websocket` and `${path}/longpoll`. */
@@ -87,7 +86,13 @@ function decodeAuthToken(b64: string): string | null {
 const AUTH_PREFIX = 'base64url.bearer.phx.';
 
 function rejectUpgrade(socket: Duplex, status: number): void {
-  const text: Record<number, string> = { 400: 'Bad Request', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 503: 'Service Unavailable' };
+  const text: Record<number, string> = {
+    400: 'Bad Request',
+    403: 'Forbidden',
+    404: 'Not Found',
+    429: 'Too Many Requests',
+    503: 'Service Unavailable',
+  };
   try {
     socket.end(`HTTP/1.1 ${status} ${text[status] ?? 'Error'}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
   } catch {
@@ -100,8 +105,18 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
   readonly pubsub: PubSub;
   readonly logger: RealtimeLogger;
   readonly counters: RealtimeStats = {
-    sockets: 0, channels: 0, joins: 0, joinErrors: 0, messagesIn: 0, messagesOut: 0, protocolErrors: 0,
-    rateLimited: 0, slowClientDisconnects: 0, idleDisconnects: 0, channelCrashes: 0, connectsRefused: 0,
+    sockets: 0,
+    channels: 0,
+    joins: 0,
+    joinErrors: 0,
+    messagesIn: 0,
+    messagesOut: 0,
+    protocolErrors: 0,
+    rateLimited: 0,
+    slowClientDisconnects: 0,
+    idleDisconnects: 0,
+    channelCrashes: 0,
+    connectsRefused: 0,
   };
   readonly maxChannelsPerSocket: number;
   readonly rateLimit: { messages: number; intervalMs: number } | null;
@@ -121,7 +136,8 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
   private sweepTimer: NodeJS.Timeout | null = null;
   private draining = false;
   private closedFlag = false;
-  private attached: { server: HttpServer; listener: (req: IncomingMessage, socket: Duplex, head: Buffer) => void }[] = [];
+  private attached: { server: HttpServer; listener: (req: IncomingMessage, socket: Duplex, head: Buffer) => void }[] =
+    [];
 
   constructor(opts: RealtimeServerOptions<A> = {}) {
     const mount = routePath(opts.path ?? '/socket');
@@ -134,12 +150,22 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
     this.maxChannelsPerSocket = opts.maxChannelsPerSocket ?? 100;
     this.idleTimeoutMs = opts.idleTimeoutMs ?? 60_000;
     this.maxProtocolErrors = opts.maxProtocolErrors ?? 10;
-    this.pubsub = new PubSub(opts.pubsub, (err) => this.logger.error({ err }, 'realtime: pubsub adapter publish failed'));
-    this.scheduler = new WriteScheduler(opts.maxBufferedBytes ?? 4 * 1024 * 1024, opts.slowClientGraceMs ?? 2000, (t, buffered) => {
-      this.counters.slowClientDisconnects++;
-      this.logger.warn({ socketId: t.conn?.id ?? null, buffered }, 'realtime: slow client exceeded its unsent-bytes cap, closing');
-      t.terminate();
-    }, opts.maxFlushDelayMs ?? 10);
+    this.pubsub = new PubSub(opts.pubsub, (err) =>
+      this.logger.error({ err }, 'realtime: pubsub adapter publish failed'),
+    );
+    this.scheduler = new WriteScheduler(
+      opts.maxBufferedBytes ?? 4 * 1024 * 1024,
+      opts.slowClientGraceMs ?? 2000,
+      (t, buffered) => {
+        this.counters.slowClientDisconnects++;
+        this.logger.warn(
+          { socketId: t.conn?.id ?? null, buffered },
+          'realtime: slow client exceeded its unsent-bytes cap, closing',
+        );
+        t.terminate();
+      },
+      opts.maxFlushDelayMs ?? 10,
+    );
     this.wss = new WebSocketServer({
       noServer: true,
       perMessageDeflate: false,
@@ -156,8 +182,13 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
   /** Routes topics to a channel: `'room:*'` matches every topic starting with `room:`; otherwise exact. First match wins. */
   channel(pattern: string, impl: Channel<A>): this {
     const star = pattern.indexOf('*');
-    if (star !== -1 && star !== pattern.length - 1) throw new Error(`channel pattern ${pattern}: '*' is only allowed at the end`);
-    const route: Route = { pattern, prefix: star === -1 ? null : pattern.slice(0, -1), channel: impl as unknown as Channel };
+    if (star !== -1 && star !== pattern.length - 1)
+      throw new Error(`channel pattern ${pattern}: '*' is only allowed at the end`);
+    const route: Route = {
+      pattern,
+      prefix: star === -1 ? null : pattern.slice(0, -1),
+      channel: impl as unknown as Channel,
+    };
     this.routes.push(route);
     if (route.prefix === null && !this.exact.has(pattern)) this.exact.set(pattern, route.channel);
     return this;
@@ -225,8 +256,11 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
   }
 
   /** Runs origin check, vsn negotiation and `connect`. Returns the connection ingredients or an HTTP status. */
-  async authorize(req: IncomingMessage, transport: 'websocket' | 'longpoll', authToken: string | null):
-    Promise<{ serializer: Serializer; params: Params; assigns: Assigns; id: string | null } | { status: number }> {
+  async authorize(
+    req: IncomingMessage,
+    transport: 'websocket' | 'longpoll',
+    authToken: string | null,
+  ): Promise<{ serializer: Serializer; params: Params; assigns: Assigns; id: string | null } | { status: number }> {
     if (this.draining || this.closedFlag) return { status: 503 };
     const target = requestTarget(req);
     let uri: URL;
@@ -249,7 +283,13 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
     }
     let result: ConnectResult<A>;
     try {
-      result = await this.connectFn(params, { transport, headers: req.headers, remoteAddress: req.socket.remoteAddress, authToken, uri });
+      result = await this.connectFn(params, {
+        transport,
+        headers: req.headers,
+        remoteAddress: req.socket.remoteAddress,
+        authToken,
+        uri,
+      });
     } catch (err) {
       this.counters.connectsRefused++;
       this.logger.error({ err }, 'realtime: connect handler threw');
@@ -269,7 +309,11 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
   }
 
   /** Creates and registers a connection. */
-  openConnection(transport: WsTransport | import('./longpoll').LongPollSession, a: { serializer: Serializer; params: Params; assigns: Assigns; id: string | null }, idleTimeoutMs: number): Connection {
+  openConnection(
+    transport: WsTransport | import('./longpoll').LongPollSession,
+    a: { serializer: Serializer; params: Params; assigns: Assigns; id: string | null },
+    idleTimeoutMs: number,
+  ): Connection {
     const conn = new Connection(this, transport, a.serializer, a.params, a.assigns, a.id, idleTimeoutMs);
     transport.conn = conn;
     this.connections.add(conn);
@@ -314,8 +358,8 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
         if (t.startsWith(AUTH_PREFIX)) authToken = decodeAuthToken(t.slice(AUTH_PREFIX.length));
       }
     }
-    this.authorize(req, 'websocket', authToken).then(
-      (a) => {
+    this.authorize(req, 'websocket', authToken)
+      .then((a) => {
         if ('status' in a) {
           rejectUpgrade(socket, a.status);
           return;
@@ -334,11 +378,11 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
           ws.on('error', onWsError);
           this.openConnection(t, a, this.idleTimeoutMs);
         });
-      },
-    ).catch((err: unknown) => {
-      this.logger.error({ err }, 'realtime: upgrade failed');
-      if (!socket.destroyed) rejectUpgrade(socket, 500);
-    });
+      })
+      .catch((err: unknown) => {
+        this.logger.error({ err }, 'realtime: upgrade failed');
+        if (!socket.destroyed) rejectUpgrade(socket, 500);
+      });
   }
 
   /**
@@ -459,5 +503,8 @@ function onWsError(this: WebSocket, err: Error & { code?: string }): void {
  */
 export function routePath(target: string): string {
   const path = target.split('?', 1)[0]!;
-  return `/${path.split('/').filter((seg) => seg !== '').join('/')}`;
+  return `/${path
+    .split('/')
+    .filter((seg) => seg !== '')
+    .join('/')}`;
 }

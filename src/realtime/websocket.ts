@@ -117,8 +117,10 @@ export class WsTransport implements Transport {
       try {
         enc = f.encode(serializer);
       } catch (err) {
-        this.logger.warn({ topic: f.message.topic, event: f.message.event, serializer: serializer.name, err: String(err) },
-          'realtime: broadcast cannot be encoded for this serializer; skipped');
+        this.logger.warn(
+          { topic: f.message.topic, event: f.message.event, serializer: serializer.name, err: String(err) },
+          'realtime: broadcast cannot be encoded for this serializer; skipped',
+        );
         return;
       }
       if (this.sock === null) {
@@ -172,7 +174,8 @@ export class WsTransport implements Transport {
     }
     const now = Date.now();
     if (this.overSince === 0) this.overSince = now;
-    if (buffered > 4 * sch.maxBufferedBytes || now - this.overSince >= sch.slowClientGraceMs) sch.onSlowClient(this, buffered);
+    if (buffered > 4 * sch.maxBufferedBytes || now - this.overSince >= sch.slowClientGraceMs)
+      sch.onSlowClient(this, buffered);
   }
 
   close(code: number, reason: string): void {

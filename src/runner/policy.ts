@@ -37,7 +37,14 @@ export function outcomeOf(err: unknown): RunOutcome {
         return {
           kind: 'fail',
           error: {
-            code: err.status === 422 ? 'provider_invalid_input' : err.status === 401 || err.status === 402 ? 'provider_unauthorized' : err.status === 404 ? 'provider_not_found' : 'provider_rejected',
+            code:
+              err.status === 422
+                ? 'provider_invalid_input'
+                : err.status === 401 || err.status === 402
+                  ? 'provider_unauthorized'
+                  : err.status === 404
+                    ? 'provider_not_found'
+                    : 'provider_rejected',
             message: err.detail ?? err.title ?? err.message,
           },
         };

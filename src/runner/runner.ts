@@ -5,7 +5,13 @@ import type { Knex } from 'knex';
 import type { Db } from '../db';
 import type { Logger } from '../log';
 import { normalizeOutput, parseProgress } from '../providers/progress';
-import { isProviderError, isTerminal, type CreatePredictionRequest, type Prediction, type Provider } from '../providers/types';
+import {
+  isProviderError,
+  isTerminal,
+  type CreatePredictionRequest,
+  type Prediction,
+  type Provider,
+} from '../providers/types';
 import type { ModelSpec } from '../tasks/models';
 import type { TaskService } from '../tasks/service';
 import { TERMINAL, type TaskError, type TaskRow } from '../tasks/task';
@@ -162,7 +168,11 @@ export class TaskRunner {
   /** A webhook's writes for a task: only while no run holds it, here or elsewhere. */
   private readonly unheld: MayWrite = (cur) => {
     if (this.running.has(cur.id)) return false;
-    const leasedElsewhere = cur.lease_owner !== null && cur.lease_owner !== this.owner && cur.lease_expires_at !== null && new Date(cur.lease_expires_at) > this.opts.now();
+    const leasedElsewhere =
+      cur.lease_owner !== null &&
+      cur.lease_owner !== this.owner &&
+      cur.lease_expires_at !== null &&
+      new Date(cur.lease_expires_at) > this.opts.now();
     return !leasedElsewhere;
   };
 
@@ -207,7 +217,10 @@ export class TaskRunner {
         .skipLocked();
       if (ids.length === 0) return [];
       return trx('tasks')
-        .whereIn('id', ids.map((r: { id: string }) => r.id))
+        .whereIn(
+          'id',
+          ids.map((r: { id: string }) => r.id),
+        )
         .update({ lease_owner: this.owner, lease_expires_at: leaseUntil, attempts: trx.raw('attempts + 1') })
         .returning('*');
     })) as TaskRow[];
@@ -256,12 +269,19 @@ export class TaskRunner {
   private async run(row: TaskRow, signal: AbortSignal, onNudge: OnNudge, log: Logger): Promise<RunOutcome> {
     const { provider, tasks } = this.opts;
     const model = tasks.registry.get(row.model);
-    if (!model) return { kind: 'fail', error: { code: 'unsupported_model', message: `model ${row.model} is not in the registry` } };
+    if (!model)
+      return {
+        kind: 'fail',
+        error: { code: 'unsupported_model', message: `model ${row.model} is not in the registry` },
+      };
     const request: CreatePredictionRequest = {
       model: model.providerModel as CreatePredictionRequest['model'],
       input: row.provider_input,
       ...(this.opts.webhookUrl
-        ? { webhook: this.opts.webhookUrl(row.id), webhookEventsFilter: ['start', 'output', 'logs', 'completed'] as const }
+        ? {
+            webhook: this.opts.webhookUrl(row.id),
+            webhookEventsFilter: ['start', 'output', 'logs', 'completed'] as const,
+          }
         : {}),
     } as CreatePredictionRequest;
     try {
@@ -278,13 +298,19 @@ export class TaskRunner {
       } else {
         if (current.create_attempted_at) {
           const since = new Date(current.create_attempted_at);
-          prediction = await provider.findCreated(request, since, { signal, excludeIds: await this.othersPredictions(row, since) });
-          if (prediction) log.warn({ prediction_id: prediction.id }, 'adopted a prediction whose create answer was lost');
+          prediction = await provider.findCreated(request, since, {
+            signal,
+            excludeIds: await this.othersPredictions(row, since),
+          });
+          if (prediction)
+            log.warn({ prediction_id: prediction.id }, 'adopted a prediction whose create answer was lost');
         }
         if (!prediction) {
           const attemptedAt = this.opts.now();
           const marked = await tasks.apply(row.id, (cur) =>
-            cur.lease_owner === this.owner && !cur.prediction_id && !TERMINAL.has(cur.status) ? { change: { create_attempted_at: attemptedAt } } : null,
+            cur.lease_owner === this.owner && !cur.prediction_id && !TERMINAL.has(cur.status)
+              ? { change: { create_attempted_at: attemptedAt } }
+              : null,
           );
           // Another process holds the task now (our lease lapsed), or it ended: creating would run it twice.
           if (!marked) throw new Released('lease lost before create');
@@ -293,7 +319,10 @@ export class TaskRunner {
           } catch (err) {
             if (isProviderError(err) && err.kind === 'ambiguous_create') {
               log.warn({ err: err.message }, 'create answer lost; looking the prediction up');
-              prediction = await provider.findCreated(request, attemptedAt, { signal, excludeIds: await this.othersPredictions(row, attemptedAt) });
+              prediction = await provider.findCreated(request, attemptedAt, {
+                signal,
+                excludeIds: await this.othersPredictions(row, attemptedAt),
+              });
               if (!prediction) throw err;
             } else {
               throw err;
@@ -314,7 +343,10 @@ export class TaskRunner {
         });
         if (!updated) {
           // Canceled, or run elsewhere, meanwhile: do not leave this prediction running (and billing).
-          log.warn({ prediction_id: p.id, other_prediction_id: theirs }, 'canceling a prediction the task no longer needs');
+          log.warn(
+            { prediction_id: p.id, other_prediction_id: theirs },
+            'canceling a prediction the task no longer needs',
+          );
           await provider.cancel(p.id, { signal }).catch(() => undefined);
           if (theirs) throw new Released('task taken over during create');
           return { kind: 'done' };
@@ -326,19 +358,25 @@ export class TaskRunner {
       // A lost lease is not a failed try: the task is someone else's now.
       if (signal.aborted || err instanceof Released) return { kind: 'release' };
       const outcome = outcomeOf(err);
-      log.warn({ err: err instanceof Error ? err.message : String(err), outcome: outcome.kind }, 'run ended with an error');
+      log.warn(
+        { err: err instanceof Error ? err.message : String(err), outcome: outcome.kind },
+        'run ended with an error',
+      );
       return outcome;
     }
   }
 
   /** Predictions other tasks of the same model already own (never to be adopted by this one). */
   private async othersPredictions(row: TaskRow, since: Date): Promise<string[]> {
-    const rows = (await this.opts.db('tasks')
+    const rows = (await this.opts
+      .db('tasks')
       .select('prediction_id')
       .where({ provider_model: row.provider_model })
       .whereNot({ id: row.id })
       .whereNotNull('prediction_id')
-      .andWhere('create_attempted_at', '>=', new Date(since.getTime() - 10 * 60_000))) as Array<{ prediction_id: string }>;
+      .andWhere('create_attempted_at', '>=', new Date(since.getTime() - 10 * 60_000))) as Array<{
+      prediction_id: string;
+    }>;
     return rows.map((r) => r.prediction_id);
   }
 
@@ -383,14 +421,26 @@ export class TaskRunner {
         }
         if (cancelSentAt !== null && this.opts.now().getTime() - cancelSentAt > this.opts.cancelGraceMs) {
           // The provider took the cancel but the prediction runs on: do not poll it forever.
-          log.warn({ prediction_id: prediction.id, status: prediction.status, grace_ms: this.opts.cancelGraceMs }, 'prediction did not end after its cancel; ending the task canceled');
+          log.warn(
+            { prediction_id: prediction.id, status: prediction.status, grace_ms: this.opts.cancelGraceMs },
+            'prediction did not end after its cancel; ending the task canceled',
+          );
           await this.finish(row.id, this.holdsLease, 'canceled', { code: 'canceled', message: 'canceled by the user' });
           return { kind: 'done' };
         }
         if (cancelSentAt === null && this.opts.now().getTime() - startedAt > model.deadlineMs) {
           // settle() fails the task and cancels the prediction.
-          log.warn({ prediction_id: prediction.id, deadline_ms: model.deadlineMs }, 'deadline passed; canceling prediction');
-          return { kind: 'fail', error: { code: 'timeout', message: `no result within ${Math.round(model.deadlineMs / 1000)} s; the prediction was canceled` } };
+          log.warn(
+            { prediction_id: prediction.id, deadline_ms: model.deadlineMs },
+            'deadline passed; canceling prediction',
+          );
+          return {
+            kind: 'fail',
+            error: {
+              code: 'timeout',
+              message: `no result within ${Math.round(model.deadlineMs / 1000)} s; the prediction was canceled`,
+            },
+          };
         }
         await sleep(this.opts.pollIntervalMs, signal, onNudge);
         prediction = await provider.get(prediction.id, { signal });
@@ -408,7 +458,13 @@ export class TaskRunner {
   }
 
   /** Stream text output over SSE into text_delta events, a few tokens per event. */
-  private async stream(row: TaskRow, url: string, text: { emitted: string | null }, signal: AbortSignal, log: Logger): Promise<void> {
+  private async stream(
+    row: TaskRow,
+    url: string,
+    text: { emitted: string | null },
+    signal: AbortSignal,
+    log: Logger,
+  ): Promise<void> {
     // The whole text so far: a stream (also a resumed run's) is read from its start.
     let received = '';
     // How much of it is announced or on its way.
@@ -421,7 +477,8 @@ export class TaskRunner {
       const full = received;
       queuedUpTo = full.length;
       flushing = flushing.then(async () => {
-        if (!refused.signal.aborted && !(await this.appendText(row.id, full, text, this.holdsLease))) refused.abort(new Released('write refused'));
+        if (!refused.signal.aborted && !(await this.appendText(row.id, full, text, this.holdsLease)))
+          refused.abort(new Released('write refused'));
       });
       return flushing;
     };
@@ -449,7 +506,12 @@ export class TaskRunner {
    * of a run whose lease lapsed) announce each part once and the deltas join to the text.
    * Returns false when the write is refused (the task ended, or `may` says it is not ours).
    */
-  private async appendText(taskId: string, full: string, text: { emitted: string | null }, may: MayWrite): Promise<boolean> {
+  private async appendText(
+    taskId: string,
+    full: string,
+    text: { emitted: string | null },
+    may: MayWrite,
+  ): Promise<boolean> {
     let refused = false;
     await this.opts.tasks.apply(taskId, async (cur, trx) => {
       if (TERMINAL.has(cur.status) || !may(cur)) {
@@ -470,7 +532,8 @@ export class TaskRunner {
   private async announcedLength(trx: Knex.Transaction, taskId: string): Promise<number> {
     const row = (await trx('task_events')
       .where({ task_id: taskId, event: 'text_delta' })
-      .first(trx.raw(`coalesce(sum(char_length(payload->>'delta')), 0)::int as n`))) as { n: number | string } | undefined;
+      .first(trx.raw(`coalesce(sum(char_length(payload->>'delta')), 0)::int as n`))) as
+      { n: number | string } | undefined;
     return Number(row?.n ?? 0);
   }
 
@@ -496,9 +559,13 @@ export class TaskRunner {
         }
         await this.finish(row.id, may, 'succeeded', null, final, prediction.output);
       } else {
-        const theirs = normalizeOutput(model.taskType === 'image_gen' ? 'image' : 'video', prediction.output)?.urls ?? [];
+        const theirs =
+          normalizeOutput(model.taskType === 'image_gen' ? 'image' : 'video', prediction.output)?.urls ?? [];
         if (theirs.length === 0) {
-          await this.finish(row.id, may, 'failed', { code: 'no_output', message: 'the provider reported success without an output file' });
+          await this.finish(row.id, may, 'failed', {
+            code: 'no_output',
+            message: 'the provider reported success without an output file',
+          });
           return true;
         }
         const ours = await this.opts.outputs.copy(row.id, theirs, this.opts.openOutput, signal);
@@ -507,13 +574,21 @@ export class TaskRunner {
       return true;
     }
     if (prediction.status === 'failed') {
-      await this.finish(row.id, may, 'failed', { code: 'provider_failed', message: prediction.error ?? 'the prediction failed' });
+      await this.finish(row.id, may, 'failed', {
+        code: 'provider_failed',
+        message: prediction.error ?? 'the prediction failed',
+      });
       return true;
     }
     if (prediction.status === 'canceled' || prediction.status === 'aborted') {
       const cur = await tasks.find(row.id);
-      if (cur?.cancel_requested) await this.finish(row.id, may, 'canceled', { code: 'canceled', message: 'canceled by the user' });
-      else await this.finish(row.id, may, 'failed', { code: 'provider_canceled', message: `the prediction was ${prediction.status} by the provider` });
+      if (cur?.cancel_requested)
+        await this.finish(row.id, may, 'canceled', { code: 'canceled', message: 'canceled by the user' });
+      else
+        await this.finish(row.id, may, 'failed', {
+          code: 'provider_canceled',
+          message: `the prediction was ${prediction.status} by the provider`,
+        });
       return true;
     }
     const progress = parseProgress(prediction.logs);
@@ -533,7 +608,12 @@ export class TaskRunner {
           ? null
           : {
               change: { progress: percent },
-              events: [{ event: 'progress', payload: { progress: percent, ...(progress.message ? { message: progress.message } : {}) } }],
+              events: [
+                {
+                  event: 'progress',
+                  payload: { progress: percent, ...(progress.message ? { message: progress.message } : {}) },
+                },
+              ],
             },
       );
     }
@@ -582,14 +662,22 @@ export class TaskRunner {
         await tasks.apply(row.id, (cur) =>
           TERMINAL.has(cur.status)
             ? null
-            : { change: { attempts: Math.max(0, cur.attempts - 1), ...(cur.lease_owner === this.owner ? release : {}) } },
+            : {
+                change: { attempts: Math.max(0, cur.attempts - 1), ...(cur.lease_owner === this.owner ? release : {}) },
+              },
         );
         return;
       case 'snooze':
         await tasks.apply(row.id, (cur) =>
           cur.lease_owner !== this.owner
             ? null
-            : { change: { ...release, attempts: Math.max(0, cur.attempts - 1), run_after: new Date(now + outcome.delayMs) } },
+            : {
+                change: {
+                  ...release,
+                  attempts: Math.max(0, cur.attempts - 1),
+                  run_after: new Date(now + outcome.delayMs),
+                },
+              },
         );
         log.info({ delay_ms: outcome.delayMs, reason: outcome.reason }, 'task snoozed');
         return;
@@ -597,11 +685,17 @@ export class TaskRunner {
         const cur = await tasks.find(row.id);
         if (!cur || TERMINAL.has(cur.status) || cur.lease_owner !== this.owner) return;
         if (cur.attempts >= Math.min(cur.max_attempts, retry.maxAttempts)) {
-          await this.giveUp(row.id, { code: 'retries_exhausted', message: `gave up after ${cur.attempts} attempts: ${outcome.reason}` }, log);
+          await this.giveUp(
+            row.id,
+            { code: 'retries_exhausted', message: `gave up after ${cur.attempts} attempts: ${outcome.reason}` },
+            log,
+          );
           return;
         }
         const delay = backoffMs(retry, cur.attempts);
-        await tasks.apply(row.id, (c) => (c.lease_owner !== this.owner ? null : { change: { ...release, run_after: new Date(now + delay) } }));
+        await tasks.apply(row.id, (c) =>
+          c.lease_owner !== this.owner ? null : { change: { ...release, run_after: new Date(now + delay) } },
+        );
         log.info({ delay_ms: delay, attempts: cur.attempts, reason: outcome.reason }, 'task will be retried');
       }
     }
@@ -617,7 +711,9 @@ export class TaskRunner {
     if (!cur || TERMINAL.has(cur.status) || !this.holdsLease(cur)) return;
     if (cur.prediction_id) {
       log.info({ prediction_id: cur.prediction_id, code: error.code }, 'giving up; canceling the prediction');
-      await this.opts.provider.cancel(cur.prediction_id).catch((err) => log.warn({ err: String(err), prediction_id: cur.prediction_id }, 'cancel on giving up failed'));
+      await this.opts.provider
+        .cancel(cur.prediction_id)
+        .catch((err) => log.warn({ err: String(err), prediction_id: cur.prediction_id }, 'cancel on giving up failed'));
     }
     await this.finish(taskId, this.holdsLease, 'failed', error);
   }
@@ -626,7 +722,8 @@ export class TaskRunner {
     if (this.running.size === 0) return;
     const ids = [...this.running.keys()];
     try {
-      const renewed = (await this.opts.db('tasks')
+      const renewed = (await this.opts
+        .db('tasks')
         .whereIn('id', ids)
         .andWhere({ lease_owner: this.owner })
         .update({ lease_expires_at: new Date(this.opts.now().getTime() + this.opts.leaseMs) })
@@ -637,7 +734,8 @@ export class TaskRunner {
         // Ended meanwhile (lease cleared by a terminal status) or taken by another process.
         if (r && !kept.has(id)) {
           const cur = await this.opts.tasks.find(id);
-          if (cur && !TERMINAL.has(cur.status) && cur.lease_owner !== this.owner) r.abort.abort(new Released('lease lost'));
+          if (cur && !TERMINAL.has(cur.status) && cur.lease_owner !== this.owner)
+            r.abort.abort(new Released('lease lost'));
         }
       }
     } catch (err) {

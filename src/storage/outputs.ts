@@ -6,14 +6,22 @@ import { randomBytes } from 'node:crypto';
 import express, { Router } from 'express';
 
 /** Opens a provider's output URL for reading (the Replicate client's openOutput). */
-export type OutputOpener = (url: string, opts?: { signal?: AbortSignal }) => Promise<{
+export type OutputOpener = (
+  url: string,
+  opts?: { signal?: AbortSignal },
+) => Promise<{
   contentType: string | null;
   body: AsyncIterable<Uint8Array>;
 }>;
 
 const EXT_BY_TYPE: Record<string, string> = {
-  'image/png': 'png', 'image/jpeg': 'jpg', 'image/webp': 'webp', 'image/gif': 'gif',
-  'video/mp4': 'mp4', 'video/webm': 'webm', 'text/plain': 'txt',
+  'image/png': 'png',
+  'image/jpeg': 'jpg',
+  'image/webp': 'webp',
+  'image/gif': 'gif',
+  'video/mp4': 'mp4',
+  'video/webm': 'webm',
+  'text/plain': 'txt',
 };
 const MAX_FILE_BYTES = 512 * 1024 * 1024;
 
@@ -26,7 +34,10 @@ const MAX_FILE_BYTES = 512 * 1024 * 1024;
 export class OutputStore {
   readonly dir: string;
 
-  constructor(dataDir: string, private publicBase: () => string) {
+  constructor(
+    dataDir: string,
+    private publicBase: () => string,
+  ) {
     this.dir = path.join(dataDir, 'outputs');
   }
 
@@ -63,7 +74,13 @@ export class OutputStore {
     const r = Router();
     r.use(
       '/files',
-      express.static(this.dir, { dotfiles: 'ignore', index: false, fallthrough: true, immutable: true, maxAge: '365d' }),
+      express.static(this.dir, {
+        dotfiles: 'ignore',
+        index: false,
+        fallthrough: true,
+        immutable: true,
+        maxAge: '365d',
+      }),
     );
     r.use('/files', (_req, res) => {
       res.status(404).json({ errors: { detail: 'Not Found' } });

@@ -4,7 +4,11 @@ export type FieldErrors = Record<string, string[]>;
 /** A request that cannot become a task. Nothing was stored. */
 export class ValidationError extends Error {
   constructor(readonly fields: FieldErrors) {
-    super(Object.entries(fields).map(([f, m]) => `${f} ${m.join(', ')}`).join('; '));
+    super(
+      Object.entries(fields)
+        .map(([f, m]) => `${f} ${m.join(', ')}`)
+        .join('; '),
+    );
   }
 }
 

@@ -105,7 +105,10 @@ export class GroupInsert {
  */
 export async function insertTasks(db: Knex | Knex.Transaction, values: NewTaskValues[]): Promise<TaskRow[]> {
   const insert = db('tasks').insert(values).returning('*').toSQL();
-  const result = (await db.raw(`WITH t AS (${insert.sql}), e AS (${FIRST_EVENT_SQL}) SELECT * FROM t`, insert.bindings)) as {
+  const result = (await db.raw(
+    `WITH t AS (${insert.sql}), e AS (${FIRST_EVENT_SQL}) SELECT * FROM t`,
+    insert.bindings,
+  )) as {
     rows: TaskRow[];
   };
   return result.rows;

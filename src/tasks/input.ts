@@ -26,24 +26,38 @@ export function fieldErrors(error: z.ZodError, prefix: string[] = [], modelName?
     switch (issue.code) {
       case 'unrecognized_keys':
         for (const k of issue.keys) {
-          add([...prefix, ...issue.path.map(String), k].join('.'), modelName ? `is not a parameter of ${modelName}` : 'is not allowed');
+          add(
+            [...prefix, ...issue.path.map(String), k].join('.'),
+            modelName ? `is not a parameter of ${modelName}` : 'is not allowed',
+          );
         }
         break;
       case 'invalid_value':
         add(field, `must be one of: ${issue.values.map((v) => String(v)).join(', ')}`);
         break;
       case 'too_small':
-        add(field, issue.origin === 'array' || issue.origin === 'string'
-          ? `should have at least ${issue.minimum} ${issue.origin === 'string' ? 'character(s)' : 'item(s)'}`
-          : `must be greater than or equal to ${issue.minimum}`);
+        add(
+          field,
+          issue.origin === 'array' || issue.origin === 'string'
+            ? `should have at least ${issue.minimum} ${issue.origin === 'string' ? 'character(s)' : 'item(s)'}`
+            : `must be greater than or equal to ${issue.minimum}`,
+        );
         break;
       case 'too_big':
-        add(field, issue.origin === 'array' || issue.origin === 'string'
-          ? `should have at most ${issue.maximum} ${issue.origin === 'string' ? 'character(s)' : 'item(s)'}`
-          : `must be less than or equal to ${issue.maximum}`);
+        add(
+          field,
+          issue.origin === 'array' || issue.origin === 'string'
+            ? `should have at most ${issue.maximum} ${issue.origin === 'string' ? 'character(s)' : 'item(s)'}`
+            : `must be less than or equal to ${issue.maximum}`,
+        );
         break;
       case 'invalid_type':
-        add(field, issue.input === undefined ? "can't be blank" : `must be ${issue.expected === 'int' ? 'an integer' : `a ${issue.expected}`}`);
+        add(
+          field,
+          issue.input === undefined
+            ? "can't be blank"
+            : `must be ${issue.expected === 'int' ? 'an integer' : `a ${issue.expected}`}`,
+        );
         break;
       default:
         add(field, issue.message);
@@ -66,7 +80,11 @@ export function parseTaskInput(registry: ModelRegistry, raw: unknown, impliedTyp
 
   let taskType: TaskType | undefined = impliedType;
   if (input.type !== undefined && input.type !== null) {
-    const t = typeof input.type === 'string' ? (CLIENT_TYPES[input.type] ?? (Object.values(CLIENT_TYPES).includes(input.type as TaskType) ? (input.type as TaskType) : undefined)) : undefined;
+    const t =
+      typeof input.type === 'string'
+        ? (CLIENT_TYPES[input.type] ??
+          (Object.values(CLIENT_TYPES).includes(input.type as TaskType) ? (input.type as TaskType) : undefined))
+        : undefined;
     if (!t) errors.type = [`is invalid: must be one of ${Object.keys(CLIENT_TYPES).join(', ')}`];
     else if (impliedType && t !== impliedType) errors.type = [`does not match the event (${impliedType})`];
     else taskType = t;

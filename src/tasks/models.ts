@@ -201,7 +201,8 @@ export class ModelRegistry {
     for (const m of models) this.byName.set(m.name, m);
     for (const t of TASK_TYPES) {
       const defaults = models.filter((m) => m.taskType === t && m.isDefault);
-      if (defaults.length !== 1) throw new Error(`model registry: ${t} needs exactly one default, has ${defaults.length}`);
+      if (defaults.length !== 1)
+        throw new Error(`model registry: ${t} needs exactly one default, has ${defaults.length}`);
     }
   }
 

@@ -7,8 +7,16 @@ import { GroupInsert, insertTasks } from './group-insert';
 import { parseTaskInput } from './input';
 import type { ModelRegistry, TaskType } from './models';
 import {
-  TASK_STATUSES, TERMINAL, responseEvent, taskJson,
-  type TaskError, type TaskEvent, type TaskJson, type TaskOutput, type TaskRow, type TaskStatus,
+  TASK_STATUSES,
+  TERMINAL,
+  responseEvent,
+  taskJson,
+  type TaskError,
+  type TaskEvent,
+  type TaskJson,
+  type TaskOutput,
+  type TaskRow,
+  type TaskStatus,
 } from './task';
 
 /** Called after a commit with the events it stored, in seq order. */
@@ -91,7 +99,11 @@ export class TaskService {
   async create(
     userId: string,
     rawInput: unknown,
-    opts: { id?: string; impliedType?: TaskType; inTransaction?: (trx: Knex.Transaction, task: TaskJson) => Promise<void> } = {},
+    opts: {
+      id?: string;
+      impliedType?: TaskType;
+      inTransaction?: (trx: Knex.Transaction, task: TaskJson) => Promise<void>;
+    } = {},
   ): Promise<TaskJson> {
     const req = parseTaskInput(this.registry, rawInput, opts.impliedType);
     const id = (opts.id ?? randomUUID()).toLowerCase();
@@ -169,7 +181,10 @@ export class TaskService {
       if (e instanceof ValidationError) Object.assign(errors, e.fields);
     }
     if (Object.keys(errors).length) throw new ValidationError(errors);
-    const q = this.db('tasks').where({ user_id: userId }).orderBy('pos', 'desc').limit(limit + 1);
+    const q = this.db('tasks')
+      .where({ user_id: userId })
+      .orderBy('pos', 'desc')
+      .limit(limit + 1);
     if (opts.status) q.andWhere({ status: opts.status });
     if (before !== undefined) q.andWhere('pos', '<', before);
     const rows = (await q) as TaskRow[];
@@ -213,14 +228,19 @@ export class TaskService {
           ? null
           : {
               change: {
-                status: 'queued', progress: null, prediction_id: null, create_attempted_at: null,
-                run_after: this.now(), lease_owner: null, lease_expires_at: null,
+                status: 'queued',
+                progress: null,
+                prediction_id: null,
+                create_attempted_at: null,
+                run_after: this.now(),
+                lease_owner: null,
+                lease_expires_at: null,
               },
             },
       );
       if (done) requeued++;
     }
-    if (requeued) this.logger.warn({ tasks: requeued }, "tasks whose predictions the provider lost start over");
+    if (requeued) this.logger.warn({ tasks: requeued }, 'tasks whose predictions the provider lost start over');
     return requeued;
   }
 
@@ -237,14 +257,16 @@ export class TaskService {
       .where({ task_id: row.id })
       .andWhere('seq', '>', afterSeq)
       .orderBy('seq', 'asc');
-    return rows.map((r: { task_id: string; seq: number; event: string; payload: Record<string, unknown>; inserted_at: Date }) => ({
-      task_id: r.task_id,
-      user_id: row.user_id,
-      seq: r.seq,
-      event: r.event,
-      payload: r.payload,
-      inserted_at: new Date(r.inserted_at).toISOString(),
-    }));
+    return rows.map(
+      (r: { task_id: string; seq: number; event: string; payload: Record<string, unknown>; inserted_at: Date }) => ({
+        task_id: r.task_id,
+        user_id: row.user_id,
+        seq: r.seq,
+        event: r.event,
+        payload: r.payload,
+        inserted_at: new Date(r.inserted_at).toISOString(),
+      }),
+    );
   }
 
   /**
@@ -269,7 +291,8 @@ export class TaskService {
       const patch: Record<string, unknown> = { updated_at: now };
       for (const [k, v] of Object.entries(change)) {
         if (v === undefined) continue;
-        patch[k] = k === 'output' || k === 'provider_output' || k === 'error' ? (v === null ? null : JSON.stringify(v)) : v;
+        patch[k] =
+          k === 'output' || k === 'provider_output' || k === 'error' ? (v === null ? null : JSON.stringify(v)) : v;
       }
       const next = change.status;
       if (next && next !== cur.status) {
@@ -284,9 +307,14 @@ export class TaskService {
           patch.lease_expires_at = null;
           if (next === 'succeeded') patch.progress = 100;
         }
-        const progress = (patch.progress as number | null | undefined) ?? (change.progress !== undefined ? change.progress : cur.progress);
+        const progress =
+          (patch.progress as number | null | undefined) ??
+          (change.progress !== undefined ? change.progress : cur.progress);
         const error = change.error !== undefined ? change.error : cur.error;
-        events.unshift({ event: 'status', payload: { status: next, progress, error: next === 'succeeded' ? null : error } });
+        events.unshift({
+          event: 'status',
+          payload: { status: next, progress, error: next === 'succeeded' ? null : error },
+        });
         if (TERMINAL.has(next)) {
           const output = change.output !== undefined ? change.output : cur.output;
           events.push({
@@ -326,7 +354,13 @@ export class TaskService {
       inserted_at: now.toISOString(),
     }));
     await trx('task_events').insert(
-      stored.map((e) => ({ task_id: e.task_id, seq: e.seq, event: e.event, payload: JSON.stringify(e.payload), inserted_at: now })),
+      stored.map((e) => ({
+        task_id: e.task_id,
+        seq: e.seq,
+        event: e.event,
+        payload: JSON.stringify(e.payload),
+        inserted_at: now,
+      })),
     );
     const [updated] = (await trx('tasks')
       .where({ id: row.id })

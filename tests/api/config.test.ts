@@ -28,7 +28,13 @@ describe('configuration', () => {
 
   it('defaults follow the contract', () => {
     const c = loadConfig({});
-    expect(c).toMatchObject({ port: 4000, host: '127.0.0.1', databaseUrl: undefined, authSecret: undefined, demoMode: true });
+    expect(c).toMatchObject({
+      port: 4000,
+      host: '127.0.0.1',
+      databaseUrl: undefined,
+      authSecret: undefined,
+      demoMode: true,
+    });
     expect(c.replicate.baseUrl).toBe('https://api.replicate.com/v1');
     expect(c.dataDir.endsWith('/data')).toBe(true);
   });

@@ -28,7 +28,9 @@ describe.each(BACKENDS)('creates that overlap are written together on %s', (back
     const off = tasks.onEvents((evs) => published.push(...evs));
     statements = 0;
     const made = await Promise.all(
-      Array.from({ length: 200 }, (_, i) => tasks.create(`user${i % 7}`, { type: i % 2 ? 'image' : 'text', prompt: `prompt ${i}` })),
+      Array.from({ length: 200 }, (_, i) =>
+        tasks.create(`user${i % 7}`, { type: i % 2 ? 'image' : 'text', prompt: `prompt ${i}` }),
+      ),
     );
     off();
     expect(new Set(made.map((m) => m.id)).size).toBe(200);
@@ -51,8 +53,12 @@ describe.each(BACKENDS)('creates that overlap are written together on %s', (back
       expect(e.payload).toEqual({ task_id: e.task_id, seq: 1, status: 'queued', progress: null, error: null });
     }
     // What listeners were told is what the database holds.
-    expect(published.filter((e) => ids.includes(e.task_id)).map((e) => e.payload).sort((a, b) => String(a.task_id).localeCompare(String(b.task_id))))
-      .toEqual(events.map((e) => e.payload));
+    expect(
+      published
+        .filter((e) => ids.includes(e.task_id))
+        .map((e) => e.payload)
+        .sort((a, b) => String(a.task_id).localeCompare(String(b.task_id))),
+    ).toEqual(events.map((e) => e.payload));
   });
 
   it('one bad row in a batch fails alone: the others are stored, nothing twice', async () => {
@@ -65,7 +71,9 @@ describe.each(BACKENDS)('creates that overlap are written together on %s', (back
     ]);
     const failed = results.filter((r) => r.status === 'rejected') as PromiseRejectedResult[];
     expect(failed).toHaveLength(1);
-    expect(String((failed[0]!.reason as { code?: string }).code ?? failed[0]!.reason)).toMatch(/23505|duplicate|unique/i);
+    expect(String((failed[0]!.reason as { code?: string }).code ?? failed[0]!.reason)).toMatch(
+      /23505|duplicate|unique/i,
+    );
     const after = Number((await t.db('tasks').count<{ count: string }[]>('* as count'))[0]!.count);
     expect(after - before).toBe(40);
     const first = await t.db('tasks').where({ id: taken }).first();

@@ -25,9 +25,14 @@ describe('rate limit on task submissions', () => {
       expect(limited).toBeDefined();
       expect(Number(limited!.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
       expect(limited!.body.errors.detail).toMatch(/rate limited/);
-      const bob = await call(`${t.url}/api/tasks`, { token: signer.mint('bob'), body: { input_data: { prompt: 'b' } } });
+      const bob = await call(`${t.url}/api/tasks`, {
+        token: signer.mint('bob'),
+        body: { input_data: { prompt: 'b' } },
+      });
       expect(bob.status).toBe(202);
-      expect((await t.gw.db('tasks').where({ user_id: 'alice' })).length).toBe(statuses.filter((s) => s === 202).length);
+      expect((await t.gw.db('tasks').where({ user_id: 'alice' })).length).toBe(
+        statuses.filter((s) => s === 202).length,
+      );
     } finally {
       await t.close();
     }
@@ -46,7 +51,12 @@ describe('logs', () => {
     const standin = await fastStandin();
     const tdb = await freshDb('pglite');
     const gw = await createGateway({
-      config: testConfig({ AUTH_SECRET: TEST_SECRET, REPLICATE_API_TOKEN: standin.token, REPLICATE_BASE_URL: standin.url, RUNNER_ENABLED: 'true' }),
+      config: testConfig({
+        AUTH_SECRET: TEST_SECRET,
+        REPLICATE_API_TOKEN: standin.token,
+        REPLICATE_BASE_URL: standin.url,
+        RUNNER_ENABLED: 'true',
+      }),
       logger: createLogger({ level: 'debug', destination: sink }),
       db: tdb.db,
       runner: { pollIntervalMs: 100 },
@@ -55,13 +65,23 @@ describe('logs', () => {
     const token = signer.mint('carol');
     const prompt = 'PROMPT-MUST-NOT-BE-LOGGED a lighthouse at dusk';
     try {
-      const created = await call(`${url}/api/tasks`, { token, headers: { 'x-request-id': 'req-42' }, body: { input_data: { type: 'text', prompt } } });
+      const created = await call(`${url}/api/tasks`, {
+        token,
+        headers: { 'x-request-id': 'req-42' },
+        body: { input_data: { type: 'text', prompt } },
+      });
       expect(created.status).toBe(202);
       const id = created.body.task_id;
-      const ws = new WebSocket(`${url.replace('http', 'ws')}/socket/websocket?vsn=2.0.0&token=${encodeURIComponent(token)}`);
+      const ws = new WebSocket(
+        `${url.replace('http', 'ws')}/socket/websocket?vsn=2.0.0&token=${encodeURIComponent(token)}`,
+      );
       await new Promise((r) => ws.once('open', r));
       ws.send(JSON.stringify(['1', '1', `task:${id}`, 'phx_join', {}]));
-      await waitFor(async () => (await call(`${url}/api/tasks/${id}`, { token })).body.data.status === 'succeeded', 30_000, 'task end');
+      await waitFor(
+        async () => (await call(`${url}/api/tasks/${id}`, { token })).body.data.status === 'succeeded',
+        30_000,
+        'task end',
+      );
       ws.close();
       await call(`${url}/api/tasks`, { token: 'pyre1.forged.token' });
       await gw.close();

@@ -26,7 +26,11 @@ describe('tasks survive a restart on embedded PGlite', () => {
     try {
       const got = await call(`${url2}/api/tasks/${created.body.task_id}`);
       expect(got.status).toBe(200);
-      expect(got.body.data).toMatchObject({ id: created.body.task_id, model: 'bytedance/seedance-1-pro', status: 'queued' });
+      expect(got.body.data).toMatchObject({
+        id: created.body.task_id,
+        model: 'bytedance/seedance-1-pro',
+        status: 'queued',
+      });
       const events = await call(`${url2}/api/tasks/${created.body.task_id}/events`);
       expect(events.body.data).toHaveLength(1);
     } finally {
@@ -38,13 +42,20 @@ describe('tasks survive a restart on embedded PGlite', () => {
     const config = testConfig({ DATA_DIR: dir });
     const first = await createGateway({ config, logger: silentLogger() });
     const url1 = await first.listen();
-    const created = await call(`${url1}/api/tasks`, { body: { input_data: { type: 'image', prompt: 'lost on restart' } } });
+    const created = await call(`${url1}/api/tasks`, {
+      body: { input_data: { type: 'image', prompt: 'lost on restart' } },
+    });
     const id = created.body.task_id;
     // As the previous run left it: created on its stand-in, processing, then the process stopped.
-    await first.tasks.apply(id, () => ({ change: { status: 'processing', prediction_id: 'gone-with-the-old-standin', progress: 40 } }));
+    await first.tasks.apply(id, () => ({
+      change: { status: 'processing', prediction_id: 'gone-with-the-old-standin', progress: 40 },
+    }));
     await first.close();
 
-    const second = await createGateway({ config: testConfig({ DATA_DIR: dir, RUNNER_ENABLED: 'true' }), logger: silentLogger() });
+    const second = await createGateway({
+      config: testConfig({ DATA_DIR: dir, RUNNER_ENABLED: 'true' }),
+      logger: silentLogger(),
+    });
     const url2 = await second.listen();
     try {
       const task = await waitFor('the task to end', async () => {
@@ -68,7 +79,11 @@ describe('tasks survive a restart on embedded PGlite', () => {
   it('see the same tasks', async () => {
     const tdb = await freshDb('postgres');
     const mk = () =>
-      createGateway({ config: testConfig(), logger: silentLogger(), db: openDatabase({ databaseUrl: TEST_PG_URL, searchPath: tdb.schema }) });
+      createGateway({
+        config: testConfig(),
+        logger: silentLogger(),
+        db: openDatabase({ databaseUrl: TEST_PG_URL, searchPath: tdb.schema }),
+      });
     const a = await mk();
     const b = await mk();
     const [ua, ub] = [await a.listen(), await b.listen()];

@@ -30,7 +30,13 @@ describe.each(BACKENDS)('REST task API on %s', (backend) => {
       const res = await post({ input_data: { type, prompt: 'Test image' } });
       expect(res.status).toBe(202);
       expect(res.body.task_id).toBe(res.body.data.id);
-      expect(res.body.data).toMatchObject({ model, task_type: taskType, status: 'queued', progress: null, attempts: 0 });
+      expect(res.body.data).toMatchObject({
+        model,
+        task_type: taskType,
+        status: 'queued',
+        progress: null,
+        attempts: 0,
+      });
       expect(res.body.data.topic).toBe(`task:${res.body.task_id}`);
       const stored = await t.gw.db('tasks').where({ id: res.body.task_id }).first();
       expect(stored.model).toBe(model);
@@ -47,7 +53,10 @@ describe.each(BACKENDS)('REST task API on %s', (backend) => {
       expect(a.status).toBe(202);
       expect(a.body.data.model).toBe('bytedance/seedream-3');
       expect(a.body.data.input_data).toMatchObject({ size: 'big', aspect_ratio: '16:9', guidance_scale: 2.5 });
-      const b = await post({ model: 'claude-sonnet-4-20250514', input_data: { type: 'text', prompt: 'x', max_tokens: 2048 } });
+      const b = await post({
+        model: 'claude-sonnet-4-20250514',
+        input_data: { type: 'text', prompt: 'x', max_tokens: 2048 },
+      });
       expect(b.status).toBe(202);
       expect(b.body.data.model).toBe('claude-sonnet-4-20250514');
       const row = await t.gw.db('tasks').where({ id: b.body.task_id }).first();
@@ -60,31 +69,90 @@ describe.each(BACKENDS)('REST task API on %s', (backend) => {
       const ev = await call(`${api}/tasks/${res.body.task_id}/events`, { token: alice });
       expect(ev.status).toBe(200);
       expect(ev.body.data).toEqual([
-        expect.objectContaining({ seq: 1, event: 'status', payload: { task_id: res.body.task_id, seq: 1, status: 'queued', progress: null, error: null } }),
+        expect.objectContaining({
+          seq: 1,
+          event: 'status',
+          payload: { task_id: res.body.task_id, seq: 1, status: 'queued', progress: null, error: null },
+        }),
       ]);
     });
   });
 
   describe('refused requests name the problem and store nothing', () => {
     const cases: Array<[string, () => Promise<{ status: number; body: any }>, number, string]> = [
-      ['malformed JSON', () => call(`${api}/tasks`, { raw: '{"input_data": {', token: alice, headers: { 'content-type': 'application/json' } }), 400, 'malformed JSON'],
+      [
+        'malformed JSON',
+        () =>
+          call(`${api}/tasks`, {
+            raw: '{"input_data": {',
+            token: alice,
+            headers: { 'content-type': 'application/json' },
+          }),
+        400,
+        'malformed JSON',
+      ],
       ['a body that is not an object', () => post([1, 2]), 422, 'body'],
       ['a JSON string body', () => post('just text'), 422, 'body'],
       ['no input_data', () => post({ prompt: 'x' }), 422, 'input_data'],
       ['input_data not an object', () => post({ input_data: 'x' }), 422, 'input_data'],
       ['missing prompt', () => post({ input_data: { type: 'image' } }), 422, 'prompt'],
       ['empty prompt', () => post({ input_data: { type: 'image', prompt: '   ' } }), 422, 'prompt'],
-      ['a prompt over 10,000 characters', () => post({ input_data: { type: 'image', prompt: 'a'.repeat(10_001) } }), 422, 'prompt'],
+      [
+        'a prompt over 10,000 characters',
+        () => post({ input_data: { type: 'image', prompt: 'a'.repeat(10_001) } }),
+        422,
+        'prompt',
+      ],
       ['unknown type', () => post({ input_data: { type: 'audio', prompt: 'x' } }), 422, 'type'],
       ['unknown model', () => post({ input_data: { type: 'image', prompt: 'x', model: 'acme/nope' } }), 422, 'model'],
-      ['a model of another type', () => post({ input_data: { type: 'image', prompt: 'x', model: 'gpt-4.1' } }), 422, 'model'],
-      ['a parameter outside its enum', () => post({ input_data: { type: 'image', prompt: 'x', aspect_ratio: '2:1' } }), 422, 'aspect_ratio'],
-      ['a parameter outside its range', () => post({ input_data: { type: 'video', prompt: 'x', duration: 60 } }), 422, 'duration'],
-      ['a parameter of the wrong type', () => post({ input_data: { type: 'text', prompt: 'x', temperature: 'hot' } }), 422, 'temperature'],
+      [
+        'a model of another type',
+        () => post({ input_data: { type: 'image', prompt: 'x', model: 'gpt-4.1' } }),
+        422,
+        'model',
+      ],
+      [
+        'a parameter outside its enum',
+        () => post({ input_data: { type: 'image', prompt: 'x', aspect_ratio: '2:1' } }),
+        422,
+        'aspect_ratio',
+      ],
+      [
+        'a parameter outside its range',
+        () => post({ input_data: { type: 'video', prompt: 'x', duration: 60 } }),
+        422,
+        'duration',
+      ],
+      [
+        'a parameter of the wrong type',
+        () => post({ input_data: { type: 'text', prompt: 'x', temperature: 'hot' } }),
+        422,
+        'temperature',
+      ],
       ['an unknown parameter', () => post({ input_data: { type: 'image', prompt: 'x', steps: 50 } }), 422, 'steps'],
-      ['a parameter another model has (claude has no temperature)', () => post({ input_data: { prompt: 'x', model: 'claude-sonnet-4-20250514', temperature: 1 } }), 422, 'temperature'],
-      ['a body over 1 MB', () => post({ input_data: { type: 'image', prompt: 'x', pad: 'a'.repeat(1024 * 1024 + 10) } }), 413, 'limit'],
-      ['a non-JSON content type', () => call(`${api}/tasks`, { raw: 'input_data=x', token: alice, headers: { 'content-type': 'application/x-www-form-urlencoded' } }), 415, 'Content-Type'],
+      [
+        'a parameter another model has (claude has no temperature)',
+        () => post({ input_data: { prompt: 'x', model: 'claude-sonnet-4-20250514', temperature: 1 } }),
+        422,
+        'temperature',
+      ],
+      [
+        'a body over 1 MB',
+        () => post({ input_data: { type: 'image', prompt: 'x', pad: 'a'.repeat(1024 * 1024 + 10) } }),
+        413,
+        'limit',
+      ],
+      [
+        'a non-JSON content type',
+        () =>
+          call(`${api}/tasks`, {
+            raw: 'input_data=x',
+            token: alice,
+            headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          }),
+        415,
+        'Content-Type',
+      ],
     ];
     it.each(cases)('%s', async (_name, send, status, field) => {
       const before = await countTasks();
@@ -130,7 +198,10 @@ describe.each(BACKENDS)('REST task API on %s', (backend) => {
       const claims = JSON.parse(Buffer.from(body!, 'base64url').toString());
       const forged = `${v}.${Buffer.from(JSON.stringify({ ...claims, sub: 'bob' })).toString('base64url')}.${sig}`;
       expect((await call(`${api}/tasks`, { token: forged })).status).toBe(401);
-      expect((await call(`${api}/tasks`, { token: new TokenSigner('another-secret-0123456789abcdef0123').mint('alice') })).status).toBe(401);
+      expect(
+        (await call(`${api}/tasks`, { token: new TokenSigner('another-secret-0123456789abcdef0123').mint('alice') }))
+          .status,
+      ).toBe(401);
       expect((await call(`${api}/tasks`, { token: 'garbage' })).status).toBe(401);
     });
     it("Alice cannot read, list, cancel or see the events of Bob's task", async () => {
@@ -151,14 +222,18 @@ describe.each(BACKENDS)('REST task API on %s', (backend) => {
       expect((await call(`${api}/tasks/not-a-uuid`, { token: alice })).status).toBe(404);
     });
 
-    it('pages through a user\'s tasks with a cursor, newest first, and filters by status', async () => {
+    it("pages through a user's tasks with a cursor, newest first, and filters by status", async () => {
       const carol = signer.mint('carol');
       const ids: string[] = [];
-      for (let i = 0; i < 5; i++) ids.push((await post({ input_data: { type: 'image', prompt: `p${i}` } }, carol)).body.task_id);
+      for (let i = 0; i < 5; i++)
+        ids.push((await post({ input_data: { type: 'image', prompt: `p${i}` } }, carol)).body.task_id);
       const seen: string[] = [];
       let cursor: string | null = null;
       do {
-        const page: { status: number; body: any } = await call(`${api}/tasks?limit=2${cursor ? `&cursor=${cursor}` : ''}`, { token: carol });
+        const page: { status: number; body: any } = await call(
+          `${api}/tasks?limit=2${cursor ? `&cursor=${cursor}` : ''}`,
+          { token: carol },
+        );
         expect(page.status).toBe(200);
         seen.push(...page.body.data.map((x: { id: string }) => x.id));
         cursor = page.body.next_cursor;
@@ -254,7 +329,9 @@ describe.each(BACKENDS)('REST task API on %s', (backend) => {
       expect(a.body.task_id).not.toBe(b.body.task_id);
       const bad = await post({ input_data: { type: 'image', prompt: '' } }, alice, { 'idempotency-key': 'k-fix' });
       expect(bad.status).toBe(422);
-      const good = await post({ input_data: { type: 'image', prompt: 'fixed' } }, alice, { 'idempotency-key': 'k-fix' });
+      const good = await post({ input_data: { type: 'image', prompt: 'fixed' } }, alice, {
+        'idempotency-key': 'k-fix',
+      });
       expect(good.status).toBe(202);
     });
 
@@ -271,8 +348,12 @@ describe.each(BACKENDS)('REST task API on %s', (backend) => {
       expect(res.status).toBe(200);
       const names = res.body.data.map((m: { name: string }) => m.name);
       expect(names).toEqual([
-        'google/imagen-4-fast', 'bytedance/seedream-3', 'bytedance/seedance-1-pro',
-        'gpt-4.1', 'claude-sonnet-4-20250514', 'gemini-2.5-flash-lite',
+        'google/imagen-4-fast',
+        'bytedance/seedream-3',
+        'bytedance/seedance-1-pro',
+        'gpt-4.1',
+        'claude-sonnet-4-20250514',
+        'gemini-2.5-flash-lite',
       ]);
       const imagen = res.body.data[0];
       expect(imagen.default).toBe(true);

@@ -19,7 +19,11 @@ const alice = signer.mint('alice');
     standin = await fastStandin();
     tdb = await freshDb('postgres');
     // The client's gateway runs no tasks; the other process runs them all.
-    front = await startGateway('postgres', { auth: true, tdb, env: { REPLICATE_API_TOKEN: standin.token, REPLICATE_BASE_URL: standin.url, RUNNER_ENABLED: 'false' } });
+    front = await startGateway('postgres', {
+      auth: true,
+      tdb,
+      env: { REPLICATE_API_TOKEN: standin.token, REPLICATE_BASE_URL: standin.url, RUNNER_ENABLED: 'false' },
+    });
     worker = await spawnGateway({
       PYRE_FIXTURE_PG_URL: TEST_PG_URL!,
       PYRE_FIXTURE_PG_SCHEMA: tdb.schema!,
@@ -37,7 +41,10 @@ const alice = signer.mint('alice');
   });
 
   it('a client on the first gets every event of a task run by the second', async () => {
-    const created = await call(`${front.url}/api/tasks`, { token: alice, body: { input_data: { type: 'text', prompt: 'across' } } });
+    const created = await call(`${front.url}/api/tasks`, {
+      token: alice,
+      body: { input_data: { type: 'text', prompt: 'across' } },
+    });
     const id = created.body.task_id;
     const socket = phoenixSocket(front.url, alice);
     try {
@@ -51,7 +58,10 @@ const alice = signer.mint('alice');
       expect(events.length).toBe(row.last_seq);
       // The runner that ran it is the other process's.
       expect(front.gw.runner.activeCount).toBe(0);
-      const text = events.filter((e) => e.event === 'text_delta').map((e) => e.payload.delta).join('');
+      const text = events
+        .filter((e) => e.event === 'text_delta')
+        .map((e) => e.payload.delta)
+        .join('');
       expect(text).toBe(events[events.length - 1]!.payload.output.text);
     } finally {
       socket.disconnect();
@@ -59,7 +69,10 @@ const alice = signer.mint('alice');
   });
 
   it('a thousand clients joined to one task each receive all of its events, in order', async () => {
-    const created = await call(`${front.url}/api/tasks`, { token: alice, body: { input_data: { type: 'image', prompt: 'crowd', model: 'bytedance/seedream-3' } } });
+    const created = await call(`${front.url}/api/tasks`, {
+      token: alice,
+      body: { input_data: { type: 'image', prompt: 'crowd', model: 'bytedance/seedream-3' } },
+    });
     const id = created.body.task_id;
     const topic = `task:${id}`;
     const N = 1000;
@@ -81,7 +94,11 @@ const alice = signer.mint('alice');
         ws.on('error', () => undefined);
       }
       await waitFor(() => joinedCount === N, 60_000, 'all joins');
-      await waitFor(async () => (await front.gw.db('tasks').where({ id }).first()).status === 'succeeded', 60_000, 'task end');
+      await waitFor(
+        async () => (await front.gw.db('tasks').where({ id }).first()).status === 'succeeded',
+        60_000,
+        'task end',
+      );
       const { last_seq: lastSeq } = await front.gw.db('tasks').where({ id }).first();
       const expected = Array.from({ length: lastSeq }, (_, i) => i + 1);
       await waitFor(() => received.every((r) => r.length >= lastSeq), 30_000, 'every client to get every event');

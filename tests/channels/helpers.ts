@@ -41,9 +41,10 @@ export function joinRecording(
 ): { channel: Channel; events: Received[]; joined: Promise<any> } {
   const channel = socket.channel(topic, params);
   const events: Received[] = [];
-  for (const ev of TASK_EVENTS) channel.on(ev, (payload) => {
-    events.push({ event: ev, payload });
-  });
+  for (const ev of TASK_EVENTS)
+    channel.on(ev, (payload) => {
+      events.push({ event: ev, payload });
+    });
   const joined = new Promise<any>((resolve, reject) => {
     channel
       .join(5000)
@@ -54,7 +55,11 @@ export function joinRecording(
   return { channel, events, joined };
 }
 
-export function push(channel: Channel, event: string, payload: Record<string, unknown>): Promise<{ status: string; response: any }> {
+export function push(
+  channel: Channel,
+  event: string,
+  payload: Record<string, unknown>,
+): Promise<{ status: string; response: any }> {
   return new Promise((resolve, reject) => {
     channel
       .push(event, payload, 5000)
@@ -64,7 +69,11 @@ export function push(channel: Channel, event: string, payload: Record<string, un
   });
 }
 
-export async function waitFor<T>(fn: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 20_000, what = 'condition'): Promise<T> {
+export async function waitFor<T>(
+  fn: () => T | undefined | false | Promise<T | undefined | false>,
+  timeoutMs = 20_000,
+  what = 'condition',
+): Promise<T> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();

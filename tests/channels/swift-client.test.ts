@@ -43,7 +43,8 @@ describe.each(BACKENDS)('SwiftPhoenixClient 5.3.4 frames against the task channe
   });
 
   /** The socket URL as Swift builds it: vsn first, then the flat params. */
-  const swiftUrl = (tok: string) => `${t.url.replace('http', 'ws')}/socket/websocket?vsn=2.0.0&token=${encodeURIComponent(tok)}`;
+  const swiftUrl = (tok: string) =>
+    `${t.url.replace('http', 'ws')}/socket/websocket?vsn=2.0.0&token=${encodeURIComponent(tok)}`;
 
   it('replays the recorded session byte for byte: join, image_generate, events, heartbeat, leave', async () => {
     // vsn first, then flat params, as Swift builds the URL.
@@ -52,7 +53,11 @@ describe.each(BACKENDS)('SwiftPhoenixClient 5.3.4 frames against the task channe
       const [join, generate, heartbeat, leave] = outFrames.map((f) => f.text);
       expect(generate).toContain('google\\/imagen-4-fast');
       ws.send(join!);
-      const joinReply = await waitFor(() => frames.find((f) => f[1] === '3' && f[3] === 'phx_reply'), 5000, 'join reply');
+      const joinReply = await waitFor(
+        () => frames.find((f) => f[1] === '3' && f[3] === 'phx_reply'),
+        5000,
+        'join reply',
+      );
       expect(joinReply).toEqual(['3', '3', TOPIC, 'phx_reply', { status: 'ok', response: { task: null } }]);
 
       ws.send(generate!);
@@ -87,15 +92,22 @@ describe.each(BACKENDS)('SwiftPhoenixClient 5.3.4 frames against the task channe
   });
 
   it('older Swift builds (serializer v1, JSON objects) create and follow a task too', async () => {
-    const created = await call(`${t.url}/api/tasks`, { token, body: { input_data: { type: 'image', prompt: 'v1 client' } } });
+    const created = await call(`${t.url}/api/tasks`, {
+      token,
+      body: { input_data: { type: 'image', prompt: 'v1 client' } },
+    });
     const topic = `task:${created.body.task_id}`;
-    const { ws, frames } = await rawSocket(`${t.url.replace('http', 'ws')}/socket/websocket?token=${encodeURIComponent(token)}`);
+    const { ws, frames } = await rawSocket(
+      `${t.url.replace('http', 'ws')}/socket/websocket?token=${encodeURIComponent(token)}`,
+    );
     try {
       ws.send(JSON.stringify({ topic, event: 'phx_join', payload: { last_seq: 0 }, ref: '1', join_ref: '1' }));
       const joinReply = await waitFor(() => frames.find((f) => f.ref === '1'), 5000, 'v1 join reply');
       expect(joinReply).toMatchObject({ topic, event: 'phx_reply', payload: { status: 'ok' } });
       expect(Object.keys(joinReply).sort()).toEqual(['event', 'payload', 'ref', 'topic']);
-      ws.send(JSON.stringify({ topic, event: 'image_generate', payload: { prompt: 'v1 client' }, ref: '2', join_ref: '1' }));
+      ws.send(
+        JSON.stringify({ topic, event: 'image_generate', payload: { prompt: 'v1 client' }, ref: '2', join_ref: '1' }),
+      );
       const reply = await waitFor(() => frames.find((f) => f.ref === '2'), 5000, 'v1 generate reply');
       expect(reply.payload.response.task_id).toBe(created.body.task_id);
       const final = await waitFor(() => frames.find((f) => f.event === 'image_response'), 30_000, 'v1 image_response');
@@ -114,11 +126,17 @@ describe.each(BACKENDS)('SwiftPhoenixClient 5.3.4 frames against the task channe
       ws.send(JSON.stringify(['1', '1', topic, 'phx_join', {}]));
       const joined = await waitFor(() => frames.find((f) => f[1] === '1'), 5000, 'join reply');
       expect(joined[4]).toEqual({ status: 'ok', response: { task: null } });
-      ws.send(JSON.stringify(['1', '2', topic, 'image_generate', { prompt: 'upper-case id', model: 'google/imagen-4-fast' }]));
+      ws.send(
+        JSON.stringify(['1', '2', topic, 'image_generate', { prompt: 'upper-case id', model: 'google/imagen-4-fast' }]),
+      );
       const reply = await waitFor(() => frames.find((f) => f[1] === '2'), 5000, 'generate reply');
       expect(reply[4].status).toBe('ok');
       expect(reply[4].response.task_id).toBe(upper.toLowerCase());
-      const final = await waitFor(() => frames.find((f) => f[3] === 'image_response'), 30_000, 'image_response on the upper-case topic');
+      const final = await waitFor(
+        () => frames.find((f) => f[3] === 'image_response'),
+        30_000,
+        'image_response on the upper-case topic',
+      );
       expect(final[2]).toBe(topic);
       expect(final[4].status).toBe('success');
       const pushes = frames.filter((f) => f[2] === topic && f[3] !== 'phx_reply');
@@ -130,7 +148,10 @@ describe.each(BACKENDS)('SwiftPhoenixClient 5.3.4 frames against the task channe
   });
 
   it('a task made over REST is followed live on its upper-cased topic, and a generate of another type answers with it', async () => {
-    const created = await call(`${t.url}/api/tasks`, { token, body: { input_data: { prompt: 'no type: a text task' } } });
+    const created = await call(`${t.url}/api/tasks`, {
+      token,
+      body: { input_data: { prompt: 'no type: a text task' } },
+    });
     expect(created.body.data.task_type).toBe('text_gen');
     const topic = `task:${String(created.body.task_id).toUpperCase()}`;
     const tasksOfUser = async () => (await t.gw.db('tasks').where({ user_id: 'ios-user' })).length;
@@ -139,7 +160,9 @@ describe.each(BACKENDS)('SwiftPhoenixClient 5.3.4 frames against the task channe
     try {
       ws.send(JSON.stringify(['1', '1', topic, 'phx_join', { last_seq: 0 }]));
       await waitFor(() => frames.find((f) => f[1] === '1'), 5000, 'join reply');
-      ws.send(JSON.stringify(['1', '2', topic, 'image_generate', { prompt: 'legacy push', model: 'google/imagen-4-fast' }]));
+      ws.send(
+        JSON.stringify(['1', '2', topic, 'image_generate', { prompt: 'legacy push', model: 'google/imagen-4-fast' }]),
+      );
       const reply = await waitFor(() => frames.find((f) => f[1] === '2'), 5000, 'generate reply');
       expect(reply[4]).toMatchObject({ status: 'ok', response: { task_id: created.body.task_id } });
       const final = await waitFor(() => frames.find((f) => f[3] === 'text_response'), 30_000, 'text_response');

@@ -37,7 +37,10 @@ describe.each(BACKENDS)('the task channel on %s', (backend) => {
 
   it("the seed's single path: POST, join task:<id>, progress, then image_response success", async () => {
     const before = await countTasks('alice');
-    const created = await call(`${t.url}/api/tasks`, { token: alice, body: { input_data: { type: 'image', prompt: 'Test image' } } });
+    const created = await call(`${t.url}/api/tasks`, {
+      token: alice,
+      body: { input_data: { type: 'image', prompt: 'Test image' } },
+    });
     expect(created.status).toBe(202);
     const id = created.body.task_id;
     const { events, joined } = joinRecording(connect(alice), `task:${id}`, { last_seq: 0 });
@@ -58,7 +61,10 @@ describe.each(BACKENDS)('the task channel on %s', (backend) => {
 
   it("the seed's dual path: a legacy image_generate on the REST task's topic answers with that task", async () => {
     const before = await countTasks('alice');
-    const created = await call(`${t.url}/api/tasks`, { token: alice, body: { input_data: { type: 'image', prompt: 'Test image' } } });
+    const created = await call(`${t.url}/api/tasks`, {
+      token: alice,
+      body: { input_data: { type: 'image', prompt: 'Test image' } },
+    });
     const id = created.body.task_id;
     const { channel, events, joined } = joinRecording(connect(alice), `task:${id}`);
     await joined;
@@ -75,7 +81,9 @@ describe.each(BACKENDS)('the task channel on %s', (backend) => {
     expect(events.filter((e) => e.event === 'image_response')).toHaveLength(1);
     expect(events.find((e) => e.event === 'image_response')!.payload.status).toBe('success');
     const log = (await call(`${t.url}/api/tasks/${id}/events`, { token: alice })).body.data;
-    expect(log.filter((e: { event: string; payload: { status?: string } }) => e.payload.status === 'failed')).toHaveLength(0);
+    expect(
+      log.filter((e: { event: string; payload: { status?: string } }) => e.payload.status === 'failed'),
+    ).toHaveLength(0);
   });
 
   it('a fresh UUID topic: image_generate creates the task with that id; a second push does not make another', async () => {
@@ -100,7 +108,10 @@ describe.each(BACKENDS)('the task channel on %s', (backend) => {
     const { channel, joined } = joinRecording(connect(alice), `task:${id}`);
     await joined;
     const bad = await push(channel, 'image_generate', { prompt: 'x', model: 'gpt-4.1' });
-    expect(bad).toEqual({ status: 'error', response: { reason: 'invalid input', errors: { model: ['is not supported for image_gen'] } } });
+    expect(bad).toEqual({
+      status: 'error',
+      response: { reason: 'invalid input', errors: { model: ['is not supported for image_gen'] } },
+    });
     const noPrompt = await push(channel, 'video_generate', {});
     expect(noPrompt.response.errors.prompt).toEqual(["can't be blank"]);
     const unknown = await push(channel, 'make_coffee', {});
@@ -124,7 +135,10 @@ describe.each(BACKENDS)('the task channel on %s', (backend) => {
   });
 
   it('a client that drops mid-task and rejoins with last_seq gets every event once, in order', async () => {
-    const created = await call(`${t.url}/api/tasks`, { token: alice, body: { input_data: { type: 'text', prompt: 'tell me a story' } } });
+    const created = await call(`${t.url}/api/tasks`, {
+      token: alice,
+      body: { input_data: { type: 'text', prompt: 'tell me a story' } },
+    });
     const id = created.body.task_id;
     const first = joinRecording(connect(alice), `task:${id}`, { last_seq: 0 });
     await first.joined;
@@ -138,14 +152,24 @@ describe.each(BACKENDS)('the task channel on %s', (backend) => {
     await waitFor(() => second.events.find((e) => e.event === 'text_response'), 30_000, 'text_response');
     const all = [...got, ...second.events];
     expectCleanSequence(all, id);
-    const text = all.filter((e) => e.event === 'text_delta').map((e) => e.payload.delta).join('');
+    const text = all
+      .filter((e) => e.event === 'text_delta')
+      .map((e) => e.payload.delta)
+      .join('');
     expect(text).toBe(all.find((e) => e.event === 'text_response')!.payload.output.text);
   });
 
   it('a client that joins after the task finished gets the final state and, with last_seq, every event', async () => {
-    const created = await call(`${t.url}/api/tasks`, { token: alice, body: { input_data: { type: 'image', prompt: 'late' } } });
+    const created = await call(`${t.url}/api/tasks`, {
+      token: alice,
+      body: { input_data: { type: 'image', prompt: 'late' } },
+    });
     const id = created.body.task_id;
-    await waitFor(async () => (await call(`${t.url}/api/tasks/${id}`, { token: alice })).body.data.status === 'succeeded', 30_000, 'success');
+    await waitFor(
+      async () => (await call(`${t.url}/api/tasks/${id}`, { token: alice })).body.data.status === 'succeeded',
+      30_000,
+      'success',
+    );
     const late = joinRecording(connect(alice), `task:${id}`, { last_seq: 0 });
     const reply = await late.joined;
     expect(reply.task.status).toBe('succeeded');
@@ -155,10 +179,17 @@ describe.each(BACKENDS)('the task channel on %s', (backend) => {
   });
 
   it("Bob cannot join Alice's task nor her feed", async () => {
-    const created = await call(`${t.url}/api/tasks`, { token: alice, body: { input_data: { type: 'image', prompt: 'mine' } } });
+    const created = await call(`${t.url}/api/tasks`, {
+      token: alice,
+      body: { input_data: { type: 'image', prompt: 'mine' } },
+    });
     const bobSocket = connect(bob);
-    await expect(joinRecording(bobSocket, `task:${created.body.task_id}`).joined).rejects.toMatchObject({ response: { reason: 'unauthorized' } });
-    await expect(joinRecording(bobSocket, 'tasks:alice').joined).rejects.toMatchObject({ response: { reason: 'unauthorized' } });
+    await expect(joinRecording(bobSocket, `task:${created.body.task_id}`).joined).rejects.toMatchObject({
+      response: { reason: 'unauthorized' },
+    });
+    await expect(joinRecording(bobSocket, 'tasks:alice').joined).rejects.toMatchObject({
+      response: { reason: 'unauthorized' },
+    });
     await expect(joinRecording(bobSocket, 'tasks:bob').joined).resolves.toEqual({});
   });
 
@@ -182,9 +213,19 @@ describe.each(BACKENDS)('the task channel on %s', (backend) => {
   it("the tasks:<user> feed carries every event of the user's tasks", async () => {
     const feed = joinRecording(connect(alice), 'tasks:alice');
     await feed.joined;
-    const created = await call(`${t.url}/api/tasks`, { token: alice, body: { input_data: { type: 'image', prompt: 'feed' } } });
+    const created = await call(`${t.url}/api/tasks`, {
+      token: alice,
+      body: { input_data: { type: 'image', prompt: 'feed' } },
+    });
     const id = created.body.task_id;
-    await waitFor(() => feed.events.find((e) => e.event === 'image_response' && e.payload.task_id === id), 30_000, 'feed final');
-    expectCleanSequence(feed.events.filter((e) => e.payload.task_id === id), id);
+    await waitFor(
+      () => feed.events.find((e) => e.event === 'image_response' && e.payload.task_id === id),
+      30_000,
+      'feed final',
+    );
+    expectCleanSequence(
+      feed.events.filter((e) => e.payload.task_id === id),
+      id,
+    );
   });
 });

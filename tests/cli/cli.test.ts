@@ -27,7 +27,9 @@ function pyre(args: string[], env: Record<string, string> = {}, timeoutMs = 45_0
     child.stderr.on('data', (d) => (stderr += d));
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`pyre ${args.join(' ')} did not exit within ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
+      reject(
+        new Error(`pyre ${args.join(' ')} did not exit within ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`),
+      );
     }, timeoutMs);
     child.on('error', reject);
     child.on('close', (code) => {
@@ -60,7 +62,10 @@ describe('pyre command against a running gateway', () => {
   });
 
   test('submit follows an image task to the end: progress on stderr, the URL on stdout, exit 0', async () => {
-    const r = await pyre(['submit', '--type', 'image', '--param', 'aspect_ratio=16:9', 'a', 'lighthouse', 'at', 'dusk'], userEnv);
+    const r = await pyre(
+      ['submit', '--type', 'image', '--param', 'aspect_ratio=16:9', 'a', 'lighthouse', 'at', 'dusk'],
+      userEnv,
+    );
     expect(r.stderr).toMatch(/^task [0-9a-f-]{36} \(google\/imagen-4-fast\) queued$/m);
     expect(r.code).toBe(0);
     const urls = r.stdout.trim().split('\n');
@@ -78,7 +83,10 @@ describe('pyre command against a running gateway', () => {
     expect(img.headers.get('content-type')).toMatch(/^image\//);
     const taskId = /^task ([0-9a-f-]{36})/m.exec(r.stderr)![1]!;
     const task = await env.gw.tasks.get('carol', taskId);
-    expect(task).toMatchObject({ status: 'succeeded', input_data: { aspect_ratio: '16:9', prompt: 'a lighthouse at dusk' } });
+    expect(task).toMatchObject({
+      status: 'succeeded',
+      input_data: { aspect_ratio: '16:9', prompt: 'a lighthouse at dusk' },
+    });
   });
 
   test('submit streams a text task to stdout and prints exactly the final text', async () => {
@@ -92,7 +100,7 @@ describe('pyre command against a running gateway', () => {
     expect(r.stdout).toBe(text.endsWith('\n') ? text : `${text}\n`);
   });
 
-  test('tasks lists the caller\'s tasks; --json gives the API answer', async () => {
+  test("tasks lists the caller's tasks; --json gives the API answer", async () => {
     const table = await pyre(['tasks'], userEnv);
     expect(table.code).toBe(0);
     const lines = table.stdout.trim().split('\n');
@@ -167,7 +175,9 @@ describe('pyre command against a running gateway', () => {
     for (const r of [down, tasks]) {
       expect(r.code).toBe(69);
       expect(r.stdout).toBe('');
-      expect(r.stderr).toBe(`pyre: cannot reach the gateway at http://127.0.0.1:${port}: connection refused (is pyre running? set --url or PYRE_URL)\n`);
+      expect(r.stderr).toBe(
+        `pyre: cannot reach the gateway at http://127.0.0.1:${port}: connection refused (is pyre running? set --url or PYRE_URL)\n`,
+      );
     }
   });
 });

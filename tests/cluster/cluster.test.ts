@@ -61,7 +61,14 @@ async function realtimeNode(channel: string) {
     const url = new URL(TEST_PG_URL!);
     url.searchParams.set('options', `-c search_path=${tdb.schema}`);
     const child = spawn(process.execPath, ['--import', 'tsx', path.resolve(__dirname, '../../src/main.ts')], {
-      env: { ...process.env, NODE_OPTIONS: '', WORKERS: '2', PORT: String(port), DATABASE_URL: url.toString(), LOG_LEVEL: 'warn' },
+      env: {
+        ...process.env,
+        NODE_OPTIONS: '',
+        WORKERS: '2',
+        PORT: String(port),
+        DATABASE_URL: url.toString(),
+        LOG_LEVEL: 'warn',
+      },
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     let stderr = '';
@@ -69,7 +76,11 @@ async function realtimeNode(channel: string) {
     const exited = new Promise((r) => child.once('exit', r));
     const base = `http://127.0.0.1:${port}`;
     try {
-      await waitFor(async () => (await fetch(`${base}/healthz`).catch(() => null))?.ok, 90_000, `cluster start (${stderr})`);
+      await waitFor(
+        async () => (await fetch(`${base}/healthz`).catch(() => null))?.ok,
+        90_000,
+        `cluster start (${stderr})`,
+      );
       const ids: string[] = [];
       for (let i = 0; i < 6; i++) {
         const res = await call(`${base}/api/tasks`, { body: { input_data: { type: 'image', prompt: `c${i}` } } });

@@ -34,7 +34,9 @@ describeBrowser('dashboard in headless Chromium', () => {
   async function signInAndSubmit(page: Page, user: string, prompt: string) {
     page.setDefaultTimeout(10_000);
     await page.goto(`${env.url}/?debug`);
-    page.on('console', (m) => { if (process.env.DEBUG_DASH) console.log(m.text()); });
+    page.on('console', (m) => {
+      if (process.env.DEBUG_DASH) console.log(m.text());
+    });
     await page.locator('#sign-in').waitFor({ state: 'visible' });
     await expectText(page, '#sign-in h1', 'Sign in');
     await page.fill('#token', 'not-a-token');
@@ -70,7 +72,9 @@ describeBrowser('dashboard in headless Chromium', () => {
     for (;;) {
       const state = await page.evaluate((p) => {
         const doc = (globalThis as any).document; // in the page
-        const li = [...doc.querySelectorAll('#task-list li.task')].find((el: any) => el.querySelector('.prompt')?.textContent === p);
+        const li = [...doc.querySelectorAll('#task-list li.task')].find(
+          (el: any) => el.querySelector('.prompt')?.textContent === p,
+        );
         if (!li) return null;
         const bar = li.querySelector('[role=progressbar]');
         const img = li.querySelector('[data-role=output] img');
@@ -80,10 +84,14 @@ describeBrowser('dashboard in headless Chromium', () => {
           loaded: Boolean(img && img.complete && img.naturalWidth > 0),
         };
       }, prompt);
-      if (state?.progress !== null && state?.progress !== undefined && seen[seen.length - 1] !== state.progress) seen.push(state.progress);
+      if (state?.progress !== null && state?.progress !== undefined && seen[seen.length - 1] !== state.progress)
+        seen.push(state.progress);
       if (state?.loaded && state.status === 'succeeded') return seen;
       if (state?.status === 'failed' || state?.status === 'canceled') throw new Error(`task ${state.status}`);
-      if (Date.now() > deadline) throw new Error(`no image after 30 s; progress seen ${seen.join(',')}; card ${JSON.stringify(state)}; connection ${await page.textContent('#conn-label')}; db ${JSON.stringify(await env.gw.db('tasks').select('status', 'attempts', 'error', 'user_id'))}; events ${JSON.stringify(await env.gw.db('task_events').select('seq', 'event'))}`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `no image after 30 s; progress seen ${seen.join(',')}; card ${JSON.stringify(state)}; connection ${await page.textContent('#conn-label')}; db ${JSON.stringify(await env.gw.db('tasks').select('status', 'attempts', 'error', 'user_id'))}; events ${JSON.stringify(await env.gw.db('task_events').select('seq', 'event'))}`,
+        );
       await page.waitForTimeout(40);
     }
   }
@@ -112,9 +120,13 @@ describeBrowser('dashboard in headless Chromium', () => {
       await page.locator('#task-list li.task', { hasText: prompt }).getByText('Timeline →').click();
       await page.locator('.timeline tbody tr').first().waitFor();
       await expectText(page, '.task-page [data-role=status]', 'succeeded');
-      const rows = await page.$$eval('.timeline tbody tr', (trs) => trs.map((tr: any) => ({
-        seq: Number(tr.dataset.seq), event: tr.dataset.event as string, bad: tr.classList.contains('bad') as boolean,
-      })));
+      const rows = await page.$$eval('.timeline tbody tr', (trs) =>
+        trs.map((tr: any) => ({
+          seq: Number(tr.dataset.seq),
+          event: tr.dataset.event as string,
+          bad: tr.classList.contains('bad') as boolean,
+        })),
+      );
       expect(rows.map((r) => r.seq)).toEqual(rows.map((_, i) => i + 1));
       expect(rows.some((r) => r.bad)).toBe(false);
       expect(rows.map((r) => r.event)).toEqual(expect.arrayContaining(['status', 'progress', 'image_response']));
@@ -129,7 +141,9 @@ describeBrowser('dashboard in headless Chromium', () => {
       await page.click('#submit');
       const video = page.locator('#task-list li.task', { hasText: 'Waves on a beach at night' });
       await video.getByRole('button', { name: 'Cancel' }).click();
-      await page.locator('#task-list li.task[data-status="canceled"]', { hasText: 'Waves on a beach at night' }).waitFor();
+      await page
+        .locator('#task-list li.task[data-status="canceled"]', { hasText: 'Waves on a beach at night' })
+        .waitFor();
       await expectText(page, '#task-list li.task[data-status="canceled"] .task-error', 'Canceled');
       const canceled = (await env.gw.tasks.list('alice', { status: 'canceled' })).data;
       expect(canceled.map((t) => t.input_data.prompt)).toEqual(['Waves on a beach at night']);
@@ -175,14 +189,19 @@ describeBrowser('dashboard in headless Chromium', () => {
   });
 
   /** A page signed in as the user (with a token of that many seconds), at the home screen. */
-  async function signedIn(user: string, opts: { ttlSeconds?: number; gateway?: DemoGateway; viewport?: { width: number; height: number } } = {}) {
+  async function signedIn(
+    user: string,
+    opts: { ttlSeconds?: number; gateway?: DemoGateway; viewport?: { width: number; height: number } } = {},
+  ) {
     const gw = opts.gateway ?? env;
     const context = await browser.newContext({ viewport: opts.viewport ?? { width: 1280, height: 860 } });
     const page = await context.newPage();
     page.setDefaultTimeout(10_000);
     const pageErrors: string[] = [];
     page.on('pageerror', (e) => pageErrors.push(e.message));
-    page.on('console', (m) => { if (process.env.DEBUG_DASH) console.log(m.text()); });
+    page.on('console', (m) => {
+      if (process.env.DEBUG_DASH) console.log(m.text());
+    });
     await page.goto(`${gw.url}/`);
     await page.locator('#sign-in').waitFor({ state: 'visible' });
     await page.fill('#token', gw.token(user, opts.ttlSeconds));
@@ -259,7 +278,9 @@ describeBrowser('dashboard in headless Chromium', () => {
 
       // A submit that cannot reach the gateway says so in words.
       await page.goto(`${env.url}/#/`);
-      await page.route('**/api/tasks', (r) => (r.request().method() === 'POST' ? r.abort('connectionrefused') : r.continue()));
+      await page.route('**/api/tasks', (r) =>
+        r.request().method() === 'POST' ? r.abort('connectionrefused') : r.continue(),
+      );
       await page.fill('#prompt', 'Never sent');
       await page.click('#submit');
       await expectText(page, '#form-error', 'the gateway is not reachable');
@@ -277,7 +298,9 @@ describeBrowser('dashboard in headless Chromium', () => {
       await page.click('#params-box summary');
       await expectText(page, '[data-param="images"] .hint', 'one URL per line');
       const bodies: any[] = [];
-      page.on('request', (r) => { if (r.method() === 'POST' && r.url().endsWith('/api/tasks')) bodies.push(r.postDataJSON()); });
+      page.on('request', (r) => {
+        if (r.method() === 'POST' && r.url().endsWith('/api/tasks')) bodies.push(r.postDataJSON());
+      });
       await page.fill('#prompt', 'Describe these');
       await page.fill('#param-images', 'not a url\n\n  https://example.com/b.png  \n');
       await page.click('#submit');
@@ -329,10 +352,13 @@ describeBrowser('dashboard in headless Chromium', () => {
           const rows: { status: string }[] = await busy.gw.db('tasks').where({ user_id: 'ivan' }).select('status');
           const running = rows.filter((r) => r.status === 'processing').length;
           const queued = rows.filter((r) => r.status === 'queued').length;
-          const want = [running ? `${running} running` : '', queued ? `${queued} queued` : ''].filter(Boolean).join(' · ');
+          const want = [running ? `${running} running` : '', queued ? `${queued} queued` : '']
+            .filter(Boolean)
+            .join(' · ');
           const got = await page.textContent('#tasks-note');
           if (got === want && running === 2) break;
-          if (Date.now() > deadline) throw new Error(`note ${JSON.stringify(got)}, database ${running} processing and ${queued} queued`);
+          if (Date.now() > deadline)
+            throw new Error(`note ${JSON.stringify(got)}, database ${running} processing and ${queued} queued`);
           await page.waitForTimeout(100);
         }
         expect(pageErrors).toEqual([]);
@@ -356,8 +382,14 @@ describeBrowser('dashboard in headless Chromium', () => {
       const fit = await page.evaluate(() => {
         const g = globalThis as any; // in the page
         const wrap = g.document.querySelector('.table-wrap');
-        const details = [...g.document.querySelectorAll('.timeline td.details')].map((td: any) => td.getBoundingClientRect().width);
-        return { page: g.document.documentElement.scrollWidth - g.innerWidth, wrap: wrap.scrollWidth - wrap.clientWidth, narrowest: Math.min(...details) };
+        const details = [...g.document.querySelectorAll('.timeline td.details')].map(
+          (td: any) => td.getBoundingClientRect().width,
+        );
+        return {
+          page: g.document.documentElement.scrollWidth - g.innerWidth,
+          wrap: wrap.scrollWidth - wrap.clientWidth,
+          narrowest: Math.min(...details),
+        };
       });
       expect(fit.page).toBeLessThanOrEqual(0);
       expect(fit.wrap).toBeLessThanOrEqual(0);
@@ -376,7 +408,8 @@ async function expectText(page: Page, selector: string, text: string): Promise<v
   for (;;) {
     const got = (await loc.count()) ? ((await loc.first().textContent()) ?? '') : '';
     if (got.includes(text)) return;
-    if (Date.now() > deadline) throw new Error(`${selector}: expected text ${JSON.stringify(text)}, got ${JSON.stringify(got)}`);
+    if (Date.now() > deadline)
+      throw new Error(`${selector}: expected text ${JSON.stringify(text)}, got ${JSON.stringify(got)}`);
     await page.waitForTimeout(50);
   }
 }

@@ -9,8 +9,14 @@ import { TEST_SECRET, testConfig } from '../helpers/gateway';
 
 export const CHROMIUM = '/usr/bin/chromium';
 export const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
 ];
 export const ARTIFACTS = path.join(__dirname, '..', '..', 'test-artifacts');
 
@@ -27,7 +33,9 @@ export interface DemoGateway {
  * A gateway on a Replicate stand-in in real time, as in demo mode, but with imagen
  * reporting a progress bar in ten steps over its few seconds (so a bar can be seen moving).
  */
-export async function startDemoGateway(opts: { auth?: boolean; env?: Record<string, string> } = {}): Promise<DemoGateway> {
+export async function startDemoGateway(
+  opts: { auth?: boolean; env?: Record<string, string> } = {},
+): Promise<DemoGateway> {
   const imagen = STANDIN_MODELS['google/imagen-4-fast']!;
   const saved = { progress: imagen.progress, steps: imagen.steps, timeline: imagen.timeline };
   imagen.progress = 'one-bar';

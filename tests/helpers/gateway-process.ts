@@ -46,7 +46,10 @@ export async function spawnGateway(env: Record<string, string>, timeoutMs = 90_0
       throw new Error(`gateway process exited (${code}) before listening: ${stderr.join('\n')}`);
     }),
     new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`gateway process did not start in ${timeoutMs} ms: ${stderr.join('\n')}`)), timeoutMs);
+      timer = setTimeout(
+        () => reject(new Error(`gateway process did not start in ${timeoutMs} ms: ${stderr.join('\n')}`)),
+        timeoutMs,
+      );
     }),
   ]).finally(() => clearTimeout(timer));
   return {

@@ -14,7 +14,13 @@ export interface TestGateway {
 
 /** A config as main.ts would build it, from an environment the test chooses. */
 export function testConfig(env: Record<string, string> = {}): Config {
-  return loadConfig({ PORT: '0', HOST: '127.0.0.1', DATA_DIR: '/tmp/pyre-test-unused', RUNNER_ENABLED: 'false', ...env });
+  return loadConfig({
+    PORT: '0',
+    HOST: '127.0.0.1',
+    DATA_DIR: '/tmp/pyre-test-unused',
+    RUNNER_ENABLED: 'false',
+    ...env,
+  });
 }
 
 /** A gateway on a free port with a fresh database. `auth: true` turns on tokens. */

@@ -56,10 +56,14 @@ describe('GET /metrics', () => {
       await waitFor(() => feed.events.find((e) => e.event === 'image_response'), 30_000, 'the image');
 
       // The tasks gauge is cached for a few seconds; wait until it has the finished task.
-      const text = await waitFor(async () => {
-        const t = await scrape();
-        return sample(t, 'pyre_tasks', 'status="succeeded"') === 1 ? t : undefined;
-      }, 15_000, 'the succeeded count');
+      const text = await waitFor(
+        async () => {
+          const t = await scrape();
+          return sample(t, 'pyre_tasks', 'status="succeeded"') === 1 ? t : undefined;
+        },
+        15_000,
+        'the succeeded count',
+      );
       expect(sample(text, 'pyre_realtime_sockets')).toBe(1);
       expect(sample(text, 'pyre_channels')).toBe(1);
       expect(sample(text, 'pyre_channel_joins_total')).toBeGreaterThanOrEqual(1);
@@ -68,8 +72,20 @@ describe('GET /metrics', () => {
       expect(sample(text, 'pyre_queue_depth')).toBe(0);
       expect(sample(text, 'pyre_tasks', 'status="queued"')).toBe(0);
       // Provider calls were timed: one create, and the polls of the prediction.
-      expect(sample(text, 'pyre_provider_request_duration_seconds_count', 'method="POST",route="/models/:owner/:name/predictions",status="201"')).toBe(1);
-      expect(sample(text, 'pyre_provider_request_duration_seconds_count', 'method="GET",route="/predictions/:id",status="200"')).toBeGreaterThanOrEqual(1);
+      expect(
+        sample(
+          text,
+          'pyre_provider_request_duration_seconds_count',
+          'method="POST",route="/models/:owner/:name/predictions",status="201"',
+        ),
+      ).toBe(1);
+      expect(
+        sample(
+          text,
+          'pyre_provider_request_duration_seconds_count',
+          'method="GET",route="/predictions/:id",status="200"',
+        ),
+      ).toBeGreaterThanOrEqual(1);
       expect(text).toMatch(/^# TYPE pyre_provider_request_failures_total counter$/m);
     } finally {
       socket.disconnect();

@@ -18,10 +18,15 @@ function validateOpenApi(doc: unknown): Promise<{ valid: boolean; version?: stri
     process.stdout.write(JSON.stringify({ valid: res.valid, version: v.version, errors: res.errors }));
   `;
   return new Promise((resolve, reject) => {
-    const child = execFile(process.execPath, ['--input-type=module', '-e', script], { cwd: ROOT }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`validator failed: ${stderr || err.message}`));
-      else resolve(JSON.parse(stdout));
-    });
+    const child = execFile(
+      process.execPath,
+      ['--input-type=module', '-e', script],
+      { cwd: ROOT },
+      (err, stdout, stderr) => {
+        if (err) reject(new Error(`validator failed: ${stderr || err.message}`));
+        else resolve(JSON.parse(stdout));
+      },
+    );
     child.stdin!.end(JSON.stringify(doc));
   });
 }
@@ -41,31 +46,100 @@ const BODIES: Array<[string, unknown]> = [
   ['unknown type', { input_data: { type: 'audio', prompt: 'x' } }],
   ['unknown model', { input_data: { type: 'image', prompt: 'x', model: 'acme/nope' } }],
   ['a model of another type', { input_data: { type: 'image', prompt: 'x', model: 'gpt-4.1' } }],
-  ['a text model with no type given is text: an image model is refused', { input_data: { prompt: 'x', model: 'google/imagen-4-fast' } }],
+  [
+    'a text model with no type given is text: an image model is refused',
+    { input_data: { prompt: 'x', model: 'google/imagen-4-fast' } },
+  ],
   ['a parameter outside its enum', { input_data: { type: 'image', prompt: 'x', aspect_ratio: '2:1' } }],
   ['a parameter outside its range', { input_data: { type: 'video', prompt: 'x', duration: 60 } }],
-  ['a last frame without a first image', { input_data: { type: 'video', prompt: 'x', last_frame_image: 'https://example.com/b.png' } }],
+  [
+    'a last frame without a first image',
+    { input_data: { type: 'video', prompt: 'x', last_frame_image: 'https://example.com/b.png' } },
+  ],
   ['a fractional integer', { input_data: { type: 'video', prompt: 'x', duration: 5.5 } }],
   ['a parameter of the wrong type', { input_data: { type: 'text', prompt: 'x', temperature: 'hot' } }],
   ['an unknown parameter', { input_data: { type: 'image', prompt: 'x', steps: 50 } }],
-  ['a parameter another model has (claude has no temperature)', { input_data: { prompt: 'x', model: 'claude-sonnet-4-20250514', temperature: 1 } }],
+  [
+    'a parameter another model has (claude has no temperature)',
+    { input_data: { prompt: 'x', model: 'claude-sonnet-4-20250514', temperature: 1 } },
+  ],
   ['a non-http image URL', { input_data: { type: 'video', prompt: 'x', image: 'ftp://example.com/a.png' } }],
-  ['too many images', { input_data: { prompt: 'x', model: 'claude-sonnet-4-20250514', images: ['https://a.example/1.png', 'https://a.example/2.png'] } }],
-  ['top-level and input_data models that differ', { model: 'bytedance/seedream-3', input_data: { type: 'image', prompt: 'x', model: 'google/imagen-4-fast' } }],
+  [
+    'too many images',
+    {
+      input_data: {
+        prompt: 'x',
+        model: 'claude-sonnet-4-20250514',
+        images: ['https://a.example/1.png', 'https://a.example/2.png'],
+      },
+    },
+  ],
+  [
+    'top-level and input_data models that differ',
+    { model: 'bytedance/seedream-3', input_data: { type: 'image', prompt: 'x', model: 'google/imagen-4-fast' } },
+  ],
   ['an unknown top-level model', { model: 'acme/nope', input_data: { type: 'image', prompt: 'x' } }],
   // accepted
   ['an extra top-level key is ignored', { input_data: { type: 'image', prompt: 'x' }, priority: 1 }],
   ['an image with the default model', { input_data: { type: 'image', prompt: 'a cat' } }],
-  ['a named image model with parameters', { input_data: { type: 'image', prompt: 'a cat', model: 'bytedance/seedream-3', width: 1024, guidance_scale: 3.5, seed: 7 } }],
+  [
+    'a named image model with parameters',
+    {
+      input_data: {
+        type: 'image',
+        prompt: 'a cat',
+        model: 'bytedance/seedream-3',
+        width: 1024,
+        guidance_scale: 3.5,
+        seed: 7,
+      },
+    },
+  ],
   ['a top-level model', { model: 'bytedance/seedream-3', input_data: { type: 'image', prompt: 'a cat' } }],
-  ['the same model at both levels', { model: 'google/imagen-4-fast', input_data: { type: 'image', prompt: 'x', model: 'google/imagen-4-fast' } }],
+  [
+    'the same model at both levels',
+    { model: 'google/imagen-4-fast', input_data: { type: 'image', prompt: 'x', model: 'google/imagen-4-fast' } },
+  ],
   ['a task type name as type', { input_data: { type: 'image_gen', prompt: 'a cat' } }],
-  ['a video with an image URL', { input_data: { type: 'video', prompt: 'a cat', image: 'https://example.com/cat.png', duration: 2, camera_fixed: true } }],
+  [
+    'a video with an image URL',
+    {
+      input_data: {
+        type: 'video',
+        prompt: 'a cat',
+        image: 'https://example.com/cat.png',
+        duration: 2,
+        camera_fixed: true,
+      },
+    },
+  ],
   ['no type means text', { input_data: { prompt: 'hello' } }],
   ['a null model means the default', { input_data: { type: 'text', prompt: 'hello', model: null } }],
   ['an empty model means the default', { input_data: { type: 'image', prompt: 'hello', model: '' } }],
-  ['a text model with its parameters', { input_data: { type: 'text', prompt: 'hello', model: 'gemini-2.5-flash-lite', temperature: 0.2, thinking_budget: 0, images: [] } }],
-  ['claude with an image', { input_data: { prompt: 'hello', model: 'claude-sonnet-4-20250514', images: ['https://example.com/a.png'], max_tokens: 2048 } }],
+  [
+    'a text model with its parameters',
+    {
+      input_data: {
+        type: 'text',
+        prompt: 'hello',
+        model: 'gemini-2.5-flash-lite',
+        temperature: 0.2,
+        thinking_budget: 0,
+        images: [],
+      },
+    },
+  ],
+  [
+    'claude with an image',
+    {
+      input_data: {
+        prompt: 'hello',
+        model: 'claude-sonnet-4-20250514',
+        images: ['https://example.com/a.png'],
+        max_tokens: 2048,
+      },
+    },
+  ],
 ];
 
 describe('GET /api/openapi.json', () => {
@@ -87,14 +161,23 @@ describe('GET /api/openapi.json', () => {
     const res = await validateOpenApi(doc);
     expect(res.errors ?? null).toBeFalsy();
     expect(res).toMatchObject({ valid: true, version: '3.1' });
-    expect(Object.keys(doc.paths)).toEqual(expect.arrayContaining([
-      '/api/tasks', '/api/tasks/{id}', '/api/tasks/{id}/cancel', '/api/tasks/{id}/events', '/api/models', '/healthz', '/readyz', '/metrics',
-    ]));
+    expect(Object.keys(doc.paths)).toEqual(
+      expect.arrayContaining([
+        '/api/tasks',
+        '/api/tasks/{id}',
+        '/api/tasks/{id}/cancel',
+        '/api/tasks/{id}/events',
+        '/api/models',
+        '/healthz',
+        '/readyz',
+        '/metrics',
+      ]),
+    );
     expect(Object.keys(doc.paths['/api/tasks'])).toEqual(expect.arrayContaining(['get', 'post']));
     expect(Object.keys(doc.paths['/api/tasks'].post.responses)).toEqual(expect.arrayContaining(['202', '401', '422']));
   });
 
-  test('has each model\'s input schema, with the limits of its zod schema', () => {
+  test("has each model's input schema, with the limits of its zod schema", () => {
     const models = new ModelRegistry().models;
     for (const m of models) {
       const s = doc.components.schemas[`Input.${m.name.replace(/[^A-Za-z0-9._-]/g, '_')}`];
@@ -119,7 +202,9 @@ describe('GET /api/openapi.json', () => {
       expect([202, 422]).toContain(res.status);
       const schemaAccepts = validate(body) as boolean;
       if (apiAccepts !== schemaAccepts) {
-        disagreements.push(`${name}: API ${res.status} ${JSON.stringify(res.body?.errors ?? '')}, schema ${schemaAccepts ? 'accepts' : 'refuses'}`);
+        disagreements.push(
+          `${name}: API ${res.status} ${JSON.stringify(res.body?.errors ?? '')}, schema ${schemaAccepts ? 'accepts' : 'refuses'}`,
+        );
       }
     }
     expect(disagreements).toEqual([]);

@@ -17,7 +17,10 @@ const imagen = { model: 'google/imagen-4-fast' as const, input: { prompt: 'a fox
 describe('429', () => {
   it('waits out Retry-After on a create, then succeeds with one prediction', async () => {
     const waits: number[] = [];
-    const { standin, client, close } = await setup({}, { sleep: (ms) => (waits.push(ms), new Promise((r) => setTimeout(r, ms))) });
+    const { standin, client, close } = await setup(
+      {},
+      { sleep: (ms) => (waits.push(ms), new Promise((r) => setTimeout(r, ms))) },
+    );
     try {
       standin.faults.throttle('create', 1, 1);
       const p = await client.create(imagen);
@@ -48,7 +51,10 @@ describe('429', () => {
   });
 
   it('gives up with rate_limited and the wait when 429s persist', async () => {
-    const { standin, client, close } = await setup({}, { sleep: async () => undefined, rateLimit: { retries: 2, maxWaitMs: 60_000 } });
+    const { standin, client, close } = await setup(
+      {},
+      { sleep: async () => undefined, rateLimit: { retries: 2, maxWaitMs: 60_000 } },
+    );
     try {
       standin.faults.throttle('create', 10, 30);
       const e = await caught(client.create(imagen));
@@ -64,7 +70,10 @@ describe('429', () => {
   });
 
   it('does not wait longer than maxWaitMs itself', async () => {
-    const { standin, client, close } = await setup({}, { sleep: async () => undefined, rateLimit: { retries: 5, maxWaitMs: 10_000 } });
+    const { standin, client, close } = await setup(
+      {},
+      { sleep: async () => undefined, rateLimit: { retries: 5, maxWaitMs: 10_000 } },
+    );
     try {
       standin.faults.throttle('create', 1, 120);
       const e = await caught(client.create(imagen));
@@ -102,7 +111,9 @@ describe('reads retry 5xx and network errors', () => {
       standin.faults.inject({ op: 'get', times: 5, action: { kind: 'status', status: 503 } });
       const p = await client.get(id);
       expect(p.id).toBe(id);
-      expect(standin.requests.filter((r) => r.op === 'get').map((r) => r.status)).toEqual([503, 503, 503, 503, 503, 200]);
+      expect(standin.requests.filter((r) => r.op === 'get').map((r) => r.status)).toEqual([
+        503, 503, 503, 503, 503, 200,
+      ]);
     } finally {
       await close();
     }
@@ -168,12 +179,18 @@ describe('permanent errors fail at once with the provider message', () => {
   it('422 input validation', async () => {
     const { standin, client, close } = await setup();
     try {
-      const e = await caught(client.create({ model: 'google/imagen-4-fast', input: { prompt: 'x', aspect_ratio: '2:1' } }));
+      const e = await caught(
+        client.create({ model: 'google/imagen-4-fast', input: { prompt: 'x', aspect_ratio: '2:1' } }),
+      );
       expect(e.kind).toBe('permanent');
       expect(e.status).toBe(422);
       expect(e.title).toBe('Input validation failed');
-      expect(e.detail).toBe('- input.aspect_ratio: aspect_ratio must be one of the following: "1:1", "9:16", "16:9", "3:4", "4:3"\n');
-      expect(e.invalidFields).toEqual([{ type: 'enum', field: 'input.aspect_ratio', description: expect.stringContaining('must be one of') }]);
+      expect(e.detail).toBe(
+        '- input.aspect_ratio: aspect_ratio must be one of the following: "1:1", "9:16", "16:9", "3:4", "4:3"\n',
+      );
+      expect(e.invalidFields).toEqual([
+        { type: 'enum', field: 'input.aspect_ratio', description: expect.stringContaining('must be one of') },
+      ]);
       expect(e.message).toContain('Input validation failed');
       expect(standin.creates()).toHaveLength(1);
     } finally {
@@ -186,7 +203,12 @@ describe('permanent errors fail at once with the provider message', () => {
     const bad = new ReplicateClient({ token: 'r8_wrong', baseUrl: standin.url });
     try {
       const e = await caught(bad.get('abc'));
-      expect([e.kind, e.status, e.title, e.detail]).toEqual(['permanent', 401, 'Unauthenticated', 'You did not pass a valid authentication token']);
+      expect([e.kind, e.status, e.title, e.detail]).toEqual([
+        'permanent',
+        401,
+        'Unauthenticated',
+        'You did not pass a valid authentication token',
+      ]);
       expect(standin.requests).toHaveLength(1);
     } finally {
       await bad.close();
@@ -211,7 +233,12 @@ describe('permanent errors fail at once with the provider message', () => {
     const { standin, client, close } = await setup();
     try {
       const e = await caught(client.create({ model: 'google/gemini-2.5-flash-lite', input: { prompt: 'x' } }));
-      expect([e.kind, e.status, e.title, e.detail]).toEqual(['permanent', 404, null, 'The requested resource could not be found.']);
+      expect([e.kind, e.status, e.title, e.detail]).toEqual([
+        'permanent',
+        404,
+        null,
+        'The requested resource could not be found.',
+      ]);
       const g = await caught(client.get('nosuchprediction0000000000'));
       expect([g.kind, g.status]).toEqual(['permanent', 404]);
       expect(standin.requests).toHaveLength(2);
@@ -226,7 +253,11 @@ describe('ambiguous creates', () => {
     const { standin, client, close } = await setup();
     try {
       const since = new Date(standin.clock.now());
-      const req = { model: 'openai/gpt-4.1' as const, input: { prompt: 'hello', temperature: 0.2 }, webhook: 'http://127.0.0.1:9/hook?task_id=t1' };
+      const req = {
+        model: 'openai/gpt-4.1' as const,
+        input: { prompt: 'hello', temperature: 0.2 },
+        webhook: 'http://127.0.0.1:9/hook?task_id=t1',
+      };
       standin.faults.inject({ op: 'create', action: { kind: 'create_then_status', status: 502 } });
       const e = await caught(client.create(req));
       expect(e.kind).toBe('ambiguous_create');
@@ -245,7 +276,11 @@ describe('ambiguous creates', () => {
     try {
       const since = new Date(standin.clock.now());
       const input = { prompt: 'same prompt' };
-      const other = await client.create({ model: 'google/imagen-4-fast', input, webhook: 'http://127.0.0.1:9/hook?task_id=other' });
+      const other = await client.create({
+        model: 'google/imagen-4-fast',
+        input,
+        webhook: 'http://127.0.0.1:9/hook?task_id=other',
+      });
       const req = { model: 'google/imagen-4-fast' as const, input, webhook: 'http://127.0.0.1:9/hook?task_id=mine' };
       standin.faults.inject({ op: 'create', action: { kind: 'create_then_drop' } });
       const e = await caught(client.create(req));
@@ -298,7 +333,8 @@ describe('ambiguous creates', () => {
       await new Promise((r) => setTimeout(r, 20)); // created_at is wall time (see the next test)
       const since = new Date();
       const mine = await client.create(imagen);
-      for (let i = 0; i < 5; i++) await client.create({ model: 'google/imagen-4-fast', input: { prompt: `other ${i}` } });
+      for (let i = 0; i < 5; i++)
+        await client.create({ model: 'google/imagen-4-fast', input: { prompt: `other ${i}` } });
       const twin = await client.create(imagen);
       expect((await client.findCreated(imagen, since, { clockSkewMs: 0 }))?.id).toBe(mine.id);
       expect((await client.findCreated(imagen, since, { clockSkewMs: 0, excludeIds: [mine.id] }))?.id).toBe(twin.id);
@@ -318,19 +354,27 @@ describe('ambiguous creates', () => {
       const since = new Date();
       standin.faults.inject({ op: 'create', action: { kind: 'create_then_status', status: 503 } });
       await client.create(imagen).catch(() => undefined);
-      expect((await client.findCreated(imagen, since, { clockSkewMs: 0 }))?.id).toBe(standin.creates()[0]!.predictionId);
+      expect((await client.findCreated(imagen, since, { clockSkewMs: 0 }))?.id).toBe(
+        standin.creates()[0]!.predictionId,
+      );
       await standin.advance(3_600_000 * 5, { stepMs: 3_600_000 });
       const since2 = new Date();
       standin.faults.inject({ op: 'create', action: { kind: 'create_then_drop' } });
       await client.create(imagen).catch(() => undefined);
-      expect((await client.findCreated(imagen, since2, { clockSkewMs: 0 }))?.id).toBe(standin.creates()[1]!.predictionId);
+      expect((await client.findCreated(imagen, since2, { clockSkewMs: 0 }))?.id).toBe(
+        standin.creates()[1]!.predictionId,
+      );
     } finally {
       await close();
     }
   });
 
   it('refused connections on create are safe to repeat, and end as transient', async () => {
-    const c = new ReplicateClient({ token: 't', baseUrl: 'http://127.0.0.1:1/v1', retry: { attempts: 3, baseMs: 1, maxMs: 2 } });
+    const c = new ReplicateClient({
+      token: 't',
+      baseUrl: 'http://127.0.0.1:1/v1',
+      retry: { attempts: 3, baseMs: 1, maxMs: 2 },
+    });
     try {
       const e = await caught(c.create(imagen));
       expect(e.kind).toBe('transient');

@@ -4,7 +4,10 @@ import type { Prediction } from '../../src/providers/types';
 import { isTerminal } from '../../src/providers/types';
 
 /** A stand-in on a free port with a virtual clock, and a client pointed at it with short backoffs. */
-export async function setup(opts: StandinOptions = {}, client: Partial<ReplicateClientOptions> = {}): Promise<{ standin: Standin; client: ReplicateClient; close(): Promise<void> }> {
+export async function setup(
+  opts: StandinOptions = {},
+  client: Partial<ReplicateClientOptions> = {},
+): Promise<{ standin: Standin; client: ReplicateClient; close(): Promise<void> }> {
   const standin = await startStandin({ clock: 'virtual', ...opts });
   const c = new ReplicateClient({
     token: standin.token,
@@ -24,7 +27,13 @@ export async function setup(opts: StandinOptions = {}, client: Partial<Replicate
 }
 
 /** Polls through the client, advancing the virtual clock between polls, until terminal. */
-export async function runToEnd(standin: Standin, client: ReplicateClient, id: string, stepMs = 500, maxSteps = 400): Promise<Prediction[]> {
+export async function runToEnd(
+  standin: Standin,
+  client: ReplicateClient,
+  id: string,
+  stepMs = 500,
+  maxSteps = 400,
+): Promise<Prediction[]> {
   const seen: Prediction[] = [];
   for (let i = 0; i < maxSteps; i++) {
     const p = await client.get(id);

@@ -3,10 +3,34 @@ import { normalizeOutput, parseProgress } from '../../src/providers/progress';
 import type { ModelRef } from '../../src/providers/types';
 import { runToEnd, setup } from './helpers';
 
-const CASES: Array<{ model: ModelRef; kind: 'image' | 'video' | 'text'; input: Record<string, unknown>; contentType?: string; progress: 'bar' | 'none' }> = [
-  { model: 'google/imagen-4-fast', kind: 'image', input: { prompt: 'a red fox', aspect_ratio: '16:9', output_format: 'png' }, contentType: 'image/png', progress: 'none' },
-  { model: 'bytedance/seedream-3', kind: 'image', input: { prompt: 'a lighthouse', size: 'small', guidance_scale: 3 }, contentType: 'image/jpeg', progress: 'bar' },
-  { model: 'bytedance/seedance-1-pro', kind: 'video', input: { prompt: 'waves', duration: 5, resolution: '480p' }, contentType: 'video/mp4', progress: 'bar' },
+const CASES: Array<{
+  model: ModelRef;
+  kind: 'image' | 'video' | 'text';
+  input: Record<string, unknown>;
+  contentType?: string;
+  progress: 'bar' | 'none';
+}> = [
+  {
+    model: 'google/imagen-4-fast',
+    kind: 'image',
+    input: { prompt: 'a red fox', aspect_ratio: '16:9', output_format: 'png' },
+    contentType: 'image/png',
+    progress: 'none',
+  },
+  {
+    model: 'bytedance/seedream-3',
+    kind: 'image',
+    input: { prompt: 'a lighthouse', size: 'small', guidance_scale: 3 },
+    contentType: 'image/jpeg',
+    progress: 'bar',
+  },
+  {
+    model: 'bytedance/seedance-1-pro',
+    kind: 'video',
+    input: { prompt: 'waves', duration: 5, resolution: '480p' },
+    contentType: 'video/mp4',
+    progress: 'bar',
+  },
   { model: 'openai/gpt-4.1', kind: 'text', input: { prompt: 'hello', max_completion_tokens: 100 }, progress: 'none' },
   { model: 'anthropic/claude-4-sonnet', kind: 'text', input: { prompt: 'hello', max_tokens: 2048 }, progress: 'none' },
   { model: 'google/gemini-2.5-flash', kind: 'text', input: { prompt: 'hello', temperature: 0.5 }, progress: 'none' },

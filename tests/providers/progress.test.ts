@@ -3,7 +3,10 @@ import { normalizeOutput, parseProgress } from '../../src/providers/progress';
 import { parseRetryAfter, toPrediction } from '../../src/providers/replicate/client';
 import { isTerminal } from '../../src/providers/types';
 
-const fixture = (name: string) => JSON.parse(readFileSync(`/work/shared/fixtures/replicate/${name}`, 'utf8')) as { response: { body: Record<string, unknown> } };
+const fixture = (name: string) =>
+  JSON.parse(readFileSync(`/work/shared/fixtures/replicate/${name}`, 'utf8')) as {
+    response: { body: Record<string, unknown> };
+  };
 
 describe('parseProgress', () => {
   it('reads the recorded SDXL logs (last bar line wins)', () => {
@@ -25,11 +28,16 @@ describe('parseProgress', () => {
   });
 
   it('handles tqdm carriage-return redraws', () => {
-    expect(parseProgress(' 10%|█         | 1/10 [00:00<00:01]\r 50%|█████     | 5/10 [00:01<00:01]\r').percent).toBe(50);
+    expect(parseProgress(' 10%|█         | 1/10 [00:00<00:01]\r 50%|█████     | 5/10 [00:01<00:01]\r').percent).toBe(
+      50,
+    );
   });
 
   it('is null, not 0, when there is no bar', () => {
-    expect(parseProgress('Generating text with gemini-2.5-flash...\n')).toEqual({ percent: null, message: 'Generating text with gemini-2.5-flash...' });
+    expect(parseProgress('Generating text with gemini-2.5-flash...\n')).toEqual({
+      percent: null,
+      message: 'Generating text with gemini-2.5-flash...',
+    });
     expect(parseProgress('')).toEqual({ percent: null });
     expect(parseProgress(null)).toEqual({ percent: null });
     expect(parseProgress('50% done, not a bar')).toEqual({ percent: null, message: '50% done, not a bar' });
@@ -39,13 +47,19 @@ describe('parseProgress', () => {
 describe('normalizeOutput', () => {
   it('turns a URL or a list of URLs into {urls}', () => {
     expect(normalizeOutput('image', 'https://x/out.png')).toEqual({ urls: ['https://x/out.png'] });
-    expect(normalizeOutput('video', ['https://x/a.mp4', 'https://x/b.mp4'])).toEqual({ urls: ['https://x/a.mp4', 'https://x/b.mp4'] });
-    expect(normalizeOutput('image', fixture('get-image-succeeded.json').response.body.output)).toEqual({ urls: expect.arrayContaining([expect.stringMatching(/^https:/)]) });
+    expect(normalizeOutput('video', ['https://x/a.mp4', 'https://x/b.mp4'])).toEqual({
+      urls: ['https://x/a.mp4', 'https://x/b.mp4'],
+    });
+    expect(normalizeOutput('image', fixture('get-image-succeeded.json').response.body.output)).toEqual({
+      urls: expect.arrayContaining([expect.stringMatching(/^https:/)]),
+    });
   });
 
   it('joins text tokens into {text}', () => {
     const out = fixture('sync-create-official-model-wait.json').response.body.output;
-    expect(normalizeOutput('text', out)).toEqual({ text: '\n\nFuzzy, gentle beasts\nSoftly grazing, quiet eyes\nLlama\'s gentle charm' });
+    expect(normalizeOutput('text', out)).toEqual({
+      text: "\n\nFuzzy, gentle beasts\nSoftly grazing, quiet eyes\nLlama's gentle charm",
+    });
     expect(normalizeOutput('text', 'plain')).toEqual({ text: 'plain' });
   });
 
@@ -64,7 +78,9 @@ describe('parseRetryAfter', () => {
   });
   it('falls back to retry_after, then the ~Ns in the detail', () => {
     expect(parseRetryAfter(undefined, fixture('error-429-throttled.json').response.body, now)).toBe(5000);
-    expect(parseRetryAfter(undefined, { detail: 'Request was throttled. Your rate limit resets in ~30s.' }, now)).toBe(30000);
+    expect(parseRetryAfter(undefined, { detail: 'Request was throttled. Your rate limit resets in ~30s.' }, now)).toBe(
+      30000,
+    );
     expect(parseRetryAfter(undefined, { detail: 'Expected available in 1 second.' }, now)).toBe(1000);
     expect(parseRetryAfter(undefined, { detail: 'Too many requests' }, now)).toBeNull();
   });
@@ -73,7 +89,14 @@ describe('parseRetryAfter', () => {
 describe('toPrediction', () => {
   it('fills keys older responses leave out', () => {
     const p = toPrediction(fixture('create-official-model-201.json').response.body);
-    expect(p).toMatchObject({ status: 'starting', output: null, metrics: null, data_removed: false, started_at: null, logs: '' });
+    expect(p).toMatchObject({
+      status: 'starting',
+      output: null,
+      metrics: null,
+      data_removed: false,
+      started_at: null,
+      logs: '',
+    });
   });
   it('keeps unknown statuses non-terminal and knows aborted is terminal', () => {
     const p = toPrediction({ id: 'x', status: 'paused' });

@@ -3,7 +3,11 @@ import { formatSseEvent, SseParser } from '../../src/providers/replicate/sse';
 
 describe('SseParser', () => {
   it('parses the fixture transcript (comment, multi-line data, done)', () => {
-    const body = (JSON.parse(readFileSync('/work/shared/fixtures/replicate/sse-stream.handwritten.json', 'utf8')) as { response: { body: string } }).response.body;
+    const body = (
+      JSON.parse(readFileSync('/work/shared/fixtures/replicate/sse-stream.handwritten.json', 'utf8')) as {
+        response: { body: string };
+      }
+    ).response.body;
     const p = new SseParser();
     expect(p.push(body)).toEqual([
       { event: 'output', id: 'EVENT_1', data: 'hello,\nthis is a new line,\nand this is a new line too' },

@@ -5,19 +5,31 @@ import { ReplicateClient } from '../../src/providers/replicate/client';
 import { SAFETY_ERROR, startStandin } from '../../src/providers/replicate/standin';
 import { runToEnd, setup } from './helpers';
 
-async function raw(url: string, init: { method?: string; token?: string | null; body?: unknown; headers?: Record<string, string> } = {}) {
+async function raw(
+  url: string,
+  init: { method?: string; token?: string | null; body?: unknown; headers?: Record<string, string> } = {},
+) {
   const headers: Record<string, string> = { 'content-type': 'application/json', ...init.headers };
   if (init.token) headers.authorization = `Bearer ${init.token}`;
-  const res = await request(url, { method: (init.method ?? 'GET') as 'GET', headers, body: init.body === undefined ? undefined : JSON.stringify(init.body) });
+  const res = await request(url, {
+    method: (init.method ?? 'GET') as 'GET',
+    headers,
+    body: init.body === undefined ? undefined : JSON.stringify(init.body),
+  });
   const text = await res.body.text();
-  return { status: res.statusCode, headers: res.headers, body: text ? (JSON.parse(text) as Record<string, any>) : null };
+  return {
+    status: res.statusCode,
+    headers: res.headers,
+    body: text ? (JSON.parse(text) as Record<string, any>) : null,
+  };
 }
 
 describe('stand-in validation (as Replicate answers)', () => {
   it('422s bad inputs with detail lines and invalid_fields', async () => {
     const { standin, close } = await setup();
     try {
-      const post = (model: string, body: unknown) => raw(`${standin.url}/models/${model}/predictions`, { method: 'POST', token: standin.token, body });
+      const post = (model: string, body: unknown) =>
+        raw(`${standin.url}/models/${model}/predictions`, { method: 'POST', token: standin.token, body });
       const r1 = await post('bytedance/seedream-3', { input: { guidance_scale: 11, seed: 'x', width: 100 } });
       expect(r1.status).toBe(422);
       expect(r1.headers['content-type']).toBe('application/problem+json');
@@ -34,19 +46,41 @@ describe('stand-in validation (as Replicate answers)', () => {
         ],
       });
       const r2 = await post('google/imagen-4-fast', { input: { prompt: 'x', seed: 1 }, extra: true });
-      expect(r2.body!.invalid_fields).toEqual([{ type: 'additional_property_not_allowed', field: '', description: 'Additional property extra is not allowed' }]);
+      expect(r2.body!.invalid_fields).toEqual([
+        { type: 'additional_property_not_allowed', field: '', description: 'Additional property extra is not allowed' },
+      ]);
       const r3 = await post('google/imagen-4-fast', { input: { prompt: 'x', seed: 1 } });
-      expect(r3.body!.invalid_fields).toEqual([{ type: 'additional_property_not_allowed', field: 'input', description: 'Additional property seed is not allowed' }]);
-      const r4 = await post('google/gemini-2.5-flash', { input: { prompt: 'x', images: ['not a url'] }, webhook_events_filter: ['finished'] });
-      expect(r4.body!.invalid_fields.map((f: { field: string }) => f.field)).toEqual(['input.images.0', 'webhook_events_filter.0']);
-      const r5 = await post('bytedance/seedance-1-pro', { input: { prompt: 'x', fps: 30, resolution: '4k', camera_fixed: 'yes' } });
+      expect(r3.body!.invalid_fields).toEqual([
+        {
+          type: 'additional_property_not_allowed',
+          field: 'input',
+          description: 'Additional property seed is not allowed',
+        },
+      ]);
+      const r4 = await post('google/gemini-2.5-flash', {
+        input: { prompt: 'x', images: ['not a url'] },
+        webhook_events_filter: ['finished'],
+      });
+      expect(r4.body!.invalid_fields.map((f: { field: string }) => f.field)).toEqual([
+        'input.images.0',
+        'webhook_events_filter.0',
+      ]);
+      const r5 = await post('bytedance/seedance-1-pro', {
+        input: { prompt: 'x', fps: 30, resolution: '4k', camera_fixed: 'yes' },
+      });
       expect(r5.body!.invalid_fields.map((f: { type: string }) => f.type)).toEqual(['enum', 'enum', 'invalid_type']);
       const r6 = await post('anthropic/claude-4-sonnet', { input: { prompt: 'x', max_tokens: 100, temperature: 0.5 } });
-      expect(r6.body!.invalid_fields.map((f: { type: string }) => f.type)).toEqual(['number_gte', 'additional_property_not_allowed']);
+      expect(r6.body!.invalid_fields.map((f: { type: string }) => f.type)).toEqual([
+        'number_gte',
+        'additional_property_not_allowed',
+      ]);
       const r7 = await post('openai/gpt-4.1', {});
       expect(r7.body!.invalid_fields).toEqual([{ type: 'required', field: '', description: 'input is required' }]);
       const r8 = await post('google/gemini-2.5-flash-lite', { input: { prompt: 'x' } });
-      expect(r8).toMatchObject({ status: 404, body: { detail: 'The requested resource could not be found.', status: 404 } });
+      expect(r8).toMatchObject({
+        status: 404,
+        body: { detail: 'The requested resource could not be found.', status: 404 },
+      });
       expect(standin.predictions.size).toBe(0);
     } finally {
       await close();
@@ -56,11 +90,23 @@ describe('stand-in validation (as Replicate answers)', () => {
   it('accepts POST /v1/predictions with an owner/name version, 422s an unknown version hash', async () => {
     const { standin, close } = await setup();
     try {
-      const ok = await raw(`${standin.url}/predictions`, { method: 'POST', token: standin.token, body: { version: 'google/imagen-4-fast', input: { prompt: 'x' } } });
+      const ok = await raw(`${standin.url}/predictions`, {
+        method: 'POST',
+        token: standin.token,
+        body: { version: 'google/imagen-4-fast', input: { prompt: 'x' } },
+      });
       expect(ok.status).toBe(201);
       expect(ok.body!.model).toBe('google/imagen-4-fast');
-      const bad = await raw(`${standin.url}/predictions`, { method: 'POST', token: standin.token, body: { version: 'a'.repeat(64), input: { prompt: 'x' } } });
-      expect(bad.body).toEqual({ title: 'Invalid version or not permitted', detail: "The specified version does not exist (or perhaps you don't have permission to use it?)", status: 422 });
+      const bad = await raw(`${standin.url}/predictions`, {
+        method: 'POST',
+        token: standin.token,
+        body: { version: 'a'.repeat(64), input: { prompt: 'x' } },
+      });
+      expect(bad.body).toEqual({
+        title: 'Invalid version or not permitted',
+        detail: "The specified version does not exist (or perhaps you don't have permission to use it?)",
+        status: 422,
+      });
     } finally {
       await close();
     }
@@ -70,7 +116,10 @@ describe('stand-in validation (as Replicate answers)', () => {
     const { standin, close } = await setup();
     try {
       const r = await raw(`${standin.url}/predictions`, { token: null });
-      expect(r).toMatchObject({ status: 401, body: { title: 'Unauthenticated', detail: 'You did not pass a valid authentication token', status: 401 } });
+      expect(r).toMatchObject({
+        status: 401,
+        body: { title: 'Unauthenticated', detail: 'You did not pass a valid authentication token', status: 401 },
+      });
       await raw(`${standin.url}/predictions`, { token: standin.token });
       expect(standin.requests.map((q) => [q.op, q.status, q.headers.authorization])).toEqual([
         ['list', 401, undefined],
@@ -247,7 +296,9 @@ describe('sync mode (Prefer: wait)', () => {
     const { standin, client, close } = await setup();
     try {
       let settled = false;
-      const pending = client.create({ model: 'google/gemini-2.5-flash', input: { prompt: 'x' }, wait: 30 }).finally(() => (settled = true));
+      const pending = client
+        .create({ model: 'google/gemini-2.5-flash', input: { prompt: 'x' }, wait: 30 })
+        .finally(() => (settled = true));
       for (let i = 0; i < 100 && !settled; i++) await standin.advance(500);
       const p = await pending;
       expect(p.status).toBe('succeeded');
@@ -260,7 +311,12 @@ describe('sync mode (Prefer: wait)', () => {
   it('answers with the current state when the wait runs out, echoing Preference-Applied and Location', async () => {
     const { standin, close } = await setup();
     try {
-      const pending = raw(`${standin.url}/models/bytedance/seedance-1-pro/predictions`, { method: 'POST', token: standin.token, body: { input: { prompt: 'x' } }, headers: { prefer: 'wait=2' } });
+      const pending = raw(`${standin.url}/models/bytedance/seedance-1-pro/predictions`, {
+        method: 'POST',
+        token: standin.token,
+        body: { input: { prompt: 'x' } },
+        headers: { prefer: 'wait=2' },
+      });
       let r: Awaited<typeof pending> | null = null;
       void pending.then((x) => (r = x));
       for (let i = 0; i < 100 && r === null; i++) await standin.advance(250);
@@ -279,7 +335,9 @@ describe('sync mode (Prefer: wait)', () => {
     try {
       standin.faults.apply({ timelines: { 'google/imagen-4-fast': { outputEarlyMs: 1000 } } });
       let settled = false;
-      const pending = client.create({ model: 'google/imagen-4-fast', input: { prompt: 'x' }, wait: true }).finally(() => (settled = true));
+      const pending = client
+        .create({ model: 'google/imagen-4-fast', input: { prompt: 'x' }, wait: true })
+        .finally(() => (settled = true));
       for (let i = 0; i < 100 && !settled; i++) await standin.advance(250);
       const p = await pending;
       expect(p.status).toBe('processing');
@@ -296,13 +354,18 @@ describe('admin API and presets', () => {
     try {
       const admin = `${standin.origin}/__admin`;
       const p = await client.create({ model: 'openai/gpt-4.1', input: { prompt: 'x' } });
-      await raw(`${admin}/faults/inject`, { method: 'POST', body: { op: 'get', times: 2, action: { kind: 'status', status: 503 } } });
+      await raw(`${admin}/faults/inject`, {
+        method: 'POST',
+        body: { op: 'get', times: 2, action: { kind: 'status', status: 503 } },
+      });
       await raw(`${admin}/clock/advance`, { method: 'POST', body: { ms: 60_000 } });
       expect((await client.get(p.id)).status).toBe('succeeded');
       const reqs = await raw(`${admin}/requests?op=get`);
       expect((reqs.body as unknown as Array<{ status: number }>).map((r) => r.status)).toEqual([503, 503, 200]);
       await raw(`${admin}/faults`, { method: 'POST', body: { noCredit: true } });
-      const e = await client.create({ model: 'openai/gpt-4.1', input: { prompt: 'x' } }).catch((err: ProviderError) => err);
+      const e = await client
+        .create({ model: 'openai/gpt-4.1', input: { prompt: 'x' } })
+        .catch((err: ProviderError) => err);
       expect((e as ProviderError).status).toBe(402);
       await raw(`${admin}/reset`, { method: 'POST' });
       expect(standin.requests).toHaveLength(0);

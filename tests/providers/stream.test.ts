@@ -17,11 +17,16 @@ describe('SSE streaming of text output', () => {
     try {
       const created = await client.create({ model: 'google/gemini-2.5-flash', input: { prompt: 'stream me' } });
       const events: StreamEvent[] = [];
-      const result = await streamWhileAdvancing(standin, () => client.stream(created.urls.stream!, { onEvent: (e) => void events.push(e) }));
+      const result = await streamWhileAdvancing(standin, () =>
+        client.stream(created.urls.stream!, { onEvent: (e) => void events.push(e) }),
+      );
       expect(result).toMatchObject({ reason: 'done', error: null, reconnects: 0 });
       const final = await client.get(created.id);
       expect(final.status).toBe('succeeded');
-      const text = events.filter((e) => e.event === 'output').map((e) => e.data).join('');
+      const text = events
+        .filter((e) => e.event === 'output')
+        .map((e) => e.data)
+        .join('');
       expect(text).toBe(normalizeOutput('text', final.output)!.text);
       expect(text).toContain('\n\n'); // multi-line data survived
       expect(events.some((e) => e.event === 'logs' && e.data.includes('Generating text'))).toBe(true);
@@ -39,13 +44,20 @@ describe('SSE streaming of text output', () => {
       const created = await client.create({ model: 'openai/gpt-4.1', input: { prompt: 'resume me' } });
       standin.faults.inject({ op: 'stream', times: 2, action: { kind: 'stream_drop_after', events: 4 } });
       const events: StreamEvent[] = [];
-      const result = await streamWhileAdvancing(standin, () => client.stream(created.urls.stream!, { onEvent: (e) => void events.push(e) }));
+      const result = await streamWhileAdvancing(standin, () =>
+        client.stream(created.urls.stream!, { onEvent: (e) => void events.push(e) }),
+      );
       expect(result.reason).toBe('done');
       expect(result.reconnects).toBe(2);
       const ids = events.map((e) => e.id);
       expect(new Set(ids).size).toBe(ids.length);
       const final = await client.get(created.id);
-      expect(events.filter((e) => e.event === 'output').map((e) => e.data).join('')).toBe(normalizeOutput('text', final.output)!.text);
+      expect(
+        events
+          .filter((e) => e.event === 'output')
+          .map((e) => e.data)
+          .join(''),
+      ).toBe(normalizeOutput('text', final.output)!.text);
       const streams = standin.requests.filter((r) => r.op === 'stream');
       expect(streams).toHaveLength(3);
       expect(streams[0]!.headers['last-event-id']).toBeUndefined();
@@ -77,7 +89,9 @@ describe('SSE streaming of text output', () => {
       standin.faults.nextOutcome({ type: 'fail', error: 'CUDA out of memory' });
       const created = await client.create({ model: 'openai/gpt-4.1', input: { prompt: 'x' } });
       const events: StreamEvent[] = [];
-      const result = await streamWhileAdvancing(standin, () => client.stream(created.urls.stream!, { onEvent: (e) => void events.push(e) }));
+      const result = await streamWhileAdvancing(standin, () =>
+        client.stream(created.urls.stream!, { onEvent: (e) => void events.push(e) }),
+      );
       expect(result).toMatchObject({ reason: 'error', error: 'CUDA out of memory' });
       expect(events.slice(-2).map((e) => e.event)).toEqual(['error', 'done']);
     } finally {
@@ -123,11 +137,15 @@ describe('SSE streaming of text output', () => {
     try {
       const created = await client.create({ model: 'openai/gpt-4.1', input: { prompt: 'x' } });
       standin.faults.inject({ op: 'stream', times: 10, action: { kind: 'status', status: 503 } });
-      const e = await client.stream(created.urls.stream!, { maxReconnects: 2, onEvent: () => undefined }).catch((err: unknown) => err);
+      const e = await client
+        .stream(created.urls.stream!, { maxReconnects: 2, onEvent: () => undefined })
+        .catch((err: unknown) => err);
       expect(e).toMatchObject({ name: 'ProviderError', kind: 'transient' });
       expect(standin.requests.filter((r) => r.op === 'stream')).toHaveLength(3);
       standin.faults.reset();
-      const gone = await client.stream(`${standin.url}/streams/nosuchstream`, { onEvent: () => undefined }).catch((err: unknown) => err);
+      const gone = await client
+        .stream(`${standin.url}/streams/nosuchstream`, { onEvent: () => undefined })
+        .catch((err: unknown) => err);
       expect(gone).toMatchObject({ name: 'ProviderError', kind: 'permanent', status: 404 });
     } finally {
       await close();

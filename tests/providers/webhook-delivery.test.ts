@@ -36,7 +36,12 @@ describe('signed webhook deliveries', () => {
       const secret = await client.getWebhookSecret();
       expect(secret).toBe(standin.webhookSecret);
       expect(secret).toMatch(/^whsec_/);
-      const p = await client.create({ model: 'openai/gpt-4.1', input: { prompt: 'hi' }, webhook: rx.url, webhookEventsFilter: ['start', 'output', 'logs', 'completed'] });
+      const p = await client.create({
+        model: 'openai/gpt-4.1',
+        input: { prompt: 'hi' },
+        webhook: rx.url,
+        webhookEventsFilter: ['start', 'output', 'logs', 'completed'],
+      });
       await standin.advance(10_000, { stepMs: 100 });
       await standin.webhooksSettled();
       const events = standin.webhookDeliveries.map((d) => d.event);
@@ -45,7 +50,8 @@ describe('signed webhook deliveries', () => {
       expect(events.filter((e) => e === 'completed')).toHaveLength(1);
       expect(events.filter((e) => e === 'output').length).toBeGreaterThan(1);
       const outputs = standin.webhookDeliveries.filter((d) => d.event === 'output');
-      for (let i = 1; i < outputs.length; i++) expect(outputs[i]!.eventAt - outputs[i - 1]!.eventAt).toBeGreaterThanOrEqual(500);
+      for (let i = 1; i < outputs.length; i++)
+        expect(outputs[i]!.eventAt - outputs[i - 1]!.eventAt).toBeGreaterThanOrEqual(500);
       expect(rx.got).toHaveLength(standin.webhookDeliveries.length);
       for (const r of rx.got) {
         const v = verifyWebhook({ secret, headers: r.headers, rawBody: r.body });
@@ -69,7 +75,9 @@ describe('signed webhook deliveries', () => {
       expect(new Set(standin.webhookDeliveries.map((d) => d.event))).toEqual(new Set(['output', 'completed']));
       // An image model's output appears only at the end, so it gets just the completed delivery.
       const imagen = [...standin.predictions.values()].find((p) => p.model.ref === 'google/imagen-4-fast')!;
-      expect(standin.webhookDeliveries.filter((d) => d.predictionId === imagen.id).map((d) => d.event)).toEqual(['completed']);
+      expect(standin.webhookDeliveries.filter((d) => d.predictionId === imagen.id).map((d) => d.event)).toEqual([
+        'completed',
+      ]);
     } finally {
       await rx.close();
       await close();
@@ -82,13 +90,23 @@ describe('signed webhook deliveries', () => {
     let completedTries = 0;
     const rx = await receiver((r) => (statusOf(r) === 'succeeded' ? (++completedTries <= 2 ? 500 : 204) : 503));
     try {
-      await client.create({ model: 'google/gemini-2.5-flash', input: { prompt: 'hi' }, webhook: rx.url, webhookEventsFilter: ['start', 'output', 'completed'] });
+      await client.create({
+        model: 'google/gemini-2.5-flash',
+        input: { prompt: 'hi' },
+        webhook: rx.url,
+        webhookEventsFilter: ['start', 'output', 'completed'],
+      });
       await standin.advance(10_000, { stepMs: 100 });
       // Retries wait in simulated time: move it on until they are through.
-      for (let i = 0; i < 20 && standin.webhookDeliveries.filter((d) => d.event === 'completed').length < 3; i++) await standin.advance(1000);
+      for (let i = 0; i < 20 && standin.webhookDeliveries.filter((d) => d.event === 'completed').length < 3; i++)
+        await standin.advance(1000);
       await standin.webhooksSettled();
       const completed = standin.webhookDeliveries.filter((d) => d.event === 'completed');
-      expect(completed.map((d) => [d.attempt, d.status])).toEqual([[1, 500], [2, 500], [3, 204]]);
+      expect(completed.map((d) => [d.attempt, d.status])).toEqual([
+        [1, 500],
+        [2, 500],
+        [3, 204],
+      ]);
       expect(new Set(completed.map((d) => d.webhookId)).size).toBe(1);
       expect(completed[1]!.at).toBeGreaterThan(completed[0]!.at);
       const others = standin.webhookDeliveries.filter((d) => d.event !== 'completed');
@@ -110,7 +128,12 @@ describe('signed webhook deliveries', () => {
     const rx = await receiver();
     try {
       standin.faults.webhook.signature = mode;
-      await client.create({ model: 'google/imagen-4-fast', input: { prompt: 'hi' }, webhook: rx.url, webhookEventsFilter: ['completed'] });
+      await client.create({
+        model: 'google/imagen-4-fast',
+        input: { prompt: 'hi' },
+        webhook: rx.url,
+        webhookEventsFilter: ['completed'],
+      });
       await standin.advance(10_000, { stepMs: 1000 });
       await standin.webhooksSettled();
       expect(rx.got).toHaveLength(1);
@@ -133,7 +156,12 @@ describe('signed webhook deliveries', () => {
     const rx = await receiver();
     try {
       standin.faults.webhook.duplicateTerminal = true;
-      await client.create({ model: 'google/imagen-4-fast', input: { prompt: 'hi' }, webhook: rx.url, webhookEventsFilter: ['completed'] });
+      await client.create({
+        model: 'google/imagen-4-fast',
+        input: { prompt: 'hi' },
+        webhook: rx.url,
+        webhookEventsFilter: ['completed'],
+      });
       await standin.advance(10_000, { stepMs: 1000 });
       await standin.webhooksSettled();
       expect(rx.got).toHaveLength(2);

@@ -25,20 +25,60 @@ describe('verifyWebhook', () => {
   });
 
   it('accepts the test vector over the raw bytes', () => {
-    expect(verifyWebhook({ secret, headers, rawBody: Buffer.from(body), now })).toEqual({ id, timestamp, payload: { test: 2432232314 } });
+    expect(verifyWebhook({ secret, headers, rawBody: Buffer.from(body), now })).toEqual({
+      id,
+      timestamp,
+      payload: { test: 2432232314 },
+    });
   });
 
   it('accepts Headers objects and mixed-case keys', () => {
     const h = new Headers(headers);
     expect(verifyWebhook({ secret, headers: h, rawBody: body, now }).id).toBe(id);
-    expect(verifyWebhook({ secret, headers: { 'Webhook-Id': id, 'Webhook-Timestamp': String(timestamp), 'Webhook-Signature': signature }, rawBody: body, now }).id).toBe(id);
+    expect(
+      verifyWebhook({
+        secret,
+        headers: { 'Webhook-Id': id, 'Webhook-Timestamp': String(timestamp), 'Webhook-Signature': signature },
+        rawBody: body,
+        now,
+      }).id,
+    ).toBe(id);
   });
 
   it('refuses a re-serialised body, a wrong key and a tampered signature', () => {
-    expect(reason(() => verifyWebhook({ secret, headers, rawBody: JSON.stringify(JSON.parse(body)), now }))).toBe('bad_signature');
-    expect(reason(() => verifyWebhook({ secret: 'whsec_' + Buffer.from('another key, 24 bytes!!!').toString('base64'), headers, rawBody: body, now }))).toBe('bad_signature');
-    expect(reason(() => verifyWebhook({ secret, headers: { ...headers, 'webhook-signature': 'v1,' + 'A'.repeat(44) }, rawBody: body, now }))).toBe('bad_signature');
-    expect(reason(() => verifyWebhook({ secret, headers: { ...headers, 'webhook-signature': 'v2,' + signature.slice(3) }, rawBody: body, now }))).toBe('bad_signature');
+    expect(reason(() => verifyWebhook({ secret, headers, rawBody: JSON.stringify(JSON.parse(body)), now }))).toBe(
+      'bad_signature',
+    );
+    expect(
+      reason(() =>
+        verifyWebhook({
+          secret: 'whsec_' + Buffer.from('another key, 24 bytes!!!').toString('base64'),
+          headers,
+          rawBody: body,
+          now,
+        }),
+      ),
+    ).toBe('bad_signature');
+    expect(
+      reason(() =>
+        verifyWebhook({
+          secret,
+          headers: { ...headers, 'webhook-signature': 'v1,' + 'A'.repeat(44) },
+          rawBody: body,
+          now,
+        }),
+      ),
+    ).toBe('bad_signature');
+    expect(
+      reason(() =>
+        verifyWebhook({
+          secret,
+          headers: { ...headers, 'webhook-signature': 'v2,' + signature.slice(3) },
+          rawBody: body,
+          now,
+        }),
+      ),
+    ).toBe('bad_signature');
   });
 
   it('accepts any matching entry of several (key rotation)', () => {
@@ -50,8 +90,14 @@ describe('verifyWebhook', () => {
     expect(reason(() => verifyWebhook({ secret, headers, rawBody: body, now: now + 301_000 }))).toBe('stale');
     expect(reason(() => verifyWebhook({ secret, headers, rawBody: body, now: now - 301_000 }))).toBe('future');
     expect(reason(() => verifyWebhook({ secret, headers, rawBody: body, now: now + 299_000 }))).toBe('accepted');
-    expect(reason(() => verifyWebhook({ secret, headers, rawBody: body, now: now + 3_000_000, toleranceSec: 3600 }))).toBe('accepted');
-    expect(reason(() => verifyWebhook({ secret, headers: { ...headers, 'webhook-timestamp': 'yesterday' }, rawBody: body, now }))).toBe('bad_timestamp');
+    expect(
+      reason(() => verifyWebhook({ secret, headers, rawBody: body, now: now + 3_000_000, toleranceSec: 3600 })),
+    ).toBe('accepted');
+    expect(
+      reason(() =>
+        verifyWebhook({ secret, headers: { ...headers, 'webhook-timestamp': 'yesterday' }, rawBody: body, now }),
+      ),
+    ).toBe('bad_timestamp');
   });
 
   it('refuses missing headers and an empty body', () => {

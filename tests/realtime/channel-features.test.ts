@@ -16,7 +16,12 @@ const infoChannel: Channel = {
   handleInfo: (msg, socket) => {
     if (msg === 'after_join') socket.push('welcome', { topic: socket.topic, ready: socket.assigns.ready === true });
     else if ((msg as InfoBroadcast).event === 'stop_now') return { stop: 'normal' };
-    else socket.push('relayed', { from: (msg as InfoBroadcast).topic, event: (msg as InfoBroadcast).event, payload: (msg as InfoBroadcast).payload });
+    else
+      socket.push('relayed', {
+        from: (msg as InfoBroadcast).topic,
+        event: (msg as InfoBroadcast).event,
+        payload: (msg as InfoBroadcast).payload,
+      });
     return undefined;
   },
   intercept: ['secret', 'maybe'],
@@ -58,7 +63,13 @@ test('socket.send â†’ handleInfo after the join reply; extra topic broadcasts â†
   expect(await c.json()).toEqual(['1', '1', 'info:a', 'phx_reply', { status: 'ok', response: {} }]);
   expect(await c.json()).toEqual(['1', null, 'info:a', 'welcome', { topic: 'info:a', ready: true }]);
   srv.rt.broadcast('side:feed', 'item', { n: 1 });
-  expect(await c.json()).toEqual(['1', null, 'info:a', 'relayed', { from: 'side:feed', event: 'item', payload: { n: 1 } }]);
+  expect(await c.json()).toEqual([
+    '1',
+    null,
+    'info:a',
+    'relayed',
+    { from: 'side:feed', event: 'item', payload: { n: 1 } },
+  ]);
   srv.rt.broadcast('side:feed', 'stop_now', {});
   expect(await c.json()).toEqual(['1', '1', 'info:a', 'phx_close', {}]);
   // after the channel ended, the extra subscription is gone too
@@ -76,20 +87,34 @@ test('intercepted broadcasts go through handleOut (rewrite or drop); others pass
   srv.rt.broadcast('info:b', 'maybe', {});
   srv.rt.broadcast('info:b', 'plain', { ok: true });
   const got = await c.drain(80);
-  expect(got).toEqual([['1', null, 'info:b', 'secret', { redacted: true }], [null, null, 'info:b', 'plain', { ok: true }]]);
+  expect(got).toEqual([
+    ['1', null, 'info:b', 'secret', { redacted: true }],
+    [null, null, 'info:b', 'plain', { ok: true }],
+  ]);
   await c.close();
 });
 
 test('G50 presence_state after join, diffs on join, update (phx_ref_prev, old meta in leaves), untrack, and leave on close', async () => {
   const a = await RawClient.connect(`${srv.wsUrl}?vsn=2.0.0&user=u1`);
   await a.call(['1', '1', 'pres:room', 'phx_join', {}]);
-  const state = (await a.json()) as [string, null, string, string, Record<string, { metas: Record<string, unknown>[] }>];
+  const state = (await a.json()) as [
+    string,
+    null,
+    string,
+    string,
+    Record<string, { metas: Record<string, unknown>[] }>,
+  ];
   expect(state.slice(0, 4)).toEqual(['1', null, 'pres:room', 'presence_state']);
-  expect(state[4]).toEqual({ u1: { metas: [{ online_at: '1', device: 'ios', phx_ref: expect.stringMatching(/^[\w-]{16}$/) }] } });
+  expect(state[4]).toEqual({
+    u1: { metas: [{ online_at: '1', device: 'ios', phx_ref: expect.stringMatching(/^[\w-]{16}$/) }] },
+  });
   const ref1 = state[4].u1!.metas[0]!.phx_ref;
 
   // The tracking channel is subscribed during join, so it also sees its own join diff, after the state.
-  expect(((await a.json()) as unknown[])[4]).toEqual({ joins: { u1: { metas: [expect.objectContaining({ phx_ref: ref1 })] } }, leaves: {} });
+  expect(((await a.json()) as unknown[])[4]).toEqual({
+    joins: { u1: { metas: [expect.objectContaining({ phx_ref: ref1 })] } },
+    leaves: {},
+  });
 
   const b = await RawClient.connect(`${srv.wsUrl}?vsn=2.0.0&user=u2`);
   await b.call(['1', '1', 'pres:room', 'phx_join', {}]);
@@ -97,23 +122,50 @@ test('G50 presence_state after join, diffs on join, update (phx_ref_prev, old me
   expect(Object.keys(bState[4] as object).sort()).toEqual(['u1', 'u2']);
   await b.json(); // b's own join diff
   const join = (await a.json()) as unknown[];
-  expect(join).toEqual([null, null, 'pres:room', 'presence_diff', {
-    joins: { u2: { metas: [{ online_at: '1', device: 'ios', phx_ref: expect.any(String) }] } }, leaves: {},
-  }]);
+  expect(join).toEqual([
+    null,
+    null,
+    'pres:room',
+    'presence_diff',
+    {
+      joins: { u2: { metas: [{ online_at: '1', device: 'ios', phx_ref: expect.any(String) }] } },
+      leaves: {},
+    },
+  ]);
 
   a.send(['1', '2', 'pres:room', 'away', {}]);
   const frames = [await b.json()] as unknown[];
-  const update = frames[0] as [null, null, string, string, { joins: Record<string, { metas: Record<string, unknown>[] }>; leaves: Record<string, { metas: Record<string, unknown>[] }> }];
+  const update = frames[0] as [
+    null,
+    null,
+    string,
+    string,
+    {
+      joins: Record<string, { metas: Record<string, unknown>[] }>;
+      leaves: Record<string, { metas: Record<string, unknown>[] }>;
+    },
+  ];
   expect(update[3]).toBe('presence_diff');
-  expect(update[4].joins.u1!.metas[0]).toEqual({ online_at: '1', device: 'ios', away: true, phx_ref: expect.any(String), phx_ref_prev: ref1 });
+  expect(update[4].joins.u1!.metas[0]).toEqual({
+    online_at: '1',
+    device: 'ios',
+    away: true,
+    phx_ref: expect.any(String),
+    phx_ref_prev: ref1,
+  });
   expect(update[4].leaves.u1!.metas[0]).toEqual({ online_at: '1', device: 'ios', phx_ref: ref1 });
 
   b.send(['1', '2', 'pres:room', 'untrack', {}]);
   const untrack = (await a.json()) as unknown[];
   // a also got its own update diff and reply first; find the untrack diff
   const all = [untrack, ...(await a.drain(50))] as unknown[][];
-  const leaveDiff = all.find((f) => f[3] === 'presence_diff' && Object.keys((f[4] as { leaves: object }).leaves).includes('u2'));
-  expect(leaveDiff?.[4]).toEqual({ joins: {}, leaves: { u2: { metas: [expect.objectContaining({ phx_ref: expect.any(String) })] } } });
+  const leaveDiff = all.find(
+    (f) => f[3] === 'presence_diff' && Object.keys((f[4] as { leaves: object }).leaves).includes('u2'),
+  );
+  expect(leaveDiff?.[4]).toEqual({
+    joins: {},
+    leaves: { u2: { metas: [expect.objectContaining({ phx_ref: expect.any(String) })] } },
+  });
   expect(Object.keys(presence.list('pres:room'))).toEqual(['u1']);
 
   b.terminate();
@@ -124,14 +176,18 @@ test('G50 presence_state after join, diffs on join, update (phx_ref_prev, old me
 
 test('a broadcast sent while an async join runs is delivered after the join reply and the join pushes', async () => {
   let release!: () => void;
-  const gate = new Promise<void>((r) => { release = r; });
-  const s = await startServer({}, (rt) => rt.channel('slow:*', {
-    join: async (_t, _p, socket) => {
-      await gate;
-      socket.push('replay', { seq: 1 });
-      return { status: 'ok' };
-    },
-  }));
+  const gate = new Promise<void>((r) => {
+    release = r;
+  });
+  const s = await startServer({}, (rt) =>
+    rt.channel('slow:*', {
+      join: async (_t, _p, socket) => {
+        await gate;
+        socket.push('replay', { seq: 1 });
+        return { status: 'ok' };
+      },
+    }),
+  );
   try {
     const c = await RawClient.connect(`${s.wsUrl}?vsn=2.0.0`);
     c.send(['1', '1', 'slow:x', 'phx_join', {}]);
@@ -149,7 +205,9 @@ test('a broadcast sent while an async join runs is delivered after the join repl
 
 test('a refused join leaves no subscription behind and does not call terminate', async () => {
   const terminate = jest.fn();
-  const s = await startServer({}, (rt) => rt.channel('no:*', { join: async () => ({ status: 'error', response: { reason: 'unauthorized' } }), terminate }));
+  const s = await startServer({}, (rt) =>
+    rt.channel('no:*', { join: async () => ({ status: 'error', response: { reason: 'unauthorized' } }), terminate }),
+  );
   try {
     const c = await RawClient.connect(`${s.wsUrl}?vsn=2.0.0`);
     await c.call(['1', '1', 'no:x', 'phx_join', {}]);

@@ -20,19 +20,71 @@ const rand = rng(SEED);
 const int = (n: number) => Math.floor(rand() * n);
 const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)]!;
 
-const TOPICS = ['room:lobby', 'room:crash', 'room:secret', 'room:slow', 'phoenix', 'nope', '', 'room:' + 'x'.repeat(300), 'room:\u00e9\u{1f525}'];
-const EVENTS = ['phx_join', 'phx_leave', 'heartbeat', 'new_msg', 'crash', 'stop', 'stop_reply', 'noreply', 'upload', 'shout', 'later', 'phx_reply', 'phx_close', 'phx_error', 'assigns', 'push_big_field'];
-const WEIRD: unknown[] = [null, true, 0, -1, 1e308, 'str', '', [], {}, { __proto__: { x: 1 } }, { constructor: 'x' }, [[[[[]]]]], 'x'.repeat(500)];
+const TOPICS = [
+  'room:lobby',
+  'room:crash',
+  'room:secret',
+  'room:slow',
+  'phoenix',
+  'nope',
+  '',
+  'room:' + 'x'.repeat(300),
+  'room:\u00e9\u{1f525}',
+];
+const EVENTS = [
+  'phx_join',
+  'phx_leave',
+  'heartbeat',
+  'new_msg',
+  'crash',
+  'stop',
+  'stop_reply',
+  'noreply',
+  'upload',
+  'shout',
+  'later',
+  'phx_reply',
+  'phx_close',
+  'phx_error',
+  'assigns',
+  'push_big_field',
+];
+const WEIRD: unknown[] = [
+  null,
+  true,
+  0,
+  -1,
+  1e308,
+  'str',
+  '',
+  [],
+  {},
+  { __proto__: { x: 1 } },
+  { constructor: 'x' },
+  [[[[[]]]]],
+  'x'.repeat(500),
+];
 
 function randomValue(depth = 0): unknown {
   if (depth > 3) return pick(WEIRD);
   switch (int(6)) {
-    case 0: return pick(WEIRD);
-    case 1: return int(1000);
-    case 2: return String.fromCharCode(...Array.from({ length: int(20) }, () => int(0xd7ff)));
-    case 3: return Array.from({ length: int(4) }, () => randomValue(depth + 1));
-    case 4: return Object.fromEntries(Array.from({ length: int(4) }, () => [pick(['a', 'status', 'reply', 'delay', '__proto__', 'body']), randomValue(depth + 1)]));
-    default: return { ms: int(5), delay: int(5) };
+    case 0:
+      return pick(WEIRD);
+    case 1:
+      return int(1000);
+    case 2:
+      return String.fromCharCode(...Array.from({ length: int(20) }, () => int(0xd7ff)));
+    case 3:
+      return Array.from({ length: int(4) }, () => randomValue(depth + 1));
+    case 4:
+      return Object.fromEntries(
+        Array.from({ length: int(4) }, () => [
+          pick(['a', 'status', 'reply', 'delay', '__proto__', 'body']),
+          randomValue(depth + 1),
+        ]),
+      );
+    default:
+      return { ms: int(5), delay: int(5) };
   }
 }
 
@@ -46,7 +98,11 @@ function binaryPush(lie: boolean): Buffer {
   const lens = parts.map((p) => Buffer.byteLength(p));
   if (lie) lens[int(4)] = int(256);
   const kind = rand() < 0.9 ? 0 : int(256);
-  return Buffer.concat([Buffer.from([kind, ...lens]), Buffer.from(parts.join('')), Buffer.from(Array.from({ length: int(40) }, () => int(256)))]);
+  return Buffer.concat([
+    Buffer.from([kind, ...lens]),
+    Buffer.from(parts.join('')),
+    Buffer.from(Array.from({ length: int(40) }, () => int(256))),
+  ]);
 }
 
 function mutate(buf: Buffer): Buffer {
@@ -55,11 +111,18 @@ function mutate(buf: Buffer): Buffer {
     case 0: // flip bytes
       for (let i = 0; i < 1 + int(4); i++) if (b.length) b[int(b.length)] = int(256);
       return b;
-    case 1: return b.subarray(0, int(b.length + 1)); // truncate
-    case 2: return Buffer.concat([b, b.subarray(int(b.length))]); // duplicate a tail
-    default: { // splice random ASCII
+    case 1:
+      return b.subarray(0, int(b.length + 1)); // truncate
+    case 2:
+      return Buffer.concat([b, b.subarray(int(b.length))]); // duplicate a tail
+    default: {
+      // splice random ASCII
       const at = int(b.length + 1);
-      return Buffer.concat([b.subarray(0, at), Buffer.from(pick(['"', ']', '[', '{', ',', 'null', '\\', '\u0000'])), b.subarray(at)]);
+      return Buffer.concat([
+        b.subarray(0, at),
+        Buffer.from(pick(['"', ']', '[', '{', ',', 'null', '\\', '\u0000'])),
+        b.subarray(at),
+      ]);
     }
   }
 }
@@ -67,14 +130,25 @@ function mutate(buf: Buffer): Buffer {
 /** One fuzz frame: [data, isBinary]. */
 function fuzzFrame(): [Buffer | string, boolean] {
   switch (int(8)) {
-    case 0: return [Buffer.from(Array.from({ length: int(64) }, () => int(256))), true];
-    case 1: return [Buffer.from(Array.from({ length: int(64) }, () => int(256))), false];
-    case 2: return [JSON.stringify(validish()), false];
-    case 3: return [mutate(Buffer.from(JSON.stringify(validish()))), rand() < 0.2];
-    case 4: return [binaryPush(rand() < 0.5), true];
-    case 5: return [JSON.stringify({ topic: pick(TOPICS), event: pick(EVENTS), payload: randomValue(), ref: String(int(9)) }), false];
-    case 6: return [JSON.stringify(Array.from({ length: int(7) }, () => randomValue())), false];
-    default: return [JSON.stringify(randomValue()), false];
+    case 0:
+      return [Buffer.from(Array.from({ length: int(64) }, () => int(256))), true];
+    case 1:
+      return [Buffer.from(Array.from({ length: int(64) }, () => int(256))), false];
+    case 2:
+      return [JSON.stringify(validish()), false];
+    case 3:
+      return [mutate(Buffer.from(JSON.stringify(validish()))), rand() < 0.2];
+    case 4:
+      return [binaryPush(rand() < 0.5), true];
+    case 5:
+      return [
+        JSON.stringify({ topic: pick(TOPICS), event: pick(EVENTS), payload: randomValue(), ref: String(int(9)) }),
+        false,
+      ];
+    case 6:
+      return [JSON.stringify(Array.from({ length: int(7) }, () => randomValue())), false];
+    default:
+      return [JSON.stringify(randomValue()), false];
   }
 }
 
@@ -96,12 +170,14 @@ test(`survives thousands of random and mutated frames (seed ${SEED})`, async () 
   process.on('unhandledRejection', onErr);
 
   // Bystanders: joined, receiving broadcasts the whole time.
-  const bystanders = await Promise.all([0, 1, 2].map(async (i) => {
-    const c = await RawClient.connect(`${srv.wsUrl}${i === 2 ? '' : '?vsn=2.0.0'}`);
-    if (i === 2) await c.call({ topic: 'room:calm', event: 'phx_join', payload: {}, ref: '1', join_ref: '1' });
-    else await c.call(['1', '1', 'room:calm', 'phx_join', {}]);
-    return c;
-  }));
+  const bystanders = await Promise.all(
+    [0, 1, 2].map(async (i) => {
+      const c = await RawClient.connect(`${srv.wsUrl}${i === 2 ? '' : '?vsn=2.0.0'}`);
+      if (i === 2) await c.call({ topic: 'room:calm', event: 'phx_join', payload: {}, ref: '1', join_ref: '1' });
+      else await c.call(['1', '1', 'room:calm', 'phx_join', {}]);
+      return c;
+    }),
+  );
 
   const modes = ['?vsn=2.0.0', '', '?vsn=1.0.0'];
   let fuzzer = await RawClient.connect(`${srv.wsUrl}${modes[0]}`);
@@ -132,14 +208,21 @@ test(`survives thousands of random and mutated frames (seed ${SEED})`, async () 
   if (fuzzer.ws.readyState === fuzzer.ws.OPEN) {
     await fuzzer.drain(50);
     const v2 = mode === '?vsn=2.0.0';
-    const want = v2 ? HB_OK('final') : { topic: 'phoenix', event: 'phx_reply', payload: { status: 'ok', response: {} }, ref: 'final' };
-    fuzzer.send(v2 ? [null, 'final', 'phoenix', 'heartbeat', {}] : { topic: 'phoenix', event: 'heartbeat', payload: {}, ref: 'final' });
+    const want = v2
+      ? HB_OK('final')
+      : { topic: 'phoenix', event: 'phx_reply', payload: { status: 'ok', response: {} }, ref: 'final' };
+    fuzzer.send(
+      v2
+        ? [null, 'final', 'phoenix', 'heartbeat', {}]
+        : { topic: 'phoenix', event: 'heartbeat', payload: {}, ref: 'final' },
+    );
     // Replies to earlier fuzz frames (slow joins, delayed replies) may still arrive first; the last
     // fuzz frames may also have made ws close the socket (bad UTF-8 ⇒ 1007, bad frame ⇒ 1002).
     const outcome = await Promise.race([
       (async () => {
         let reply: unknown;
-        do reply = await fuzzer.json(5000); while (JSON.stringify(reply) !== JSON.stringify(want));
+        do reply = await fuzzer.json(5000);
+        while (JSON.stringify(reply) !== JSON.stringify(want));
         return { reply };
       })(),
       fuzzer.closed.then((c) => ({ closed: c.code })),
@@ -153,9 +236,11 @@ test(`survives thousands of random and mutated frames (seed ${SEED})`, async () 
   // Bystanders saw exactly the broadcasts, in order, and nothing else.
   for (const [i, b] of bystanders.entries()) {
     const got = await b.drain(50);
-    const expected = Array.from({ length: broadcasts }, (_, n) => (i === 2
-      ? { topic: 'room:calm', event: 'tick', payload: { n }, ref: null }
-      : [null, null, 'room:calm', 'tick', { n }]));
+    const expected = Array.from({ length: broadcasts }, (_, n) =>
+      i === 2
+        ? { topic: 'room:calm', event: 'tick', payload: { n }, ref: null }
+        : [null, null, 'room:calm', 'tick', { n }],
+    );
     expect(got).toEqual(expected);
     expect(b.ws.readyState).toBe(b.ws.OPEN);
   }

@@ -13,7 +13,10 @@ export interface TestServer {
 }
 
 /** Starts an HTTP server on 127.0.0.1:0 with a RealtimeServer attached (WebSocket + long-poll). */
-export async function startServer(opts: RealtimeServerOptions = {}, setup?: (rt: RealtimeServer) => void): Promise<TestServer> {
+export async function startServer(
+  opts: RealtimeServerOptions = {},
+  setup?: (rt: RealtimeServer) => void,
+): Promise<TestServer> {
   const rt = new RealtimeServer({ checkOrigin: false, ...opts });
   setup?.(rt);
   const server = http.createServer((req, res) => {
@@ -23,7 +26,9 @@ export async function startServer(opts: RealtimeServerOptions = {}, setup?: (rt:
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as AddressInfo).port;
   return {
-    rt, http: server, port,
+    rt,
+    http: server,
+    port,
     wsUrl: `ws://127.0.0.1:${port}/socket/websocket`,
     httpUrl: `http://127.0.0.1:${port}`,
     async close() {
@@ -58,7 +63,10 @@ export class RawClient {
     ws.on('error', () => {});
   }
 
-  static connect(url: string, opts: { protocols?: string[]; headers?: Record<string, string> } = {}): Promise<RawClient> {
+  static connect(
+    url: string,
+    opts: { protocols?: string[]; headers?: Record<string, string> } = {},
+  ): Promise<RawClient> {
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(url, opts.protocols ?? [], { headers: opts.headers, perMessageDeflate: false });
       const c = new RawClient(ws);
@@ -128,7 +136,10 @@ export class RawClient {
 }
 
 /** Returns the HTTP status of a refused upgrade, or 101 if it was accepted (then closes). */
-export function upgradeStatus(url: string, opts: { protocols?: string[]; headers?: Record<string, string> } = {}): Promise<{ status: number; protocol?: string }> {
+export function upgradeStatus(
+  url: string,
+  opts: { protocols?: string[]; headers?: Record<string, string> } = {},
+): Promise<{ status: number; protocol?: string }> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, opts.protocols ?? [], { headers: opts.headers });
     ws.once('unexpected-response', (_req, res) => {
@@ -195,7 +206,13 @@ export const roomChannel: Channel = {
         // Binary in, binary reply out.
         return { reply: 'ok', response: Buffer.concat([Buffer.from('got:'), payload as Buffer]) };
       case 'upload_json':
-        return { reply: 'ok', response: { binary: Buffer.isBuffer(payload), hex: Buffer.isBuffer(payload) ? payload.toString('hex') : null } };
+        return {
+          reply: 'ok',
+          response: {
+            binary: Buffer.isBuffer(payload),
+            hex: Buffer.isBuffer(payload) ? payload.toString('hex') : null,
+          },
+        };
       case 'push_binary':
         socket.push('blob', Buffer.from([1, 2, 3]));
         return;

@@ -11,7 +11,9 @@ let srv: TestServer;
 const terminated: string[] = [];
 const slowChannel: Channel = {
   join: () => new Promise((r) => setTimeout(() => r({ status: 'ok' }), 600)),
-  terminate: (reason, s) => { terminated.push(`${s.topic}:${reason}`); },
+  terminate: (reason, s) => {
+    terminated.push(`${s.topic}:${reason}`);
+  },
 };
 
 beforeAll(async () => {
@@ -25,7 +27,9 @@ beforeAll(async () => {
       rt.channel('stuck:*', slowChannel);
       rt.channel('room:*', {
         ...roomChannel,
-        terminate: (reason, s) => { terminated.push(`${s.topic}:${reason}`); },
+        terminate: (reason, s) => {
+          terminated.push(`${s.topic}:${reason}`);
+        },
       });
     },
   );
@@ -33,7 +37,11 @@ beforeAll(async () => {
 afterAll(() => srv.close());
 
 const lpUrl = (q = '') => `${srv.httpUrl}/socket/longpoll?vsn=2.0.0${q}`;
-interface LpBody { status: number; token?: string; messages?: string[] }
+interface LpBody {
+  status: number;
+  token?: string;
+  messages?: string[];
+}
 
 async function get(url: string, headers: Record<string, string> = {}): Promise<LpBody> {
   const r = await fetch(url, { headers: { accept: 'application/json', ...headers } });
@@ -41,7 +49,12 @@ async function get(url: string, headers: Record<string, string> = {}): Promise<L
   return (await r.json()) as LpBody;
 }
 
-async function post(token: string, lines: string[], ctype = 'application/x-ndjson', via: 'header' | 'query' = 'header'): Promise<LpBody> {
+async function post(
+  token: string,
+  lines: string[],
+  ctype = 'application/x-ndjson',
+  via: 'header' | 'query' = 'header',
+): Promise<LpBody> {
   const url = via === 'query' ? lpUrl(`&token=${encodeURIComponent(token)}`) : lpUrl();
   const headers: Record<string, string> = { 'content-type': ctype };
   if (via === 'header') headers['x-phoenix-longpoll-token'] = token;
@@ -87,10 +100,14 @@ test('G43 join over long-poll (token in header or query); replies come with the 
   const token = await open();
   expect(await post(token, [JSON.stringify(['1', '1', 'room:lobby', 'phx_join', {}])])).toEqual({ status: 200 });
   expect(await pollMessages(token, 1)).toEqual([['1', '1', 'room:lobby', 'phx_reply', OK()]]);
-  expect(await post(token, [JSON.stringify(['1', '2', 'room:lobby', 'new_msg', { a: 1 }])], 'application/x-ndjson', 'query')).toEqual({ status: 200 });
+  expect(
+    await post(token, [JSON.stringify(['1', '2', 'room:lobby', 'new_msg', { a: 1 }])], 'application/x-ndjson', 'query'),
+  ).toEqual({ status: 200 });
   const b = await get(lpUrl(`&token=${encodeURIComponent(token)}`));
   expect(b.status).toBe(200);
-  expect(b.messages!.map((m) => JSON.parse(m))).toEqual([['1', '2', 'room:lobby', 'phx_reply', OK({ echo: { a: 1 } })]]);
+  expect(b.messages!.map((m) => JSON.parse(m))).toEqual([
+    ['1', '2', 'room:lobby', 'phx_reply', OK({ echo: { a: 1 } })],
+  ]);
 });
 
 test('G44 empty poll is held for window_ms then answers 204', async () => {
@@ -132,10 +149,16 @@ test('G45 ndjson batch processed in order with one 200; a non-[ line is a base64
 
 test('V1 body without ndjson content type is one text frame', async () => {
   const token = await get(`${srv.httpUrl}/socket/longpoll`).then((b) => b.token!);
-  const r = await post(token, [JSON.stringify({ topic: 'phoenix', event: 'heartbeat', payload: {}, ref: '1' })], 'application/json');
+  const r = await post(
+    token,
+    [JSON.stringify({ topic: 'phoenix', event: 'heartbeat', payload: {}, ref: '1' })],
+    'application/json',
+  );
   expect(r).toEqual({ status: 200 });
   const b = await get(`${srv.httpUrl}/socket/longpoll?token=${encodeURIComponent(token)}`);
-  expect(b.messages!.map((m) => JSON.parse(m))).toEqual([{ topic: 'phoenix', event: 'phx_reply', payload: OK(), ref: '1' }]);
+  expect(b.messages!.map((m) => JSON.parse(m))).toEqual([
+    { topic: 'phoenix', event: 'phx_reply', payload: OK(), ref: '1' },
+  ]);
 });
 
 test('G46 bad token: POST 410, GET fresh 410 with a new token', async () => {
@@ -156,7 +179,10 @@ test('G48 rejected connect or bad origin ⇒ {"status":403}; OPTIONS ⇒ CORS', 
   expect(await get(lpUrl('&reject=1'))).toEqual({ status: 403 });
   expect(await get(lpUrl(), { origin: 'http://evil.com' })).toEqual({ status: 403 });
   expect((await get(lpUrl(), { origin: 'https://example.com' })).status).toBe(410);
-  const r = await fetch(lpUrl(), { method: 'OPTIONS', headers: { 'access-control-request-headers': 'x-phoenix-longpoll-token, content-type' } });
+  const r = await fetch(lpUrl(), {
+    method: 'OPTIONS',
+    headers: { 'access-control-request-headers': 'x-phoenix-longpoll-token, content-type' },
+  });
   expect(r.status).toBe(200);
   expect(r.headers.get('access-control-allow-origin')).toBe('*');
   expect(r.headers.get('access-control-allow-headers')).toBe('x-phoenix-longpoll-token, content-type');
@@ -181,7 +207,9 @@ test('forced disconnect ends a long-poll session; its held poll answers 410', as
   const s = await startServer({ longpoll: { windowMs: 2000 }, connect: () => ({ id: 'user:9' }) });
   try {
     const token = ((await (await fetch(`${s.httpUrl}/socket/longpoll?vsn=2.0.0`)).json()) as LpBody).token!;
-    const pending = fetch(`${s.httpUrl}/socket/longpoll?vsn=2.0.0`, { headers: { 'x-phoenix-longpoll-token': token } }).then((r) => r.json());
+    const pending = fetch(`${s.httpUrl}/socket/longpoll?vsn=2.0.0`, {
+      headers: { 'x-phoenix-longpoll-token': token },
+    }).then((r) => r.json());
     await sleep(50);
     s.rt.disconnect('user:9');
     expect(await pending).toEqual({ status: 410 });
@@ -195,7 +223,9 @@ test('mounts on Express via middleware() next to other routes', async () => {
   const rt = new RealtimeServer({ checkOrigin: false });
   const app = express();
   app.use('/socket', rt.middleware()); // a mount path rewrites req.url; originalUrl keeps the full path
-  app.get('/health', (_req, res) => { res.json({ ok: true }); });
+  app.get('/health', (_req, res) => {
+    res.json({ ok: true });
+  });
   const server = http.createServer(app);
   rt.attach(server);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));

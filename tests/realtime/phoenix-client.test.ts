@@ -21,7 +21,10 @@ beforeAll(async () => {
       longpoll: { windowMs: 500 },
       connect: (params, info: ConnectInfo) => {
         authTokens.push(info.authToken);
-        return { assigns: { user: params.user ?? 'anon' }, id: typeof params.user === 'string' ? `user:${params.user}` : null };
+        return {
+          assigns: { user: params.user ?? 'anon' },
+          id: typeof params.user === 'string' ? `user:${params.user}` : null,
+        };
       },
     },
     (rt) => {
@@ -34,7 +37,10 @@ beforeAll(async () => {
         },
         handleIn: (event, payload, socket) => {
           if (event === 'set_status') {
-            presence.update(socket, String(socket.assigns.user), (old) => ({ ...old, status: (payload as { status: string }).status }));
+            presence.update(socket, String(socket.assigns.user), (old) => ({
+              ...old,
+              status: (payload as { status: string }).status,
+            }));
             return { reply: 'ok' };
           }
           return undefined;
@@ -71,11 +77,19 @@ function socket(opts: Partial<ConstructorParameters<typeof Socket>[1]> = {}, par
 
 function joined(ch: ClientChannel): Promise<unknown> {
   return new Promise((resolve, reject) => {
-    ch.join().receive('ok', resolve).receive('error', reject).receive('timeout', () => reject(new Error('join timeout')));
+    ch.join()
+      .receive('ok', resolve)
+      .receive('error', reject)
+      .receive('timeout', () => reject(new Error('join timeout')));
   });
 }
 
-function push(ch: ClientChannel, event: string, payload: object, timeout?: number): Promise<{ status: string; response: unknown }> {
+function push(
+  ch: ClientChannel,
+  event: string,
+  payload: object,
+  timeout?: number,
+): Promise<{ status: string; response: unknown }> {
   return new Promise((resolve) => {
     ch.push(event, payload, timeout)
       .receive('ok', (response) => resolve({ status: 'ok', response }))
@@ -118,12 +132,18 @@ test('the join error reply reaches the client and it retries', async () => {
 
 test('an endpoint given with a trailing slash works, over WebSocket and long-poll (paths route as Plug does)', async () => {
   for (const transport of [WebSocket, LongPoll]) {
-    const s = new Socket(`ws://127.0.0.1:${srv.port}/socket/`, { transport: transport as never, reconnectAfterMs: () => 20 });
+    const s = new Socket(`ws://127.0.0.1:${srv.port}/socket/`, {
+      transport: transport as never,
+      reconnectAfterMs: () => 20,
+    });
     sockets.push(s);
     s.connect();
     const ch = s.channel('room:slash', {});
     await joined(ch);
-    expect(await push(ch, 'new_msg', { body: 'slash' })).toEqual({ status: 'ok', response: { echo: { body: 'slash' } } });
+    expect(await push(ch, 'new_msg', { body: 'slash' })).toEqual({
+      status: 'ok',
+      response: { echo: { body: 'slash' } },
+    });
   }
   // Other paths are still not ours.
   const res = await fetch(`http://127.0.0.1:${srv.port}/socket/websocketx`);
@@ -138,16 +158,20 @@ test('authToken travels in Sec-WebSocket-Protocol', async () => {
 });
 
 test('broadcasts among several clients; broadcastFrom skips the sender', async () => {
-  const chans = await Promise.all([0, 1, 2].map(async () => {
-    const ch = socket().channel('room:party');
-    await joined(ch);
-    return ch;
-  }));
+  const chans = await Promise.all(
+    [0, 1, 2].map(async () => {
+      const ch = socket().channel('room:party');
+      await joined(ch);
+      return ch;
+    }),
+  );
   const got = chans.map((ch) => nextEvent(ch, 'shout'));
   chans[0]!.push('shout', { n: 1 }, 200);
   expect(await Promise.all(got)).toEqual([{ n: 1 }, { n: 1 }, { n: 1 }]);
   const seen: unknown[] = [];
-  chans[0]!.on('shout', (p) => { seen.push(['sender', p]); });
+  chans[0]!.on('shout', (p) => {
+    seen.push(['sender', p]);
+  });
   const others = chans.slice(1).map((ch) => nextEvent(ch, 'shout'));
   chans[0]!.push('shout_from', { n: 2 }, 200);
   expect(await Promise.all(others)).toEqual([{ n: 2 }, { n: 2 }]);
@@ -162,7 +186,9 @@ test('binary push and receive (ArrayBuffer both ways)', async () => {
   const ch = socket().channel('room:bin');
   await joined(ch);
   const data = new Uint8Array([1, 2, 250]).buffer;
-  const reply = await new Promise<unknown>((resolve) => { ch.push('upload', data as unknown as object).receive('ok', resolve); });
+  const reply = await new Promise<unknown>((resolve) => {
+    ch.push('upload', data as unknown as object).receive('ok', resolve);
+  });
   expect(reply).toBeInstanceOf(ArrayBuffer);
   expect(Buffer.from(reply as ArrayBuffer)).toEqual(Buffer.from([...Buffer.from('got:'), 1, 2, 250]));
   const blob = nextEvent(ch, 'blob');
@@ -177,11 +203,14 @@ test('rejoins after the server drops the connection (forced disconnect 1001, the
   const s = socket({}, { user: 'rejoiner' });
   const ch = s.channel('room:again');
   let oks = 0;
-  ch.join().receive('ok', () => { oks++; });
+  ch.join().receive('ok', () => {
+    oks++;
+  });
   await until(() => oks === 1, 2000, 'first join');
   srv.rt.disconnect('user:rejoiner');
   await until(() => oks === 2, 3000, 'rejoin after 1001');
-  for (const conn of srv.rt.connections) if (conn.id === 'user:rejoiner') (conn.transport as unknown as { terminate(): void }).terminate();
+  for (const conn of srv.rt.connections)
+    if (conn.id === 'user:rejoiner') (conn.transport as unknown as { terminate(): void }).terminate();
   await until(() => oks === 3, 3000, 'rejoin after TCP drop');
   expect(await push(ch, 'new_msg', { still: 'here' })).toEqual({ status: 'ok', response: { echo: { still: 'here' } } });
 });
@@ -191,7 +220,9 @@ test('heartbeats keep the socket open and ping works', async () => {
   await joined(s.channel('room:hb'));
   await sleep(150);
   expect(s.isConnected()).toBe(true);
-  const rtt = await new Promise<number>((r) => { s.ping(r); });
+  const rtt = await new Promise<number>((r) => {
+    s.ping(r);
+  });
   expect(rtt).toBeGreaterThanOrEqual(0);
 });
 
@@ -204,22 +235,30 @@ describe('long-poll', () => {
     const news = nextEvent(ch, 'news');
     srv.rt.broadcast('room:lp', 'news', { lp: true });
     expect(await news).toEqual({ lp: true });
-    const r = await new Promise((resolve) => { ch.push('upload_json', new Uint8Array([7, 8]).buffer as unknown as object).receive('ok', resolve); });
+    const r = await new Promise((resolve) => {
+      ch.push('upload_json', new Uint8Array([7, 8]).buffer as unknown as object).receive('ok', resolve);
+    });
     expect(r).toEqual({ binary: true, hex: '0708' });
     expect(srv.rt.stats().longpollSessions).toBeGreaterThanOrEqual(1);
-    await new Promise<void>((resolve) => { ch.leave().receive('ok', () => resolve()); });
+    await new Promise<void>((resolve) => {
+      ch.leave().receive('ok', () => resolve());
+    });
   });
 
   test('falls back to long-poll when WebSocket upgrades fail', async () => {
     // A front server that serves long-poll but refuses every upgrade (as a broken proxy would).
     const rt = new RealtimeServer({ checkOrigin: false, longpoll: { windowMs: 500 } });
     rt.channel('room:*', roomChannel);
-    const front = http.createServer((req, res) => { if (!rt.handleHttp(req, res)) res.writeHead(404).end(); });
+    const front = http.createServer((req, res) => {
+      if (!rt.handleHttp(req, res)) res.writeHead(404).end();
+    });
     front.on('upgrade', (_req, sock) => sock.destroy());
     await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
     try {
       const s = new Socket(`ws://127.0.0.1:${(front.address() as AddressInfo).port}/socket`, {
-        transport: WebSocket as never, longPollFallbackMs: 300, reconnectAfterMs: () => 20,
+        transport: WebSocket as never,
+        longPollFallbackMs: 300,
+        reconnectAfterMs: () => 20,
       });
       sockets.push(s);
       s.connect();
@@ -240,7 +279,13 @@ describe('long-poll', () => {
 test('Presence helper shows the same list on three clients as they come and go', async () => {
   const topic = 'presence:lobby';
   const clients = new Map<string, { socket: Socket; ch: ClientChannel; presence: ClientPresence }>();
-  const listOf = (p: ClientPresence) => p.list((key: string, { metas }: { metas: { status?: string }[] }) => `${key}${metas[0]?.status ? `:${metas[0].status}` : ''}`).sort();
+  const listOf = (p: ClientPresence) =>
+    p
+      .list(
+        (key: string, { metas }: { metas: { status?: string }[] }) =>
+          `${key}${metas[0]?.status ? `:${metas[0].status}` : ''}`,
+      )
+      .sort();
 
   async function arrive(user: string): Promise<void> {
     const s = socket({}, { user });
@@ -249,10 +294,12 @@ test('Presence helper shows the same list on three clients as they come and go',
     clients.set(user, { socket: s, ch, presence: p });
     await joined(ch);
   }
-  const allSee = (expected: string[]) => until(
-    () => [...clients.values()].every((c) => JSON.stringify(listOf(c.presence)) === JSON.stringify(expected)),
-    3000, `everyone to see ${expected.join(',')}`,
-  );
+  const allSee = (expected: string[]) =>
+    until(
+      () => [...clients.values()].every((c) => JSON.stringify(listOf(c.presence)) === JSON.stringify(expected)),
+      3000,
+      `everyone to see ${expected.join(',')}`,
+    );
 
   await arrive('ann');
   await arrive('bob');
@@ -285,13 +332,20 @@ test('Presence helper shows the same list on three clients as they come and go',
 test('drain: phoenix.js sees close 1012 and keeps trying to reconnect (1012 is not 1000)', async () => {
   const s2 = await startServer({}, (rt) => rt.channel('room:*', roomChannel));
   try {
-    const client = new Socket(`ws://127.0.0.1:${s2.port}/socket`, { transport: WebSocket as never, reconnectAfterMs: () => 20 });
+    const client = new Socket(`ws://127.0.0.1:${s2.port}/socket`, {
+      transport: WebSocket as never,
+      reconnectAfterMs: () => 20,
+    });
     sockets.push(client);
     const codes: number[] = [];
     let errorsAfterDrain = 0;
     let drained = false;
-    client.onClose((e) => { codes.push((e as unknown as { code: number }).code); });
-    client.onError(() => { if (drained) errorsAfterDrain++; });
+    client.onClose((e) => {
+      codes.push((e as unknown as { code: number }).code);
+    });
+    client.onError(() => {
+      if (drained) errorsAfterDrain++;
+    });
     client.connect();
     await joined(client.channel('room:drain'));
     await s2.rt.drain({ batchSize: 10, intervalMs: 0 });

@@ -6,10 +6,16 @@ import type { Socket } from 'node:net';
 import { RawClient, roomChannel, sleep, startServer, until, upgradeStatus, type TestServer } from './helpers';
 import type { RealtimeLogger } from '../../src/realtime';
 
-interface Line { level: string; obj: object; msg?: string }
+interface Line {
+  level: string;
+  obj: object;
+  msg?: string;
+}
 function captureLogger(): RealtimeLogger & { lines: Line[] } {
   const lines: Line[] = [];
-  const at = (level: string) => (obj: object, msg?: string) => { lines.push({ level, obj, msg }); };
+  const at = (level: string) => (obj: object, msg?: string) => {
+    lines.push({ level, obj, msg });
+  };
   return { lines, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
 }
 
@@ -17,7 +23,14 @@ let srv: TestServer;
 const logger = captureLogger();
 beforeAll(async () => {
   srv = await startServer(
-    { logger, maxFrameBytes: 1024, rateLimit: { messages: 50, intervalMs: 1000 }, maxProtocolErrors: 5, maxBufferedBytes: 1024 * 1024, slowClientGraceMs: 100 },
+    {
+      logger,
+      maxFrameBytes: 1024,
+      rateLimit: { messages: 50, intervalMs: 1000 },
+      maxProtocolErrors: 5,
+      maxBufferedBytes: 1024 * 1024,
+      slowClientGraceMs: 100,
+    },
     (rt) => rt.channel('room:*', roomChannel),
   );
 });
@@ -49,7 +62,7 @@ test('malformed frames are dropped with a log line; the socket lives until maxPr
   c.sendText('not json');
   c.sendText('["1","2","room:calm"]');
   c.sendText('[null,"3",42,"heartbeat",{}]');
-  c.sendBinary(Buffer.from([0, 200, 200, 200, 200, 65]));  // header lengths lie
+  c.sendBinary(Buffer.from([0, 200, 200, 200, 200, 65])); // header lengths lie
   expect(await c.call([null, '5', 'phoenix', 'heartbeat', {}])).toEqual(HB_OK('5'));
   expect(srv.rt.stats().protocolErrors - before).toBe(4);
   expect(logger.lines.filter((l) => l.msg === 'realtime: malformed frame dropped').length).toBeGreaterThanOrEqual(3);
@@ -98,7 +111,11 @@ test('a client that stops reading is cut off once its unsent bytes exceed the ca
 });
 
 test('connect handler that throws ⇒ 403, server fine', async () => {
-  const s = await startServer({ connect: () => { throw new Error('db down'); } });
+  const s = await startServer({
+    connect: () => {
+      throw new Error('db down');
+    },
+  });
   try {
     expect((await upgradeStatus(`${s.wsUrl}?vsn=2.0.0`)).status).toBe(403);
     expect((await upgradeStatus(`${s.wsUrl}?vsn=2.0.0`)).status).toBe(403);
@@ -116,7 +133,12 @@ test('drain closes every socket with 1012 in batches and refuses new connections
   try {
     const clients = await Promise.all(Array.from({ length: 5 }, () => RawClient.connect(`${s.wsUrl}?vsn=2.0.0`)));
     const closedAt: number[] = [];
-    const closes = clients.map((c) => c.closed.then((r) => { closedAt.push(Date.now()); return r.code; }));
+    const closes = clients.map((c) =>
+      c.closed.then((r) => {
+        closedAt.push(Date.now());
+        return r.code;
+      }),
+    );
     const t0 = Date.now();
     await s.rt.drain({ batchSize: 2, intervalMs: 60 });
     expect(Date.now() - t0).toBeGreaterThanOrEqual(110);
@@ -129,15 +151,25 @@ test('drain closes every socket with 1012 in batches and refuses new connections
 });
 
 test('a channel whose terminate throws, or a bad reply payload, is contained', async () => {
-  const s = await startServer({}, (rt) => rt.channel('bad:*', {
-    join: () => ({ status: 'ok' }),
-    handleIn: (event) => (event === 'array' ? { reply: 'ok', response: [1, 2] as unknown as object } : undefined),
-    terminate: () => { throw new Error('terminate boom'); },
-  }));
+  const s = await startServer({}, (rt) =>
+    rt.channel('bad:*', {
+      join: () => ({ status: 'ok' }),
+      handleIn: (event) => (event === 'array' ? { reply: 'ok', response: [1, 2] as unknown as object } : undefined),
+      terminate: () => {
+        throw new Error('terminate boom');
+      },
+    }),
+  );
   try {
     const c = await RawClient.connect(`${s.wsUrl}?vsn=2.0.0`);
     await c.call(['1', '1', 'bad:x', 'phx_join', {}]);
-    expect(await c.call(['1', '2', 'bad:x', 'array', {}])).toEqual(['1', '1', 'bad:x', 'phx_error', { reason: 'channel_crash' }]);
+    expect(await c.call(['1', '2', 'bad:x', 'array', {}])).toEqual([
+      '1',
+      '1',
+      'bad:x',
+      'phx_error',
+      { reason: 'channel_crash' },
+    ]);
     expect(await c.call([null, '3', 'phoenix', 'heartbeat', {}])).toEqual(HB_OK('3'));
     await c.close();
   } finally {
@@ -149,10 +181,15 @@ test('a hostile Host header or request target does not break connect', async () 
   const net = await import('node:net');
   const status = await new Promise<string>((resolve) => {
     const sock = net.connect(srv.port, '127.0.0.1', () => {
-      sock.write('GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: a b\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n'
-        + 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
+      sock.write(
+        'GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: a b\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+          'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+      );
     });
-    sock.once('data', (d) => { resolve(d.toString().split('\r\n')[0]!); sock.destroy(); });
+    sock.once('data', (d) => {
+      resolve(d.toString().split('\r\n')[0]!);
+      sock.destroy();
+    });
     sock.on('error', () => resolve('error'));
   });
   expect(status).toMatch(/^HTTP\/1\.1 (101|400)/);

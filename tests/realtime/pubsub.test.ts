@@ -13,10 +13,17 @@ class MemoryBus {
         // Serialise like a real transport would, so only JSON-safe data crosses.
         const wire = JSON.stringify(m);
         this.published.push(m);
-        setImmediate(() => { for (const h of this.handlers) h(JSON.parse(wire)); });
+        setImmediate(() => {
+          for (const h of this.handlers) h(JSON.parse(wire));
+        });
       },
-      onMessage: (h) => { handler = h; this.handlers.push((m) => handler?.(m)); },
-      close: () => { handler = null; },
+      onMessage: (h) => {
+        handler = h;
+        this.handlers.push((m) => handler?.(m));
+      },
+      close: () => {
+        handler = null;
+      },
     };
   }
 }
@@ -25,7 +32,10 @@ let a: TestServer;
 let b: TestServer;
 const bus = new MemoryBus();
 beforeAll(async () => {
-  const opts = (n: string) => ({ pubsub: bus.adapter(), connect: (p: Record<string, unknown>) => ({ id: typeof p.sid === 'string' ? p.sid : null, assigns: { node: n } }) });
+  const opts = (n: string) => ({
+    pubsub: bus.adapter(),
+    connect: (p: Record<string, unknown>) => ({ id: typeof p.sid === 'string' ? p.sid : null, assigns: { node: n } }),
+  });
   a = await startServer(opts('a'), (rt) => rt.channel('room:*', roomChannel));
   b = await startServer(opts('b'), (rt) => rt.channel('room:*', roomChannel));
 });

@@ -17,18 +17,34 @@ function swiftAccepts(frame: unknown): boolean {
   if (!Array.isArray(frame) || frame.length < 5) return false;
   const [joinRef, ref, topic, event, payload] = frame;
   const refOk = (r: unknown) => r === null || typeof r === 'string';
-  return refOk(joinRef) && refOk(ref) && typeof topic === 'string' && typeof event === 'string'
-    && payload !== null && typeof payload === 'object' && !Array.isArray(payload)
-    && (event !== 'phx_reply' || typeof (payload as { status?: unknown }).status === 'string');
+  return (
+    refOk(joinRef) &&
+    refOk(ref) &&
+    typeof topic === 'string' &&
+    typeof event === 'string' &&
+    payload !== null &&
+    typeof payload === 'object' &&
+    !Array.isArray(payload) &&
+    (event !== 'phx_reply' || typeof (payload as { status?: unknown }).status === 'string')
+  );
 }
 
 /** Swift's presence cast: [String: [String: [[String: Any]]]] with string phx_ref in every meta. */
 function swiftPresenceAccepts(state: unknown): boolean {
   if (state === null || typeof state !== 'object' || Array.isArray(state)) return false;
-  return Object.values(state as Record<string, unknown>).every((entry) =>
-    entry !== null && typeof entry === 'object' && Array.isArray((entry as { metas?: unknown }).metas)
-    && Object.values(entry as Record<string, unknown>).every((v) => Array.isArray(v)
-      && v.every((m) => m !== null && typeof m === 'object' && typeof (m as { phx_ref?: unknown }).phx_ref === 'string')));
+  return Object.values(state as Record<string, unknown>).every(
+    (entry) =>
+      entry !== null &&
+      typeof entry === 'object' &&
+      Array.isArray((entry as { metas?: unknown }).metas) &&
+      Object.values(entry as Record<string, unknown>).every(
+        (v) =>
+          Array.isArray(v) &&
+          v.every(
+            (m) => m !== null && typeof m === 'object' && typeof (m as { phx_ref?: unknown }).phx_ref === 'string',
+          ),
+      ),
+  );
 }
 
 class SwiftClient {
@@ -70,18 +86,28 @@ let srv: TestServer;
 let refusing: TestServer;
 const seenParams: unknown[] = [];
 beforeAll(async () => {
-  srv = await startServer({ connect: (params) => { seenParams.push(params); return { assigns: {} }; } }, (rt) => {
-    rt.channel('task:*', taskChannel);
-    const presence = new Presence(rt);
-    rt.channel('tasks:*', {
-      join: (_t, _p, socket) => {
-        presence.track(socket, `user:${socket.params.device ?? 'x'}`, { online_at: '1712345678' });
-        presence.pushState(socket);
-        return { status: 'ok' };
+  srv = await startServer(
+    {
+      connect: (params) => {
+        seenParams.push(params);
+        return { assigns: {} };
       },
-    });
-  });
-  refusing = await startServer({}, (rt) => rt.channel('task:*', { join: () => ({ status: 'error', response: { reason: 'unauthorized' } }) }));
+    },
+    (rt) => {
+      rt.channel('task:*', taskChannel);
+      const presence = new Presence(rt);
+      rt.channel('tasks:*', {
+        join: (_t, _p, socket) => {
+          presence.track(socket, `user:${socket.params.device ?? 'x'}`, { online_at: '1712345678' });
+          presence.pushState(socket);
+          return { status: 'ok' };
+        },
+      });
+    },
+  );
+  refusing = await startServer({}, (rt) =>
+    rt.channel('task:*', { join: () => ({ status: 'error', response: { reason: 'unauthorized' } }) }),
+  );
 });
 afterAll(async () => {
   await srv.close();
@@ -104,7 +130,12 @@ test('the connect URL (vsn first, flat params) is accepted and decoded', async (
 
 test('the fixture session: every server frame equals the fixture, then the client closes with 1000', async () => {
   const sc = await SwiftClient.connect(swiftUrl(srv));
-  const frames = fx.frames_out.session.frames as { dir: string; text?: string; json?: unknown; close_frame?: unknown }[];
+  const frames = fx.frames_out.session.frames as {
+    dir: string;
+    text?: string;
+    json?: unknown;
+    close_frame?: unknown;
+  }[];
   for (const f of frames) {
     if (f.dir === 'out' && f.text) sc.send(f.text);
     else if (f.dir === 'in') expect(await sc.recv()).toEqual(f.json);
@@ -118,30 +149,47 @@ test('the fixture session: every server frame equals the fixture, then the clien
 
 test('variant: Example-app ref offsets and a push sent before the join reply', async () => {
   const sc = await SwiftClient.connect(swiftUrl(srv));
-  const [join, push, hb, leave] = fx.frames_out.variants.find((v: { name: string }) => v.name === 'example_app_registers_three_socket_callbacks_first').frames_out as string[];
+  const [join, push, hb, leave] = fx.frames_out.variants.find(
+    (v: { name: string }) => v.name === 'example_app_registers_three_socket_callbacks_first',
+  ).frames_out as string[];
   sc.send(join!);
   sc.send(push!);
   expect(await sc.recv()).toEqual(['6', '6', TOPIC, 'phx_reply', { status: 'ok', response: { task: null } }]);
-  expect(await sc.recv()).toEqual(['6', '7', TOPIC, 'phx_reply', { status: 'ok', response: { task_id: TOPIC.slice(5) } }]);
+  expect(await sc.recv()).toEqual([
+    '6',
+    '7',
+    TOPIC,
+    'phx_reply',
+    { status: 'ok', response: { task_id: TOPIC.slice(5) } },
+  ]);
   sc.send(hb!);
   expect(await sc.recv()).toEqual([null, '8', 'phoenix', 'phx_reply', { status: 'ok', response: {} }]);
   sc.send(leave!);
   expect(await sc.recv()).toEqual(['6', '9', TOPIC, 'phx_reply', { status: 'ok', response: {} }]);
   expect(await sc.recv()).toEqual(['6', '6', TOPIC, 'phx_close', {}]);
-  const early = fx.frames_out.variants.find((v: { name: string }) => v.name === 'push_called_before_join_reply').frames_out as string[];
+  const early = fx.frames_out.variants.find((v: { name: string }) => v.name === 'push_called_before_join_reply')
+    .frames_out as string[];
   sc.send(early[0]!);
   sc.send(early[1]!);
   expect(await sc.recv()).toEqual(['3', '3', TOPIC, 'phx_reply', { status: 'ok', response: { task: null } }]);
-  expect(await sc.recv()).toEqual(['3', '5', TOPIC, 'phx_reply', { status: 'ok', response: { task_id: TOPIC.slice(5) } }]);
+  expect(await sc.recv()).toEqual([
+    '3',
+    '5',
+    TOPIC,
+    'phx_reply',
+    { status: 'ok', response: { task_id: TOPIC.slice(5) } },
+  ]);
   await sc.c.close();
 });
 
 test('variant: join with no params, second channel on the same topic (leave then join)', async () => {
   const sc = await SwiftClient.connect(swiftUrl(srv));
-  const [noParams] = fx.frames_out.variants.find((v: { name: string }) => v.name === 'join_with_no_params').frames_out as string[];
+  const [noParams] = fx.frames_out.variants.find((v: { name: string }) => v.name === 'join_with_no_params')
+    .frames_out as string[];
   sc.send(noParams!);
   expect(await sc.recv()).toEqual(['3', '3', TOPIC, 'phx_reply', { status: 'ok', response: { task: null } }]);
-  const [, leave, rejoin] = fx.frames_out.variants.find((v: { name: string }) => v.name === 'second_channel_same_topic').frames_out as string[];
+  const [, leave, rejoin] = fx.frames_out.variants.find((v: { name: string }) => v.name === 'second_channel_same_topic')
+    .frames_out as string[];
   sc.send(leave!);
   sc.send(rejoin!);
   expect(await sc.recv()).toEqual(['3', '6', TOPIC, 'phx_reply', { status: 'ok', response: {} }]);
@@ -197,7 +245,9 @@ test('presence_state and presence_diff have the exact shape Swift 5.3.4 casts', 
   expect(swiftPresenceAccepts(state[4])).toBe(true);
   expect(Object.keys(state[4] as object)).toEqual(['user:ios']);
   // its own join diff follows the state
-  expect(Object.keys(((await a.recv()) as [null, null, string, string, { joins: object }])[4].joins)).toEqual(['user:ios']);
+  expect(Object.keys(((await a.recv()) as [null, null, string, string, { joins: object }])[4].joins)).toEqual([
+    'user:ios',
+  ]);
   const b = await SwiftClient.connect(url('ipad'));
   b.send('["3","3","tasks:user_42","phx_join",{}]');
   await b.recv();
@@ -223,9 +273,19 @@ describe('older Swift builds (< 3.0): no vsn, V1 objects in BINARY frames', () =
     const [join, hb] = fx.older_versions.example_frames as { text: string }[];
     c.sendBinary(Buffer.from(join!.text));
     const reply = await c.json();
-    expect(reply).toEqual({ topic: TOPIC, event: 'phx_reply', payload: { status: 'ok', response: { task: null } }, ref: '3' });
+    expect(reply).toEqual({
+      topic: TOPIC,
+      event: 'phx_reply',
+      payload: { status: 'ok', response: { task: null } },
+      ref: '3',
+    });
     c.sendBinary(Buffer.from(hb!.text));
-    expect(await c.json()).toEqual({ topic: 'phoenix', event: 'phx_reply', payload: { status: 'ok', response: {} }, ref: '5' });
+    expect(await c.json()).toEqual({
+      topic: 'phoenix',
+      event: 'phx_reply',
+      payload: { status: 'ok', response: {} },
+      ref: '5',
+    });
     await c.close();
   });
 });

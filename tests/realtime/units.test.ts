@@ -1,6 +1,13 @@
 /** Pure functions: query decoding, origin rules, vsn negotiation, serializers, phx_ref. */
 import { compileOriginCheck } from '../../src/realtime/origin';
-import { decodeQuery, negotiateSerializer, presenceRef, ProtocolError, V1Serializer, V2Serializer } from '../../src/realtime';
+import {
+  decodeQuery,
+  negotiateSerializer,
+  presenceRef,
+  ProtocolError,
+  V1Serializer,
+  V2Serializer,
+} from '../../src/realtime';
 
 describe('decodeQuery (Plug semantics)', () => {
   test.each([
@@ -27,9 +34,16 @@ describe('decodeQuery (Plug semantics)', () => {
 describe('check origin', () => {
   const list = compileOriginCheck(['https://a.com', '//b.com:888', '//*.c.com']);
   test.each([
-    [undefined, true], ['https://a.com', true], ['http://a.com', false], ['https://b.com:888', true],
-    ['https://b.com', false], ['https://c.com', true], ['https://x.y.c.com', true], ['https://evilc.com', false],
-    ['null', false], ['garbage', false],
+    [undefined, true],
+    ['https://a.com', true],
+    ['http://a.com', false],
+    ['https://b.com:888', true],
+    ['https://b.com', false],
+    ['https://c.com', true],
+    ['https://x.y.c.com', true],
+    ['https://evilc.com', false],
+    ['null', false],
+    ['garbage', false],
   ])('list: %s ⇒ %s', (origin, ok) => {
     expect(list(origin, 'server.local', false)).toBe(ok);
   });
@@ -53,8 +67,21 @@ describe('check origin', () => {
 
 describe('negotiateSerializer', () => {
   test.each([
-    [undefined, 'v1'], ['1.0.0', 'v1'], ['1.0.9', 'v1'], ['2.0.0', 'v2'], ['2.0.7', 'v2'],
-    ['2.1.0', null], ['3.0.0', null], ['2.0', null], ['abc', null], ['', null], ['2.0.0-rc.1', null], ['2.0.1-rc.1', 'v2'], ['1.0.3-beta', 'v1'], ['02.0.0', null], ['2.0.0+build-7', 'v2'],
+    [undefined, 'v1'],
+    ['1.0.0', 'v1'],
+    ['1.0.9', 'v1'],
+    ['2.0.0', 'v2'],
+    ['2.0.7', 'v2'],
+    ['2.1.0', null],
+    ['3.0.0', null],
+    ['2.0', null],
+    ['abc', null],
+    ['', null],
+    ['2.0.0-rc.1', null],
+    ['2.0.1-rc.1', 'v2'],
+    ['1.0.3-beta', 'v1'],
+    ['02.0.0', null],
+    ['2.0.0+build-7', 'v2'],
   ])('%s ⇒ %s', (vsn, name) => {
     expect(negotiateSerializer(vsn)?.name ?? null).toBe(name);
   });
@@ -66,19 +93,36 @@ describe('negotiateSerializer', () => {
 describe('serializers', () => {
   const j = (b: Buffer) => JSON.parse(b.toString());
   test('V2 shapes', () => {
-    expect(j(V2Serializer.encode({ kind: 'reply', joinRef: '1', ref: '2', topic: 't', status: 'ok', response: {} }).data))
-      .toEqual(['1', '2', 't', 'phx_reply', { status: 'ok', response: {} }]);
-    expect(j(V2Serializer.encode({ kind: 'push', joinRef: '1', ref: null, topic: 't', event: 'e', payload: { a: 1 } }).data))
-      .toEqual(['1', null, 't', 'e', { a: 1 }]);
-    expect(j(V2Serializer.encode({ kind: 'broadcast', topic: 't', event: 'e', payload: {} }).data)).toEqual([null, null, 't', 'e', {}]);
+    expect(
+      j(V2Serializer.encode({ kind: 'reply', joinRef: '1', ref: '2', topic: 't', status: 'ok', response: {} }).data),
+    ).toEqual(['1', '2', 't', 'phx_reply', { status: 'ok', response: {} }]);
+    expect(
+      j(V2Serializer.encode({ kind: 'push', joinRef: '1', ref: null, topic: 't', event: 'e', payload: { a: 1 } }).data),
+    ).toEqual(['1', null, 't', 'e', { a: 1 }]);
+    expect(j(V2Serializer.encode({ kind: 'broadcast', topic: 't', event: 'e', payload: {} }).data)).toEqual([
+      null,
+      null,
+      't',
+      'e',
+      {},
+    ]);
   });
   test('V1 shapes never carry join_ref', () => {
-    expect(j(V1Serializer.encode({ kind: 'push', joinRef: '1', ref: '1', topic: 't', event: 'phx_close', payload: {} }).data))
-      .toEqual({ topic: 't', event: 'phx_close', payload: {}, ref: '1' });
-    expect(() => V1Serializer.encode({ kind: 'broadcast', topic: 't', event: 'e', payload: Buffer.from([1]) })).toThrow(ProtocolError);
+    expect(
+      j(
+        V1Serializer.encode({ kind: 'push', joinRef: '1', ref: '1', topic: 't', event: 'phx_close', payload: {} }).data,
+      ),
+    ).toEqual({ topic: 't', event: 'phx_close', payload: {}, ref: '1' });
+    expect(() => V1Serializer.encode({ kind: 'broadcast', topic: 't', event: 'e', payload: Buffer.from([1]) })).toThrow(
+      ProtocolError,
+    );
   });
   test('V2 binary decode: the Phoenix test-suite example', () => {
-    const frame = Buffer.concat([Buffer.from([0, 2, 3, 5, 5]), Buffer.from('12123topicevent'), Buffer.from([65, 66, 67])]);
+    const frame = Buffer.concat([
+      Buffer.from([0, 2, 3, 5, 5]),
+      Buffer.from('12123topicevent'),
+      Buffer.from([65, 66, 67]),
+    ]);
     const m = V2Serializer.decode(frame, true);
     expect(m).toEqual({ joinRef: '12', ref: '123', topic: 'topic', event: 'event', payload: Buffer.from('ABC') });
   });
@@ -93,9 +137,16 @@ describe('serializers', () => {
     expect(() => V2Serializer.decode(Buffer.from('{"topic":"t"}'), false)).toThrow(ProtocolError);
   });
   test('V1 decode requires topic, event, payload and ref', () => {
-    expect(() => V1Serializer.decode(Buffer.from('{"topic":"t","event":"e","payload":{}}'), false)).toThrow(ProtocolError);
-    expect(V1Serializer.decode(Buffer.from('{"topic":"t","event":"e","payload":{},"ref":null}'), false))
-      .toEqual({ topic: 't', event: 'e', payload: {}, ref: null, joinRef: null });
+    expect(() => V1Serializer.decode(Buffer.from('{"topic":"t","event":"e","payload":{}}'), false)).toThrow(
+      ProtocolError,
+    );
+    expect(V1Serializer.decode(Buffer.from('{"topic":"t","event":"e","payload":{},"ref":null}'), false)).toEqual({
+      topic: 't',
+      event: 'e',
+      payload: {},
+      ref: null,
+      joinRef: null,
+    });
   });
 });
 

@@ -50,8 +50,12 @@ describe('connect / transport', () => {
     expect(await c.call([null, '7', 'phoenix', 'heartbeat', {}])).toEqual([null, '7', 'phoenix', 'phx_reply', OK()]);
     await c.close();
     const c1 = await RawClient.connect(`${srv.wsUrl}?vsn=1.0.0`);
-    expect(await c1.call({ topic: 'phoenix', event: 'heartbeat', payload: {}, ref: '2' }))
-      .toEqual({ topic: 'phoenix', event: 'phx_reply', payload: OK(), ref: '2' });
+    expect(await c1.call({ topic: 'phoenix', event: 'heartbeat', payload: {}, ref: '2' })).toEqual({
+      topic: 'phoenix',
+      event: 'phx_reply',
+      payload: OK(),
+      ref: '2',
+    });
     await c1.close();
   });
 
@@ -102,7 +106,9 @@ describe('connect / transport', () => {
 
 describe('heartbeat', () => {
   let c: RawClient;
-  beforeEach(async () => { c = await RawClient.connect(v2()); });
+  beforeEach(async () => {
+    c = await RawClient.connect(v2());
+  });
   afterEach(() => c.close());
 
   test('G9 heartbeat with no channels', async () => {
@@ -112,8 +118,13 @@ describe('heartbeat', () => {
     expect(await c.call(['9', '2', 'phoenix', 'heartbeat', {}])).toEqual([null, '2', 'phoenix', 'phx_reply', OK()]);
   });
   test('G11 other event on phoenix ⇒ unmatched topic', async () => {
-    expect(await c.call(['1', '3', 'phoenix', 'ping', {}]))
-      .toEqual([null, '3', 'phoenix', 'phx_reply', { status: 'error', response: { reason: 'unmatched topic' } }]);
+    expect(await c.call(['1', '3', 'phoenix', 'ping', {}])).toEqual([
+      null,
+      '3',
+      'phoenix',
+      'phx_reply',
+      { status: 'error', response: { reason: 'unmatched topic' } },
+    ]);
   });
 });
 
@@ -137,39 +148,86 @@ test('G12 idle timeout closes quiet sockets, heartbeats keep them open', async (
 
 describe('join', () => {
   let c: RawClient;
-  beforeEach(async () => { c = await RawClient.connect(v2()); });
+  beforeEach(async () => {
+    c = await RawClient.connect(v2());
+  });
   afterEach(() => c.close());
 
   test('G13 join ok', async () => {
-    expect(await c.call(['1', '1', 'room:lobby', 'phx_join', { a: 1 }])).toEqual(['1', '1', 'room:lobby', 'phx_reply', OK()]);
+    expect(await c.call(['1', '1', 'room:lobby', 'phx_join', { a: 1 }])).toEqual([
+      '1',
+      '1',
+      'room:lobby',
+      'phx_reply',
+      OK(),
+    ]);
   });
   test('G14 join ok with reply payload', async () => {
-    expect(await c.call(['1', '1', 'room:lobby', 'phx_join', { reply: { x: 1 } }])).toEqual(['1', '1', 'room:lobby', 'phx_reply', OK({ x: 1 })]);
+    expect(await c.call(['1', '1', 'room:lobby', 'phx_join', { reply: { x: 1 } }])).toEqual([
+      '1',
+      '1',
+      'room:lobby',
+      'phx_reply',
+      OK({ x: 1 }),
+    ]);
   });
   test('G15 join refused, no phx_close; retries get the same answer', async () => {
-    const refused = (n: string) => [n, n, 'room:secret', 'phx_reply', { status: 'error', response: { reason: 'unauthorized' } }];
+    const refused = (n: string) => [
+      n,
+      n,
+      'room:secret',
+      'phx_reply',
+      { status: 'error', response: { reason: 'unauthorized' } },
+    ];
     expect(await c.call(['1', '1', 'room:secret', 'phx_join', {}])).toEqual(refused('1'));
     expect(await c.call(['2', '2', 'room:secret', 'phx_join', {}])).toEqual(refused('2'));
     expect(await c.drain(50)).toEqual([]);
     // still unjoined
-    expect(await c.call(['2', '3', 'room:secret', 'new_msg', {}]))
-      .toEqual([null, '3', 'room:secret', 'phx_reply', { status: 'error', response: { reason: 'unmatched topic' } }]);
+    expect(await c.call(['2', '3', 'room:secret', 'new_msg', {}])).toEqual([
+      null,
+      '3',
+      'room:secret',
+      'phx_reply',
+      { status: 'error', response: { reason: 'unmatched topic' } },
+    ]);
   });
   test('G16 join crashes ⇒ join crashed', async () => {
-    expect(await c.call(['4', '4', 'room:crash', 'phx_join', {}]))
-      .toEqual(['4', '4', 'room:crash', 'phx_reply', { status: 'error', response: { reason: 'join crashed' } }]);
+    expect(await c.call(['4', '4', 'room:crash', 'phx_join', {}])).toEqual([
+      '4',
+      '4',
+      'room:crash',
+      'phx_reply',
+      { status: 'error', response: { reason: 'join crashed' } },
+    ]);
   });
   test('G17 unmatched topic join ⇒ join_ref null', async () => {
-    expect(await c.call(['1', '1', 'nope', 'phx_join', {}]))
-      .toEqual([null, '1', 'nope', 'phx_reply', { status: 'error', response: { reason: 'unmatched topic' } }]);
+    expect(await c.call(['1', '1', 'nope', 'phx_join', {}])).toEqual([
+      null,
+      '1',
+      'nope',
+      'phx_reply',
+      { status: 'error', response: { reason: 'unmatched topic' } },
+    ]);
   });
   test('G18 101st channel refused', async () => {
     for (let i = 1; i <= 100; i++) c.send([String(i), String(i), `room:x${i}`, 'phx_join', {}]);
-    for (let i = 1; i <= 100; i++) expect(await c.json()).toEqual([String(i), String(i), `room:x${i}`, 'phx_reply', OK()]);
-    expect(await c.call(['201', '201', 'room:x101', 'phx_join', {}]))
-      .toEqual(['201', '201', 'room:x101', 'phx_reply', { status: 'error', response: { reason: 'too many channels joined' } }]);
+    for (let i = 1; i <= 100; i++)
+      expect(await c.json()).toEqual([String(i), String(i), `room:x${i}`, 'phx_reply', OK()]);
+    expect(await c.call(['201', '201', 'room:x101', 'phx_join', {}])).toEqual([
+      '201',
+      '201',
+      'room:x101',
+      'phx_reply',
+      { status: 'error', response: { reason: 'too many channels joined' } },
+    ]);
     // re-joining an already joined topic is not a new channel
-    expect(await c.call(['202', '202', 'room:x5', 'phx_join', {}])).toEqual(['202', '202', 'room:x5', 'phx_reply', OK()]);
+    expect(await c.call(['202', '202', 'room:x5', 'phx_join', {}])).toEqual([
+      '202',
+      '202',
+      'room:x5',
+      'phx_reply',
+      OK(),
+    ]);
     expect(await c.json()).toEqual(['5', '5', 'room:x5', 'phx_close', {}]);
   });
   test('G19 duplicate join: new reply, then phx_close for the old join_ref; later pushes use the new one', async () => {
@@ -178,11 +236,23 @@ describe('join', () => {
     expect(await c.json()).toEqual(['2', '2', 'room:lobby', 'phx_reply', OK()]);
     expect(await c.json()).toEqual(['1', '1', 'room:lobby', 'phx_close', {}]);
     expect(await c.json()).toEqual(['2', null, 'room:lobby', 'joined', { status: 'connected' }]);
-    expect(await c.call(['2', '3', 'room:lobby', 'push_me', {}])).toEqual(['2', null, 'room:lobby', 'joined', { status: 'connected' }]);
+    expect(await c.call(['2', '3', 'room:lobby', 'push_me', {}])).toEqual([
+      '2',
+      null,
+      'room:lobby',
+      'joined',
+      { status: 'connected' },
+    ]);
   });
   test('G20 join with null join_ref: pushes use the ref', async () => {
     expect(await c.call([null, '5', 'room:a', 'phx_join', {}])).toEqual([null, '5', 'room:a', 'phx_reply', OK()]);
-    expect(await c.call([null, '6', 'room:a', 'push_me', {}])).toEqual(['5', null, 'room:a', 'joined', { status: 'connected' }]);
+    expect(await c.call([null, '6', 'room:a', 'push_me', {}])).toEqual([
+      '5',
+      null,
+      'room:a',
+      'joined',
+      { status: 'connected' },
+    ]);
   });
   test('frames sent during a slow join wait for it and keep their order', async () => {
     c.send(['1', '1', 'room:slow', 'phx_join', { delay: 80 }]);
@@ -208,21 +278,43 @@ describe('channel traffic', () => {
   afterEach(() => c.close());
 
   test('G21 push with reply', async () => {
-    expect(await c.call(['1', '2', 'room:lobby', 'new_msg', { body: 'hi' }]))
-      .toEqual(['1', '2', 'room:lobby', 'phx_reply', OK({ echo: { body: 'hi' } })]);
+    expect(await c.call(['1', '2', 'room:lobby', 'new_msg', { body: 'hi' }])).toEqual([
+      '1',
+      '2',
+      'room:lobby',
+      'phx_reply',
+      OK({ echo: { body: 'hi' } }),
+    ]);
   });
   test('G22 custom status and bare ok', async () => {
-    expect(await c.call(['1', '2', 'room:lobby', 'error_reply', {}]))
-      .toEqual(['1', '2', 'room:lobby', 'phx_reply', { status: 'error', response: { e: 1 } }]);
+    expect(await c.call(['1', '2', 'room:lobby', 'error_reply', {}])).toEqual([
+      '1',
+      '2',
+      'room:lobby',
+      'phx_reply',
+      { status: 'error', response: { e: 1 } },
+    ]);
     expect(await c.call(['1', '3', 'room:lobby', 'ok_bare', {}])).toEqual(['1', '3', 'room:lobby', 'phx_reply', OK()]);
   });
   test('G23 noreply sends nothing; a later socket.reply answers the ref', async () => {
     c.send(['1', '2', 'room:lobby', 'noreply', {}]);
     expect(await c.drain(80)).toEqual([]);
-    expect(await c.call(['1', '3', 'room:lobby', 'later', {}])).toEqual(['1', '3', 'room:lobby', 'phx_reply', OK({ later: true })]);
+    expect(await c.call(['1', '3', 'room:lobby', 'later', {}])).toEqual([
+      '1',
+      '3',
+      'room:lobby',
+      'phx_reply',
+      OK({ later: true }),
+    ]);
   });
   test('G24 server push', async () => {
-    expect(await c.call(['1', '2', 'room:lobby', 'push_me', {}])).toEqual(['1', null, 'room:lobby', 'joined', { status: 'connected' }]);
+    expect(await c.call(['1', '2', 'room:lobby', 'push_me', {}])).toEqual([
+      '1',
+      null,
+      'room:lobby',
+      'joined',
+      { status: 'connected' },
+    ]);
   });
   test('G25 broadcast reaches every joined socket; broadcast_from skips the sender', async () => {
     const others = await Promise.all([RawClient.connect(v2()), RawClient.connect(`${srv.wsUrl}`)]);
@@ -241,7 +333,13 @@ describe('channel traffic', () => {
     await Promise.all(others.map((o) => o.close()));
   });
   test('G26 null join_ref on a joined topic is delivered', async () => {
-    expect(await c.call([null, '3', 'room:lobby', 'new_msg', {}])).toEqual(['1', '3', 'room:lobby', 'phx_reply', OK({ echo: {} })]);
+    expect(await c.call([null, '3', 'room:lobby', 'new_msg', {}])).toEqual([
+      '1',
+      '3',
+      'room:lobby',
+      'phx_reply',
+      OK({ echo: {} }),
+    ]);
   });
   test('G27 stale join_ref after a duplicate join ⇒ nothing', async () => {
     c.send(['2', '2', 'room:lobby', 'phx_join', {}]);
@@ -251,11 +349,22 @@ describe('channel traffic', () => {
     expect(await c.drain(80)).toEqual([]);
   });
   test('G28 push on an unjoined topic ⇒ unmatched topic', async () => {
-    expect(await c.call(['7', '8', 'room:other', 'new_msg', {}]))
-      .toEqual([null, '8', 'room:other', 'phx_reply', { status: 'error', response: { reason: 'unmatched topic' } }]);
+    expect(await c.call(['7', '8', 'room:other', 'new_msg', {}])).toEqual([
+      null,
+      '8',
+      'room:other',
+      'phx_reply',
+      { status: 'error', response: { reason: 'unmatched topic' } },
+    ]);
   });
   test('G29 extra array elements ignored', async () => {
-    expect(await c.call(['1', '9', 'room:lobby', 'new_msg', {}, 'x'])).toEqual(['1', '9', 'room:lobby', 'phx_reply', OK({ echo: {} })]);
+    expect(await c.call(['1', '9', 'room:lobby', 'new_msg', {}, 'x'])).toEqual([
+      '1',
+      '9',
+      'room:lobby',
+      'phx_reply',
+      OK({ echo: {} }),
+    ]);
   });
   test('events are handled one at a time in order (slow handler first)', async () => {
     c.send(['1', '2', 'room:lobby', 'slow', { ms: 60 }]);
@@ -276,7 +385,13 @@ describe('leave / close / error', () => {
     await c.call(['1', '1', 'room:lobby', 'phx_join', {}]);
   });
   afterEach(() => c.close());
-  const unmatched = (ref: string, topic = 'room:lobby') => [null, ref, topic, 'phx_reply', { status: 'error', response: { reason: 'unmatched topic' } }];
+  const unmatched = (ref: string, topic = 'room:lobby') => [
+    null,
+    ref,
+    topic,
+    'phx_reply',
+    { status: 'error', response: { reason: 'unmatched topic' } },
+  ];
 
   test('G30 leave: reply then phx_close; then unjoined', async () => {
     c.send(['1', '5', 'room:lobby', 'phx_leave', {}]);
@@ -292,7 +407,13 @@ describe('leave / close / error', () => {
   test('G32 leave with stale join_ref ⇒ nothing', async () => {
     c.send(['0', '5', 'room:lobby', 'phx_leave', {}]);
     expect(await c.drain(80)).toEqual([]);
-    expect(await c.call(['1', '6', 'room:lobby', 'new_msg', {}])).toEqual(['1', '6', 'room:lobby', 'phx_reply', OK({ echo: {} })]);
+    expect(await c.call(['1', '6', 'room:lobby', 'new_msg', {}])).toEqual([
+      '1',
+      '6',
+      'room:lobby',
+      'phx_reply',
+      OK({ echo: {} }),
+    ]);
   });
   test('G33 leave on a never-joined topic ⇒ ok reply with its own join_ref, no phx_close', async () => {
     c.send(['3', '6', 'room:z', 'phx_leave', {}]);
@@ -313,7 +434,13 @@ describe('leave / close / error', () => {
     c.send(['1', '3', 'room:lobby', 'crash', {}]);
     expect(await c.json()).toEqual(['1', '1', 'room:lobby', 'phx_error', { reason: 'channel_crash' }]);
     expect(await c.call(['1', '4', 'room:lobby', 'new_msg', {}])).toEqual(unmatched('4'));
-    expect(await c.call(['2', '5', 'room:other', 'new_msg', {}])).toEqual(['2', '5', 'room:other', 'phx_reply', OK({ echo: {} })]);
+    expect(await c.call(['2', '5', 'room:other', 'new_msg', {}])).toEqual([
+      '2',
+      '5',
+      'room:other',
+      'phx_reply',
+      OK({ echo: {} }),
+    ]);
     expect(await c.call(['6', '6', 'room:lobby', 'phx_join', {}])).toEqual(['6', '6', 'room:lobby', 'phx_reply', OK()]);
     expect(srv.rt.stats().channelCrashes).toBeGreaterThanOrEqual(1);
   });
@@ -334,10 +461,14 @@ test('G36 forced disconnect by socket id ⇒ close 1001 for every socket with th
 
 test('G37 client close stops its channels server-side (terminate is called)', async () => {
   const terminated: string[] = [];
-  const s = await startServer({}, (rt) => rt.channel('t:*', {
-    join: () => ({ status: 'ok' }),
-    terminate: (reason, socket) => { terminated.push(`${socket.topic}:${reason}`); },
-  }));
+  const s = await startServer({}, (rt) =>
+    rt.channel('t:*', {
+      join: () => ({ status: 'ok' }),
+      terminate: (reason, socket) => {
+        terminated.push(`${socket.topic}:${reason}`);
+      },
+    }),
+  );
   try {
     const c = await RawClient.connect(`${s.wsUrl}?vsn=2.0.0`);
     await c.call(['1', '1', 't:a', 'phx_join', {}]);
@@ -359,25 +490,38 @@ describe('binary (V2)', () => {
     await c.call(['1', '1', 'room', 'phx_join', {}]);
   });
   afterEach(() => c.close());
-  beforeAll(() => { srv.rt.channel('room', roomChannel); });
+  beforeAll(() => {
+    srv.rt.channel('room', roomChannel);
+  });
 
-  const push = (joinRef: string, ref: string, topic: string, event: string, data: Buffer) => Buffer.concat([
-    Buffer.from([0, joinRef.length, ref.length, topic.length, event.length]),
-    Buffer.from(joinRef + ref + topic + event), data,
-  ]);
+  const push = (joinRef: string, ref: string, topic: string, event: string, data: Buffer) =>
+    Buffer.concat([
+      Buffer.from([0, joinRef.length, ref.length, topic.length, event.length]),
+      Buffer.from(joinRef + ref + topic + event),
+      data,
+    ]);
 
   test('G38 client binary push reaches handleIn as a Buffer; G39 binary reply', async () => {
     c.sendBinary(push('1', '2', 'room', 'upload', Buffer.from([0xde, 0xad])));
     const f = await c.next();
     expect(f.isBinary).toBe(true);
     // 01 | join_ref_len ref_len topic_len status_len | "1" "2" "room" "ok" | payload
-    expect(f.data).toEqual(Buffer.concat([Buffer.from([1, 1, 1, 4, 2]), Buffer.from('12roomok'), Buffer.from('got:'), Buffer.from([0xde, 0xad])]));
+    expect(f.data).toEqual(
+      Buffer.concat([
+        Buffer.from([1, 1, 1, 4, 2]),
+        Buffer.from('12roomok'),
+        Buffer.from('got:'),
+        Buffer.from([0xde, 0xad]),
+      ]),
+    );
   });
   test('G40 binary push (no ref) and binary broadcast', async () => {
     c.send(['1', '2', 'room', 'push_binary', {}]);
     const f = await c.next();
     expect(f.isBinary).toBe(true);
-    expect(f.data).toEqual(Buffer.concat([Buffer.from([0, 1, 4, 4]), Buffer.from('1roomblob'), Buffer.from([1, 2, 3])]));
+    expect(f.data).toEqual(
+      Buffer.concat([Buffer.from([0, 1, 4, 4]), Buffer.from('1roomblob'), Buffer.from([1, 2, 3])]),
+    );
     srv.rt.broadcast('room', 'blob', Buffer.from([9, 8]));
     const b = await c.next();
     expect(b.isBinary).toBe(true);

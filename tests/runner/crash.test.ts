@@ -48,7 +48,12 @@ describe.each(BACKENDS)('runner on %s: kill -9 and restart', (backend) => {
     RUNNER_ENABLED: 'true',
     RUNNER_CONCURRENCY: '8',
     DATA_DIR: dataDir,
-    PYRE_FIXTURE_RUNNER: JSON.stringify({ leaseMs: 1500, pollIntervalMs: 100, claimIntervalMs: 200, retry: { maxAttempts: 5, baseMs: 100, maxMs: 500 } }),
+    PYRE_FIXTURE_RUNNER: JSON.stringify({
+      leaseMs: 1500,
+      pollIntervalMs: 100,
+      claimIntervalMs: 200,
+      retry: { maxAttempts: 5, baseMs: 100, maxMs: 500 },
+    }),
     ...(backend === 'postgres' ? { PYRE_FIXTURE_PG_URL: TEST_PG_URL!, PYRE_FIXTURE_PG_SCHEMA: tdb!.schema! } : {}),
   });
 
@@ -67,8 +72,14 @@ describe.each(BACKENDS)('runner on %s: kill -9 and restart', (backend) => {
       tasks.push({ id: await createTask(first.url, { type: m.type, model: m.model, prompt }), prompt, type: m.type });
     }
     // Eight run at once (RUNNER_CONCURRENCY); wait until they all have predictions, then kill.
-    await waitFor('eight predictions', () => tasks.filter((t) => createsFor(standin, t.prompt).some((c) => c.predictionId)).length >= 8, 60_000);
-    expect(standin.creates().filter((c) => c.fault === 'create_then_status' || c.fault === 'create_then_drop')).toHaveLength(4);
+    await waitFor(
+      'eight predictions',
+      () => tasks.filter((t) => createsFor(standin, t.prompt).some((c) => c.predictionId)).length >= 8,
+      60_000,
+    );
+    expect(
+      standin.creates().filter((c) => c.fault === 'create_then_status' || c.fault === 'create_then_drop'),
+    ).toHaveLength(4);
     // Killed while tasks run: several are mid-prediction, the rest still queued.
     const before = await listAll(first.url);
     expect(before.filter((t) => t.status === 'processing').length).toBeGreaterThanOrEqual(4);
@@ -76,21 +87,36 @@ describe.each(BACKENDS)('runner on %s: kill -9 and restart', (backend) => {
 
     const second = await spawnGateway(gatewayEnv());
     procs.push(second);
-    const all = await waitFor('every task to end', async () => {
-      const list = await listAll(second.url);
-      return list.length === tasks.length && list.every((t) => ['succeeded', 'failed', 'canceled'].includes(t.status)) ? list : null;
-    }, 90_000);
+    const all = await waitFor(
+      'every task to end',
+      async () => {
+        const list = await listAll(second.url);
+        return list.length === tasks.length && list.every((t) => ['succeeded', 'failed', 'canceled'].includes(t.status))
+          ? list
+          : null;
+      },
+      90_000,
+    );
 
     for (const t of tasks) {
       const task = all.find((x) => x.id === t.id)!;
-      expect({ prompt: t.prompt, status: task.status, error: task.error }).toEqual({ prompt: t.prompt, status: 'succeeded', error: null });
+      expect({ prompt: t.prompt, status: task.status, error: task.error }).toEqual({
+        prompt: t.prompt,
+        status: 'succeeded',
+        error: null,
+      });
       const made = createsFor(standin, t.prompt).filter((c) => c.predictionId);
       expect({ prompt: t.prompt, predictions: made.length }).toEqual({ prompt: t.prompt, predictions: 1 });
       const ev = await events(second.url, t.id);
       expect(ev.map((e) => e.seq)).toEqual(ev.map((_, i) => i + 1));
       expect(ev.filter((e) => e.event === `${t.type}_response`)).toHaveLength(1);
       if (t.type === 'text') {
-        expect(ev.filter((e) => e.event === 'text_delta').map((e) => e.payload.delta).join('')).toBe(task.output.text);
+        expect(
+          ev
+            .filter((e) => e.event === 'text_delta')
+            .map((e) => e.payload.delta)
+            .join(''),
+        ).toBe(task.output.text);
       } else {
         const res = await fetch(task.output.urls[0]);
         expect(res.status).toBe(200);

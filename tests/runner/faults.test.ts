@@ -1,7 +1,16 @@
 import { VirtualClock } from '../../src/providers/replicate/standin';
 import { BACKENDS } from '../helpers/db';
 import {
-  call, createTask, createsFor, events, getTask, registryWith, runToEnd, startRunnerEnv, waitFor, type RunnerEnv,
+  call,
+  createTask,
+  createsFor,
+  events,
+  getTask,
+  registryWith,
+  runToEnd,
+  startRunnerEnv,
+  waitFor,
+  type RunnerEnv,
 } from './helpers';
 
 /**
@@ -50,7 +59,8 @@ describe.each(BACKENDS)('runner on %s: provider faults', (backend) => {
     const id = await createTask(env.url, { type: 'text', model: 'gpt-4.1', prompt: 'five failures' });
     const pid = await waitFor('prediction', async () => (await env.gw.tasks.find(id))?.prediction_id);
     const n = env.standin.requests.length;
-    for (const status of [500, 502, 503, 504, 500]) env.standin.faults.inject({ op: 'get', action: { kind: 'status', status } });
+    for (const status of [500, 502, 503, 504, 500])
+      env.standin.faults.inject({ op: 'get', action: { kind: 'status', status } });
     const t = await runToEnd(env, id, { stepMs: 300 });
     expect(t).toMatchObject({ status: 'succeeded', attempts: 1, error: null });
     const gets = env.standin.requests.slice(n).filter((r) => r.op === 'get' && r.path.endsWith(pid));
@@ -128,13 +138,19 @@ describe.each(BACKENDS)('runner on %s: provider faults', (backend) => {
     const id = await createTask(env.url, { type: 'image', model: 'bytedance/seedream-3', prompt });
     const pid = await waitFor('prediction', async () => (await env.gw.tasks.find(id))?.prediction_id);
     // The stand-in's clock stands still, so the prediction never ends by itself.
-    const t = await waitFor('failed', async () => {
-      const x = await getTask(env.url, id);
-      return x.status === 'failed' ? x : null;
-    }, 10_000);
+    const t = await waitFor(
+      'failed',
+      async () => {
+        const x = await getTask(env.url, id);
+        return x.status === 'failed' ? x : null;
+      },
+      10_000,
+    );
     expect(t.error.code).toBe('timeout');
     expect(t.attempts).toBe(1);
-    expect(env.standin.requests.filter((r) => r.op === 'cancel' && r.path === `/v1/predictions/${pid}/cancel`)).toHaveLength(1);
+    expect(
+      env.standin.requests.filter((r) => r.op === 'cancel' && r.path === `/v1/predictions/${pid}/cancel`),
+    ).toHaveLength(1);
     expect(env.standin.prediction(pid)!.status).toBe('canceled');
     expect(createsFor(env.standin, prompt)).toHaveLength(1);
   });
@@ -151,7 +167,9 @@ describe.each(BACKENDS)('runner on %s: provider faults', (backend) => {
       return x.status === 'canceled' ? x : null;
     });
     expect(t.error).toMatchObject({ code: 'canceled' });
-    expect(env.standin.requests.filter((r) => r.op === 'cancel' && r.path === `/v1/predictions/${pid}/cancel`)).toHaveLength(1);
+    expect(
+      env.standin.requests.filter((r) => r.op === 'cancel' && r.path === `/v1/predictions/${pid}/cancel`),
+    ).toHaveLength(1);
     expect(env.standin.prediction(pid)!.status).toBe('canceled');
     // Cancel again: the same answer, nothing new.
     const again = await call(`${env.url}/api/tasks/${id}/cancel`, { method: 'POST' });
@@ -185,7 +203,12 @@ describe.each(BACKENDS)('runner on %s: provider faults', (backend) => {
   it('a lease that lapses while its create is slow is not claimed again by the same process', async () => {
     await env.gw.runner.stop(0);
     // The lease runs out between renewals all the time; claims look every 20 ms.
-    const other = await startRunnerEnv({ backend, standinInstance: env.standin, tdb: env.tdb, runner: { leaseMs: 100, claimIntervalMs: 20 } });
+    const other = await startRunnerEnv({
+      backend,
+      standinInstance: env.standin,
+      tdb: env.tdb,
+      runner: { leaseMs: 100, claimIntervalMs: 20 },
+    });
     try {
       env.standin.faults.inject({ op: 'create', times: 3, action: { kind: 'delay', ms: 700 } });
       const prompts = ['slow create 1', 'slow create 2', 'slow create 3'];
@@ -227,7 +250,8 @@ describe.each(BACKENDS)('runner on %s: provider faults', (backend) => {
       first.gw.runner.start();
       const prompts = ['shut 1', 'shut 2', 'shut 3'];
       const ids: string[] = [];
-      for (const p of prompts) ids.push(await createTask(first.url, { type: 'text', model: 'claude-sonnet-4-20250514', prompt: p }));
+      for (const p of prompts)
+        ids.push(await createTask(first.url, { type: 'text', model: 'claude-sonnet-4-20250514', prompt: p }));
       for (const id of ids) await waitFor('prediction', async () => (await first.gw.tasks.find(id))?.prediction_id);
       await standin.advance(2000); // mid-stream
       await waitFor('some text', async () => (await events(first.url, ids[0]!)).some((e) => e.event === 'text_delta'));
@@ -250,7 +274,12 @@ describe.each(BACKENDS)('runner on %s: provider faults', (backend) => {
         expect(createsFor(standin, prompts[i]!)).toHaveLength(1);
         // Text announced before the restart is not announced twice.
         const ev = await events(second.url, id);
-        expect(ev.filter((e) => e.event === 'text_delta').map((e) => e.payload.delta).join('')).toBe(t.output.text);
+        expect(
+          ev
+            .filter((e) => e.event === 'text_delta')
+            .map((e) => e.payload.delta)
+            .join(''),
+        ).toBe(t.output.text);
         expect(ev.map((e) => e.seq)).toEqual(ev.map((_, k) => k + 1));
       }
     } finally {

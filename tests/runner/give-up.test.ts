@@ -1,5 +1,15 @@
 import { BACKENDS } from '../helpers/db';
-import { call, createTask, events, getTask, runToEnd, startRunnerEnv, TERMINAL, waitFor, type RunnerEnv } from './helpers';
+import {
+  call,
+  createTask,
+  events,
+  getTask,
+  runToEnd,
+  startRunnerEnv,
+  TERMINAL,
+  waitFor,
+  type RunnerEnv,
+} from './helpers';
 
 /**
  * How runs end when the runner gives up on them, hands them back, or cancels: a task failed
@@ -15,11 +25,16 @@ describe.each(BACKENDS)('runner on %s: giving up, handing back, canceling', (bac
   beforeEach(() => env.standin.reset());
 
   const ended = (id: string, timeoutMs = 30_000) =>
-    waitFor('task end', async () => {
-      const x = await getTask(env.url, id);
-      return ['failed', 'succeeded', 'canceled'].includes(x.status) ? x : null;
-    }, timeoutMs);
-  const cancels = (pid: string) => env.standin.requests.filter((r) => r.op === 'cancel' && r.path === `/v1/predictions/${pid}/cancel`);
+    waitFor(
+      'task end',
+      async () => {
+        const x = await getTask(env.url, id);
+        return ['failed', 'succeeded', 'canceled'].includes(x.status) ? x : null;
+      },
+      timeoutMs,
+    );
+  const cancels = (pid: string) =>
+    env.standin.requests.filter((r) => r.op === 'cancel' && r.path === `/v1/predictions/${pid}/cancel`);
 
   it('retries exhausted while the prediction still runs: the prediction is canceled at the provider', async () => {
     const id = await createTask(env.url, { type: 'video', prompt: 'reads keep failing' });

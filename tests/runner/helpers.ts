@@ -107,7 +107,12 @@ export async function startRunnerEnv(
 }
 
 /** Polls `fn` until it returns a truthy value; throws with `what` after `timeoutMs`. */
-export async function waitFor<T>(what: string, fn: () => Promise<T> | T, timeoutMs = 20_000, everyMs = 25): Promise<NonNullable<T>> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T> | T,
+  timeoutMs = 20_000,
+  everyMs = 25,
+): Promise<NonNullable<T>> {
   const until = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -118,7 +123,10 @@ export async function waitFor<T>(what: string, fn: () => Promise<T> | T, timeout
     } catch (err) {
       last = err;
     }
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
+    if (Date.now() > until)
+      throw new Error(
+        `timed out waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`,
+      );
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }
@@ -147,7 +155,11 @@ export async function events(url: string, id: string): Promise<any[]> {
  * Drives a virtual stand-in clock until the task ends: advance a step, let the runner poll.
  * Returns the final task.
  */
-export async function runToEnd(env: { standin: Standin; url: string }, id: string, opts: { stepMs?: number; timeoutMs?: number } = {}): Promise<any> {
+export async function runToEnd(
+  env: { standin: Standin; url: string },
+  id: string,
+  opts: { stepMs?: number; timeoutMs?: number } = {},
+): Promise<any> {
   const until = Date.now() + (opts.timeoutMs ?? 30_000);
   for (;;) {
     const t = await getTask(env.url, id);

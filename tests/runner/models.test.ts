@@ -1,6 +1,16 @@
 import { parseProgress } from '../../src/providers/progress';
 import { BACKENDS } from '../helpers/db';
-import { call, createTask, createsFor, events, getTask, runToEnd, startRunnerEnv, waitFor, type RunnerEnv } from './helpers';
+import {
+  call,
+  createTask,
+  createsFor,
+  events,
+  getTask,
+  runToEnd,
+  startRunnerEnv,
+  waitFor,
+  type RunnerEnv,
+} from './helpers';
 
 /**
  * Acceptance 1 and 2 of issue 4, from outside: each of the six models runs to `succeeded`
@@ -24,7 +34,8 @@ describe.each(BACKENDS)('runner on %s: the six models', (backend) => {
 
   it('image and video tasks end with files pyre serves after the stand-in expired its URLs', async () => {
     const ids: Record<string, string> = {};
-    for (const m of FILE_MODELS) ids[m.model] = await createTask(env.url, { type: m.type, model: m.model, prompt: `files via ${m.model}` });
+    for (const m of FILE_MODELS)
+      ids[m.model] = await createTask(env.url, { type: m.type, model: m.model, prompt: `files via ${m.model}` });
     const done: Record<string, any> = {};
     for (const m of FILE_MODELS) done[m.model] = await runToEnd(env, ids[m.model]!, { stepMs: 1000 });
     // Their URLs expire one TTL after completion: move the stand-in's clock past it.
@@ -107,10 +118,14 @@ describe.each(BACKENDS)('runner on %s: the six models', (backend) => {
       const parsed = parseProgress(p.logs as string | null).percent;
       const expected: number | null = parsed === null ? high : Math.max(high ?? 0, Math.round(parsed));
       high = expected;
-      const shown = await waitFor(`progress ${expected}`, async () => {
-        const t = await getTask(env.url, id);
-        return t.progress === expected ? { v: t.progress as number | null } : null;
-      }, 10_000);
+      const shown = await waitFor(
+        `progress ${expected}`,
+        async () => {
+          const t = await getTask(env.url, id);
+          return t.progress === expected ? { v: t.progress as number | null } : null;
+        },
+        10_000,
+      );
       seen.push(shown.v);
       await env.standin.advance(stepMs, { stepMs });
     }
@@ -132,10 +147,16 @@ describe.each(BACKENDS)('runner on %s: the six models', (backend) => {
     expect(values).toEqual(distinct);
     for (const e of progressEvents) expect(Number.isInteger(e.payload.progress)).toBe(true);
 
-    const b = await createTask(env.url, { type: 'video', model: 'bytedance/seedance-1-pro', prompt: 'progress two bars' });
+    const b = await createTask(env.url, {
+      type: 'video',
+      model: 'bytedance/seedance-1-pro',
+      prompt: 'progress two bars',
+    });
     const two = await followProgress(b, 2000);
     expect(two.task.status).toBe('succeeded');
-    const vs = (await events(env.url, b)).filter((e) => e.event === 'progress').map((e) => e.payload.progress as number);
+    const vs = (await events(env.url, b))
+      .filter((e) => e.event === 'progress')
+      .map((e) => e.payload.progress as number);
     // The logs' second bar starts again at 0 %; the task's progress does not go back with it.
     expect(vs).toEqual([...vs].sort((x, y) => x - y));
     expect(new Set(vs).size).toBe(vs.length);
@@ -145,7 +166,11 @@ describe.each(BACKENDS)('runner on %s: the six models', (backend) => {
   });
 
   it('a model that logs no progress reports null, not 0', async () => {
-    const id = await createTask(env.url, { type: 'image', model: 'google/imagen-4-fast', prompt: 'no progress please' });
+    const id = await createTask(env.url, {
+      type: 'image',
+      model: 'google/imagen-4-fast',
+      prompt: 'no progress please',
+    });
     const row = await waitFor('prediction id', async () => (await env.gw.tasks.find(id))?.prediction_id);
     // Well into processing: the stand-in logs plain text only.
     await env.standin.advance(2500);
@@ -154,7 +179,10 @@ describe.each(BACKENDS)('runner on %s: the six models', (backend) => {
     expect(p.logs).toContain('Generating image');
     // Let the runner poll it a few times.
     const gets = env.standin.requests.filter((r) => r.op === 'get' && r.path.endsWith(row)).length;
-    await waitFor('a few polls', () => env.standin.requests.filter((r) => r.op === 'get' && r.path.endsWith(row)).length >= gets + 3);
+    await waitFor(
+      'a few polls',
+      () => env.standin.requests.filter((r) => r.op === 'get' && r.path.endsWith(row)).length >= gets + 3,
+    );
     const t = await getTask(env.url, id);
     expect(t.status).toBe('processing');
     expect(t.progress).toBeNull();

@@ -16,7 +16,9 @@ const N = 200;
 const suite = TEST_PG_URL ? describe : describe.skip;
 if (!TEST_PG_URL) {
   // eslint-disable-next-line no-console
-  console.info('tests/runner/multi.test.ts: skipped: two gateway processes need PostgreSQL; set PYRE_TEST_DATABASE_URL');
+  console.info(
+    'tests/runner/multi.test.ts: skipped: two gateway processes need PostgreSQL; set PYRE_TEST_DATABASE_URL',
+  );
 }
 
 suite('two gateway processes on one PostgreSQL (needs PYRE_TEST_DATABASE_URL)', () => {
@@ -47,7 +49,12 @@ suite('two gateway processes on one PostgreSQL (needs PYRE_TEST_DATABASE_URL)', 
       DATA_DIR: dataDir,
       PYRE_FIXTURE_PG_URL: TEST_PG_URL!,
       PYRE_FIXTURE_PG_SCHEMA: tdb.schema!,
-      PYRE_FIXTURE_RUNNER: JSON.stringify({ leaseMs: 2000, pollIntervalMs: 100, claimIntervalMs: 100, retry: { maxAttempts: 5, baseMs: 100, maxMs: 500 } }),
+      PYRE_FIXTURE_RUNNER: JSON.stringify({
+        leaseMs: 2000,
+        pollIntervalMs: 100,
+        claimIntervalMs: 100,
+        retry: { maxAttempts: 5, baseMs: 100, maxMs: 500 },
+      }),
     };
     // Migrated here first, so that the two processes can start side by side.
     await migrate(tdb.db);
@@ -64,7 +71,9 @@ suite('two gateway processes on one PostgreSQL (needs PYRE_TEST_DATABASE_URL)', 
         for (let i = lane; i < N; i += 8) {
           const m = EVERY_MODEL[i % EVERY_MODEL.length]!;
           const prompt = `multi #${i} (${m.model})`;
-          const res = await call(`${(i % 2 ? b : a).url}/api/tasks`, { body: { input_data: { type: m.type, model: m.model, prompt } } });
+          const res = await call(`${(i % 2 ? b : a).url}/api/tasks`, {
+            body: { input_data: { type: m.type, model: m.model, prompt } },
+          });
           expect(res.status).toBe(202);
           tasks.push({ id: res.body.task_id, prompt, type: m.type });
         }
@@ -72,23 +81,36 @@ suite('two gateway processes on one PostgreSQL (needs PYRE_TEST_DATABASE_URL)', 
     );
     expect(tasks).toHaveLength(N);
 
-    const done = await waitFor('all tasks to succeed', async () => {
-      const res = await call(`${a.url}/api/tasks?status=succeeded&limit=200`);
-      return res.body.data.length === N ? res.body.data : null;
-    }, 150_000, 250);
+    const done = await waitFor(
+      'all tasks to succeed',
+      async () => {
+        const res = await call(`${a.url}/api/tasks?status=succeeded&limit=200`);
+        return res.body.data.length === N ? res.body.data : null;
+      },
+      150_000,
+      250,
+    );
     expect(done).toHaveLength(N);
 
     // One create that made a prediction per task, and none besides.
-    for (const t of tasks) expect({ prompt: t.prompt, creates: createsFor(standin, t.prompt).length }).toEqual({ prompt: t.prompt, creates: 1 });
+    for (const t of tasks)
+      expect({ prompt: t.prompt, creates: createsFor(standin, t.prompt).length }).toEqual({
+        prompt: t.prompt,
+        creates: 1,
+      });
     expect(standin.creates()).toHaveLength(N);
-    const ids = (await tdb.db('tasks').select('prediction_id', 'attempts')) as Array<{ prediction_id: string; attempts: number }>;
+    const ids = (await tdb.db('tasks').select('prediction_id', 'attempts')) as Array<{
+      prediction_id: string;
+      attempts: number;
+    }>;
     expect(new Set(ids.map((r) => r.prediction_id)).size).toBe(N);
     expect(ids.every((r) => standin.predictions.has(r.prediction_id))).toBe(true);
 
     // Both processes did work, and no task was started by both.
     // A create whose answer was lost is found again on a later try ("adopted"), not re-created.
     const STARTED = new Set(['prediction created', 'adopted a prediction whose create answer was lost']);
-    const createdBy = (p: GatewayProcess) => new Set(p.logs.filter((l) => STARTED.has(l.msg as string)).map((l) => l.task_id as string));
+    const createdBy = (p: GatewayProcess) =>
+      new Set(p.logs.filter((l) => STARTED.has(l.msg as string)).map((l) => l.task_id as string));
     const [byA, byB] = [createdBy(a), createdBy(b)];
     expect(byA.size).toBeGreaterThan(0);
     expect(byB.size).toBeGreaterThan(0);

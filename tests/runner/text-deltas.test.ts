@@ -7,11 +7,20 @@ import { call, createTask, events, getTask, runToEnd, startRunnerEnv, waitFor, t
  * what is stored (a compare-and-set under the task's row lock), so two writers that see the same
  * text so far cannot both append it, and the deltas always join to the final text.
  */
-const joined = (ev: any[]) => ev.filter((e) => e.event === 'text_delta').map((e) => e.payload.delta).join('');
+const joined = (ev: any[]) =>
+  ev
+    .filter((e) => e.event === 'text_delta')
+    .map((e) => e.payload.delta)
+    .join('');
 
 describe.each(BACKENDS)('runner on %s: text deltas with more than one writer', (backend) => {
   it('overlapping deliveries of the terminal webhook for a text task no runner holds announce the rest of the text once', async () => {
-    const env = await startRunnerEnv({ backend, webhooks: true, standin: { clock: 'virtual' }, runner: { pollIntervalMs: 60_000 } });
+    const env = await startRunnerEnv({
+      backend,
+      webhooks: true,
+      standin: { clock: 'virtual' },
+      runner: { pollIntervalMs: 60_000 },
+    });
     try {
       const id = await createTask(env.url, { type: 'text', model: 'gpt-4.1', prompt: 'overlapping deliveries' });
       const pid = await waitFor('prediction', async () => (await env.gw.tasks.find(id))?.prediction_id);
@@ -62,7 +71,11 @@ describe.each(BACKENDS)('runner on %s: text deltas with more than one writer', (
     await b.gw.runner.stop(0);
     try {
       a.gw.runner.start();
-      const id = await createTask(a.url, { type: 'text', model: 'claude-sonnet-4-20250514', prompt: 'lease lapse mid stream' });
+      const id = await createTask(a.url, {
+        type: 'text',
+        model: 'claude-sonnet-4-20250514',
+        prompt: 'lease lapse mid stream',
+      });
       await waitFor('prediction', async () => (await a.gw.tasks.find(id))?.prediction_id);
       await a.standin.advance(1500, { stepMs: 250 });
       await waitFor('some deltas', async () => (await events(a.url, id)).some((e) => e.event === 'text_delta'));

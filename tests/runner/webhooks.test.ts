@@ -30,12 +30,19 @@ describe.each(BACKENDS)('runner on %s: webhooks', (backend) => {
     const id = await createTask(env.url, { type: 'image', prompt: 'webhook driven' });
     const pid = await waitFor('prediction', async () => (await env.gw.tasks.find(id))?.prediction_id);
     const create = env.standin.creates()[0]!;
-    expect(create.body).toMatchObject({ webhook: `${hook()}?task_id=${id}`, webhook_events_filter: expect.arrayContaining(['completed']) });
+    expect(create.body).toMatchObject({
+      webhook: `${hook()}?task_id=${id}`,
+      webhook_events_filter: expect.arrayContaining(['completed']),
+    });
     await env.standin.advance(6000, { stepMs: 500 });
-    const t = await waitFor('succeeded', async () => {
-      const x = await getTask(env.url, id);
-      return x.status === 'succeeded' ? x : null;
-    }, 10_000);
+    const t = await waitFor(
+      'succeeded',
+      async () => {
+        const x = await getTask(env.url, id);
+        return x.status === 'succeeded' ? x : null;
+      },
+      10_000,
+    );
     expect(t.output.urls[0]).toContain(`${env.url}/files/${id}/`);
     const delivered = env.standin.webhookDeliveries.filter((d) => d.predictionId === pid);
     expect(delivered.map((d) => d.event)).toEqual(expect.arrayContaining(['start', 'completed']));
@@ -46,18 +53,31 @@ describe.each(BACKENDS)('runner on %s: webhooks', (backend) => {
   });
 
   it('a streamed text task driven by a burst of deliveries reaches its end with its deltas joined', async () => {
-    const id = await createTask(env.url, { type: 'text', model: 'claude-sonnet-4-20250514', prompt: 'many deliveries' });
+    const id = await createTask(env.url, {
+      type: 'text',
+      model: 'claude-sonnet-4-20250514',
+      prompt: 'many deliveries',
+    });
     const pid = await waitFor('prediction', async () => (await env.gw.tasks.find(id))?.prediction_id);
     // Output and logs deliveries every 500 ms of stand-in time, sent as fast as the clock moves.
     for (let i = 0; i < 30; i++) await env.standin.advance(250, { stepMs: 250 });
-    const t = await waitFor('succeeded', async () => {
-      const x = await getTask(env.url, id);
-      return x.status === 'succeeded' ? x : null;
-    }, 10_000);
+    const t = await waitFor(
+      'succeeded',
+      async () => {
+        const x = await getTask(env.url, id);
+        return x.status === 'succeeded' ? x : null;
+      },
+      10_000,
+    );
     const delivered = env.standin.webhookDeliveries.filter((d) => d.predictionId === pid);
     expect(delivered.length).toBeGreaterThan(5);
     const ev = await events(env.url, id);
-    expect(ev.filter((e) => e.event === 'text_delta').map((e) => e.payload.delta).join('')).toBe(t.output.text);
+    expect(
+      ev
+        .filter((e) => e.event === 'text_delta')
+        .map((e) => e.payload.delta)
+        .join(''),
+    ).toBe(t.output.text);
   });
 
   it('with the runner stopped mid-stream, deliveries alone finish a text task and its deltas still join up', async () => {
@@ -68,12 +88,21 @@ describe.each(BACKENDS)('runner on %s: webhooks', (backend) => {
     await env.gw.runner.stop(0);
     expect(await env.gw.tasks.find(id)).toMatchObject({ status: 'processing', lease_owner: null });
     await env.standin.advance(4000, { stepMs: 500 });
-    const t = await waitFor('succeeded', async () => {
-      const x = await getTask(env.url, id);
-      return x.status === 'succeeded' ? x : null;
-    }, 10_000);
+    const t = await waitFor(
+      'succeeded',
+      async () => {
+        const x = await getTask(env.url, id);
+        return x.status === 'succeeded' ? x : null;
+      },
+      10_000,
+    );
     const ev = await events(env.url, id);
-    expect(ev.filter((e) => e.event === 'text_delta').map((e) => e.payload.delta).join('')).toBe(t.output.text);
+    expect(
+      ev
+        .filter((e) => e.event === 'text_delta')
+        .map((e) => e.payload.delta)
+        .join(''),
+    ).toBe(t.output.text);
     expect(ev.filter((e) => e.event === 'text_response')).toHaveLength(1);
     env.gw.runner.start();
   });
@@ -90,7 +119,8 @@ describe.each(BACKENDS)('runner on %s: webhooks', (backend) => {
       expect((await getTask(env.url, id)).status).toBe('processing');
       expect(await events(env.url, id)).toEqual(before);
     };
-    const completed = () => env.standin.webhookDeliveries.filter((d) => d.predictionId === pid && d.event === 'completed');
+    const completed = () =>
+      env.standin.webhookDeliveries.filter((d) => d.predictionId === pid && d.event === 'completed');
 
     // The stand-in signs badly; its prediction ends; every delivery is refused.
     env.standin.faults.webhook.signature = 'bad';
@@ -123,7 +153,10 @@ describe.each(BACKENDS)('runner on %s: webhooks', (backend) => {
       'webhook-timestamp': String(ts),
       'webhook-signature': signWebhook({ secret: env.standin.webhookSecret, id: msgId, timestamp: ts, body }),
     });
-    const tampered = await call(`${hook()}?task_id=${id}`, { raw: good.body.replace('"succeeded"', '"failed"'), headers: signed(good.body) });
+    const tampered = await call(`${hook()}?task_id=${id}`, {
+      raw: good.body.replace('"succeeded"', '"failed"'),
+      headers: signed(good.body),
+    });
     expect(tampered.status).toBe(401);
     await unchanged();
 
@@ -140,10 +173,16 @@ describe.each(BACKENDS)('runner on %s: webhooks', (backend) => {
     expect(after.slice(before.length).map((e) => e.event)).toEqual(['status', 'image_response']);
 
     // The same delivery again (the stand-in's headers, fresh enough): accepted, no new event.
-    const again = await call(`${hook()}?task_id=${id}`, { raw: completed()[3]!.body, headers: completed()[3]!.headers });
+    const again = await call(`${hook()}?task_id=${id}`, {
+      raw: completed()[3]!.body,
+      headers: completed()[3]!.headers,
+    });
     expect(again.status).toBe(200);
     // The same state under a new message id: nothing new either (events come from state).
-    const other = await call(`${hook()}?task_id=${id}`, { raw: good.body, headers: signed(good.body, 'msg_test_other') });
+    const other = await call(`${hook()}?task_id=${id}`, {
+      raw: good.body,
+      headers: signed(good.body, 'msg_test_other'),
+    });
     expect(other.status).toBe(200);
     expect(await events(env.url, id)).toEqual(after);
     // No more tries once accepted.
@@ -171,7 +210,12 @@ describe.each(BACKENDS)('runner on %s: webhooks', (backend) => {
     const ev = await events(env.url, id);
     expect(ev.filter((e) => e.event === 'text_response')).toHaveLength(1);
     expect(ev.filter((e) => e.event === 'status' && e.payload.status === 'succeeded')).toHaveLength(1);
-    expect(ev.filter((e) => e.event === 'text_delta').map((e) => e.payload.delta).join('')).toBe(t.output.text);
+    expect(
+      ev
+        .filter((e) => e.event === 'text_delta')
+        .map((e) => e.payload.delta)
+        .join(''),
+    ).toBe(t.output.text);
   });
 
   it('a delivery for a task another live process holds is left to that process', async () => {
@@ -179,7 +223,10 @@ describe.each(BACKENDS)('runner on %s: webhooks', (backend) => {
     const pid = await waitFor('prediction', async () => (await env.gw.tasks.find(id))?.prediction_id);
     await env.gw.runner.stop(0);
     // As if a second gateway had claimed it (its lease is good for a while).
-    await env.tdb.db('tasks').where({ id }).update({ lease_owner: 'other-process', lease_expires_at: new Date(Date.now() + 60_000) });
+    await env.tdb
+      .db('tasks')
+      .where({ id })
+      .update({ lease_owner: 'other-process', lease_expires_at: new Date(Date.now() + 60_000) });
     await env.standin.advance(6000, { stepMs: 500 });
     await waitFor('completed delivery answered', () =>
       env.standin.webhookDeliveries.some((d) => d.predictionId === pid && d.event === 'completed' && d.status !== null),
@@ -188,17 +235,26 @@ describe.each(BACKENDS)('runner on %s: webhooks', (backend) => {
     expect(completed.map((d) => d.status)).toEqual([200]);
     expect((await getTask(env.url, id)).status).toBe('processing');
     // Its lease lapses (that process died): this runner takes the task over and ends it.
-    await env.tdb.db('tasks').where({ id }).update({ lease_expires_at: new Date(Date.now() - 1000) });
+    await env.tdb
+      .db('tasks')
+      .where({ id })
+      .update({ lease_expires_at: new Date(Date.now() - 1000) });
     env.gw.runner.start();
-    const t = await waitFor('succeeded', async () => {
-      const x = await getTask(env.url, id);
-      return x.status === 'succeeded' ? x : null;
-    }, 10_000);
+    const t = await waitFor(
+      'succeeded',
+      async () => {
+        const x = await getTask(env.url, id);
+        return x.status === 'succeeded' ? x : null;
+      },
+      10_000,
+    );
     expect(t.output.urls[0]).toContain(`/files/${id}/`);
   });
 
   it('without a signature secret match, an unsigned post is refused before it is read', async () => {
-    const res = await call(`${hook()}?task_id=00000000-0000-0000-0000-000000000000`, { body: { id: 'x', status: 'succeeded' } });
+    const res = await call(`${hook()}?task_id=00000000-0000-0000-0000-000000000000`, {
+      body: { id: 'x', status: 'succeeded' },
+    });
     expect(res.status).toBe(401);
   });
 });

@@ -63,7 +63,6 @@ export interface ReplicateClientOptions {
   random?: () => number;
 }
 
-
 interface RawAnswer {
   status: number;
   headers: Record<string, string | string[] | undefined>;
@@ -73,7 +72,14 @@ interface RawAnswer {
 type Op = 'create' | 'read';
 
 // Failures where the request can't have reached the server: safe to repeat even a create.
-const NOT_SENT_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT']);
+const NOT_SENT_CODES = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'UND_ERR_CONNECT_TIMEOUT',
+]);
 
 function defaultSleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -132,7 +138,8 @@ export function toPrediction(raw: unknown): Prediction {
   const rawStatus = typeof r.status === 'string' ? r.status : 'unknown';
   const urls = (r.urls && typeof r.urls === 'object' ? r.urls : {}) as Record<string, unknown>;
   const u: Prediction['urls'] = {};
-  for (const k of ['get', 'cancel', 'stream', 'web'] as const) if (typeof urls[k] === 'string') u[k] = urls[k] as string;
+  for (const k of ['get', 'cancel', 'stream', 'web'] as const)
+    if (typeof urls[k] === 'string') u[k] = urls[k] as string;
   return {
     id: r.id as string,
     model: str(r.model),
@@ -216,7 +223,12 @@ export class ReplicateClient implements Provider {
   async create(req: CreatePredictionRequest): Promise<Prediction> {
     const slash = req.model.indexOf('/');
     if (slash <= 0 || slash === req.model.length - 1 || req.model.indexOf('/', slash + 1) >= 0) {
-      throw new ProviderError({ kind: 'permanent', message: `Invalid model reference ${JSON.stringify(req.model)}`, method: 'POST', url: this.baseUrl });
+      throw new ProviderError({
+        kind: 'permanent',
+        message: `Invalid model reference ${JSON.stringify(req.model)}`,
+        method: 'POST',
+        url: this.baseUrl,
+      });
     }
     const [owner, name] = [req.model.slice(0, slash), req.model.slice(slash + 1)];
     const url = `${this.baseUrl}/models/${encodeURIComponent(owner)}/${encodeURIComponent(name)}/predictions`;
@@ -232,7 +244,12 @@ export class ReplicateClient implements Provider {
       headersTimeout = Math.max(headersTimeout, secs * 1000 + 5000);
     }
     if (req.cancelAfter !== undefined) headers['cancel-after'] = req.cancelAfter;
-    const json = await this.call('create', 'POST', url, { body: JSON.stringify(body), headers, headersTimeout, signal: req.signal });
+    const json = await this.call('create', 'POST', url, {
+      body: JSON.stringify(body),
+      headers,
+      headersTimeout,
+      signal: req.signal,
+    });
     return this.asPrediction(json, 'create', 'POST', url);
   }
 
@@ -247,11 +264,18 @@ export class ReplicateClient implements Provider {
   }
 
   /** One page of GET /predictions (newest first). Pass `next` from the previous page as `url`. */
-  async listPredictions(opts: { url?: string; createdAfter?: Date; createdBefore?: Date; signal?: AbortSignal } = {}): Promise<{ next: string | null; previous: string | null; results: Prediction[] }> {
+  async listPredictions(
+    opts: { url?: string; createdAfter?: Date; createdBefore?: Date; signal?: AbortSignal } = {},
+  ): Promise<{ next: string | null; previous: string | null; results: Prediction[] }> {
     let url = opts.url;
     if (url && new URL(url).origin !== new URL(this.baseUrl).origin) {
       // Our token goes with this request: only ever to the API's own origin.
-      throw new ProviderError({ kind: 'permanent', message: `Refusing to follow a list link to another origin: ${new URL(url).origin}`, method: 'GET', url });
+      throw new ProviderError({
+        kind: 'permanent',
+        message: `Refusing to follow a list link to another origin: ${new URL(url).origin}`,
+        method: 'GET',
+        url,
+      });
     }
     if (!url) {
       const q = new URLSearchParams();
@@ -259,7 +283,11 @@ export class ReplicateClient implements Provider {
       if (opts.createdBefore) q.set('created_before', opts.createdBefore.toISOString());
       url = `${this.baseUrl}/predictions${q.size ? `?${q}` : ''}`;
     }
-    const json = (await this.call('read', 'GET', url, { signal: opts.signal })) as { next?: unknown; previous?: unknown; results?: unknown };
+    const json = (await this.call('read', 'GET', url, { signal: opts.signal })) as {
+      next?: unknown;
+      previous?: unknown;
+      results?: unknown;
+    };
     if (!json || !Array.isArray(json.results)) {
       throw new ProviderError({ kind: 'transient', message: 'Malformed prediction list', method: 'GET', url });
     }
@@ -276,14 +304,22 @@ export class ReplicateClient implements Provider {
     };
   }
 
-  async findCreated(req: CreatePredictionRequest, since: Date, opts: FindCreatedOptions = {}): Promise<Prediction | null> {
+  async findCreated(
+    req: CreatePredictionRequest,
+    since: Date,
+    opts: FindCreatedOptions = {},
+  ): Promise<Prediction | null> {
     const from = since.getTime() - (opts.clockSkewMs ?? 2000);
     const exclude = new Set(opts.excludeIds ?? []);
     const maxPages = opts.maxPages ?? 10;
     const matches: Prediction[] = [];
     let url: string | undefined;
     for (let page = 0; page < maxPages; page++) {
-      const res = await this.listPredictions({ url, createdAfter: url ? undefined : new Date(from), signal: opts.signal });
+      const res = await this.listPredictions({
+        url,
+        createdAfter: url ? undefined : new Date(from),
+        signal: opts.signal,
+      });
       let older = false;
       for (const item of res.results) {
         const created = item.created_at ? Date.parse(item.created_at) : NaN;
@@ -302,7 +338,11 @@ export class ReplicateClient implements Provider {
       url = res.next;
     }
     if (matches.length === 0) return null;
-    if (matches.length > 1) this.log?.warn({ ids: matches.map((m) => m.id), model: req.model }, 'findCreated: several predictions match; taking the oldest');
+    if (matches.length > 1)
+      this.log?.warn(
+        { ids: matches.map((m) => m.id), model: req.model },
+        'findCreated: several predictions match; taking the oldest',
+      );
     // The list is newest first; reverse, then a stable sort keeps list order among equal times.
     matches.reverse().sort((a, b) => Date.parse(a.created_at ?? '') - Date.parse(b.created_at ?? ''));
     return matches[0]!;
@@ -312,7 +352,8 @@ export class ReplicateClient implements Provider {
   async getWebhookSecret(opts: RequestOptions = {}): Promise<string> {
     const url = `${this.baseUrl}/webhooks/default/secret`;
     const json = (await this.call('read', 'GET', url, { signal: opts.signal })) as { key?: unknown };
-    if (!json || typeof json.key !== 'string') throw new ProviderError({ kind: 'transient', message: 'Malformed webhook secret answer', method: 'GET', url });
+    if (!json || typeof json.key !== 'string')
+      throw new ProviderError({ kind: 'transient', message: 'Malformed webhook secret answer', method: 'GET', url });
     return json.key;
   }
 
@@ -325,7 +366,13 @@ export class ReplicateClient implements Provider {
       let res: Dispatcher.ResponseData;
       try {
         const u = new URL(url);
-        res = await this.agent.request({ origin: u.origin, path: u.pathname + u.search, method: 'GET', headers: { 'user-agent': this.userAgent }, signal: opts.signal });
+        res = await this.agent.request({
+          origin: u.origin,
+          path: u.pathname + u.search,
+          method: 'GET',
+          headers: { 'user-agent': this.userAgent },
+          signal: opts.signal,
+        });
       } catch (err) {
         if (opts.signal?.aborted) throw err;
         const e = this.networkError(err, 'read', 'GET', url);
@@ -337,15 +384,31 @@ export class ReplicateClient implements Provider {
       }
       if (res.statusCode >= 200 && res.statusCode < 300) {
         const len = firstHeader(res.headers, 'content-length');
-        return { contentType: firstHeader(res.headers, 'content-type') ?? null, contentLength: len ? Number(len) : null, body: res.body };
+        return {
+          contentType: firstHeader(res.headers, 'content-type') ?? null,
+          contentLength: len ? Number(len) : null,
+          body: res.body,
+        };
       }
       const text = await res.body.text().catch(() => '');
       if ([403, 404, 410].includes(res.statusCode)) {
-        throw new ProviderError({ kind: 'permanent', status: res.statusCode, message: `Output file is gone (HTTP ${res.statusCode}): it has expired or been removed`, detail: 'output expired', method: 'GET', url });
+        throw new ProviderError({
+          kind: 'permanent',
+          status: res.statusCode,
+          message: `Output file is gone (HTTP ${res.statusCode}): it has expired or been removed`,
+          detail: 'output expired',
+          method: 'GET',
+          url,
+        });
       }
       const e = this.classify('read', 'GET', url, { status: res.statusCode, headers: res.headers, text });
       if (e.kind === 'permanent' || attempt >= this.retry.attempts) throw e;
-      await this.sleep(e.kind === 'rate_limited' && e.retryAfterMs !== null ? Math.min(e.retryAfterMs, this.rateLimit.maxWaitMs) : this.backoff(attempt), opts.signal);
+      await this.sleep(
+        e.kind === 'rate_limited' && e.retryAfterMs !== null
+          ? Math.min(e.retryAfterMs, this.rateLimit.maxWaitMs)
+          : this.backoff(attempt),
+        opts.signal,
+      );
     }
   }
 
@@ -360,15 +423,28 @@ export class ReplicateClient implements Provider {
     for (;;) {
       let progressed = false;
       try {
-        const headers: Record<string, string> = { accept: 'text/event-stream', 'cache-control': 'no-store', 'user-agent': this.userAgent };
+        const headers: Record<string, string> = {
+          accept: 'text/event-stream',
+          'cache-control': 'no-store',
+          'user-agent': this.userAgent,
+        };
         if (sendAuth) headers.authorization = `Bearer ${this.token}`;
         if (lastEventId !== null) headers['last-event-id'] = lastEventId;
-        const res = await this.agent.request({ origin: u.origin, path: u.pathname + u.search, method: 'GET', headers, signal: opts.signal, headersTimeout: this.headersMs, bodyTimeout: this.streamIdleMs });
+        const res = await this.agent.request({
+          origin: u.origin,
+          path: u.pathname + u.search,
+          method: 'GET',
+          headers,
+          signal: opts.signal,
+          headersTimeout: this.headersMs,
+          bodyTimeout: this.streamIdleMs,
+        });
         if (res.statusCode !== 200) {
           const text = await res.body.text().catch(() => '');
           const e = this.classify('read', 'GET', url, { status: res.statusCode, headers: res.headers, text });
           if (e.kind === 'permanent') throw e;
-          if (e.kind === 'rate_limited' && e.retryAfterMs !== null) await this.sleep(Math.min(e.retryAfterMs, this.rateLimit.maxWaitMs), opts.signal);
+          if (e.kind === 'rate_limited' && e.retryAfterMs !== null)
+            await this.sleep(Math.min(e.retryAfterMs, this.rateLimit.maxWaitMs), opts.signal);
           throw e;
         }
         const parser = new SseParser(lastEventId);
@@ -409,7 +485,12 @@ export class ReplicateClient implements Provider {
       }
       idleRounds = progressed ? 0 : idleRounds + 1;
       if (idleRounds > maxReconnects) {
-        throw new ProviderError({ kind: 'transient', message: `Stream dropped ${idleRounds} times without progress`, method: 'GET', url });
+        throw new ProviderError({
+          kind: 'transient',
+          message: `Stream dropped ${idleRounds} times without progress`,
+          method: 'GET',
+          url,
+        });
       }
       reconnects++;
       await this.sleep(progressed ? 0 : this.backoff(idleRounds), opts.signal);
@@ -428,12 +509,22 @@ export class ReplicateClient implements Provider {
       return toPrediction(json);
     } catch {
       // A 2xx create answer we cannot read may still have created something.
-      throw new ProviderError({ kind: op === 'create' ? 'ambiguous_create' : 'transient', message: 'Answer is not a prediction', method, url });
+      throw new ProviderError({
+        kind: op === 'create' ? 'ambiguous_create' : 'transient',
+        message: 'Answer is not a prediction',
+        method,
+        url,
+      });
     }
   }
 
   /** One logical call: retries per the policies, returns parsed JSON of a 2xx answer. */
-  private async call(op: Op, method: string, url: string, init: { body?: string; headers?: Record<string, string>; headersTimeout?: number; signal?: AbortSignal }): Promise<unknown> {
+  private async call(
+    op: Op,
+    method: string,
+    url: string,
+    init: { body?: string; headers?: Record<string, string>; headersTimeout?: number; signal?: AbortSignal },
+  ): Promise<unknown> {
     let attempt = 0;
     let throttled = 0;
     for (;;) {
@@ -445,7 +536,13 @@ export class ReplicateClient implements Provider {
           try {
             return answer.text === '' ? null : JSON.parse(answer.text);
           } catch {
-            throw new ProviderError({ kind: op === 'create' ? 'ambiguous_create' : 'transient', status: answer.status, message: `Unreadable JSON in HTTP ${answer.status} answer`, method, url });
+            throw new ProviderError({
+              kind: op === 'create' ? 'ambiguous_create' : 'transient',
+              status: answer.status,
+              message: `Unreadable JSON in HTTP ${answer.status} answer`,
+              method,
+              url,
+            });
           }
         }
         err = this.classify(op, method, url, answer);
@@ -466,7 +563,10 @@ export class ReplicateClient implements Provider {
       }
       if (err.kind === 'transient' && attempt < (op === 'read' ? this.retry.attempts : 2)) {
         const wait = this.backoff(attempt);
-        this.log?.warn({ method, url: new URL(url).pathname, status: err.status, code: err.code, attempt, waitMs: wait }, 'provider call failed; retrying');
+        this.log?.warn(
+          { method, url: new URL(url).pathname, status: err.status, code: err.code, attempt, waitMs: wait },
+          'provider call failed; retrying',
+        );
         await this.sleep(wait, init.signal);
         continue;
       }
@@ -474,7 +574,11 @@ export class ReplicateClient implements Provider {
     }
   }
 
-  private async send(method: string, url: string, init: { body?: string; headers?: Record<string, string>; headersTimeout?: number; signal?: AbortSignal }): Promise<RawAnswer> {
+  private async send(
+    method: string,
+    url: string,
+    init: { body?: string; headers?: Record<string, string>; headersTimeout?: number; signal?: AbortSignal },
+  ): Promise<RawAnswer> {
     const u = new URL(url);
     const headers: Record<string, string> = {
       authorization: `Bearer ${this.token}`,
@@ -501,7 +605,14 @@ export class ReplicateClient implements Provider {
     const code = (e as { code?: unknown })?.code;
     const codeStr = typeof code === 'string' ? code : (e as Error)?.name === 'AbortError' ? 'ABORTED' : 'UNKNOWN';
     const kind: ProviderErrorKind = op === 'create' && !NOT_SENT_CODES.has(codeStr) ? 'ambiguous_create' : 'transient';
-    return new ProviderError({ kind, code: codeStr, message: `${method} ${new URL(url).pathname} failed without an answer (${codeStr}): ${(e as Error)?.message ?? String(e)}`, method, url, cause: e });
+    return new ProviderError({
+      kind,
+      code: codeStr,
+      message: `${method} ${new URL(url).pathname} failed without an answer (${codeStr}): ${(e as Error)?.message ?? String(e)}`,
+      method,
+      url,
+      cause: e,
+    });
   }
 
   private classify(op: Op, method: string, url: string, a: RawAnswer): ProviderError {
@@ -511,7 +622,11 @@ export class ReplicateClient implements Provider {
     } catch {
       body = null;
     }
-    const b = (body && typeof body === 'object' ? body : {}) as { title?: unknown; detail?: unknown; invalid_fields?: unknown };
+    const b = (body && typeof body === 'object' ? body : {}) as {
+      title?: unknown;
+      detail?: unknown;
+      invalid_fields?: unknown;
+    };
     const title = typeof b.title === 'string' ? b.title : null;
     const detail = typeof b.detail === 'string' ? b.detail : body === null && a.text ? a.text.slice(0, 500) : null;
     const invalidFields = Array.isArray(b.invalid_fields) ? (b.invalid_fields as InvalidField[]) : [];
@@ -526,7 +641,17 @@ export class ReplicateClient implements Provider {
     } else {
       kind = 'permanent'; // 400, 401, 402, 403, 404, 409, 422, ...: repeating cannot help
     }
-    return new ProviderError({ kind, status: a.status, retryAfterMs, title, detail, invalidFields, message: `Replicate ${a.status} on ${method} ${new URL(url).pathname}: ${said}`, method, url });
+    return new ProviderError({
+      kind,
+      status: a.status,
+      retryAfterMs,
+      title,
+      detail,
+      invalidFields,
+      message: `Replicate ${a.status} on ${method} ${new URL(url).pathname}: ${said}`,
+      method,
+      url,
+    });
   }
 }
 

@@ -6,11 +6,10 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
  * base64 after `whsec_`. Verify over the raw bytes received, never a re-serialised body.
  */
 
-export type WebhookHeaders =
-  | Record<string, string | string[] | undefined>
-  | { get(name: string): string | null };
+export type WebhookHeaders = Record<string, string | string[] | undefined> | { get(name: string): string | null };
 
-export type WebhookFailure = 'missing_headers' | 'empty_body' | 'bad_timestamp' | 'stale' | 'future' | 'bad_signature' | 'bad_secret' | 'bad_body';
+export type WebhookFailure =
+  'missing_headers' | 'empty_body' | 'bad_timestamp' | 'stale' | 'future' | 'bad_signature' | 'bad_secret' | 'bad_body';
 
 export class WebhookVerificationError extends Error {
   readonly reason: WebhookFailure;
@@ -62,7 +61,12 @@ function secretKey(secret: string): Buffer {
 }
 
 /** `v1,<base64>` for one message; what the stand-in sends and what `verifyWebhook` expects. */
-export function signWebhook(input: { secret: string; id: string; timestamp: number | string; body: Buffer | Uint8Array | string }): string {
+export function signWebhook(input: {
+  secret: string;
+  id: string;
+  timestamp: number | string;
+  body: Buffer | Uint8Array | string;
+}): string {
   const mac = createHmac('sha256', secretKey(input.secret));
   mac.update(`${input.id}.${input.timestamp}.`);
   mac.update(typeof input.body === 'string' ? Buffer.from(input.body, 'utf8') : input.body);
@@ -79,18 +83,29 @@ export function verifyWebhook(input: VerifyWebhookInput): VerifiedWebhook {
   const ts = header(input.headers, 'webhook-timestamp');
   const sigHeader = header(input.headers, 'webhook-signature');
   if (!id || !ts || !sigHeader) {
-    throw new WebhookVerificationError('missing_headers', 'Missing webhook-id, webhook-timestamp or webhook-signature header');
+    throw new WebhookVerificationError(
+      'missing_headers',
+      'Missing webhook-id, webhook-timestamp or webhook-signature header',
+    );
   }
   const body = typeof input.rawBody === 'string' ? Buffer.from(input.rawBody, 'utf8') : Buffer.from(input.rawBody);
   if (body.length === 0) throw new WebhookVerificationError('empty_body', 'Webhook body is empty');
-  if (!/^\d{1,12}$/.test(ts.trim())) throw new WebhookVerificationError('bad_timestamp', `Invalid webhook-timestamp ${JSON.stringify(ts)}`);
+  if (!/^\d{1,12}$/.test(ts.trim()))
+    throw new WebhookVerificationError('bad_timestamp', `Invalid webhook-timestamp ${JSON.stringify(ts)}`);
   const timestamp = Number(ts.trim());
-  const nowSec = Math.floor((input.now === undefined ? Date.now() : typeof input.now === 'number' ? input.now : input.now.getTime()) / 1000);
+  const nowSec = Math.floor(
+    (input.now === undefined ? Date.now() : typeof input.now === 'number' ? input.now : input.now.getTime()) / 1000,
+  );
   const tolerance = input.toleranceSec ?? 300;
-  if (timestamp < nowSec - tolerance) throw new WebhookVerificationError('stale', `Webhook timestamp is more than ${tolerance}s old`);
-  if (timestamp > nowSec + tolerance) throw new WebhookVerificationError('future', `Webhook timestamp is more than ${tolerance}s in the future`);
+  if (timestamp < nowSec - tolerance)
+    throw new WebhookVerificationError('stale', `Webhook timestamp is more than ${tolerance}s old`);
+  if (timestamp > nowSec + tolerance)
+    throw new WebhookVerificationError('future', `Webhook timestamp is more than ${tolerance}s in the future`);
 
-  const expected = Buffer.from(signWebhook({ secret: input.secret, id, timestamp: ts.trim(), body }).slice(3), 'base64');
+  const expected = Buffer.from(
+    signWebhook({ secret: input.secret, id, timestamp: ts.trim(), body }).slice(3),
+    'base64',
+  );
   let ok = false;
   for (const entry of sigHeader.split(' ')) {
     const comma = entry.indexOf(',');

@@ -100,7 +100,10 @@ export class RealClock extends BaseClock implements StandinClock {
   private readonly origin = Date.now();
   private readonly timer: NodeJS.Timeout;
 
-  constructor(readonly speed = 1, tickMs = 50) {
+  constructor(
+    readonly speed = 1,
+    tickMs = 50,
+  ) {
     super();
     if (!(speed > 0)) throw new Error(`RealClock: speed must be > 0, got ${speed}`);
     this.timer = setInterval(() => this.tick(), tickMs);

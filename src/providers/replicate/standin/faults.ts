@@ -82,7 +82,10 @@ export class Faults {
   /** Consumes and returns the first rule matching this request, if any. */
   take(op: FaultOp, model: string | undefined, allowed?: (a: FaultAction) => boolean): FaultAction | null {
     const i = this.rules.findIndex(
-      (r) => (r.op === op || r.op === 'any') && (r.model === undefined || r.model === model) && (!allowed || allowed(r.action)),
+      (r) =>
+        (r.op === op || r.op === 'any') &&
+        (r.model === undefined || r.model === model) &&
+        (!allowed || allowed(r.action)),
     );
     if (i < 0) return null;
     const rule = this.rules[i]!;
@@ -98,10 +101,15 @@ export class Faults {
   }
 
   /** Merges a JSON patch (from the admin API) into the switches. */
-  apply(patch: Partial<Pick<Faults, 'noCredit' | 'rateLimits' | 'timelines' | 'syncTimeoutStatus'>> & { webhook?: Partial<WebhookFaults> }): void {
+  apply(
+    patch: Partial<Pick<Faults, 'noCredit' | 'rateLimits' | 'timelines' | 'syncTimeoutStatus'>> & {
+      webhook?: Partial<WebhookFaults>;
+    },
+  ): void {
     if (patch.noCredit !== undefined) this.noCredit = patch.noCredit;
     if (patch.rateLimits) this.rateLimits = { ...this.rateLimits, ...patch.rateLimits };
-    if (patch.timelines) for (const [m, t] of Object.entries(patch.timelines)) this.timelines[m] = { ...this.timelines[m], ...t };
+    if (patch.timelines)
+      for (const [m, t] of Object.entries(patch.timelines)) this.timelines[m] = { ...this.timelines[m], ...t };
     if (patch.syncTimeoutStatus) this.syncTimeoutStatus = patch.syncTimeoutStatus;
     if (patch.webhook) this.webhook = { ...this.webhook, ...patch.webhook };
   }

@@ -51,12 +51,16 @@ export const STANDIN_MODELS: Record<string, StandinModel> = {
   'google/imagen-4-fast': {
     ref: 'google/imagen-4-fast',
     kind: 'image',
-    description: "Use this fast version of Imagen 4 when speed and cost are more important than quality",
+    description: 'Use this fast version of Imagen 4 when speed and cost are more important than quality',
     fields: {
       prompt: { type: 'string' },
       aspect_ratio: { type: 'string', enum: IMAGEN_RATIOS, default: '1:1' },
       output_format: { type: 'string', enum: ['jpg', 'png'], default: 'jpg' },
-      safety_filter_level: { type: 'string', enum: ['block_low_and_above', 'block_medium_and_above', 'block_only_high'], default: 'block_only_high' },
+      safety_filter_level: {
+        type: 'string',
+        enum: ['block_low_and_above', 'block_medium_and_above', 'block_only_high'],
+        default: 'block_only_high',
+      },
     },
     required: ['prompt'],
     timeline: { queueMs: 800, processingMs: 4000 },
@@ -72,7 +76,11 @@ export const STANDIN_MODELS: Record<string, StandinModel> = {
     description: 'A text-to-image model with support for native high-resolution (2K) image generation',
     fields: {
       prompt: { type: 'string' },
-      aspect_ratio: { type: 'string', enum: ['1:1', '3:4', '4:3', '16:9', '9:16', '2:3', '3:2', '21:9', 'custom'], default: '16:9' },
+      aspect_ratio: {
+        type: 'string',
+        enum: ['1:1', '3:4', '4:3', '16:9', '9:16', '2:3', '3:2', '21:9', 'custom'],
+        default: '16:9',
+      },
       size: { type: 'string', enum: ['small', 'regular', 'big'], default: 'regular' },
       width: { type: 'integer', minimum: 512, maximum: 2048, default: 2048 },
       height: { type: 'integer', minimum: 512, maximum: 2048, default: 2048 },
@@ -106,7 +114,10 @@ export const STANDIN_MODELS: Record<string, StandinModel> = {
     timeline: { queueMs: 3000, processingMs: 45000 },
     progress: 'two-bars',
     steps: 30,
-    prelude: (input) => [`Generating ${typeof input.duration === 'number' ? input.duration : 5}s video at ${typeof input.resolution === 'string' ? input.resolution : '1080p'}`, 'Denoising...'],
+    prelude: (input) => [
+      `Generating ${typeof input.duration === 'number' ? input.duration : 5}s video at ${typeof input.resolution === 'string' ? input.resolution : '1080p'}`,
+      'Denoising...',
+    ],
     epilogue: () => ['Video saved to output.mp4'],
     lateCheck: (input) =>
       input.last_frame_image !== undefined && input.image === undefined
@@ -143,7 +154,7 @@ export const STANDIN_MODELS: Record<string, StandinModel> = {
   'anthropic/claude-4-sonnet': {
     ref: 'anthropic/claude-4-sonnet',
     kind: 'text',
-    description: "Claude Sonnet 4 is a significant upgrade to 3.7 Sonnet, delivering superior coding and reasoning",
+    description: 'Claude Sonnet 4 is a significant upgrade to 3.7 Sonnet, delivering superior coding and reasoning',
     fields: {
       prompt: { type: 'string' },
       system_prompt: { type: 'string', default: '' },
@@ -222,10 +233,20 @@ function isUri(v: unknown): boolean {
  * Validates `input` like Replicate's API does (gojsonschema wording). Unknown input keys are
  * rejected: stricter than Replicate is known to be, on purpose, to catch mapping mistakes.
  */
-export function validateInput(model: StandinModel, input: unknown, opts: { strictKeys?: boolean } = {}): InvalidField[] {
+export function validateInput(
+  model: StandinModel,
+  input: unknown,
+  opts: { strictKeys?: boolean } = {},
+): InvalidField[] {
   const errs: InvalidField[] = [];
   if (input === null || typeof input !== 'object' || Array.isArray(input)) {
-    return [{ type: 'invalid_type', field: 'input', description: `Invalid type. Expected: object, given: ${typeName(input)}` }];
+    return [
+      {
+        type: 'invalid_type',
+        field: 'input',
+        description: `Invalid type. Expected: object, given: ${typeName(input)}`,
+      },
+    ];
   }
   const rec = input as Record<string, unknown>;
   for (const name of model.required) {
@@ -235,35 +256,61 @@ export function validateInput(model: StandinModel, input: unknown, opts: { stric
     const spec = model.fields[name];
     const field = `input.${name}`;
     if (!spec) {
-      if (opts.strictKeys !== false) errs.push({ type: 'additional_property_not_allowed', field: 'input', description: `Additional property ${name} is not allowed` });
+      if (opts.strictKeys !== false)
+        errs.push({
+          type: 'additional_property_not_allowed',
+          field: 'input',
+          description: `Additional property ${name} is not allowed`,
+        });
       continue;
     }
     const expected = spec.type === 'uri' ? 'string' : spec.type;
     const given = typeName(value);
     const typeOk =
-      expected === 'number' ? typeof value === 'number' && Number.isFinite(value) : expected === 'integer' ? given === 'integer' : given === expected;
+      expected === 'number'
+        ? typeof value === 'number' && Number.isFinite(value)
+        : expected === 'integer'
+          ? given === 'integer'
+          : given === expected;
     if (!typeOk) {
       errs.push({ type: 'invalid_type', field, description: `Invalid type. Expected: ${expected}, given: ${given}` });
       continue;
     }
-    if (spec.type === 'uri' && !isUri(value)) errs.push({ type: 'format', field, description: "Does not match format 'uri'" });
-    if ((spec.type === 'string' || spec.type === 'integer' || spec.type === 'number') && spec.enum && !(spec.enum as readonly unknown[]).includes(value)) {
-      errs.push({ type: 'enum', field, description: `${name} must be one of the following: ${spec.enum.map((e) => JSON.stringify(e)).join(', ')}` });
+    if (spec.type === 'uri' && !isUri(value))
+      errs.push({ type: 'format', field, description: "Does not match format 'uri'" });
+    if (
+      (spec.type === 'string' || spec.type === 'integer' || spec.type === 'number') &&
+      spec.enum &&
+      !(spec.enum as readonly unknown[]).includes(value)
+    ) {
+      errs.push({
+        type: 'enum',
+        field,
+        description: `${name} must be one of the following: ${spec.enum.map((e) => JSON.stringify(e)).join(', ')}`,
+      });
     }
     if (spec.type === 'integer' || spec.type === 'number') {
       const n = value as number;
-      if (spec.minimum !== undefined && n < spec.minimum) errs.push({ type: 'number_gte', field, description: `Must be greater than or equal to ${spec.minimum}` });
-      if (spec.maximum !== undefined && n > spec.maximum) errs.push({ type: 'number_lte', field, description: `Must be less than or equal to ${spec.maximum}` });
+      if (spec.minimum !== undefined && n < spec.minimum)
+        errs.push({ type: 'number_gte', field, description: `Must be greater than or equal to ${spec.minimum}` });
+      if (spec.maximum !== undefined && n > spec.maximum)
+        errs.push({ type: 'number_lte', field, description: `Must be less than or equal to ${spec.maximum}` });
     }
     if (spec.type === 'array') {
       const arr = value as unknown[];
-      if (spec.maxItems !== undefined && arr.length > spec.maxItems) errs.push({ type: 'array_max_items', field, description: `Array must have at most ${spec.maxItems} items` });
+      if (spec.maxItems !== undefined && arr.length > spec.maxItems)
+        errs.push({ type: 'array_max_items', field, description: `Array must have at most ${spec.maxItems} items` });
       arr.forEach((item, i) => {
-        if (spec.items === 'uri' && !isUri(item)) errs.push({ type: 'format', field: `${field}.${i}`, description: "Does not match format 'uri'" });
+        if (spec.items === 'uri' && !isUri(item))
+          errs.push({ type: 'format', field: `${field}.${i}`, description: "Does not match format 'uri'" });
         if (spec.items === 'message') {
           const m = item as { role?: unknown; content?: unknown } | null;
           if (!m || typeof m !== 'object' || typeof m.role !== 'string' || m.content === undefined) {
-            errs.push({ type: 'invalid_type', field: `${field}.${i}`, description: 'Invalid type. Expected: object with role and content' });
+            errs.push({
+              type: 'invalid_type',
+              field: `${field}.${i}`,
+              description: 'Invalid type. Expected: object with role and content',
+            });
           }
         }
       });
@@ -279,7 +326,11 @@ export function inputJsonSchema(model: StandinModel): Record<string, unknown> {
   for (const [name, spec] of Object.entries(model.fields)) {
     const p: Record<string, unknown> = { title: name, 'x-order': order++ };
     if (spec.type === 'uri') Object.assign(p, { type: 'string', format: 'uri' });
-    else if (spec.type === 'array') Object.assign(p, { type: 'array', items: spec.items === 'uri' ? { type: 'string', format: 'uri' } : { type: 'object' } });
+    else if (spec.type === 'array')
+      Object.assign(p, {
+        type: 'array',
+        items: spec.items === 'uri' ? { type: 'string', format: 'uri' } : { type: 'object' },
+      });
     else p.type = spec.type;
     for (const k of ['enum', 'default', 'minimum', 'maximum', 'maxItems'] as const) {
       const v = (spec as Record<string, unknown>)[k];

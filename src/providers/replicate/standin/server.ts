@@ -5,7 +5,15 @@ import type { Logger } from '../../../log';
 import { formatSseEvent } from '../sse';
 import { RealClock, VirtualClock, type StandinClock } from './clock';
 import { Faults, type FaultAction, type FaultOp, type FaultRule, type Outcome } from './faults';
-import { DEMO_TIMELINES, inputJsonSchema, STANDIN_MODELS, validateInput, type InvalidField, type StandinModel, type Timeline } from './models';
+import {
+  DEMO_TIMELINES,
+  inputJsonSchema,
+  STANDIN_MODELS,
+  validateInput,
+  type InvalidField,
+  type StandinModel,
+  type Timeline,
+} from './models';
 import { planFor, SimPrediction } from './simulation';
 import { WebhookSender, type WebhookDelivery } from './webhook-sender';
 
@@ -112,7 +120,9 @@ function problem(status: number, detail: string, title?: string, extra: Record<s
 const NOT_FOUND = () => problem(404, 'The requested resource could not be found.');
 
 function validationFailed(fields: InvalidField[]): Answer {
-  return problem(422, fields.map((f) => `- ${f.field}: ${f.description}\n`).join(''), 'Input validation failed', { invalid_fields: fields });
+  return problem(422, fields.map((f) => `- ${f.field}: ${f.description}\n`).join(''), 'Input validation failed', {
+    invalid_fields: fields,
+  });
 }
 
 /** Go-style duration (`90s`, `5m`, `1h30m45s`, `500ms`) in milliseconds, or null. */
@@ -144,7 +154,8 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
   const token = opts.token ?? 'r8_standin_test_token';
   let webhookSecret = opts.webhookSecret ?? `whsec_${randomBytes(24).toString('base64')}`;
   const clockOpt = opts.clock ?? (preset === 'demo' ? { speed: 1 } : 'virtual');
-  const clock: StandinClock = clockOpt === 'virtual' ? new VirtualClock() : 'now' in clockOpt ? clockOpt : new RealClock(clockOpt.speed);
+  const clock: StandinClock =
+    clockOpt === 'virtual' ? new VirtualClock() : 'now' in clockOpt ? clockOpt : new RealClock(clockOpt.speed);
   const ownsClock = !(typeof clockOpt === 'object' && 'now' in clockOpt);
   const faults = new Faults();
   const dataTtlMs = opts.dataTtlMs ?? 3_600_000;
@@ -184,7 +195,7 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
   });
 
   function timelineFor(model: StandinModel): Timeline {
-    const base = preset === 'demo' ? DEMO_TIMELINES[model.ref] ?? model.timeline : model.timeline;
+    const base = preset === 'demo' ? (DEMO_TIMELINES[model.ref] ?? model.timeline) : model.timeline;
     return { ...base, ...faults.timelines[model.ref] };
   }
 
@@ -203,21 +214,30 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
     const headers: Record<string, string> = {};
     if (retryAfter === 'date') headers['retry-after'] = new Date(Date.now() + 2000).toUTCString();
     else if (retryAfter !== 'omit') headers['retry-after'] = String(secs);
-    return { status: 429, headers, body: { detail: detail ?? `Request was throttled. Your rate limit resets in ~${secs}s.`, status: 429 }, problem: true };
+    return {
+      status: 429,
+      headers,
+      body: { detail: detail ?? `Request was throttled. Your rate limit resets in ~${secs}s.`, status: 429 },
+      problem: true,
+    };
   }
 
   function route(method: string, path: string): { op: FaultOp | 'admin' | 'unknown'; params: string[] } {
     let m: RegExpExecArray | null;
     if (path.startsWith('/__admin')) return { op: 'admin', params: [] };
-    if (method === 'POST' && (m = /^\/v1\/models\/([^/]+)\/([^/]+)\/predictions$/.exec(path))) return { op: 'create', params: [decodeURIComponent(m[1]!), decodeURIComponent(m[2]!)] };
+    if (method === 'POST' && (m = /^\/v1\/models\/([^/]+)\/([^/]+)\/predictions$/.exec(path)))
+      return { op: 'create', params: [decodeURIComponent(m[1]!), decodeURIComponent(m[2]!)] };
     if (method === 'POST' && path === '/v1/predictions') return { op: 'create', params: [] };
     if (method === 'GET' && path === '/v1/predictions') return { op: 'list', params: [] };
     if (method === 'GET' && (m = /^\/v1\/predictions\/([^/]+)$/.exec(path))) return { op: 'get', params: [m[1]!] };
-    if (method === 'POST' && (m = /^\/v1\/predictions\/([^/]+)\/cancel$/.exec(path))) return { op: 'cancel', params: [m[1]!] };
+    if (method === 'POST' && (m = /^\/v1\/predictions\/([^/]+)\/cancel$/.exec(path)))
+      return { op: 'cancel', params: [m[1]!] };
     if (method === 'GET' && path === '/v1/webhooks/default/secret') return { op: 'secret', params: [] };
-    if (method === 'GET' && (m = /^\/v1\/models\/([^/]+)\/([^/]+)$/.exec(path))) return { op: 'model', params: [decodeURIComponent(m[1]!), decodeURIComponent(m[2]!)] };
+    if (method === 'GET' && (m = /^\/v1\/models\/([^/]+)\/([^/]+)$/.exec(path)))
+      return { op: 'model', params: [decodeURIComponent(m[1]!), decodeURIComponent(m[2]!)] };
     if (method === 'GET' && (m = /^\/v1\/streams\/([^/]+)$/.exec(path))) return { op: 'stream', params: [m[1]!] };
-    if ((method === 'GET' || method === 'HEAD') && (m = /^\/delivery\/([^/]+)\/([^/]+)$/.exec(path))) return { op: 'file', params: [m[1]!, m[2]!] };
+    if ((method === 'GET' || method === 'HEAD') && (m = /^\/delivery\/([^/]+)\/([^/]+)$/.exec(path)))
+      return { op: 'file', params: [m[1]!, m[2]!] };
     return { op: 'unknown', params: [] };
   }
 
@@ -249,16 +269,30 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
 
   // ---- handlers -------------------------------------------------------------------------
 
-  async function create(req: IncomingMessage, res: ServerResponse, rec: RecordedRequest, params: string[], fault: FaultAction | null): Promise<void> {
+  async function create(
+    req: IncomingMessage,
+    res: ServerResponse,
+    rec: RecordedRequest,
+    params: string[],
+    fault: FaultAction | null,
+  ): Promise<void> {
     const raw = rec.body;
-    if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) return send(res, rec, problem(400, 'The request body is not a valid JSON object.', 'Invalid JSON'));
+    if (raw === null || typeof raw !== 'object' || Array.isArray(raw))
+      return send(res, rec, problem(400, 'The request body is not a valid JSON object.', 'Invalid JSON'));
     const body = raw as Record<string, unknown>;
     const viaVersion = params.length === 0;
     const allowed = viaVersion ? new Set([...TOP_LEVEL_KEYS, 'version']) : TOP_LEVEL_KEYS;
     const top: InvalidField[] = [];
-    for (const k of Object.keys(body)) if (!allowed.has(k)) top.push({ type: 'additional_property_not_allowed', field: '', description: `Additional property ${k} is not allowed` });
+    for (const k of Object.keys(body))
+      if (!allowed.has(k))
+        top.push({
+          type: 'additional_property_not_allowed',
+          field: '',
+          description: `Additional property ${k} is not allowed`,
+        });
     if (body.input === undefined) top.push({ type: 'required', field: '', description: 'input is required' });
-    if (viaVersion && body.version === undefined) top.push({ type: 'required', field: '', description: 'version is required' });
+    if (viaVersion && body.version === undefined)
+      top.push({ type: 'required', field: '', description: 'version is required' });
     if (top.length) return send(res, rec, validationFailed(top));
 
     let model: StandinModel | null;
@@ -266,14 +300,34 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
       const v = String(body.version);
       const m = /^([^/:\s]+)\/([^/:\s]+)(?::([0-9a-f]{64}))?$/.exec(v);
       if (m) model = modelOf(m[1]!, m[2]!);
-      else return send(res, rec, problem(422, "The specified version does not exist (or perhaps you don't have permission to use it?)", 'Invalid version or not permitted'));
+      else
+        return send(
+          res,
+          rec,
+          problem(
+            422,
+            "The specified version does not exist (or perhaps you don't have permission to use it?)",
+            'Invalid version or not permitted',
+          ),
+        );
       if (!model) return send(res, rec, NOT_FOUND());
     } else {
       model = modelOf(params[0]!, params[1]!);
       if (!model) return send(res, rec, NOT_FOUND());
     }
-    if (faults.noCredit || (opts.noCreditToken !== undefined && req.headers.authorization === `Bearer ${opts.noCreditToken}`)) {
-      return send(res, rec, problem(402, 'You have insufficient credit to run this model. Go to https://replicate.com/account/billing#billing to purchase credit. Once you purchase credit, please wait a few minutes before trying again.', 'Insufficient credit'));
+    if (
+      faults.noCredit ||
+      (opts.noCreditToken !== undefined && req.headers.authorization === `Bearer ${opts.noCreditToken}`)
+    ) {
+      return send(
+        res,
+        rec,
+        problem(
+          402,
+          'You have insufficient credit to run this model. Go to https://replicate.com/account/billing#billing to purchase credit. Once you purchase credit, please wait a few minutes before trying again.',
+          'Insufficient credit',
+        ),
+      );
     }
     const fields = validateInput(model, body.input, { strictKeys: opts.strictInputKeys });
     let webhook: string | null = null;
@@ -289,10 +343,20 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
     let filter: string[] | null = null;
     if (body.webhook_events_filter !== undefined && body.webhook_events_filter !== null) {
       const f = body.webhook_events_filter;
-      if (!Array.isArray(f)) fields.push({ type: 'invalid_type', field: 'webhook_events_filter', description: 'Invalid type. Expected: array, given: ' + typeof f });
+      if (!Array.isArray(f))
+        fields.push({
+          type: 'invalid_type',
+          field: 'webhook_events_filter',
+          description: 'Invalid type. Expected: array, given: ' + typeof f,
+        });
       else {
         f.forEach((e, i) => {
-          if (!WEBHOOK_EVENTS.includes(e as string)) fields.push({ type: 'enum', field: `webhook_events_filter.${i}`, description: `webhook_events_filter.${i} must be one of the following: "start", "output", "logs", "completed"` });
+          if (!WEBHOOK_EVENTS.includes(e as string))
+            fields.push({
+              type: 'enum',
+              field: `webhook_events_filter.${i}`,
+              description: `webhook_events_filter.${i} must be one of the following: "start", "output", "logs", "completed"`,
+            });
         });
         filter = f as string[];
       }
@@ -301,7 +365,12 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
     const cancelAfter = req.headers['cancel-after'];
     if (typeof cancelAfter === 'string') {
       const ms = parseGoDuration(cancelAfter);
-      if (ms === null || ms <= 0) fields.push({ type: 'format', field: 'Cancel-After', description: `Invalid duration ${JSON.stringify(cancelAfter)}` });
+      if (ms === null || ms <= 0)
+        fields.push({
+          type: 'format',
+          field: 'Cancel-After',
+          description: `Invalid duration ${JSON.stringify(cancelAfter)}`,
+        });
       else deadlineAt = clock.now() + ms;
     }
     if (fields.length) return send(res, rec, validationFailed(fields));
@@ -310,7 +379,8 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
     const now = clock.now();
     // For people trying failure paths by hand (demo mode): `[[fail]]` or `[[unsafe]]` in the prompt.
     const marker = typeof input.prompt === 'string' ? /\[\[(fail|unsafe)\]\]/.exec(input.prompt)?.[1] : undefined;
-    const outcome: Outcome = marker === 'fail' ? { type: 'fail' } : marker === 'unsafe' ? { type: 'safety' } : faults.takeOutcome(model.ref);
+    const outcome: Outcome =
+      marker === 'fail' ? { type: 'fail' } : marker === 'unsafe' ? { type: 'safety' } : faults.takeOutcome(model.ref);
     const p = new SimPrediction(model, input, now, planFor(model, input, timelineFor(model), outcome), {
       webhook,
       webhookEventsFilter: filter,
@@ -331,7 +401,16 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
       res.socket?.destroy();
       return;
     }
-    if (fault?.kind === 'create_then_status') return send(res, rec, problem(fault.status, 'Internal server error (stand-in fault after creating the prediction)', 'Internal Server Error'));
+    if (fault?.kind === 'create_then_status')
+      return send(
+        res,
+        rec,
+        problem(
+          fault.status,
+          'Internal server error (stand-in fault after creating the prediction)',
+          'Internal Server Error',
+        ),
+      );
 
     const headers: Record<string, string> = {};
     const prefer = req.headers.prefer;
@@ -363,10 +442,20 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
         if (timedOut && faults.syncTimeoutStatus === 'starting') {
           view.status = 'starting';
         }
-        return send(res, rec, { status: 201, body: view, headers }, { slowMs: fault?.kind === 'slow_body' ? fault.ms : undefined });
+        return send(
+          res,
+          rec,
+          { status: 201, body: view, headers },
+          { slowMs: fault?.kind === 'slow_body' ? fault.ms : undefined },
+        );
       }
     }
-    send(res, rec, { status: 201, body: p.view(now, origin), headers }, { slowMs: fault?.kind === 'slow_body' ? fault.ms : undefined });
+    send(
+      res,
+      rec,
+      { status: 201, body: p.view(now, origin), headers },
+      { slowMs: fault?.kind === 'slow_body' ? fault.ms : undefined },
+    );
   }
 
   function list(url: URL): Answer {
@@ -374,9 +463,14 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
     const before = url.searchParams.get('created_before');
     const afterMs = after ? Date.parse(after) : NaN;
     const beforeMs = before ? Date.parse(before) : NaN;
-    if ((after && Number.isNaN(afterMs)) || (before && Number.isNaN(beforeMs))) return problem(400, 'created_after / created_before must be ISO-8601 times', 'Bad request');
+    if ((after && Number.isNaN(afterMs)) || (before && Number.isNaN(beforeMs)))
+      return problem(400, 'created_after / created_before must be ISO-8601 times', 'Bad request');
     const all = [...predictions.values()]
-      .filter((p) => (Number.isNaN(afterMs) || p.extras.createdWall >= afterMs) && (Number.isNaN(beforeMs) || p.extras.createdWall < beforeMs))
+      .filter(
+        (p) =>
+          (Number.isNaN(afterMs) || p.extras.createdWall >= afterMs) &&
+          (Number.isNaN(beforeMs) || p.extras.createdWall < beforeMs),
+      )
       .sort((a, b) => b.extras.createdWall - a.extras.createdWall || b.extras.seq - a.extras.seq);
     const cursor = url.searchParams.get('cursor');
     const offset = cursor ? Number(Buffer.from(cursor, 'base64url').toString('utf8').replace(/^o=/, '')) || 0 : 0;
@@ -397,7 +491,13 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
     };
   }
 
-  function stream(req: IncomingMessage, res: ServerResponse, rec: RecordedRequest, p: SimPrediction, fault: FaultAction | null): void {
+  function stream(
+    req: IncomingMessage,
+    res: ServerResponse,
+    rec: RecordedRequest,
+    p: SimPrediction,
+    fault: FaultAction | null,
+  ): void {
     sync(p);
     const lastId = req.headers['last-event-id'];
     let next = 0;
@@ -439,14 +539,24 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
     flush();
   }
 
-  function file(req: IncomingMessage, res: ServerResponse, rec: RecordedRequest, params: string[], fault: FaultAction | null): void {
+  function file(
+    req: IncomingMessage,
+    res: ServerResponse,
+    rec: RecordedRequest,
+    params: string[],
+    fault: FaultAction | null,
+  ): void {
     const p = byFile.get(params[0]!);
     if (!p || !p.plan.file || p.plan.file.name !== params[1]) return send(res, rec, NOT_FOUND());
     const s = p.stateAt(clock.now());
     if (s.output === null || s.dataRemoved) return send(res, rec, NOT_FOUND());
     const f = p.plan.file;
     rec.status = 200;
-    res.writeHead(200, { 'content-type': f.contentType, 'content-length': String(f.bytes.length), 'cache-control': 'private, max-age=3600' });
+    res.writeHead(200, {
+      'content-type': f.contentType,
+      'content-length': String(f.bytes.length),
+      'cache-control': 'private, max-age=3600',
+    });
     if (req.method === 'HEAD') return void res.end();
     if (fault?.kind === 'slow_body') setTimeout(() => res.end(f.bytes), fault.ms).unref();
     else res.end(f.bytes);
@@ -465,7 +575,8 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
       requests.length = 0;
       return { status: 204, body: undefined };
     }
-    if (method === 'GET' && path === '/clock') return { status: 200, body: { kind: clock.kind, now: clock.now(), iso: new Date(clock.now()).toISOString() } };
+    if (method === 'GET' && path === '/clock')
+      return { status: 200, body: { kind: clock.kind, now: clock.now(), iso: new Date(clock.now()).toISOString() } };
     if (method === 'POST' && path === '/clock/advance') {
       if (!(clock instanceof VirtualClock)) return problem(409, 'The clock is real time; it cannot be advanced');
       await clock.advance(Number(b.ms ?? 0), { stepMs: typeof b.stepMs === 'number' ? b.stepMs : undefined });
@@ -484,7 +595,8 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
       faults.nextOutcome(b.outcome as Outcome, typeof b.model === 'string' ? b.model : undefined);
       return { status: 200, body: { outcomes: faults.outcomes } };
     }
-    if (method === 'GET' && path === '/predictions') return { status: 200, body: [...predictions.values()].map((p) => p.view(clock.now(), origin)) };
+    if (method === 'GET' && path === '/predictions')
+      return { status: 200, body: [...predictions.values()].map((p) => p.view(clock.now(), origin)) };
     if (method === 'GET' && path === '/webhooks') return { status: 200, body: webhooks.deliveries };
     if (method === 'POST' && path === '/webhook-secret/rotate') {
       webhookSecret = `whsec_${randomBytes(24).toString('base64')}`;
@@ -519,23 +631,47 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
     }
     const headers = { ...req.headers };
     delete headers.authorization;
-    const rec: RecordedRequest = { seq: ++seq, at: clock.now(), method, path: url.pathname + url.search, op, headers, body, status: null, fault: null };
+    const rec: RecordedRequest = {
+      seq: ++seq,
+      at: clock.now(),
+      method,
+      path: url.pathname + url.search,
+      op,
+      headers,
+      body,
+      status: null,
+      fault: null,
+    };
     requests.push(rec);
     if (op === 'unknown') return send(res, rec, NOT_FOUND());
 
     if (op !== 'stream' && op !== 'file') {
       const auth = req.headers.authorization ?? '';
-      const ok = auth === `Bearer ${token}` || auth === `Token ${token}` || (opts.noCreditToken !== undefined && auth === `Bearer ${opts.noCreditToken}`);
+      const ok =
+        auth === `Bearer ${token}` ||
+        auth === `Token ${token}` ||
+        (opts.noCreditToken !== undefined && auth === `Bearer ${opts.noCreditToken}`);
       if (!ok) return send(res, rec, problem(401, 'You did not pass a valid authentication token', 'Unauthenticated'));
     }
 
     let model: string | undefined;
-    if (op === 'create') model = params.length ? `${params[0]}/${params[1]}` : typeof (body as { version?: unknown })?.version === 'string' ? String((body as { version: string }).version).split(':')[0] : undefined;
+    if (op === 'create')
+      model = params.length
+        ? `${params[0]}/${params[1]}`
+        : typeof (body as { version?: unknown })?.version === 'string'
+          ? String((body as { version: string }).version).split(':')[0]
+          : undefined;
     else if (op === 'get' || op === 'cancel') model = predictions.get(params[0]!)?.model.ref;
     else if (op === 'stream') model = byStream.get(params[0]!)?.model.ref;
 
     const fault = faults.take(op, model, (a) =>
-      a.kind === 'create_then_status' || a.kind === 'create_then_drop' ? op === 'create' : a.kind === 'stream_drop_after' ? op === 'stream' : a.kind === 'cancel_ignored' ? op === 'cancel' : true,
+      a.kind === 'create_then_status' || a.kind === 'create_then_drop'
+        ? op === 'create'
+        : a.kind === 'stream_drop_after'
+          ? op === 'stream'
+          : a.kind === 'cancel_ignored'
+            ? op === 'cancel'
+            : true,
     );
     if (fault) {
       rec.fault = fault.kind;
@@ -550,7 +686,15 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
           break;
         case 'status':
           if (fault.status === 429) return send(res, rec, throttled(fault.retryAfter, fault.detail));
-          return send(res, rec, problem(fault.status, fault.detail ?? `Stand-in injected HTTP ${fault.status}`, fault.status >= 500 ? 'Internal Server Error' : undefined));
+          return send(
+            res,
+            rec,
+            problem(
+              fault.status,
+              fault.detail ?? `Stand-in injected HTTP ${fault.status}`,
+              fault.status >= 500 ? 'Internal Server Error' : undefined,
+            ),
+          );
         default:
           break;
       }
@@ -584,19 +728,27 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
       case 'model': {
         const m = modelOf(params[0]!, params[1]!);
         if (!m) return send(res, rec, NOT_FOUND());
-        return send(res, rec, {
-          status: 200,
-          body: {
-            url: `${origin}/${m.ref}`,
-            owner: params[0],
-            name: params[1],
-            description: m.description,
-            visibility: 'public',
-            is_official: true,
-            run_count: 0,
-            latest_version: { id: 'hidden', openapi_schema: { components: { schemas: { Input: inputJsonSchema(m) } } } },
+        return send(
+          res,
+          rec,
+          {
+            status: 200,
+            body: {
+              url: `${origin}/${m.ref}`,
+              owner: params[0],
+              name: params[1],
+              description: m.description,
+              visibility: 'public',
+              is_official: true,
+              run_count: 0,
+              latest_version: {
+                id: 'hidden',
+                openapi_schema: { components: { schemas: { Input: inputJsonSchema(m) } } },
+              },
+            },
           },
-        }, { slowMs });
+          { slowMs },
+        );
       }
       case 'stream': {
         const p = byStream.get(params[0]!);
@@ -613,7 +765,8 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
   const server = http.createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
       log?.error({ err }, 'stand-in: handler failed');
-      if (!res.headersSent) send(res, null, problem(500, `Stand-in error: ${(err as Error).message}`, 'Internal Server Error'));
+      if (!res.headersSent)
+        send(res, null, problem(500, `Stand-in error: ${(err as Error).message}`, 'Internal Server Error'));
       else res.destroy();
     });
   });

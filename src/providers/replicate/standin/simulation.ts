@@ -46,7 +46,8 @@ export function newId(len = 26): string {
   return s;
 }
 
-export const SAFETY_ERROR = 'The input or output was flagged as sensitive. Please try again with different inputs. (E005)';
+export const SAFETY_ERROR =
+  'The input or output was flagged as sensitive. Please try again with different inputs. (E005)';
 
 /** A plausible reply, split into token-sized pieces (some carry newlines, for multi-line SSE data). */
 export function makeTokens(model: StandinModel, input: Record<string, unknown>): string[] {
@@ -74,7 +75,8 @@ export function tqdmLine(i: number, n: number): string {
   let bar = '█'.repeat(Math.floor(eighths / 8)) + PARTIALS[eighths % 8]!;
   bar = bar.padEnd(10, ' ').slice(0, 10);
   const rate = 4.9;
-  const fmt = (s: number) => `${String(Math.floor(s / 60)).padStart(2, '0')}:${String(Math.floor(s % 60)).padStart(2, '0')}`;
+  const fmt = (s: number) =>
+    `${String(Math.floor(s / 60)).padStart(2, '0')}:${String(Math.floor(s % 60)).padStart(2, '0')}`;
   const elapsed = i / rate;
   const left = (n - i) / rate;
   return `${String(pct).padStart(3, ' ')}%|${bar}| ${i}/${n} [${fmt(elapsed)}<${i === 0 ? '?' : fmt(left)}, ${i === 0 ? '?' : rate.toFixed(2)}it/s]`;
@@ -120,7 +122,10 @@ export class SimPrediction {
   terminal(): { at: number; status: SimStatus } {
     const startAt = this.startAt;
     const natural = startAt + this.plan.processingMs;
-    let end: { at: number; status: SimStatus } = { at: natural, status: this.plan.error === null ? 'succeeded' : 'failed' };
+    let end: { at: number; status: SimStatus } = {
+      at: natural,
+      status: this.plan.error === null ? 'succeeded' : 'failed',
+    };
     const d = this.extras.deadlineAt;
     if (d !== null && d < end.at) end = { at: d, status: d < startAt ? 'aborted' : 'canceled' };
     if (this.canceledAt !== null && this.canceledAt < end.at) end = { at: this.canceledAt, status: 'canceled' };
@@ -179,7 +184,9 @@ export class SimPrediction {
       const n = this.tokensAt(fraction, status);
       output = n > 0 ? this.plan.tokens.slice(0, n) : null;
     } else if (this.plan.file && this.plan.error === null) {
-      const ready = status === 'succeeded' || (status === 'processing' && t >= end.at - this.plan.outputEarlyMs && end.status === 'succeeded');
+      const ready =
+        status === 'succeeded' ||
+        (status === 'processing' && t >= end.at - this.plan.outputEarlyMs && end.status === 'succeeded');
       output = ready ? this.fileUrlPath() : null;
     }
     return {
@@ -204,7 +211,8 @@ export class SimPrediction {
     const s = this.stateAt(t);
     const before = this.events.length;
     const endLines = this.logLines(s.fraction, s.status === 'succeeded' ? 'processing' : s.status);
-    for (; this.emittedLogLines < endLines.length; this.emittedLogLines++) this.push('logs', endLines[this.emittedLogLines]!);
+    for (; this.emittedLogLines < endLines.length; this.emittedLogLines++)
+      this.push('logs', endLines[this.emittedLogLines]!);
     const n = this.tokensAt(s.fraction, s.status);
     for (; this.emittedTokens < n; this.emittedTokens++) this.push('output', this.plan.tokens[this.emittedTokens]!);
     if (s.completedAt !== null) {
@@ -234,7 +242,8 @@ export class SimPrediction {
   /** The prediction JSON as GET /v1/predictions/{id} returns it at time t. */
   view(t: number, origin: string): Record<string, unknown> {
     const s = this.stateAt(t);
-    const iso = (ms: number | null) => (ms === null ? null : new Date(this.extras.createdWall + (ms - this.createdAt)).toISOString());
+    const iso = (ms: number | null) =>
+      ms === null ? null : new Date(this.extras.createdWall + (ms - this.createdAt)).toISOString();
     const base = `${origin}/v1/predictions/${this.id}`;
     const urls: Record<string, string> = { cancel: `${base}/cancel`, get: base, web: `${origin}/p/${this.id}` };
     if (this.model.kind === 'text') urls.stream = `${origin}/v1/streams/${this.streamToken}`;
@@ -259,7 +268,9 @@ export class SimPrediction {
           : {
               predict_time: s.startedAt === null ? 0 : (s.completedAt - s.startedAt) / 1000,
               total_time: (s.completedAt - this.createdAt) / 1000,
-              ...(this.model.kind === 'text' && s.status === 'succeeded' ? { input_token_count: 12, output_token_count: this.plan.tokens.length } : {}),
+              ...(this.model.kind === 'text' && s.status === 'succeeded'
+                ? { input_token_count: 12, output_token_count: this.plan.tokens.length }
+                : {}),
             },
     };
     if (this.extras.webhook !== null) {
@@ -272,7 +283,12 @@ export class SimPrediction {
 }
 
 /** Builds a prediction's plan from its model, timeline overrides and the scripted outcome. */
-export function planFor(model: StandinModel, input: Record<string, unknown>, timeline: Timeline, outcome: Outcome): SimPlan {
+export function planFor(
+  model: StandinModel,
+  input: Record<string, unknown>,
+  timeline: Timeline,
+  outcome: Outcome,
+): SimPlan {
   let error: string | null = null;
   let t = { ...timeline, outputEarlyMs: timeline.outputEarlyMs ?? 0 };
   const late = model.lateCheck?.(input) ?? null;

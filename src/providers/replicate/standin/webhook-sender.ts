@@ -66,7 +66,15 @@ export class WebhookSender {
     if (url === null) return;
     let tr = this.tracking.get(pred.id);
     if (!tr) {
-      tr = { started: false, lastOutput: null, lastOutputAt: -Infinity, lastLogs: null, lastLogsAt: -Infinity, completed: false, chain: Promise.resolve() };
+      tr = {
+        started: false,
+        lastOutput: null,
+        lastOutputAt: -Infinity,
+        lastLogs: null,
+        lastLogsAt: -Infinity,
+        completed: false,
+        chain: Promise.resolve(),
+      };
       this.tracking.set(pred.id, tr);
     }
     if (tr.completed) return;
@@ -79,7 +87,12 @@ export class WebhookSender {
     }
     if (state.completedAt === null) {
       const out = JSON.stringify(state.output);
-      if (filter.has('output') && state.output !== null && out !== tr.lastOutput && t - tr.lastOutputAt >= THROTTLE_MS) {
+      if (
+        filter.has('output') &&
+        state.output !== null &&
+        out !== tr.lastOutput &&
+        t - tr.lastOutputAt >= THROTTLE_MS
+      ) {
         tr.lastOutput = out;
         tr.lastOutputAt = t;
         this.enqueue(tr, pred, 'output', t);
@@ -115,7 +128,13 @@ export class WebhookSender {
     this.tracking.clear();
   }
 
-  private enqueue(tr: Tracking, pred: SimPrediction, event: WebhookDelivery['event'], t: number, webhookId = `msg_${newId(27)}`): string {
+  private enqueue(
+    tr: Tracking,
+    pred: SimPrediction,
+    event: WebhookDelivery['event'],
+    t: number,
+    webhookId = `msg_${newId(27)}`,
+  ): string {
     // The body is the prediction as it was when the event happened, whatever the queue's delay.
     const body = JSON.stringify(pred.view(t, this.opts.origin()));
     const p = (tr.chain = tr.chain.then(() => this.deliver(pred, event, webhookId, body, t)).catch(() => undefined));
@@ -124,7 +143,13 @@ export class WebhookSender {
     return webhookId;
   }
 
-  private async deliver(pred: SimPrediction, event: WebhookDelivery['event'], webhookId: string, body: string, eventAt: number): Promise<void> {
+  private async deliver(
+    pred: SimPrediction,
+    event: WebhookDelivery['event'],
+    webhookId: string,
+    body: string,
+    eventAt: number,
+  ): Promise<void> {
     const terminal = event === 'completed';
     const delays = this.opts.retryDelaysMs;
     for (let attempt = 1; ; attempt++) {
@@ -139,22 +164,53 @@ export class WebhookSender {
     }
   }
 
-  private async attempt(pred: SimPrediction, event: WebhookDelivery['event'], webhookId: string, body: string, attempt: number, eventAt: number): Promise<boolean> {
+  private async attempt(
+    pred: SimPrediction,
+    event: WebhookDelivery['event'],
+    webhookId: string,
+    body: string,
+    attempt: number,
+    eventAt: number,
+  ): Promise<boolean> {
     const url = pred.extras.webhook!;
     const mode = this.opts.faults.webhook.signature;
     let ts = Math.floor((this.opts.timestamps === 'clock' ? this.opts.clock.now() : Date.now()) / 1000);
     if (mode === 'stale') ts -= 600;
-    const headers: Record<string, string> = { 'content-type': 'application/json', 'user-agent': 'Replicate-Webhooks/1.0 (pyre stand-in)' };
+    const headers: Record<string, string> = {
+      'content-type': 'application/json',
+      'user-agent': 'Replicate-Webhooks/1.0 (pyre stand-in)',
+    };
     headers['webhook-id'] = webhookId;
     headers['webhook-timestamp'] = String(ts);
     const good = signWebhook({ secret: this.opts.secret(), id: webhookId, timestamp: ts, body });
     if (mode === 'good' || mode === 'stale') headers['webhook-signature'] = good;
-    else if (mode === 'bad') headers['webhook-signature'] = signWebhook({ secret: this.oldSecret, id: webhookId, timestamp: ts, body });
-    else if (mode === 'rotated') headers['webhook-signature'] = `${signWebhook({ secret: this.oldSecret, id: webhookId, timestamp: ts, body })} ${good}`;
-    const rec: WebhookDelivery = { webhookId, predictionId: pred.id, event, attempt, url, at: this.opts.clock.now(), eventAt, headers, body, status: null, error: null };
+    else if (mode === 'bad')
+      headers['webhook-signature'] = signWebhook({ secret: this.oldSecret, id: webhookId, timestamp: ts, body });
+    else if (mode === 'rotated')
+      headers['webhook-signature'] =
+        `${signWebhook({ secret: this.oldSecret, id: webhookId, timestamp: ts, body })} ${good}`;
+    const rec: WebhookDelivery = {
+      webhookId,
+      predictionId: pred.id,
+      event,
+      attempt,
+      url,
+      at: this.opts.clock.now(),
+      eventAt,
+      headers,
+      body,
+      status: null,
+      error: null,
+    };
     this.deliveries.push(rec);
     try {
-      const res = await request(url, { method: 'POST', headers, body, dispatcher: this.agent, signal: this.abort.signal });
+      const res = await request(url, {
+        method: 'POST',
+        headers,
+        body,
+        dispatcher: this.agent,
+        signal: this.abort.signal,
+      });
       rec.status = res.statusCode;
       await res.body.dump();
       return res.statusCode >= 200 && res.statusCode < 300;

@@ -164,16 +164,17 @@ export class ChannelInstance implements ChannelSocket, Subscriber {
     return this.state !== State.Closed;
   }
 
-  /** Called by the connection once join returned ok: subscribe, then release early pushes. */
   /**
-   * Subscribes before `join` runs, so nothing broadcast during an async join is lost: such
-   * broadcasts are held and delivered after the join reply and the pushes made in join.
+   * Called by the connection before `join` runs. Subscribes first, so nothing broadcast during
+   * an async join is lost: such broadcasts are held and delivered after the join reply and the
+   * pushes made in join.
    */
   beginJoin(): void {
     this.subscribed = true;
     this.host.pubsub.subscribe(this.topic, this);
   }
 
+  /** Called by the connection once join returned ok: returns the pushes made during join, to send after the reply. */
   markJoined(): EncodedFrame[] | null {
     this.state = State.Joined;
     const early = this.early;

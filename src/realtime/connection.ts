@@ -16,6 +16,8 @@ export interface Transport {
   writeFanout(f: Fanout, serializer: Serializer): void;
   /** Starts closing; the transport calls `connection.transportClosed()` once it is gone. */
   close(code: number, reason: string): void;
+  /** Drops the client now, without a close handshake (server shutdown). */
+  terminate(): void;
 }
 
 /** Counters shared by all connections of one server. */

@@ -4,11 +4,11 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Connection, Transport } from './connection';
+import type { Connection } from './connection';
+import type { HostedTransport, TransportHost } from './host';
 import type { Fanout } from './pubsub';
 import type { EncodedFrame, Serializer } from './serializer';
 import { requestTarget } from './params';
-import type { RealtimeServer } from './server';
 
 export interface LongPollOptions {
   /** How long a poll is held open when nothing is queued (Phoenix window_ms, default 10 000). */
@@ -35,7 +35,7 @@ function sendJson(res: ServerResponse, body: unknown, httpStatus = 200): void {
 }
 
 /** One long-poll client: a connection whose writes queue until the next poll. */
-export class LongPollSession implements Transport {
+export class LongPollSession implements HostedTransport {
   readonly kind = 'longpoll' as const;
   readonly token: string;
   conn!: Connection;
@@ -44,9 +44,9 @@ export class LongPollSession implements Transport {
   private pollTimer: NodeJS.Timeout | null = null;
   private flushScheduled = false;
   closed = false;
-  private readonly owner: LongPollTransport;
+  private readonly owner: LongPollEndpoint;
 
-  constructor(owner: LongPollTransport, token: string) {
+  constructor(owner: LongPollEndpoint, token: string) {
     this.owner = owner;
     this.token = token;
   }
@@ -125,6 +125,10 @@ export class LongPollSession implements Transport {
     if (this.conn) this.conn.lastSeen = Date.now();
   }
 
+  terminate(): void {
+    this.close();
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;
@@ -136,15 +140,16 @@ export class LongPollSession implements Transport {
   }
 }
 
-export class LongPollTransport {
-  readonly server: RealtimeServer;
+/** Serves `${path}/longpoll`: the sessions of this process. */
+export class LongPollEndpoint {
+  readonly server: TransportHost;
   readonly sessions = new Map<string, LongPollSession>();
   readonly windowMs: number;
   readonly sessionTimeoutMs: number;
   readonly maxBodyBytes: number;
   readonly maxMessagesPerPost: number;
 
-  constructor(server: RealtimeServer, opts: LongPollOptions) {
+  constructor(server: TransportHost, opts: LongPollOptions) {
     this.server = server;
     this.windowMs = opts.windowMs ?? 10_000;
     this.sessionTimeoutMs = opts.sessionTimeoutMs ?? Math.round(this.windowMs * 1.5);

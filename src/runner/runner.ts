@@ -59,7 +59,8 @@ type OnNudge = (wake: () => void) => (() => void) | void;
 const sleep = (ms: number, signal: AbortSignal, nudge?: OnNudge) =>
   new Promise<void>((resolve, reject) => {
     if (signal.aborted) return reject(signal.reason);
-    let off: (() => void) | void;
+    // Not const: done() may run before `nudge` returns (a nudge that wakes at once), and reads it.
+    let off: (() => void) | void = undefined;
     const done = () => {
       clearTimeout(t);
       signal.removeEventListener('abort', onAbort);

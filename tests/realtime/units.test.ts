@@ -29,6 +29,14 @@ describe('decodeQuery (Plug semantics)', () => {
     decodeQuery('__proto__[polluted]=1&a[__proto__][polluted]=1');
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
   });
+  test('names Object.prototype has (toString, valueOf, hasOwnProperty) are plain keys', () => {
+    expect(decodeQuery('toString[x]=1&valueOf[]=2&hasOwnProperty=3')).toEqual({
+      toString: { x: '1' },
+      valueOf: ['2'],
+      hasOwnProperty: '3',
+    });
+    expect((Object.prototype.toString as unknown as Record<string, unknown>).x).toBeUndefined();
+  });
 });
 
 describe('check origin', () => {

@@ -8,6 +8,7 @@ import { TokenSigner } from '../../src/auth/tokens';
 import { BACKENDS } from '../helpers/db';
 import { call, startGateway, TEST_SECRET, type TestGateway } from '../helpers/gateway';
 import { joinRecording, phoenixSocket, push } from '../channels/helpers';
+import { RawClient } from '../realtime/helpers';
 
 const signer = new TokenSigner(TEST_SECRET);
 const alice = signer.mint('alice');
@@ -101,6 +102,73 @@ describe.each(BACKENDS)('hostile input on %s', (backend) => {
       const reply = await push(channel, name, { prompt: 'a cat' });
       expect(reply).toEqual({ status: 'error', response: { reason: `unknown event "${name}"` } });
       expect(errors).toEqual([]);
+    });
+  });
+  describe('deeply nested JSON is refused before anything walks it', () => {
+    /** `levels` arrays one inside another around 1: `[[1]]` is 2 levels. */
+    const nested = (levels: number) => `${'['.repeat(levels)}1${']'.repeat(levels)}`;
+    const body = (levels: number) => `{"input_data":{"prompt":"a cat"},"client_note":${nested(levels - 1)}}`;
+
+    it('a body 32 levels deep is taken; 33 and 100,000 levels get 400 naming the limit, with or without Idempotency-Key', async () => {
+      const before = await taskCount();
+      expect((await post(body(32))).status).toBe(202);
+      expect((await post(body(32), { 'idempotency-key': `k-${randomUUID()}` })).status).toBe(202);
+      for (const levels of [33, 100_000]) {
+        for (const headers of [{} as Record<string, string>, { 'idempotency-key': `k-${randomUUID()}` }]) {
+          const res = await post(body(levels), headers);
+          expect(res.status).toBe(400);
+          expect(res.body).toEqual({ errors: { detail: 'request body is nested more than 32 levels deep' } });
+        }
+      }
+      // Nested objects count the same as arrays; input_data itself is checked too.
+      const objects = `{"input_data":{"prompt":"a cat","images":${'{"a":'.repeat(40)}1${'}'.repeat(40)}}}`;
+      expect((await post(objects)).status).toBe(400);
+      expect(await taskCount()).toBe(before + 2);
+    });
+
+    it('a refused deep body frees its Idempotency-Key', async () => {
+      const key = `k-${randomUUID()}`;
+      expect((await post(body(40), { 'idempotency-key': key })).status).toBe(400);
+      expect((await post(body(2), { 'idempotency-key': key })).status).toBe(202);
+    });
+
+    it('a channel payload nested too deeply gets an error reply naming the limit; the channel and socket live on', async () => {
+      const { channel, errors } = await freshChannel();
+      const reply = await push(channel, 'image_generate', JSON.parse(`{"prompt":"a cat","x":${nested(32)}}`));
+      expect(reply).toEqual({ status: 'error', response: { reason: 'payload is nested more than 32 levels deep' } });
+      const ok = await push(channel, 'image_generate', { prompt: 'a cat', aspect_ratio: '16:9' });
+      expect(ok.status).toBe('ok');
+      expect(errors).toEqual([]);
+    });
+
+    it('30,000 levels in one frame (more than a client JSON.stringify can make): the same error reply', async () => {
+      const raw = await RawClient.connect(`${t.url.replace(/^http/, 'ws')}/socket/websocket?vsn=2.0.0&token=${alice}`);
+      try {
+        const topic = `task:${randomUUID()}`;
+        raw.send(['1', '1', topic, 'phx_join', {}]);
+        expect(await raw.json()).toMatchObject(['1', '1', topic, 'phx_reply', { status: 'ok' }]);
+        raw.sendText(`["1","2","${topic}","image_generate",{"prompt":"a cat","x":${nested(30_000)}}]`);
+        expect(await raw.json()).toEqual([
+          '1',
+          '2',
+          topic,
+          'phx_reply',
+          { status: 'error', response: { reason: 'payload is nested more than 32 levels deep' } },
+        ]);
+        raw.send(['1', '3', topic, 'image_generate', { prompt: 'a cat' }]);
+        expect(await raw.json()).toMatchObject(['1', '3', topic, 'phx_reply', { status: 'ok' }]);
+      } finally {
+        raw.ws.close();
+      }
+    });
+
+    it('a join payload nested too deeply is refused with the same reason', async () => {
+      const socket = phoenixSocket(t.url, alice);
+      sockets.push(socket);
+      const { joined } = joinRecording(socket, `task:${randomUUID()}`, JSON.parse(`{"x":${nested(40)}}`));
+      await expect(joined).rejects.toMatchObject({
+        response: { reason: 'payload is nested more than 32 levels deep' },
+      });
     });
   });
 });

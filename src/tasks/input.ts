@@ -1,6 +1,13 @@
 import { z } from 'zod';
-import { ValidationError, type FieldErrors } from './errors';
-import { CLIENT_TYPES, MAX_PROMPT_CHARS, type ModelRegistry, type ModelSpec, type TaskType } from './models';
+import { addFieldError, emptyFieldErrors, ValidationError, type FieldErrors } from './errors';
+import {
+  CLIENT_TYPES,
+  clientTaskType,
+  MAX_PROMPT_CHARS,
+  type ModelRegistry,
+  type ModelSpec,
+  type TaskType,
+} from './models';
 
 /** A request to make a task, validated: a model is always chosen. */
 export interface TaskRequest {
@@ -19,8 +26,8 @@ const RESERVED = new Set(['type', 'prompt', 'model']);
 
 /** Render zod issues the way Ecto renders changeset errors. */
 export function fieldErrors(error: z.ZodError, prefix: string[] = [], modelName?: string): FieldErrors {
-  const out: FieldErrors = {};
-  const add = (field: string, msg: string) => (out[field] ??= []).push(msg);
+  const out = emptyFieldErrors();
+  const add = (field: string, msg: string) => addFieldError(out, field, msg);
   for (const issue of error.issues) {
     const field = [...prefix, ...issue.path.map(String)].join('.') || 'body';
     switch (issue.code) {
@@ -76,15 +83,11 @@ export function parseTaskInput(registry: ModelRegistry, raw: unknown, impliedTyp
     throw new ValidationError({ input_data: ['must be a JSON object'] });
   }
   const input = raw as Record<string, unknown>;
-  const errors: FieldErrors = {};
+  const errors = emptyFieldErrors();
 
   let taskType: TaskType | undefined = impliedType;
   if (input.type !== undefined && input.type !== null) {
-    const t =
-      typeof input.type === 'string'
-        ? (CLIENT_TYPES[input.type] ??
-          (Object.values(CLIENT_TYPES).includes(input.type as TaskType) ? (input.type as TaskType) : undefined))
-        : undefined;
+    const t = typeof input.type === 'string' ? clientTaskType(input.type) : undefined;
     if (!t) errors.type = [`is invalid: must be one of ${Object.keys(CLIENT_TYPES).join(', ')}`];
     else if (impliedType && t !== impliedType) errors.type = [`does not match the event (${impliedType})`];
     else taskType = t;

@@ -17,7 +17,7 @@ export interface LongPollOptions {
   sessionTimeoutMs?: number;
   /** Largest POST body (default 1 MiB). */
   maxBodyBytes?: number;
-  /** Most frames per POST (default 100, as both Phoenix sides). */
+  /** Lines handled per ndjson POST (default 100, as Phoenix); further lines are ignored. */
   maxMessagesPerPost?: number;
 }
 
@@ -277,11 +277,14 @@ export class LongPollEndpoint {
     const ctype = String(req.headers['content-type'] ?? '');
     const conn = session.conn;
     if (ctype.startsWith('application/x-ndjson')) {
-      const lines = body.toString('utf8').split('\n');
+      let lines = body.toString('utf8').split(/\r?\n/);
       if (lines.length > this.maxMessagesPerPost) {
-        this.server.counters.protocolErrors++;
-        sendJson(res, { status: 413 }, 413);
-        return;
+        // Phoenix 1.8 handles the first 100 lines of a POST and ignores the rest.
+        this.server.logger.warn(
+          { socketId: conn.id, lines: lines.length, max: this.maxMessagesPerPost },
+          'realtime: long-poll POST has too many lines; the rest are ignored',
+        );
+        lines = lines.slice(0, this.maxMessagesPerPost);
       }
       for (const line of lines) {
         if (conn.closed) break;

@@ -34,11 +34,16 @@ export interface TransportHost {
   readonly isClosed: boolean;
   /** Applies the checkOrigin option. */
   originAllowed(req: IncomingMessage): boolean;
-  /** Origin check, vsn negotiation and `connect`; an HTTP status when refused. */
+  /**
+   * Origin check, vsn negotiation and `connect`; an HTTP status when refused. `refuseAfterOrigin`
+   * is an answer the transport already knows it will answer once the origin passed (Phoenix checks
+   * the subprotocols between origin and connect).
+   */
   authorize(
     req: IncomingMessage,
     transport: 'websocket' | 'longpoll',
     authToken: string | null,
+    refuseAfterOrigin?: { status: number; reason: string } | null,
   ): Promise<Authorized | { status: number }>;
   /** Creates and registers the Connection for a transport that is ready. */
   openConnection(transport: HostedTransport, a: Authorized, idleTimeoutMs: number): Connection;

@@ -230,6 +230,7 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
     req: IncomingMessage,
     transport: 'websocket' | 'longpoll',
     authToken: string | null,
+    refuseAfterOrigin: { status: number; reason: string } | null = null,
   ): Promise<Authorized | { status: number }> {
     if (this.draining || this.closedFlag) return { status: 503 };
     const target = requestTarget(req);
@@ -243,6 +244,11 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
       this.counters.connectsRefused++;
       this.logger.warn({ origin: req.headers.origin, transport }, 'realtime: origin not allowed');
       return { status: 403 };
+    }
+    if (refuseAfterOrigin !== null) {
+      this.counters.connectsRefused++;
+      this.logger.info({ transport, reason: refuseAfterOrigin.reason }, 'realtime: connection refused');
+      return { status: refuseAfterOrigin.status };
     }
     const params = decodeQuery(uri.search);
     const serializer = negotiateSerializer(params.vsn);

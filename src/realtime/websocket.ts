@@ -267,22 +267,34 @@ export class WebSocketEndpoint {
       rejectUpgrade(socket, 400);
       return;
     }
+    // phoenix.js sends its authToken as a subprotocol beside "phoenix". The other subprotocols
+    // offered, if any, must include "phoenix" (Phoenix 1.8 answers 403 otherwise).
     let authToken: string | null = null;
+    let offersOthers = false;
+    let offersPhoenix = false;
     const proto = req.headers['sec-websocket-protocol'];
     if (typeof proto === 'string') {
       for (const p of proto.split(',')) {
         const t = p.trim();
         if (t.startsWith(AUTH_PREFIX)) authToken = decodeAuthToken(t.slice(AUTH_PREFIX.length));
+        else if (t === 'phoenix') offersPhoenix = true;
+        else if (t !== '') offersOthers = true;
       }
     }
+    const refuse = offersOthers && !offersPhoenix ? { status: 403, reason: 'no supported subprotocol offered' } : null;
     host
-      .authorize(req, 'websocket', authToken)
+      .authorize(req, 'websocket', authToken, refuse)
       .then((a) => {
         if ('status' in a) {
           rejectUpgrade(socket, a.status);
           return;
         }
         if (socket.destroyed) return;
+        // Phoenix (WebSockAdapter) validates the handshake after connect: only version 13 upgrades.
+        if (req.headers['sec-websocket-version'] !== '13') {
+          rejectUpgrade(socket, 400);
+          return;
+        }
         this.wss.handleUpgrade(req, socket, head, (ws) => {
           socket.removeListener('error', onEarlySocketError);
           if (host.isClosed) {

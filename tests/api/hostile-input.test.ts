@@ -171,4 +171,29 @@ describe.each(BACKENDS)('hostile input on %s', (backend) => {
       });
     });
   });
+  describe('text PostgreSQL cannot store (jsonb refuses NUL and unpaired surrogates) is a 422 naming the field', () => {
+    const cases: Array<[string, string, string]> = [
+      ['prompt', '{"prompt":"a\\u0000b"}', 'must not contain the NUL character (U+0000)'],
+      ['prompt', '{"prompt":"a\\ud800b"}', 'must be valid Unicode text (it has an unpaired surrogate)'],
+      ['prompt', '{"prompt":"\\udfff"}', 'must be valid Unicode text (it has an unpaired surrogate)'],
+      ['system_prompt', '{"prompt":"a","system_prompt":"x\\u0000"}', 'must not contain the NUL character (U+0000)'],
+    ];
+    it.each(cases)('%s: %s', async (field, input, message) => {
+      const before = await taskCount();
+      const res = await post(`{"input_data":${input}}`);
+      expect(res.status).toBe(422);
+      expect(res.body.errors).toEqual({ [field]: [message] });
+      const { channel, errors } = await freshChannel();
+      const reply = await push(channel, 'text_generate', JSON.parse(input));
+      expect(reply).toEqual({ status: 'error', response: { reason: 'invalid input', errors: { [field]: [message] } } });
+      expect(errors).toEqual([]);
+      expect(await taskCount()).toBe(before);
+    });
+
+    it('a proper surrogate pair (an emoji) is taken and stored as sent', async () => {
+      const res = await post('{"input_data":{"prompt":"a \\ud83d\\udc31 and 👩‍👩‍👧‍👦"}}');
+      expect(res.status).toBe(202);
+      expect(res.body.data.input_data.prompt).toBe('a 🐱 and 👩‍👩‍👧‍👦');
+    });
+  });
 });

@@ -58,7 +58,9 @@ export function openDatabase(opts: DatabaseOptions): Db {
         cause: err,
       });
     }
-    const pglite = new PGlite(inMemory ? undefined : dir, { loadDataDir: new Blob([template]) });
+    const loadDataDir = new Blob([template]);
+    // Options as the one argument: PGlite ignores the second when the first is not a string.
+    const pglite = new PGlite(inMemory ? { loadDataDir } : { dataDir: dir, loadDataDir });
     connection = { pglite } as unknown as Knex.StaticConnectionConfig;
   }
   const db = knexFactory({

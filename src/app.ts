@@ -18,6 +18,7 @@ import { createReplicateClient, type ReplicateClient } from './providers/replica
 import { startStandin, type Standin } from './providers/replicate/standin';
 import { TaskRunner, type RunnerOptions } from './runner/runner';
 import { OutputStore } from './storage/outputs';
+import { requestBase } from './storage/urls';
 import { replicateWebhookRouter } from './http/webhooks-route';
 import { RealtimeServer, type CheckOrigin } from './realtime';
 import { TaskChannel, UserTasksChannel, type UserAssigns } from './channels/task-channel';
@@ -55,7 +56,7 @@ export interface Gateway {
   outputs: OutputStore;
   /** The in-process Replicate stand-in, in demo mode. */
   demoStandin: Standin | undefined;
-  /** The base URL clients reach this gateway at (PUBLIC_URL, or where it listens). */
+  /** PUBLIC_URL, or where this process listens (output URLs use the request's Host when PUBLIC_URL is unset). */
   baseUrl(): string;
   /** Listen on config.port/host (0 picks a free port); resolves to the base URL. */
   listen(): Promise<string>;
@@ -121,7 +122,8 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       );
     }
   }
-  const outputs = new OutputStore(config.dataDir, baseUrl);
+  const outputs = new OutputStore(config.dataDir);
+  const baseUrlOf = (headers: http.IncomingHttpHeaders) => requestBase(config.publicUrl, headers, false, baseUrl);
   const server = http.createServer();
   const runner = new TaskRunner({
     db,
@@ -161,7 +163,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       const token = typeof params.token === 'string' && params.token !== '' ? params.token : info.authToken;
       try {
         const userId = auth.userFor(token);
-        return { assigns: { userId }, id: `user_socket:${userId}` };
+        return { assigns: { userId, baseUrl: baseUrlOf(info.headers) }, id: `user_socket:${userId}` };
       } catch (err) {
         if (err instanceof TokenError) {
           logger.info({ reason: err.reason, transport: info.transport }, 'socket refused');
@@ -195,6 +197,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     idempotency,
     logger,
     tasksPerMinute: config.rateLimitTasksPerMinute,
+    baseUrlOf: (req) => baseUrlOf(req.headers),
     mount: (a) => {
       a.use(realtime.middleware());
       a.use(metrics.router(), openApiRouter({ registry }), dashboardRouter({ auth }));

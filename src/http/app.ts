@@ -1,3 +1,4 @@
+import type { IncomingMessage } from 'node:http';
 import express, { type Express } from 'express';
 import type { Authenticator } from '../auth/tokens';
 import type { Db } from '../db';
@@ -16,6 +17,8 @@ export interface HttpDeps {
   logger: Logger;
   /** Task submissions a user may make a minute (0: no limit). */
   tasksPerMinute?: number;
+  /** The base URL this request reached pyre at (output file URLs are made absolute against it). */
+  baseUrlOf?: (req: IncomingMessage) => string;
   /** Extra routers mounted before the API's 404 (webhooks, files, metrics, dashboard). */
   mount?: (app: Express) => void;
 }

@@ -4,6 +4,7 @@ import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import express, { Router } from 'express';
+import { outputPath } from './urls';
 
 /** Opens a provider's output URL for reading (the Replicate client's openOutput). */
 export type OutputOpener = (
@@ -34,14 +35,11 @@ const MAX_FILE_BYTES = 512 * 1024 * 1024;
 export class OutputStore {
   readonly dir: string;
 
-  constructor(
-    dataDir: string,
-    private publicBase: () => string,
-  ) {
+  constructor(dataDir: string) {
     this.dir = path.join(dataDir, 'outputs');
   }
 
-  /** Copy each URL to local storage; returns pyre's URLs, in order. */
+  /** Copy each URL to local storage; returns pyre's paths (`/files/…`, relative to the gateway), in order. */
   async copy(taskId: string, urls: string[], open: OutputOpener, signal?: AbortSignal): Promise<string[]> {
     const taskDir = path.join(this.dir, taskId);
     await fs.promises.mkdir(taskDir, { recursive: true });
@@ -64,7 +62,7 @@ export class OutputStore {
       );
       await pipeline(limited, fs.createWriteStream(tmp), { signal });
       await fs.promises.rename(tmp, path.join(taskDir, name));
-      out.push(`${this.publicBase()}/files/${taskId}/${name}`);
+      out.push(outputPath(taskId, name));
     }
     return out;
   }

@@ -17,7 +17,8 @@ import { TaskService } from './tasks/service';
 import { createReplicateClient, type ReplicateClient } from './providers/replicate/client';
 import { startStandin, type Standin } from './providers/replicate/standin';
 import { TaskRunner, type RunnerOptions } from './runner/runner';
-import { OutputStore } from './storage/outputs';
+import { LocalOutputStore, type OutputStore } from './storage/outputs';
+import { S3OutputStore } from './storage/s3';
 import { requestBase } from './storage/urls';
 import { replicateWebhookRouter } from './http/webhooks-route';
 import { RealtimeServer, type CheckOrigin } from './realtime';
@@ -122,7 +123,9 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       );
     }
   }
-  const outputs = new OutputStore(config.dataDir);
+  const outputs: OutputStore = config.storage
+    ? new S3OutputStore(config.storage, logger.child({ component: 'storage' }))
+    : new LocalOutputStore(config.dataDir);
   const baseUrlOf = (headers: http.IncomingHttpHeaders) => requestBase(config.publicUrl, headers, false, baseUrl);
   const server = http.createServer();
   const runner = new TaskRunner({

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import http from 'node:http';
 import type pg from 'pg';
 import path from 'node:path';
@@ -26,6 +27,7 @@ import { TaskChannel, UserTasksChannel, type UserAssigns } from './channels/task
 import { TaskEventRelay } from './channels/task-events';
 import { PgNotifyChannel } from './db/notify';
 import { PgPubSubAdapter } from './db/pg-pubsub';
+import { PgClusterBus } from './db/pg-cluster-bus';
 import { isEmbedded } from './db';
 import { TokenError } from './auth/tokens';
 
@@ -156,12 +158,25 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     ? new PgPubSubAdapter(pgConfig.connection, `pyre_realtime${notifySuffix}`, logger)
     : undefined;
   await realtimePubSub?.start();
+  // Long-poll sessions answer on every process: their tokens are signed with a key all processes
+  // share (AUTH_SECRET; in open mode, one derived from the shared database's address) and their
+  // requests are forwarded to the owner over this bus.
+  const clusterBus = pgConfig ? new PgClusterBus(pgConfig.connection, `pyre_bus${notifySuffix}`, logger) : undefined;
+  await clusterBus?.start();
+  const longpollSecret =
+    config.authSecret ??
+    (pgConfig
+      ? createHash('sha256')
+          .update(`pyre long-poll\0${JSON.stringify(pgConfig.connection)}`)
+          .digest()
+      : undefined);
 
   // Realtime: the Phoenix channel server, with the task channels registered on it.
   const realtime = new RealtimeServer<UserAssigns>({
     checkOrigin: originCheck(config.checkOrigin),
     logger: logger.child({ component: 'realtime' }),
     ...(realtimePubSub ? { pubsub: realtimePubSub } : {}),
+    longpoll: { secret: longpollSecret, bus: clusterBus },
     connect: (params, info) => {
       const token = typeof params.token === 'string' && params.token !== '' ? params.token : info.authToken;
       try {
@@ -253,6 +268,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       await realtime.drain({ batchSize: 500, intervalMs: 20 });
       await realtime.close();
       await relay.close();
+      await clusterBus?.close();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections?.();

@@ -22,5 +22,6 @@ export type { Params, ParamValue } from './params';
 export type { CheckOrigin } from './origin';
 export type { RealtimeLogger } from './logger';
 export type { LongPollOptions } from './longpoll';
+export type { ClusterBus, BusMessage } from './bus';
 export { Presence, presenceRef } from './presence';
 export type { PresenceMeta, PresenceState, PresenceDiff, PresenceOptions } from './presence';

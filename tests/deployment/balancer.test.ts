@@ -40,14 +40,24 @@ interface Watcher {
   close(): void;
 }
 
-/** Long-poll answers phoenix.js got, by status (200, 410, …), counted at its fetch. */
+/**
+ * Long-poll answers phoenix.js got, counted at its fetch: by status (200, 204, 410, …, and HTTP
+ * errors from the balancer), and `refused`: answers to a request of an existing session (it
+ * carries the session's token) that were not 200/204, i.e. the session was lost or unreachable.
+ * (A GET without a session token is answered 410 + a new token: that is how a session starts.)
+ */
 const longPollAnswers = new Map<number, number>();
+let longPollRefused = 0;
+/** The refused answers by phase and status. */
+const refusedByStatus: Record<string, number> = {};
+let phase = 'before_restarts';
 const realFetch = globalThis.fetch;
 
 function phoenixWatcher(base: string, kind: 'phoenix-ws' | 'phoenix-longpoll', taskIndex: number, taskId: string) {
   const socket = new Socket(`${base.replace(/^http/, 'ws')}/socket`, {
     transport: (kind === 'phoenix-ws' ? WebSocket : LongPoll) as never,
-    params: { token },
+    // The credential travels as authToken, so a `token` in a long-poll URL is the session's.
+    authToken: token,
     reconnectAfterMs: () => 200,
     rejoinAfterMs: () => 200,
     heartbeatIntervalMs: 15_000,
@@ -139,6 +149,10 @@ function swiftWatcher(base: string, taskIndex: number, taskId: string): Watcher 
             : {};
         const status = res.status === 200 ? (body.status ?? 0) : res.status;
         longPollAnswers.set(status, (longPollAnswers.get(status) ?? 0) + 1);
+        if (new URL(String(input)).searchParams.has('token') && status !== 200 && status !== 204) {
+          longPollRefused++;
+          refusedByStatus[`${phase}:${status}`] = (refusedByStatus[`${phase}:${status}`] ?? 0) + 1;
+        }
       }
       return res;
     }) as typeof fetch;
@@ -177,21 +191,36 @@ function swiftWatcher(base: string, taskIndex: number, taskId: string): Watcher 
   it(`${TASKS} tasks and ${PHOENIX_WS + PHOENIX_LP + SWIFT} sockets through a rolling restart and a kill -9`, async () => {
     const started = Date.now();
     const ids: string[] = [];
-    for (let i = 0; i < TASKS; i++) {
-      const res = await call(`${hp.url}/api/tasks`, {
-        token,
-        body: { input_data: { type: 'image', model: MODEL, prompt: `fleet task ${i}` } },
-      });
-      expect(res.status).toBe(202);
-      ids.push(res.body.task_id);
-    }
+    await Promise.all(
+      Array.from({ length: 10 }, async (_, lane) => {
+        for (let i = lane; i < TASKS; i += 10) {
+          const res = await call(`${hp.url}/api/tasks`, {
+            token,
+            body: { input_data: { type: 'image', model: MODEL, prompt: `fleet task ${i}` } },
+          });
+          expect(res.status).toBe(202);
+          ids[i] = res.body.task_id;
+        }
+      }),
+    );
     for (let i = 0; i < PHOENIX_WS; i++) watchers.push(phoenixWatcher(hp.url, 'phoenix-ws', i, ids[i]!));
     for (let i = 0; i < PHOENIX_LP; i++) watchers.push(phoenixWatcher(hp.url, 'phoenix-longpoll', i, ids[i]!));
     for (let i = 0; i < SWIFT; i++) watchers.push(swiftWatcher(hp.url, 50 + i, ids[50 + i]!));
     const phases: Record<string, number> = { created: Date.now() - started };
-    await waitFor('every socket to get a first event', () => watchers.every((w) => w.seqs.length > 0), 60_000, 100);
+    const silent = () =>
+      JSON.stringify({
+        silent: watchers.filter((w) => w.seqs.length === 0).map((w) => `${w.kind}:${w.taskIndex}`),
+        longpoll: Object.fromEntries(longPollAnswers),
+      });
+    await waitFor(
+      'every socket to get a first event',
+      () => watchers.every((w) => w.seqs.length > 0) || Promise.reject(new Error(silent())),
+      120_000,
+      200,
+    );
     phases.watching = Date.now() - started;
-    const refusedBefore = longPollAnswers.get(410) ?? 0;
+    const refusedBefore = longPollRefused;
+    phase = 'rolling_restart';
 
     // Rolling restart: each process SIGTERMed (it drains) and started again, in turn.
     for (let i = 0; i < procs.length; i++) {
@@ -199,11 +228,12 @@ function swiftWatcher(base: string, taskIndex: number, taskId: string): Watcher 
       procs[i] = await spawnGateway(env);
       await hp.setServer(`g${i}`, Number(new URL(procs[i]!.url).port));
     }
-    const refusedRolling = (longPollAnswers.get(410) ?? 0) - refusedBefore;
+    const refusedRolling = longPollRefused - refusedBefore;
     phases.rolled = Date.now() - started;
     // kill -9 of one process; it is not restarted (HAProxy's health check takes it out).
     await procs[1]!.kill9();
     const killedAt = Date.now();
+    phase = 'after_kill9';
 
     await waitFor(
       'every task to end',
@@ -217,7 +247,7 @@ function swiftWatcher(base: string, taskIndex: number, taskId: string): Watcher 
     phases.tasks_done = Date.now() - started;
     await waitFor('every socket to get its final event', () => watchers.every((w) => w.done), 60_000, 100);
     phases.sockets_done = Date.now() - started;
-    const refusedAfterKill = (longPollAnswers.get(410) ?? 0) - refusedBefore - refusedRolling;
+    const refusedAfterKill = longPollRefused - refusedBefore - refusedRolling;
 
     // Figures.
     const finals: { seq: number }[][] = [];
@@ -255,7 +285,8 @@ function swiftWatcher(base: string, taskIndex: number, taskId: string): Watcher 
       events_duplicated: duplicated,
       sockets_with_loss_or_duplicate: bad.length,
       longpoll_answers: Object.fromEntries(longPollAnswers),
-      longpoll_refused_410: {
+      longpoll_refused_by_phase_and_status: refusedByStatus,
+      longpoll_refused: {
         before_restarts: refusedBefore,
         rolling_restart: refusedRolling,
         after_kill9: refusedAfterKill,

@@ -2,7 +2,7 @@ import express, { Router } from 'express';
 import type { TaskService } from '../tasks/service';
 import { ValidationError } from '../tasks/errors';
 import { bodyHash, isValidKey, type IdempotencyKeys } from './idempotency';
-import { requireJson, requireUser } from './middleware';
+import { methodNotAllowed, requireJson, requireUser } from './middleware';
 import type { Authenticator } from '../auth/tokens';
 import { sendError } from './errors';
 import { rateLimitPerUser } from './rate-limit';
@@ -115,6 +115,11 @@ export function tasksRouter(deps: {
     const events = await tasks.events(req.userId, req.params.id!, after ? Number(after) : 0);
     res.json({ data: events.map(({ user_id: _u, ...e }) => e) });
   });
+
+  r.all('/tasks', methodNotAllowed('GET, HEAD, POST'));
+  r.all('/tasks/:id', methodNotAllowed('GET, HEAD'));
+  r.all('/tasks/:id/cancel', methodNotAllowed('POST'));
+  r.all('/tasks/:id/events', methodNotAllowed('GET, HEAD'));
 
   return r;
 }

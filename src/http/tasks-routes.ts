@@ -56,6 +56,7 @@ export function tasksRouter(deps: {
       const key = req.get('idempotency-key');
       if (key === undefined) {
         const task = await tasks.create(req.userId, input);
+        res.setHeader('Location', `/api/tasks/${task.id}`);
         res.status(202).json({ task_id: task.id, data: task });
         return;
       }
@@ -67,6 +68,8 @@ export function tasksRouter(deps: {
       if (outcome.kind === 'conflict') return sendError(res, 409, outcome.reason);
       if (outcome.kind === 'replay') {
         res.setHeader('Idempotent-Replayed', 'true');
+        const replayed = (outcome.body as { task_id?: unknown } | null)?.task_id;
+        if (outcome.status === 202 && typeof replayed === 'string') res.setHeader('Location', `/api/tasks/${replayed}`);
         res.status(outcome.status).json(outcome.body);
         return;
       }
@@ -78,6 +81,7 @@ export function tasksRouter(deps: {
             await idempotency.complete(trx, req.userId, key, 202, answer);
           },
         });
+        res.setHeader('Location', `/api/tasks/${task.id}`);
         res.status(202).json(answer ?? { task_id: task.id, data: task });
       } catch (err) {
         await idempotency.abandon(req.userId, key);

@@ -43,6 +43,7 @@ const EnvSchema = z.object({
   WORKERS: intFromEnv(1, 64).default(1),
   RATE_LIMIT_TASKS_PER_MINUTE: intFromEnv(0, 10_000_000).default(600),
   STORAGE_URL: optionalString,
+  DATABASE_WAIT_SECONDS: intFromEnv(0, 3600).default(30),
 });
 
 export type Env = z.infer<typeof EnvSchema>;
@@ -69,6 +70,8 @@ export interface Config {
   rateLimitTasksPerMinute: number;
   /** An S3-compatible object store for output files; undefined means DATA_DIR/outputs. */
   storage: S3Settings | undefined;
+  /** How long start waits for an unreachable DATABASE_URL to come up. */
+  databaseWaitSeconds: number;
 }
 
 /** A setting that cannot be used; the message names the variable. */
@@ -129,5 +132,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     workers: e.WORKERS,
     rateLimitTasksPerMinute: e.RATE_LIMIT_TASKS_PER_MINUTE,
     storage,
+    databaseWaitSeconds: e.DATABASE_WAIT_SECONDS,
   };
 }

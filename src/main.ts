@@ -3,9 +3,12 @@ import { createGateway } from './app';
 import { ConfigError, loadConfig, type Config } from './config';
 import { createLogger } from './log';
 import { migrate, openDatabase } from './db';
-import { startStandin, type Standin } from './providers/replicate/standin';
+import { startDemoStandin } from './gateway/provider';
+import type { Standin } from './providers/replicate/standin';
 import { ModelRegistry } from './tasks/models';
 import { TaskService } from './tasks/service';
+import { SHUTDOWN_BUDGET, stopOnSignals } from './shutdown';
+import { waitForDatabase } from './db-wait';
 
 /** Start the gateway from the environment. */
 export async function main(): Promise<void> {
@@ -26,9 +29,19 @@ export async function main(): Promise<void> {
       '!!! OPEN MODE: AUTH_SECRET is unset, so every caller is the user "local" and pyre listens on loopback only. Set AUTH_SECRET to require tokens. !!!',
     );
   }
+  if (config.databaseUrl && cluster.isPrimary) {
+    // One clear line instead of a driver's stack trace; a database still coming up is waited for.
+    const problem = await waitForDatabase(config.databaseUrl, logger, config.databaseWaitSeconds);
+    if (problem) {
+      const waited = problem.transient ? ` (gave up after ${config.databaseWaitSeconds} s; DATABASE_WAIT_SECONDS)` : '';
+      logger.fatal(`cannot start: ${problem.message}${waited}`);
+      process.stderr.write(`pyre: cannot start: ${problem.message}${waited}\n`);
+      process.exit(problem.transient ? 69 : 78); // EX_UNAVAILABLE / EX_CONFIG
+    }
+  }
   if (config.workers > 1 && cluster.isPrimary) return runPrimary(config, logger);
   const gateway = await createGateway({ config, logger });
-  const url = await gateway.listen();
+  const url = await gateway.start();
   logger.info(
     { url, database: config.databaseUrl ? 'postgresql' : `pglite (${config.dataDir})`, demo_mode: config.demoMode },
     `pyre listening on ${url}`,
@@ -40,23 +53,7 @@ export async function main(): Promise<void> {
     );
   }
 
-  let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'shutting down');
-    const force = setTimeout(() => process.exit(1), 30_000);
-    force.unref();
-    try {
-      await gateway.close();
-      process.exit(0);
-    } catch (err) {
-      logger.error({ err }, 'shutdown failed');
-      process.exit(1);
-    }
-  };
-  process.on('SIGINT', () => void stop('SIGINT'));
-  process.on('SIGTERM', () => void stop('SIGTERM'));
+  stopOnSignals(gateway, logger);
 }
 
 /**
@@ -68,32 +65,23 @@ async function runPrimary(config: Config, logger: ReturnType<typeof createLogger
   let stopping = false;
   const workers = config.workers;
   // Migrate once, here, before any worker starts (workers racing to create knex's tables fail).
+  // Demo mode: one stand-in for all workers, so any worker can resume another's prediction.
+  let standin: Standin | undefined;
   const db = openDatabase({ databaseUrl: config.databaseUrl });
   try {
     const applied = await migrate(db);
     if (applied.length) logger.info({ migrations: applied }, 'database migrated');
-    if (config.demoMode) {
-      // The stand-in below starts empty: predictions of an earlier run are gone, so their tasks start over.
-      await new TaskService(db, new ModelRegistry(), logger).requeueLostPredictions();
-    }
+    if (config.demoMode) standin = await startDemoStandin(logger, new TaskService(db, new ModelRegistry(), logger));
   } finally {
     await db.destroy();
   }
-  // Demo mode: one stand-in for all workers, so any worker can resume another's prediction.
-  let workerEnv: Record<string, string> = {};
-  let standin: Standin | undefined;
-  if (config.demoMode) {
-    standin = await startStandin({ preset: 'demo', host: '127.0.0.1', logger: logger.child({ component: 'standin' }) });
-    workerEnv = {
-      REPLICATE_API_TOKEN: standin.token,
-      REPLICATE_BASE_URL: standin.url,
-      REPLICATE_WEBHOOK_SECRET: standin.webhookSecret,
-    };
-    logger.warn(
-      { standin: standin.url },
-      'DEMO MODE: REPLICATE_API_TOKEN is unset, so tasks run on the built-in Replicate stand-in (simulated results, nothing is billed)',
-    );
-  }
+  const workerEnv: Record<string, string> = standin
+    ? {
+        REPLICATE_API_TOKEN: standin.token,
+        REPLICATE_BASE_URL: standin.url,
+        REPLICATE_WEBHOOK_SECRET: standin.webhookSecret,
+      }
+    : {};
   logger.info({ workers }, `starting ${workers} worker processes`);
   for (let i = 0; i < workers; i++) cluster.fork(workerEnv);
   cluster.on('exit', (worker, code, signal) => {
@@ -102,15 +90,23 @@ async function runPrimary(config: Config, logger: ReturnType<typeof createLogger
     setTimeout(() => cluster.fork(workerEnv), 1000);
   });
   const stop = (signal: NodeJS.Signals) => {
-    if (stopping) return;
+    if (stopping) {
+      // A second signal: the workers stop at once too (their tasks resume at the next start).
+      logger.warn({ signal }, 'second signal: stopping workers now');
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
+      return;
+    }
     stopping = true;
     logger.info({ signal }, 'stopping workers');
     for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
-    const force = setTimeout(() => process.exit(1), 35_000);
+    const force = setTimeout(() => process.exit(1), SHUTDOWN_BUDGET.hardLimitMs + 500);
     force.unref();
     cluster.on('exit', () => {
       if (Object.keys(cluster.workers ?? {}).length === 0)
-        void (standin?.close() ?? Promise.resolve()).finally(() => process.exit(0));
+        void (standin?.close() ?? Promise.resolve()).finally(() => {
+          logger.info('stopped');
+          process.exit(0);
+        });
     });
   };
   process.on('SIGINT', () => stop('SIGINT'));

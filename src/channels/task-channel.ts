@@ -43,11 +43,12 @@ export const TASK_EVENTS = [
   'text_response',
 ] as const;
 
-const GENERATE: Record<string, TaskType> = {
-  image_generate: 'image_gen',
-  video_generate: 'video_gen',
-  text_generate: 'text_gen',
-};
+/** Client event → the type it creates. A Map: the event name is the client's (`constructor` is no event). */
+const GENERATE = new Map<string, TaskType>([
+  ['image_generate', 'image_gen'],
+  ['video_generate', 'video_gen'],
+  ['text_generate', 'text_gen'],
+]);
 
 const CATCH_UP = Symbol('catch-up');
 
@@ -84,6 +85,7 @@ export class TaskChannel implements Channel<TaskAssigns> {
       lastSeq = p.last_seq;
     }
     const row = await this.tasks.find(taskId);
+    let notice: string | undefined;
     if (row && row.user_id !== socket.assigns.userId) return { status: 'error', response: { reason: 'unauthorized' } };
     socket.assigns.taskId = taskId;
     if (row) socket.assigns.owned = true;
@@ -94,6 +96,11 @@ export class TaskChannel implements Channel<TaskAssigns> {
       socket.assigns.lastSeq = 0;
     } else if (lastSeq === undefined) {
       socket.assigns.lastSeq = row.last_seq;
+    } else if (lastSeq > row.last_seq) {
+      // Ahead of the task (a seq kept from another task, or made up): taken as "up to date",
+      // and said so in the reply, rather than silently skipping the events up to that seq.
+      socket.assigns.lastSeq = row.last_seq;
+      notice = `last_seq ${lastSeq} is beyond the task's last event (${row.last_seq}); events after ${row.last_seq} will be sent`;
     } else {
       socket.assigns.lastSeq = lastSeq;
       for (const e of await this.tasks.eventsOf(row, lastSeq)) this.pushEvent(socket, e);
@@ -101,7 +108,10 @@ export class TaskChannel implements Channel<TaskAssigns> {
     // Events committed between our read and the subscription that follows the join
     // would be missed: look again once joined (handleInfo runs after the join).
     setImmediate(() => socket.send(CATCH_UP));
-    return { status: 'ok', response: { task: row ? forClient(this.tasks.toJson(row), socket) : null } };
+    return {
+      status: 'ok',
+      response: { task: row ? forClient(this.tasks.toJson(row), socket) : null, ...(notice ? { notice } : {}) },
+    };
   }
 
   async handleInfo(msg: unknown, socket: ChannelSocket<TaskAssigns>): Promise<void> {
@@ -164,7 +174,7 @@ export class TaskChannel implements Channel<TaskAssigns> {
     const { taskId, userId } = socket.assigns;
     const log = this.logger.child({ task_id: taskId, event });
     try {
-      const type = GENERATE[event];
+      const type = GENERATE.get(event);
       if (type) return await this.generate(type, payload, socket, log);
       if (event === 'cancel') {
         const task = await this.tasks.cancel(userId, taskId);

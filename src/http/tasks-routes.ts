@@ -1,15 +1,33 @@
 import type { IncomingMessage } from 'node:http';
-import express, { Router } from 'express';
+import express, { Router, type RequestHandler } from 'express';
+import { nestedDeeperThan } from '../realtime';
 import { withAbsoluteUrls } from '../storage/urls';
 import type { TaskService } from '../tasks/service';
 import { ValidationError } from '../tasks/errors';
 import { bodyHash, isValidKey, type IdempotencyKeys } from './idempotency';
-import { requireJson, requireUser } from './middleware';
+import { methodNotAllowed, requireJson, requireUser } from './middleware';
 import type { Authenticator } from '../auth/tokens';
 import { sendError } from './errors';
 import { rateLimitPerUser } from './rate-limit';
 
 export const MAX_BODY_BYTES = 1024 * 1024;
+/**
+ * The deepest nesting of objects and arrays a request body may have. A task body needs 3
+ * (`{"input_data":{"images":["…"]}}`); 32 leaves room for a client's own top-level bookkeeping.
+ */
+export const MAX_BODY_DEPTH = 32;
+
+/**
+ * 400 for a body nested deeper than MAX_BODY_DEPTH, before anything reads it: code that walks a
+ * value recursively (the idempotency hash, JSON.stringify) would overflow its stack on it. 400, like
+ * malformed JSON, because the body as a whole is refused before any field is looked at.
+ */
+const limitBodyDepth: RequestHandler = (req, res, next) => {
+  if (nestedDeeperThan(req.body, MAX_BODY_DEPTH)) {
+    return sendError(res, 400, `request body is nested more than ${MAX_BODY_DEPTH} levels deep`);
+  }
+  next();
+};
 
 /**
  * The body of POST /api/tasks: `input_data`, and a top-level `model` the old backend also took.
@@ -57,11 +75,13 @@ export function tasksRouter(deps: {
     rateLimitPerUser(deps.tasksPerMinute ?? 0),
     requireJson,
     express.json({ limit: MAX_BODY_BYTES, strict: false }),
+    limitBodyDepth,
     async (req, res) => {
       const input = inputFromBody(req.body);
       const key = req.get('idempotency-key');
       if (key === undefined) {
         const task = await tasks.create(req.userId, input);
+        res.setHeader('Location', `/api/tasks/${task.id}`);
         res.status(202).json({ task_id: task.id, data: task });
         return;
       }
@@ -73,6 +93,8 @@ export function tasksRouter(deps: {
       if (outcome.kind === 'conflict') return sendError(res, 409, outcome.reason);
       if (outcome.kind === 'replay') {
         res.setHeader('Idempotent-Replayed', 'true');
+        const replayed = (outcome.body as { task_id?: unknown } | null)?.task_id;
+        if (outcome.status === 202 && typeof replayed === 'string') res.setHeader('Location', `/api/tasks/${replayed}`);
         res.status(outcome.status).json(outcome.body);
         return;
       }
@@ -84,6 +106,7 @@ export function tasksRouter(deps: {
             await idempotency.complete(trx, req.userId, key, 202, answer);
           },
         });
+        res.setHeader('Location', `/api/tasks/${task.id}`);
         res.status(202).json(answer ?? { task_id: task.id, data: task });
       } catch (err) {
         await idempotency.abandon(req.userId, key);
@@ -126,6 +149,11 @@ export function tasksRouter(deps: {
     const events = await tasks.events(req.userId, req.params.id!, after ? Number(after) : 0);
     res.json({ data: events.map(({ user_id: _u, ...e }) => ({ ...e, payload: absolute(req, e.payload) })) });
   });
+
+  r.all('/tasks', methodNotAllowed('GET, HEAD, POST'));
+  r.all('/tasks/:id', methodNotAllowed('GET, HEAD'));
+  r.all('/tasks/:id/cancel', methodNotAllowed('POST'));
+  r.all('/tasks/:id/events', methodNotAllowed('GET, HEAD'));
 
   return r;
 }

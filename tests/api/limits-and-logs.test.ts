@@ -61,7 +61,7 @@ describe('logs', () => {
       db: tdb.db,
       runner: { pollIntervalMs: 100 },
     });
-    const url = await gw.listen();
+    const url = await gw.start();
     const token = signer.mint('carol');
     const prompt = 'PROMPT-MUST-NOT-BE-LOGGED a lighthouse at dusk';
     try {
@@ -78,9 +78,9 @@ describe('logs', () => {
       await new Promise((r) => ws.once('open', r));
       ws.send(JSON.stringify(['1', '1', `task:${id}`, 'phx_join', {}]));
       await waitFor(
+        'task end',
         async () => (await call(`${url}/api/tasks/${id}`, { token })).body.data.status === 'succeeded',
         30_000,
-        'task end',
       );
       ws.close();
       await call(`${url}/api/tasks`, { token: 'pyre1.forged.token' });

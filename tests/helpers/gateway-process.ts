@@ -1,8 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import readline from 'node:readline';
+import { PGLITE_TEMPLATE } from './db';
 
-const FIXTURE = path.join(__dirname, '..', 'fixtures', 'gateway-process.ts');
+/** The child's entry point: a gateway configured from its environment. */
+const CHILD = path.join(__dirname, 'gateway-child.ts');
 
 export interface GatewayProcess {
   url: string;
@@ -22,10 +24,18 @@ export interface GatewayProcess {
 export async function spawnGateway(
   env: Record<string, string>,
   timeoutMs = 90_000,
-  fixture = FIXTURE,
+  fixture = CHILD,
 ): Promise<GatewayProcess> {
   const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', fixture], {
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
+    env: {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      PORT: '0',
+      HOST: '127.0.0.1',
+      LOG_LEVEL: 'info',
+      ...(PGLITE_TEMPLATE ? { PYRE_TEST_PGLITE_TEMPLATE: PGLITE_TEMPLATE } : {}),
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logs: Array<Record<string, unknown>> = [];

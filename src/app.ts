@@ -1,4 +1,5 @@
 import http from 'node:http';
+import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
@@ -22,7 +23,7 @@ import { replicateWebhookRouter } from './http/webhooks-route';
 import { RealtimeServer, type CheckOrigin } from './realtime';
 import { TaskChannel, UserTasksChannel, type UserAssigns } from './channels/task-channel';
 import { TaskEventRelay } from './channels/task-events';
-import { PgNotifyChannel } from './db/notify';
+import { NEW_WORK_CHANNEL, PgNotifyChannel } from './db/notify';
 import { PgPubSubAdapter } from './db/pg-pubsub';
 import { isEmbedded } from './db';
 import { TokenError } from './auth/tokens';
@@ -123,6 +124,20 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   }
   const outputs = new OutputStore(config.dataDir, baseUrl);
   const server = http.createServer();
+  // With PostgreSQL, several processes share the work; LISTEN/NOTIFY carries what crosses them.
+  const pgConfig = isEmbedded(db)
+    ? undefined
+    : (db.client.config as { connection: string | pg.ClientConfig; searchPath?: string[] | string });
+  const searchPath = pgConfig ? [pgConfig.searchPath ?? []].flat()[0] : undefined;
+  const notifySuffix = searchPath ? `_${searchPath}` : '';
+  const newWork = pgConfig
+    ? new PgNotifyChannel<number>(
+        pgConfig.connection,
+        `${NEW_WORK_CHANNEL}${notifySuffix}`,
+        randomBytes(6).toString('hex'),
+        logger,
+      )
+    : undefined;
   const runner = new TaskRunner({
     db,
     tasks,
@@ -134,19 +149,11 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     ...(config.publicUrl && webhookSecret
       ? { webhookUrl: (taskId: string) => `${config.publicUrl}/api/webhooks/replicate?task_id=${taskId}` }
       : {}),
+    newWork,
     now: opts.now,
     ...opts.runner,
   });
-  tasks.onEvents((events) => {
-    if (events.some((e) => e.event === 'status' && e.payload.status === 'queued')) runner.wake();
-  });
 
-  // With PostgreSQL, several processes share the work; LISTEN/NOTIFY carries what crosses them.
-  const pgConfig = isEmbedded(db)
-    ? undefined
-    : (db.client.config as { connection: string | pg.ClientConfig; searchPath?: string[] | string });
-  const searchPath = pgConfig ? [pgConfig.searchPath ?? []].flat()[0] : undefined;
-  const notifySuffix = searchPath ? `_${searchPath}` : '';
   const realtimePubSub = pgConfig
     ? new PgPubSubAdapter(pgConfig.connection, `pyre_realtime${notifySuffix}`, logger)
     : undefined;
@@ -247,6 +254,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       await realtime.drain({ batchSize: 500, intervalMs: 20 });
       await realtime.close();
       await relay.close();
+      await newWork?.close();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections?.();

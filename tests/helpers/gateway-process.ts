@@ -20,9 +20,13 @@ export interface GatewayProcess {
   exited: Promise<number | null>;
 }
 
-/** Starts a gateway in a child process (tsx) and waits until it listens. */
-export async function spawnGateway(env: Record<string, string>, timeoutMs = 90_000): Promise<GatewayProcess> {
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', CHILD], {
+/** Starts a gateway (or another fixture of tests/fixtures) in a child process (tsx) and waits until it listens. */
+export async function spawnGateway(
+  env: Record<string, string>,
+  timeoutMs = 90_000,
+  fixture = CHILD,
+): Promise<GatewayProcess> {
+  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', fixture], {
     env: {
       PATH: process.env.PATH,
       HOME: process.env.HOME,

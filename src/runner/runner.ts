@@ -134,7 +134,7 @@ export class TaskRunner {
   start(): void {
     if (!this.stopped) return;
     this.stopped = false;
-    this.claimTimer = setInterval(() => this.wake(), this.opts.claimIntervalMs);
+    this.claimTimer = setInterval(() => this.wake(true), this.opts.claimIntervalMs);
     this.claimTimer.unref();
     this.leaseTimer = setInterval(() => void this.renewLeases(), Math.max(100, Math.floor(this.opts.leaseMs / 3)));
     this.leaseTimer.unref();
@@ -144,21 +144,21 @@ export class TaskRunner {
     this.wake();
   }
 
-  /** Look for work now (a task was created, or the timer ticked). */
-  wake(): void {
-    if (this.stopped) return;
+  /**
+   * Look for work now (a task was created, or the timer ticked). While the database is
+   * unreachable only the timer's ticks try (each claim is the probe that ends the pause).
+   */
+  wake(tick = false): void {
+    if (this.stopped || (this.database.unreachable && !tick)) return;
     if (this.claiming) {
       this.wakeAgain = true;
       return;
     }
     this.claiming = this.claim().finally(() => {
       this.claiming = undefined;
-      // While the database is away, only the timer tries again (each claim is the probe).
-      if (this.wakeAgain && !this.database.unreachable) {
-        this.wakeAgain = false;
-        this.wake();
-      }
+      const again = this.wakeAgain;
       this.wakeAgain = false;
+      if (again) this.wake();
     });
   }
 

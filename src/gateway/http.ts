@@ -40,7 +40,13 @@ export function createGatewayHttp(
   const { config, logger, closers } = ctx;
   const { db, tasks, auth, realtime, runner, provider, outputs } = opts;
   const idempotency = new IdempotencyKeys(db, ctx.now);
-  const metrics = createMetrics({ db, realtime, runner, providerBaseUrl: provider.baseUrl });
+  const metrics = createMetrics({
+    db,
+    realtime,
+    runner,
+    providerBaseUrl: provider.baseUrl,
+    token: config.metricsToken,
+  });
   closers.push('metrics', () => metrics.close());
   const app = createHttpApp({
     db,
@@ -49,6 +55,8 @@ export function createGatewayHttp(
     idempotency,
     logger,
     tasksPerMinute: config.rateLimitTasksPerMinute,
+    corsOrigins: config.corsOrigins,
+    observeRequests: metrics.observeRequests,
     mount: (a) => {
       a.use(realtime.middleware());
       a.use(metrics.router(), openApiRouter({ registry: opts.registry }), dashboardRouter({ auth }));

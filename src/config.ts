@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { z } from 'zod';
 import { compileOriginCheck } from './realtime/origin';
+import { parseStorageUrl, type S3Settings } from './storage/s3-settings';
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
@@ -62,6 +63,7 @@ const EnvSchema = z.object({
   METRICS_TOKEN: optionalString.refine((v) => v === undefined || v.length >= 16, {
     message: 'must be at least 16 characters',
   }),
+  STORAGE_URL: optionalString,
   DATABASE_WAIT_SECONDS: intFromEnv(0, 3600).default(30),
 });
 
@@ -91,6 +93,8 @@ export interface Config {
   rateLimitTasksPerMinute: number;
   /** When set, GET /metrics needs it as a bearer token. */
   metricsToken: string | undefined;
+  /** An S3-compatible object store for output files; undefined means DATA_DIR/outputs. */
+  storage: S3Settings | undefined;
   /** How long start waits for an unreachable DATABASE_URL to come up. */
   databaseWaitSeconds: number;
 }
@@ -117,6 +121,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError([
       `HOST: ${host} is not a loopback address, and AUTH_SECRET is unset (open mode listens on loopback only); set AUTH_SECRET to serve other hosts`,
     ]);
+  }
+  let storage: S3Settings | undefined;
+  if (e.STORAGE_URL !== undefined) {
+    try {
+      storage = parseStorageUrl(e.STORAGE_URL, env);
+    } catch (err) {
+      throw new ConfigError([`STORAGE_URL: ${(err as Error).message}`]);
+    }
   }
   if (e.WORKERS > 1 && e.DATABASE_URL === undefined) {
     throw new ConfigError([
@@ -145,6 +157,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     runner: { enabled: e.RUNNER_ENABLED === 'true', concurrency: e.RUNNER_CONCURRENCY },
     workers: e.WORKERS,
     rateLimitTasksPerMinute: e.RATE_LIMIT_TASKS_PER_MINUTE,
+    storage,
     databaseWaitSeconds: e.DATABASE_WAIT_SECONDS,
     metricsToken: e.METRICS_TOKEN,
   };

@@ -46,6 +46,12 @@ export async function main(): Promise<void> {
     { url, database: config.databaseUrl ? 'postgresql' : `pglite (${config.dataDir})`, demo_mode: config.demoMode },
     `pyre listening on ${url}`,
   );
+  if (!config.publicUrl && !['127.0.0.1', '::1', 'localhost'].includes(config.host)) {
+    logger.warn(
+      { host: config.host },
+      "PUBLIC_URL is unset: output file URLs are built from each request's Host header (http://<Host>/files/…, https when X-Forwarded-Proto says so) and provider webhooks are off; set PUBLIC_URL to the address clients use",
+    );
+  }
 
   stopOnSignals(gateway, logger);
 }

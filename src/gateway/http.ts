@@ -1,3 +1,4 @@
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import type { Express } from 'express';
 import type { Authenticator } from '../auth/tokens';
 import type { UserAssigns } from '../channels/task-channel';
@@ -35,6 +36,8 @@ export function createGatewayHttp(
     runner: TaskRunner;
     provider: ProviderParts;
     outputs: OutputStore;
+    /** The base URL a request reached pyre at (output URLs are made absolute against it). */
+    baseUrlOf?: (headers: IncomingHttpHeaders) => string;
   },
 ): Express {
   const { config, logger, closers } = ctx;
@@ -57,6 +60,7 @@ export function createGatewayHttp(
     tasksPerMinute: config.rateLimitTasksPerMinute,
     corsOrigins: config.corsOrigins,
     observeRequests: metrics.observeRequests,
+    ...(opts.baseUrlOf ? { baseUrlOf: (req: IncomingMessage) => opts.baseUrlOf!(req.headers) } : {}),
     mount: (a) => {
       a.use(realtime.middleware());
       a.use(metrics.router(), openApiRouter({ registry: opts.registry }), dashboardRouter({ auth }));

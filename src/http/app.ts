@@ -1,3 +1,4 @@
+import type { IncomingMessage } from 'node:http';
 import express, { type Express, type RequestHandler } from 'express';
 import type { Authenticator } from '../auth/tokens';
 import type { Db } from '../db';
@@ -21,6 +22,8 @@ export interface HttpDeps {
   observeRequests?: RequestHandler;
   /** CORS_ORIGINS: browser origins allowed to call /api (unset: none but the gateway's own). */
   corsOrigins?: string[];
+  /** The base URL this request reached pyre at (output file URLs are made absolute against it). */
+  baseUrlOf?: (req: IncomingMessage) => string;
   /** Extra routers mounted before the API's 404 (webhooks, files, metrics, dashboard). */
   mount?: (app: Express) => void;
 }

@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { z } from 'zod';
+import { compileOriginCheck } from './realtime/origin';
 import { parseStorageUrl, type S3Settings } from './storage/s3-settings';
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
@@ -17,6 +18,20 @@ const intFromEnv = (min: number, max: number) =>
     .int('must be an integer')
     .min(min, `must be at least ${min}`)
     .max(max, `must be at most ${max}`);
+
+/** A comma-separated origin list, or null when an entry is not an origin. */
+function originList(v: string): string[] | null {
+  const list = v
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  try {
+    compileOriginCheck(list);
+    return list;
+  } catch {
+    return null;
+  }
+}
 
 /** Every environment variable pyre reads, with its default. Read once, at start. */
 const EnvSchema = z.object({
@@ -37,11 +52,17 @@ const EnvSchema = z.object({
     message: 'must be an http(s) URL',
   }),
   CHECK_ORIGIN: optionalString,
+  CORS_ORIGINS: optionalString.refine((v) => v === undefined || originList(v) !== null, {
+    message: 'must be comma-separated origins like https://a.com or //*.b.com',
+  }),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   RUNNER_CONCURRENCY: intFromEnv(1, 1000).default(8),
   RUNNER_ENABLED: z.enum(['true', 'false']).default('true'),
   WORKERS: intFromEnv(1, 64).default(1),
   RATE_LIMIT_TASKS_PER_MINUTE: intFromEnv(0, 10_000_000).default(600),
+  METRICS_TOKEN: optionalString.refine((v) => v === undefined || v.length >= 16, {
+    message: 'must be at least 16 characters',
+  }),
   STORAGE_URL: optionalString,
   DATABASE_WAIT_SECONDS: intFromEnv(0, 3600).default(30),
 });
@@ -63,11 +84,15 @@ export interface Config {
   publicUrl: string | undefined;
   /** Allowed browser origins; undefined means "the gateway's own host". */
   checkOrigin: string[] | undefined;
+  /** Browser origins allowed to call the REST API (CORS); undefined means none. */
+  corsOrigins: string[] | undefined;
   logLevel: string;
   runner: { enabled: boolean; concurrency: number };
   workers: number;
   /** Task submissions a user may make a minute (0: no limit). */
   rateLimitTasksPerMinute: number;
+  /** When set, GET /metrics needs it as a bearer token. */
+  metricsToken: string | undefined;
   /** An S3-compatible object store for output files; undefined means DATA_DIR/outputs. */
   storage: S3Settings | undefined;
   /** How long start waits for an unreachable DATABASE_URL to come up. */
@@ -124,6 +149,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     demoMode: e.REPLICATE_API_TOKEN === undefined,
     publicUrl: e.PUBLIC_URL?.replace(/\/+$/, ''),
+    corsOrigins: e.CORS_ORIGINS === undefined ? undefined : originList(e.CORS_ORIGINS)!,
     checkOrigin: e.CHECK_ORIGIN?.split(',')
       .map((s) => s.trim())
       .filter(Boolean),
@@ -133,5 +159,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     rateLimitTasksPerMinute: e.RATE_LIMIT_TASKS_PER_MINUTE,
     storage,
     databaseWaitSeconds: e.DATABASE_WAIT_SECONDS,
+    metricsToken: e.METRICS_TOKEN,
   };
 }

@@ -43,7 +43,13 @@ export function createGatewayHttp(
   const { config, logger, closers } = ctx;
   const { db, tasks, auth, realtime, runner, provider, outputs } = opts;
   const idempotency = new IdempotencyKeys(db, ctx.now);
-  const metrics = createMetrics({ db, realtime, runner, providerBaseUrl: provider.baseUrl });
+  const metrics = createMetrics({
+    db,
+    realtime,
+    runner,
+    providerBaseUrl: provider.baseUrl,
+    token: config.metricsToken,
+  });
   closers.push('metrics', () => metrics.close());
   const app = createHttpApp({
     db,
@@ -52,6 +58,8 @@ export function createGatewayHttp(
     idempotency,
     logger,
     tasksPerMinute: config.rateLimitTasksPerMinute,
+    corsOrigins: config.corsOrigins,
+    observeRequests: metrics.observeRequests,
     ...(opts.baseUrlOf ? { baseUrlOf: (req: IncomingMessage) => opts.baseUrlOf!(req.headers) } : {}),
     mount: (a) => {
       a.use(realtime.middleware());

@@ -1,11 +1,12 @@
 import type { IncomingMessage } from 'node:http';
-import express, { type Express } from 'express';
+import express, { type Express, type RequestHandler } from 'express';
 import type { Authenticator } from '../auth/tokens';
 import type { Db } from '../db';
 import type { Logger } from '../log';
 import type { TaskService } from '../tasks/service';
 import { errorHandler, notFoundRoute, sendError } from './errors';
 import type { IdempotencyKeys } from './idempotency';
+import { cors } from './cors';
 import { methodNotAllowed, requestContext } from './middleware';
 import { tasksRouter } from './tasks-routes';
 
@@ -17,6 +18,10 @@ export interface HttpDeps {
   logger: Logger;
   /** Task submissions a user may make a minute (0: no limit). */
   tasksPerMinute?: number;
+  /** Runs first on every request (the HTTP metrics). */
+  observeRequests?: RequestHandler;
+  /** CORS_ORIGINS: browser origins allowed to call /api (unset: none but the gateway's own). */
+  corsOrigins?: string[];
   /** The base URL this request reached pyre at (output file URLs are made absolute against it). */
   baseUrlOf?: (req: IncomingMessage) => string;
   /** Extra routers mounted before the API's 404 (webhooks, files, metrics, dashboard). */
@@ -30,6 +35,8 @@ export function createHttpApp(deps: HttpDeps): Express {
   app.set('etag', false);
   app.set('query parser', 'simple');
   app.use(requestContext(deps.logger));
+  if (deps.observeRequests) app.use(deps.observeRequests);
+  app.use('/api', cors(deps.corsOrigins));
 
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });

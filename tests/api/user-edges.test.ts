@@ -1,3 +1,4 @@
+import { createHmac } from 'node:crypto';
 import http from 'node:http';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -212,5 +213,15 @@ describe('REST edges', () => {
         socket.disconnect();
       }
     });
+  });
+
+  it('a token minted by hand as the README describes is accepted', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const body = Buffer.from(JSON.stringify({ sub: 'handmade', iat: now, exp: now + 60 })).toString('base64url');
+    const sig = createHmac('sha256', TEST_SECRET).update(`pyre1.${body}`).digest('base64url');
+    const res = await call(`${api}/tasks`, { token: `pyre1.${body}.${sig}` });
+    expect(res.status).toBe(200);
+    const forged = await call(`${api}/tasks`, { token: `pyre1.${body}.${sig.slice(1)}x` });
+    expect(forged.status).toBe(401);
   });
 });

@@ -3,7 +3,7 @@
  * joins/leaves/events to channel instances (Phoenix.Socket's handle_in clauses).
  */
 import { type Assigns, type Channel, type ChannelHost, ChannelInstance, type JoinResult } from './channel';
-import { assertPushPayload, type InboundMessage, type OutboundMessage } from './message';
+import { assertPushPayload, nestedDeeperThan, type InboundMessage, type OutboundMessage } from './message';
 import type { Params } from './params';
 import type { Fanout, PubSub, Subscriber } from './pubsub';
 import type { RealtimeLogger } from './logger';
@@ -44,6 +44,7 @@ export interface ConnectionContext {
   readonly maxChannelsPerSocket: number;
   readonly rateLimit: { messages: number; intervalMs: number } | null;
   readonly maxProtocolErrors: number;
+  readonly maxPayloadDepth: number;
   route(topic: string): Channel | null;
   connectionClosed(conn: Connection): void;
 }
@@ -156,6 +157,10 @@ export class Connection implements ChannelHost, Subscriber {
       return;
     }
     this.ctx.counters.messagesIn++;
+    if (nestedDeeperThan(msg.payload, this.ctx.maxPayloadDepth)) {
+      this.tooDeep(msg);
+      return;
+    }
     if (this.inbox !== null) {
       if (this.inbox.length >= MAX_QUEUED) {
         this.overloaded('frames queued behind a pending join');
@@ -199,6 +204,27 @@ export class Connection implements ChannelHost, Subscriber {
       );
       this.close(CloseCode.policyViolation, 'malformed frames');
     }
+  }
+
+  /**
+   * A payload nested deeper than maxPayloadDepth never reaches a channel (code that walks it
+   * recursively would overflow its stack): the client gets an error reply naming the limit,
+   * and the socket stays up (the frame itself was well formed).
+   */
+  private tooDeep(msg: InboundMessage): void {
+    this.ctx.counters.protocolErrors++;
+    this.ctx.logger.warn(
+      { socketId: this.id, topic: msg.topic, event: msg.event, maxPayloadDepth: this.ctx.maxPayloadDepth },
+      'realtime: payload nested too deeply, refused',
+    );
+    this.send({
+      kind: 'reply',
+      joinRef: msg.joinRef,
+      ref: msg.ref,
+      topic: msg.topic,
+      status: 'error',
+      response: { reason: `payload is nested more than ${this.ctx.maxPayloadDepth} levels deep` },
+    });
   }
 
   private dispatch(msg: InboundMessage): void {

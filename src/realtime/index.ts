@@ -15,6 +15,7 @@ export type { PubSubAdapter, PubSubMessage, Subscriber } from './pubsub';
 export { V1Serializer, V2Serializer, negotiateSerializer, ProtocolError } from './serializer';
 export type { Serializer, EncodedFrame } from './serializer';
 export type { InboundMessage, OutboundMessage, Payload, Ref } from './message';
+export { nestedDeeperThan } from './message';
 export type { RealtimeStats } from './connection';
 export { CloseCode } from './connection';
 export { decodeQuery } from './params';

@@ -58,6 +58,11 @@ export interface RealtimeServerOptions<A extends Assigns = Assigns> {
   maxFlushDelayMs?: number;
   /** Malformed frames tolerated per socket before it is closed (default 10). */
   maxProtocolErrors?: number;
+  /**
+   * Deepest nesting of objects/arrays a client payload may have (default 32). A deeper one gets an
+   * error reply and never reaches a channel, whose code may walk it recursively.
+   */
+  maxPayloadDepth?: number;
   logger?: RealtimeLogger;
   /** Carries broadcasts between nodes (default: this process only). */
   pubsub?: PubSubAdapter;
@@ -97,6 +102,7 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
   readonly maxChannelsPerSocket: number;
   readonly rateLimit: { messages: number; intervalMs: number } | null;
   readonly maxProtocolErrors: number;
+  readonly maxPayloadDepth: number;
   readonly idleTimeoutMs: number;
   readonly maxFrameBytes: number;
   /** Every live connection (WebSocket and long-poll). */
@@ -128,6 +134,7 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
     this.maxChannelsPerSocket = opts.maxChannelsPerSocket ?? 100;
     this.idleTimeoutMs = opts.idleTimeoutMs ?? 60_000;
     this.maxProtocolErrors = opts.maxProtocolErrors ?? 10;
+    this.maxPayloadDepth = opts.maxPayloadDepth ?? 32;
     this.pubsub = new PubSub(opts.pubsub, (err) =>
       this.logger.error({ err }, 'realtime: pubsub adapter publish failed'),
     );

@@ -1,3 +1,4 @@
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import type { Express } from 'express';
 import type { Authenticator } from '../auth/tokens';
 import type { UserAssigns } from '../channels/task-channel';
@@ -35,6 +36,8 @@ export function createGatewayHttp(
     runner: TaskRunner;
     provider: ProviderParts;
     outputs: OutputStore;
+    /** The base URL a request reached pyre at (output URLs are made absolute against it). */
+    baseUrlOf?: (headers: IncomingHttpHeaders) => string;
   },
 ): Express {
   const { config, logger, closers } = ctx;
@@ -49,6 +52,7 @@ export function createGatewayHttp(
     idempotency,
     logger,
     tasksPerMinute: config.rateLimitTasksPerMinute,
+    ...(opts.baseUrlOf ? { baseUrlOf: (req: IncomingMessage) => opts.baseUrlOf!(req.headers) } : {}),
     mount: (a) => {
       a.use(realtime.middleware());
       a.use(metrics.router(), openApiRouter({ registry: opts.registry }), dashboardRouter({ auth }));

@@ -1,8 +1,10 @@
+import { createHash } from 'node:crypto';
 import type http from 'node:http';
 import { TokenError, type Authenticator } from '../auth/tokens';
 import { TaskChannel, UserTasksChannel, type UserAssigns } from '../channels/task-channel';
 import { TaskEventRelay } from '../channels/task-events';
 import { PgNotifyChannel } from '../db/notify';
+import { PgClusterBus } from '../db/pg-cluster-bus';
 import { PgPubSubAdapter } from '../db/pg-pubsub';
 import { RealtimeServer, type CheckOrigin } from '../realtime';
 import type { TaskService } from '../tasks/service';
@@ -18,7 +20,8 @@ export interface TaskRealtime {
  * The Phoenix channel server with the task channels on it (`task:<id>`, `tasks:<user>`), attached
  * to `server`, and the relay that brings committed task events to its sockets: at once for events
  * committed here, through NOTIFY for other processes' (with a cluster bus). Broadcasts between
- * sockets cross processes through the bus too.
+ * sockets cross processes through the bus too, and so do long-poll requests that land on a
+ * process other than the one holding their session.
  */
 export async function startTaskRealtime(
   ctx: PartContext,
@@ -37,10 +40,23 @@ export async function startTaskRealtime(
   const { tasks, auth, bus } = opts;
   const pubsub = bus ? new PgPubSubAdapter(bus.connection, bus.channel('pyre_realtime'), logger) : undefined;
   await pubsub?.start();
+  // Long-poll sessions answer on every process: their tokens are signed with a key all processes
+  // share (AUTH_SECRET; in open mode, one derived from the shared database's address) and their
+  // requests are forwarded to the process that holds the session over this bus.
+  const longpollBus = bus ? new PgClusterBus(bus.connection, bus.channel('pyre_bus'), logger) : undefined;
+  await longpollBus?.start();
+  const longpollSecret =
+    ctx.config.authSecret ??
+    (bus
+      ? createHash('sha256')
+          .update(`pyre long-poll\0${JSON.stringify(bus.connection)}`)
+          .digest()
+      : undefined);
   const realtime = new RealtimeServer<UserAssigns>({
     checkOrigin: originCheck(ctx.config.checkOrigin),
     logger: logger.child({ component: 'realtime' }),
     ...(pubsub ? { pubsub } : {}),
+    longpoll: { secret: longpollSecret, bus: longpollBus },
     connect: (params, info) => {
       const token = typeof params.token === 'string' && params.token !== '' ? params.token : info.authToken;
       try {
@@ -73,6 +89,7 @@ export async function startTaskRealtime(
     await realtime.drain({ batchSize: 500, intervalMs: 20 });
     await realtime.close();
     await relay.close();
+    await longpollBus?.close();
   });
   await relay.start();
   return { realtime, relay };

@@ -119,7 +119,7 @@ async function sessionsHeldBy(p: GatewayProcess): Promise<number> {
     try {
       const { events, joined } = joinRecording(socket, `task:${id}`, { last_seq: 0 });
       await joined;
-      await waitFor(() => events.find((e) => e.event === 'image_response'), 60_000, 'image_response');
+      await waitFor('image_response', () => events.find((e) => e.event === 'image_response'), 60_000);
       expectCleanSequence(events, id);
       expect(events[events.length - 1]!.payload.status).toBe('success');
       // One session from start to end: phoenix.js opened once, never saw an error or a close
@@ -159,15 +159,15 @@ async function sessionsHeldBy(p: GatewayProcess): Promise<number> {
       await new Promise((resolve, reject) => {
         channel.join().receive('ok', resolve).receive('error', reject);
       });
-      await waitFor(() => events.length > 0, 30_000, 'a first event');
+      await waitFor('a first event', () => events.length > 0, 30_000);
       const held = await Promise.all(procs.map(sessionsHeldBy));
       const owner = held.findIndex((n) => n === 1);
       expect(owner).toBeGreaterThanOrEqual(0);
       await procs[owner]!.kill9();
       // phoenix.js learns its session is gone (410 on its token, or a failed request), reconnects
       // through the balancer to a live process and rejoins from last_seq.
-      await waitFor(() => errors.length > 0 && opens.length >= 2, 45_000, 'reconnect');
-      await waitFor(() => events.find((e) => e.event === 'image_response'), 90_000, 'image_response');
+      await waitFor('reconnect', () => errors.length > 0 && opens.length >= 2, 45_000);
+      await waitFor('image_response', () => events.find((e) => e.event === 'image_response'), 90_000);
       expectCleanSequence(events, id);
       expect(events[events.length - 1]!.payload.status).toBe('success');
     } finally {

@@ -299,5 +299,5 @@ function swiftWatcher(base: string, taskIndex: number, taskId: string): Watcher 
     expect(finished).toBe(TASKS);
     expect(predictions.every((n) => n === 1)).toBe(true);
     expect(refusedBefore).toBe(0);
-  }, 300_000);
+  }, 480_000);
 });

@@ -37,13 +37,15 @@ export interface TransportHost {
   /**
    * Origin check, vsn negotiation and `connect`; an HTTP status when refused. `refuseAfterOrigin`
    * is an answer the transport already knows it will answer once the origin passed (Phoenix checks
-   * the subprotocols between origin and connect).
+   * the subprotocols between origin and connect). `sessionToken`: a `token` query value that is
+   * the transport's own session token (long-poll), not a connect param: left out of the params.
    */
   authorize(
     req: IncomingMessage,
     transport: 'websocket' | 'longpoll',
     authToken: string | null,
     refuseAfterOrigin?: { status: number; reason: string } | null,
+    sessionToken?: string | null,
   ): Promise<Authorized | { status: number }>;
   /** Creates and registers the Connection for a transport that is ready. */
   openConnection(transport: HostedTransport, a: Authorized, idleTimeoutMs: number): Connection;

@@ -319,11 +319,17 @@ export class LongPollEndpoint {
     return token;
   }
 
+  /** The request's `token` when it is a session token signed with our key (of any node). */
+  private sessionTokenOf(req: IncomingMessage): string | null {
+    const raw = this.tokenOf(req);
+    return raw !== null && this.tokens.verify(raw) !== null ? raw : null;
+  }
+
   private newSession(req: IncomingMessage, res: ServerResponse): void {
     const h = req.headers['x-phoenix-authtoken'];
     const authToken = typeof h === 'string' ? h : null;
     this.server
-      .authorize(req, 'longpoll', authToken)
+      .authorize(req, 'longpoll', authToken, null, this.sessionTokenOf(req))
       .then((a) => {
         if ('status' in a) {
           sendJson(res, { status: 403 });

@@ -231,6 +231,7 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
     transport: 'websocket' | 'longpoll',
     authToken: string | null,
     refuseAfterOrigin: { status: number; reason: string } | null = null,
+    sessionToken: string | null = null,
   ): Promise<Authorized | { status: number }> {
     if (this.draining || this.closedFlag) return { status: 503 };
     const target = requestTarget(req);
@@ -250,7 +251,9 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
       this.logger.info({ transport, reason: refuseAfterOrigin.reason }, 'realtime: connection refused');
       return { status: refuseAfterOrigin.status };
     }
-    const params = decodeQuery(uri.search);
+    // A long-poll request of a session that is gone carries that session's token in `token`
+    // (phoenix.js appends it): it is no credential of the user, so `connect` does not see it.
+    const params = decodeQuery(sessionToken === null ? uri.search : withoutToken(uri.search, sessionToken));
     const serializer = negotiateSerializer(params.vsn);
     if (serializer === null) {
       this.counters.connectsRefused++;
@@ -415,4 +418,19 @@ export function routePath(target: string): string {
     .split('/')
     .filter((seg) => seg !== '')
     .join('/')}`;
+}
+
+/** The query string without its `token=<sessionToken>` segments (other `token` values stay). */
+function withoutToken(search: string, sessionToken: string): string {
+  const segs = search.replace(/^\?/, '').split('&');
+  return segs
+    .filter((seg) => {
+      if (!seg.startsWith('token=')) return true;
+      try {
+        return decodeURIComponent(seg.slice(6).replace(/\+/g, ' ')) !== sessionToken;
+      } catch {
+        return true;
+      }
+    })
+    .join('&');
 }

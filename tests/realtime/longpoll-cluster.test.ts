@@ -147,3 +147,36 @@ test('a poll whose client leaves while the owner holds it loses no message', asy
 test('a bus without a secret is refused at construction', () => {
   expect(() => new RealtimeServer({ longpoll: { bus: new MemoryHub().bus('x') } })).toThrow(/secret/);
 });
+
+test('a gone session’s token in ?token= is not taken for the credential: 410 + new session, not 403', async () => {
+  // connect authenticates as the gateway does: `token` param first, else the auth header.
+  const guarded = await startServer(
+    {
+      longpoll: { windowMs: 300, sessionTimeoutMs: 3000, secret: SECRET, bus: hub.bus('node_c'), busTimeoutMs: 300 },
+      connect: (params, info) => {
+        const cred = typeof params.token === 'string' && params.token ? params.token : info.authToken;
+        return cred === 'user-credential' ? { assigns: {} } : { error: true, status: 403 };
+      },
+    },
+    (rt) => rt.channel('room:*', roomChannel),
+  );
+  try {
+    const url = `${guarded.httpUrl}/socket/longpoll?vsn=2.0.0`;
+    const opened = (await (
+      await fetch(url, { headers: { 'x-phoenix-authtoken': 'user-credential' } })
+    ).json()) as LpBody;
+    expect(opened).toEqual({ status: 410, token: expect.stringMatching(/^node_c\./), messages: [] });
+    // A session of A, then A is gone; phoenix.js polls with the old session token in the query.
+    const stale = (await get(a)).token!;
+    hub.down.add('node_a');
+    const res = await fetch(`${url}&token=${encodeURIComponent(stale)}`, {
+      headers: { 'x-phoenix-authtoken': 'user-credential' },
+    });
+    expect(await res.json()).toEqual({ status: 410, token: expect.stringMatching(/^node_c\./), messages: [] });
+    // Without a credential it is still refused.
+    const anon = await fetch(`${url}&token=${encodeURIComponent(stale)}`);
+    expect(await anon.json()).toEqual({ status: 403 });
+  } finally {
+    await guarded.close();
+  }
+});

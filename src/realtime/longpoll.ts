@@ -464,7 +464,8 @@ export class LongPollEndpoint {
     if (entry === undefined) return;
     this.forwarded.delete(rid);
     clearTimeout(entry.timer);
-    if (body === null) this.server.logger.info({ rid }, 'realtime: long-poll session owner did not answer');
+    // The client loses its session (it reconnects and rejoins): worth seeing at the default level.
+    if (body === null) this.server.logger.warn({ rid }, 'realtime: long-poll session owner did not answer');
     entry.done(body);
   }
 

@@ -132,6 +132,8 @@ function swiftWatcher(base: string, taskIndex: number, taskId: string): Watcher 
   let tdb: TestDb;
   let hp: Haproxy;
   const procs: GatewayProcess[] = [];
+  /** Every process the suite started (restarted ones too), for their logs. */
+  const allProcs: GatewayProcess[] = [];
   const watchers: Watcher[] = [];
   let env: Record<string, string>;
 
@@ -173,6 +175,7 @@ function swiftWatcher(base: string, taskIndex: number, taskId: string): Watcher 
       PYRE_FIXTURE_RUNNER: JSON.stringify({ leaseMs: 2000, pollIntervalMs: 200, claimIntervalMs: 100 }),
     };
     procs.push(...(await Promise.all([0, 1, 2].map(() => spawnGateway(env)))));
+    allProcs.push(...procs);
     hp = await startHaproxy({
       backends: procs.map((p, i) => ({ name: `g${i}`, port: Number(new URL(p.url).port) })),
       checkIntervalMs: 1000,
@@ -222,11 +225,17 @@ function swiftWatcher(base: string, taskIndex: number, taskId: string): Watcher 
     const refusedBefore = longPollRefused;
     phase = 'rolling_restart';
 
-    // Rolling restart: each process SIGTERMed (it drains) and started again, in turn.
+    // Rolling restart, in turn, as behind a real balancer: the replacement is started, the
+    // balancer's server is pointed at it, then the old process is SIGTERMed (it drains: its
+    // WebSockets close 1012, its long-poll sessions end, clients reconnect through the balancer).
     for (let i = 0; i < procs.length; i++) {
-      await procs[i]!.stop();
-      procs[i] = await spawnGateway(env);
-      await hp.setServer(`g${i}`, Number(new URL(procs[i]!.url).port));
+      const next = await spawnGateway(env);
+      allProcs.push(next);
+      await hp.setServer(`g${i}`, Number(new URL(next.url).port));
+      const old = procs[i]!;
+      procs[i] = next;
+      await old.stop();
+      phases[`restarted_g${i}`] = Date.now() - started;
     }
     const refusedRolling = longPollRefused - refusedBefore;
     phases.rolled = Date.now() - started;
@@ -286,6 +295,11 @@ function swiftWatcher(base: string, taskIndex: number, taskId: string): Watcher 
       sockets_with_loss_or_duplicate: bad.length,
       longpoll_answers: Object.fromEntries(longPollAnswers),
       longpoll_refused_by_phase_and_status: refusedByStatus,
+      // Why sessions were lost, from the processes' logs (warn level).
+      longpoll_owner_not_answering: allProcs.reduce(
+        (n, p) => n + p.logs.filter((l) => l.msg === 'realtime: long-poll session owner did not answer').length,
+        0,
+      ),
       longpoll_refused: {
         before_restarts: refusedBefore,
         rolling_restart: refusedRolling,

@@ -77,6 +77,9 @@ export function haproxyConfig(port: number, socketPath: string, opts: HaproxyOpt
     '  timeout client 60s',
     '  timeout server 60s',
     '  timeout tunnel 1h',
+    // A dead process refuses the check's connection at once (out after `fall` × `inter`); a busy
+    // one gets longer than `inter` (the default check timeout) to answer before it counts as failed.
+    '  timeout check 3s',
     // A connection refused by a dead server is retried on another one.
     '  retries 3',
     '  option redispatch',

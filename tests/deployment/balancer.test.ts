@@ -173,6 +173,9 @@ function swiftWatcher(base: string, taskIndex: number, taskId: string): Watcher 
       PYRE_FIXTURE_PG_URL: TEST_PG_URL!,
       PYRE_FIXTURE_PG_SCHEMA: tdb.schema!,
       PYRE_FIXTURE_RUNNER: JSON.stringify({ leaseMs: 2000, pollIntervalMs: 200, claimIntervalMs: 100 }),
+      // A SIGTERMed process gives its running tasks 1 s, then releases them to the others (who
+      // look their predictions up, never make them twice): a shorter restart, the resume path exercised.
+      PYRE_FIXTURE_STOP_GRACE_MS: '1000',
     };
     procs.push(...(await Promise.all([0, 1, 2].map(() => spawnGateway(env)))));
     allProcs.push(...procs);

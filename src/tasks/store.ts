@@ -188,6 +188,25 @@ export class TaskStore {
     return rows.map((r) => r.prediction_id);
   }
 
+  /** Ids of unfinished tasks leased to `owner`. */
+  async unfinishedLeasedTo(owner: string): Promise<string[]> {
+    const rows = (await this.db('tasks')
+      .where({ lease_owner: owner })
+      .whereNotIn('status', [...TERMINAL])
+      .select('id')) as Array<{ id: string }>;
+    return rows.map((r) => r.id);
+  }
+
+  /** Which of `ids` are unfinished. */
+  async unfinishedAmong(ids: string[]): Promise<string[]> {
+    if (ids.length === 0) return [];
+    const rows = (await this.db('tasks')
+      .whereIn('id', ids)
+      .whereNotIn('status', [...TERMINAL])
+      .select('id')) as Array<{ id: string }>;
+    return rows.map((r) => r.id);
+  }
+
   /** How many tasks are in each status, and the retries they took (tries beyond the first). */
   async countByStatus(): Promise<{ byStatus: Map<TaskStatus, number>; retries: number }> {
     const rows = (await this.db('tasks')

@@ -211,4 +211,13 @@ export class UserTasksChannel implements Channel<UserAssigns> {
     if (userId !== socket.assigns.userId) return { status: 'error', response: { reason: 'unauthorized' } };
     return { status: 'ok', response: {} };
   }
+
+  /**
+   * The feed takes no client events. Any push gets an error reply, as a Phoenix channel's
+   * catch-all `handle_in` gives; without this the push crashed the channel (phx_error) and
+   * wrote an error line, as often as a client liked.
+   */
+  handleIn(): HandleInResult {
+    return { reply: 'error', response: { reason: 'unknown event' } };
+  }
 }

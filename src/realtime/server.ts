@@ -12,7 +12,7 @@ import { type CheckOrigin, compileOriginCheck } from './origin';
 import { decodeQuery, requestTarget, type Params } from './params';
 import { PubSub, type PubSubAdapter, type Subscriber } from './pubsub';
 import { negotiateSerializer, type Serializer } from './serializer';
-import { silentRealtimeLogger, type RealtimeLogger } from './logger';
+import { RateLimitedLogger, silentRealtimeLogger, type LogLimit, type RealtimeLogger } from './logger';
 import { WriteScheduler, WsTransport } from './websocket';
 import { LongPollTransport, type LongPollOptions } from './longpoll';
 
@@ -64,6 +64,11 @@ export interface RealtimeServerOptions<A extends Assigns = Assigns> {
    */
   maxPayloadDepth?: number;
   logger?: RealtimeLogger;
+  /**
+   * Lines of one message written per window (default 20 per 10 000 ms); the rest are counted and
+   * reported as `suppressed` on the next. Clients cause most of these lines. false: no limit.
+   */
+  logLimit?: LogLimit | false;
   /** Carries broadcasts between nodes (default: this process only). */
   pubsub?: PubSubAdapter;
   longpoll?: LongPollOptions | false;
@@ -148,7 +153,11 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
   constructor(opts: RealtimeServerOptions<A> = {}) {
     const mount = routePath(opts.path ?? '/socket');
     this.path = mount === '/' ? '' : mount;
-    this.logger = opts.logger ?? silentRealtimeLogger;
+    const logger = opts.logger ?? silentRealtimeLogger;
+    this.logger =
+      opts.logLimit === false
+        ? logger
+        : new RateLimitedLogger(logger, opts.logLimit ?? { lines: 20, intervalMs: 10_000 });
     this.connectFn = opts.connect ?? (() => ({ assigns: {} as A }));
     this.originOk = compileOriginCheck(opts.checkOrigin ?? true);
     this.maxFrameBytes = opts.maxFrameBytes ?? 64 * 1024;

@@ -3,7 +3,7 @@
  * Each offender is refused or closed alone, with a log line; other sockets never notice.
  */
 import type { Socket } from 'node:net';
-import { RawClient, roomChannel, sleep, startServer, until, upgradeStatus, type TestServer } from './helpers';
+import { RawClient, roomChannel, sleep, startServer, upgradeStatus, type TestServer } from './helpers';
 import type { RealtimeLogger } from '../../src/realtime';
 
 interface Line {
@@ -211,5 +211,28 @@ test('work queued behind a busy handler or a pending join is capped (socket clos
     expect(s.rt.stats().rateLimited).toBe(2);
   } finally {
     await s.close();
+  }
+});
+
+test('log lines clients cause are rate-limited per message (a crash a client provokes 30 times: 5 lines)', async () => {
+  const lines = captureLogger();
+  // A channel with no handleIn: every push crashes it (as in Phoenix) and writes an error line.
+  const own = await startServer({ logger: lines, logLimit: { lines: 5, intervalMs: 600_000 } }, (rt) =>
+    rt.channel('mute:*', { join: () => ({ status: 'ok' }) }),
+  );
+  try {
+    const c = await RawClient.connect(`${own.wsUrl}?vsn=2.0.0`);
+    for (let i = 1; i <= 30; i++) {
+      await c.call([String(i), String(i), 'mute:a', 'phx_join', {}]);
+      c.send([String(i), `p${i}`, 'mute:a', 'anything', {}]);
+      expect(((await c.json()) as unknown[])[3]).toBe('phx_error');
+    }
+    expect(own.rt.stats().channelCrashes).toBe(30);
+    const crashed = lines.lines.filter((l) => l.msg === 'realtime: channel crashed');
+    expect(crashed.length).toBe(5);
+    expect(crashed.every((l) => l.level === 'error')).toBe(true);
+    await c.close();
+  } finally {
+    await own.close();
   }
 });

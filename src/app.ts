@@ -1,4 +1,4 @@
-import http from 'node:http';
+import type http from 'node:http';
 import type pg from 'pg';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
@@ -11,6 +11,7 @@ import { dashboardRouter } from './http/dashboard';
 import { createMetrics } from './http/metrics';
 import { openApiRouter } from './http/openapi';
 import { IdempotencyKeys } from './http/idempotency';
+import { createHttpServer, limitConnectionsPerAddress } from './http/connections';
 import type { Logger } from './log';
 import { ModelRegistry } from './tasks/models';
 import { TaskService } from './tasks/service';
@@ -122,7 +123,8 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     }
   }
   const outputs = new OutputStore(config.dataDir, baseUrl);
-  const server = http.createServer();
+  const server = createHttpServer(config.connections);
+  limitConnectionsPerAddress(server, config.connections.maxPerAddress, logger);
   const runner = new TaskRunner({
     db,
     tasks,
@@ -156,6 +158,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   const realtime = new RealtimeServer<UserAssigns>({
     checkOrigin: originCheck(config.checkOrigin),
     logger: logger.child({ component: 'realtime' }),
+    upgradeTimeoutMs: config.connections.upgradeTimeoutMs,
     ...(realtimePubSub ? { pubsub: realtimePubSub } : {}),
     connect: (params, info) => {
       const token = typeof params.token === 'string' && params.token !== '' ? params.token : info.authToken;

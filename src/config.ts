@@ -41,6 +41,11 @@ const EnvSchema = z.object({
   RUNNER_ENABLED: z.enum(['true', 'false']).default('true'),
   WORKERS: intFromEnv(1, 64).default(1),
   RATE_LIMIT_TASKS_PER_MINUTE: intFromEnv(0, 10_000_000).default(600),
+  HTTP_HEADERS_TIMEOUT_MS: intFromEnv(100, 600_000).default(10_000),
+  HTTP_REQUEST_TIMEOUT_MS: intFromEnv(100, 3_600_000).default(30_000),
+  HTTP_KEEP_ALIVE_TIMEOUT_MS: intFromEnv(100, 600_000).default(5_000),
+  WS_UPGRADE_TIMEOUT_MS: intFromEnv(100, 60_000).default(5_000),
+  MAX_CONNECTIONS_PER_ADDRESS: intFromEnv(0, 10_000_000).default(1000),
 });
 
 export type Env = z.infer<typeof EnvSchema>;
@@ -65,6 +70,19 @@ export interface Config {
   workers: number;
   /** Task submissions a user may make a minute (0: no limit). */
   rateLimitTasksPerMinute: number;
+  /** Limits on idle and slow connections (see README, configuration). */
+  connections: {
+    /** A connection's request headers must be complete this long after it opened or its last request. */
+    headersTimeoutMs: number;
+    /** A whole request (headers and body) must arrive within this. */
+    requestTimeoutMs: number;
+    /** An idle keep-alive connection is closed after this. */
+    keepAliveTimeoutMs: number;
+    /** A WebSocket upgrade must be answered within this once its headers are in. */
+    upgradeTimeoutMs: number;
+    /** Open TCP connections one remote address may hold (0: no cap). */
+    maxPerAddress: number;
+  };
 }
 
 /** A setting that cannot be used; the message names the variable. */
@@ -88,6 +106,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (openMode && !LOOPBACK.has(host)) {
     throw new ConfigError([
       `HOST: ${host} is not a loopback address, and AUTH_SECRET is unset (open mode listens on loopback only); set AUTH_SECRET to serve other hosts`,
+    ]);
+  }
+  if (e.HTTP_HEADERS_TIMEOUT_MS > e.HTTP_REQUEST_TIMEOUT_MS) {
+    throw new ConfigError([
+      `HTTP_HEADERS_TIMEOUT_MS: must not be more than HTTP_REQUEST_TIMEOUT_MS (${e.HTTP_REQUEST_TIMEOUT_MS}); the headers are part of the request`,
     ]);
   }
   if (e.WORKERS > 1 && e.DATABASE_URL === undefined) {
@@ -116,5 +139,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     runner: { enabled: e.RUNNER_ENABLED === 'true', concurrency: e.RUNNER_CONCURRENCY },
     workers: e.WORKERS,
     rateLimitTasksPerMinute: e.RATE_LIMIT_TASKS_PER_MINUTE,
+    connections: {
+      headersTimeoutMs: e.HTTP_HEADERS_TIMEOUT_MS,
+      requestTimeoutMs: e.HTTP_REQUEST_TIMEOUT_MS,
+      keepAliveTimeoutMs: e.HTTP_KEEP_ALIVE_TIMEOUT_MS,
+      upgradeTimeoutMs: e.WS_UPGRADE_TIMEOUT_MS,
+      maxPerAddress: e.MAX_CONNECTIONS_PER_ADDRESS,
+    },
   };
 }

@@ -42,6 +42,12 @@ export interface RealtimeServerOptions<A extends Assigns = Assigns> {
   rateLimit?: { messages: number; intervalMs: number } | false;
   /** Default 100, as Phoenix. */
   maxChannelsPerSocket?: number;
+  /**
+   * A WebSocket upgrade must be answered (101 or refused) within this long after its request
+   * headers are in, `connect` included (default 5000 ms); past it the client gets 503 and the
+   * connection is closed. Slow request headers are the HTTP server's headersTimeout's job.
+   */
+  upgradeTimeoutMs?: number;
   /** Close a WebSocket with no inbound frame for this long (default 60 000 ms; 0 disables). */
   idleTimeoutMs?: number;
   /**
@@ -133,6 +139,7 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
   readonly maxProtocolErrors: number;
   readonly maxPayloadDepth: number;
   readonly idleTimeoutMs: number;
+  readonly upgradeTimeoutMs: number;
   readonly maxFrameBytes: number;
   /** Every live connection (WebSocket and long-poll). */
   readonly connections = new Set<Connection>();
@@ -164,6 +171,7 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
     this.rateLimit = opts.rateLimit === false ? null : (opts.rateLimit ?? { messages: 200, intervalMs: 1000 });
     this.maxChannelsPerSocket = opts.maxChannelsPerSocket ?? 100;
     this.idleTimeoutMs = opts.idleTimeoutMs ?? 60_000;
+    this.upgradeTimeoutMs = opts.upgradeTimeoutMs ?? 5000;
     this.maxProtocolErrors = opts.maxProtocolErrors ?? 10;
     this.maxPayloadDepth = opts.maxPayloadDepth ?? 32;
     this.pubsub = new PubSub(opts.pubsub, (err) =>
@@ -374,8 +382,23 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
         if (t.startsWith(AUTH_PREFIX)) authToken = decodeAuthToken(t.slice(AUTH_PREFIX.length));
       }
     }
+    // Whichever comes first: the answer, or the deadline (a connect that never settles).
+    let answered = false;
+    const answer = (): boolean => {
+      if (answered) return false;
+      answered = true;
+      clearTimeout(deadline);
+      return true;
+    };
+    const deadline = setTimeout(() => {
+      if (!answer()) return;
+      this.counters.connectsRefused++;
+      this.logger.warn({ upgradeTimeoutMs: this.upgradeTimeoutMs }, 'realtime: upgrade not answered in time, closing');
+      rejectUpgrade(socket, 503);
+    }, this.upgradeTimeoutMs);
     this.authorize(req, 'websocket', authToken)
       .then((a) => {
+        if (!answer()) return;
         if ('status' in a) {
           rejectUpgrade(socket, a.status);
           return;
@@ -396,6 +419,7 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
         });
       })
       .catch((err: unknown) => {
+        answer();
         this.logger.error({ err }, 'realtime: upgrade failed');
         if (!socket.destroyed) rejectUpgrade(socket, 500);
       });

@@ -236,3 +236,18 @@ test('log lines clients cause are rate-limited per message (a crash a client pro
     await own.close();
   }
 });
+
+test('an upgrade whose connect never settles is answered 503 at upgradeTimeoutMs; others connect meanwhile', async () => {
+  const own = await startServer({
+    upgradeTimeoutMs: 300,
+    connect: (params) => (params.hang === '1' ? new Promise(() => {}) : { assigns: {} }),
+  });
+  try {
+    const stuck = upgradeStatus(`${own.wsUrl}?vsn=2.0.0&hang=1`);
+    expect((await upgradeStatus(`${own.wsUrl}?vsn=2.0.0`)).status).toBe(101);
+    expect((await stuck).status).toBe(503);
+    expect(own.rt.stats().connectsRefused).toBe(1);
+  } finally {
+    await own.close();
+  }
+});

@@ -16,6 +16,8 @@ export interface Transport {
   writeFanout(f: Fanout, serializer: Serializer): void;
   /** Starts closing; the transport calls `connection.transportClosed()` once it is gone. */
   close(code: number, reason: string): void;
+  /** Drops the client now, without a close handshake (server shutdown). */
+  terminate(): void;
 }
 
 /** Counters shared by all connections of one server. */
@@ -237,8 +239,9 @@ export class Connection implements ChannelHost, Subscriber {
     }
     const ch = this.channels.get(topic);
     if (ch !== undefined) {
-      // A non-null join_ref from an earlier join of this topic is stale: dropped without a word.
-      if (msg.joinRef !== null && msg.joinRef !== ch.joinRef) return;
+      // A non-null join_ref other than the one the join frame carried is stale (an earlier join,
+      // or "" in a binary push): dropped without a word, as Phoenix 1.8.12 does.
+      if (msg.joinRef !== null && msg.joinRef !== ch.frameJoinRef) return;
       if (event === 'phx_leave') ch.leave(msg.ref);
       else ch.handleIn(event, msg.payload, msg.ref);
       return;
@@ -269,8 +272,7 @@ export class Connection implements ChannelHost, Subscriber {
       if (old !== undefined) this.sendClose(old);
       return;
     }
-    const joinRef = msg.joinRef ?? msg.ref;
-    const ch = new ChannelInstance(this, topic, joinRef, handler, this.assigns);
+    const ch = new ChannelInstance(this, topic, msg.joinRef, msg.ref, handler, this.assigns);
     let result: JoinResult | PromiseLike<JoinResult>;
     try {
       ch.beginJoin();
@@ -416,8 +418,8 @@ export class Connection implements ChannelHost, Subscriber {
   private sendClose(old: ChannelInstance): void {
     this.send({
       kind: 'push',
-      joinRef: old.joinRef,
-      ref: old.joinRef,
+      joinRef: old.frameJoinRef,
+      ref: old.frameJoinRef,
       topic: old.topic,
       event: 'phx_close',
       payload: EMPTY,

@@ -24,5 +24,6 @@ export type { CheckOrigin } from './origin';
 export type { RealtimeLogger, LogLimit } from './logger';
 export { RateLimitedLogger } from './logger';
 export type { LongPollOptions } from './longpoll';
+export type { ClusterBus, BusMessage } from './bus';
 export { Presence, presenceRef } from './presence';
 export type { PresenceMeta, PresenceState, PresenceDiff, PresenceOptions } from './presence';

@@ -3,8 +3,11 @@
  * Mirrors Phoenix.Socket.Message / Reply / Broadcast (lib/phoenix/socket/message.ex).
  */
 
-/** A ref as the client sent it (phoenix.js and Swift send decimal strings; null when absent). */
-export type Ref = string | null;
+/**
+ * A ref as the client sent it, echoed back unchanged: phoenix.js and Swift send decimal strings;
+ * some other clients send JSON numbers (Phoenix echoes those as numbers too); null when absent.
+ */
+export type Ref = string | number | null;
 
 /** A payload is any JSON value, or raw bytes for V2 binary frames. */
 export type Payload = unknown;

@@ -193,8 +193,19 @@ describe('serializers', () => {
     expect(() => V2Serializer.decode(Buffer.from([1, 0, 0, 0, 0]), true)).toThrow(ProtocolError);
     expect(() => V2Serializer.decode(Buffer.from([0, 0]), true)).toThrow(ProtocolError);
   });
-  test('V2 text decode: refs strings, numbers stringified, objects refused', () => {
-    expect(V2Serializer.decode(Buffer.from('[1,2,"t","e",{}]'), false)).toMatchObject({ joinRef: '1', ref: '2' });
+  test('V2 text decode: refs strings, numbers kept as numbers (echoed as given), objects refused', () => {
+    expect(V2Serializer.decode(Buffer.from('[1,2,"t","e",{}]'), false)).toMatchObject({ joinRef: 1, ref: 2 });
+    expect(
+      V2Serializer.encode({
+        kind: 'reply',
+        joinRef: 1,
+        ref: 2,
+        topic: 't',
+        status: 'ok',
+        response: {},
+      }).data.toString(),
+    ).toBe('[1,2,"t","phx_reply",{"status":"ok","response":{}}]');
+    expect(V2Serializer.decode(Buffer.from([0, 0, 0, 1, 1, 0x74, 0x65]), true)).toMatchObject({ joinRef: '', ref: '' });
     expect(() => V2Serializer.decode(Buffer.from('[{},"2","t","e",{}]'), false)).toThrow(ProtocolError);
     expect(() => V2Serializer.decode(Buffer.from('{"topic":"t"}'), false)).toThrow(ProtocolError);
   });

@@ -1,0 +1,100 @@
+import { createHash } from 'node:crypto';
+import type http from 'node:http';
+import { TokenError, type Authenticator } from '../auth/tokens';
+import { TaskChannel, UserTasksChannel, type UserAssigns } from '../channels/task-channel';
+import { TaskEventRelay } from '../channels/task-events';
+import { PgNotifyChannel } from '../db/notify';
+import { PgClusterBus } from '../db/pg-cluster-bus';
+import { PgPubSubAdapter } from '../db/pg-pubsub';
+import { RealtimeServer, type CheckOrigin } from '../realtime';
+import type { TaskService } from '../tasks/service';
+import type { ClusterBus } from './bus';
+import type { PartContext } from './context';
+
+export interface TaskRealtime {
+  realtime: RealtimeServer<UserAssigns>;
+  relay: TaskEventRelay;
+}
+
+/**
+ * The Phoenix channel server with the task channels on it (`task:<id>`, `tasks:<user>`), attached
+ * to `server`, and the relay that brings committed task events to its sockets: at once for events
+ * committed here, through NOTIFY for other processes' (with a cluster bus). Broadcasts between
+ * sockets cross processes through the bus too, and so do long-poll requests that land on a
+ * process other than the one holding their session.
+ */
+export async function startTaskRealtime(
+  ctx: PartContext,
+  opts: {
+    server: http.Server;
+    tasks: TaskService;
+    auth: Authenticator;
+    bus: ClusterBus | undefined;
+    /** This process's id on the bus: its own NOTIFYs are not delivered twice. */
+    owner: string;
+  },
+): Promise<TaskRealtime> {
+  const { logger } = ctx;
+  const { tasks, auth, bus } = opts;
+  const pubsub = bus ? new PgPubSubAdapter(bus.connection, bus.channel('pyre_realtime'), logger) : undefined;
+  await pubsub?.start();
+  // Long-poll sessions answer on every process: their tokens are signed with a key all processes
+  // share (AUTH_SECRET; in open mode, one derived from the shared database's address) and their
+  // requests are forwarded to the process that holds the session over this bus.
+  const longpollBus = bus ? new PgClusterBus(bus.connection, bus.channel('pyre_bus'), logger) : undefined;
+  await longpollBus?.start();
+  const longpollSecret =
+    ctx.config.authSecret ??
+    (bus
+      ? createHash('sha256')
+          .update(`pyre long-poll\0${JSON.stringify(bus.connection)}`)
+          .digest()
+      : undefined);
+  const realtime = new RealtimeServer<UserAssigns>({
+    checkOrigin: originCheck(ctx.config.checkOrigin),
+    logger: logger.child({ component: 'realtime' }),
+    upgradeTimeoutMs: ctx.config.connections.upgradeTimeoutMs,
+    ...(pubsub ? { pubsub } : {}),
+    longpoll: { secret: longpollSecret, bus: longpollBus },
+    connect: (params, info) => {
+      const token = typeof params.token === 'string' && params.token !== '' ? params.token : info.authToken;
+      try {
+        const userId = auth.userFor(token);
+        return { assigns: { userId }, id: `user_socket:${userId}` };
+      } catch (err) {
+        if (err instanceof TokenError) {
+          logger.info({ reason: err.reason, transport: info.transport }, 'socket refused');
+          return { error: true, status: 403 };
+        }
+        throw err;
+      }
+    },
+  });
+  realtime.channel('task:*', new TaskChannel(tasks, logger.child({ component: 'task_channel' })));
+  realtime.channel('tasks:*', new UserTasksChannel());
+  realtime.attach(opts.server);
+
+  const relay = new TaskEventRelay(
+    tasks,
+    (e) => {
+      realtime.localBroadcast(`task:${e.task_id}`, e.event, e.payload);
+      realtime.localBroadcast(`tasks:${e.user_id}`, e.event, e.payload);
+    },
+    logger,
+    bus ? new PgNotifyChannel(bus.connection, bus.channel('pyre_events'), opts.owner, logger) : undefined,
+  );
+  // Sockets are drained (close 1012, clients reconnect elsewhere) before the relay stops feeding them.
+  ctx.closers.push('realtime', async () => {
+    await realtime.drain({ batchSize: 500, intervalMs: 20 });
+    await realtime.close();
+    await relay.close();
+    await longpollBus?.close();
+  });
+  await relay.start();
+  return { realtime, relay };
+}
+
+/** CHECK_ORIGIN: a list of allowed browser origins; unset means the gateway's own host (Phoenix's default). */
+function originCheck(list: string[] | undefined): CheckOrigin {
+  return list && list.length ? list : true;
+}

@@ -46,6 +46,7 @@ const EnvSchema = z.object({
   HTTP_KEEP_ALIVE_TIMEOUT_MS: intFromEnv(100, 600_000).default(5_000),
   WS_UPGRADE_TIMEOUT_MS: intFromEnv(100, 60_000).default(5_000),
   MAX_CONNECTIONS_PER_ADDRESS: intFromEnv(0, 10_000_000).default(1000),
+  WS_MAX_BUFFERED_TOTAL_BYTES: intFromEnv(0, Number.MAX_SAFE_INTEGER).default(128 * 1024 * 1024),
 });
 
 export type Env = z.infer<typeof EnvSchema>;
@@ -82,6 +83,8 @@ export interface Config {
     upgradeTimeoutMs: number;
     /** Open TCP connections one remote address may hold (0: no cap). */
     maxPerAddress: number;
+    /** Unsent WebSocket bytes allowed across all sockets; over it the largest non-readers are cut (0: none). */
+    maxTotalBufferedBytes: number;
   };
 }
 
@@ -145,6 +148,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       keepAliveTimeoutMs: e.HTTP_KEEP_ALIVE_TIMEOUT_MS,
       upgradeTimeoutMs: e.WS_UPGRADE_TIMEOUT_MS,
       maxPerAddress: e.MAX_CONNECTIONS_PER_ADDRESS,
+      maxTotalBufferedBytes: e.WS_MAX_BUFFERED_TOTAL_BYTES,
     },
   };
 }

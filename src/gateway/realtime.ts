@@ -54,6 +54,7 @@ export async function startTaskRealtime(
     checkOrigin: originCheck(ctx.config.checkOrigin),
     logger: logger.child({ component: 'realtime' }),
     upgradeTimeoutMs: ctx.config.connections.upgradeTimeoutMs,
+    maxTotalBufferedBytes: ctx.config.connections.maxTotalBufferedBytes,
     ...(pubsub ? { pubsub } : {}),
     longpoll: { secret: longpollSecret, bus: longpollBus },
     connect: (params, info) => {

@@ -57,6 +57,11 @@ export interface RealtimeServerOptions<A extends Assigns = Assigns> {
   maxBufferedBytes?: number;
   slowClientGraceMs?: number;
   /**
+   * Unsent bytes allowed across all WebSockets together (default 128 MiB; 0: none). Over it, the
+   * sockets holding the most are terminated first (counted as slow clients) until the rest fits.
+   */
+  maxTotalBufferedBytes?: number;
+  /**
    * While the server is saturated (a flush pass took 2 ms or more), delay the next flush by up
    * to this many ms so that broadcasts close together share one write per socket (default 10;
    * 0 writes at the end of every tick).
@@ -159,6 +164,7 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
       maxBufferedBytes: opts.maxBufferedBytes ?? 4 * 1024 * 1024,
       slowClientGraceMs: opts.slowClientGraceMs ?? 2000,
       maxFlushDelayMs: opts.maxFlushDelayMs ?? 10,
+      maxTotalBufferedBytes: opts.maxTotalBufferedBytes ?? 128 * 1024 * 1024,
     });
     this.longpoll = opts.longpoll === false ? null : new LongPollEndpoint(this, opts.longpoll ?? {});
     this.startSweep();

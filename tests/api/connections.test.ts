@@ -111,6 +111,7 @@ describe('connection settings', () => {
       keepAliveTimeoutMs: 5_000,
       upgradeTimeoutMs: 5_000,
       maxPerAddress: 1000,
+      maxTotalBufferedBytes: 128 * 1024 * 1024,
     });
     expect(loadConfig({ MAX_CONNECTIONS_PER_ADDRESS: '0' }).connections.maxPerAddress).toBe(0);
     expect(() => loadConfig({ HTTP_HEADERS_TIMEOUT_MS: '20000', HTTP_REQUEST_TIMEOUT_MS: '10000' })).toThrow(

@@ -1,5 +1,7 @@
 import path from 'node:path';
 import { z } from 'zod';
+import { compileOriginCheck } from './realtime/origin';
+import { parseStorageUrl, type S3Settings } from './storage/s3-settings';
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
@@ -16,6 +18,20 @@ const intFromEnv = (min: number, max: number) =>
     .int('must be an integer')
     .min(min, `must be at least ${min}`)
     .max(max, `must be at most ${max}`);
+
+/** A comma-separated origin list, or null when an entry is not an origin. */
+function originList(v: string): string[] | null {
+  const list = v
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  try {
+    compileOriginCheck(list);
+    return list;
+  } catch {
+    return null;
+  }
+}
 
 /** Every environment variable pyre reads, with its default. Read once, at start. */
 const EnvSchema = z.object({
@@ -36,6 +52,9 @@ const EnvSchema = z.object({
     message: 'must be an http(s) URL',
   }),
   CHECK_ORIGIN: optionalString,
+  CORS_ORIGINS: optionalString.refine((v) => v === undefined || originList(v) !== null, {
+    message: 'must be comma-separated origins like https://a.com or //*.b.com',
+  }),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   RUNNER_CONCURRENCY: intFromEnv(1, 1000).default(8),
   RUNNER_ENABLED: z.enum(['true', 'false']).default('true'),
@@ -47,6 +66,11 @@ const EnvSchema = z.object({
   WS_UPGRADE_TIMEOUT_MS: intFromEnv(100, 60_000).default(5_000),
   MAX_CONNECTIONS_PER_ADDRESS: intFromEnv(0, 10_000_000).default(1000),
   WS_MAX_BUFFERED_TOTAL_BYTES: intFromEnv(0, Number.MAX_SAFE_INTEGER).default(128 * 1024 * 1024),
+  METRICS_TOKEN: optionalString.refine((v) => v === undefined || v.length >= 16, {
+    message: 'must be at least 16 characters',
+  }),
+  STORAGE_URL: optionalString,
+  DATABASE_WAIT_SECONDS: intFromEnv(0, 3600).default(30),
 });
 
 export type Env = z.infer<typeof EnvSchema>;
@@ -66,6 +90,8 @@ export interface Config {
   publicUrl: string | undefined;
   /** Allowed browser origins; undefined means "the gateway's own host". */
   checkOrigin: string[] | undefined;
+  /** Browser origins allowed to call the REST API (CORS); undefined means none. */
+  corsOrigins: string[] | undefined;
   logLevel: string;
   runner: { enabled: boolean; concurrency: number };
   workers: number;
@@ -86,6 +112,12 @@ export interface Config {
     /** Unsent WebSocket bytes allowed across all sockets; over it the largest non-readers are cut (0: none). */
     maxTotalBufferedBytes: number;
   };
+  /** When set, GET /metrics needs it as a bearer token. */
+  metricsToken: string | undefined;
+  /** An S3-compatible object store for output files; undefined means DATA_DIR/outputs. */
+  storage: S3Settings | undefined;
+  /** How long start waits for an unreachable DATABASE_URL to come up. */
+  databaseWaitSeconds: number;
 }
 
 /** A setting that cannot be used; the message names the variable. */
@@ -116,6 +148,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       `HTTP_HEADERS_TIMEOUT_MS: must not be more than HTTP_REQUEST_TIMEOUT_MS (${e.HTTP_REQUEST_TIMEOUT_MS}); the headers are part of the request`,
     ]);
   }
+  let storage: S3Settings | undefined;
+  if (e.STORAGE_URL !== undefined) {
+    try {
+      storage = parseStorageUrl(e.STORAGE_URL, env);
+    } catch (err) {
+      throw new ConfigError([`STORAGE_URL: ${(err as Error).message}`]);
+    }
+  }
   if (e.WORKERS > 1 && e.DATABASE_URL === undefined) {
     throw new ConfigError([
       'WORKERS: several worker processes need a shared database; set DATABASE_URL (embedded PGlite belongs to one process)',
@@ -135,6 +175,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     demoMode: e.REPLICATE_API_TOKEN === undefined,
     publicUrl: e.PUBLIC_URL?.replace(/\/+$/, ''),
+    corsOrigins: e.CORS_ORIGINS === undefined ? undefined : originList(e.CORS_ORIGINS)!,
     checkOrigin: e.CHECK_ORIGIN?.split(',')
       .map((s) => s.trim())
       .filter(Boolean),
@@ -150,5 +191,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxPerAddress: e.MAX_CONNECTIONS_PER_ADDRESS,
       maxTotalBufferedBytes: e.WS_MAX_BUFFERED_TOTAL_BYTES,
     },
+    storage,
+    databaseWaitSeconds: e.DATABASE_WAIT_SECONDS,
+    metricsToken: e.METRICS_TOKEN,
   };
 }

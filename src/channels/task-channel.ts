@@ -4,11 +4,23 @@ import { NotFoundError, ValidationError } from '../tasks/errors';
 import type { TaskType } from '../tasks/models';
 import { isUuid, type TaskService } from '../tasks/service';
 import { TERMINAL, type TaskEvent } from '../tasks/task';
+import { withAbsoluteUrls } from '../storage/urls';
 
 /** What a socket's connect stored: who it is. */
 export interface UserAssigns extends Record<string, unknown> {
   userId: string;
+  /** The base URL the client reached pyre at: stored `/files/…` output URLs are made absolute against it. */
+  baseUrl?: string;
 }
+
+/** A task or event payload with its output URLs absolute for this socket's client. */
+function forClient<T, A extends UserAssigns>(value: T, socket: ChannelSocket<A>): T {
+  const base = socket.assigns.baseUrl;
+  return base === undefined ? value : withAbsoluteUrls(value, base);
+}
+
+/** The events that carry output URLs. */
+const RESPONSE_EVENTS = ['image_response', 'video_response', 'text_response'];
 
 /** Per-join state of a task channel. */
 interface TaskAssigns extends UserAssigns {
@@ -73,6 +85,7 @@ export class TaskChannel implements Channel<TaskAssigns> {
       lastSeq = p.last_seq;
     }
     const row = await this.tasks.find(taskId);
+    let notice: string | undefined;
     if (row && row.user_id !== socket.assigns.userId) return { status: 'error', response: { reason: 'unauthorized' } };
     socket.assigns.taskId = taskId;
     if (row) socket.assigns.owned = true;
@@ -83,6 +96,11 @@ export class TaskChannel implements Channel<TaskAssigns> {
       socket.assigns.lastSeq = 0;
     } else if (lastSeq === undefined) {
       socket.assigns.lastSeq = row.last_seq;
+    } else if (lastSeq > row.last_seq) {
+      // Ahead of the task (a seq kept from another task, or made up): taken as "up to date",
+      // and said so in the reply, rather than silently skipping the events up to that seq.
+      socket.assigns.lastSeq = row.last_seq;
+      notice = `last_seq ${lastSeq} is beyond the task's last event (${row.last_seq}); events after ${row.last_seq} will be sent`;
     } else {
       socket.assigns.lastSeq = lastSeq;
       for (const e of await this.tasks.eventsOf(row, lastSeq)) this.pushEvent(socket, e);
@@ -90,7 +108,10 @@ export class TaskChannel implements Channel<TaskAssigns> {
     // Events committed between our read and the subscription that follows the join
     // would be missed: look again once joined (handleInfo runs after the join).
     setImmediate(() => socket.send(CATCH_UP));
-    return { status: 'ok', response: { task: row ? this.tasks.toJson(row) : null } };
+    return {
+      status: 'ok',
+      response: { task: row ? forClient(this.tasks.toJson(row), socket) : null, ...(notice ? { notice } : {}) },
+    };
   }
 
   async handleInfo(msg: unknown, socket: ChannelSocket<TaskAssigns>): Promise<void> {
@@ -131,7 +152,7 @@ export class TaskChannel implements Channel<TaskAssigns> {
     if (seq <= socket.assigns.lastSeq) return;
     if (seq > socket.assigns.lastSeq + 1) await this.catchUp(socket, seq - 1);
     if (seq !== socket.assigns.lastSeq + 1) return;
-    socket.push(event, payload);
+    socket.push(event, forClient(payload, socket));
     socket.assigns.lastSeq = seq;
   }
 
@@ -145,7 +166,7 @@ export class TaskChannel implements Channel<TaskAssigns> {
 
   private pushEvent(socket: ChannelSocket<TaskAssigns>, e: TaskEvent): void {
     if (e.seq !== socket.assigns.lastSeq + 1) return;
-    socket.push(e.event, e.payload);
+    socket.push(e.event, forClient(e.payload, socket));
     socket.assigns.lastSeq = e.seq;
   }
 
@@ -157,7 +178,7 @@ export class TaskChannel implements Channel<TaskAssigns> {
       if (type) return await this.generate(type, payload, socket, log);
       if (event === 'cancel') {
         const task = await this.tasks.cancel(userId, taskId);
-        return { reply: 'ok', response: { task_id: task.id, task } };
+        return { reply: 'ok', response: { task_id: task.id, task: forClient(task, socket) } };
       }
       return { reply: 'error', response: { reason: `unknown event ${JSON.stringify(event).slice(0, 80)}` } };
     } catch (err) {
@@ -184,7 +205,7 @@ export class TaskChannel implements Channel<TaskAssigns> {
       try {
         const task = await this.tasks.create(userId, payload, { id: taskId, impliedType: type });
         socket.assigns.owned = true;
-        return { reply: 'ok', response: { task_id: task.id, task } };
+        return { reply: 'ok', response: { task_id: task.id, task: forClient(task, socket) } };
       } catch (err) {
         if (!isUniqueViolation(err)) throw err;
         log.info('task created concurrently; answering with it');
@@ -200,12 +221,15 @@ export class TaskChannel implements Channel<TaskAssigns> {
         'generate of another type on an existing task: answered with it',
       );
     else log.info({ terminal: TERMINAL.has(row.status) }, 'generate on an existing task: answered with it');
-    return { reply: 'ok', response: { task_id: row.id, task: this.tasks.toJson(row) } };
+    return { reply: 'ok', response: { task_id: row.id, task: forClient(this.tasks.toJson(row), socket) } };
   }
 }
 
 /** `tasks:<user_id>`: every event of a user's tasks, for dashboards. Only that user may join. */
 export class UserTasksChannel implements Channel<UserAssigns> {
+  // The final events carry output URLs, made absolute per socket (the rest pass untouched).
+  readonly intercept = RESPONSE_EVENTS;
+
   join(topic: string, _payload: Payload, socket: ChannelSocket<UserAssigns>): JoinResult {
     const userId = topic.slice('tasks:'.length);
     if (userId !== socket.assigns.userId) return { status: 'error', response: { reason: 'unauthorized' } };
@@ -219,5 +243,9 @@ export class UserTasksChannel implements Channel<UserAssigns> {
    */
   handleIn(): HandleInResult {
     return { reply: 'error', response: { reason: 'unknown event' } };
+  }
+
+  handleOut(event: string, payload: Payload, socket: ChannelSocket<UserAssigns>): void {
+    socket.push(event, forClient(payload, socket));
   }
 }

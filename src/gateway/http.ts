@@ -1,3 +1,4 @@
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import type { Express } from 'express';
 import type { Authenticator } from '../auth/tokens';
 import type { UserAssigns } from '../channels/task-channel';
@@ -35,12 +36,20 @@ export function createGatewayHttp(
     runner: TaskRunner;
     provider: ProviderParts;
     outputs: OutputStore;
+    /** The base URL a request reached pyre at (output URLs are made absolute against it). */
+    baseUrlOf?: (headers: IncomingHttpHeaders) => string;
   },
 ): Express {
   const { config, logger, closers } = ctx;
   const { db, tasks, auth, realtime, runner, provider, outputs } = opts;
   const idempotency = new IdempotencyKeys(db, ctx.now);
-  const metrics = createMetrics({ db, realtime, runner, providerBaseUrl: provider.baseUrl });
+  const metrics = createMetrics({
+    db,
+    realtime,
+    runner,
+    providerBaseUrl: provider.baseUrl,
+    token: config.metricsToken,
+  });
   closers.push('metrics', () => metrics.close());
   const app = createHttpApp({
     db,
@@ -49,6 +58,9 @@ export function createGatewayHttp(
     idempotency,
     logger,
     tasksPerMinute: config.rateLimitTasksPerMinute,
+    corsOrigins: config.corsOrigins,
+    observeRequests: metrics.observeRequests,
+    ...(opts.baseUrlOf ? { baseUrlOf: (req: IncomingMessage) => opts.baseUrlOf!(req.headers) } : {}),
     mount: (a) => {
       a.use(realtime.middleware());
       a.use(metrics.router(), openApiRouter({ registry: opts.registry }), dashboardRouter({ auth }));

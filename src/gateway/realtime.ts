@@ -32,6 +32,8 @@ export async function startTaskRealtime(
     bus: ClusterBus | undefined;
     /** This process's id on the bus: its own NOTIFYs are not delivered twice. */
     owner: string;
+    /** The base URL a socket's client reached pyre at (output URLs are made absolute against it). */
+    baseUrlOf?: (headers: http.IncomingHttpHeaders) => string;
   },
 ): Promise<TaskRealtime> {
   const { logger } = ctx;
@@ -61,7 +63,7 @@ export async function startTaskRealtime(
       const token = typeof params.token === 'string' && params.token !== '' ? params.token : info.authToken;
       try {
         const userId = auth.userFor(token);
-        return { assigns: { userId }, id: `user_socket:${userId}` };
+        return { assigns: { userId, baseUrl: opts.baseUrlOf?.(info.headers) }, id: `user_socket:${userId}` };
       } catch (err) {
         if (err instanceof TokenError) {
           logger.info({ reason: err.reason, transport: info.transport }, 'socket refused');

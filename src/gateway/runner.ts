@@ -1,7 +1,10 @@
+import { randomBytes } from 'node:crypto';
 import type { Db } from '../db';
+import { PgNotifyChannel } from '../db/notify';
 import { TaskRunner, type RunnerOptions } from '../runner/runner';
 import type { OutputStore } from '../storage/outputs';
 import type { TaskService } from '../tasks/service';
+import { clusterBus } from './bus';
 import type { PartContext } from './context';
 import type { ProviderParts } from './provider';
 
@@ -12,8 +15,9 @@ export type RunnerOverrides = Partial<
 
 /**
  * The task runner, built but not started (the gateway's `start()` starts it once the HTTP server
- * listens). A task queued in this process wakes it at once; with webhooks (PUBLIC_URL and a
- * signing secret) the provider is asked to call back, and polling stays on as the safety net.
+ * listens). A task queued in this process wakes it at once, and the runners of other processes
+ * through a NOTIFY (`pyre_new_work`, with PostgreSQL); with webhooks (PUBLIC_URL and a signing
+ * secret) the provider is asked to call back, and polling stays on as the safety net.
  */
 export function createRunner(
   ctx: PartContext,
@@ -28,6 +32,16 @@ export function createRunner(
   const { config } = ctx;
   const { tasks, provider } = opts;
   const publicUrl = config.publicUrl;
+  const bus = clusterBus(opts.db);
+  const newWork = bus
+    ? new PgNotifyChannel<number>(
+        bus.connection,
+        bus.channel('pyre_new_work'),
+        randomBytes(6).toString('hex'),
+        ctx.logger,
+      )
+    : undefined;
+  if (newWork) ctx.closers.push('new-work signal', () => newWork.close());
   const runner = new TaskRunner({
     db: opts.db,
     tasks,
@@ -39,11 +53,9 @@ export function createRunner(
     ...(publicUrl && provider.webhookSecret()
       ? { webhookUrl: (taskId: string) => `${publicUrl}/api/webhooks/replicate?task_id=${taskId}` }
       : {}),
+    newWork,
     now: ctx.now,
     ...opts.overrides,
-  });
-  tasks.onEvents((events) => {
-    if (events.some((e) => e.event === 'status' && e.payload.status === 'queued')) runner.wake();
   });
   return runner;
 }

@@ -1,11 +1,13 @@
-import express, { type Express } from 'express';
+import type { IncomingMessage } from 'node:http';
+import express, { type Express, type RequestHandler } from 'express';
 import type { Authenticator } from '../auth/tokens';
 import type { Db } from '../db';
 import type { Logger } from '../log';
 import type { TaskService } from '../tasks/service';
 import { errorHandler, notFoundRoute, sendError } from './errors';
 import type { IdempotencyKeys } from './idempotency';
-import { requestContext } from './middleware';
+import { cors } from './cors';
+import { methodNotAllowed, requestContext } from './middleware';
 import { tasksRouter } from './tasks-routes';
 
 export interface HttpDeps {
@@ -16,6 +18,12 @@ export interface HttpDeps {
   logger: Logger;
   /** Task submissions a user may make a minute (0: no limit). */
   tasksPerMinute?: number;
+  /** Runs first on every request (the HTTP metrics). */
+  observeRequests?: RequestHandler;
+  /** CORS_ORIGINS: browser origins allowed to call /api (unset: none but the gateway's own). */
+  corsOrigins?: string[];
+  /** The base URL this request reached pyre at (output file URLs are made absolute against it). */
+  baseUrlOf?: (req: IncomingMessage) => string;
   /** Extra routers mounted before the API's 404 (webhooks, files, metrics, dashboard). */
   mount?: (app: Express) => void;
 }
@@ -27,6 +35,8 @@ export function createHttpApp(deps: HttpDeps): Express {
   app.set('etag', false);
   app.set('query parser', 'simple');
   app.use(requestContext(deps.logger));
+  if (deps.observeRequests) app.use(deps.observeRequests);
+  app.use('/api', cors(deps.corsOrigins));
 
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
@@ -48,6 +58,7 @@ export function createHttpApp(deps: HttpDeps): Express {
   app.get('/api/models', (_req, res) => {
     res.json({ data: deps.tasks.registry.describe() });
   });
+  app.all('/api/models', methodNotAllowed('GET, HEAD'));
   // The task routes first: they are the hot path, and they only take `/api/tasks...`.
   app.use('/api', tasksRouter(deps));
   deps.mount?.(app);

@@ -1,5 +1,6 @@
 import diagnostics from 'node:diagnostics_channel';
-import { Router } from 'express';
+import { timingSafeEqual } from 'node:crypto';
+import { Router, type Request, type RequestHandler } from 'express';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Db } from '../db';
 import type { RealtimeStats } from '../realtime';
@@ -16,11 +17,15 @@ export interface MetricsDeps {
   taskCountTtlMs?: number;
   /** Node process metrics (process_*, nodejs_*); default true. */
   processMetrics?: boolean;
+  /** METRICS_TOKEN: when set, GET /metrics needs `Authorization: Bearer <it>`. */
+  token?: string;
 }
 
 export interface Metrics {
   registry: Registry;
   router(): Router;
+  /** Counts and times every HTTP request by method, route and status (mount it first). */
+  observeRequests: RequestHandler;
   /** Stops listening to provider calls. */
   close(): void;
 }
@@ -203,11 +208,55 @@ export function createMetrics(deps: MetricsDeps): Metrics {
     diagnostics.subscribe('undici:request:error', onError);
   }
 
+  const httpRequests = new Counter({
+    name: 'pyre_http_requests_total',
+    help: 'HTTP requests answered, by method, route and status',
+    labelNames: ['method', 'route', 'status'],
+    registers: [registry],
+  });
+  const httpDuration = new Histogram({
+    name: 'pyre_http_request_duration_seconds',
+    help: 'HTTP request latency until the answer is sent, by method, route and status',
+    labelNames: ['method', 'route', 'status'],
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+  const observeRequests: RequestHandler = (req, res, next) => {
+    const started = process.hrtime.bigint();
+    // The route is noted with its router's mount path when Express sets it: by the time an
+    // error answer is sent, req.baseUrl has been restored to what it was outside the router.
+    let matched: string | undefined;
+    let route: unknown;
+    Object.defineProperty(req, 'route', {
+      configurable: true,
+      enumerable: true,
+      get: () => route,
+      set: (v: { path?: unknown } | undefined) => {
+        route = v;
+        if (typeof v?.path === 'string') matched = `${req.baseUrl}${v.path}`;
+      },
+    });
+    res.on('finish', () => {
+      const labels = { method: req.method, route: matched ?? unmatchedLabel(req), status: String(res.statusCode) };
+      httpRequests.inc(labels);
+      httpDuration.observe(labels, Number(process.hrtime.bigint() - started) / 1e9);
+    });
+    next();
+  };
+
   return {
     registry,
+    observeRequests,
     router() {
       const r = Router();
-      r.get('/metrics', async (_req, res) => {
+      r.get('/metrics', async (req, res) => {
+        if (deps.token !== undefined && !bearerIs(req, deps.token)) {
+          res.setHeader('WWW-Authenticate', 'Bearer realm="metrics"');
+          res
+            .status(401)
+            .json({ errors: { detail: 'unauthorized: /metrics needs the METRICS_TOKEN as a bearer token' } });
+          return;
+        }
         const body = await registry.metrics();
         res.setHeader('Content-Type', registry.contentType);
         res.send(body);
@@ -221,4 +270,20 @@ export function createMetrics(deps: MetricsDeps): Metrics {
       diagnostics.unsubscribe('undici:request:error', onError);
     },
   };
+}
+
+/** Requests no route took, grouped by area (never by path: a label per id would grow forever). */
+function unmatchedLabel(req: Request): string {
+  const url = req.originalUrl.split('?', 1)[0]!;
+  if (url.startsWith('/files/')) return '/files/*';
+  if (url.startsWith('/socket/')) return '/socket/*';
+  if (url.startsWith('/api/')) return 'unmatched /api';
+  return 'other';
+}
+
+function bearerIs(req: Request, token: string): boolean {
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(req.get('authorization') ?? '');
+  const given = Buffer.from(m?.[1] ?? '');
+  const want = Buffer.from(token);
+  return given.length === want.length && timingSafeEqual(given, want);
 }

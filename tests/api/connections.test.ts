@@ -5,7 +5,7 @@
 import net from 'node:net';
 import { ConfigError, loadConfig } from '../../src/config';
 import { startGateway, type TestGateway } from '../helpers/gateway';
-import { waitFor } from '../channels/helpers';
+import { waitFor } from '../helpers/wait';
 
 interface Probe {
   socket: net.Socket;
@@ -32,7 +32,7 @@ const portOf = (url: string) => Number(new URL(url).port);
 async function statusLine(port: number): Promise<string> {
   const p = open(port);
   p.socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
-  await waitFor(() => p.closedAfterMs !== undefined, 10_000, 'the answer');
+  await waitFor('the answer', () => p.closedAfterMs !== undefined, 10_000);
   return p.received.split('\r\n', 1)[0]!;
 }
 
@@ -48,10 +48,14 @@ describe('idle and slow connections', () => {
   it('300 TCP connections that send nothing are all closed (408); the server keeps answering meanwhile', async () => {
     const port = portOf(t.url);
     const probes = Array.from({ length: 300 }, () => open(port));
-    await waitFor(() => probes.every((p) => p.socket.readyState === 'open' || p.closedAfterMs !== undefined), 10_000);
+    await waitFor(
+      'condition',
+      () => probes.every((p) => p.socket.readyState === 'open' || p.closedAfterMs !== undefined),
+      10_000,
+    );
     expect(await statusLine(port)).toBe('HTTP/1.1 200 OK');
     // Node's own default would keep them 60 to 90 s; the deadline here is far below that.
-    await waitFor(() => probes.every((p) => p.closedAfterMs !== undefined), 30_000, 'every idle connection closed');
+    await waitFor('every idle connection closed', () => probes.every((p) => p.closedAfterMs !== undefined), 30_000);
     for (const p of probes) expect(p.received === '' || p.received.startsWith('HTTP/1.1 408')).toBe(true);
     const times = probes.map((p) => p.closedAfterMs!).sort((a, b) => a - b);
     process.stdout.write(
@@ -67,7 +71,7 @@ describe('idle and slow connections', () => {
       if (p.closedAfterMs === undefined && i < request.length) p.socket.write(request[i++]!);
     }, 20);
     try {
-      await waitFor(() => p.closedAfterMs !== undefined, 30_000, 'the slow connection closed');
+      await waitFor('the slow connection closed', () => p.closedAfterMs !== undefined, 30_000);
     } finally {
       clearInterval(drip);
     }
@@ -78,7 +82,7 @@ describe('idle and slow connections', () => {
   it('an idle keep-alive connection is closed after its request', async () => {
     const p = open(portOf(t.url));
     p.socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
-    await waitFor(() => p.closedAfterMs !== undefined, 30_000, 'the keep-alive connection closed');
+    await waitFor('the keep-alive connection closed', () => p.closedAfterMs !== undefined, 30_000);
     expect(p.received).toMatch(/^HTTP\/1\.1 200/);
   });
 });
@@ -93,11 +97,11 @@ describe('connections per remote address', () => {
   it('past the cap a connection gets 503 and is closed; a freed slot is usable again', async () => {
     const port = portOf(t.url);
     const held = Array.from({ length: 5 }, () => open(port));
-    await waitFor(() => held.every((p) => p.socket.readyState === 'open'), 10_000, 'five connections open');
+    await waitFor('five connections open', () => held.every((p) => p.socket.readyState === 'open'), 10_000);
     expect(await statusLine(port)).toBe('HTTP/1.1 503 Service Unavailable');
     expect(held.every((p) => p.closedAfterMs === undefined)).toBe(true);
     held[0]!.socket.destroy();
-    await waitFor(async () => (await statusLine(port)) === 'HTTP/1.1 200 OK', 10_000, 'a slot freed');
+    await waitFor('a slot freed', async () => (await statusLine(port)) === 'HTTP/1.1 200 OK', 10_000);
     for (const p of held) p.socket.destroy();
   });
 });

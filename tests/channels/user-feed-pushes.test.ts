@@ -9,7 +9,8 @@ import { TokenSigner } from '../../src/auth/tokens';
 import { createLogger } from '../../src/log';
 import { BACKENDS, freshDb, type TestDb } from '../helpers/db';
 import { call, TEST_SECRET, testConfig } from '../helpers/gateway';
-import { joinRecording, phoenixSocket, push, waitFor } from './helpers';
+import { joinRecording, phoenixSocket, push } from './helpers';
+import { waitFor } from '../helpers/wait';
 
 const signer = new TokenSigner(TEST_SECRET);
 const alice = signer.mint('alice');
@@ -62,7 +63,7 @@ describe.each(BACKENDS)('pushes to tasks:<user_id> on %s', (backend) => {
     expect(crashes).toEqual([]);
     const created = await call(`${url}/api/tasks`, { token: alice, body: { input_data: { prompt: 'still there?' } } });
     expect(created.status).toBe(202);
-    await waitFor(() => events.find((e) => e.payload.task_id === created.body.task_id), 10_000, 'the feed event');
+    await waitFor('the feed event', () => events.find((e) => e.payload.task_id === created.body.task_id), 10_000);
     expect(gw.realtime.stats().channelCrashes).toBe(0);
     expect(logLines.filter((l) => l.level >= 50)).toEqual([]);
   });

@@ -21,7 +21,7 @@ import { waitFor } from '../channels/helpers';
       a!.send(b!.nodeId, { n: 2, big });
       a!.send(b!.nodeId, { n: 3 });
       c!.send(b!.nodeId, { n: 4 });
-      await waitFor(() => got.length >= 4, 10_000, 'four messages');
+      await waitFor('four messages', () => got.length >= 4, 10_000);
       await new Promise((r) => setTimeout(r, 200));
       expect(got.every((g) => g.node === b!.nodeId)).toBe(true);
       const fromA = got.filter((g) => g.from === a!.nodeId).map((g) => g.m);

@@ -119,7 +119,7 @@ async function sessionsHeldBy(p: GatewayProcess): Promise<number> {
     try {
       const { events, joined } = joinRecording(socket, `task:${id}`, { last_seq: 0 });
       await joined;
-      await waitFor(() => events.find((e) => e.event === 'image_response'), 60_000, 'image_response');
+      await waitFor('image_response', () => events.find((e) => e.event === 'image_response'), 60_000);
       expectCleanSequence(events, id);
       expect(events[events.length - 1]!.payload.status).toBe('success');
       // One session from start to end: phoenix.js opened once, never saw an error or a close
@@ -138,6 +138,13 @@ async function sessionsHeldBy(p: GatewayProcess): Promise<number> {
   }, 90_000);
 
   it('a session whose owner is killed: phoenix.js reconnects, rejoins with last_seq and misses no event', async () => {
+    // The first test's session expires (sessionTimeoutMs) so that the owner of this one is the
+    // only process holding a session.
+    await waitFor(
+      'earlier long-poll sessions to expire',
+      async () => (await Promise.all(procs.map(sessionsHeldBy))).every((n) => n === 0),
+      60_000,
+    );
     // Slow enough that the owner dies mid-task.
     standin.faults.timelines[IMAGE_MODEL] = { queueMs: 500, processingMs: 12_000 };
     const created = await call(`${hp.url}/api/tasks`, {
@@ -159,20 +166,20 @@ async function sessionsHeldBy(p: GatewayProcess): Promise<number> {
       await new Promise((resolve, reject) => {
         channel.join().receive('ok', resolve).receive('error', reject);
       });
-      await waitFor(() => events.length > 0, 30_000, 'a first event');
+      await waitFor('a first event', () => events.length > 0, 30_000);
       const held = await Promise.all(procs.map(sessionsHeldBy));
-      const owner = held.findIndex((n) => n === 1);
-      expect(owner).toBeGreaterThanOrEqual(0);
+      expect(held.filter((n) => n > 0)).toEqual([1]);
+      const owner = held.indexOf(1);
       await procs[owner]!.kill9();
       // phoenix.js learns its session is gone (410 on its token, or a failed request), reconnects
       // through the balancer to a live process and rejoins from last_seq.
-      await waitFor(() => errors.length > 0 && opens.length >= 2, 45_000, 'reconnect');
-      await waitFor(() => events.find((e) => e.event === 'image_response'), 90_000, 'image_response');
+      await waitFor('reconnect', () => errors.length > 0 && opens.length >= 2, 45_000);
+      await waitFor('image_response', () => events.find((e) => e.event === 'image_response'), 90_000);
       expectCleanSequence(events, id);
       expect(events[events.length - 1]!.payload.status).toBe('success');
     } finally {
       socket.disconnect();
       delete standin.faults.timelines[IMAGE_MODEL];
     }
-  }, 180_000);
+  }, 240_000);
 });

@@ -1,4 +1,4 @@
-import http from 'node:http';
+import type http from 'node:http';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Express } from 'express';
@@ -14,6 +14,7 @@ import { createGatewayHttp } from './gateway/http';
 import { startProvider } from './gateway/provider';
 import { startTaskRealtime } from './gateway/realtime';
 import { createRunner, type RunnerOverrides } from './gateway/runner';
+import { createHttpServer, limitConnectionsPerAddress } from './http/connections';
 import type { Logger } from './log';
 import type { ReplicateClient } from './providers/replicate/client';
 import type { Standin } from './providers/replicate/standin';
@@ -75,7 +76,8 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       config.authSecret ? new TokenSigner(config.authSecret, config.tokenMaxTtlSeconds) : undefined,
     );
     const provider = await startProvider(ctx, { tasks, retry: opts.providerRetry });
-    const server = http.createServer();
+    const server = createHttpServer(config.connections);
+    limitConnectionsPerAddress(server, config.connections.maxPerAddress, ctx.logger);
     ctx.closers.push('http server', () => closeServer(server));
     let listenUrl = `http://${config.host}:${config.port}`;
     const baseUrl = () => config.publicUrl ?? listenUrl;

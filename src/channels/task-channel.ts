@@ -236,6 +236,15 @@ export class UserTasksChannel implements Channel<UserAssigns> {
     return { status: 'ok', response: {} };
   }
 
+  /**
+   * The feed takes no client events. Any push gets an error reply, as a Phoenix channel's
+   * catch-all `handle_in` gives; without this the push crashed the channel (phx_error) and
+   * wrote an error line, as often as a client liked.
+   */
+  handleIn(): HandleInResult {
+    return { reply: 'error', response: { reason: 'unknown event' } };
+  }
+
   handleOut(event: string, payload: Payload, socket: ChannelSocket<UserAssigns>): void {
     socket.push(event, forClient(payload, socket));
   }

@@ -55,6 +55,8 @@ export async function startTaskRealtime(
   const realtime = new RealtimeServer<UserAssigns>({
     checkOrigin: originCheck(ctx.config.checkOrigin),
     logger: logger.child({ component: 'realtime' }),
+    upgradeTimeoutMs: ctx.config.connections.upgradeTimeoutMs,
+    maxTotalBufferedBytes: ctx.config.connections.maxTotalBufferedBytes,
     ...(pubsub ? { pubsub } : {}),
     longpoll: { secret: longpollSecret, bus: longpollBus },
     connect: (params, info) => {

@@ -8,6 +8,7 @@ import { IdempotencyKeys } from '../http/idempotency';
 import { createMetrics } from '../http/metrics';
 import { openApiRouter } from '../http/openapi';
 import { replicateWebhookRouter } from '../http/webhooks-route';
+import { replicateRoute } from '../providers/replicate/routes';
 import type { RealtimeServer } from '../realtime';
 import type { TaskRunner } from '../runner/runner';
 import type { OutputStore } from '../storage/outputs';
@@ -40,7 +41,12 @@ export function createGatewayHttp(
   const { config, logger, closers } = ctx;
   const { db, tasks, auth, realtime, runner, provider, outputs } = opts;
   const idempotency = new IdempotencyKeys(db, ctx.now);
-  const metrics = createMetrics({ db, realtime, runner, providerBaseUrl: provider.baseUrl });
+  const metrics = createMetrics({
+    db,
+    realtime,
+    runner,
+    provider: { baseUrl: provider.baseUrl, routeOf: replicateRoute },
+  });
   closers.push('metrics', () => metrics.close());
   const app = createHttpApp({
     db,

@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import type { Db } from '../db';
+import { FIRST_EVENT } from './events';
 import type { TaskRow } from './task';
 
 /** The columns of one new task, as `TaskService.create` builds them. */
@@ -11,10 +12,10 @@ interface Waiting {
   reject: (err: unknown) => void;
 }
 
-/** The event that goes with every new task: seq 1, `status: queued` (as `TaskService.create` announces it). */
+/** The event that goes with every new task: seq 1, FIRST_EVENT (as `TaskService.create` announces it). */
 const FIRST_EVENT_SQL =
   `INSERT INTO task_events (task_id, seq, event, payload, inserted_at) ` +
-  `SELECT id, 1, 'status', jsonb_build_object('task_id', id, 'seq', 1, 'status', 'queued', 'progress', null, 'error', null), inserted_at FROM t`;
+  `SELECT id, 1, ?, jsonb_build_object('task_id', id, 'seq', 1) || ?::jsonb, inserted_at FROM t`;
 
 /**
  * Group commit for new tasks. Creates that arrive while the database is busy are written
@@ -105,10 +106,11 @@ export class GroupInsert {
  */
 export async function insertTasks(db: Knex | Knex.Transaction, values: NewTaskValues[]): Promise<TaskRow[]> {
   const insert = db('tasks').insert(values).returning('*').toSQL();
-  const result = (await db.raw(
-    `WITH t AS (${insert.sql}), e AS (${FIRST_EVENT_SQL}) SELECT * FROM t`,
-    insert.bindings,
-  )) as {
+  const result = (await db.raw(`WITH t AS (${insert.sql}), e AS (${FIRST_EVENT_SQL}) SELECT * FROM t`, [
+    ...insert.bindings,
+    FIRST_EVENT.event,
+    JSON.stringify(FIRST_EVENT.payload),
+  ])) as {
     rows: TaskRow[];
   };
   return result.rows;

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { ValidationError, type FieldErrors } from './errors';
-import { CLIENT_TYPES, MAX_PROMPT_CHARS, type ModelRegistry, type ModelSpec, type TaskType } from './models';
+import { kindNamed, kindOf, TASK_KINDS, type TaskType } from './events';
+import { MAX_PROMPT_CHARS, type ModelRegistry, type ModelSpec } from './models';
 
 /** A request to make a task, validated: a model is always chosen. */
 export interface TaskRequest {
@@ -80,15 +81,12 @@ export function parseTaskInput(registry: ModelRegistry, raw: unknown, impliedTyp
 
   let taskType: TaskType | undefined = impliedType;
   if (input.type !== undefined && input.type !== null) {
-    const t =
-      typeof input.type === 'string'
-        ? (CLIENT_TYPES[input.type] ??
-          (Object.values(CLIENT_TYPES).includes(input.type as TaskType) ? (input.type as TaskType) : undefined))
-        : undefined;
-    if (!t) errors.type = [`is invalid: must be one of ${Object.keys(CLIENT_TYPES).join(', ')}`];
+    const t = typeof input.type === 'string' ? kindNamed(input.type)?.taskType : undefined;
+    if (!t) errors.type = [`is invalid: must be one of ${TASK_KINDS.map((k) => k.kind).join(', ')}`];
     else if (impliedType && t !== impliedType) errors.type = [`does not match the event (${impliedType})`];
     else taskType = t;
   }
+  // A missing type means text, as the old backend did.
   taskType ??= 'text_gen';
 
   const prompt = input.prompt;
@@ -129,7 +127,7 @@ export function parseTaskInput(registry: ModelRegistry, raw: unknown, impliedTyp
     model,
     prompt: p,
     params,
-    inputData: { type: taskType.replace('_gen', ''), model: model.name, prompt: p, ...params },
+    inputData: { type: kindOf(taskType).kind, model: model.name, prompt: p, ...params },
     providerInput: model.toProviderInput(p, params),
   };
 }

@@ -1,11 +1,8 @@
 import { z } from 'zod';
+import { kindOf, TASK_TYPES, type TaskType } from './events';
 
-/** What a task produces. The client's `type` names it; the stored `task_type` is `<kind>_gen`. */
-export type TaskType = 'image_gen' | 'video_gen' | 'text_gen';
-export const TASK_TYPES: readonly TaskType[] = ['image_gen', 'video_gen', 'text_gen'];
-
-/** The client's `type` → task type. A missing type means text, as the old backend did. */
-export const CLIENT_TYPES: Record<string, TaskType> = { image: 'image_gen', video: 'video_gen', text: 'text_gen' };
+/** What a task produces: the kinds table is in events.ts. */
+export { TASK_TYPES, type TaskType };
 
 /** The longest prompt accepted, in characters (documented in the README). */
 export const MAX_PROMPT_CHARS = 10_000;
@@ -219,7 +216,7 @@ export class ModelRegistry {
     return this.models.map((m) => ({
       name: m.name,
       task_type: m.taskType,
-      type: m.taskType.replace('_gen', ''),
+      type: kindOf(m.taskType).kind,
       provider: 'replicate',
       provider_model: m.providerModel,
       default: m.isDefault,

@@ -2,8 +2,9 @@ import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { Logger } from '../log';
 import type { Db } from '../db';
-import { NotFoundError, ValidationError } from './errors';
+import { ConflictError, isUniqueViolation, NotFoundError, ValidationError } from './errors';
 import { GroupInsert, insertTasks } from './group-insert';
+import { CANCELED_BY_USER, FIRST_EVENT, type NewTaskEvent } from './events';
 import { parseTaskInput } from './input';
 import type { ModelRegistry, TaskType } from './models';
 import {
@@ -39,7 +40,7 @@ export interface TaskChange {
 }
 
 /** What `apply` is to do to a task: a change and the extra events that announce it. */
-export type TaskDecision = { change: TaskChange; events?: Array<{ event: string; payload: Record<string, unknown> }> };
+export type TaskDecision = { change: TaskChange; events?: NewTaskEvent[] };
 
 export interface ListOptions {
   status?: string;
@@ -113,8 +114,8 @@ export class TaskService {
       task_id: id,
       user_id: userId,
       seq: 1,
-      event: 'status',
-      payload: { task_id: id, seq: 1, status: 'queued', progress: null, error: null },
+      event: FIRST_EVENT.event,
+      payload: { task_id: id, seq: 1, ...FIRST_EVENT.payload },
       inserted_at: now.toISOString(),
     };
     const values = {
@@ -133,16 +134,23 @@ export class TaskService {
       updated_at: now,
     };
     let row: TaskRow;
-    if (opts.inTransaction) {
-      const hook = opts.inTransaction;
-      row = await this.db.transaction(async (trx) => {
-        const [inserted] = await insertTasks(trx, [values]);
-        await hook(trx, taskJson(inserted!));
-        return inserted!;
-      });
-    } else {
-      // Group commit: written with any creates that overlap it, in one statement.
-      row = await this.inserts.insert(values);
+    try {
+      if (opts.inTransaction) {
+        const hook = opts.inTransaction;
+        row = await this.db.transaction(async (trx) => {
+          const [inserted] = await insertTasks(trx, [values]);
+          await hook(trx, taskJson(inserted!));
+          return inserted!;
+        });
+      } else {
+        // Group commit: written with any creates that overlap it, in one statement.
+        row = await this.inserts.insert(values);
+      }
+    } catch (err) {
+      // A client-chosen id may be taken by a create that won a race (the only unique key then).
+      if (opts.id && isUniqueViolation(err))
+        throw new ConflictError(`duplicate task id ${id}: a task has it already`, { cause: err });
+      throw err;
     }
     this.logger.info({ task_id: id, user_id: userId, model: req.model.name, task_type: req.taskType }, 'task created');
     this.publish([first]);
@@ -204,7 +212,7 @@ export class TaskService {
     const changed = await this.apply(id, (cur) => {
       if (TERMINAL.has(cur.status)) return null;
       if (cur.status === 'queued' && !cur.prediction_id) {
-        return { change: { status: 'canceled', error: { code: 'canceled', message: 'canceled by the user' } } };
+        return { change: { status: 'canceled', error: CANCELED_BY_USER } };
       }
       return { change: { cancel_requested: true } };
     });
@@ -258,14 +266,15 @@ export class TaskService {
       .andWhere('seq', '>', afterSeq)
       .orderBy('seq', 'asc');
     return rows.map(
-      (r: { task_id: string; seq: number; event: string; payload: Record<string, unknown>; inserted_at: Date }) => ({
-        task_id: r.task_id,
-        user_id: row.user_id,
-        seq: r.seq,
-        event: r.event,
-        payload: r.payload,
-        inserted_at: new Date(r.inserted_at).toISOString(),
-      }),
+      (r: { task_id: string; seq: number; event: string; payload: Record<string, unknown>; inserted_at: Date }) =>
+        ({
+          task_id: r.task_id,
+          user_id: row.user_id,
+          seq: r.seq,
+          event: r.event,
+          payload: r.payload,
+          inserted_at: new Date(r.inserted_at).toISOString(),
+        }) as TaskEvent,
     );
   }
 
@@ -340,19 +349,22 @@ export class TaskService {
   private async appendEvents(
     trx: Knex.Transaction,
     row: TaskRow,
-    events: Array<{ event: string; payload: Record<string, unknown> }>,
+    events: NewTaskEvent[],
   ): Promise<{ row: TaskRow; events: TaskEvent[] }> {
     if (events.length === 0) return { row, events: [] };
     const now = this.now();
     const first = row.last_seq + 1;
-    const stored: TaskEvent[] = events.map((e, i) => ({
-      task_id: row.id,
-      user_id: row.user_id,
-      seq: first + i,
-      event: e.event,
-      payload: { task_id: row.id, seq: first + i, ...e.payload },
-      inserted_at: now.toISOString(),
-    }));
+    const stored = events.map(
+      (e, i) =>
+        ({
+          task_id: row.id,
+          user_id: row.user_id,
+          seq: first + i,
+          event: e.event,
+          payload: { task_id: row.id, seq: first + i, ...e.payload },
+          inserted_at: now.toISOString(),
+        }) as TaskEvent,
+    );
     await trx('task_events').insert(
       stored.map((e) => ({
         task_id: e.task_id,

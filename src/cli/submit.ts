@@ -3,6 +3,18 @@ import WebSocket from 'ws';
 import { CliError, EXIT, GatewayClient } from './client';
 import { ProgressLine } from './progress';
 import { RESPONSE_EVENTS, TASK_EVENT_NAMES, TASK_KINDS } from '../tasks/events';
+import type { TaskJson } from '../tasks/task';
+
+/** What the task channel pushes; every event carries some of these (docs/contract.md). */
+interface TaskEventPayload {
+  seq?: number;
+  status?: string;
+  progress?: number | null;
+  message?: string;
+  delta?: string;
+  output?: { urls?: string[]; text?: string } | null;
+  error?: { code?: string; message?: string } | null;
+}
 
 /** The kinds of task, as `--type` takes them. */
 export const TYPES = TASK_KINDS.map((k) => k.kind);
@@ -92,7 +104,9 @@ export async function submit(promptWords: string[], opts: SubmitOptions): Promis
   const input: Record<string, unknown> = { type: opts.type, prompt, ...parseParams(opts.param, model) };
   if (opts.model) input.model = opts.model;
 
-  const created = await client.request<{ task_id: string; data: any }>('POST', '/api/tasks', { input_data: input });
+  const created = await client.request<{ task_id: string; data: TaskJson }>('POST', '/api/tasks', {
+    input_data: input,
+  });
   const taskId = created.task_id;
   const log = (s: string) => {
     if (!opts.quiet) process.stderr.write(`${s}\n`);
@@ -118,7 +132,7 @@ async function promptFrom(words: string[]): Promise<string> {
 export function follow(
   client: GatewayClient,
   taskId: string,
-  task: any,
+  task: TaskJson,
   opts: Pick<SubmitOptions, 'json' | 'timeout' | 'quiet'>,
 ): Promise<number> {
   const isText = task.task_type === 'text_gen';
@@ -133,7 +147,7 @@ export function follow(
     params: client.token ? { token: client.token } : {},
     reconnectAfterMs: (tries: number) => [200, 500, 1000, 2000][tries - 1] ?? 3000,
     rejoinAfterMs: (tries: number) => [200, 500, 1000][tries - 1] ?? 2000,
-  } as any);
+  });
 
   return new Promise<number>((resolve) => {
     let finished = false;
@@ -181,7 +195,7 @@ export function follow(
 
     // From seq 0: everything the task did is replayed, then live events follow, once each.
     const channel = socket.channel(`task:${taskId}`, () => ({ last_seq: lastSeq }));
-    const onEvent = (event: string) => (p: any) => {
+    const onEvent = (event: string) => (p: TaskEventPayload) => {
       if (typeof p.seq === 'number') {
         if (p.seq <= lastSeq) return;
         lastSeq = p.seq;
@@ -196,11 +210,11 @@ export function follow(
     };
     for (const ev of FOLLOWED_EVENTS) channel.on(ev, onEvent(ev));
 
-    const done = async (p: any) => {
+    const done = async (p: TaskEventPayload) => {
       if (p.status === 'success') {
         if (opts.json) {
           const { data } = await client
-            .request('GET', `/api/tasks/${taskId}`)
+            .request<{ data: unknown }>('GET', `/api/tasks/${taskId}`)
             .catch(() => ({ data: { id: taskId, output: p.output } }));
           bar?.done();
           process.stdout.write(`${JSON.stringify(data, null, 2)}\n`);
@@ -229,7 +243,7 @@ export function follow(
 
     channel
       .join(10_000)
-      .receive('error', (r: any) => {
+      .receive('error', (r: { reason?: string }) => {
         const reason = r?.reason ?? JSON.stringify(r);
         finish(reason === 'unauthorized' ? EXIT.noperm : EXIT.failure, `could not follow task ${taskId}: ${reason}`);
       })

@@ -87,6 +87,7 @@ export function lockEmbeddedDir(dir: string): () => void {
         throw new Error(
           `the embedded database ${path.resolve(dir)} is in use by another pyre process (pid ${pid}): ` +
             'stop it, give this one its own DATA_DIR, or use PostgreSQL (DATABASE_URL) to run several processes',
+          { cause: err },
         );
       }
       fs.rmSync(file, { force: true }); // left by a process that is gone

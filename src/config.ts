@@ -41,6 +41,7 @@ const EnvSchema = z.object({
   RUNNER_ENABLED: z.enum(['true', 'false']).default('true'),
   WORKERS: intFromEnv(1, 64).default(1),
   RATE_LIMIT_TASKS_PER_MINUTE: intFromEnv(0, 10_000_000).default(600),
+  DATABASE_WAIT_SECONDS: intFromEnv(0, 3600).default(30),
 });
 
 export type Env = z.infer<typeof EnvSchema>;
@@ -65,6 +66,8 @@ export interface Config {
   workers: number;
   /** Task submissions a user may make a minute (0: no limit). */
   rateLimitTasksPerMinute: number;
+  /** How long start waits for an unreachable DATABASE_URL to come up. */
+  databaseWaitSeconds: number;
 }
 
 /** A setting that cannot be used; the message names the variable. */
@@ -116,5 +119,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     runner: { enabled: e.RUNNER_ENABLED === 'true', concurrency: e.RUNNER_CONCURRENCY },
     workers: e.WORKERS,
     rateLimitTasksPerMinute: e.RATE_LIMIT_TASKS_PER_MINUTE,
+    databaseWaitSeconds: e.DATABASE_WAIT_SECONDS,
   };
 }

@@ -56,6 +56,7 @@ export class TaskChannel implements Channel<TaskAssigns> {
       lastSeq = p.last_seq;
     }
     const row = await this.tasks.find(taskId);
+    let notice: string | undefined;
     if (row && row.user_id !== socket.assigns.userId) return { status: 'error', response: { reason: 'unauthorized' } };
     socket.assigns.taskId = taskId;
     if (row) socket.assigns.owned = true;
@@ -66,6 +67,11 @@ export class TaskChannel implements Channel<TaskAssigns> {
       socket.assigns.lastSeq = 0;
     } else if (lastSeq === undefined) {
       socket.assigns.lastSeq = row.last_seq;
+    } else if (lastSeq > row.last_seq) {
+      // Ahead of the task (a seq kept from another task, or made up): taken as "up to date",
+      // and said so in the reply, rather than silently skipping the events up to that seq.
+      socket.assigns.lastSeq = row.last_seq;
+      notice = `last_seq ${lastSeq} is beyond the task's last event (${row.last_seq}); events after ${row.last_seq} will be sent`;
     } else {
       socket.assigns.lastSeq = lastSeq;
       for (const e of await this.tasks.eventsOf(row, lastSeq)) this.pushEvent(socket, e);
@@ -74,7 +80,7 @@ export class TaskChannel implements Channel<TaskAssigns> {
     // handleOut, so nothing committed after our read is missed. One more read of the log once
     // joined (handleInfo runs after the reply) also covers an event whose broadcast never came.
     setImmediate(() => socket.send(CATCH_UP));
-    return { status: 'ok', response: { task: row ? this.tasks.toJson(row) : null } };
+    return { status: 'ok', response: { task: row ? this.tasks.toJson(row) : null, ...(notice ? { notice } : {}) } };
   }
 
   async handleInfo(msg: unknown, socket: ChannelSocket<TaskAssigns>): Promise<void> {

@@ -5,7 +5,7 @@ import type { Logger } from '../log';
 import type { TaskService } from '../tasks/service';
 import { errorHandler, notFoundRoute, sendError } from './errors';
 import type { IdempotencyKeys } from './idempotency';
-import { requestContext } from './middleware';
+import { methodNotAllowed, requestContext } from './middleware';
 import { tasksRouter } from './tasks-routes';
 
 export interface HttpDeps {
@@ -48,6 +48,7 @@ export function createHttpApp(deps: HttpDeps): Express {
   app.get('/api/models', (_req, res) => {
     res.json({ data: deps.tasks.registry.describe() });
   });
+  app.all('/api/models', methodNotAllowed('GET, HEAD'));
   // The task routes first: they are the hot path, and they only take `/api/tasks...`.
   app.use('/api', tasksRouter(deps));
   deps.mount?.(app);

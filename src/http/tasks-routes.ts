@@ -3,7 +3,7 @@ import { nestedDeeperThan } from '../realtime';
 import type { TaskService } from '../tasks/service';
 import { ValidationError } from '../tasks/errors';
 import { bodyHash, isValidKey, type IdempotencyKeys } from './idempotency';
-import { requireJson, requireUser } from './middleware';
+import { methodNotAllowed, requireJson, requireUser } from './middleware';
 import type { Authenticator } from '../auth/tokens';
 import { sendError } from './errors';
 import { rateLimitPerUser } from './rate-limit';
@@ -75,6 +75,7 @@ export function tasksRouter(deps: {
       const key = req.get('idempotency-key');
       if (key === undefined) {
         const task = await tasks.create(req.userId, input);
+        res.setHeader('Location', `/api/tasks/${task.id}`);
         res.status(202).json({ task_id: task.id, data: task });
         return;
       }
@@ -86,6 +87,8 @@ export function tasksRouter(deps: {
       if (outcome.kind === 'conflict') return sendError(res, 409, outcome.reason);
       if (outcome.kind === 'replay') {
         res.setHeader('Idempotent-Replayed', 'true');
+        const replayed = (outcome.body as { task_id?: unknown } | null)?.task_id;
+        if (outcome.status === 202 && typeof replayed === 'string') res.setHeader('Location', `/api/tasks/${replayed}`);
         res.status(outcome.status).json(outcome.body);
         return;
       }
@@ -97,6 +100,7 @@ export function tasksRouter(deps: {
             await idempotency.complete(trx, req.userId, key, 202, answer);
           },
         });
+        res.setHeader('Location', `/api/tasks/${task.id}`);
         res.status(202).json(answer ?? { task_id: task.id, data: task });
       } catch (err) {
         await idempotency.abandon(req.userId, key);
@@ -134,6 +138,11 @@ export function tasksRouter(deps: {
     const events = await tasks.events(req.userId, req.params.id!, after ? Number(after) : 0);
     res.json({ data: events.map(({ user_id: _u, ...e }) => e) });
   });
+
+  r.all('/tasks', methodNotAllowed('GET, HEAD, POST'));
+  r.all('/tasks/:id', methodNotAllowed('GET, HEAD'));
+  r.all('/tasks/:id/cancel', methodNotAllowed('POST'));
+  r.all('/tasks/:id/events', methodNotAllowed('GET, HEAD'));
 
   return r;
 }

@@ -80,6 +80,9 @@ export class OutputStore {
         fallthrough: true,
         immutable: true,
         maxAge: '365d',
+        // The type comes from the file's extension; a browser must not guess another (a stored
+        // output is the provider's bytes, not ours).
+        setHeaders: (res) => res.setHeader('X-Content-Type-Options', 'nosniff'),
       }),
     );
     r.use('/files', (_req, res) => {

@@ -62,6 +62,9 @@ export const taskSchema = z.object({
   output: taskOutputSchema.nullable(),
   error: taskErrorSchema.nullable(),
   attempts: z.number().int().min(0),
+  cancel_requested: z
+    .boolean()
+    .describe('a cancel was asked for and is pending with the provider; `status` changes when it lands'),
   inserted_at: z.iso.datetime(),
   updated_at: z.iso.datetime(),
   started_at: z.iso.datetime().nullable(),
@@ -84,6 +87,7 @@ export function taskJson(row: TaskRow): TaskJson {
     output: row.output,
     error: row.error,
     attempts: row.attempts,
+    cancel_requested: Boolean(row.cancel_requested),
     inserted_at: iso(row.inserted_at)!,
     updated_at: iso(row.updated_at)!,
     started_at: iso(row.started_at),

@@ -7,8 +7,8 @@ import { $ } from './dom.js';
 import { taskForm } from './form.js';
 import { taskCard, TERMINAL } from './task-view.js';
 import { showTaskPage } from './task-page.js';
-
-const TASK_EVENTS = ['status', 'progress', 'text_delta', 'image_response', 'video_response', 'text_response'];
+// Served by the gateway from its task-event contract (src/tasks/events.ts).
+import { RESPONSE_EVENTS, TASK_EVENTS } from './events.js';
 
 /** Everything the page knows: the user's tasks by id, and text streamed so far. */
 const state = {
@@ -257,7 +257,7 @@ export function applyEvent(task, event, p, streamed) {
       streamed.set(task.id, (streamed.get(task.id) ?? '') + (p.delta ?? ''));
       break;
     default:
-      if (event.endsWith('_response')) {
+      if (RESPONSE_EVENTS.includes(event)) {
         if (p.output) task.output = p.output;
         if (p.status === 'success') task.progress = 100;
         if (p.error) task.error = p.error;

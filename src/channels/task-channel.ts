@@ -1,7 +1,7 @@
 import type { Channel, ChannelSocket, HandleInResult, InfoBroadcast, JoinResult, Payload } from '../realtime';
 import type { Logger } from '../log';
-import { NotFoundError, ValidationError } from '../tasks/errors';
-import type { TaskType } from '../tasks/models';
+import { ConflictError, NotFoundError, ValidationError } from '../tasks/errors';
+import { isTaskEventName, kindGenerated, TASK_EVENT_NAMES, type TaskType } from '../tasks/events';
 import { isUuid, type TaskService } from '../tasks/service';
 import { TERMINAL, type TaskEvent } from '../tasks/task';
 import { withAbsoluteUrls } from '../storage/urls';
@@ -34,25 +34,7 @@ interface TaskAssigns extends UserAssigns {
   owned?: boolean;
 }
 
-export const TASK_EVENTS = [
-  'status',
-  'progress',
-  'text_delta',
-  'image_response',
-  'video_response',
-  'text_response',
-] as const;
-
-/** Client event → the type it creates. A Map: the event name is the client's (`constructor` is no event). */
-const GENERATE = new Map<string, TaskType>([
-  ['image_generate', 'image_gen'],
-  ['video_generate', 'video_gen'],
-  ['text_generate', 'text_gen'],
-]);
-
 const CATCH_UP = Symbol('catch-up');
-
-const isUniqueViolation = (err: unknown) => (err as { code?: string })?.code === '23505';
 
 /**
  * `task:<id>`: one task's events and nothing else. The join reply carries the
@@ -61,7 +43,8 @@ const isUniqueViolation = (err: unknown) => (err as { code?: string })?.code ===
  * gap from the event log, so a client sees each seq once, in order.
  */
 export class TaskChannel implements Channel<TaskAssigns> {
-  readonly intercept = TASK_EVENTS;
+  /** Every task event goes through handleOut (the contract's list, src/tasks/events.ts). */
+  readonly intercept = TASK_EVENT_NAMES;
 
   constructor(
     private readonly tasks: TaskService,
@@ -105,8 +88,9 @@ export class TaskChannel implements Channel<TaskAssigns> {
       socket.assigns.lastSeq = lastSeq;
       for (const e of await this.tasks.eventsOf(row, lastSeq)) this.pushEvent(socket, e);
     }
-    // Events committed between our read and the subscription that follows the join
-    // would be missed: look again once joined (handleInfo runs after the join).
+    // The realtime layer subscribed before join ran and holds what is broadcast meanwhile for
+    // handleOut, so nothing committed after our read is missed. One more read of the log once
+    // joined (handleInfo runs after the reply) also covers an event whose broadcast never came.
     setImmediate(() => socket.send(CATCH_UP));
     return {
       status: 'ok',
@@ -120,7 +104,7 @@ export class TaskChannel implements Channel<TaskAssigns> {
       return;
     }
     const b = msg as InfoBroadcast;
-    if (b && b.topic === `task:${socket.assigns.taskId}` && (TASK_EVENTS as readonly string[]).includes(b.event)) {
+    if (b && b.topic === `task:${socket.assigns.taskId}` && isTaskEventName(b.event)) {
       await this.handleOut(b.event, b.payload, socket);
     }
   }
@@ -174,8 +158,8 @@ export class TaskChannel implements Channel<TaskAssigns> {
     const { taskId, userId } = socket.assigns;
     const log = this.logger.child({ task_id: taskId, event });
     try {
-      const type = GENERATE.get(event);
-      if (type) return await this.generate(type, payload, socket, log);
+      const kind = kindGenerated(event);
+      if (kind) return await this.generate(kind.taskType, payload, socket, log);
       if (event === 'cancel') {
         const task = await this.tasks.cancel(userId, taskId);
         return { reply: 'ok', response: { task_id: task.id, task: forClient(task, socket) } };
@@ -207,7 +191,7 @@ export class TaskChannel implements Channel<TaskAssigns> {
         socket.assigns.owned = true;
         return { reply: 'ok', response: { task_id: task.id, task: forClient(task, socket) } };
       } catch (err) {
-        if (!isUniqueViolation(err)) throw err;
+        if (!(err instanceof ConflictError)) throw err;
         log.info('task created concurrently; answering with it');
       }
     }

@@ -9,6 +9,7 @@ import { IdempotencyKeys } from '../http/idempotency';
 import { createMetrics } from '../http/metrics';
 import { openApiRouter } from '../http/openapi';
 import { replicateWebhookRouter } from '../http/webhooks-route';
+import { replicateRoute } from '../providers/replicate/routes';
 import type { RealtimeServer } from '../realtime';
 import type { TaskRunner } from '../runner/runner';
 import type { OutputStore } from '../storage/outputs';
@@ -47,7 +48,7 @@ export function createGatewayHttp(
     db,
     realtime,
     runner,
-    providerBaseUrl: provider.baseUrl,
+    provider: { baseUrl: provider.baseUrl, routeOf: replicateRoute },
     token: config.metricsToken,
   });
   closers.push('metrics', () => metrics.close());

@@ -11,8 +11,11 @@ export interface MetricsDeps {
   db: Db;
   realtime: { stats(): RealtimeStats & { longpollSessions: number } };
   runner: { readonly activeCount: number };
-  /** The provider API's base URL: calls to its origin are timed (undici diagnostics channels). */
-  providerBaseUrl?: string;
+  /**
+   * The provider API: calls to its base URL's origin are timed (undici diagnostics channels),
+   * labelled with `routeOf(path)` (the provider's URL layout, ids taken out).
+   */
+  provider?: { baseUrl: string; routeOf(path: string): string };
   /** How long a tasks-by-state count is reused (default 5 s). */
   taskCountTtlMs?: number;
   /** Node process metrics (process_*, nodejs_*); default true. */
@@ -52,18 +55,6 @@ interface UndiciRequest {
   origin?: string;
   method?: string;
   path?: string;
-}
-
-/** Provider paths with ids taken out, so labels stay few. */
-function routeOf(path: string): string {
-  const p = path.split('?')[0]!.replace(/^\/v1/, '');
-  if (/^\/models\/[^/]+\/[^/]+\/predictions$/.test(p)) return '/models/:owner/:name/predictions';
-  if (/^\/predictions\/[^/]+\/cancel$/.test(p)) return '/predictions/:id/cancel';
-  if (/^\/predictions\/[^/]+$/.test(p)) return '/predictions/:id';
-  if (p === '/predictions') return '/predictions';
-  if (/^\/webhooks\//.test(p)) return '/webhooks/default/secret';
-  if (/\/stream/.test(p) || /^\/files\//.test(p)) return '/stream';
-  return 'other';
 }
 
 /**
@@ -175,7 +166,8 @@ export function createMetrics(deps: MetricsDeps): Metrics {
     registers: [registry],
   });
   const started = new WeakMap<object, number>();
-  const origin = deps.providerBaseUrl ? new URL(deps.providerBaseUrl).origin : undefined;
+  const origin = deps.provider ? new URL(deps.provider.baseUrl).origin : undefined;
+  const routeOf = (path: string) => deps.provider?.routeOf(path) ?? 'other';
   const ours = (r: UndiciRequest) =>
     origin !== undefined && r.origin !== undefined && new URL(r.origin).origin === origin;
   const onCreate = (m: unknown) => {

@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import type { Db } from '../db';
+import { FIRST_EVENT } from './events';
 import { TERMINAL, type TaskEvent, type TaskRow, type TaskStatus } from './task';
 
 /** The columns of one new task, as `TaskService.create` builds them. */
@@ -11,10 +12,10 @@ export type StoredEvent = Pick<TaskEvent, 'task_id' | 'seq' | 'event' | 'payload
 /** A connection or the transaction a caller is in. */
 export type Conn = Knex | Knex.Transaction;
 
-/** The event that goes with every new task: seq 1, `status: queued` (as `TaskService.create` announces it). */
+/** The event that goes with every new task: seq 1, FIRST_EVENT (as `TaskService.create` announces it). */
 const FIRST_EVENT_SQL =
   `INSERT INTO task_events (task_id, seq, event, payload, inserted_at) ` +
-  `SELECT id, 1, 'status', jsonb_build_object('task_id', id, 'seq', 1, 'status', 'queued', 'progress', null, 'error', null), inserted_at FROM t`;
+  `SELECT id, 1, ?, jsonb_build_object('task_id', id, 'seq', 1) || ?::jsonb, inserted_at FROM t`;
 
 /**
  * The claim, one statement (graphile-worker's shape): lock up to `limit` runnable tasks, skipping
@@ -59,10 +60,11 @@ export class TaskStore {
    */
   async insert(values: NewTaskValues[], conn: Conn = this.db): Promise<TaskRow[]> {
     const insert = conn('tasks').insert(values).returning('*').toSQL();
-    const result = (await conn.raw(
-      `WITH t AS (${insert.sql}), e AS (${FIRST_EVENT_SQL}) SELECT * FROM t`,
-      insert.bindings,
-    )) as { rows: TaskRow[] };
+    const result = (await conn.raw(`WITH t AS (${insert.sql}), e AS (${FIRST_EVENT_SQL}) SELECT * FROM t`, [
+      ...insert.bindings,
+      FIRST_EVENT.event,
+      JSON.stringify(FIRST_EVENT.payload),
+    ])) as { rows: TaskRow[] };
     return result.rows;
   }
 
@@ -128,13 +130,17 @@ export class TaskStore {
       payload: Record<string, unknown>;
       inserted_at: Date;
     }>;
-    return rows.map((r) => ({
-      task_id: r.task_id,
-      seq: r.seq,
-      event: r.event,
-      payload: r.payload,
-      inserted_at: new Date(r.inserted_at).toISOString(),
-    }));
+    // The log holds only events written through the contract (src/tasks/events.ts).
+    return rows.map(
+      (r) =>
+        ({
+          task_id: r.task_id,
+          seq: r.seq,
+          event: r.event,
+          payload: r.payload,
+          inserted_at: new Date(r.inserted_at).toISOString(),
+        }) as Omit<TaskEvent, 'user_id'>,
+    );
   }
 
   /** Text already announced in a task's text_delta events, joined. */

@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import * as createTasks from './20261124000001_create_tasks';
 import * as uniquePrediction from './20261124000002_unique_prediction';
+import * as taskRateLimits from './20261129000001_task_rate_limits';
 
 /**
  * The migrations, in order. Listed in code (not discovered on disk) so that the
@@ -9,4 +10,5 @@ import * as uniquePrediction from './20261124000002_unique_prediction';
 export const migrations: ReadonlyArray<[name: string, migration: Knex.Migration]> = [
   ['20261124000001_create_tasks', createTasks],
   ['20261124000002_unique_prediction', uniquePrediction],
+  ['20261129000001_task_rate_limits', taskRateLimits],
 ];

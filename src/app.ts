@@ -1,5 +1,4 @@
 import http from 'node:http';
-import type pg from 'pg';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Express } from 'express';
@@ -20,11 +19,10 @@ import { TaskRunner, type RunnerOptions } from './runner/runner';
 import { OutputStore } from './storage/outputs';
 import { replicateWebhookRouter } from './http/webhooks-route';
 import { RealtimeServer, type CheckOrigin } from './realtime';
-import { TaskChannel, UserTasksChannel, type UserAssigns } from './channels/task-channel';
+import { feedCursor, TaskChannel, UserTasksChannel, type UserAssigns } from './channels/task-channel';
 import { TaskEventRelay } from './channels/task-events';
-import { PgNotifyChannel } from './db/notify';
-import { PgPubSubAdapter } from './db/pg-pubsub';
-import { isEmbedded } from './db';
+import { openClusterBus } from './db/bus';
+import { TaskCreationLimit } from './db/rate-limit';
 import { TokenError } from './auth/tokens';
 
 export interface GatewayOptions {
@@ -141,22 +139,15 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     if (events.some((e) => e.event === 'status' && e.payload.status === 'queued')) runner.wake();
   });
 
-  // With PostgreSQL, several processes share the work; LISTEN/NOTIFY carries what crosses them.
-  const pgConfig = isEmbedded(db)
-    ? undefined
-    : (db.client.config as { connection: string | pg.ClientConfig; searchPath?: string[] | string });
-  const searchPath = pgConfig ? [pgConfig.searchPath ?? []].flat()[0] : undefined;
-  const notifySuffix = searchPath ? `_${searchPath}` : '';
-  const realtimePubSub = pgConfig
-    ? new PgPubSubAdapter(pgConfig.connection, `pyre_realtime${notifySuffix}`, logger)
-    : undefined;
-  await realtimePubSub?.start();
+  // With PostgreSQL, several processes share the work; the cluster bus carries what crosses them.
+  const bus = openClusterBus(db, runner.owner, logger);
+  await bus?.realtime.start();
 
   // Realtime: the Phoenix channel server, with the task channels registered on it.
   const realtime = new RealtimeServer<UserAssigns>({
     checkOrigin: originCheck(config.checkOrigin),
     logger: logger.child({ component: 'realtime' }),
-    ...(realtimePubSub ? { pubsub: realtimePubSub } : {}),
+    ...(bus ? { pubsub: bus.realtime } : {}),
     connect: (params, info) => {
       const token = typeof params.token === 'string' && params.token !== '' ? params.token : info.authToken;
       try {
@@ -171,20 +162,21 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       }
     },
   });
-  realtime.channel('task:*', new TaskChannel(tasks, logger.child({ component: 'task_channel' })));
-  realtime.channel('tasks:*', new UserTasksChannel());
-  realtime.attach(server);
-
-  // Committed task events reach this process's sockets at once, and other processes through NOTIFY.
+  // Committed task events reach this process's sockets at once, and other processes through the bus.
   const relay = new TaskEventRelay(
     tasks,
     (e) => {
       realtime.localBroadcast(`task:${e.task_id}`, e.event, e.payload);
-      realtime.localBroadcast(`tasks:${e.user_id}`, e.event, e.payload);
+      realtime.localBroadcast(`tasks:${e.user_id}`, e.event, { ...e.payload, cursor: feedCursor(e) });
     },
     logger,
-    pgConfig ? new PgNotifyChannel(pgConfig.connection, `pyre_events${notifySuffix}`, runner.owner, logger) : undefined,
+    bus?.events,
   );
+  const taskLimit = new TaskCreationLimit(db, config.rateLimitTasksPerMinute);
+  realtime.channel('task:*', new TaskChannel(tasks, logger.child({ component: 'task_channel' }), relay, taskLimit));
+  realtime.channel('tasks:*', new UserTasksChannel(tasks, logger.child({ component: 'task_channel' }), relay));
+  realtime.attach(server);
+
   await relay.start();
 
   const metrics = createMetrics({ db, realtime, runner, providerBaseUrl: replicate.baseUrl });
@@ -194,7 +186,8 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     auth,
     idempotency,
     logger,
-    tasksPerMinute: config.rateLimitTasksPerMinute,
+    taskLimit,
+    ...(bus ? { busListening: bus.listening } : {}),
     mount: (a) => {
       a.use(realtime.middleware());
       a.use(metrics.router(), openApiRouter({ registry }), dashboardRouter({ auth }));

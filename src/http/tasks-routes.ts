@@ -6,6 +6,7 @@ import { requireJson, requireUser } from './middleware';
 import type { Authenticator } from '../auth/tokens';
 import { sendError } from './errors';
 import { rateLimitPerUser } from './rate-limit';
+import type { TaskCreationLimit } from '../db/rate-limit';
 
 export const MAX_BODY_BYTES = 1024 * 1024;
 
@@ -40,7 +41,8 @@ export function tasksRouter(deps: {
   tasks: TaskService;
   auth: Authenticator;
   idempotency: IdempotencyKeys;
-  tasksPerMinute?: number;
+  /** The per-user task-creation limit (shared with the channels); absent: none. */
+  taskLimit?: TaskCreationLimit;
 }): Router {
   const { tasks, idempotency } = deps;
   const r = Router();
@@ -48,7 +50,7 @@ export function tasksRouter(deps: {
 
   r.post(
     '/tasks',
-    rateLimitPerUser(deps.tasksPerMinute ?? 0),
+    rateLimitPerUser(deps.taskLimit),
     requireJson,
     express.json({ limit: MAX_BODY_BYTES, strict: false }),
     async (req, res) => {

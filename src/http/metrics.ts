@@ -4,6 +4,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { Db } from '../db';
 import type { RealtimeStats } from '../realtime';
 import { TASK_STATUSES } from '../tasks/task';
+import { TaskStore } from '../tasks/store';
 
 export interface MetricsDeps {
   db: Db;
@@ -108,23 +109,10 @@ export function createMetrics(deps: MetricsDeps): Metrics {
 
   // Tasks by state: one GROUP BY per scrape at most every ttl, shared by the gauges below.
   const ttl = deps.taskCountTtlMs ?? 5000;
-  let cached: { at: number; value: Promise<{ byStatus: Map<string, number>; retries: number }> } | undefined;
+  let cached: { at: number; value: ReturnType<TaskStore['countByStatus']> } | undefined;
   const counts = () => {
     if (!cached || Date.now() - cached.at > ttl) {
-      const value = deps
-        .db('tasks')
-        .select('status')
-        .count({ n: '*' })
-        .sum({ retries: deps.db.raw('case when attempts > 1 then attempts - 1 else 0 end') })
-        .groupBy('status')
-        .then(
-          (result) =>
-            result as unknown as Array<{ status: string; n: string | number; retries: string | number | null }>,
-        )
-        .then((rows) => ({
-          byStatus: new Map(rows.map((r) => [r.status, Number(r.n)])),
-          retries: rows.reduce((s, r) => s + Number(r.retries ?? 0), 0),
-        }));
+      const value = new TaskStore(deps.db).countByStatus();
       cached = { at: Date.now(), value };
       value.catch(() => {
         cached = undefined;

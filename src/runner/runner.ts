@@ -1,7 +1,6 @@
 import os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import PQueue from 'p-queue';
-import type { Knex } from 'knex';
 import type { Db } from '../db';
 import type { Logger } from '../log';
 import { normalizeOutput, parseProgress } from '../providers/progress';
@@ -202,28 +201,13 @@ export class TaskRunner {
     const free = this.opts.concurrency - this.running.size;
     if (free <= 0) return;
     const now = this.opts.now();
-    const leaseUntil = new Date(now.getTime() + this.opts.leaseMs);
-    const rows = (await this.opts.db.transaction(async (trx) => {
-      const ids = await trx('tasks')
-        .select('id')
-        .whereIn('status', ['queued', 'processing'])
-        .andWhere('run_after', '<=', now)
-        .andWhere((q) => q.whereNull('lease_expires_at').orWhere('lease_expires_at', '<', now))
-        // A lease of ours that lapsed under load is not work to start twice in this process.
-        .whereNotIn('id', [...this.running.keys()])
-        .orderBy('run_after', 'asc')
-        .limit(free)
-        .forUpdate()
-        .skipLocked();
-      if (ids.length === 0) return [];
-      return trx('tasks')
-        .whereIn(
-          'id',
-          ids.map((r: { id: string }) => r.id),
-        )
-        .update({ lease_owner: this.owner, lease_expires_at: leaseUntil, attempts: trx.raw('attempts + 1') })
-        .returning('*');
-    })) as TaskRow[];
+    const rows = await this.opts.tasks.store.claim({
+      owner: this.owner,
+      now,
+      leaseUntil: new Date(now.getTime() + this.opts.leaseMs),
+      limit: free,
+      running: [...this.running.keys()],
+    });
     for (const row of rows) this.enqueue(row);
   }
 
@@ -368,16 +352,11 @@ export class TaskRunner {
 
   /** Predictions other tasks of the same model already own (never to be adopted by this one). */
   private async othersPredictions(row: TaskRow, since: Date): Promise<string[]> {
-    const rows = (await this.opts
-      .db('tasks')
-      .select('prediction_id')
-      .where({ provider_model: row.provider_model })
-      .whereNot({ id: row.id })
-      .whereNotNull('prediction_id')
-      .andWhere('create_attempted_at', '>=', new Date(since.getTime() - 10 * 60_000))) as Array<{
-      prediction_id: string;
-    }>;
-    return rows.map((r) => r.prediction_id);
+    return this.opts.tasks.store.predictionsOfOthers({
+      providerModel: row.provider_model,
+      exceptId: row.id,
+      since: new Date(since.getTime() - 10 * 60_000),
+    });
   }
 
   /** Poll (and stream) a prediction until it ends, our deadline passes, or the task is canceled. */
@@ -453,8 +432,7 @@ export class TaskRunner {
 
   /** Text already announced in text_delta events (a resumed run continues after it). */
   private async emittedText(row: TaskRow): Promise<string> {
-    const events = await this.opts.db('task_events').where({ task_id: row.id, event: 'text_delta' }).orderBy('seq');
-    return events.map((e: { payload: { delta?: string } }) => e.payload.delta ?? '').join('');
+    return this.opts.tasks.store.announcedText(row.id);
   }
 
   /** Stream text output over SSE into text_delta events, a few tokens per event. */
@@ -519,22 +497,13 @@ export class TaskRunner {
         return null;
       }
       const chars = Array.from(full);
-      const stored = await this.announcedLength(trx, taskId);
+      const stored = await this.opts.tasks.store.announcedLength(trx, taskId);
       if (chars.length <= stored) return null; // announced already, by another writer
       return { change: {}, events: [{ event: 'text_delta', payload: { delta: chars.slice(stored).join('') } }] };
     });
     if (refused) return false;
     if (full.length > (text.emitted?.length ?? 0)) text.emitted = full;
     return true;
-  }
-
-  /** Characters announced so far in the task's text_delta events (code points, as PostgreSQL counts them). */
-  private async announcedLength(trx: Knex.Transaction, taskId: string): Promise<number> {
-    const row = (await trx('task_events')
-      .where({ task_id: taskId, event: 'text_delta' })
-      .first(trx.raw(`coalesce(sum(char_length(payload->>'delta')), 0)::int as n`))) as
-      { n: number | string } | undefined;
-    return Number(row?.n ?? 0);
   }
 
   /**
@@ -722,13 +691,12 @@ export class TaskRunner {
     if (this.running.size === 0) return;
     const ids = [...this.running.keys()];
     try {
-      const renewed = (await this.opts
-        .db('tasks')
-        .whereIn('id', ids)
-        .andWhere({ lease_owner: this.owner })
-        .update({ lease_expires_at: new Date(this.opts.now().getTime() + this.opts.leaseMs) })
-        .returning('id')) as Array<{ id: string }>;
-      const kept = new Set(renewed.map((r) => r.id));
+      const renewed = await this.opts.tasks.store.renewLeases({
+        ids,
+        owner: this.owner,
+        until: new Date(this.opts.now().getTime() + this.opts.leaseMs),
+      });
+      const kept = new Set(renewed);
       for (const id of ids) {
         const r = this.running.get(id);
         // Ended meanwhile (lease cleared by a terminal status) or taken by another process.

@@ -1,20 +1,13 @@
-import type { Knex } from 'knex';
-import type { Db } from '../db';
+import type { NewTaskValues, TaskStore } from './store';
 import type { TaskRow } from './task';
 
-/** The columns of one new task, as `TaskService.create` builds them. */
-export type NewTaskValues = Record<string, unknown> & { id: string; inserted_at: Date };
+export type { NewTaskValues } from './store';
 
 interface Waiting {
   values: NewTaskValues;
   resolve: (row: TaskRow) => void;
   reject: (err: unknown) => void;
 }
-
-/** The event that goes with every new task: seq 1, `status: queued` (as `TaskService.create` announces it). */
-const FIRST_EVENT_SQL =
-  `INSERT INTO task_events (task_id, seq, event, payload, inserted_at) ` +
-  `SELECT id, 1, 'status', jsonb_build_object('task_id', id, 'seq', 1, 'status', 'queued', 'progress', null, 'error', null), inserted_at FROM t`;
 
 /**
  * Group commit for new tasks. Creates that arrive while the database is busy are written
@@ -33,7 +26,7 @@ export class GroupInsert {
   private scheduled = false;
 
   constructor(
-    private readonly db: Db,
+    private readonly store: TaskStore,
     private readonly opts: { maxBatch: number; maxInFlight: number } = { maxBatch: 256, maxInFlight: 2 },
   ) {}
 
@@ -95,21 +88,6 @@ export class GroupInsert {
   }
 
   private statement(values: NewTaskValues[]): Promise<TaskRow[]> {
-    return insertTasks(this.db, values);
+    return this.store.insert(values);
   }
-}
-
-/**
- * One statement: the tasks and their first events, atomic as any single statement is. The one
- * place a task's first event is written (a batch here, or one task inside a caller's transaction).
- */
-export async function insertTasks(db: Knex | Knex.Transaction, values: NewTaskValues[]): Promise<TaskRow[]> {
-  const insert = db('tasks').insert(values).returning('*').toSQL();
-  const result = (await db.raw(
-    `WITH t AS (${insert.sql}), e AS (${FIRST_EVENT_SQL}) SELECT * FROM t`,
-    insert.bindings,
-  )) as {
-    rows: TaskRow[];
-  };
-  return result.rows;
 }

@@ -3,7 +3,7 @@ import type { Knex } from 'knex';
 import type { Logger } from '../log';
 import type { Db } from '../db';
 import { NotFoundError, ValidationError } from './errors';
-import { GroupInsert, insertTasks } from './group-insert';
+import { GroupInsert } from './group-insert';
 import { parseTaskInput } from './input';
 import type { ModelRegistry, TaskType } from './models';
 import {
@@ -18,6 +18,7 @@ import {
   type TaskRow,
   type TaskStatus,
 } from './task';
+import { TaskStore } from './store';
 
 /** Called after a commit with the events it stored, in seq order. */
 export type TaskEventListener = (events: TaskEvent[]) => void;
@@ -74,15 +75,18 @@ export class TaskService {
   private readonly listeners = new Set<TaskEventListener>();
   private readonly now: () => Date;
   private readonly inserts: GroupInsert;
+  /** The SQL of tasks and their events (the runner shares it). */
+  readonly store: TaskStore;
 
   constructor(
-    private readonly db: Db,
+    db: Db,
     readonly registry: ModelRegistry,
     private readonly logger: Logger,
     opts: { now?: () => Date } = {},
   ) {
     this.now = opts.now ?? (() => new Date());
-    this.inserts = new GroupInsert(db);
+    this.store = new TaskStore(db);
+    this.inserts = new GroupInsert(this.store);
   }
 
   /** Subscribe to committed events. Returns the unsubscribe function. */
@@ -135,8 +139,8 @@ export class TaskService {
     let row: TaskRow;
     if (opts.inTransaction) {
       const hook = opts.inTransaction;
-      row = await this.db.transaction(async (trx) => {
-        const [inserted] = await insertTasks(trx, [values]);
+      row = await this.store.transaction(async (trx) => {
+        const [inserted] = await this.store.insert([values], trx);
         await hook(trx, taskJson(inserted!));
         return inserted!;
       });
@@ -162,9 +166,9 @@ export class TaskService {
   }
 
   /** A task by id, whoever owns it (for the runner and channel checks). */
-  async find(id: string, trx: Knex | Knex.Transaction = this.db): Promise<TaskRow | undefined> {
+  async find(id: string): Promise<TaskRow | undefined> {
     if (!isUuid(id)) return undefined;
-    return (await trx('tasks').where({ id }).first()) as TaskRow | undefined;
+    return this.store.find(id);
   }
 
   async list(userId: string, opts: ListOptions = {}): Promise<{ data: TaskJson[]; next_cursor: string | null }> {
@@ -181,13 +185,7 @@ export class TaskService {
       if (e instanceof ValidationError) Object.assign(errors, e.fields);
     }
     if (Object.keys(errors).length) throw new ValidationError(errors);
-    const q = this.db('tasks')
-      .where({ user_id: userId })
-      .orderBy('pos', 'desc')
-      .limit(limit + 1);
-    if (opts.status) q.andWhere({ status: opts.status });
-    if (before !== undefined) q.andWhere('pos', '<', before);
-    const rows = (await q) as TaskRow[];
+    const rows = await this.store.listByUser({ userId, status: opts.status, before, limit: limit + 1 });
     const more = rows.length > limit;
     const page = rows.slice(0, limit);
     return { data: page.map(taskJson), next_cursor: more ? encodeCursor(page[page.length - 1]!.pos) : null };
@@ -217,12 +215,8 @@ export class TaskService {
    * `status: queued` event and will be created anew; a try is not counted. Returns how many.
    */
   async requeueLostPredictions(): Promise<number> {
-    const rows = (await this.db('tasks')
-      .whereNotNull('prediction_id')
-      .whereNotIn('status', [...TERMINAL])
-      .select('id')) as Array<{ id: string }>;
     let requeued = 0;
-    for (const { id } of rows) {
+    for (const id of await this.store.unfinishedWithPrediction()) {
       const done = await this.apply(id, (cur) =>
         TERMINAL.has(cur.status) || cur.prediction_id === null
           ? null
@@ -296,20 +290,8 @@ export class TaskService {
 
   /** The stored events of a task after `afterSeq` (no ownership check). */
   async eventsOf(row: Pick<TaskRow, 'id' | 'user_id'>, afterSeq = 0): Promise<TaskEvent[]> {
-    const rows = await this.db('task_events')
-      .where({ task_id: row.id })
-      .andWhere('seq', '>', afterSeq)
-      .orderBy('seq', 'asc');
-    return rows.map(
-      (r: { task_id: string; seq: number; event: string; payload: Record<string, unknown>; inserted_at: Date }) => ({
-        task_id: r.task_id,
-        user_id: row.user_id,
-        seq: r.seq,
-        event: r.event,
-        payload: r.payload,
-        inserted_at: new Date(r.inserted_at).toISOString(),
-      }),
-    );
+    const events = await this.store.eventsAfter(row.id, afterSeq);
+    return events.map((e) => ({ ...e, user_id: row.user_id }));
   }
 
   /**
@@ -323,8 +305,8 @@ export class TaskService {
     id: string,
     decide: (cur: TaskRow, trx: Knex.Transaction) => TaskDecision | null | Promise<TaskDecision | null>,
   ): Promise<TaskRow | undefined> {
-    const result = await this.db.transaction(async (trx) => {
-      const cur = (await trx('tasks').where({ id }).forUpdate().first()) as TaskRow | undefined;
+    const result = await this.store.transaction(async (trx) => {
+      const cur = await this.store.lock(trx, id);
       if (!cur) return undefined;
       const decision = await decide(cur, trx);
       if (!decision) return undefined;
@@ -332,11 +314,7 @@ export class TaskService {
       const events = [...(decision.events ?? [])];
       const now = this.now();
       const patch: Record<string, unknown> = { updated_at: now };
-      for (const [k, v] of Object.entries(change)) {
-        if (v === undefined) continue;
-        patch[k] =
-          k === 'output' || k === 'provider_output' || k === 'error' ? (v === null ? null : JSON.stringify(v)) : v;
-      }
+      for (const [k, v] of Object.entries(change)) if (v !== undefined) patch[k] = v;
       const next = change.status;
       if (next && next !== cur.status) {
         if (!allowed(cur.status, next)) {
@@ -370,8 +348,8 @@ export class TaskService {
           });
         }
       }
-      const [updated] = (await trx('tasks').where({ id }).update(patch).returning('*')) as TaskRow[];
-      const stored = await this.appendEvents(trx, updated!, events);
+      const updated = await this.store.update(trx, id, patch);
+      const stored = await this.appendEvents(trx, updated, events);
       return stored;
     });
     if (!result) return undefined;
@@ -396,20 +374,7 @@ export class TaskService {
       payload: { task_id: row.id, seq: first + i, ...e.payload },
       inserted_at: now.toISOString(),
     }));
-    await trx('task_events').insert(
-      stored.map((e) => ({
-        task_id: e.task_id,
-        seq: e.seq,
-        event: e.event,
-        payload: JSON.stringify(e.payload),
-        inserted_at: now,
-      })),
-    );
-    const [updated] = (await trx('tasks')
-      .where({ id: row.id })
-      .update({ last_seq: row.last_seq + events.length })
-      .returning('*')) as TaskRow[];
-    return { row: updated!, events: stored };
+    return { row: await this.store.appendEvents(trx, row, stored, now), events: stored };
   }
 
   private publish(events: TaskEvent[]): void {

@@ -1,0 +1,207 @@
+import type { Knex } from 'knex';
+import type { Db } from '../db';
+import { TERMINAL, type TaskEvent, type TaskRow, type TaskStatus } from './task';
+
+/** The columns of one new task, as `TaskService.create` builds them. */
+export type NewTaskValues = Record<string, unknown> & { id: string; inserted_at: Date };
+
+/** An event to store: its seq and stored payload are complete (the payload names task_id and seq). */
+export type StoredEvent = Pick<TaskEvent, 'task_id' | 'seq' | 'event' | 'payload'>;
+
+/** A connection or the transaction a caller is in. */
+export type Conn = Knex | Knex.Transaction;
+
+/** The event that goes with every new task: seq 1, `status: queued` (as `TaskService.create` announces it). */
+const FIRST_EVENT_SQL =
+  `INSERT INTO task_events (task_id, seq, event, payload, inserted_at) ` +
+  `SELECT id, 1, 'status', jsonb_build_object('task_id', id, 'seq', 1, 'status', 'queued', 'progress', null, 'error', null), inserted_at FROM t`;
+
+/**
+ * The claim, one statement (graphile-worker's shape): lock up to `limit` runnable tasks, skipping
+ * rows another claimer holds, and lease them in the same statement. Runnable: unfinished, due, and
+ * not leased (or the lease lapsed). A lease of ours that lapsed under load is not work to start
+ * twice in this process, so the tasks this process runs are left out.
+ */
+const CLAIM_SQL = `
+WITH picked AS (
+  SELECT id FROM tasks
+  WHERE status IN ('queued', 'processing')
+    AND run_after <= :now
+    AND (lease_expires_at IS NULL OR lease_expires_at < :now)
+    AND NOT (id::text = ANY(:running::text[]))
+  ORDER BY run_after ASC
+  LIMIT :limit
+  FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks SET lease_owner = :owner, lease_expires_at = :leaseUntil, attempts = tasks.attempts + 1
+FROM picked WHERE tasks.id = picked.id
+RETURNING tasks.*`;
+
+/** The columns a change may set; JSON ones are encoded here. */
+const JSON_COLUMNS = new Set(['output', 'provider_output', 'error']);
+
+/**
+ * Every SQL statement on `tasks` and `task_events`, in one place: the task service, the runner
+ * and the metrics read and write tasks only through here. Methods that take `trx` run inside the
+ * caller's transaction (the service's `apply` locks a row and decides under the lock).
+ */
+export class TaskStore {
+  constructor(readonly db: Db) {}
+
+  /** Run `fn` in one transaction. */
+  transaction<T>(fn: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
+    return this.db.transaction(fn);
+  }
+
+  /**
+   * One statement: the tasks and their first events, atomic as any single statement is. The one
+   * place a task's first event is written (a batch of creates, or one inside a caller's transaction).
+   */
+  async insert(values: NewTaskValues[], conn: Conn = this.db): Promise<TaskRow[]> {
+    const insert = conn('tasks').insert(values).returning('*').toSQL();
+    const result = (await conn.raw(
+      `WITH t AS (${insert.sql}), e AS (${FIRST_EVENT_SQL}) SELECT * FROM t`,
+      insert.bindings,
+    )) as { rows: TaskRow[] };
+    return result.rows;
+  }
+
+  /** A task by id (the id must be a UUID: callers check). */
+  async find(id: string, conn: Conn = this.db): Promise<TaskRow | undefined> {
+    return (await conn('tasks').where({ id }).first()) as TaskRow | undefined;
+  }
+
+  /** A task by id, locked until the end of `trx`. */
+  async lock(trx: Knex.Transaction, id: string): Promise<TaskRow | undefined> {
+    return (await trx('tasks').where({ id }).forUpdate().first()) as TaskRow | undefined;
+  }
+
+  /** Set columns of a task (JSON columns encoded); returns the new row. */
+  async update(trx: Knex.Transaction, id: string, patch: Record<string, unknown>): Promise<TaskRow> {
+    const encoded = Object.fromEntries(
+      Object.entries(patch).map(([k, v]) => [k, JSON_COLUMNS.has(k) && v !== null ? JSON.stringify(v) : v]),
+    );
+    const [row] = (await trx('tasks').where({ id }).update(encoded).returning('*')) as TaskRow[];
+    return row!;
+  }
+
+  /** Store events of one (locked) task and move its `last_seq` to the last of them. */
+  async appendEvents(trx: Knex.Transaction, row: TaskRow, events: StoredEvent[], at: Date): Promise<TaskRow> {
+    await trx('task_events').insert(
+      events.map((e) => ({
+        task_id: e.task_id,
+        seq: e.seq,
+        event: e.event,
+        payload: JSON.stringify(e.payload),
+        inserted_at: at,
+      })),
+    );
+    return this.update(trx, row.id, { last_seq: row.last_seq + events.length });
+  }
+
+  /** A page of a user's tasks, newest first: `limit` rows before position `before`. */
+  async listByUser(q: { userId: string; status?: string; before?: number; limit: number }): Promise<TaskRow[]> {
+    const query = this.db('tasks').where({ user_id: q.userId }).orderBy('pos', 'desc').limit(q.limit);
+    if (q.status) query.andWhere({ status: q.status });
+    if (q.before !== undefined) query.andWhere('pos', '<', q.before);
+    return (await query) as TaskRow[];
+  }
+
+  /** Ids of unfinished tasks that have a prediction. */
+  async unfinishedWithPrediction(): Promise<string[]> {
+    const rows = (await this.db('tasks')
+      .whereNotNull('prediction_id')
+      .whereNotIn('status', [...TERMINAL])
+      .select('id')) as Array<{ id: string }>;
+    return rows.map((r) => r.id);
+  }
+
+  /** A task's stored events after `afterSeq`, in seq order (without user_id, which the task row has). */
+  async eventsAfter(taskId: string, afterSeq: number): Promise<Array<Omit<TaskEvent, 'user_id'>>> {
+    const rows = (await this.db('task_events')
+      .where({ task_id: taskId })
+      .andWhere('seq', '>', afterSeq)
+      .orderBy('seq', 'asc')) as Array<{
+      task_id: string;
+      seq: number;
+      event: string;
+      payload: Record<string, unknown>;
+      inserted_at: Date;
+    }>;
+    return rows.map((r) => ({
+      task_id: r.task_id,
+      seq: r.seq,
+      event: r.event,
+      payload: r.payload,
+      inserted_at: new Date(r.inserted_at).toISOString(),
+    }));
+  }
+
+  /** Text already announced in a task's text_delta events, joined. */
+  async announcedText(taskId: string): Promise<string> {
+    const events = (await this.db('task_events')
+      .where({ task_id: taskId, event: 'text_delta' })
+      .orderBy('seq')
+      .select('payload')) as Array<{ payload: { delta?: string } }>;
+    return events.map((e) => e.payload.delta ?? '').join('');
+  }
+
+  /** Characters announced so far in a task's text_delta events (code points, as PostgreSQL counts them). */
+  async announcedLength(trx: Knex.Transaction, taskId: string): Promise<number> {
+    const row = (await trx('task_events')
+      .where({ task_id: taskId, event: 'text_delta' })
+      .first(trx.raw(`coalesce(sum(char_length(payload->>'delta')), 0)::int as n`))) as
+      { n: number | string } | undefined;
+    return Number(row?.n ?? 0);
+  }
+
+  /** Lease up to `limit` runnable tasks to `owner` until `leaseUntil`, counting a try each (one statement). */
+  async claim(q: { owner: string; now: Date; leaseUntil: Date; limit: number; running: string[] }): Promise<TaskRow[]> {
+    const result = (await this.db.raw(CLAIM_SQL, {
+      now: q.now,
+      leaseUntil: q.leaseUntil,
+      owner: q.owner,
+      limit: q.limit,
+      running: q.running,
+    })) as { rows: TaskRow[] };
+    return result.rows;
+  }
+
+  /** Extend `owner`'s leases on `ids` until `until`; returns the ids still leased to it. */
+  async renewLeases(q: { ids: string[]; owner: string; until: Date }): Promise<string[]> {
+    const rows = (await this.db('tasks')
+      .whereIn('id', q.ids)
+      .andWhere({ lease_owner: q.owner })
+      .update({ lease_expires_at: q.until })
+      .returning('id')) as Array<{ id: string }>;
+    return rows.map((r) => r.id);
+  }
+
+  /** Predictions that tasks of a model other than `exceptId` own, created since `since`. */
+  async predictionsOfOthers(q: { providerModel: string; exceptId: string; since: Date }): Promise<string[]> {
+    const rows = (await this.db('tasks')
+      .select('prediction_id')
+      .where({ provider_model: q.providerModel })
+      .whereNot({ id: q.exceptId })
+      .whereNotNull('prediction_id')
+      .andWhere('create_attempted_at', '>=', q.since)) as Array<{ prediction_id: string }>;
+    return rows.map((r) => r.prediction_id);
+  }
+
+  /** How many tasks are in each status, and the retries they took (tries beyond the first). */
+  async countByStatus(): Promise<{ byStatus: Map<TaskStatus, number>; retries: number }> {
+    const rows = (await this.db('tasks')
+      .select('status')
+      .count({ n: '*' })
+      .sum({ retries: this.db.raw('case when attempts > 1 then attempts - 1 else 0 end') })
+      .groupBy('status')) as unknown as Array<{
+      status: TaskStatus;
+      n: string | number;
+      retries: string | number | null;
+    }>;
+    return {
+      byStatus: new Map(rows.map((r) => [r.status, Number(r.n)])),
+      retries: rows.reduce((s, r) => s + Number(r.retries ?? 0), 0),
+    };
+  }
+}

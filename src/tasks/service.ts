@@ -238,47 +238,18 @@ export class TaskService {
     return requeued;
   }
 
-  /**
-   * The position check of the event relay (belongs with the task store): the last seq of the
-   * tasks `taskIds`, and of the tasks of `userIds` changed since `since`, in one query.
-   */
-  async positions(
+  /** The last seq of the tasks `taskIds`, and of the tasks of `userIds` changed since `since` (the event relay's position check). */
+  positions(
     taskIds: string[],
     userIds: string[],
     since: Date,
   ): Promise<Array<{ id: string; user_id: string; last_seq: number }>> {
-    if (!taskIds.length && !userIds.length) return [];
-    return (await this.db('tasks')
-      .select('id', 'user_id', 'last_seq')
-      .where((w) => {
-        if (taskIds.length) w.orWhereRaw('id = ANY(?::uuid[])', [taskIds]);
-        if (userIds.length) w.orWhereRaw('(user_id = ANY(?::text[]) AND updated_at >= ?)', [userIds, since]);
-      })) as Array<{ id: string; user_id: string; last_seq: number }>;
+    return this.store.positions(taskIds, userIds, since);
   }
 
-  /** A user's events stored after `since` (the `tasks:<user_id>` feed's replay), in store order then seq. */
+  /** A user's events stored after `since`, in store order (the `tasks:<user_id>` feed's replay). */
   async userEventsSince(userId: string, since: Date, limit: number): Promise<TaskEvent[]> {
-    const rows = await this.db('task_events as e')
-      .join('tasks as t', 't.id', 'e.task_id')
-      .where('t.user_id', userId)
-      .andWhere('e.inserted_at', '>', since)
-      .orderBy([
-        { column: 'e.inserted_at', order: 'asc' },
-        { column: 'e.task_id', order: 'asc' },
-        { column: 'e.seq', order: 'asc' },
-      ])
-      .limit(limit)
-      .select('e.task_id', 'e.seq', 'e.event', 'e.payload', 'e.inserted_at');
-    return rows.map(
-      (r: { task_id: string; seq: number; event: string; payload: Record<string, unknown>; inserted_at: Date }) => ({
-        task_id: r.task_id,
-        user_id: userId,
-        seq: r.seq,
-        event: r.event,
-        payload: r.payload,
-        inserted_at: new Date(r.inserted_at).toISOString(),
-      }),
-    );
+    return (await this.store.userEventsSince(userId, since, limit)).map((e) => ({ ...e, user_id: userId }));
   }
 
   /** The task's event log after `afterSeq`, in seq order. */

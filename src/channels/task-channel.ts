@@ -322,12 +322,14 @@ export class UserTasksChannel implements Channel<FeedAssigns> {
       if (!since)
         return { status: 'error', response: { reason: 'invalid since: the cursor of a feed event expected' } };
     }
-    if (this.watch) socket.onTerminate(this.watch.watchUser(userId, since ? new Date(since.at) : new Date()));
+    const release = this.watch?.watchUser(userId, since ? new Date(since.at) : new Date()) ?? (() => {});
+    socket.onTerminate(release);
     if (!since || !this.tasks) return { status: 'ok', response: {} };
     let truncated: boolean;
     try {
       truncated = await this.replay(socket, since);
     } catch (err) {
+      release();
       if (!isDatabaseUnavailable(err)) throw err;
       this.logger?.warn({ topic, err: (err as Error).message }, 'join refused: database unavailable');
       return { status: 'error', response: UNAVAILABLE };

@@ -207,6 +207,23 @@ function exactlyOnce(got: Got[], taskId: string, lastSeq: number): boolean {
     expect(faults).toEqual([]);
   }
 
+  /** Fail naming what a dead process said last. */
+  async function expectAlive(): Promise<void> {
+    for (const [i, p] of procs.entries()) {
+      const state = await Promise.race([p.exited.then((c) => `exited (${c})`), Promise.resolve('alive')]);
+      if (state !== 'alive') {
+        const last = [
+          ...p.stderr.slice(-15),
+          ...p.logs
+            .filter((l) => Number(l.level) >= 50)
+            .slice(-5)
+            .map((l) => JSON.stringify(l)),
+        ];
+        throw new Error(`gateway process ${i} ${state}:\n${last.join('\n')}`);
+      }
+    }
+  }
+
   async function waitAllFinal(ids: string[], timeoutMs: number): Promise<number> {
     const t0 = Date.now();
     await waitFor(
@@ -234,6 +251,10 @@ function exactlyOnce(got: Got[], taskId: string, lastSeq: number): boolean {
 
     pg.stop();
     const stoppedAt = Date.now();
+    procs.forEach(
+      (p, i) =>
+        void p.exited.then((c) => console.log(`gateway process ${i} exited (${c}): ${p.stderr.slice(-30).join('\n')}`)),
+    );
     const rest: Array<{ status: number; ms: number; retryAfter: string | null }> = [];
     const ready: number[] = [];
     const health: number[] = [];
@@ -245,6 +266,7 @@ function exactlyOnce(got: Got[], taskId: string, lastSeq: number): boolean {
             const res = await call(url, init);
             rest.push({ status: res.status, ms: Date.now() - t, retryAfter: res.headers.get('retry-after') });
           };
+          await expectAlive();
           await Promise.all([
             probe(`${p.url}/api/tasks/${ids[i]}`, { token: TOKENS[owners.get(ids[i]!)!] }),
             probe(`${p.url}/api/tasks`, { token: TOKENS.alice }),
@@ -280,11 +302,12 @@ function exactlyOnce(got: Got[], taskId: string, lastSeq: number): boolean {
     const finalMs = await waitAllFinal(ids, 120_000);
     console.log(`figures: 40/40 tasks final ${finalMs + (Date.now() - startedAt - finalMs)} ms after the restart`);
     await expectEveryEventOnce(ids);
+    await expectAlive();
     expect(clients.filter((c) => c.closed)).toHaveLength(0);
-    for (const p of procs) expect(await Promise.race([p.exited, Promise.resolve('alive')])).toBe('alive');
   }, 400_000);
 
   it('the LISTEN connections killed (pg_terminate_backend) again and again while tasks finish: every event once, the final one too', async () => {
+    await expectAlive();
     const ids = await createTasks(20, 'listen');
     const killUntil = Date.now() + 10_000;
     let killed = 0;
@@ -299,7 +322,7 @@ function exactlyOnce(got: Got[], taskId: string, lastSeq: number): boolean {
     expect(killed).toBeGreaterThan(0);
     await waitAllFinal(ids, 120_000);
     await expectEveryEventOnce(ids);
+    await expectAlive();
     expect(clients.filter((c) => c.closed)).toHaveLength(0);
-    for (const p of procs) expect(await Promise.race([p.exited, Promise.resolve('alive')])).toBe('alive');
   }, 300_000);
 });

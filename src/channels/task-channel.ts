@@ -10,7 +10,8 @@ import { isDatabaseUnavailable } from '../db/errors';
 /** Who wants a task's events in this process (the event relay's position check reads their positions). */
 export interface EventWatch {
   watchTask(taskId: string, userId: string, seq: number): () => void;
-  watchUser(userId: string, since?: Date): () => void;
+  /** From now on: what came before is the join's replay's (`since`). */
+  watchUser(userId: string): () => void;
 }
 
 /** The error reply of a join or push that needed the database while it could not be reached. */
@@ -322,7 +323,7 @@ export class UserTasksChannel implements Channel<FeedAssigns> {
       if (!since)
         return { status: 'error', response: { reason: 'invalid since: the cursor of a feed event expected' } };
     }
-    const release = this.watch?.watchUser(userId, since ? new Date(since.at) : new Date()) ?? (() => {});
+    const release = this.watch?.watchUser(userId) ?? (() => {});
     socket.onTerminate(release);
     if (!since || !this.tasks) return { status: 'ok', response: {} };
     let truncated: boolean;

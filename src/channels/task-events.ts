@@ -50,8 +50,11 @@ interface Tracked {
 export class TaskEventRelay {
   private chain: Promise<void> = Promise.resolve();
   private readonly tracked = new Map<string, Tracked>();
-  /** Users with a feed joined here: how many joins, and since when the feed is theirs. */
-  private readonly users = new Map<string, { watchers: number; since: Date }>();
+  /**
+   * Users with a feed joined here: how many joins, since when the feed is theirs, and the start
+   * of the last position check that covered them.
+   */
+  private readonly users = new Map<string, { watchers: number; since: Date; checkedAt?: number }>();
   private timer: NodeJS.Timeout | undefined;
   private checking: Promise<void> | undefined;
   private checkAgain = false;
@@ -102,8 +105,13 @@ export class TaskEventRelay {
   watchTask(taskId: string, userId: string, seq: number): () => void {
     if (!this.notify) return () => {};
     const t = this.tracked.get(taskId);
+    const feed = this.users.get(userId);
     if (t) t.watchers++;
-    else this.tracked.set(taskId, { userId, seq, watchers: 1, wantUpTo: seq });
+    else if (feed) {
+      // The user's feed is here: it has been sent nothing of this task yet (what this process
+      // delivers of a watched user's task is tracked), so the feed's baseline is the log's start.
+      this.tracked.set(taskId, { userId, seq: 0, watchers: 1, wantUpTo: 0, notBefore: feed.since });
+    } else this.tracked.set(taskId, { userId, seq, watchers: 1, wantUpTo: seq });
     let released = false;
     return () => {
       if (released) return;
@@ -113,14 +121,15 @@ export class TaskEventRelay {
     };
   }
 
-  /** A `tasks:<userId>` feed here delivers that user's events stored from `since` on. Returns the release. */
-  watchUser(userId: string, since = new Date()): () => void {
+  /**
+   * A `tasks:<userId>` feed here delivers that user's events from now on (what came before is
+   * the join's own replay, `since`). Returns the release.
+   */
+  watchUser(userId: string): () => void {
     if (!this.notify) return () => {};
     const u = this.users.get(userId);
-    if (u) {
-      u.watchers++;
-      if (since < u.since) u.since = since;
-    } else this.users.set(userId, { watchers: 1, since });
+    if (u) u.watchers++;
+    else this.users.set(userId, { watchers: 1, since: new Date() });
     let released = false;
     return () => {
       if (released) return;
@@ -246,9 +255,10 @@ export class TaskEventRelay {
       this.lastCheckAt = startedAt;
       return;
     }
-    let since = new Date(this.lastCheckAt - CLOCK_SLACK_MS);
-    for (const u of this.users.values()) if (u.since < since) since = new Date(u.since.getTime() - CLOCK_SLACK_MS);
-    const positions = await this.tasks.positions(taskIds, userIds, since);
+    // Users' tasks changed since the last check that covered them (or since their feed was joined).
+    let from = startedAt;
+    for (const u of this.users.values()) from = Math.min(from, u.checkedAt ?? u.since.getTime());
+    const positions = await this.tasks.positions(taskIds, userIds, new Date(from - CLOCK_SLACK_MS));
     this.stats.checks++;
     const fills: Promise<void>[] = [];
     let behind = 0;
@@ -271,11 +281,16 @@ export class TaskEventRelay {
       this.logger.info({ events: behind }, 'position check: delivered events missed while the bus was down');
     }
     this.lastCheckAt = startedAt;
+    for (const id of userIds) {
+      const u = this.users.get(id);
+      if (u) u.checkedAt = startedAt;
+    }
   }
 
   /**
    * Forget tasks nobody here watches any more, and finished tasks once no check can find them
-   * again (their last change is older than the window a user feed's check looks at).
+   * again: a check looks at users' tasks changed from CLOCK_SLACK_MS before the previous check,
+   * so a task that ended well before that window is never found again.
    */
   private prune(): void {
     const horizon = this.lastCheckAt - 2 * CLOCK_SLACK_MS;

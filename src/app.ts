@@ -1,4 +1,5 @@
 import http from 'node:http';
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Express } from 'express';
@@ -121,6 +122,8 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   }
   const outputs = new OutputStore(config.dataDir, baseUrl);
   const server = http.createServer();
+  // With PostgreSQL, several processes share the work; the cluster bus carries what crosses them.
+  const bus = openClusterBus(db, randomBytes(6).toString('hex'), logger);
   const runner = new TaskRunner({
     db,
     tasks,
@@ -132,15 +135,11 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     ...(config.publicUrl && webhookSecret
       ? { webhookUrl: (taskId: string) => `${config.publicUrl}/api/webhooks/replicate?task_id=${taskId}` }
       : {}),
+    newWork: bus?.newWork,
     now: opts.now,
     ...opts.runner,
   });
-  tasks.onEvents((events) => {
-    if (events.some((e) => e.event === 'status' && e.payload.status === 'queued')) runner.wake();
-  });
 
-  // With PostgreSQL, several processes share the work; the cluster bus carries what crosses them.
-  const bus = openClusterBus(db, runner.owner, logger);
   await bus?.realtime.start();
 
   // Realtime: the Phoenix channel server, with the task channels registered on it.
@@ -240,6 +239,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       await realtime.drain({ batchSize: 500, intervalMs: 20 });
       await realtime.close();
       await relay.close();
+      await bus?.newWork.close();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections?.();

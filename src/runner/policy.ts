@@ -1,15 +1,15 @@
+import { isDatabaseUnavailable } from './database';
 import { isProviderError } from '../providers/types';
+import type { RetryPolicy } from '../retry';
 import type { TaskError } from '../tasks/task';
 
-/** How often and how far apart a task is retried after a transient failure. Data, not code. */
-export interface RetryPolicy {
-  /** Runs in all, the first included. */
-  maxAttempts: number;
-  baseMs: number;
-  maxMs: number;
-}
+export type { RetryPolicy } from '../retry';
 
-export const DEFAULT_RETRY: RetryPolicy = { maxAttempts: 3, baseMs: 2000, maxMs: 60_000 };
+/** A task's runs in all (the first included) and how far apart its retries are. */
+export const DEFAULT_RETRY: RetryPolicy = { attempts: 3, baseMs: 2000, maxMs: 60_000 };
+
+/** How long a run that lost the database waits before it is claimed again (a try is not counted). */
+export const DATABASE_SNOOZE_MS = 1000;
 
 /**
  * What a run ended with, as Oban's workers say it: done (the task reached an end),
@@ -23,14 +23,13 @@ export type RunOutcome =
   | { kind: 'snooze'; delayMs: number; reason: string }
   | { kind: 'release' };
 
-/** Capped exponential backoff with full jitter. */
-export function backoffMs(policy: RetryPolicy, attempt: number, random = Math.random): number {
-  const cap = Math.min(policy.maxMs, policy.baseMs * 2 ** Math.max(0, attempt - 1));
-  return Math.round(cap / 2 + (random() * cap) / 2);
-}
-
-/** Tells permanent from transient errors. */
+/**
+ * Tells permanent from transient errors. A database that went away is not the task's failure:
+ * the run comes back later without counting a try (its prediction, if any, is resumed).
+ */
 export function outcomeOf(err: unknown): RunOutcome {
+  if (!isProviderError(err) && isDatabaseUnavailable(err))
+    return { kind: 'snooze', delayMs: DATABASE_SNOOZE_MS, reason: 'database unavailable' };
   if (isProviderError(err)) {
     switch (err.kind) {
       case 'permanent':

@@ -52,7 +52,7 @@ describe.each(BACKENDS)('runner on %s: kill -9 and restart', (backend) => {
       leaseMs: 1500,
       pollIntervalMs: 100,
       claimIntervalMs: 200,
-      retry: { maxAttempts: 5, baseMs: 100, maxMs: 500 },
+      retry: { attempts: 5, baseMs: 100, maxMs: 500 },
     }),
     ...(backend === 'postgres' ? { PYRE_FIXTURE_PG_URL: TEST_PG_URL!, PYRE_FIXTURE_PG_SCHEMA: tdb!.schema! } : {}),
   });

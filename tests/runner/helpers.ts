@@ -16,7 +16,7 @@ export const FAST_RUNNER = {
   pollIntervalMs: 50,
   claimIntervalMs: 100,
   leaseMs: 2000,
-  retry: { maxAttempts: 3, baseMs: 50, maxMs: 200 },
+  retry: { attempts: 3, baseMs: 50, maxMs: 200 },
 };
 export const FAST_PROVIDER_RETRY = { attempts: 6, baseMs: 20, maxMs: 200 };
 

@@ -53,7 +53,7 @@ suite('two gateway processes on one PostgreSQL (needs PYRE_TEST_DATABASE_URL)', 
         leaseMs: 2000,
         pollIntervalMs: 100,
         claimIntervalMs: 100,
-        retry: { maxAttempts: 5, baseMs: 100, maxMs: 500 },
+        retry: { attempts: 5, baseMs: 100, maxMs: 500 },
       }),
     };
     // Migrated here first, so that the two processes can start side by side.

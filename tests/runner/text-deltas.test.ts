@@ -1,6 +1,6 @@
 import { signWebhook } from '../../src/providers/replicate/webhooks';
 import { BACKENDS } from '../helpers/db';
-import { call, createTask, events, getTask, runToEnd, startRunnerEnv, waitFor, type RunnerEnv } from './helpers';
+import { call, createTask, events, getTask, runToEnd, startRunnerEnv, waitFor } from './helpers';
 
 /**
  * Streamed text is announced once: every text_delta event carries the part of the text beyond

@@ -16,17 +16,12 @@ import {
   type StreamOptions,
   type StreamResult,
 } from '../types';
+import { backoffMs, sleep, type RetryPolicy } from '../../retry';
 import { SseParser } from './sse';
 
 export const DEFAULT_BASE_URL = 'https://api.replicate.com/v1';
 
-/** Capped exponential backoff with jitter, as data: attempt n waits ~min(maxMs, baseMs * 2^(n-1)). */
-export interface RetryPolicy {
-  /** Total attempts for a read (1 = no retry). */
-  attempts: number;
-  baseMs: number;
-  maxMs: number;
-}
+export type { RetryPolicy } from '../../retry';
 
 export interface RateLimitPolicy {
   /** How many 429 answers one call waits out itself before rejecting with `rate_limited`. */
@@ -80,21 +75,6 @@ const NOT_SENT_CODES = new Set([
   'ENETUNREACH',
   'UND_ERR_CONNECT_TIMEOUT',
 ]);
-
-function defaultSleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(signal!.reason);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}
 
 function firstHeader(h: Record<string, string | string[] | undefined>, name: string): string | undefined {
   const v = h[name];
@@ -197,7 +177,7 @@ export class ReplicateClient implements Provider {
     this.streamIdleMs = opts.timeouts?.streamIdleMs ?? 120_000;
     this.userAgent = opts.userAgent ?? 'pyre/0.1.0';
     this.log = opts.logger;
-    this.sleep = opts.sleep ?? defaultSleep;
+    this.sleep = opts.sleep ?? sleep;
     this.random = opts.random ?? Math.random;
     if (opts.dispatcher) {
       this.agent = opts.dispatcher;
@@ -500,8 +480,7 @@ export class ReplicateClient implements Provider {
   // ---- plumbing ---------------------------------------------------------------------------
 
   private backoff(attempt: number): number {
-    const d = Math.min(this.retry.maxMs, this.retry.baseMs * 2 ** (attempt - 1));
-    return Math.round(d / 2 + (this.random() * d) / 2);
+    return backoffMs(this.retry, attempt, this.random);
   }
 
   private asPrediction(json: unknown, op: Op, method: string, url: string): Prediction {

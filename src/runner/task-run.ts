@@ -1,0 +1,248 @@
+import type { Logger } from '../log';
+import {
+  isProviderError,
+  isTerminal,
+  type CreatePredictionRequest,
+  type Prediction,
+  type Provider,
+} from '../providers/types';
+import { sleep, type OnWake } from '../retry';
+import type { ModelSpec } from '../tasks/models';
+import { TERMINAL, type TaskRow } from '../tasks/task';
+import { outcomeOf, type RunOutcome } from './policy';
+import { CANCELED_BY_USER, TaskWriter, type TaskWriterDeps } from './task-writer';
+import { AnnouncedText, Released, TextStream } from './text-stream';
+
+/** What a run needs from its runner. */
+export interface TaskRunDeps extends TaskWriterDeps {
+  provider: Provider;
+  /** The runner's name in leases. */
+  owner: string;
+  pollIntervalMs: number;
+  cancelGraceMs: number;
+  /** The webhook URL for a task (when PUBLIC_URL is set); polling stays on as a safety net. */
+  webhookUrl?: (taskId: string) => string;
+  now: () => Date;
+}
+
+/** A prediction being followed, and what the follow has done so far. */
+interface Following {
+  prediction: Prediction;
+  startedAt: number;
+  /** When we asked the provider to cancel (the user canceled the task), if we did. */
+  cancelSentAt: number | null;
+}
+
+/**
+ * One run of one claimed task: create its prediction (or resume or adopt the one it has) and
+ * follow it to an end, writing progress, text and the end while this runner holds the lease.
+ */
+export class TaskRun {
+  private readonly provider: Provider;
+
+  constructor(
+    private readonly deps: TaskRunDeps,
+    private readonly row: TaskRow,
+    private readonly signal: AbortSignal,
+    /** Ends a poll's wait early (a webhook arrived). */
+    private readonly onWake: OnWake,
+    private readonly log: Logger,
+  ) {
+    this.provider = deps.provider;
+  }
+
+  /** A run's writes: only while this runner still holds the lease (a lapsed one may have been taken over). */
+  readonly holdsLease = (cur: TaskRow) => cur.lease_owner === this.deps.owner;
+
+  /** Run the task; the outcome says what is to become of it (see settle). */
+  async run(): Promise<RunOutcome> {
+    const model = this.deps.tasks.registry.get(this.row.model);
+    if (!model)
+      return {
+        kind: 'fail',
+        error: { code: 'unsupported_model', message: `model ${this.row.model} is not in the registry` },
+      };
+    try {
+      if (this.row.cancel_requested) return await this.cancelBeforeFollowing(model);
+      const started = this.row.prediction_id ? await this.resume() : await this.start(model);
+      if (!started) return { kind: 'done' };
+      return await this.follow(model, started.row, started.prediction);
+    } catch (err) {
+      // A lost lease is not a failed try: the task is someone else's now.
+      if (this.signal.aborted || err instanceof Released) return { kind: 'release' };
+      const outcome = outcomeOf(err);
+      this.log.warn(
+        { err: err instanceof Error ? err.message : String(err), outcome: outcome.kind },
+        'run ended with an error',
+      );
+      return outcome;
+    }
+  }
+
+  private async cancelBeforeFollowing(model: ModelSpec): Promise<RunOutcome> {
+    if (this.row.prediction_id) await this.provider.cancel(this.row.prediction_id, { signal: this.signal });
+    await this.writer(model, null).finish({ status: 'canceled', error: CANCELED_BY_USER });
+    return { kind: 'done' };
+  }
+
+  private async resume(): Promise<{ row: TaskRow; prediction: Prediction }> {
+    const id = this.row.prediction_id!;
+    this.log.info({ prediction_id: id }, 'resuming prediction');
+    return { row: this.row, prediction: await this.provider.get(id, { signal: this.signal }) };
+  }
+
+  /**
+   * Create the task's prediction (or adopt the one an earlier try created but never heard back
+   * about) and record it on the task. Null when the task no longer needs one (it ended).
+   */
+  private async start(model: ModelSpec): Promise<{ row: TaskRow; prediction: Prediction } | null> {
+    const request = this.request(model);
+    let prediction: Prediction | null = null;
+    if (this.row.create_attempted_at) {
+      prediction = await this.adopt(request, new Date(this.row.create_attempted_at));
+      if (prediction)
+        this.log.warn({ prediction_id: prediction.id }, 'adopted a prediction whose create answer was lost');
+    }
+    prediction ??= await this.create(request);
+    const row = await this.record(prediction);
+    return row ? { row, prediction } : null;
+  }
+
+  private request(model: ModelSpec): CreatePredictionRequest {
+    const { webhookUrl } = this.deps;
+    return {
+      model: model.providerModel as CreatePredictionRequest['model'],
+      input: this.row.provider_input,
+      ...(webhookUrl
+        ? { webhook: webhookUrl(this.row.id), webhookEventsFilter: ['start', 'output', 'logs', 'completed'] as const }
+        : {}),
+    } as CreatePredictionRequest;
+  }
+
+  /** The prediction `request` created at or after `since`, that no other task owns. */
+  private async adopt(request: CreatePredictionRequest, since: Date): Promise<Prediction | null> {
+    const excludeIds = await this.deps.tasks.store.predictionsOfOthers({
+      providerModel: this.row.provider_model,
+      exceptId: this.row.id,
+      since: new Date(since.getTime() - 10 * 60_000),
+    });
+    return this.provider.findCreated(request, since, { signal: this.signal, excludeIds });
+  }
+
+  private async create(request: CreatePredictionRequest): Promise<Prediction> {
+    const attemptedAt = this.deps.now();
+    const marked = await this.deps.tasks.apply(this.row.id, (cur) =>
+      this.holdsLease(cur) && !cur.prediction_id && !TERMINAL.has(cur.status)
+        ? { change: { create_attempted_at: attemptedAt } }
+        : null,
+    );
+    // Another process holds the task now (our lease lapsed), or it ended: creating would run it twice.
+    if (!marked) throw new Released('lease lost before create');
+    let prediction: Prediction | null;
+    try {
+      prediction = await this.provider.create({ ...request, signal: this.signal });
+    } catch (err) {
+      if (!isProviderError(err) || err.kind !== 'ambiguous_create') throw err;
+      this.log.warn({ err: err.message }, 'create answer lost; looking the prediction up');
+      prediction = await this.adopt(request, attemptedAt);
+      if (!prediction) throw err;
+    }
+    this.log.info({ prediction_id: prediction.id }, 'prediction created');
+    return prediction;
+  }
+
+  /** Store the prediction on the task; undefined (and the prediction canceled) when the task no longer needs it. */
+  private async record(p: Prediction): Promise<TaskRow | undefined> {
+    let theirs: string | null = null;
+    const updated = await this.deps.tasks.apply(this.row.id, (cur) => {
+      if (TERMINAL.has(cur.status)) return null;
+      // A process that took the task over while our create was in flight made its own.
+      if (cur.prediction_id && cur.prediction_id !== p.id) {
+        theirs = cur.prediction_id;
+        return null;
+      }
+      return { change: { prediction_id: p.id, status: 'processing' } };
+    });
+    if (updated) return updated;
+    // Canceled, or run elsewhere, meanwhile: do not leave this prediction running (and billing).
+    this.log.warn(
+      { prediction_id: p.id, other_prediction_id: theirs },
+      'canceling a prediction the task no longer needs',
+    );
+    await this.provider.cancel(p.id, { signal: this.signal }).catch(() => undefined);
+    if (theirs) throw new Released('task taken over during create');
+    return undefined;
+  }
+
+  private writer(model: ModelSpec, text: AnnouncedText | null): TaskWriter {
+    return new TaskWriter(this.deps, { id: this.row.id, model }, this.holdsLease, text);
+  }
+
+  /** Poll (and stream) a prediction until it ends, our deadline passes, or the task is canceled. */
+  private async follow(model: ModelSpec, row: TaskRow, first: Prediction): Promise<RunOutcome> {
+    const text =
+      model.taskType === 'text_gen'
+        ? await AnnouncedText.load({ tasks: this.deps.tasks, taskId: row.id, may: this.holdsLease })
+        : null;
+    const writer = this.writer(model, text);
+    const stream = text && model.streams ? new TextStream({ text, provider: this.provider, log: this.log }) : null;
+    const f: Following = {
+      prediction: first,
+      startedAt: row.started_at ? new Date(row.started_at).getTime() : this.deps.now().getTime(),
+      cancelSentAt: null,
+    };
+    try {
+      for (;;) {
+        const { prediction } = f;
+        if (stream && prediction.urls.stream && !isTerminal(prediction.status))
+          stream.start(prediction.urls.stream, this.signal);
+        // Let the stream's last deltas land before the end appends what it missed.
+        if (isTerminal(prediction.status)) await stream?.stop();
+        if (await writer.sync({ prediction, streaming: stream?.started ?? false, signal: this.signal }))
+          return { kind: 'done' };
+        const outcome = await this.step(model, writer, f);
+        if (outcome) return outcome;
+      }
+    } finally {
+      await stream?.stop();
+    }
+  }
+
+  /** Between two polls: check the task, send a cancel, watch the deadlines, then poll. */
+  private async step(model: ModelSpec, writer: TaskWriter, f: Following): Promise<RunOutcome | null> {
+    const now = () => this.deps.now().getTime();
+    const cur = await this.deps.tasks.find(this.row.id);
+    if (!cur || TERMINAL.has(cur.status)) return { kind: 'done' };
+    if (!this.holdsLease(cur)) throw new Released('lease lost');
+    if (cur.cancel_requested && f.cancelSentAt === null) {
+      this.log.info({ prediction_id: f.prediction.id }, 'canceling prediction');
+      f.prediction = await this.provider.cancel(f.prediction.id, { signal: this.signal });
+      f.cancelSentAt = now();
+      return null;
+    }
+    if (f.cancelSentAt !== null && now() - f.cancelSentAt > this.deps.cancelGraceMs) {
+      // The provider took the cancel but the prediction runs on: do not poll it forever.
+      this.log.warn(
+        { prediction_id: f.prediction.id, status: f.prediction.status, grace_ms: this.deps.cancelGraceMs },
+        'prediction did not end after its cancel; ending the task canceled',
+      );
+      await writer.finish({ status: 'canceled', error: CANCELED_BY_USER });
+      return { kind: 'done' };
+    }
+    if (f.cancelSentAt === null && now() - f.startedAt > model.deadlineMs) {
+      // settle() fails the task and cancels the prediction.
+      this.log.warn(
+        { prediction_id: f.prediction.id, deadline_ms: model.deadlineMs },
+        'deadline passed; canceling prediction',
+      );
+      const seconds = Math.round(model.deadlineMs / 1000);
+      return {
+        kind: 'fail',
+        error: { code: 'timeout', message: `no result within ${seconds} s; the prediction was canceled` },
+      };
+    }
+    await sleep(this.deps.pollIntervalMs, this.signal, this.onWake);
+    f.prediction = await this.provider.get(f.prediction.id, { signal: this.signal });
+    return null;
+  }
+}

@@ -11,6 +11,8 @@ module.exports = {
   },
   // p-queue and its helpers ship ESM only; let swc turn them into CommonJS for jest.
   transformIgnorePatterns: ['/node_modules/(?!(p-queue|p-timeout|eventemitter3)/)'],
+  // Says whether the PostgreSQL half runs (and prepares what every suite shares).
+  globalSetup: '<rootDir>/tests/helpers/global-setup.ts',
   testTimeout: 60000,
   maxWorkers: 2,
 };

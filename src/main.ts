@@ -3,7 +3,8 @@ import { createGateway } from './app';
 import { ConfigError, loadConfig, type Config } from './config';
 import { createLogger } from './log';
 import { migrate, openDatabase } from './db';
-import { startStandin, type Standin } from './providers/replicate/standin';
+import { startDemoStandin } from './gateway/provider';
+import type { Standin } from './providers/replicate/standin';
 import { ModelRegistry } from './tasks/models';
 import { TaskService } from './tasks/service';
 
@@ -28,7 +29,7 @@ export async function main(): Promise<void> {
   }
   if (config.workers > 1 && cluster.isPrimary) return runPrimary(config, logger);
   const gateway = await createGateway({ config, logger });
-  const url = await gateway.listen();
+  const url = await gateway.start();
   logger.info(
     { url, database: config.databaseUrl ? 'postgresql' : `pglite (${config.dataDir})`, demo_mode: config.demoMode },
     `pyre listening on ${url}`,
@@ -62,32 +63,23 @@ async function runPrimary(config: Config, logger: ReturnType<typeof createLogger
   let stopping = false;
   const workers = config.workers;
   // Migrate once, here, before any worker starts (workers racing to create knex's tables fail).
+  // Demo mode: one stand-in for all workers, so any worker can resume another's prediction.
+  let standin: Standin | undefined;
   const db = openDatabase({ databaseUrl: config.databaseUrl });
   try {
     const applied = await migrate(db);
     if (applied.length) logger.info({ migrations: applied }, 'database migrated');
-    if (config.demoMode) {
-      // The stand-in below starts empty: predictions of an earlier run are gone, so their tasks start over.
-      await new TaskService(db, new ModelRegistry(), logger).requeueLostPredictions();
-    }
+    if (config.demoMode) standin = await startDemoStandin(logger, new TaskService(db, new ModelRegistry(), logger));
   } finally {
     await db.destroy();
   }
-  // Demo mode: one stand-in for all workers, so any worker can resume another's prediction.
-  let workerEnv: Record<string, string> = {};
-  let standin: Standin | undefined;
-  if (config.demoMode) {
-    standin = await startStandin({ preset: 'demo', host: '127.0.0.1', logger: logger.child({ component: 'standin' }) });
-    workerEnv = {
-      REPLICATE_API_TOKEN: standin.token,
-      REPLICATE_BASE_URL: standin.url,
-      REPLICATE_WEBHOOK_SECRET: standin.webhookSecret,
-    };
-    logger.warn(
-      { standin: standin.url },
-      'DEMO MODE: REPLICATE_API_TOKEN is unset, so tasks run on the built-in Replicate stand-in (simulated results, nothing is billed)',
-    );
-  }
+  const workerEnv: Record<string, string> = standin
+    ? {
+        REPLICATE_API_TOKEN: standin.token,
+        REPLICATE_BASE_URL: standin.url,
+        REPLICATE_WEBHOOK_SECRET: standin.webhookSecret,
+      }
+    : {};
   logger.info({ workers }, `starting ${workers} worker processes`);
   for (let i = 0; i < workers; i++) cluster.fork(workerEnv);
   cluster.on('exit', (worker, code, signal) => {

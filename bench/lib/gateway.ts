@@ -125,7 +125,7 @@ export async function postJson(
     body: JSON.stringify(body),
   });
   const text = await r.body.text();
-  let json: unknown = null;
+  let json: unknown;
   try {
     json = JSON.parse(text);
   } catch {

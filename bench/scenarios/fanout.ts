@@ -13,7 +13,7 @@
  *
  *   npx tsx bench/scenarios/fanout.ts [--servers=pyre,ws,sio] [--subs=10000] [--gens=2] [--cpu-prof]
  */
-import { nowMs, sleep } from '../lib/clock';
+import { sleep } from '../lib/clock';
 import {
   type Proc,
   PROTO,

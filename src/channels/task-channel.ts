@@ -45,11 +45,12 @@ export const TASK_EVENTS = [
   'text_response',
 ] as const;
 
-const GENERATE: Record<string, TaskType> = {
-  image_generate: 'image_gen',
-  video_generate: 'video_gen',
-  text_generate: 'text_gen',
-};
+/** Client event → the type it creates. A Map: the event name is the client's (`constructor` is no event). */
+const GENERATE = new Map<string, TaskType>([
+  ['image_generate', 'image_gen'],
+  ['video_generate', 'video_gen'],
+  ['text_generate', 'text_gen'],
+]);
 
 const CATCH_UP = Symbol('catch-up');
 
@@ -204,7 +205,7 @@ export class TaskChannel implements Channel<TaskAssigns> {
     const { taskId, userId } = socket.assigns;
     const log = this.logger.child({ task_id: taskId, event });
     try {
-      const type = GENERATE[event];
+      const type = GENERATE.get(event);
       if (type) return await this.generate(type, payload, socket, log);
       if (event === 'cancel') {
         const task = await this.tasks.cancel(userId, taskId);

@@ -94,7 +94,7 @@ export class GatewayClient {
   }
 
   /** A JSON call; throws CliError with the gateway's own message on a refusal. */
-  async request<T = any>(method: string, path: string, body?: unknown, timeoutMs = 30_000): Promise<T> {
+  async request<T>(method: string, path: string, body?: unknown, timeoutMs = 30_000): Promise<T> {
     const headers: Record<string, string> = { accept: 'application/json' };
     if (this.token) headers.authorization = `Bearer ${this.token}`;
     if (body !== undefined) headers['content-type'] = 'application/json';
@@ -115,7 +115,7 @@ export class GatewayClient {
       );
     }
     const text = await res.text();
-    let json: any = null;
+    let json: unknown = null;
     try {
       json = text ? JSON.parse(text) : null;
     } catch {
@@ -126,7 +126,8 @@ export class GatewayClient {
         throw new CliError(`${this.url}${path} did not answer JSON: is ${this.url} a pyre gateway?`, EXIT.unavailable);
       return json as T;
     }
-    const message = describeErrors(json?.errors, res.status);
+    const errors = (json as { errors?: FieldErrors } | null)?.errors;
+    const message = describeErrors(errors, res.status);
     switch (res.status) {
       case 401:
       case 403:
@@ -156,7 +157,7 @@ export class GatewayClient {
       case 504:
         throw new CliError(`the gateway is not ready (${res.status}): ${message}`, EXIT.unavailable);
       case 404:
-        if (json?.errors) throw new CliError(message === 'Not Found' ? 'not found' : message, EXIT.failure);
+        if (errors) throw new CliError(message === 'Not Found' ? 'not found' : message, EXIT.failure);
         throw new CliError(`${this.url}${path} answered 404: is ${this.url} a pyre gateway?`, EXIT.unavailable);
       default:
         throw new CliError(`the gateway answered ${res.status}: ${message}`, EXIT.failure);

@@ -9,11 +9,15 @@ import { listTasks } from './tasks';
 
 // The server side (database, gateway, stand-in) loads only for the commands that run it,
 // so `pyre submit` and `pyre tasks` start quickly.
+// A synchronous require is the way to load a module lazily from CommonJS: import() would go through
+// Node's ESM loader, which tsx/cjs (bin/pyre.js in a checkout) does not hook.
+/* eslint-disable @typescript-eslint/no-require-imports -- lazy loading, see above */
 const lazy = {
   main: () => (require('../main') as typeof import('../main')).main,
   db: () => require('../db') as typeof import('../db'),
   standin: () => (require('./standin') as typeof import('./standin')).runStandin,
 };
+/* eslint-enable @typescript-eslint/no-require-imports */
 
 /** Exit codes: see EXIT in ./client (0 ok, 1 failure, 2 usage, 69 unavailable, 77 no permission, 78 config, ...). */
 export { EXIT };

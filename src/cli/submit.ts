@@ -2,6 +2,18 @@ import { Socket } from 'phoenix';
 import WebSocket from 'ws';
 import { CliError, EXIT, GatewayClient } from './client';
 import { ProgressLine } from './progress';
+import type { TaskJson } from '../tasks/task';
+
+/** What the task channel pushes; every event carries some of these (docs/contract.md). */
+interface TaskEventPayload {
+  seq?: number;
+  status?: string;
+  progress?: number | null;
+  message?: string;
+  delta?: string;
+  output?: { urls?: string[]; text?: string } | null;
+  error?: { code?: string; message?: string } | null;
+}
 
 export const TYPES = ['image', 'video', 'text'] as const;
 
@@ -86,7 +98,9 @@ export async function submit(promptWords: string[], opts: SubmitOptions): Promis
   const input: Record<string, unknown> = { type: opts.type, prompt, ...parseParams(opts.param, model) };
   if (opts.model) input.model = opts.model;
 
-  const created = await client.request<{ task_id: string; data: any }>('POST', '/api/tasks', { input_data: input });
+  const created = await client.request<{ task_id: string; data: TaskJson }>('POST', '/api/tasks', {
+    input_data: input,
+  });
   const taskId = created.task_id;
   const log = (s: string) => {
     if (!opts.quiet) process.stderr.write(`${s}\n`);
@@ -112,7 +126,7 @@ async function promptFrom(words: string[]): Promise<string> {
 export function follow(
   client: GatewayClient,
   taskId: string,
-  task: any,
+  task: TaskJson,
   opts: Pick<SubmitOptions, 'json' | 'timeout' | 'quiet'>,
 ): Promise<number> {
   const isText = task.task_type === 'text_gen';
@@ -127,7 +141,7 @@ export function follow(
     params: client.token ? { token: client.token } : {},
     reconnectAfterMs: (tries: number) => [200, 500, 1000, 2000][tries - 1] ?? 3000,
     rejoinAfterMs: (tries: number) => [200, 500, 1000][tries - 1] ?? 2000,
-  } as any);
+  });
 
   return new Promise<number>((resolve) => {
     let finished = false;
@@ -175,7 +189,7 @@ export function follow(
 
     // From seq 0: everything the task did is replayed, then live events follow, once each.
     const channel = socket.channel(`task:${taskId}`, () => ({ last_seq: lastSeq }));
-    const onEvent = (event: string) => (p: any) => {
+    const onEvent = (event: string) => (p: TaskEventPayload) => {
       if (typeof p.seq === 'number') {
         if (p.seq <= lastSeq) return;
         lastSeq = p.seq;
@@ -190,11 +204,11 @@ export function follow(
     };
     for (const ev of ['status', 'progress', 'text_delta', ...RESPONSES]) channel.on(ev, onEvent(ev));
 
-    const done = async (p: any) => {
+    const done = async (p: TaskEventPayload) => {
       if (p.status === 'success') {
         if (opts.json) {
           const { data } = await client
-            .request('GET', `/api/tasks/${taskId}`)
+            .request<{ data: unknown }>('GET', `/api/tasks/${taskId}`)
             .catch(() => ({ data: { id: taskId, output: p.output } }));
           bar?.done();
           process.stdout.write(`${JSON.stringify(data, null, 2)}\n`);
@@ -223,7 +237,7 @@ export function follow(
 
     channel
       .join(10_000)
-      .receive('error', (r: any) => {
+      .receive('error', (r: { reason?: string }) => {
         const reason = r?.reason ?? JSON.stringify(r);
         finish(reason === 'unauthorized' ? EXIT.noperm : EXIT.failure, `could not follow task ${taskId}: ${reason}`);
       })

@@ -1,4 +1,5 @@
 import { GatewayClient, type ClientOptions } from './client';
+import type { TaskJson } from '../tasks/task';
 
 export interface TasksOptions extends ClientOptions {
   status?: string;
@@ -27,7 +28,7 @@ export async function listTasks(opts: TasksOptions): Promise<void> {
   if (opts.status) q.set('status', opts.status);
   if (opts.limit) q.set('limit', String(opts.limit));
   if (opts.cursor) q.set('cursor', opts.cursor);
-  const page = await client.request<{ data: any[]; next_cursor: string | null }>(
+  const page = await client.request<{ data: TaskJson[]; next_cursor: string | null }>(
     'GET',
     `/api/tasks${q.size ? `?${q}` : ''}`,
   );

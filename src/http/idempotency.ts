@@ -10,20 +10,25 @@ const STALE_IN_FLIGHT_MS = 60_000;
 export type IdempotencyOutcome =
   { kind: 'proceed' } | { kind: 'replay'; status: number; body: unknown } | { kind: 'conflict'; reason: string };
 
+/** Deeper than this, bodyHash refuses (POST /api/tasks refuses bodies deeper than 32 before hashing). */
+const MAX_HASH_DEPTH = 64;
+
 /** A stable hash of a JSON body, independent of key order. */
 export function bodyHash(body: unknown): string {
-  const canonical = (v: unknown): unknown =>
-    Array.isArray(v)
-      ? v.map(canonical)
-      : v && typeof v === 'object'
-        ? Object.fromEntries(
-            Object.keys(v as object)
-              .sort()
-              .map((k) => [k, canonical((v as Record<string, unknown>)[k])]),
-          )
-        : v;
+  // Recursive, so bounded: a client's body must never be able to overflow the stack.
+  const canonical = (v: unknown, depth: number): unknown => {
+    if (depth > MAX_HASH_DEPTH) throw new RangeError(`body is nested more than ${MAX_HASH_DEPTH} levels deep`);
+    if (Array.isArray(v)) return v.map((x) => canonical(x, depth + 1));
+    if (v === null || typeof v !== 'object') return v;
+    // fromEntries defines keys (a `__proto__` key stays a key); Object.keys lists own keys only.
+    return Object.fromEntries(
+      Object.keys(v)
+        .sort()
+        .map((k) => [k, canonical((v as Record<string, unknown>)[k], depth + 1)]),
+    );
+  };
   return createHash('sha256')
-    .update(JSON.stringify(canonical(body) ?? null))
+    .update(JSON.stringify(canonical(body, 0) ?? null))
     .digest('hex');
 }
 

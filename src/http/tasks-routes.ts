@@ -1,4 +1,5 @@
-import express, { Router } from 'express';
+import express, { Router, type RequestHandler } from 'express';
+import { nestedDeeperThan } from '../realtime';
 import type { TaskService } from '../tasks/service';
 import { ValidationError } from '../tasks/errors';
 import { bodyHash, isValidKey, type IdempotencyKeys } from './idempotency';
@@ -9,6 +10,23 @@ import { rateLimitPerUser } from './rate-limit';
 import type { TaskCreationLimit } from '../db/rate-limit';
 
 export const MAX_BODY_BYTES = 1024 * 1024;
+/**
+ * The deepest nesting of objects and arrays a request body may have. A task body needs 3
+ * (`{"input_data":{"images":["…"]}}`); 32 leaves room for a client's own top-level bookkeeping.
+ */
+export const MAX_BODY_DEPTH = 32;
+
+/**
+ * 400 for a body nested deeper than MAX_BODY_DEPTH, before anything reads it: code that walks a
+ * value recursively (the idempotency hash, JSON.stringify) would overflow its stack on it. 400, like
+ * malformed JSON, because the body as a whole is refused before any field is looked at.
+ */
+const limitBodyDepth: RequestHandler = (req, res, next) => {
+  if (nestedDeeperThan(req.body, MAX_BODY_DEPTH)) {
+    return sendError(res, 400, `request body is nested more than ${MAX_BODY_DEPTH} levels deep`);
+  }
+  next();
+};
 
 /**
  * The body of POST /api/tasks: `input_data`, and a top-level `model` the old backend also took.
@@ -53,6 +71,7 @@ export function tasksRouter(deps: {
     rateLimitPerUser(deps.taskLimit),
     requireJson,
     express.json({ limit: MAX_BODY_BYTES, strict: false }),
+    limitBodyDepth,
     async (req, res) => {
       const input = inputFromBody(req.body);
       const key = req.get('idempotency-key');

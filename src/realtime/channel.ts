@@ -56,7 +56,8 @@ export interface Channel<A extends Assigns = Assigns> {
 /** What a channel sees of its connection: one per joined topic. */
 export interface ChannelSocket<A extends Assigns = Assigns> {
   readonly topic: string;
-  readonly joinRef: string | null;
+  /** The join's join_ref, or its ref when the join frame had none (as Phoenix's socket.join_ref). */
+  readonly joinRef: Ref;
   /** A shallow copy of the connection's assigns, taken at join; mutate freely. */
   assigns: A;
   /** The connection's id from `connect` (null if none). */
@@ -126,7 +127,13 @@ const EMPTY = Object.freeze({}) as Record<string, never>;
  */
 export class ChannelInstance implements ChannelSocket, Subscriber {
   readonly topic: string;
-  readonly joinRef: string | null;
+  readonly joinRef: Ref;
+  /**
+   * The join_ref exactly as the join frame carried it (null for V1 clients and for a join sent
+   * without one). Phoenix's socket keeps this one: it decides which client frames are stale and
+   * is the join_ref (and ref) of the phx_close and phx_error that end the channel.
+   */
+  readonly frameJoinRef: Ref;
   assigns: Assigns;
   private readonly host: ChannelHost;
   readonly handler: Channel;
@@ -142,10 +149,11 @@ export class ChannelInstance implements ChannelSocket, Subscriber {
   private cleanups: (() => void)[] | null = null;
   private readonly intercepts: readonly string[] | null;
 
-  constructor(host: ChannelHost, topic: string, joinRef: string | null, handler: Channel, assigns: Assigns) {
+  constructor(host: ChannelHost, topic: string, frameJoinRef: Ref, ref: Ref, handler: Channel, assigns: Assigns) {
     this.host = host;
     this.topic = topic;
-    this.joinRef = joinRef;
+    this.frameJoinRef = frameJoinRef;
+    this.joinRef = frameJoinRef ?? ref;
     this.handler = handler;
     this.assigns = { ...assigns };
     this.intercepts = handler.intercept && handler.intercept.length > 0 && handler.handleOut ? handler.intercept : null;
@@ -164,16 +172,17 @@ export class ChannelInstance implements ChannelSocket, Subscriber {
     return this.state !== State.Closed;
   }
 
-  /** Called by the connection once join returned ok: subscribe, then release early pushes. */
   /**
-   * Subscribes before `join` runs, so nothing broadcast during an async join is lost: such
-   * broadcasts are held and delivered after the join reply and the pushes made in join.
+   * Called by the connection before `join` runs. Subscribes first, so nothing broadcast during
+   * an async join is lost: such broadcasts are held and delivered after the join reply and the
+   * pushes made in join.
    */
   beginJoin(): void {
     this.subscribed = true;
     this.host.pubsub.subscribe(this.topic, this);
   }
 
+  /** Called by the connection once join returned ok: returns the pushes made during join, to send after the reply. */
   markJoined(): EncodedFrame[] | null {
     this.state = State.Joined;
     const early = this.early;
@@ -378,7 +387,7 @@ export class ChannelInstance implements ChannelSocket, Subscriber {
   /** Graceful end: phx_close to the client, then teardown. */
   close(reason: string): void {
     if (this.state === State.Closed) return;
-    const joinRef = this.joinRef;
+    const joinRef = this.frameJoinRef;
     this.host.send({ kind: 'push', joinRef, ref: joinRef, topic: this.topic, event: 'phx_close', payload: EMPTY });
     this.teardown(reason);
   }
@@ -390,7 +399,7 @@ export class ChannelInstance implements ChannelSocket, Subscriber {
       { err, topic: this.topic, event: item && 'event' in item ? item.event : item?.k },
       'realtime: channel crashed',
     );
-    const joinRef = this.joinRef;
+    const joinRef = this.frameJoinRef;
     this.host.send({
       kind: 'push',
       joinRef,

@@ -3,7 +3,7 @@
  * joins/leaves/events to channel instances (Phoenix.Socket's handle_in clauses).
  */
 import { type Assigns, type Channel, type ChannelHost, ChannelInstance, type JoinResult } from './channel';
-import { assertPushPayload, type InboundMessage, type OutboundMessage } from './message';
+import { assertPushPayload, nestedDeeperThan, type InboundMessage, type OutboundMessage } from './message';
 import type { Params } from './params';
 import type { Fanout, PubSub, Subscriber } from './pubsub';
 import type { RealtimeLogger } from './logger';
@@ -16,6 +16,8 @@ export interface Transport {
   writeFanout(f: Fanout, serializer: Serializer): void;
   /** Starts closing; the transport calls `connection.transportClosed()` once it is gone. */
   close(code: number, reason: string): void;
+  /** Drops the client now, without a close handshake (server shutdown). */
+  terminate(): void;
 }
 
 /** Counters shared by all connections of one server. */
@@ -42,6 +44,7 @@ export interface ConnectionContext {
   readonly maxChannelsPerSocket: number;
   readonly rateLimit: { messages: number; intervalMs: number } | null;
   readonly maxProtocolErrors: number;
+  readonly maxPayloadDepth: number;
   route(topic: string): Channel | null;
   connectionClosed(conn: Connection): void;
 }
@@ -154,6 +157,10 @@ export class Connection implements ChannelHost, Subscriber {
       return;
     }
     this.ctx.counters.messagesIn++;
+    if (nestedDeeperThan(msg.payload, this.ctx.maxPayloadDepth)) {
+      this.tooDeep(msg);
+      return;
+    }
     if (this.inbox !== null) {
       if (this.inbox.length >= MAX_QUEUED) {
         this.overloaded('frames queued behind a pending join');
@@ -199,6 +206,27 @@ export class Connection implements ChannelHost, Subscriber {
     }
   }
 
+  /**
+   * A payload nested deeper than maxPayloadDepth never reaches a channel (code that walks it
+   * recursively would overflow its stack): the client gets an error reply naming the limit,
+   * and the socket stays up (the frame itself was well formed).
+   */
+  private tooDeep(msg: InboundMessage): void {
+    this.ctx.counters.protocolErrors++;
+    this.ctx.logger.warn(
+      { socketId: this.id, topic: msg.topic, event: msg.event, maxPayloadDepth: this.ctx.maxPayloadDepth },
+      'realtime: payload nested too deeply, refused',
+    );
+    this.send({
+      kind: 'reply',
+      joinRef: msg.joinRef,
+      ref: msg.ref,
+      topic: msg.topic,
+      status: 'error',
+      response: { reason: `payload is nested more than ${this.ctx.maxPayloadDepth} levels deep` },
+    });
+  }
+
   private dispatch(msg: InboundMessage): void {
     const { topic, event } = msg;
     if (topic === 'phoenix' && event === 'heartbeat') {
@@ -211,8 +239,9 @@ export class Connection implements ChannelHost, Subscriber {
     }
     const ch = this.channels.get(topic);
     if (ch !== undefined) {
-      // A non-null join_ref from an earlier join of this topic is stale: dropped without a word.
-      if (msg.joinRef !== null && msg.joinRef !== ch.joinRef) return;
+      // A non-null join_ref other than the one the join frame carried is stale (an earlier join,
+      // or "" in a binary push): dropped without a word, as Phoenix 1.8.12 does.
+      if (msg.joinRef !== null && msg.joinRef !== ch.frameJoinRef) return;
       if (event === 'phx_leave') ch.leave(msg.ref);
       else ch.handleIn(event, msg.payload, msg.ref);
       return;
@@ -243,8 +272,7 @@ export class Connection implements ChannelHost, Subscriber {
       if (old !== undefined) this.sendClose(old);
       return;
     }
-    const joinRef = msg.joinRef ?? msg.ref;
-    const ch = new ChannelInstance(this, topic, joinRef, handler, this.assigns);
+    const ch = new ChannelInstance(this, topic, msg.joinRef, msg.ref, handler, this.assigns);
     let result: JoinResult | PromiseLike<JoinResult>;
     try {
       ch.beginJoin();
@@ -390,8 +418,8 @@ export class Connection implements ChannelHost, Subscriber {
   private sendClose(old: ChannelInstance): void {
     this.send({
       kind: 'push',
-      joinRef: old.joinRef,
-      ref: old.joinRef,
+      joinRef: old.frameJoinRef,
+      ref: old.frameJoinRef,
       topic: old.topic,
       event: 'phx_close',
       payload: EMPTY,

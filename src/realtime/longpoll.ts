@@ -1,14 +1,22 @@
 /**
  * The long-poll transport (Phoenix.Transports.LongPoll), used by phoenix.js as a fallback.
  * Every answer is HTTP 200 with a JSON body whose `status` field carries the meaning.
+ *
+ * A session lives in the memory of the node that created it. Its token is signed and names
+ * that node, so on a cluster any node can serve the session's requests: it forwards the POST or
+ * the poll over the {@link ClusterBus} to the owner and relays the answer, as Phoenix forwards
+ * them over its PubSub. A request whose owner does not answer gets what Phoenix answers
+ * (GET: a new session, 410 with a new token; POST: 410), on which phoenix.js reconnects and
+ * rejoins its channels.
  */
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Connection, Transport } from './connection';
+import type { BusMessage, ClusterBus } from './bus';
+import type { Connection } from './connection';
+import type { HostedTransport, TransportHost } from './host';
 import type { Fanout } from './pubsub';
 import type { EncodedFrame, Serializer } from './serializer';
 import { requestTarget } from './params';
-import type { RealtimeServer } from './server';
 
 export interface LongPollOptions {
   /** How long a poll is held open when nothing is queued (Phoenix window_ms, default 10 000). */
@@ -17,9 +25,28 @@ export interface LongPollOptions {
   sessionTimeoutMs?: number;
   /** Largest POST body (default 1 MiB). */
   maxBodyBytes?: number;
-  /** Most frames per POST (default 100, as both Phoenix sides). */
+  /** Lines handled per ndjson POST (default 100, as Phoenix); further lines are ignored. */
   maxMessagesPerPost?: number;
+  /**
+   * Key that signs session tokens (HMAC-SHA256). Every node of a cluster must use the same one.
+   * Default: a random key per process (then only this process accepts its tokens).
+   */
+  secret?: string | Buffer;
+  /** Reaches the other nodes: with it, a session's requests may land on any node. Needs `secret`. */
+  bus?: ClusterBus;
+  /** How long a forwarding node waits for the owner's first answer before it deems it gone (default 2000, as Phoenix's pubsub_timeout_ms). */
+  busTimeoutMs?: number;
 }
+
+/** The JSON body of every long-poll answer. */
+interface LpBody {
+  status: number;
+  token?: string;
+  messages?: string[];
+}
+
+/** Where a poll's answer goes: the HTTP response here, or a bus message to the forwarding node. */
+type PollAnswer = (body: LpBody) => void;
 
 const JSON_HEADERS = {
   'content-type': 'application/json; charset=utf-8',
@@ -34,20 +61,47 @@ function sendJson(res: ServerResponse, body: unknown, httpStatus = 200): void {
   res.end(text);
 }
 
+const ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** `<node>.<session>.<mac>`: the node that holds the session, its random id, and their HMAC. */
+class SessionTokens {
+  private readonly key: Buffer;
+  constructor(secret: string | Buffer) {
+    this.key = Buffer.isBuffer(secret) ? secret : Buffer.from(secret, 'utf8');
+  }
+  private mac(node: string, sid: string): string {
+    return createHmac('sha256', this.key).update(`${node}.${sid}`).digest('base64url');
+  }
+  sign(node: string, sid: string): string {
+    return `${node}.${sid}.${this.mac(node, sid)}`;
+  }
+  /** The node and session a token names, or null if it is malformed or not signed with our key. */
+  verify(token: string): { node: string; sid: string } | null {
+    const [node, sid, mac, extra] = token.split('.');
+    if (extra !== undefined || !node || !sid || !mac || !ID.test(node) || !ID.test(sid)) return null;
+    const want = Buffer.from(this.mac(node, sid));
+    const got = Buffer.from(mac);
+    return got.length === want.length && timingSafeEqual(got, want) ? { node, sid } : null;
+  }
+}
+
 /** One long-poll client: a connection whose writes queue until the next poll. */
-export class LongPollSession implements Transport {
+export class LongPollSession implements HostedTransport {
   readonly kind = 'longpoll' as const;
+  /** The random part of the token (the key in its endpoint's session map). */
+  readonly sid: string;
   readonly token: string;
   conn!: Connection;
   private queue: string[] = [];
-  private poll: ServerResponse | null = null;
+  private poll: PollAnswer | null = null;
   private pollTimer: NodeJS.Timeout | null = null;
   private flushScheduled = false;
   closed = false;
-  private readonly owner: LongPollTransport;
+  private readonly owner: LongPollEndpoint;
 
-  constructor(owner: LongPollTransport, token: string) {
+  constructor(owner: LongPollEndpoint, sid: string, token: string) {
     this.owner = owner;
+    this.sid = sid;
     this.token = token;
   }
 
@@ -62,13 +116,7 @@ export class LongPollSession implements Transport {
       return;
     }
     this.queue.push(frame.data.toString('utf8'));
-    if (this.poll !== null && !this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(() => {
-        this.flushScheduled = false;
-        this.answerPoll();
-      });
-    }
+    this.scheduleAnswer();
   }
 
   writeFanout(f: Fanout, serializer: Serializer): void {
@@ -81,24 +129,43 @@ export class LongPollSession implements Transport {
     this.write(enc);
   }
 
-  /** A GET with this session's token. */
-  listen(res: ServerResponse): void {
+  private scheduleAnswer(): void {
+    if (this.poll !== null && !this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => {
+        this.flushScheduled = false;
+        this.answerPoll();
+      });
+    }
+  }
+
+  /** A GET with this session's token (here, or forwarded by another node). */
+  listen(answer: PollAnswer): void {
     this.touch();
     if (this.poll !== null) this.finishPoll({ status: 204, token: this.token, messages: [] });
     if (this.queue.length > 0) {
       const messages = this.queue;
       this.queue = [];
-      sendJson(res, { status: 200, token: this.token, messages });
+      answer({ status: 200, token: this.token, messages });
       return;
     }
-    this.poll = res;
+    this.poll = answer;
     this.pollTimer = setTimeout(
       () => this.finishPoll({ status: 204, token: this.token, messages: [] }),
       this.owner.windowMs,
     );
-    res.on('close', () => {
-      if (this.poll === res) this.clearPoll();
-    });
+  }
+
+  /** The poll's client went away before an answer: stop holding it; queued messages stay. */
+  cancelPoll(answer: PollAnswer): void {
+    if (this.poll === answer) this.clearPoll();
+  }
+
+  /** Messages a forwarding node could not hand over (its client left): they go out first next time. */
+  requeue(messages: string[]): void {
+    if (this.closed || messages.length === 0) return;
+    this.queue = messages.concat(this.queue);
+    this.scheduleAnswer();
   }
 
   private answerPoll(): void {
@@ -108,10 +175,10 @@ export class LongPollSession implements Transport {
     this.finishPoll({ status: 200, token: this.token, messages });
   }
 
-  private finishPoll(body: unknown): void {
-    const res = this.poll;
+  private finishPoll(body: LpBody): void {
+    const answer = this.poll;
     this.clearPoll();
-    if (res !== null) sendJson(res, body);
+    answer?.(body);
     this.touch();
   }
 
@@ -125,10 +192,14 @@ export class LongPollSession implements Transport {
     if (this.conn) this.conn.lastSeen = Date.now();
   }
 
+  terminate(): void {
+    this.close();
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.owner.sessions.delete(this.token);
+    this.owner.sessions.delete(this.sid);
     // A held poll learns the session is gone; phoenix.js then reconnects and rejoins.
     this.finishPoll({ status: 410 });
     this.queue = [];
@@ -136,20 +207,45 @@ export class LongPollSession implements Transport {
   }
 }
 
-export class LongPollTransport {
-  readonly server: RealtimeServer;
+/** A request this node forwarded to a session's owner, waiting for its answer. */
+interface Forwarded {
+  timer: NodeJS.Timeout;
+  /** The owner answered (null: it did not, in time: deemed gone). */
+  done(body: LpBody | null): void;
+}
+
+/** Serves `${path}/longpoll`: the sessions of this process, and forwarding to other nodes'. */
+export class LongPollEndpoint {
+  readonly server: TransportHost;
   readonly sessions = new Map<string, LongPollSession>();
   readonly windowMs: number;
   readonly sessionTimeoutMs: number;
   readonly maxBodyBytes: number;
   readonly maxMessagesPerPost: number;
+  private readonly tokens: SessionTokens;
+  private readonly bus: ClusterBus | null;
+  private readonly nodeId: string;
+  private readonly busTimeoutMs: number;
+  /** Requests this node forwarded, by request id. */
+  private readonly forwarded = new Map<string, Forwarded>();
+  /** Polls other nodes forwarded here and this node holds, by request id (for cancel). */
+  private readonly remotePolls = new Map<string, { session: LongPollSession; answer: PollAnswer }>();
 
-  constructor(server: RealtimeServer, opts: LongPollOptions) {
+  constructor(server: TransportHost, opts: LongPollOptions) {
     this.server = server;
     this.windowMs = opts.windowMs ?? 10_000;
     this.sessionTimeoutMs = opts.sessionTimeoutMs ?? Math.round(this.windowMs * 1.5);
     this.maxBodyBytes = opts.maxBodyBytes ?? 1024 * 1024;
     this.maxMessagesPerPost = opts.maxMessagesPerPost ?? 100;
+    this.busTimeoutMs = opts.busTimeoutMs ?? 2000;
+    this.bus = opts.bus ?? null;
+    if (this.bus !== null && opts.secret === undefined)
+      throw new Error('realtime: longpoll.bus needs longpoll.secret, the same on every node');
+    if (this.bus !== null && !ID.test(this.bus.nodeId))
+      throw new Error(`realtime: bus nodeId ${JSON.stringify(this.bus.nodeId)} must match ${ID.source}`);
+    this.tokens = new SessionTokens(opts.secret ?? randomBytes(32));
+    this.nodeId = this.bus?.nodeId ?? randomBytes(6).toString('hex');
+    this.bus?.onMessage((m, from) => this.fromBus(m, from));
   }
 
   get sessionCount(): number {
@@ -183,20 +279,26 @@ export class LongPollTransport {
       sendJson(res, { status: 403 });
       return;
     }
-    const token = this.tokenOf(req);
-    const session = token !== null ? this.sessions.get(token) : undefined;
+    const raw = this.tokenOf(req);
+    const named = raw !== null ? this.tokens.verify(raw) : null;
+    const remote = named !== null && named.node !== this.nodeId && this.bus !== null ? named : null;
+    const session = named !== null && named.node === this.nodeId ? this.sessions.get(named.sid) : undefined;
     if (method === 'GET') {
-      if (session !== undefined && !session.closed) session.listen(res);
+      if (session !== undefined && !session.closed) this.listenHere(session, res);
+      else if (remote !== null) this.forwardPoll(remote.node, remote.sid, req, res);
       else this.newSession(req, res);
       return;
     }
-    if (session === undefined || session.closed) {
+    if (session !== undefined && !session.closed) {
+      session.touch();
+      this.readBody(req, res, (body) => this.answerWhenHandled(res, this.publish(session, req.headers, body)));
+    } else if (remote !== null) {
+      this.readBody(req, res, (body) => this.forwardPost(remote.node, remote.sid, req, res, body));
+    } else {
       // Drain the body so keep-alive connections stay usable.
       req.resume();
       sendJson(res, { status: 410 });
-      return;
     }
-    this.publish(req, res, session);
   }
 
   private tokenOf(req: IncomingMessage): string | null {
@@ -227,9 +329,10 @@ export class LongPollTransport {
           sendJson(res, { status: 403 });
           return;
         }
-        const token = randomBytes(24).toString('base64url');
-        const session = new LongPollSession(this, token);
-        this.sessions.set(token, session);
+        const sid = randomBytes(24).toString('base64url');
+        const token = this.tokens.sign(this.nodeId, sid);
+        const session = new LongPollSession(this, sid, token);
+        this.sessions.set(sid, session);
         this.server.openConnection(session, a, this.sessionTimeoutMs);
         sendJson(res, { status: 410, token, messages: [] });
       })
@@ -239,11 +342,17 @@ export class LongPollTransport {
       });
   }
 
-  private publish(req: IncomingMessage, res: ServerResponse, session: LongPollSession): void {
-    session.touch();
+  private listenHere(session: LongPollSession, res: ServerResponse): void {
+    const answer: PollAnswer = (body) => sendJson(res, body);
+    session.listen(answer);
+    res.on('close', () => session.cancelPoll(answer));
+  }
+
+  /** Reads a POST body up to `maxBodyBytes` (413 beyond), then calls `onBody`. */
+  private readBody(req: IncomingMessage, res: ServerResponse, onBody: (body: Buffer) => void): void {
     const preRead = (req as { body?: unknown }).body;
     if (Buffer.isBuffer(preRead) || typeof preRead === 'string') {
-      this.dispatchBody(req, res, session, Buffer.from(preRead));
+      onBody(Buffer.from(preRead));
       return;
     }
     const chunks: Buffer[] = [];
@@ -256,45 +365,50 @@ export class LongPollTransport {
         tooBig = true;
         chunks.length = 0;
         this.server.counters.protocolErrors++;
-        this.server.logger.warn({ socketId: session.conn.id, size }, 'realtime: long-poll body too large');
+        this.server.logger.warn({ size }, 'realtime: long-poll body too large');
         sendJson(res, { status: 413 }, 413);
         return;
       }
       chunks.push(c);
     });
     req.on('end', () => {
-      if (!tooBig) this.dispatchBody(req, res, session, Buffer.concat(chunks));
+      if (!tooBig) onBody(Buffer.concat(chunks));
     });
     req.on('error', () => res.destroy());
   }
 
-  private dispatchBody(req: IncomingMessage, res: ServerResponse, session: LongPollSession, body: Buffer): void {
-    const ctype = String(req.headers['content-type'] ?? '');
+  private answerWhenHandled(res: ServerResponse, result: LpBody | Promise<LpBody>): void {
+    if (result instanceof Promise) result.then((b) => sendJson(res, b));
+    else sendJson(res, result);
+  }
+
+  /** Hands a POST body's frames to the session; the answer once they are handled (Phoenix's). */
+  private publish(
+    session: LongPollSession,
+    headers: { 'content-type'?: string | undefined },
+    body: Buffer,
+  ): LpBody | Promise<LpBody> {
+    session.touch();
+    const ctype = String(headers['content-type'] ?? '');
     const conn = session.conn;
     if (ctype.startsWith('application/x-ndjson')) {
-      const lines = body.toString('utf8').split('\n');
+      let lines = body.toString('utf8').split(/\r?\n/);
       if (lines.length > this.maxMessagesPerPost) {
-        this.server.counters.protocolErrors++;
-        sendJson(res, { status: 413 }, 413);
-        return;
+        // Phoenix 1.8 handles the first 100 lines of a POST and ignores the rest.
+        this.server.logger.warn(
+          { socketId: conn.id, lines: lines.length, max: this.maxMessagesPerPost },
+          'realtime: long-poll POST has too many lines; the rest are ignored',
+        );
+        lines = lines.slice(0, this.maxMessagesPerPost);
       }
       for (const line of lines) {
         if (conn.closed) break;
-        if (line.startsWith('[')) {
-          const data = Buffer.from(line, 'utf8');
-          if (data.length > this.server.maxFrameBytes) {
-            this.tooBig(session);
-            continue;
-          }
-          conn.handleFrame(data, false);
-        } else if (line.length > 0) {
-          const data = Buffer.from(line, 'base64');
-          if (data.length > this.server.maxFrameBytes) {
-            this.tooBig(session);
-            continue;
-          }
-          conn.handleFrame(data, true);
-        }
+        // An empty line (a body ending in "\n") is no message: skipped (Phoenix's session crashes).
+        if (line.length === 0) continue;
+        const text = line.startsWith('[');
+        const data = Buffer.from(line, text ? 'utf8' : 'base64');
+        if (data.length > this.server.maxFrameBytes) this.tooBig(session);
+        else conn.handleFrame(data, !text);
       }
     } else if (body.length > this.server.maxFrameBytes) {
       this.tooBig(session);
@@ -304,21 +418,13 @@ export class LongPollTransport {
     // Phoenix answers once the session process has handled the frames; a join still running
     // after window_ms yields 408.
     const pending = conn.pendingJoin;
-    if (pending === null) {
-      sendJson(res, { status: 200 });
-      return;
-    }
-    let done = false;
-    const timer = setTimeout(() => {
-      if (done) return;
-      done = true;
-      sendJson(res, { status: 408 });
-    }, this.windowMs);
-    pending.then(() => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      sendJson(res, { status: 200 });
+    if (pending === null) return { status: 200 };
+    return new Promise<LpBody>((resolve) => {
+      const timer = setTimeout(() => resolve({ status: 408 }), this.windowMs);
+      void pending.then(() => {
+        clearTimeout(timer);
+        resolve({ status: 200 });
+      });
     });
   }
 
@@ -330,8 +436,141 @@ export class LongPollTransport {
     );
   }
 
+  // ---- forwarding to the owner (this node is not it) ----------------------------------------
+
+  /**
+   * Sends a request to `node` and calls `done` with its answer, or with null when the owner gave
+   * no sign of life within busTimeoutMs (or none of an answer within windowMs after it did).
+   */
+  private forward(node: string, req: BusMessage, done: (body: LpBody | null) => void): string {
+    const rid = randomBytes(12).toString('base64url');
+    const entry: Forwarded = {
+      timer: setTimeout(() => this.settle(rid, null), this.busTimeoutMs),
+      done,
+    };
+    this.forwarded.set(rid, entry);
+    this.bus!.send(node, { ...req, t: 'req', rid });
+    return rid;
+  }
+
+  private settle(rid: string, body: LpBody | null): void {
+    const entry = this.forwarded.get(rid);
+    if (entry === undefined) return;
+    this.forwarded.delete(rid);
+    clearTimeout(entry.timer);
+    if (body === null) this.server.logger.info({ rid }, 'realtime: long-poll session owner did not answer');
+    entry.done(body);
+  }
+
+  private forwardPoll(node: string, sid: string, req: IncomingMessage, res: ServerResponse): void {
+    let open = true;
+    const rid = this.forward(node, { kind: 'poll', sid }, (body) => {
+      open = false;
+      if (body === null) this.newSession(req, res);
+      else sendJson(res, body);
+    });
+    res.on('close', () => {
+      if (!open || !this.forwarded.has(rid)) return;
+      // The client left while the owner holds its poll: release it there, keep the messages.
+      this.settle(rid, { status: 204 });
+      this.bus!.send(node, { t: 'cancel', rid });
+    });
+  }
+
+  private forwardPost(node: string, sid: string, req: IncomingMessage, res: ServerResponse, body: Buffer): void {
+    const ctype = req.headers['content-type'];
+    this.forward(node, { kind: 'post', sid, ctype: ctype ?? null, body: body.toString('base64') }, (answer) =>
+      sendJson(res, answer ?? { status: 410 }),
+    );
+  }
+
+  // ---- the bus ------------------------------------------------------------------------------
+
+  private fromBus(m: BusMessage, from: string): void {
+    try {
+      const rid = typeof m.rid === 'string' ? m.rid : null;
+      if (rid === null) return;
+      switch (m.t) {
+        case 'req':
+          this.servePeer(m, rid, from);
+          return;
+        case 'ack': {
+          // The owner is alive and holds the request: wait for its answer a window longer.
+          const entry = this.forwarded.get(rid);
+          if (entry === undefined) return;
+          clearTimeout(entry.timer);
+          entry.timer = setTimeout(() => this.settle(rid, null), this.windowMs + this.busTimeoutMs);
+          return;
+        }
+        case 'res': {
+          const body = m.body as LpBody | null;
+          if (body === null || typeof body !== 'object' || typeof body.status !== 'number') return;
+          if (this.forwarded.has(rid)) this.settle(rid, body);
+          // Too late (the client left): give the messages back so the next poll carries them.
+          else if (Array.isArray(body.messages) && body.messages.length > 0)
+            this.bus!.send(from, { t: 'requeue', rid, sid: m.sid, messages: body.messages });
+          return;
+        }
+        case 'gone':
+          this.settle(rid, null);
+          return;
+        case 'cancel': {
+          const held = this.remotePolls.get(rid);
+          this.remotePolls.delete(rid);
+          held?.session.cancelPoll(held.answer);
+          return;
+        }
+        case 'requeue': {
+          const session = typeof m.sid === 'string' ? this.sessions.get(m.sid) : undefined;
+          if (session !== undefined && Array.isArray(m.messages))
+            session.requeue(m.messages.filter((x): x is string => typeof x === 'string'));
+          return;
+        }
+      }
+    } catch (err) {
+      this.server.logger.error({ err, from }, 'realtime: long-poll bus message failed');
+    }
+  }
+
+  /** Another node forwards a request for one of our sessions. */
+  private servePeer(m: BusMessage, rid: string, from: string): void {
+    const bus = this.bus!;
+    const sid = typeof m.sid === 'string' ? m.sid : '';
+    const session = this.sessions.get(sid);
+    if (session === undefined || session.closed) {
+      bus.send(from, { t: 'gone', rid });
+      return;
+    }
+    const reply = (body: LpBody): void => bus.send(from, { t: 'res', rid, sid, body });
+    if (m.kind === 'poll') {
+      let answered = false;
+      const answer: PollAnswer = (body) => {
+        answered = true;
+        this.remotePolls.delete(rid);
+        reply(body);
+      };
+      session.listen(answer);
+      if (!answered) {
+        this.remotePolls.set(rid, { session, answer });
+        bus.send(from, { t: 'ack', rid });
+      }
+      return;
+    }
+    if (m.kind === 'post' && typeof m.body === 'string') {
+      const ctype = typeof m.ctype === 'string' ? m.ctype : undefined;
+      const result = this.publish(session, { 'content-type': ctype }, Buffer.from(m.body, 'base64'));
+      if (result instanceof Promise) {
+        bus.send(from, { t: 'ack', rid });
+        void result.then(reply);
+      } else {
+        reply(result);
+      }
+    }
+  }
+
   /** Sessions are expired by the server's sweep (idleTimeoutMs = sessionTimeoutMs). */
   close(): void {
     for (const s of Array.from(this.sessions.values())) s.close();
+    for (const rid of Array.from(this.forwarded.keys())) this.settle(rid, { status: 410 });
   }
 }

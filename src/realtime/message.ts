@@ -3,8 +3,11 @@
  * Mirrors Phoenix.Socket.Message / Reply / Broadcast (lib/phoenix/socket/message.ex).
  */
 
-/** A ref as the client sent it (phoenix.js and Swift send decimal strings; null when absent). */
-export type Ref = string | null;
+/**
+ * A ref as the client sent it, echoed back unchanged: phoenix.js and Swift send decimal strings;
+ * some other clients send JSON numbers (Phoenix echoes those as numbers too); null when absent.
+ */
+export type Ref = string | number | null;
 
 /** A payload is any JSON value, or raw bytes for V2 binary frames. */
 export type Payload = unknown;
@@ -72,4 +75,23 @@ export function assertPushPayload(p: unknown, what: string): void {
       `${what} payload must be a plain object or binary, got ${p === null ? 'null' : Array.isArray(p) ? 'array' : typeof p}`,
     );
   }
+}
+
+/**
+ * Whether a JSON value nests objects and arrays more than `max` levels deep (`1` and `"a"` are 0
+ * levels, `{}` and `[1]` are 1, `{"a":[1]}` is 2). Iterative and stopping at the first level too
+ * many, so any value JSON.parse returned is safe to check (V8's JSON.parse does not recurse; code
+ * that walks a value recursively, JSON.stringify included, does, and overflows its stack).
+ */
+export function nestedDeeperThan(value: unknown, max: number): boolean {
+  if (value === null || typeof value !== 'object' || isBinaryPayload(value)) return false;
+  const stack: Array<{ v: object; depth: number }> = [{ v: value, depth: 1 }];
+  while (stack.length > 0) {
+    const { v, depth } = stack.pop()!;
+    if (depth > max) return true;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) {
+      if (child !== null && typeof child === 'object') stack.push({ v: child as object, depth: depth + 1 });
+    }
+  }
+  return false;
 }

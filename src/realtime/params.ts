@@ -58,6 +58,11 @@ function splitKey(key: string): string[] {
   return rest ? [key] : parts;
 }
 
+/** `node[k]` if node has it as its own key (`toString` is not a param because Object.prototype has it). */
+function own(node: Params, k: string): ParamValue | undefined {
+  return Object.hasOwn(node, k) ? node[k] : undefined;
+}
+
 function assign(target: Params, path: string[], value: string): void {
   if (path.some((p) => FORBIDDEN.has(p))) return;
   let node: Params = target;
@@ -71,14 +76,14 @@ function assign(target: Params, path: string[], value: string): void {
     }
     if (next === '') {
       // `k[]=v` appends to a list (only as the final segment, like Plug).
-      const cur = node[k];
+      const cur = own(node, k);
       if (i + 1 === path.length - 1) {
         node[k] = Array.isArray(cur) ? [...cur, value] : [value];
         return;
       }
       return;
     }
-    let child = node[k];
+    let child = own(node, k);
     if (child === undefined || typeof child === 'string' || Array.isArray(child)) {
       child = {};
       node[k] = child;

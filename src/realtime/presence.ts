@@ -35,6 +35,11 @@ export function presenceRef(): string {
   return b.toString('base64url');
 }
 
+/** A state keyed by presence keys, which may come from clients: no prototype, so `__proto__` is a plain key. */
+function emptyState(): PresenceState {
+  return Object.create(null) as PresenceState;
+}
+
 export interface PresenceOptions {
   /** Event names (defaults as phoenix.js and Swift expect). */
   stateEvent?: string;
@@ -111,7 +116,7 @@ export class Presence {
     const owned = this.owners.get(socket);
     this.owners.delete(socket);
     if (owned === undefined || owned.size === 0) return;
-    const leaves: PresenceState = {};
+    const leaves = emptyState();
     for (const key of owned) {
       const meta = this.remove(socket.topic, key, socket);
       if (meta !== null) leaves[key] = { metas: [meta] };
@@ -133,7 +138,7 @@ export class Presence {
 
   /** Everyone on `topic`: `{ key: { metas: [...] } }`. */
   list(topic: string): PresenceState {
-    const out: PresenceState = {};
+    const out = emptyState();
     const keys = this.topics.get(topic);
     if (keys) for (const [key, list] of keys) out[key] = { metas: list.map((e) => e.meta) };
     return out;

@@ -2,7 +2,7 @@
  * V1 (JSON objects) and V2 (JSON arrays + binary) serializers, byte-compatible with
  * Phoenix.Socket.V1.JSONSerializer and V2.JSONSerializer.
  */
-import { type InboundMessage, type OutboundMessage, isBinaryPayload, toBuffer } from './message';
+import { type InboundMessage, type OutboundMessage, type Ref, isBinaryPayload, toBuffer } from './message';
 
 /** One encoded frame: the bytes and whether they go in a binary (true) or text (false) frame. */
 export interface EncodedFrame {
@@ -28,15 +28,20 @@ const PUSH = 0;
 const REPLY = 1;
 const BROADCAST = 2;
 
-function isRef(v: unknown): v is string | null {
-  return v === null || typeof v === 'string';
+/**
+ * Refs are decimal strings in both reference clients. A JSON number is kept as it is, so the
+ * reply echoes the same JSON value (as Phoenix does); any other type is a protocol error.
+ */
+function normRef(v: unknown, what: string): Ref {
+  if (v === undefined || v === null) return null;
+  if (typeof v === 'string') return v;
+  if (typeof v === 'number' && Number.isFinite(v)) return v;
+  throw new ProtocolError(`${what} must be a string, a number or null`);
 }
 
-/** Refs are decimal strings in both clients; a number is tolerated and stringified. */
-function normRef(v: unknown, what: string): string | null {
-  if (v === undefined || isRef(v)) return v ?? null;
-  if (typeof v === 'number' && Number.isFinite(v)) return String(v);
-  throw new ProtocolError(`${what} must be a string or null`);
+/** A ref as a binary-frame header field (no ref is the empty string). */
+function refField(r: Ref): string {
+  return r === null ? '' : String(r);
 }
 
 function jsonFrame(value: unknown): EncodedFrame {
@@ -113,12 +118,12 @@ export const V2Serializer: Serializer = {
     switch (msg.kind) {
       case 'reply':
         if (isBinaryPayload(msg.response)) {
-          return binaryFrame(REPLY, [msg.joinRef ?? '', msg.ref ?? '', msg.topic, msg.status], toBuffer(msg.response), [
-            'join_ref',
-            'ref',
-            'topic',
-            'status',
-          ]);
+          return binaryFrame(
+            REPLY,
+            [refField(msg.joinRef), refField(msg.ref), msg.topic, msg.status],
+            toBuffer(msg.response),
+            ['join_ref', 'ref', 'topic', 'status'],
+          );
         }
         return jsonFrame([
           msg.joinRef,
@@ -129,7 +134,7 @@ export const V2Serializer: Serializer = {
         ]);
       case 'push':
         if (isBinaryPayload(msg.payload)) {
-          return binaryFrame(PUSH, [msg.joinRef ?? '', msg.topic, msg.event], toBuffer(msg.payload), [
+          return binaryFrame(PUSH, [refField(msg.joinRef), msg.topic, msg.event], toBuffer(msg.payload), [
             'join_ref',
             'topic',
             'event',
@@ -177,9 +182,11 @@ function decodeBinary(data: Buffer): InboundMessage {
   const ref = data.toString('utf8', o, (o += l1));
   const topic = data.toString('utf8', o, (o += l2));
   const event = data.toString('utf8', o, (o += l3));
+  // An empty field stays the empty string, as in Phoenix: an empty join_ref is then stale for a
+  // joined topic, and a reply to an empty ref carries "" back.
   return {
-    joinRef: joinRef === '' ? null : joinRef,
-    ref: ref === '' ? null : ref,
+    joinRef,
+    ref,
     topic,
     event,
     payload: data.subarray(o),

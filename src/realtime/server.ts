@@ -4,17 +4,17 @@
  */
 import type { IncomingHttpHeaders, IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import WebSocket, { WebSocketServer } from 'ws';
 import type { Assigns, Channel, ChannelSocket } from './channel';
 import { CloseCode, Connection, type ConnectionContext, type RealtimeStats } from './connection';
 import type { Payload } from './message';
 import { type CheckOrigin, compileOriginCheck } from './origin';
 import { decodeQuery, requestTarget, type Params } from './params';
 import { PubSub, type PubSubAdapter, type Subscriber } from './pubsub';
-import { negotiateSerializer, type Serializer } from './serializer';
+import { negotiateSerializer } from './serializer';
 import { silentRealtimeLogger, type RealtimeLogger } from './logger';
-import { WriteScheduler, WsTransport } from './websocket';
-import { LongPollTransport, type LongPollOptions } from './longpoll';
+import type { Authorized, HostedTransport, TransportHost } from './host';
+import { rejectUpgrade, WebSocketEndpoint } from './websocket';
+import { LongPollEndpoint, type LongPollOptions } from './longpoll';
 
 /** What `connect` sees besides the params. */
 export interface ConnectInfo {
@@ -58,6 +58,11 @@ export interface RealtimeServerOptions<A extends Assigns = Assigns> {
   maxFlushDelayMs?: number;
   /** Malformed frames tolerated per socket before it is closed (default 10). */
   maxProtocolErrors?: number;
+  /**
+   * Deepest nesting of objects/arrays a client payload may have (default 32). A deeper one gets an
+   * error reply and never reaches a channel, whose code may walk it recursively.
+   */
+  maxPayloadDepth?: number;
   logger?: RealtimeLogger;
   /** Carries broadcasts between nodes (default: this process only). */
   pubsub?: PubSubAdapter;
@@ -76,31 +81,7 @@ interface Route {
   channel: Channel;
 }
 
-/** Decodes phoenix.js's `base64url.bearer.phx.<b64>` subprotocol token (std or url-safe alphabet, no padding). */
-function decodeAuthToken(b64: string): string | null {
-  const std = b64.replace(/-/g, '+').replace(/_/g, '/');
-  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(std)) return null;
-  return Buffer.from(std, 'base64').toString('utf8');
-}
-
-const AUTH_PREFIX = 'base64url.bearer.phx.';
-
-function rejectUpgrade(socket: Duplex, status: number): void {
-  const text: Record<number, string> = {
-    400: 'Bad Request',
-    403: 'Forbidden',
-    404: 'Not Found',
-    429: 'Too Many Requests',
-    503: 'Service Unavailable',
-  };
-  try {
-    socket.end(`HTTP/1.1 ${status} ${text[status] ?? 'Error'}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
-  } catch {
-    socket.destroy();
-  }
-}
-
-export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionContext {
+export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionContext, TransportHost {
   readonly path: string;
   readonly pubsub: PubSub;
   readonly logger: RealtimeLogger;
@@ -121,6 +102,7 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
   readonly maxChannelsPerSocket: number;
   readonly rateLimit: { messages: number; intervalMs: number } | null;
   readonly maxProtocolErrors: number;
+  readonly maxPayloadDepth: number;
   readonly idleTimeoutMs: number;
   readonly maxFrameBytes: number;
   /** Every live connection (WebSocket and long-poll). */
@@ -130,12 +112,14 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
   private readonly exact = new Map<string, Channel>();
   private readonly connectFn: NonNullable<RealtimeServerOptions<A>['connect']>;
   private readonly originOk: ReturnType<typeof compileOriginCheck>;
-  private readonly wss: WebSocketServer;
-  private readonly scheduler: WriteScheduler;
-  private readonly longpoll: LongPollTransport | null;
+  private readonly websocket: WebSocketEndpoint;
+  private readonly longpoll: LongPollEndpoint | null;
   private sweepTimer: NodeJS.Timeout | null = null;
   private draining = false;
   private closedFlag = false;
+  get isClosed(): boolean {
+    return this.closedFlag;
+  }
   private attached: { server: HttpServer; listener: (req: IncomingMessage, socket: Duplex, head: Buffer) => void }[] =
     [];
 
@@ -150,30 +134,16 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
     this.maxChannelsPerSocket = opts.maxChannelsPerSocket ?? 100;
     this.idleTimeoutMs = opts.idleTimeoutMs ?? 60_000;
     this.maxProtocolErrors = opts.maxProtocolErrors ?? 10;
+    this.maxPayloadDepth = opts.maxPayloadDepth ?? 32;
     this.pubsub = new PubSub(opts.pubsub, (err) =>
       this.logger.error({ err }, 'realtime: pubsub adapter publish failed'),
     );
-    this.scheduler = new WriteScheduler(
-      opts.maxBufferedBytes ?? 4 * 1024 * 1024,
-      opts.slowClientGraceMs ?? 2000,
-      (t, buffered) => {
-        this.counters.slowClientDisconnects++;
-        this.logger.warn(
-          { socketId: t.conn?.id ?? null, buffered },
-          'realtime: slow client exceeded its unsent-bytes cap, closing',
-        );
-        t.terminate();
-      },
-      opts.maxFlushDelayMs ?? 10,
-    );
-    this.wss = new WebSocketServer({
-      noServer: true,
-      perMessageDeflate: false,
-      maxPayload: this.maxFrameBytes,
-      clientTracking: false,
-      handleProtocols: (protocols) => (protocols.has('phoenix') ? 'phoenix' : false),
+    this.websocket = new WebSocketEndpoint(this, {
+      maxBufferedBytes: opts.maxBufferedBytes ?? 4 * 1024 * 1024,
+      slowClientGraceMs: opts.slowClientGraceMs ?? 2000,
+      maxFlushDelayMs: opts.maxFlushDelayMs ?? 10,
     });
-    this.longpoll = opts.longpoll === false ? null : new LongPollTransport(this, opts.longpoll ?? {});
+    this.longpoll = opts.longpoll === false ? null : new LongPollEndpoint(this, opts.longpoll ?? {});
     this.startSweep();
   }
 
@@ -260,7 +230,8 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
     req: IncomingMessage,
     transport: 'websocket' | 'longpoll',
     authToken: string | null,
-  ): Promise<{ serializer: Serializer; params: Params; assigns: Assigns; id: string | null } | { status: number }> {
+    refuseAfterOrigin: { status: number; reason: string } | null = null,
+  ): Promise<Authorized | { status: number }> {
     if (this.draining || this.closedFlag) return { status: 503 };
     const target = requestTarget(req);
     let uri: URL;
@@ -273,6 +244,11 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
       this.counters.connectsRefused++;
       this.logger.warn({ origin: req.headers.origin, transport }, 'realtime: origin not allowed');
       return { status: 403 };
+    }
+    if (refuseAfterOrigin !== null) {
+      this.counters.connectsRefused++;
+      this.logger.info({ transport, reason: refuseAfterOrigin.reason }, 'realtime: connection refused');
+      return { status: refuseAfterOrigin.status };
     }
     const params = decodeQuery(uri.search);
     const serializer = negotiateSerializer(params.vsn);
@@ -309,11 +285,7 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
   }
 
   /** Creates and registers a connection. */
-  openConnection(
-    transport: WsTransport | import('./longpoll').LongPollSession,
-    a: { serializer: Serializer; params: Params; assigns: Assigns; id: string | null },
-    idleTimeoutMs: number,
-  ): Connection {
+  openConnection(transport: HostedTransport, a: Authorized, idleTimeoutMs: number): Connection {
     const conn = new Connection(this, transport, a.serializer, a.params, a.assigns, a.id, idleTimeoutMs);
     transport.conn = conn;
     this.connections.add(conn);
@@ -345,44 +317,7 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
 
   /** Upgrades one request (for callers that route upgrades themselves). */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    socket.on('error', onEarlySocketError);
-    if (req.method !== 'GET') {
-      rejectUpgrade(socket, 400);
-      return;
-    }
-    let authToken: string | null = null;
-    const proto = req.headers['sec-websocket-protocol'];
-    if (typeof proto === 'string') {
-      for (const p of proto.split(',')) {
-        const t = p.trim();
-        if (t.startsWith(AUTH_PREFIX)) authToken = decodeAuthToken(t.slice(AUTH_PREFIX.length));
-      }
-    }
-    this.authorize(req, 'websocket', authToken)
-      .then((a) => {
-        if ('status' in a) {
-          rejectUpgrade(socket, a.status);
-          return;
-        }
-        if (socket.destroyed) return;
-        this.wss.handleUpgrade(req, socket, head, (ws) => {
-          socket.removeListener('error', onEarlySocketError);
-          if (this.closedFlag) {
-            ws.terminate();
-            return;
-          }
-          const t = new WsTransport(ws, this.scheduler, this.logger);
-          (ws as unknown as Record<symbol, WsTransport>)[TRANSPORT] = t;
-          ws.on('message', onWsMessage);
-          ws.on('close', onWsClose);
-          ws.on('error', onWsError);
-          this.openConnection(t, a, this.idleTimeoutMs);
-        });
-      })
-      .catch((err: unknown) => {
-        this.logger.error({ err }, 'realtime: upgrade failed');
-        if (!socket.destroyed) rejectUpgrade(socket, 500);
-      });
+    this.websocket.handleUpgrade(req, socket, head);
   }
 
   /**
@@ -437,11 +372,10 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
     this.attached = [];
     this.longpoll?.close();
     for (const conn of Array.from(this.connections)) {
-      const t = conn.transport;
-      if (t instanceof WsTransport) t.terminate();
+      conn.transport.terminate();
       conn.transportClosed('shutdown');
     }
-    await new Promise<void>((r) => this.wss.close(() => r()));
+    await this.websocket.close();
     await this.pubsub.close();
   }
 
@@ -468,32 +402,6 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
       }
     }
   }
-}
-
-const TRANSPORT = Symbol('realtime.transport');
-
-function transportOf(ws: WebSocket): WsTransport {
-  return (ws as unknown as Record<symbol, WsTransport>)[TRANSPORT]!;
-}
-
-function onEarlySocketError(): void {
-  // A client that vanished during connect: nothing to do, the socket is destroyed by Node.
-}
-
-function onWsMessage(this: WebSocket, data: WebSocket.RawData, isBinary: boolean): void {
-  const t = transportOf(this);
-  const buf = Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data);
-  t.conn.handleFrame(buf, isBinary);
-}
-
-function onWsClose(this: WebSocket): void {
-  transportOf(this).conn.transportClosed();
-}
-
-function onWsError(this: WebSocket, err: Error & { code?: string }): void {
-  const t = transportOf(this);
-  t.conn.ctx.counters.protocolErrors++;
-  t.conn.logger.warn({ socketId: t.conn.id, code: err.code, err: err.message }, 'realtime: websocket error, closing');
 }
 
 /**

@@ -1,11 +1,15 @@
 /**
- * The WebSocket transport: frames for a socket are collected during a tick and handed to its
+ * The WebSocket transport: the upgrade handler (`WebSocketEndpoint`) and one `WsTransport` per
+ * socket. Frames for a socket are collected during a tick and handed to its
  * TCP socket in one write at the end of the tick (one syscall however many frames), and a
  * broadcast's WebSocket frame (header included) is built once and shared by every socket.
  */
+import type { IncomingMessage } from 'node:http';
 import type { Socket as NetSocket } from 'node:net';
-import WebSocket from 'ws';
-import type { Connection, Transport } from './connection';
+import type { Duplex } from 'node:stream';
+import WebSocket, { WebSocketServer } from 'ws';
+import type { Connection } from './connection';
+import type { HostedTransport, TransportHost } from './host';
 import type { Fanout } from './pubsub';
 import type { EncodedFrame, Serializer } from './serializer';
 import type { RealtimeLogger } from './logger';
@@ -80,7 +84,7 @@ export class WriteScheduler {
 const BINARY_OPTS = { binary: true } as const;
 const TEXT_OPTS = { binary: false } as const;
 
-export class WsTransport implements Transport {
+export class WsTransport implements HostedTransport {
   readonly kind = 'websocket' as const;
   readonly ws: WebSocket;
   private readonly sock: NetSocket | null;
@@ -194,4 +198,150 @@ export class WsTransport implements Transport {
   terminate(): void {
     this.ws.terminate();
   }
+}
+
+/** Decodes phoenix.js's `base64url.bearer.phx.<b64>` subprotocol token (std or url-safe alphabet, no padding). */
+function decodeAuthToken(b64: string): string | null {
+  const std = b64.replace(/-/g, '+').replace(/_/g, '/');
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(std)) return null;
+  return Buffer.from(std, 'base64').toString('utf8');
+}
+
+const AUTH_PREFIX = 'base64url.bearer.phx.';
+
+export function rejectUpgrade(socket: Duplex, status: number): void {
+  const text: Record<number, string> = {
+    400: 'Bad Request',
+    403: 'Forbidden',
+    404: 'Not Found',
+    429: 'Too Many Requests',
+    503: 'Service Unavailable',
+  };
+  try {
+    socket.end(`HTTP/1.1 ${status} ${text[status] ?? 'Error'}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+  } catch {
+    socket.destroy();
+  }
+}
+
+export interface WebSocketEndpointOptions {
+  maxBufferedBytes: number;
+  slowClientGraceMs: number;
+  maxFlushDelayMs: number;
+}
+
+/** Serves `${path}/websocket`: authorises the upgrade through the host, then runs a WsTransport. */
+export class WebSocketEndpoint {
+  private readonly host: TransportHost;
+  private readonly wss: WebSocketServer;
+  private readonly scheduler: WriteScheduler;
+
+  constructor(host: TransportHost, opts: WebSocketEndpointOptions) {
+    this.host = host;
+    this.scheduler = new WriteScheduler(
+      opts.maxBufferedBytes,
+      opts.slowClientGraceMs,
+      (t, buffered) => {
+        host.counters.slowClientDisconnects++;
+        host.logger.warn(
+          { socketId: t.conn?.id ?? null, buffered },
+          'realtime: slow client exceeded its unsent-bytes cap, closing',
+        );
+        t.terminate();
+      },
+      opts.maxFlushDelayMs,
+    );
+    this.wss = new WebSocketServer({
+      noServer: true,
+      perMessageDeflate: false,
+      maxPayload: host.maxFrameBytes,
+      clientTracking: false,
+      handleProtocols: (protocols) => (protocols.has('phoenix') ? 'phoenix' : false),
+    });
+  }
+
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const host = this.host;
+    socket.on('error', onEarlySocketError);
+    if (req.method !== 'GET') {
+      rejectUpgrade(socket, 400);
+      return;
+    }
+    // phoenix.js sends its authToken as a subprotocol beside "phoenix". The other subprotocols
+    // offered, if any, must include "phoenix" (Phoenix 1.8 answers 403 otherwise).
+    let authToken: string | null = null;
+    let offersOthers = false;
+    let offersPhoenix = false;
+    const proto = req.headers['sec-websocket-protocol'];
+    if (typeof proto === 'string') {
+      for (const p of proto.split(',')) {
+        const t = p.trim();
+        if (t.startsWith(AUTH_PREFIX)) authToken = decodeAuthToken(t.slice(AUTH_PREFIX.length));
+        else if (t === 'phoenix') offersPhoenix = true;
+        else if (t !== '') offersOthers = true;
+      }
+    }
+    const refuse = offersOthers && !offersPhoenix ? { status: 403, reason: 'no supported subprotocol offered' } : null;
+    host
+      .authorize(req, 'websocket', authToken, refuse)
+      .then((a) => {
+        if ('status' in a) {
+          rejectUpgrade(socket, a.status);
+          return;
+        }
+        if (socket.destroyed) return;
+        // Phoenix (WebSockAdapter) validates the handshake after connect: only version 13 upgrades.
+        if (req.headers['sec-websocket-version'] !== '13') {
+          rejectUpgrade(socket, 400);
+          return;
+        }
+        this.wss.handleUpgrade(req, socket, head, (ws) => {
+          socket.removeListener('error', onEarlySocketError);
+          if (host.isClosed) {
+            ws.terminate();
+            return;
+          }
+          const t = new WsTransport(ws, this.scheduler, host.logger);
+          (ws as unknown as Record<symbol, WsTransport>)[TRANSPORT] = t;
+          ws.on('message', onWsMessage);
+          ws.on('close', onWsClose);
+          ws.on('error', onWsError);
+          host.openConnection(t, a, host.idleTimeoutMs);
+        });
+      })
+      .catch((err: unknown) => {
+        host.logger.error({ err }, 'realtime: upgrade failed');
+        if (!socket.destroyed) rejectUpgrade(socket, 500);
+      });
+  }
+
+  close(): Promise<void> {
+    return new Promise<void>((r) => this.wss.close(() => r()));
+  }
+}
+
+const TRANSPORT = Symbol('realtime.transport');
+
+function transportOf(ws: WebSocket): WsTransport {
+  return (ws as unknown as Record<symbol, WsTransport>)[TRANSPORT]!;
+}
+
+function onEarlySocketError(): void {
+  // A client that vanished during connect: nothing to do, the socket is destroyed by Node.
+}
+
+function onWsMessage(this: WebSocket, data: WebSocket.RawData, isBinary: boolean): void {
+  const t = transportOf(this);
+  const buf = Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data);
+  t.conn.handleFrame(buf, isBinary);
+}
+
+function onWsClose(this: WebSocket): void {
+  transportOf(this).conn.transportClosed();
+}
+
+function onWsError(this: WebSocket, err: Error & { code?: string }): void {
+  const t = transportOf(this);
+  t.conn.ctx.counters.protocolErrors++;
+  t.conn.logger.warn({ socketId: t.conn.id, code: err.code, err: err.message }, 'realtime: websocket error, closing');
 }

@@ -1,6 +1,13 @@
 import { z } from 'zod';
-import { ValidationError, type FieldErrors } from './errors';
-import { CLIENT_TYPES, MAX_PROMPT_CHARS, type ModelRegistry, type ModelSpec, type TaskType } from './models';
+import { addFieldError, emptyFieldErrors, ValidationError, type FieldErrors } from './errors';
+import {
+  CLIENT_TYPES,
+  clientTaskType,
+  MAX_PROMPT_CHARS,
+  type ModelRegistry,
+  type ModelSpec,
+  type TaskType,
+} from './models';
 
 /** A request to make a task, validated: a model is always chosen. */
 export interface TaskRequest {
@@ -17,10 +24,33 @@ export interface TaskRequest {
 
 const RESERVED = new Set(['type', 'prompt', 'model']);
 
+/**
+ * Why a client's text cannot be stored, or undefined. Inputs are kept as jsonb, and PostgreSQL's
+ * jsonb refuses `\u0000` and unpaired UTF-16 surrogates (`"\ud800"` is valid JSON, not Unicode):
+ * refused here with the field named instead of failing the insert.
+ */
+export function unstorableText(s: string): string | undefined {
+  if (s.includes('\u0000')) return 'must not contain the NUL character (U+0000)';
+  // With the u flag a proper surrogate pair is one code point; only a lone half matches.
+  if (/\p{Cs}/u.test(s)) return 'must be valid Unicode text (it has an unpaired surrogate)';
+  return undefined;
+}
+
+/** Checks every string of validated params (a value, or a list of values) with unstorableText. */
+function checkStorable(params: Record<string, unknown>, errors: FieldErrors): void {
+  for (const [name, v] of Object.entries(params)) {
+    const items = Array.isArray(v) ? v.map((x, i) => [`${name}.${i}`, x] as const) : [[name, v] as const];
+    for (const [field, x] of items) {
+      const why = typeof x === 'string' ? unstorableText(x) : undefined;
+      if (why) addFieldError(errors, field, why);
+    }
+  }
+}
+
 /** Render zod issues the way Ecto renders changeset errors. */
 export function fieldErrors(error: z.ZodError, prefix: string[] = [], modelName?: string): FieldErrors {
-  const out: FieldErrors = {};
-  const add = (field: string, msg: string) => (out[field] ??= []).push(msg);
+  const out = emptyFieldErrors();
+  const add = (field: string, msg: string) => addFieldError(out, field, msg);
   for (const issue of error.issues) {
     const field = [...prefix, ...issue.path.map(String)].join('.') || 'body';
     switch (issue.code) {
@@ -76,15 +106,11 @@ export function parseTaskInput(registry: ModelRegistry, raw: unknown, impliedTyp
     throw new ValidationError({ input_data: ['must be a JSON object'] });
   }
   const input = raw as Record<string, unknown>;
-  const errors: FieldErrors = {};
+  const errors = emptyFieldErrors();
 
   let taskType: TaskType | undefined = impliedType;
   if (input.type !== undefined && input.type !== null) {
-    const t =
-      typeof input.type === 'string'
-        ? (CLIENT_TYPES[input.type] ??
-          (Object.values(CLIENT_TYPES).includes(input.type as TaskType) ? (input.type as TaskType) : undefined))
-        : undefined;
+    const t = typeof input.type === 'string' ? clientTaskType(input.type) : undefined;
     if (!t) errors.type = [`is invalid: must be one of ${Object.keys(CLIENT_TYPES).join(', ')}`];
     else if (impliedType && t !== impliedType) errors.type = [`does not match the event (${impliedType})`];
     else taskType = t;
@@ -98,6 +124,9 @@ export function parseTaskInput(registry: ModelRegistry, raw: unknown, impliedTyp
     errors.prompt = ['must be a string'];
   } else if (prompt.length > MAX_PROMPT_CHARS) {
     errors.prompt = [`should be at most ${MAX_PROMPT_CHARS} character(s)`];
+  } else {
+    const why = unstorableText(prompt);
+    if (why) errors.prompt = [why];
   }
 
   let model: ModelSpec | undefined;
@@ -118,8 +147,10 @@ export function parseTaskInput(registry: ModelRegistry, raw: unknown, impliedTyp
   if (model) {
     const rest = Object.fromEntries(Object.entries(input).filter(([k]) => !RESERVED.has(k)));
     const parsed = model.params.safeParse(rest, { reportInput: true });
-    if (parsed.success) params = parsed.data as Record<string, unknown>;
-    else Object.assign(errors, fieldErrors(parsed.error, [], model.name));
+    if (parsed.success) {
+      params = parsed.data as Record<string, unknown>;
+      checkStorable(params, errors);
+    } else Object.assign(errors, fieldErrors(parsed.error, [], model.name));
   }
 
   if (Object.keys(errors).length > 0 || !model) throw new ValidationError(errors);

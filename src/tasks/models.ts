@@ -7,6 +7,15 @@ export const TASK_TYPES: readonly TaskType[] = ['image_gen', 'video_gen', 'text_
 /** The client's `type` → task type. A missing type means text, as the old backend did. */
 export const CLIENT_TYPES: Record<string, TaskType> = { image: 'image_gen', video: 'video_gen', text: 'text_gen' };
 
+/**
+ * The task type a client's `type` names (`image`, or the stored form `image_gen`); undefined for
+ * anything else, including `constructor` or `toString`, which a plain lookup would find on Object.prototype.
+ */
+export function clientTaskType(type: string): TaskType | undefined {
+  if (Object.hasOwn(CLIENT_TYPES, type)) return CLIENT_TYPES[type];
+  return TASK_TYPES.find((t) => t === type);
+}
+
 /** The longest prompt accepted, in characters (documented in the README). */
 export const MAX_PROMPT_CHARS = 10_000;
 

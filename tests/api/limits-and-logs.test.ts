@@ -61,7 +61,7 @@ describe('logs', () => {
       db: tdb.db,
       runner: { pollIntervalMs: 100 },
     });
-    const url = await gw.listen();
+    const url = await gw.start();
     const token = signer.mint('carol');
     const prompt = 'PROMPT-MUST-NOT-BE-LOGGED a lighthouse at dusk';
     try {

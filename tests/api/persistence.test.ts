@@ -15,14 +15,14 @@ describe('tasks survive a restart on embedded PGlite', () => {
   it('a task created before a restart is there after it, with its events', async () => {
     const config = testConfig({ DATA_DIR: dir });
     const first = await createGateway({ config, logger: silentLogger() });
-    const url1 = await first.listen();
+    const url1 = await first.start();
     const created = await call(`${url1}/api/tasks`, { body: { input_data: { type: 'video', prompt: 'a cat' } } });
     expect(created.status).toBe(202);
     await first.close();
 
     expect(fs.existsSync(path.join(dir, 'pglite'))).toBe(true);
     const second = await createGateway({ config, logger: silentLogger() });
-    const url2 = await second.listen();
+    const url2 = await second.start();
     try {
       const got = await call(`${url2}/api/tasks/${created.body.task_id}`);
       expect(got.status).toBe(200);
@@ -41,7 +41,7 @@ describe('tasks survive a restart on embedded PGlite', () => {
   it("demo mode: a task whose prediction was on the previous run's stand-in starts over after a restart, and succeeds", async () => {
     const config = testConfig({ DATA_DIR: dir });
     const first = await createGateway({ config, logger: silentLogger() });
-    const url1 = await first.listen();
+    const url1 = await first.start();
     const created = await call(`${url1}/api/tasks`, {
       body: { input_data: { type: 'image', prompt: 'lost on restart' } },
     });
@@ -56,7 +56,7 @@ describe('tasks survive a restart on embedded PGlite', () => {
       config: testConfig({ DATA_DIR: dir, RUNNER_ENABLED: 'true' }),
       logger: silentLogger(),
     });
-    const url2 = await second.listen();
+    const url2 = await second.start();
     try {
       const task = await waitFor('the task to end', async () => {
         const t = (await call(`${url2}/api/tasks/${id}`)).body.data;
@@ -86,7 +86,7 @@ describe('tasks survive a restart on embedded PGlite', () => {
       });
     const a = await mk();
     const b = await mk();
-    const [ua, ub] = [await a.listen(), await b.listen()];
+    const [ua, ub] = [await a.start(), await b.start()];
     try {
       const created = await call(`${ua}/api/tasks`, { body: { input_data: { type: 'image', prompt: 'shared' } } });
       const seen = await call(`${ub}/api/tasks/${created.body.task_id}`);

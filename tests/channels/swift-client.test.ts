@@ -8,7 +8,7 @@ import { call, startGateway, TEST_SECRET, type TestGateway } from '../helpers/ga
 import { fastStandin, standinEnv, waitFor } from './helpers';
 
 const fixture = JSON.parse(
-  fs.readFileSync(path.resolve(__dirname, '../../../shared/fixtures/swift-phoenix-client-5.3.4.json'), 'utf8'),
+  fs.readFileSync(path.join(__dirname, '..', 'fixtures', 'swift', 'swift-phoenix-client-5.3.4.json'), 'utf8'),
 );
 const session = fixture.frames_out.session.frames as Array<{ dir: string; text: string; json: unknown[] }>;
 const outFrames = session.filter((f) => f.dir === 'out');

@@ -58,7 +58,7 @@ export async function startDemoGateway(
     db: tdb.db,
     runner: { pollIntervalMs: 100, claimIntervalMs: 100 },
   });
-  const url = await gw.listen();
+  const url = await gw.start();
   return {
     gw,
     url,

@@ -2,7 +2,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import readline from 'node:readline';
 
-const FIXTURE = path.join(__dirname, '..', 'fixtures', 'gateway-process.ts');
+/** The child's entry point: a gateway configured from its environment. */
+const CHILD = path.join(__dirname, 'gateway-child.ts');
 
 export interface GatewayProcess {
   url: string;
@@ -20,7 +21,7 @@ export interface GatewayProcess {
 
 /** Starts a gateway in a child process (tsx) and waits until it listens. */
 export async function spawnGateway(env: Record<string, string>, timeoutMs = 90_000): Promise<GatewayProcess> {
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', FIXTURE], {
+  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', CHILD], {
     env: { PATH: process.env.PATH, HOME: process.env.HOME, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -31,7 +31,7 @@ export async function startGateway(
   const tdb = opts.tdb ?? (await freshDb(backend));
   const config = testConfig({ ...(opts.auth ? { AUTH_SECRET: TEST_SECRET } : {}), ...opts.env });
   const gw = await createGateway({ config, logger: silentLogger(), db: opts.tdb ? tdb.reopen() : tdb.db });
-  const url = await gw.listen();
+  const url = await gw.start();
   return {
     gw,
     url,

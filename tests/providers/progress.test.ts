@@ -1,10 +1,11 @@
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { normalizeOutput, parseProgress } from '../../src/providers/progress';
 import { parseRetryAfter, toPrediction } from '../../src/providers/replicate/client';
 import { isTerminal } from '../../src/providers/types';
 
 const fixture = (name: string) =>
-  JSON.parse(readFileSync(`/work/shared/fixtures/replicate/${name}`, 'utf8')) as {
+  JSON.parse(readFileSync(path.join(__dirname, '..', 'fixtures', 'replicate', name), 'utf8')) as {
     response: { body: Record<string, unknown> };
   };
 

@@ -1,10 +1,13 @@
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { formatSseEvent, SseParser } from '../../src/providers/replicate/sse';
 
 describe('SseParser', () => {
   it('parses the fixture transcript (comment, multi-line data, done)', () => {
     const body = (
-      JSON.parse(readFileSync('/work/shared/fixtures/replicate/sse-stream.handwritten.json', 'utf8')) as {
+      JSON.parse(
+        readFileSync(path.join(__dirname, '..', 'fixtures', 'replicate', 'sse-stream.handwritten.json'), 'utf8'),
+      ) as {
         response: { body: string };
       }
     ).response.body;

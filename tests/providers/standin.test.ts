@@ -266,7 +266,7 @@ describe('stand-in lifecycle', () => {
   });
 
   it('lists newest first with cursor paging and created_after', async () => {
-    const { standin, client, close } = await setup({ listPageSize: 2 });
+    const { client, close } = await setup({ listPageSize: 2 });
     try {
       const ids: string[] = [];
       let cut = new Date();

@@ -3,7 +3,7 @@
  * Each offender is refused or closed alone, with a log line; other sockets never notice.
  */
 import type { Socket } from 'node:net';
-import { RawClient, roomChannel, sleep, startServer, until, upgradeStatus, type TestServer } from './helpers';
+import { RawClient, roomChannel, sleep, startServer, upgradeStatus, type TestServer } from './helpers';
 import type { RealtimeLogger } from '../../src/realtime';
 
 interface Line {

@@ -1,6 +1,6 @@
 /**
  * Replays SwiftPhoenixClient 5.3.4 frames, byte for byte as the library sends them
- * (/work/shared/fixtures/swift-phoenix-client-5.3.4.json), and checks every server frame against
+ * (tests/fixtures/swift/swift-phoenix-client-5.3.4.json), and checks every server frame against
  * what that client accepts (5-element array, string topic/event, object payload, string refs).
  */
 import fs from 'node:fs';
@@ -8,7 +8,7 @@ import path from 'node:path';
 import { Presence, type Channel } from '../../src/realtime';
 import { RawClient, startServer, type TestServer } from './helpers';
 
-const FIXTURE = path.resolve(__dirname, '../../../shared/fixtures/swift-phoenix-client-5.3.4.json');
+const FIXTURE = path.join(__dirname, '..', 'fixtures', 'swift', 'swift-phoenix-client-5.3.4.json');
 const fx = JSON.parse(fs.readFileSync(FIXTURE, 'utf8'));
 const TOPIC = 'task:7d2c9f8e-3b1a-4c6d-9e5f-0a1b2c3d4e5f';
 

@@ -3,6 +3,7 @@ import { compileOriginCheck } from '../../src/realtime/origin';
 import {
   decodeQuery,
   negotiateSerializer,
+  nestedDeeperThan,
   presenceRef,
   ProtocolError,
   V1Serializer,
@@ -28,6 +29,35 @@ describe('decodeQuery (Plug semantics)', () => {
   test('no prototype pollution', () => {
     decodeQuery('__proto__[polluted]=1&a[__proto__][polluted]=1');
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+  test('names Object.prototype has (toString, valueOf, hasOwnProperty) are plain keys', () => {
+    expect(decodeQuery('toString[x]=1&valueOf[]=2&hasOwnProperty=3')).toEqual({
+      toString: { x: '1' },
+      valueOf: ['2'],
+      hasOwnProperty: '3',
+    });
+    expect((Object.prototype.toString as unknown as Record<string, unknown>).x).toBeUndefined();
+  });
+});
+
+describe('nestedDeeperThan', () => {
+  test.each([
+    [1, 0],
+    ['a', 0],
+    [null, 0],
+    [{}, 1],
+    [[1, 2], 1],
+    [{ a: [1] }, 2],
+    [[[], [[]]], 3],
+    [{ a: 1, b: { c: { d: {} } } }, 4],
+  ])('%j is %i levels deep', (value, depth) => {
+    expect(nestedDeeperThan(value, depth)).toBe(false);
+    if (depth > 0) expect(nestedDeeperThan(value, depth - 1)).toBe(true);
+  });
+  test('a million levels, without overflowing the stack', () => {
+    const deep = JSON.parse(`${'['.repeat(1_000_000)}${']'.repeat(1_000_000)}`) as unknown;
+    expect(nestedDeeperThan(deep, 32)).toBe(true);
+    expect(nestedDeeperThan(Buffer.alloc(10), 0)).toBe(false);
   });
 });
 
@@ -131,8 +161,19 @@ describe('serializers', () => {
     expect(() => V2Serializer.decode(Buffer.from([1, 0, 0, 0, 0]), true)).toThrow(ProtocolError);
     expect(() => V2Serializer.decode(Buffer.from([0, 0]), true)).toThrow(ProtocolError);
   });
-  test('V2 text decode: refs strings, numbers stringified, objects refused', () => {
-    expect(V2Serializer.decode(Buffer.from('[1,2,"t","e",{}]'), false)).toMatchObject({ joinRef: '1', ref: '2' });
+  test('V2 text decode: refs strings, numbers kept as numbers (echoed as given), objects refused', () => {
+    expect(V2Serializer.decode(Buffer.from('[1,2,"t","e",{}]'), false)).toMatchObject({ joinRef: 1, ref: 2 });
+    expect(
+      V2Serializer.encode({
+        kind: 'reply',
+        joinRef: 1,
+        ref: 2,
+        topic: 't',
+        status: 'ok',
+        response: {},
+      }).data.toString(),
+    ).toBe('[1,2,"t","phx_reply",{"status":"ok","response":{}}]');
+    expect(V2Serializer.decode(Buffer.from([0, 0, 0, 1, 1, 0x74, 0x65]), true)).toMatchObject({ joinRef: '', ref: '' });
     expect(() => V2Serializer.decode(Buffer.from('[{},"2","t","e",{}]'), false)).toThrow(ProtocolError);
     expect(() => V2Serializer.decode(Buffer.from('{"topic":"t"}'), false)).toThrow(ProtocolError);
   });

@@ -90,7 +90,7 @@ export async function startRunnerEnv(
     runner: { ...FAST_RUNNER, ...opts.runner },
     providerRetry: FAST_PROVIDER_RETRY,
   });
-  const url = await gw.listen();
+  const url = await gw.start();
   return {
     standin,
     gw,

@@ -14,12 +14,7 @@ import { spawnGateway, type GatewayProcess } from '../helpers/gateway-process';
 const N = 200;
 
 const suite = TEST_PG_URL ? describe : describe.skip;
-if (!TEST_PG_URL) {
-  // eslint-disable-next-line no-console
-  console.info(
-    'tests/runner/multi.test.ts: skipped: two gateway processes need PostgreSQL; set PYRE_TEST_DATABASE_URL',
-  );
-}
+// Skipped without PostgreSQL; the run's first line says so (tests/helpers/global-setup.ts).
 
 suite('two gateway processes on one PostgreSQL (needs PYRE_TEST_DATABASE_URL)', () => {
   let standin: Standin;

@@ -595,11 +595,11 @@ export class ReplicateClient implements Provider {
   }
 
   private classify(op: Op, method: string, url: string, a: RawAnswer): ProviderError {
-    let body: unknown = null;
+    let body: unknown;
     try {
       body = a.text ? JSON.parse(a.text) : null;
     } catch {
-      body = null;
+      body = null; // not JSON: classified by status alone
     }
     const b = (body && typeof body === 'object' ? body : {}) as {
       title?: unknown;

@@ -1,0 +1,82 @@
+import type http from 'node:http';
+import { TokenError, type Authenticator } from '../auth/tokens';
+import { feedCursor, TaskChannel, UserTasksChannel, type UserAssigns } from '../channels/task-channel';
+import { TaskEventRelay } from '../channels/task-events';
+import type { ClusterBus } from '../db/bus';
+import type { TaskCreationLimit } from '../db/rate-limit';
+import { RealtimeServer, type CheckOrigin } from '../realtime';
+import type { TaskService } from '../tasks/service';
+import type { PartContext } from './context';
+
+export interface TaskRealtime {
+  realtime: RealtimeServer<UserAssigns>;
+  relay: TaskEventRelay;
+}
+
+/**
+ * The Phoenix channel server with the task channels on it (`task:<id>`, `tasks:<user>`), attached
+ * to `server`, and the relay that brings committed task events to its sockets: at once for events
+ * committed here, through NOTIFY for other processes' (with a cluster bus). Broadcasts between
+ * sockets cross processes through the bus too.
+ */
+export async function startTaskRealtime(
+  ctx: PartContext,
+  opts: {
+    server: http.Server;
+    tasks: TaskService;
+    auth: Authenticator;
+    bus: ClusterBus | undefined;
+    /** The per-user task-creation limit, shared with REST. */
+    taskLimit: TaskCreationLimit;
+  },
+): Promise<TaskRealtime> {
+  const { logger } = ctx;
+  const { tasks, auth, bus } = opts;
+  const pubsub = bus?.realtime;
+  await pubsub?.start();
+  const realtime = new RealtimeServer<UserAssigns>({
+    checkOrigin: originCheck(ctx.config.checkOrigin),
+    logger: logger.child({ component: 'realtime' }),
+    ...(pubsub ? { pubsub } : {}),
+    connect: (params, info) => {
+      const token = typeof params.token === 'string' && params.token !== '' ? params.token : info.authToken;
+      try {
+        const userId = auth.userFor(token);
+        return { assigns: { userId }, id: `user_socket:${userId}` };
+      } catch (err) {
+        if (err instanceof TokenError) {
+          logger.info({ reason: err.reason, transport: info.transport }, 'socket refused');
+          return { error: true, status: 403 };
+        }
+        throw err;
+      }
+    },
+  });
+  const relay = new TaskEventRelay(
+    tasks,
+    (e) => {
+      realtime.localBroadcast(`task:${e.task_id}`, e.event, e.payload);
+      realtime.localBroadcast(`tasks:${e.user_id}`, e.event, { ...e.payload, cursor: feedCursor(e) });
+    },
+    logger,
+    bus?.events,
+  );
+  const channelLogger = logger.child({ component: 'task_channel' });
+  realtime.channel('task:*', new TaskChannel(tasks, channelLogger, relay, opts.taskLimit));
+  realtime.channel('tasks:*', new UserTasksChannel(tasks, channelLogger, relay));
+  realtime.attach(opts.server);
+
+  // Sockets are drained (close 1012, clients reconnect elsewhere) before the relay stops feeding them.
+  ctx.closers.push('realtime', async () => {
+    await realtime.drain({ batchSize: 500, intervalMs: 20 });
+    await realtime.close();
+    await relay.close();
+  });
+  await relay.start();
+  return { realtime, relay };
+}
+
+/** CHECK_ORIGIN: a list of allowed browser origins; unset means the gateway's own host (Phoenix's default). */
+function originCheck(list: string[] | undefined): CheckOrigin {
+  return list && list.length ? list : true;
+}

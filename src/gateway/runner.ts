@@ -1,0 +1,52 @@
+import type { Db } from '../db';
+import { TaskRunner, type RunnerOptions } from '../runner/runner';
+import type { OutputStore } from '../storage/outputs';
+import type { TaskService } from '../tasks/service';
+import type { PartContext } from './context';
+import type { ProviderParts } from './provider';
+
+/** Runner settings a caller may override (tests: poll interval, lease, retry policy). */
+export type RunnerOverrides = Partial<
+  Omit<RunnerOptions, 'db' | 'tasks' | 'provider' | 'openOutput' | 'outputs' | 'logger'>
+>;
+
+/**
+ * The task runner, built but not started (the gateway's `start()` starts it once the HTTP server
+ * listens). A task queued in this process wakes it at once; with webhooks (PUBLIC_URL and a
+ * signing secret) the provider is asked to call back, and polling stays on as the safety net.
+ */
+export function createRunner(
+  ctx: PartContext,
+  opts: {
+    db: Db;
+    tasks: TaskService;
+    provider: ProviderParts;
+    outputs: OutputStore;
+    overrides?: RunnerOverrides;
+    /** The cluster bus's wake-up for other processes' runners (PostgreSQL only). */
+    newWork?: RunnerOptions['newWork'];
+  },
+): TaskRunner {
+  const { config } = ctx;
+  const { tasks, provider } = opts;
+  const publicUrl = config.publicUrl;
+  const runner = new TaskRunner({
+    db: opts.db,
+    tasks,
+    provider: provider.provider,
+    openOutput: (url, o) => provider.provider.openOutput(url, o),
+    outputs: opts.outputs,
+    logger: ctx.logger.child({ component: 'runner' }),
+    concurrency: config.runner.concurrency,
+    ...(publicUrl && provider.webhookSecret()
+      ? { webhookUrl: (taskId: string) => `${publicUrl}/api/webhooks/replicate?task_id=${taskId}` }
+      : {}),
+    now: ctx.now,
+    ...(opts.newWork ? { newWork: opts.newWork } : {}),
+    ...opts.overrides,
+  });
+  tasks.onEvents((events) => {
+    if (events.some((e) => e.event === 'status' && e.payload.status === 'queued')) runner.wake();
+  });
+  return runner;
+}

@@ -1,0 +1,50 @@
+/**
+ * The one interface both transports (WebSocket in `websocket.ts`, long-poll in `longpoll.ts`)
+ * see of the server that hosts them. The server implements it; the transports import only this
+ * file, never `server.ts`, so there is no import cycle.
+ */
+import type { IncomingMessage } from 'node:http';
+import type { Assigns } from './channel';
+import type { Connection, RealtimeStats, Transport } from './connection';
+import type { RealtimeLogger } from './logger';
+import type { Params } from './params';
+import type { Serializer } from './serializer';
+
+/** A connection request that passed origin, vsn and `connect`: the ingredients of a Connection. */
+export interface Authorized {
+  serializer: Serializer;
+  params: Params;
+  assigns: Assigns;
+  id: string | null;
+}
+
+/** A per-connection transport object: it learns its Connection once the host opens it. */
+export interface HostedTransport extends Transport {
+  conn: Connection;
+}
+
+export interface TransportHost {
+  readonly logger: RealtimeLogger;
+  readonly counters: RealtimeStats;
+  /** Largest inbound frame in bytes. */
+  readonly maxFrameBytes: number;
+  /** Idle limit for WebSocket connections (ms, 0 = none). */
+  readonly idleTimeoutMs: number;
+  /** True once `close()` started: late upgrades are dropped. */
+  readonly isClosed: boolean;
+  /** Applies the checkOrigin option. */
+  originAllowed(req: IncomingMessage): boolean;
+  /**
+   * Origin check, vsn negotiation and `connect`; an HTTP status when refused. `refuseAfterOrigin`
+   * is an answer the transport already knows it will answer once the origin passed (Phoenix checks
+   * the subprotocols between origin and connect).
+   */
+  authorize(
+    req: IncomingMessage,
+    transport: 'websocket' | 'longpoll',
+    authToken: string | null,
+    refuseAfterOrigin?: { status: number; reason: string } | null,
+  ): Promise<Authorized | { status: number }>;
+  /** Creates and registers the Connection for a transport that is ready. */
+  openConnection(transport: HostedTransport, a: Authorized, idleTimeoutMs: number): Connection;
+}

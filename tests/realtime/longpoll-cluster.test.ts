@@ -1,0 +1,149 @@
+/**
+ * Long-poll sessions reachable from any node: two servers joined by an in-memory ClusterBus,
+ * raw HTTP. The session lives on A; its requests land on B, which forwards them to A.
+ */
+import { RealtimeServer, type BusMessage, type ClusterBus } from '../../src/realtime';
+import { roomChannel, startServer, type TestServer } from './helpers';
+
+/** Delivers each message asynchronously, in order, JSON-copied as a real bus would. */
+class MemoryHub {
+  private readonly handlers = new Map<string, (m: BusMessage, from: string) => void>();
+  /** Nodes whose messages are dropped both ways (a dead process). */
+  readonly down = new Set<string>();
+  sent = 0;
+  bus(nodeId: string): ClusterBus {
+    return {
+      nodeId,
+      send: (to, message) => {
+        this.sent++;
+        const copy = JSON.parse(JSON.stringify(message)) as BusMessage;
+        setImmediate(() => {
+          if (this.down.has(to) || this.down.has(nodeId)) return;
+          this.handlers.get(to)?.(copy, nodeId);
+        });
+      },
+      onMessage: (h) => this.handlers.set(nodeId, h),
+    };
+  }
+}
+
+const SECRET = 'a shared long-poll secret for the tests';
+let hub: MemoryHub;
+let a: TestServer;
+let b: TestServer;
+
+async function node(id: string, secret = SECRET): Promise<TestServer> {
+  return startServer(
+    { longpoll: { windowMs: 300, sessionTimeoutMs: 3000, secret, bus: hub.bus(id), busTimeoutMs: 300 } },
+    (rt) => rt.channel('room:*', roomChannel),
+  );
+}
+
+beforeEach(async () => {
+  hub = new MemoryHub();
+  a = await node('node_a');
+  b = await node('node_b');
+});
+afterEach(async () => {
+  await a.close();
+  await b.close();
+});
+
+interface LpBody {
+  status: number;
+  token?: string;
+  messages?: string[];
+}
+const lp = (s: TestServer) => `${s.httpUrl}/socket/longpoll?vsn=2.0.0`;
+async function get(s: TestServer, token?: string): Promise<LpBody> {
+  const r = await fetch(lp(s), { headers: token ? { 'x-phoenix-longpoll-token': token } : {} });
+  return (await r.json()) as LpBody;
+}
+async function post(s: TestServer, token: string, frames: unknown[]): Promise<LpBody> {
+  const r = await fetch(lp(s), {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-ndjson', 'x-phoenix-longpoll-token': token },
+    body: frames.map((f) => JSON.stringify(f)).join('\n'),
+  });
+  return (await r.json()) as LpBody;
+}
+const OK = (response: unknown = {}) => ({ status: 'ok', response });
+
+test('a session opened on A is served by B: POSTs and polls forwarded, answers relayed', async () => {
+  const opened = await get(a);
+  expect(opened).toEqual({ status: 410, token: expect.stringMatching(/^node_a\./), messages: [] });
+  const token = opened.token!;
+  expect(a.rt.stats().longpollSessions).toBe(1);
+
+  expect(await post(b, token, [['1', '1', 'room:x', 'phx_join', {}]])).toEqual({ status: 200 });
+  const sentBefore = hub.sent;
+  expect(await get(b, token)).toEqual({
+    status: 200,
+    token,
+    messages: [JSON.stringify(['1', '1', 'room:x', 'phx_reply', OK()])],
+  });
+  expect(hub.sent).toBeGreaterThan(sentBefore);
+  // A poll held by A through B is completed by a broadcast, and B creates no session of its own.
+  const held = get(b, token);
+  await new Promise((r) => setTimeout(r, 50));
+  a.rt.broadcast('room:x', 'shout', { n: 1 });
+  expect(await held).toEqual({
+    status: 200,
+    token,
+    messages: [JSON.stringify([null, null, 'room:x', 'shout', { n: 1 }])],
+  });
+  expect(b.rt.stats().longpollSessions).toBe(0);
+  // Nothing queued: the window passes (held by A) and B answers 204.
+  expect(await get(b, token)).toEqual({ status: 204, token, messages: [] });
+  // Large bodies travel too (the bus carries them whole).
+  const big = 'x'.repeat(20_000);
+  expect(await post(b, token, [['1', '2', 'room:x', 'new_msg', { big }]])).toEqual({ status: 200 });
+  const reply = await get(a, token);
+  expect(reply.messages!.map((m) => JSON.parse(m))).toEqual([['1', '2', 'room:x', 'phx_reply', OK({ echo: { big } })]]);
+});
+
+test('the owner gone: a forwarded poll gets a new session (410 + token), a POST gets 410', async () => {
+  const token = (await get(a)).token!;
+  hub.down.add('node_a');
+  const polled = await get(b, token);
+  expect(polled).toEqual({ status: 410, token: expect.stringMatching(/^node_b\./), messages: [] });
+  expect(await post(b, token, [[null, '1', 'phoenix', 'heartbeat', {}]])).toEqual({ status: 410 });
+  // An expired session on a live owner: "gone" at once, the same answers.
+  hub.down.clear();
+  const t2 = (await get(a)).token!;
+  const session = Array.from(a.rt.connections)[1]!;
+  session.close(1001, 'test');
+  expect(await post(b, t2, [[null, '1', 'phoenix', 'heartbeat', {}]])).toEqual({ status: 410 });
+});
+
+test('tokens are signed: a forged or foreign-key token is a new session / 410, never forwarded', async () => {
+  const token = (await get(a)).token!;
+  const [nodeId, sid] = token.split('.');
+  const sentBefore = hub.sent;
+  expect(await post(b, `${nodeId}.${sid}.AAAA`, [[null, '1', 'phoenix', 'heartbeat', {}]])).toEqual({ status: 410 });
+  expect(hub.sent).toBe(sentBefore);
+  const other = await node('node_c', 'another secret, not shared with the others');
+  try {
+    expect(await post(other, token, [[null, '1', 'phoenix', 'heartbeat', {}]])).toEqual({ status: 410 });
+  } finally {
+    await other.close();
+  }
+});
+
+test('a poll whose client leaves while the owner holds it loses no message', async () => {
+  const token = (await get(a)).token!;
+  expect(await post(b, token, [['1', '1', 'room:y', 'phx_join', {}]])).toEqual({ status: 200 });
+  await get(a, token); // the join reply
+  const ctl = new AbortController();
+  const gone = fetch(lp(b), { headers: { 'x-phoenix-longpoll-token': token }, signal: ctl.signal }).catch(() => null);
+  await new Promise((r) => setTimeout(r, 50));
+  ctl.abort();
+  await gone;
+  a.rt.broadcast('room:y', 'after', { n: 2 });
+  const next = await get(b, token);
+  expect(next.messages!.map((m) => JSON.parse(m))).toEqual([[null, null, 'room:y', 'after', { n: 2 }]]);
+});
+
+test('a bus without a secret is refused at construction', () => {
+  expect(() => new RealtimeServer({ longpoll: { bus: new MemoryHub().bus('x') } })).toThrow(/secret/);
+});

@@ -258,6 +258,7 @@ function exactlyOnce(got: Got[], taskId: string, lastSeq: number): boolean {
     const rest: Array<{ status: number; ms: number; retryAfter: string | null }> = [];
     const ready: number[] = [];
     const health: number[] = [];
+    const metrics: number[] = [];
     while (Date.now() - stoppedAt < 10_000) {
       await Promise.all(
         procs.map(async (p, i) => {
@@ -276,6 +277,7 @@ function exactlyOnce(got: Got[], taskId: string, lastSeq: number): boolean {
             }),
             call(`${p.url}/readyz`).then((r) => ready.push(r.status)),
             call(`${p.url}/healthz`).then((r) => health.push(r.status)),
+            call(`${p.url}/metrics`).then((r) => metrics.push(r.status)),
           ]);
         }),
       );
@@ -286,12 +288,13 @@ function exactlyOnce(got: Got[], taskId: string, lastSeq: number): boolean {
 
     console.log(
       `figures: during the outage ${rest.length} REST calls, statuses ${[...new Set(rest.map((r) => r.status))].join('/')}, ` +
-        `slowest ${Math.max(...rest.map((r) => r.ms))} ms; /readyz ${[...new Set(ready)].join('/')}; /healthz ${[...new Set(health)].join('/')}`,
+        `slowest ${Math.max(...rest.map((r) => r.ms))} ms; /readyz ${[...new Set(ready)].join('/')}; /healthz ${[...new Set(health)].join('/')}; /metrics ${[...new Set(metrics)].join('/')}`,
     );
     expect(rest.every((r) => r.status === 503 && r.retryAfter !== null)).toBe(true);
     expect(rest.every((r) => r.ms < REST_BOUND_MS)).toBe(true);
     expect(ready).toContain(503);
     expect(health.every((s) => s === 200)).toBe(true);
+    expect(metrics.every((s) => s === 200)).toBe(true);
 
     await waitFor(
       async () => (await Promise.all(procs.map((p) => call(`${p.url}/readyz`)))).every((r) => r.status === 200),

@@ -13,6 +13,7 @@ module.exports = {
   transformIgnorePatterns: ['/node_modules/(?!(p-queue|p-timeout|eventemitter3)/)'],
   // Says whether the PostgreSQL half runs (and prepares what every suite shares).
   globalSetup: '<rootDir>/tests/helpers/global-setup.ts',
+  globalTeardown: '<rootDir>/tests/helpers/global-teardown.ts',
   testTimeout: 60000,
   maxWorkers: 2,
 };

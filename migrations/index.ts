@@ -1,7 +1,8 @@
 import type { Knex } from 'knex';
 import * as createTasks from './20261124000001_create_tasks';
 import * as uniquePrediction from './20261124000002_unique_prediction';
-import * as taskRateLimits from './20261129000001_task_rate_limits';
+import * as relativeOutputUrls from './20261129000001_relative_output_urls';
+import * as taskRateLimits from './20261129000002_task_rate_limits';
 
 /**
  * The migrations, in order. Listed in code (not discovered on disk) so that the
@@ -10,5 +11,6 @@ import * as taskRateLimits from './20261129000001_task_rate_limits';
 export const migrations: ReadonlyArray<[name: string, migration: Knex.Migration]> = [
   ['20261124000001_create_tasks', createTasks],
   ['20261124000002_unique_prediction', uniquePrediction],
-  ['20261129000001_task_rate_limits', taskRateLimits],
+  ['20261129000001_relative_output_urls', relativeOutputUrls],
+  ['20261129000002_task_rate_limits', taskRateLimits],
 ];

@@ -21,7 +21,9 @@ import type { ReplicateClient } from './providers/replicate/client';
 import type { Standin } from './providers/replicate/standin';
 import type { RealtimeServer } from './realtime';
 import type { TaskRunner } from './runner/runner';
-import { OutputStore } from './storage/outputs';
+import { LocalOutputStore, type OutputStore } from './storage/outputs';
+import { S3OutputStore } from './storage/s3';
+import { requestBase } from './storage/urls';
 import { ModelRegistry } from './tasks/models';
 import { TaskService } from './tasks/service';
 
@@ -53,7 +55,7 @@ export interface Gateway {
   outputs: OutputStore;
   /** The in-process Replicate stand-in, in demo mode. */
   demoStandin: Standin | undefined;
-  /** The base URL clients reach this gateway at (PUBLIC_URL, or where it listens). */
+  /** PUBLIC_URL, or where this process listens (output URLs use the request's Host when PUBLIC_URL is unset). */
   baseUrl(): string;
   /** Listen on config.port/host (0 picks a free port); resolves to the base URL. Starts no work. */
   listen(): Promise<string>;
@@ -79,13 +81,17 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     ctx.closers.push('http server', () => closeServer(server));
     let listenUrl = `http://${config.host}:${config.port}`;
     const baseUrl = () => config.publicUrl ?? listenUrl;
-    const outputs = new OutputStore(config.dataDir, baseUrl);
+    const outputs: OutputStore = config.storage
+      ? new S3OutputStore(config.storage, ctx.logger.child({ component: 'storage' }))
+      : new LocalOutputStore(config.dataDir);
+    // Stored output URLs are relative; each answer makes them absolute for the client that asked.
+    const baseUrlOf = (headers: http.IncomingHttpHeaders) => requestBase(config.publicUrl, headers, false, baseUrl);
     const bus = openClusterBus(db, randomBytes(6).toString('hex'), ctx.logger);
     // The other channels close with their users (realtime, relay); the runner's wake-up here.
     if (bus) ctx.closers.push('new-work channel', () => bus.newWork.close());
     const runner = createRunner(ctx, { db, tasks, provider, outputs, overrides: opts.runner, newWork: bus?.newWork });
     const taskLimit = new TaskCreationLimit(db, config.rateLimitTasksPerMinute);
-    const { realtime, relay } = await startTaskRealtime(ctx, { server, tasks, auth, bus, taskLimit });
+    const { realtime, relay } = await startTaskRealtime(ctx, { server, tasks, auth, bus, taskLimit, baseUrlOf });
     const app = createGatewayHttp(ctx, {
       db,
       tasks,
@@ -97,6 +103,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       outputs,
       taskLimit,
       bus,
+      baseUrlOf,
     });
     server.on('request', app);
     // Registered last, so stopped first: no new work while the rest shuts down.

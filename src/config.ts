@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { z } from 'zod';
+import { parseStorageUrl, type S3Settings } from './storage/s3-settings';
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
@@ -41,6 +42,8 @@ const EnvSchema = z.object({
   RUNNER_ENABLED: z.enum(['true', 'false']).default('true'),
   WORKERS: intFromEnv(1, 64).default(1),
   RATE_LIMIT_TASKS_PER_MINUTE: intFromEnv(0, 10_000_000).default(600),
+  STORAGE_URL: optionalString,
+  DATABASE_WAIT_SECONDS: intFromEnv(0, 3600).default(30),
 });
 
 export type Env = z.infer<typeof EnvSchema>;
@@ -65,6 +68,10 @@ export interface Config {
   workers: number;
   /** Task submissions a user may make a minute (0: no limit). */
   rateLimitTasksPerMinute: number;
+  /** An S3-compatible object store for output files; undefined means DATA_DIR/outputs. */
+  storage: S3Settings | undefined;
+  /** How long start waits for an unreachable DATABASE_URL to come up. */
+  databaseWaitSeconds: number;
 }
 
 /** A setting that cannot be used; the message names the variable. */
@@ -89,6 +96,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError([
       `HOST: ${host} is not a loopback address, and AUTH_SECRET is unset (open mode listens on loopback only); set AUTH_SECRET to serve other hosts`,
     ]);
+  }
+  let storage: S3Settings | undefined;
+  if (e.STORAGE_URL !== undefined) {
+    try {
+      storage = parseStorageUrl(e.STORAGE_URL, env);
+    } catch (err) {
+      throw new ConfigError([`STORAGE_URL: ${(err as Error).message}`]);
+    }
   }
   if (e.WORKERS > 1 && e.DATABASE_URL === undefined) {
     throw new ConfigError([
@@ -116,5 +131,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     runner: { enabled: e.RUNNER_ENABLED === 'true', concurrency: e.RUNNER_CONCURRENCY },
     workers: e.WORKERS,
     rateLimitTasksPerMinute: e.RATE_LIMIT_TASKS_PER_MINUTE,
+    storage,
+    databaseWaitSeconds: e.DATABASE_WAIT_SECONDS,
   };
 }

@@ -7,6 +7,8 @@ import { startDemoStandin } from './gateway/provider';
 import type { Standin } from './providers/replicate/standin';
 import { ModelRegistry } from './tasks/models';
 import { TaskService } from './tasks/service';
+import { SHUTDOWN_BUDGET, stopOnSignals } from './shutdown';
+import { waitForDatabase } from './db-wait';
 
 /** Start the gateway from the environment. */
 export async function main(): Promise<void> {
@@ -27,6 +29,16 @@ export async function main(): Promise<void> {
       '!!! OPEN MODE: AUTH_SECRET is unset, so every caller is the user "local" and pyre listens on loopback only. Set AUTH_SECRET to require tokens. !!!',
     );
   }
+  if (config.databaseUrl && cluster.isPrimary) {
+    // One clear line instead of a driver's stack trace; a database still coming up is waited for.
+    const problem = await waitForDatabase(config.databaseUrl, logger, config.databaseWaitSeconds);
+    if (problem) {
+      const waited = problem.transient ? ` (gave up after ${config.databaseWaitSeconds} s; DATABASE_WAIT_SECONDS)` : '';
+      logger.fatal(`cannot start: ${problem.message}${waited}`);
+      process.stderr.write(`pyre: cannot start: ${problem.message}${waited}\n`);
+      process.exit(problem.transient ? 69 : 78); // EX_UNAVAILABLE / EX_CONFIG
+    }
+  }
   if (config.workers > 1 && cluster.isPrimary) return runPrimary(config, logger);
   const gateway = await createGateway({ config, logger });
   const url = await gateway.start();
@@ -34,24 +46,14 @@ export async function main(): Promise<void> {
     { url, database: config.databaseUrl ? 'postgresql' : `pglite (${config.dataDir})`, demo_mode: config.demoMode },
     `pyre listening on ${url}`,
   );
+  if (!config.publicUrl && !['127.0.0.1', '::1', 'localhost'].includes(config.host)) {
+    logger.warn(
+      { host: config.host },
+      "PUBLIC_URL is unset: output file URLs are built from each request's Host header (http://<Host>/files/…, https when X-Forwarded-Proto says so) and provider webhooks are off; set PUBLIC_URL to the address clients use",
+    );
+  }
 
-  let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'shutting down');
-    const force = setTimeout(() => process.exit(1), 30_000);
-    force.unref();
-    try {
-      await gateway.close();
-      process.exit(0);
-    } catch (err) {
-      logger.error({ err }, 'shutdown failed');
-      process.exit(1);
-    }
-  };
-  process.on('SIGINT', () => void stop('SIGINT'));
-  process.on('SIGTERM', () => void stop('SIGTERM'));
+  stopOnSignals(gateway, logger);
 }
 
 /**
@@ -88,15 +90,23 @@ async function runPrimary(config: Config, logger: ReturnType<typeof createLogger
     setTimeout(() => cluster.fork(workerEnv), 1000);
   });
   const stop = (signal: NodeJS.Signals) => {
-    if (stopping) return;
+    if (stopping) {
+      // A second signal: the workers stop at once too (their tasks resume at the next start).
+      logger.warn({ signal }, 'second signal: stopping workers now');
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
+      return;
+    }
     stopping = true;
     logger.info({ signal }, 'stopping workers');
     for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
-    const force = setTimeout(() => process.exit(1), 35_000);
+    const force = setTimeout(() => process.exit(1), SHUTDOWN_BUDGET.hardLimitMs + 500);
     force.unref();
     cluster.on('exit', () => {
       if (Object.keys(cluster.workers ?? {}).length === 0)
-        void (standin?.close() ?? Promise.resolve()).finally(() => process.exit(0));
+        void (standin?.close() ?? Promise.resolve()).finally(() => {
+          logger.info('stopped');
+          process.exit(0);
+        });
     });
   };
   process.on('SIGINT', () => stop('SIGINT'));

@@ -1,3 +1,4 @@
+// @ts-check
 // REST calls to the gateway, with the signed-in token.
 
 const TOKEN_KEY = 'pyre.token';
@@ -36,6 +37,10 @@ export function setUnauthorizedHandler(fn) {
   onUnauthorized = fn;
 }
 
+/**
+ * @param {string} path
+ * @param {{ method?: string, body?: unknown, token?: string }} [options]
+ */
 export async function api(path, { method = 'GET', body, token = savedToken() } = {}) {
   const headers = { accept: 'application/json' };
   if (token) headers.authorization = `Bearer ${token}`;

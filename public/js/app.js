@@ -1,3 +1,4 @@
+// @ts-check
 // The pyre dashboard: sign in, submit, watch tasks live over the Phoenix channels.
 
 import { Socket, LongPoll } from '/vendor/phoenix.mjs';
@@ -144,17 +145,20 @@ function connect() {
   const params = new URLSearchParams(location.search);
   const forceLongPoll = params.get('transport') === 'longpoll';
   const token = savedToken();
-  const socket = new Socket('/socket', {
-    // The token travels in a header (Sec-WebSocket-Protocol, X-Phoenix-AuthToken), not in URLs;
-    // a `token` param would also clash with long-poll's own session token.
-    ...(token ? { authToken: token } : {}),
-    // Where WebSockets are blocked (proxies, networks), phoenix.js falls back to long-poll.
-    longPollFallbackMs: 2500,
-    ...(forceLongPoll ? { transport: LongPoll } : {}),
-    ...(params.has('debug')
-      ? { logger: (kind, msg, data) => console.debug(`phoenix ${kind}: ${msg}`, JSON.stringify(data ?? null)) }
-      : {}),
-  });
+  // phoenix.js 1.8 has `transport` and `longPollFallbackMs` on the socket; @types/phoenix 1.6 does not.
+  const socket = /** @type {Socket & { transport: unknown, longPollFallbackMs: number }} */ (
+    new Socket('/socket', {
+      // The token travels in a header (Sec-WebSocket-Protocol, X-Phoenix-AuthToken), not in URLs;
+      // a `token` param would also clash with long-poll's own session token.
+      ...(token ? { authToken: token } : {}),
+      // Where WebSockets are blocked (proxies, networks), phoenix.js falls back to long-poll.
+      longPollFallbackMs: 2500,
+      ...(forceLongPoll ? { transport: LongPoll } : {}),
+      ...(params.has('debug')
+        ? { logger: (kind, msg, data) => console.debug(`phoenix ${kind}: ${msg}`, JSON.stringify(data ?? null)) }
+        : {}),
+    })
+  );
   state.socket = socket;
   // Long-poll fallback is for networks that block WebSockets. Once a WebSocket has carried a
   // message on this page, a later failure is an outage, not a blocked network: reconnect over
@@ -386,7 +390,7 @@ function renderList() {
 }
 
 function renderCard(task) {
-  const old = document.querySelector(`#task-list [data-task-id="${task.id}"]`);
+  const old = /** @type {HTMLElement | null} */ (document.querySelector(`#task-list [data-task-id="${task.id}"]`));
   if (!old) return renderList();
   // Redraw only on a visible change (a loaded image or a playing video is kept as it is).
   const sig = signature(task);

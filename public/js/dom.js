@@ -1,3 +1,4 @@
+// @ts-check
 // A tiny element builder: h('div', {class: 'x', onclick}, child, 'text', ...).
 
 export function h(tag, attrs = {}, ...children) {

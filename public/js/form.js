@@ -1,3 +1,4 @@
+// @ts-check
 // The "new task" form, generated from GET /api/models: each model's parameters with their limits.
 
 import { h, $ } from './dom.js';

@@ -1,3 +1,4 @@
+// @ts-check
 // A task's own page: what it is, its result, and its full event timeline (stored + live).
 
 import { api, ApiError } from './api.js';

@@ -1,3 +1,4 @@
+// @ts-check
 // How a task looks: status, progress bar, output, in the list and on its own page.
 
 import { h, timeAgo } from './dom.js';

@@ -6,6 +6,7 @@ import type { TaskType } from '../tasks/models';
 import { isUuid, type TaskService } from '../tasks/service';
 import { TERMINAL, type TaskEvent } from '../tasks/task';
 import { isDatabaseUnavailable } from '../db/errors';
+import { withAbsoluteUrls } from '../storage/urls';
 
 /** Who wants a task's events in this process (the event relay's position check reads their positions). */
 export interface EventWatch {
@@ -22,7 +23,16 @@ const CATCH_UP_RETRY_MS = 1000;
 /** What a socket's connect stored: who it is. */
 export interface UserAssigns extends Record<string, unknown> {
   userId: string;
+  /** The base URL the client reached pyre at: stored `/files/…` output URLs are made absolute against it. */
+  baseUrl?: string;
 }
+
+/** A task or event payload with its output URLs absolute for this socket's client. */
+function forClient<T, A extends UserAssigns>(value: T, socket: ChannelSocket<A>): T {
+  const base = socket.assigns.baseUrl;
+  return base === undefined ? value : withAbsoluteUrls(value, base);
+}
+
 
 /** Per-join state of a task channel. */
 interface TaskAssigns extends UserAssigns {
@@ -100,6 +110,7 @@ export class TaskChannel implements Channel<TaskAssigns> {
       lastSeq = p.last_seq;
     }
     const row = await this.tasks.find(taskId);
+    let notice: string | undefined;
     if (row && row.user_id !== socket.assigns.userId) return { status: 'error', response: { reason: 'unauthorized' } };
     socket.assigns.taskId = taskId;
     if (row) socket.assigns.owned = true;
@@ -110,6 +121,11 @@ export class TaskChannel implements Channel<TaskAssigns> {
       socket.assigns.lastSeq = 0;
     } else if (lastSeq === undefined) {
       socket.assigns.lastSeq = row.last_seq;
+    } else if (lastSeq > row.last_seq) {
+      // Ahead of the task (a seq kept from another task, or made up): taken as "up to date",
+      // and said so in the reply, rather than silently skipping the events up to that seq.
+      socket.assigns.lastSeq = row.last_seq;
+      notice = `last_seq ${lastSeq} is beyond the task's last event (${row.last_seq}); events after ${row.last_seq} will be sent`;
     } else {
       socket.assigns.lastSeq = lastSeq;
       for (const e of await this.tasks.eventsOf(row, lastSeq)) this.pushEvent(socket, e);
@@ -118,7 +134,10 @@ export class TaskChannel implements Channel<TaskAssigns> {
     // Events committed between our read and the subscription that follows the join
     // would be missed: look again once joined (handleInfo runs after the join).
     setImmediate(() => socket.send(CATCH_UP));
-    return { status: 'ok', response: { task: row ? this.tasks.toJson(row) : null } };
+    return {
+      status: 'ok',
+      response: { task: row ? forClient(this.tasks.toJson(row), socket) : null, ...(notice ? { notice } : {}) },
+    };
   }
 
   async handleInfo(msg: unknown, socket: ChannelSocket<TaskAssigns>): Promise<void> {
@@ -164,7 +183,7 @@ export class TaskChannel implements Channel<TaskAssigns> {
     if (seq <= socket.assigns.lastSeq) return;
     if (seq > socket.assigns.lastSeq + 1) await this.catchUp(socket, seq - 1);
     if (seq !== socket.assigns.lastSeq + 1) return;
-    socket.push(event, payload);
+    socket.push(event, forClient(payload, socket));
     socket.assigns.lastSeq = seq;
   }
 
@@ -197,7 +216,7 @@ export class TaskChannel implements Channel<TaskAssigns> {
 
   private pushEvent(socket: ChannelSocket<TaskAssigns>, e: TaskEvent): void {
     if (e.seq !== socket.assigns.lastSeq + 1) return;
-    socket.push(e.event, e.payload);
+    socket.push(e.event, forClient(e.payload, socket));
     socket.assigns.lastSeq = e.seq;
   }
 
@@ -209,7 +228,7 @@ export class TaskChannel implements Channel<TaskAssigns> {
       if (type) return await this.generate(type, payload, socket, log);
       if (event === 'cancel') {
         const task = await this.tasks.cancel(userId, taskId);
-        return { reply: 'ok', response: { task_id: task.id, task } };
+        return { reply: 'ok', response: { task_id: task.id, task: forClient(task, socket) } };
       }
       return { reply: 'error', response: { reason: `unknown event ${JSON.stringify(event).slice(0, 80)}` } };
     } catch (err) {
@@ -243,7 +262,7 @@ export class TaskChannel implements Channel<TaskAssigns> {
       try {
         const task = await this.tasks.create(userId, payload, { id: taskId, impliedType: type });
         socket.assigns.owned = true;
-        return { reply: 'ok', response: { task_id: task.id, task } };
+        return { reply: 'ok', response: { task_id: task.id, task: forClient(task, socket) } };
       } catch (err) {
         if (!isUniqueViolation(err)) throw err;
         log.info('task created concurrently; answering with it');
@@ -259,7 +278,7 @@ export class TaskChannel implements Channel<TaskAssigns> {
         'generate of another type on an existing task: answered with it',
       );
     else log.info({ terminal: TERMINAL.has(row.status) }, 'generate on an existing task: answered with it');
-    return { reply: 'ok', response: { task_id: row.id, task: this.tasks.toJson(row) } };
+    return { reply: 'ok', response: { task_id: row.id, task: forClient(this.tasks.toJson(row), socket) } };
   }
 }
 
@@ -351,7 +370,7 @@ export class UserTasksChannel implements Channel<FeedAssigns> {
     for (const e of events.slice(0, FEED_REPLAY_LIMIT)) {
       const last = socket.assigns.seen.get(e.task_id);
       if (last !== undefined && e.seq <= last) continue;
-      socket.push(e.event, { ...e.payload, cursor: feedCursor(e) });
+      socket.push(e.event, forClient({ ...e.payload, cursor: feedCursor(e) }, socket));
       socket.assigns.seen.set(e.task_id, e.seq);
     }
     return events.length > FEED_REPLAY_LIMIT;
@@ -382,6 +401,6 @@ export class UserTasksChannel implements Channel<FeedAssigns> {
         else seen.set(taskId, seq);
       }
     }
-    socket.push(event, payload);
+    socket.push(event, forClient(payload, socket));
   }
 }

@@ -5,6 +5,8 @@
  */
 export class ProgressLine {
   private shown = false;
+  /** Set by clear(): the terminal's line now belongs to the streamed text, so the bar stays off. */
+  private cleared = false;
   private lastLine = '';
   private status = 'queued';
   private progress: number | null = null;
@@ -33,6 +35,7 @@ export class ProgressLine {
   }
 
   private draw(): void {
+    if (this.cleared) return;
     const width = 24;
     const p = this.progress;
     const filled = p === null ? 0 : Math.round((p / 100) * width);
@@ -46,12 +49,16 @@ export class ProgressLine {
     this.shown = true;
   }
 
-  /** Takes the bar off the screen (before text is streamed to the same terminal, and at the end). */
+  /**
+   * Takes the bar off the screen for good (before text is streamed to the same terminal): a
+   * later redraw's `\r\x1b[2K` would erase the text's unterminated last line.
+   */
   clear(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     if (this.tty && this.shown) this.out.write('\r\x1b[2K');
     this.shown = false;
+    this.cleared = true;
     this.lastLine = '';
   }
 

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { Logger } from '../log';
 import { isEmbedded, type Db } from './index';
-import { NEW_WORK_CHANNEL, PgNotifyChannel } from './notify';
+import { PgNotifyChannel } from './notify';
 import { PgPubSubAdapter } from './pg-pubsub';
 
 /** What crosses processes about task events: which events to read, not the events (they can be large). */
@@ -32,7 +32,7 @@ export function busChannelNames(db: Db): { events: string; newWork: string; real
   const suffix = searchPath ? `_${searchPath.toLowerCase()}` : '';
   return {
     events: `pyre_events${suffix}`,
-    newWork: `${NEW_WORK_CHANNEL}${suffix}`,
+    newWork: `pyre_new_work${suffix}`,
     realtime: `pyre_realtime${suffix}`,
   };
 }

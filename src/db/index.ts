@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { PGlite } from '@electric-sql/pglite';
 import knexFactory, { type Knex } from 'knex';
 import ClientPgLite from 'knex-pglite';
 import { migrations } from '../../migrations';
@@ -11,6 +12,12 @@ export interface DatabaseOptions {
   databaseUrl?: string;
   /** Directory of the embedded database (ignored with databaseUrl). `memory://` keeps it in memory. */
   pgliteDir?: string;
+  /**
+   * A file holding a PGlite data directory as PGlite's `dumpDataDir()` writes it: a new embedded
+   * database starts as a copy of it instead of running initdb (ignored when the directory already
+   * holds a database). Tests migrate one database per run and start every other from it.
+   */
+  pgliteTemplate?: string;
   /** A PostgreSQL schema to work in (tests use one per run). */
   searchPath?: string;
   pool?: { min: number; max: number };
@@ -56,11 +63,25 @@ export function openDatabase(opts: DatabaseOptions): Db {
     });
   }
   const dir = opts.pgliteDir ?? './data/pglite';
-  const connection = (dir === 'memory://' ? {} : { filename: dir }) as Knex.StaticConnectionConfig;
+  const inMemory = dir === 'memory://';
   let release = () => {};
-  if (dir !== 'memory://') {
+  if (!inMemory) {
     fs.mkdirSync(path.dirname(path.resolve(dir)), { recursive: true });
     release = lockEmbeddedDir(dir);
+  }
+  let connection = (inMemory ? {} : { filename: dir }) as Knex.StaticConnectionConfig;
+  if (opts.pgliteTemplate && (inMemory || !fs.existsSync(path.join(dir, 'PG_VERSION')))) {
+    let template: Buffer;
+    try {
+      template = fs.readFileSync(opts.pgliteTemplate);
+    } catch (err) {
+      release();
+      throw new Error(`cannot read the PGlite template ${opts.pgliteTemplate}: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+    const pglite = new PGlite(inMemory ? undefined : dir, { loadDataDir: new Blob([template]) });
+    connection = { pglite } as unknown as Knex.StaticConnectionConfig;
   }
   const db = knexFactory({
     client: ClientPgLite as unknown as typeof knexFactory.Client,

@@ -1,12 +1,6 @@
 import pg from 'pg';
 import type { Logger } from '../log';
 
-/**
- * The NOTIFY channel (name prefix; a schema's suffix is added) on which a process tells the
- * runners of the others that tasks were queued, so they claim at once instead of at their next poll.
- */
-export const NEW_WORK_CHANNEL = 'pyre_new_work';
-
 /** PostgreSQL's NOTIFY payload limit is 8000 bytes; stay clear of it. */
 const MAX_PAYLOAD_BYTES = 7800;
 /** LISTEN reconnects: the first try after 250 ms, then doubling up to 2 s between tries. */

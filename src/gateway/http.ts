@@ -1,3 +1,4 @@
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import type { Express } from 'express';
 import type { Authenticator } from '../auth/tokens';
 import type { UserAssigns } from '../channels/task-channel';
@@ -39,6 +40,8 @@ export function createGatewayHttp(
     outputs: OutputStore;
     taskLimit: TaskCreationLimit;
     bus: ClusterBus | undefined;
+    /** The base URL a request reached pyre at (output URLs are made absolute against it). */
+    baseUrlOf?: (headers: IncomingHttpHeaders) => string;
   },
 ): Express {
   const { logger, closers } = ctx;
@@ -54,6 +57,7 @@ export function createGatewayHttp(
     logger,
     taskLimit: opts.taskLimit,
     ...(opts.bus ? { busListening: opts.bus.listening } : {}),
+    ...(opts.baseUrlOf ? { baseUrlOf: (req: IncomingMessage) => opts.baseUrlOf!(req.headers) } : {}),
     mount: (a) => {
       a.use(realtime.middleware());
       a.use(metrics.router(), openApiRouter({ registry: opts.registry }), dashboardRouter({ auth }));

@@ -28,6 +28,8 @@ export async function startTaskRealtime(
     bus: ClusterBus | undefined;
     /** The per-user task-creation limit, shared with REST. */
     taskLimit: TaskCreationLimit;
+    /** The base URL a socket's client reached pyre at (output URLs are made absolute against it). */
+    baseUrlOf?: (headers: http.IncomingHttpHeaders) => string;
   },
 ): Promise<TaskRealtime> {
   const { logger } = ctx;
@@ -42,7 +44,7 @@ export async function startTaskRealtime(
       const token = typeof params.token === 'string' && params.token !== '' ? params.token : info.authToken;
       try {
         const userId = auth.userFor(token);
-        return { assigns: { userId }, id: `user_socket:${userId}` };
+        return { assigns: { userId, baseUrl: opts.baseUrlOf?.(info.headers) }, id: `user_socket:${userId}` };
       } catch (err) {
         if (err instanceof TokenError) {
           logger.info({ reason: err.reason, transport: info.transport }, 'socket refused');

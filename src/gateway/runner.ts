@@ -12,8 +12,9 @@ export type RunnerOverrides = Partial<
 
 /**
  * The task runner, built but not started (the gateway's `start()` starts it once the HTTP server
- * listens). A task queued in this process wakes it at once; with webhooks (PUBLIC_URL and a
- * signing secret) the provider is asked to call back, and polling stays on as the safety net.
+ * listens). A task queued in this process wakes it at once, and the runners of other processes
+ * through a NOTIFY (`pyre_new_work`, with PostgreSQL); with webhooks (PUBLIC_URL and a signing
+ * secret) the provider is asked to call back, and polling stays on as the safety net.
  */
 export function createRunner(
   ctx: PartContext,
@@ -44,9 +45,6 @@ export function createRunner(
     now: ctx.now,
     ...(opts.newWork ? { newWork: opts.newWork } : {}),
     ...opts.overrides,
-  });
-  tasks.onEvents((events) => {
-    if (events.some((e) => e.event === 'status' && e.payload.status === 'queued')) runner.wake();
   });
   return runner;
 }

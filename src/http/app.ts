@@ -1,3 +1,4 @@
+import type { IncomingMessage } from 'node:http';
 import express, { type Express } from 'express';
 import type { Authenticator } from '../auth/tokens';
 import type { Db } from '../db';
@@ -6,7 +7,7 @@ import type { TaskService } from '../tasks/service';
 import type { TaskCreationLimit } from '../db/rate-limit';
 import { DATABASE_RETRY_AFTER_S, errorHandler, notFoundRoute } from './errors';
 import type { IdempotencyKeys } from './idempotency';
-import { requestContext } from './middleware';
+import { methodNotAllowed, requestContext } from './middleware';
 import { tasksRouter } from './tasks-routes';
 
 export interface HttpDeps {
@@ -19,6 +20,8 @@ export interface HttpDeps {
   taskLimit?: TaskCreationLimit;
   /** Whether this process hears the other processes (the cluster bus's LISTEN); absent: no bus. */
   busListening?: () => boolean;
+  /** The base URL this request reached pyre at (output file URLs are made absolute against it). */
+  baseUrlOf?: (req: IncomingMessage) => string;
   /** Extra routers mounted before the API's 404 (webhooks, files, metrics, dashboard). */
   mount?: (app: Express) => void;
 }
@@ -68,6 +71,7 @@ export function createHttpApp(deps: HttpDeps): Express {
   app.get('/api/models', (_req, res) => {
     res.json({ data: deps.tasks.registry.describe() });
   });
+  app.all('/api/models', methodNotAllowed('GET, HEAD'));
   // The task routes first: they are the hot path, and they only take `/api/tasks...`.
   app.use('/api', tasksRouter(deps));
   deps.mount?.(app);

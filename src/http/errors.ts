@@ -14,7 +14,7 @@ export function sendError(res: Response, status: number, detail: string, headers
 
 /** 404 for any /api route that does not exist. */
 export const notFoundRoute: RequestHandler = (req, res) => {
-  sendError(res, 404, `no route for ${req.method} ${req.path}`);
+  sendError(res, 404, `no route for ${req.method} ${req.originalUrl.split('?', 1)[0]}`); // path: relative to /api
 };
 
 interface BodyParserError extends Error {

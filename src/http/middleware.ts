@@ -37,10 +37,31 @@ export function requireUser(auth: Authenticator): RequestHandler {
   };
 }
 
-/** 415 unless the request says its body is JSON. */
+/** 400 without a body; 415 unless the request says its body is JSON. */
 export const requireJson: RequestHandler = (req, res, next) => {
+  // Checked first: without a body req.is() is null whatever the Content-Type says, which read as
+  // "Content-Type must be application/json (got application/json)".
+  const length = req.get('content-length');
+  if (req.get('transfer-encoding') === undefined && (length === undefined || Number(length) === 0)) {
+    return sendError(res, 400, 'the request body is missing: send a JSON object with "input_data"');
+  }
   if (!req.is('application/json')) {
     return sendError(res, 415, `Content-Type must be application/json (got ${req.get('content-type') ?? 'none'})`);
   }
   next();
 };
+
+/**
+ * For a path that exists but not with this method: 405 naming the allowed ones in `Allow`
+ * (a 404 would say the path does not exist). OPTIONS answers the same list.
+ */
+export function methodNotAllowed(allow: string): RequestHandler {
+  return (req, res) => {
+    res.setHeader('Allow', allow);
+    if (req.method === 'OPTIONS') {
+      res.status(204).end();
+      return;
+    }
+    sendError(res, 405, `${req.method} is not allowed on ${req.originalUrl.split('?', 1)[0]} (allowed: ${allow})`);
+  };
+}

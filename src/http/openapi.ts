@@ -41,13 +41,20 @@ function tighten(props: Record<string, Schema>): Record<string, Schema> {
  * or null or "": the type's default) or `top-level` (the body's top-level model names it, so
  * input_data may name it again or not at all).
  */
+/** The names that choose the model: its own, and the provider's (`provider_model`) as an alias. */
+function modelName(m: ModelSpec): Schema {
+  return m.providerModel === m.name
+    ? { const: m.name }
+    : { enum: [m.name, m.providerModel], description: `${m.providerModel} (its provider_model) is an alias` };
+}
+
 function inputData(m: ModelSpec, how: 'named' | 'default' | 'top-level'): Schema {
   const base = inputJsonSchema(m) as { properties: Record<string, Schema> };
   const { prompt, ...params } = base.properties;
   const modelProp: Schema =
     how === 'default'
       ? { enum: [null, ''], description: 'absent, null or "": the default model for the type' }
-      : { const: m.name };
+      : modelName(m);
   const textDefault = m.taskType === 'text_gen';
   const typeProp: Schema = textDefault
     ? { enum: [...typeNames(m.taskType), null], description: 'absent or null means text' }
@@ -83,7 +90,7 @@ function createTaskRequest(registry: ModelRegistry): Schema {
     variants.push({
       type: 'object',
       title: `${m.name} (named at the top level)`,
-      properties: { model: { const: m.name }, input_data: inputData(m, 'top-level') },
+      properties: { model: modelName(m), input_data: inputData(m, 'top-level') },
       required: ['input_data', 'model'],
     });
     if (m.isDefault) {
@@ -148,6 +155,10 @@ const taskSchema: Schema = {
       ],
     },
     attempts: { type: 'integer', minimum: 0 },
+    cancel_requested: {
+      type: 'boolean',
+      description: 'a cancel was asked for and is pending with the provider; `status` changes when it lands',
+    },
     inserted_at: { type: 'string', format: 'date-time' },
     updated_at: { type: 'string', format: 'date-time' },
     started_at: { type: ['string', 'null'], format: 'date-time' },

@@ -1,9 +1,11 @@
+import type { IncomingMessage } from 'node:http';
 import express, { Router, type RequestHandler } from 'express';
 import { nestedDeeperThan } from '../realtime';
+import { withAbsoluteUrls } from '../storage/urls';
 import type { TaskService } from '../tasks/service';
 import { ValidationError } from '../tasks/errors';
 import { bodyHash, isValidKey, type IdempotencyKeys } from './idempotency';
-import { requireJson, requireUser } from './middleware';
+import { methodNotAllowed, requireJson, requireUser } from './middleware';
 import type { Authenticator } from '../auth/tokens';
 import { sendError } from './errors';
 import { rateLimitPerUser } from './rate-limit';
@@ -61,8 +63,12 @@ export function tasksRouter(deps: {
   idempotency: IdempotencyKeys;
   /** The per-user task-creation limit (shared with the channels); absent: none. */
   taskLimit?: TaskCreationLimit;
+  baseUrlOf?: (req: IncomingMessage) => string;
 }): Router {
   const { tasks, idempotency } = deps;
+  // Stored output URLs are relative (`/files/…`); every answer makes them absolute for its caller.
+  const absolute = <T>(req: IncomingMessage, value: T): T =>
+    deps.baseUrlOf ? withAbsoluteUrls(value, deps.baseUrlOf(req)) : value;
   const r = Router();
   r.use('/tasks', requireUser(deps.auth));
 
@@ -77,6 +83,7 @@ export function tasksRouter(deps: {
       const key = req.get('idempotency-key');
       if (key === undefined) {
         const task = await tasks.create(req.userId, input);
+        res.setHeader('Location', `/api/tasks/${task.id}`);
         res.status(202).json({ task_id: task.id, data: task });
         return;
       }
@@ -88,6 +95,8 @@ export function tasksRouter(deps: {
       if (outcome.kind === 'conflict') return sendError(res, 409, outcome.reason);
       if (outcome.kind === 'replay') {
         res.setHeader('Idempotent-Replayed', 'true');
+        const replayed = (outcome.body as { task_id?: unknown } | null)?.task_id;
+        if (outcome.status === 202 && typeof replayed === 'string') res.setHeader('Location', `/api/tasks/${replayed}`);
         res.status(outcome.status).json(outcome.body);
         return;
       }
@@ -99,6 +108,7 @@ export function tasksRouter(deps: {
             await idempotency.complete(trx, req.userId, key, 202, answer);
           },
         });
+        res.setHeader('Location', `/api/tasks/${task.id}`);
         res.status(202).json(answer ?? { task_id: task.id, data: task });
       } catch (err) {
         await idempotency.abandon(req.userId, key);
@@ -117,15 +127,20 @@ export function tasksRouter(deps: {
     };
     const limitText = one(q.limit, 'limit');
     const limit = limitText === undefined ? undefined : /^\d+$/.test(limitText) ? Number(limitText) : NaN;
-    res.json(await tasks.list(req.userId, { status: one(q.status, 'status'), limit, cursor: one(q.cursor, 'cursor') }));
+    const page = await tasks.list(req.userId, {
+      status: one(q.status, 'status'),
+      limit,
+      cursor: one(q.cursor, 'cursor'),
+    });
+    res.json({ ...page, data: page.data.map((t) => absolute(req, t)) });
   });
 
   r.get('/tasks/:id', async (req, res) => {
-    res.json({ data: await tasks.get(req.userId, req.params.id!) });
+    res.json({ data: absolute(req, await tasks.get(req.userId, req.params.id!)) });
   });
 
   r.post('/tasks/:id/cancel', async (req, res) => {
-    res.json({ data: await tasks.cancel(req.userId, req.params.id!) });
+    res.json({ data: absolute(req, await tasks.cancel(req.userId, req.params.id!)) });
   });
 
   r.get('/tasks/:id/events', async (req, res) => {
@@ -134,8 +149,13 @@ export function tasksRouter(deps: {
       throw new ValidationError({ after_seq: ['must be a non-negative integer'] });
     }
     const events = await tasks.events(req.userId, req.params.id!, after ? Number(after) : 0);
-    res.json({ data: events.map(({ user_id: _u, ...e }) => e) });
+    res.json({ data: events.map(({ user_id: _u, ...e }) => ({ ...e, payload: absolute(req, e.payload) })) });
   });
+
+  r.all('/tasks', methodNotAllowed('GET, HEAD, POST'));
+  r.all('/tasks/:id', methodNotAllowed('GET, HEAD'));
+  r.all('/tasks/:id/cancel', methodNotAllowed('POST'));
+  r.all('/tasks/:id/events', methodNotAllowed('GET, HEAD'));
 
   return r;
 }

@@ -1,11 +1,19 @@
 /**
- * Presence (Phoenix.Presence, local node): who is on a topic. Tracks entries per channel;
- * sends `presence_diff` broadcasts and builds the `presence_state` push. Entries are always
- * `{ key: { metas: [ {...meta, phx_ref} ] } }`, the only shape SwiftPhoenixClient 5.3.4 accepts.
+ * Presence (Phoenix.Presence): who is on a topic, across every node of the pubsub. Tracks entries
+ * per channel; sends `presence_diff` broadcasts and builds the `presence_state` push. Entries are
+ * always `{ key: { metas: [ {...meta, phx_ref} ] } }`, the only shape SwiftPhoenixClient 5.3.4
+ * accepts.
+ *
+ * Across nodes (like phoenix_pubsub's tracker, much simplified): each node owns its own entries
+ * and sends every change of them through the pubsub adapter as a numbered diff; the others keep a
+ * replica per node, merged into `presence_state` and relayed to their clients as `presence_diff`.
+ * A node's heartbeat (every `heartbeatMs`) carries its diff number: a replica that missed one asks
+ * for the node's full state. A node not heard from for `expireMs` is gone (killed, cut off): its
+ * entries leave, so a dead node's presences disappear within `expireMs + heartbeatMs`.
  */
 import { randomBytes } from 'node:crypto';
 import type { ChannelSocket } from './channel';
-import type { PubSub } from './pubsub';
+import type { Fanout, PubSub, Subscriber } from './pubsub';
 
 export type PresenceMeta = Record<string, unknown> & { phx_ref: string; phx_ref_prev?: string };
 export type PresenceState = Record<string, { metas: PresenceMeta[] }>;
@@ -44,20 +52,88 @@ export interface PresenceOptions {
   /** Event names (defaults as phoenix.js and Swift expect). */
   stateEvent?: string;
   diffEvent?: string;
+  /** Names the tracker on the pubsub (several trackers on one server need different names). */
+  name?: string;
+  /** How often this node tells the others it is alive, ms. */
+  heartbeatMs?: number;
+  /** A node not heard from for this long is gone and its entries leave, ms. */
+  expireMs?: number;
 }
+
+type Metas = Map<string, PresenceMeta[]>;
+
+/** What trackers on different nodes say to each other (all through the pubsub adapter). */
+type SyncMessage =
+  | { type: 'diff'; node: string; seq: number; topic: string; joins: PresenceState; leaves: PresenceState }
+  | { type: 'hb'; node: string; seq: number }
+  | { type: 'req'; node: string; to: string }
+  | {
+      type: 'state';
+      node: string;
+      seq: number;
+      sid: string;
+      part: number;
+      parts: number;
+      topics: Record<string, PresenceState>;
+    }
+  | { type: 'bye'; node: string };
+
+/** Another node's entries, as it last told us. */
+interface Replica {
+  /** The number of its last diff applied (-1: not synced yet, waiting for its state). */
+  seq: number;
+  lastSeen: number;
+  requestedAt: number;
+  topics: Map<string, Metas>;
+  /** A state transfer in progress: its parts so far. */
+  incoming?: { sid: string; seq: number; parts: Array<Record<string, PresenceState> | undefined>; got: number };
+}
+
+/** A state chunk stays well under PostgreSQL NOTIFY's 8,000 bytes (the adapter adds its envelope). */
+const STATE_CHUNK_BYTES = 6000;
 
 export class Presence {
   private readonly pubsub: PubSub;
   private readonly topics = new Map<string, Map<string, Entry[]>>();
   private readonly owners = new Map<ChannelSocket, Set<string>>();
+  private readonly replicas = new Map<string, Replica>();
+  private readonly syncTopic: string;
+  private readonly node: string;
+  private readonly subscriber: Subscriber;
+  private readonly timer: NodeJS.Timeout;
+  private seq = 0;
+  private closed = false;
   readonly stateEvent: string;
   readonly diffEvent: string;
+  readonly heartbeatMs: number;
+  readonly expireMs: number;
 
-  /** `server` is a RealtimeServer (or anything with its pubsub). */
+  /** `server` is a RealtimeServer (or anything with its pubsub). Call `close()` when done. */
   constructor(server: { pubsub: PubSub }, opts: PresenceOptions = {}) {
     this.pubsub = server.pubsub;
     this.stateEvent = opts.stateEvent ?? 'presence_state';
     this.diffEvent = opts.diffEvent ?? 'presence_diff';
+    this.heartbeatMs = opts.heartbeatMs ?? 1000;
+    this.expireMs = opts.expireMs ?? 5000;
+    if (!(this.expireMs > this.heartbeatMs)) throw new Error('presence expireMs must be longer than heartbeatMs');
+    this.syncTopic = `phx_presence:${opts.name ?? 'presence'}`;
+    // Unique per tracker instance: a restarted process is a new node, whose entries start empty.
+    this.node = `${this.pubsub.nodeId}.${randomBytes(4).toString('hex')}`;
+    this.subscriber = { deliver: (f: Fanout) => this.fromNode(f.message.payload as SyncMessage) };
+    this.pubsub.subscribe(this.syncTopic, this.subscriber);
+    this.timer = setInterval(() => this.tick(), this.heartbeatMs);
+    this.timer.unref();
+    // Whoever is already up sends us their entries.
+    this.send({ type: 'req', node: this.node, to: '*' });
+  }
+
+  /** Stops the heartbeat and tells the other nodes this one's entries are gone. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.timer);
+    this.send({ type: 'bye', node: this.node });
+    this.pubsub.unsubscribe(this.syncTopic, this.subscriber);
   }
 
   /**
@@ -136,9 +212,21 @@ export class Presence {
     return entry!.meta;
   }
 
-  /** Everyone on `topic`: `{ key: { metas: [...] } }`. */
+  /** Everyone on `topic`, on every node: `{ key: { metas: [...] } }`. */
   list(topic: string): PresenceState {
     const out = emptyState();
+    const keys = this.topics.get(topic);
+    if (keys) for (const [key, list] of keys) out[key] = { metas: list.map((e) => e.meta) };
+    for (const r of this.replicas.values()) {
+      const metas = r.topics.get(topic);
+      if (metas) for (const [key, list] of metas) (out[key] ??= { metas: [] }).metas.push(...list);
+    }
+    return out;
+  }
+
+  /** This node's own entries on `topic`. */
+  private localList(topic: string): PresenceState {
+    const out: PresenceState = {};
     const keys = this.topics.get(topic);
     if (keys) for (const [key, list] of keys) out[key] = { metas: list.map((e) => e.meta) };
     return out;
@@ -159,7 +247,152 @@ export class Presence {
   }
 
   private sendDiff(topic: string, diff: PresenceDiff): void {
-    // Local-only: presence state is not replicated across nodes (see README).
     this.pubsub.localBroadcast(topic, this.diffEvent, diff);
+    this.seq++;
+    this.send({ type: 'diff', node: this.node, seq: this.seq, topic, joins: diff.joins, leaves: diff.leaves });
   }
+
+  private send(m: SyncMessage): void {
+    if (this.closed && m.type !== 'bye') return;
+    this.pubsub.broadcast(this.syncTopic, 'sync', m as unknown as Record<string, unknown>);
+  }
+
+  /** Every heartbeat: say we are alive, and drop the nodes that stopped saying so. */
+  private tick(): void {
+    this.send({ type: 'hb', node: this.node, seq: this.seq });
+    const now = Date.now();
+    for (const [node, r] of this.replicas) if (now - r.lastSeen > this.expireMs) this.dropNode(node);
+  }
+
+  private fromNode(m: SyncMessage): void {
+    if (!m || typeof m !== 'object' || typeof m.node !== 'string' || m.node === this.node || this.closed) return;
+    if (m.type === 'bye') return this.dropNode(m.node);
+    if (m.type === 'req') {
+      if (m.to === '*' || m.to === this.node) this.sendState();
+      return;
+    }
+    let r = this.replicas.get(m.node);
+    if (r === undefined) {
+      r = { seq: -1, lastSeen: Date.now(), requestedAt: 0, topics: new Map() };
+      this.replicas.set(m.node, r);
+    }
+    r.lastSeen = Date.now();
+    if (m.type === 'hb') {
+      if (r.seq !== m.seq) this.requestState(m.node, r);
+    } else if (m.type === 'diff') {
+      if (r.seq === m.seq - 1) {
+        r.seq = m.seq;
+        this.applyRemote(r, m.topic, m.joins, m.leaves);
+      } else if (r.seq === -1 && m.seq === 1) {
+        r.seq = 1; // a node that just started: nothing came before this diff
+        this.applyRemote(r, m.topic, m.joins, m.leaves);
+      } else {
+        this.requestState(m.node, r);
+      }
+    } else if (m.type === 'state') {
+      this.stateChunk(r, m);
+    }
+  }
+
+  private requestState(node: string, r: Replica): void {
+    const now = Date.now();
+    if (now - r.requestedAt < this.expireMs) return; // one request in flight at a time
+    r.requestedAt = now;
+    this.send({ type: 'req', node: this.node, to: node });
+  }
+
+  /** Sends all of this node's entries, in chunks that fit the adapter, all in one go (nothing interleaves). */
+  private sendState(): void {
+    const sid = randomBytes(4).toString('hex');
+    const chunks: Array<Record<string, PresenceState>> = [];
+    let cur: Record<string, PresenceState> = {};
+    let size = 0;
+    for (const topic of this.topics.keys()) {
+      for (const [key, { metas }] of Object.entries(this.localList(topic))) {
+        const bytes = JSON.stringify(metas).length + key.length + topic.length;
+        if (size > 0 && size + bytes > STATE_CHUNK_BYTES) {
+          chunks.push(cur);
+          cur = {};
+          size = 0;
+        }
+        (cur[topic] ??= {})[key] = { metas };
+        size += bytes;
+      }
+    }
+    chunks.push(cur);
+    chunks.forEach((topics, part) =>
+      this.send({ type: 'state', node: this.node, seq: this.seq, sid, part, parts: chunks.length, topics }),
+    );
+  }
+
+  private stateChunk(r: Replica, m: Extract<SyncMessage, { type: 'state' }>): void {
+    if (!Number.isInteger(m.parts) || m.parts < 1 || !Number.isInteger(m.part) || m.part < 0 || m.part >= m.parts)
+      return;
+    if (r.incoming?.sid !== m.sid) r.incoming = { sid: m.sid, seq: m.seq, parts: new Array(m.parts), got: 0 };
+    const inc = r.incoming;
+    if (inc.parts[m.part] === undefined) inc.got++;
+    inc.parts[m.part] = m.topics;
+    if (inc.got < inc.parts.length) return;
+    r.incoming = undefined;
+    // Replace the replica; its clients see the difference as diffs, per topic.
+    const next = new Map<string, Metas>();
+    for (const part of inc.parts)
+      for (const [topic, state] of Object.entries(part ?? {})) {
+        const metas = next.get(topic) ?? new Map<string, PresenceMeta[]>();
+        for (const [key, { metas: list }] of Object.entries(state))
+          metas.set(key, [...(metas.get(key) ?? []), ...list]);
+        next.set(topic, metas);
+      }
+    const topics = new Set([...r.topics.keys(), ...next.keys()]);
+    for (const topic of topics) {
+      const before = r.topics.get(topic) ?? new Map<string, PresenceMeta[]>();
+      const after = next.get(topic) ?? new Map<string, PresenceMeta[]>();
+      const joins = subtract(after, before);
+      const leaves = subtract(before, after);
+      if (Object.keys(joins).length || Object.keys(leaves).length)
+        this.pubsub.localBroadcast(topic, this.diffEvent, { joins, leaves });
+    }
+    r.topics = next;
+    r.seq = inc.seq;
+    r.requestedAt = 0;
+  }
+
+  /** Applies another node's diff to its replica and tells this node's clients. */
+  private applyRemote(r: Replica, topic: string, joins: PresenceState, leaves: PresenceState): void {
+    if (typeof topic !== 'string' || !joins || !leaves) return;
+    const metas = r.topics.get(topic) ?? new Map<string, PresenceMeta[]>();
+    for (const [key, { metas: gone }] of Object.entries(leaves)) {
+      const refs = new Set(gone.map((m) => m.phx_ref));
+      const kept = (metas.get(key) ?? []).filter((m) => !refs.has(m.phx_ref));
+      if (kept.length) metas.set(key, kept);
+      else metas.delete(key);
+    }
+    for (const [key, { metas: added }] of Object.entries(joins)) metas.set(key, [...(metas.get(key) ?? []), ...added]);
+    if (metas.size) r.topics.set(topic, metas);
+    else r.topics.delete(topic);
+    this.pubsub.localBroadcast(topic, this.diffEvent, { joins, leaves });
+  }
+
+  /** A node is gone: every entry it had leaves. */
+  private dropNode(node: string): void {
+    const r = this.replicas.get(node);
+    if (r === undefined) return;
+    this.replicas.delete(node);
+    for (const [topic, metas] of r.topics) {
+      const leaves: PresenceState = {};
+      for (const [key, list] of metas) leaves[key] = { metas: list };
+      if (Object.keys(leaves).length) this.pubsub.localBroadcast(topic, this.diffEvent, { joins: {}, leaves });
+    }
+  }
+}
+
+/** The metas of `a` whose phx_ref `b` does not have, per key. */
+function subtract(a: Metas, b: Metas): PresenceState {
+  const out: PresenceState = {};
+  for (const [key, list] of a) {
+    const refs = new Set((b.get(key) ?? []).map((m) => m.phx_ref));
+    const only = list.filter((m) => !refs.has(m.phx_ref));
+    if (only.length) out[key] = { metas: only };
+  }
+  return out;
 }

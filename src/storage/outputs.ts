@@ -4,6 +4,7 @@ import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import express, { Router } from 'express';
+import { outputPath } from './urls';
 
 /** Opens a provider's output URL for reading (the Replicate client's openOutput). */
 export type OutputOpener = (
@@ -14,6 +15,18 @@ export type OutputOpener = (
   body: AsyncIterable<Uint8Array>;
 }>;
 
+/**
+ * Where pyre keeps its copies of task outputs: the provider's URLs expire after about an hour, so
+ * each file is copied on completion and served from /files/<task_id>/<name>. Names carry a random
+ * part: a file URL is a capability, as the provider's own are, so <img src> works without a header.
+ */
+export interface OutputStore {
+  /** Copy each URL; returns pyre's paths (`/files/…`, relative to the gateway), in order. */
+  copy(taskId: string, urls: string[], open: OutputOpener, signal?: AbortSignal): Promise<string[]>;
+  /** Serves stored files at /files. */
+  router(): Router;
+}
+
 const EXT_BY_TYPE: Record<string, string> = {
   'image/png': 'png',
   'image/jpeg': 'jpg',
@@ -23,53 +36,55 @@ const EXT_BY_TYPE: Record<string, string> = {
   'video/webm': 'webm',
   'text/plain': 'txt',
 };
-const MAX_FILE_BYTES = 512 * 1024 * 1024;
+export const MAX_FILE_BYTES = 512 * 1024 * 1024;
 
-/**
- * pyre's own copies of task outputs: the provider's URLs expire after about an
- * hour, so each file is copied under DATA_DIR/outputs/<task_id>/ on completion and
- * served from /files/<task_id>/<name>. Names carry a random part: a file URL is a
- * capability, as the provider's own are, so <img src> works without a header.
- */
-export class OutputStore {
+/** The stored name of the i-th output: its index, a random part, and an extension from its type or URL. */
+export function outputName(i: number, url: string, contentType: string | null): string {
+  const fromUrl = /\.([a-z0-9]{2,5})(?:$|\?)/i.exec(new URL(url).pathname)?.[1]?.toLowerCase();
+  const ext = EXT_BY_TYPE[(contentType ?? '').split(';')[0]!.trim()] ?? fromUrl ?? 'bin';
+  return `${i}-${randomBytes(8).toString('hex')}.${ext}`;
+}
+
+/** A task id and stored name as they appear in /files URLs (anything else is not ours). */
+export const FILE_PATH = /^\/([0-9a-f-]{36})\/(\d+-[0-9a-f]{16}\.[a-z0-9]{2,5})$/;
+
+/** The body, refused past MAX_FILE_BYTES. */
+export function limited(body: AsyncIterable<Uint8Array>): Readable {
+  let bytes = 0;
+  return Readable.from(
+    (async function* () {
+      for await (const chunk of body) {
+        bytes += chunk.length;
+        if (bytes > MAX_FILE_BYTES) throw new Error(`output file larger than ${MAX_FILE_BYTES} bytes`);
+        yield chunk;
+      }
+    })(),
+  );
+}
+
+/** The default: files under DATA_DIR/outputs/<task_id>/, one machine's disk (or a shared volume). */
+export class LocalOutputStore implements OutputStore {
   readonly dir: string;
 
-  constructor(
-    dataDir: string,
-    private publicBase: () => string,
-  ) {
+  constructor(dataDir: string) {
     this.dir = path.join(dataDir, 'outputs');
   }
 
-  /** Copy each URL to local storage; returns pyre's URLs, in order. */
   async copy(taskId: string, urls: string[], open: OutputOpener, signal?: AbortSignal): Promise<string[]> {
     const taskDir = path.join(this.dir, taskId);
     await fs.promises.mkdir(taskDir, { recursive: true });
     const out: string[] = [];
     for (const [i, url] of urls.entries()) {
       const file = await open(url, { signal });
-      const fromUrl = /\.([a-z0-9]{2,5})(?:$|\?)/i.exec(new URL(url).pathname)?.[1]?.toLowerCase();
-      const ext = EXT_BY_TYPE[(file.contentType ?? '').split(';')[0]!.trim()] ?? fromUrl ?? 'bin';
-      const name = `${i}-${randomBytes(8).toString('hex')}.${ext}`;
+      const name = outputName(i, url, file.contentType);
       const tmp = path.join(taskDir, `.${name}.part`);
-      let bytes = 0;
-      const limited = Readable.from(
-        (async function* () {
-          for await (const chunk of file.body) {
-            bytes += chunk.length;
-            if (bytes > MAX_FILE_BYTES) throw new Error(`output file larger than ${MAX_FILE_BYTES} bytes`);
-            yield chunk;
-          }
-        })(),
-      );
-      await pipeline(limited, fs.createWriteStream(tmp), { signal });
+      await pipeline(limited(file.body), fs.createWriteStream(tmp), { signal });
       await fs.promises.rename(tmp, path.join(taskDir, name));
-      out.push(`${this.publicBase()}/files/${taskId}/${name}`);
+      out.push(outputPath(taskId, name));
     }
     return out;
   }
 
-  /** Serves stored files at /files. */
   router(): Router {
     const r = Router();
     r.use(
@@ -80,6 +95,9 @@ export class OutputStore {
         fallthrough: true,
         immutable: true,
         maxAge: '365d',
+        // The type comes from the file's extension; a browser must not guess another (a stored
+        // output is the provider's bytes, not ours).
+        setHeaders: (res) => res.setHeader('X-Content-Type-Options', 'nosniff'),
       }),
     );
     r.use('/files', (_req, res) => {

@@ -47,12 +47,40 @@ function checkStorable(params: Record<string, unknown>, errors: FieldErrors): vo
   }
 }
 
-/** Render zod issues the way Ecto renders changeset errors. */
+/** `1 item`, `10 items`, `10,000 characters`. */
+function count(n: number | bigint, unit: string): string {
+  return `${n.toLocaleString('en-US')} ${unit}${n === 1 ? '' : 's'}`;
+}
+
+/** zod's name of a JSON type, as a reader says it: `a string`, `an array`, `true or false`. */
+function typeWord(expected: string): string {
+  switch (expected) {
+    case 'int':
+      return 'an integer';
+    case 'boolean':
+      return 'true or false';
+    case 'array':
+    case 'object':
+      return `an ${expected}`;
+    default:
+      return `a ${expected}`;
+  }
+}
+
+const num = (n: number | bigint) => n.toLocaleString('en-US');
+
+/** Render zod issues the way Ecto renders changeset errors, in plain English with the right unit. */
 export function fieldErrors(error: z.ZodError, prefix: string[] = [], modelName?: string): FieldErrors {
   const out = emptyFieldErrors();
   const add = (field: string, msg: string) => addFieldError(out, field, msg);
+  const fieldOf = (path: PropertyKey[]) => [...prefix, ...path.map(String)].join('.') || 'body';
+  // A value of the wrong type gets that one message: zod goes on to check a string's length
+  // against a list's limit ("should have at most 10 characters" for a list of at most 10).
+  const wrongType = new Set(error.issues.filter((i) => i.code === 'invalid_type').map((i) => fieldOf(i.path)));
   for (const issue of error.issues) {
-    const field = [...prefix, ...issue.path.map(String)].join('.') || 'body';
+    const field = fieldOf(issue.path);
+    if (issue.code !== 'invalid_type' && wrongType.has(field)) continue;
+    const unit = issue.code === 'too_small' || issue.code === 'too_big' ? issue.origin : undefined;
     switch (issue.code) {
       case 'unrecognized_keys':
         for (const k of issue.keys) {
@@ -63,31 +91,35 @@ export function fieldErrors(error: z.ZodError, prefix: string[] = [], modelName?
         }
         break;
       case 'invalid_value':
-        add(field, `must be one of: ${issue.values.map((v) => String(v)).join(', ')}`);
+        add(
+          field,
+          issue.values.length === 1
+            ? `must be ${JSON.stringify(issue.values[0])}`
+            : `must be one of: ${issue.values.map((v) => String(v)).join(', ')}`,
+        );
         break;
       case 'too_small':
         add(
           field,
-          issue.origin === 'array' || issue.origin === 'string'
-            ? `should have at least ${issue.minimum} ${issue.origin === 'string' ? 'character(s)' : 'item(s)'}`
-            : `must be greater than or equal to ${issue.minimum}`,
+          unit === 'array' || unit === 'string'
+            ? `should have at least ${count(issue.minimum, unit === 'string' ? 'character' : 'item')}`
+            : issue.inclusive === false
+              ? `must be greater than ${num(issue.minimum)}`
+              : `must be at least ${num(issue.minimum)}`,
         );
         break;
       case 'too_big':
         add(
           field,
-          issue.origin === 'array' || issue.origin === 'string'
-            ? `should have at most ${issue.maximum} ${issue.origin === 'string' ? 'character(s)' : 'item(s)'}`
-            : `must be less than or equal to ${issue.maximum}`,
+          unit === 'array' || unit === 'string'
+            ? `should have at most ${count(issue.maximum, unit === 'string' ? 'character' : 'item')}`
+            : issue.inclusive === false
+              ? `must be less than ${num(issue.maximum)}`
+              : `must be at most ${num(issue.maximum)}`,
         );
         break;
       case 'invalid_type':
-        add(
-          field,
-          issue.input === undefined
-            ? "can't be blank"
-            : `must be ${issue.expected === 'int' ? 'an integer' : `a ${issue.expected}`}`,
-        );
+        add(field, issue.input === undefined ? "can't be blank" : `must be ${typeWord(issue.expected)}`);
         break;
       default:
         add(field, issue.message);
@@ -111,8 +143,9 @@ export function parseTaskInput(registry: ModelRegistry, raw: unknown, impliedTyp
   let taskType: TaskType | undefined = impliedType;
   if (input.type !== undefined && input.type !== null) {
     const t = typeof input.type === 'string' ? clientTaskType(input.type) : undefined;
-    if (!t) errors.type = [`is invalid: must be one of ${Object.keys(CLIENT_TYPES).join(', ')}`];
-    else if (impliedType && t !== impliedType) errors.type = [`does not match the event (${impliedType})`];
+    if (!t) errors.type = [`must be one of: ${Object.keys(CLIENT_TYPES).join(', ')}`];
+    else if (impliedType && t !== impliedType)
+      errors.type = [`does not match the event (${impliedType.replace('_gen', '_generate')})`];
     else taskType = t;
   }
   taskType ??= 'text_gen';
@@ -123,7 +156,7 @@ export function parseTaskInput(registry: ModelRegistry, raw: unknown, impliedTyp
   } else if (typeof prompt !== 'string') {
     errors.prompt = ['must be a string'];
   } else if (prompt.length > MAX_PROMPT_CHARS) {
-    errors.prompt = [`should be at most ${MAX_PROMPT_CHARS} character(s)`];
+    errors.prompt = [`should have at most ${count(MAX_PROMPT_CHARS, 'character')}`];
   } else {
     const why = unstorableText(prompt);
     if (why) errors.prompt = [why];
@@ -138,7 +171,7 @@ export function parseTaskInput(registry: ModelRegistry, raw: unknown, impliedTyp
     model = registry.get(input.model);
     if (!model) errors.model = ['is not a known model (see GET /api/models)'];
     else if (model.taskType !== taskType) {
-      errors.model = [`is not supported for ${taskType}`];
+      errors.model = [`is not supported for ${taskType}`]; // the contract's own example message
       model = undefined;
     }
   }

@@ -73,17 +73,30 @@ const seedream3: ModelSpec = {
   providerModel: 'bytedance/seedream-3',
   isDefault: false,
   description: "ByteDance's Seedream 3: text-to-image up to 2048 px, custom sizes.",
-  params: z.strictObject({
-    aspect_ratio: z.enum(['1:1', '3:4', '4:3', '16:9', '9:16', '2:3', '3:2', '21:9', 'custom']).default('16:9'),
-    size: z.enum(['small', 'regular', 'big']).default('regular'),
-    width: int().min(512).max(2048).default(2048),
-    height: int().min(512).max(2048).default(2048),
-    guidance_scale: z.number().min(1).max(10).default(2.5),
-    seed: int().optional(),
-  }),
+  params: z
+    .strictObject({
+      aspect_ratio: z.enum(['1:1', '3:4', '4:3', '16:9', '9:16', '2:3', '3:2', '21:9', 'custom']).default('16:9'),
+      size: z.enum(['small', 'regular', 'big']).default('regular'),
+      // Seedream uses a size only with aspect_ratio "custom" (the provider defaults it to 2048 then);
+      // a size with another ratio would be ignored without a word, so it is refused.
+      width: int().min(512).max(2048).optional().describe('only with aspect_ratio "custom" (then 2048 if not given)'),
+      height: int().min(512).max(2048).optional().describe('only with aspect_ratio "custom" (then 2048 if not given)'),
+      guidance_scale: z.number().min(1).max(10).default(2.5),
+      seed: int().optional(),
+    })
+    .superRefine((p, ctx) => {
+      for (const k of ['width', 'height'] as const) {
+        if (p[k] !== undefined && p.aspect_ratio !== 'custom')
+          ctx.addIssue({ code: 'custom', path: [k], message: 'is only used with aspect_ratio "custom"' });
+      }
+    }),
   toProviderInput: (prompt, params) => compact({ prompt, ...params }),
   deadlineMs: 5 * 60_000,
   streams: false,
+  jsonSchemaRules: {
+    if: { properties: { aspect_ratio: { not: { const: 'custom' } } } },
+    then: { not: { anyOf: [{ required: ['width'] }, { required: ['height'] }] } },
+  },
 };
 
 const seedance1Pro: ModelSpec = {
@@ -207,6 +220,8 @@ export class ModelRegistry {
   private readonly byName = new Map<string, ModelSpec>();
 
   constructor(readonly models: readonly ModelSpec[] = DEFAULT_MODELS) {
+    // The provider's name (`provider_model` in GET /api/models) is an alias; names win over aliases.
+    for (const m of models) if (!this.byName.has(m.providerModel)) this.byName.set(m.providerModel, m);
     for (const m of models) this.byName.set(m.name, m);
     for (const t of TASK_TYPES) {
       const defaults = models.filter((m) => m.taskType === t && m.isDefault);

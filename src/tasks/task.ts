@@ -52,6 +52,8 @@ export interface TaskJson {
   output: TaskOutput | null;
   error: TaskError | null;
   attempts: number;
+  /** A cancel was asked for and is on its way to the provider (status changes when it lands). */
+  cancel_requested: boolean;
   inserted_at: string;
   updated_at: string;
   started_at: string | null;
@@ -73,6 +75,7 @@ export function taskJson(row: TaskRow): TaskJson {
     output: row.output,
     error: row.error,
     attempts: row.attempts,
+    cancel_requested: Boolean(row.cancel_requested),
     inserted_at: iso(row.inserted_at)!,
     updated_at: iso(row.updated_at)!,
     started_at: iso(row.started_at),

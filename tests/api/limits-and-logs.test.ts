@@ -78,9 +78,9 @@ describe('logs', () => {
       await new Promise((r) => ws.once('open', r));
       ws.send(JSON.stringify(['1', '1', `task:${id}`, 'phx_join', {}]));
       await waitFor(
+        'task end',
         async () => (await call(`${url}/api/tasks/${id}`, { token })).body.data.status === 'succeeded',
         30_000,
-        'task end',
       );
       ws.close();
       await call(`${url}/api/tasks`, { token: 'pyre1.forged.token' });

@@ -168,7 +168,7 @@ describe.each(BACKENDS)('REST task API on %s', (backend) => {
       [{ type: 'text', prompt: 'x', temperature: 'hot' }, { temperature: ['must be a number'] }],
       [{ type: 'video', prompt: 'x', duration: 3.5 }, { duration: ['must be an integer'] }],
       [{ type: 'video', prompt: 'x', duration: 'abc' }, { duration: ['must be a number'] }],
-      [{ type: 'video', prompt: 'x', camera_fixed: 'maybe' }, { camera_fixed: ['must be a boolean'] }],
+      [{ type: 'video', prompt: 'x', camera_fixed: 'maybe' }, { camera_fixed: ['must be true or false'] }],
     ])('a value of the wrong type says what type is wanted, not "can\'t be blank": %o', async (input, errors) => {
       const res = await post({ input_data: input });
       expect(res.status).toBe(422);

@@ -34,7 +34,7 @@ describe.each(BACKENDS)('tasks:<user_id> feed replay on %s', (backend) => {
         body: { input_data: { type: 'text', prompt: 'feed replay' } },
       });
       const id = created.body.task_id as string;
-      await waitFor(() => live.events.find((e) => e.event === 'text_response'), 30_000, 'text_response');
+      await waitFor('text_response', () => live.events.find((e) => e.event === 'text_response'), 30_000);
       const lastSeq = (await t.gw.db('tasks').where({ id }).first()).last_seq as number;
       expect(seqsOf(live.events, id)).toEqual(oneToN(lastSeq));
       expect(live.events.every((e) => typeof e.payload.cursor === 'string')).toBe(true);
@@ -45,7 +45,7 @@ describe.each(BACKENDS)('tasks:<user_id> feed replay on %s', (backend) => {
         const since = live.events.find((e) => e.payload.seq === 2)!.payload.cursor;
         const replay = joinRecording(other, 'tasks:alice', { since });
         await replay.joined;
-        await waitFor(() => replay.events.find((e) => e.event === 'text_response'), 10_000, 'replayed text_response');
+        await waitFor('replayed text_response', () => replay.events.find((e) => e.event === 'text_response'), 10_000);
         await new Promise((r) => setTimeout(r, 300)); // a duplicate would come now
         expect(seqsOf(replay.events, id)).toEqual(oneToN(lastSeq).slice(2));
       } finally {
@@ -120,6 +120,7 @@ describe.each(BACKENDS)('tasks:<user_id> feed replay on %s', (backend) => {
       const listens = `LISTEN pyre_%${tdb.schema}`;
       let kills = 0;
       await waitFor(
+        'every task final',
         async () => {
           const k = await tdb.db.raw(
             'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query ILIKE ? AND pid <> pg_backend_pid()',
@@ -134,15 +135,14 @@ describe.each(BACKENDS)('tasks:<user_id> feed replay on %s', (backend) => {
           return open.length === 0;
         },
         90_000,
-        'every task final',
       );
       expect(kills).toBeGreaterThan(0);
       const rows = await tdb.db('tasks').whereIn('id', ids).select('id', 'last_seq');
       await waitFor(
+        'every event delivered',
         () =>
           rows.every((r) => watched.get(r.id)!.length >= r.last_seq && seqsOf(feed.events, r.id).length >= r.last_seq),
         30_000,
-        'every event delivered',
       );
       await new Promise((r) => setTimeout(r, 500)); // a duplicate would come now
       for (const r of rows) {

@@ -50,7 +50,7 @@ const alice = signer.mint('alice');
     try {
       const { events, joined } = joinRecording(socket, `task:${id}`, { last_seq: 0 });
       await joined;
-      await waitFor(() => events.find((e) => e.event === 'text_response'), 30_000, 'text_response');
+      await waitFor('text_response', () => events.find((e) => e.event === 'text_response'), 30_000);
       expectCleanSequence(events, id);
       const row = await front.gw.db('tasks').where({ id }).first();
       expect(row.lease_owner).toBeNull();
@@ -93,15 +93,15 @@ const alice = signer.mint('alice');
         ws.on('open', () => ws.send(JSON.stringify(['1', '1', topic, 'phx_join', { last_seq: 0 }])));
         ws.on('error', () => undefined);
       }
-      await waitFor(() => joinedCount === N, 60_000, 'all joins');
+      await waitFor('all joins', () => joinedCount === N, 60_000);
       await waitFor(
+        'task end',
         async () => (await front.gw.db('tasks').where({ id }).first()).status === 'succeeded',
         60_000,
-        'task end',
       );
       const { last_seq: lastSeq } = await front.gw.db('tasks').where({ id }).first();
       const expected = Array.from({ length: lastSeq }, (_, i) => i + 1);
-      await waitFor(() => received.every((r) => r.length >= lastSeq), 30_000, 'every client to get every event');
+      await waitFor('every client to get every event', () => received.every((r) => r.length >= lastSeq), 30_000);
       for (const r of received) expect(r).toEqual(expected);
     } finally {
       for (const ws of clients) ws.terminate();

@@ -2,6 +2,8 @@ import WebSocket from 'ws';
 import { Socket, type Channel } from 'phoenix';
 import { startStandin, STANDIN_MODELS, type Standin } from '../../src/providers/replicate/standin';
 
+export { waitFor } from '../helpers/wait';
+
 /** A stand-in on real time, sped up; imagen logs a tqdm bar as the seed's logs had. */
 export async function fastStandin(speed = 4): Promise<Standin> {
   STANDIN_MODELS['google/imagen-4-fast']!.progress = 'one-bar';
@@ -67,20 +69,6 @@ export function push(
       .receive('error', (response) => resolve({ status: 'error', response }))
       .receive('timeout', () => reject(new Error(`${event} timed out`)));
   });
-}
-
-export async function waitFor<T>(
-  fn: () => T | undefined | false | Promise<T | undefined | false>,
-  timeoutMs = 20_000,
-  what = 'condition',
-): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
 }
 
 /** Every received event names the task, and the seqs run 1..n (or from..n) without gap or repeat. */

@@ -39,7 +39,7 @@ maybe('PgNotifyChannel on PostgreSQL', () => {
     received = [];
     notifications = 0;
     for (let i = 0; i < 2000; i++) a.send({ i, pad: 'x'.repeat(i % 90) });
-    await waitFor(() => received.length >= 2000, 5000, 'notifications');
+    await waitFor('notifications', () => received.length >= 2000, 5000);
     expect(received.map((m) => m.i)).toEqual(Array.from({ length: 2000 }, (_, i) => i));
     expect(received[1999]!.pad).toHaveLength(1999 % 90);
     expect(notifications).toBeGreaterThan(10);
@@ -53,7 +53,7 @@ maybe('PgNotifyChannel on PostgreSQL', () => {
       for (let k = 0; k < 1 + (tick % 5) * 30; k++) a.send({ i: i++, pad: 'z'.repeat(40) });
       await new Promise((r) => setImmediate(r));
     }
-    await waitFor(() => received.length >= i, 5000, 'notifications');
+    await waitFor('notifications', () => received.length >= i, 5000);
     expect(received.map((m) => m.i)).toEqual(Array.from({ length: i }, (_, n) => n));
   });
 
@@ -62,7 +62,7 @@ maybe('PgNotifyChannel on PostgreSQL', () => {
     a.send({ i: 1, pad: '' });
     a.send({ i: 2, pad: 'y'.repeat(8000) });
     a.send({ i: 3, pad: '' });
-    await waitFor(() => received.length >= 2, 5000, 'notifications');
+    await waitFor('notifications', () => received.length >= 2, 5000);
     await new Promise((r) => setTimeout(r, 100));
     expect(received.map((m) => m.i)).toEqual([1, 3]);
     expect(lines.some((l) => l.includes('too large for NOTIFY'))).toBe(true);
@@ -74,7 +74,7 @@ maybe('PgNotifyChannel on PostgreSQL', () => {
     await c.listen((m) => own.push(...m));
     received = [];
     c.send({ i: 42 });
-    await waitFor(() => received.length >= 1, 5000, 'notifications');
+    await waitFor('notifications', () => received.length >= 1, 5000);
     await new Promise((r) => setTimeout(r, 100));
     expect(received).toEqual([{ i: 42 }]);
     expect(own).toEqual([]);

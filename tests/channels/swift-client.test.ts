@@ -54,20 +54,20 @@ describe.each(BACKENDS)('SwiftPhoenixClient 5.3.4 frames against the task channe
       expect(generate).toContain('google\\/imagen-4-fast');
       ws.send(join!);
       const joinReply = await waitFor(
+        'join reply',
         () => frames.find((f) => f[1] === '3' && f[3] === 'phx_reply'),
         5000,
-        'join reply',
       );
       expect(joinReply).toEqual(['3', '3', TOPIC, 'phx_reply', { status: 'ok', response: { task: null } }]);
 
       ws.send(generate!);
-      const reply = await waitFor(() => frames.find((f) => f[1] === '4'), 5000, 'generate reply');
+      const reply = await waitFor('generate reply', () => frames.find((f) => f[1] === '4'), 5000);
       expect(reply.slice(0, 4)).toEqual(['3', '4', TOPIC, 'phx_reply']);
       expect(reply[4].status).toBe('ok');
       expect(reply[4].response.task_id).toBe(TASK_ID);
       expect(reply[4].response.task.model).toBe('google/imagen-4-fast');
 
-      const final = await waitFor(() => frames.find((f) => f[3] === 'image_response'), 30_000, 'image_response');
+      const final = await waitFor('image_response', () => frames.find((f) => f[3] === 'image_response'), 30_000);
       const pushes = frames.filter((f) => f[2] === TOPIC && f[3] !== 'phx_reply');
       // Server pushes: [join_ref, null, topic, event, payload] with string join_ref, every payload an object naming the task.
       for (const p of pushes) {
@@ -79,11 +79,11 @@ describe.each(BACKENDS)('SwiftPhoenixClient 5.3.4 frames against the task channe
       expect(final[4]).toMatchObject({ status: 'success', task_id: TASK_ID });
 
       ws.send(heartbeat!);
-      const hb = await waitFor(() => frames.find((f) => f[2] === 'phoenix'), 5000, 'heartbeat reply');
+      const hb = await waitFor('heartbeat reply', () => frames.find((f) => f[2] === 'phoenix'), 5000);
       expect(hb).toEqual([null, '5', 'phoenix', 'phx_reply', { status: 'ok', response: {} }]);
 
       ws.send(leave!);
-      const left = await waitFor(() => frames.find((f) => f[1] === '6'), 5000, 'leave reply');
+      const left = await waitFor('leave reply', () => frames.find((f) => f[1] === '6'), 5000);
       expect(left).toEqual(['3', '6', TOPIC, 'phx_reply', { status: 'ok', response: {} }]);
       expect(await t.gw.db('tasks').where({ id: TASK_ID })).toHaveLength(1);
     } finally {
@@ -102,15 +102,15 @@ describe.each(BACKENDS)('SwiftPhoenixClient 5.3.4 frames against the task channe
     );
     try {
       ws.send(JSON.stringify({ topic, event: 'phx_join', payload: { last_seq: 0 }, ref: '1', join_ref: '1' }));
-      const joinReply = await waitFor(() => frames.find((f) => f.ref === '1'), 5000, 'v1 join reply');
+      const joinReply = await waitFor('v1 join reply', () => frames.find((f) => f.ref === '1'), 5000);
       expect(joinReply).toMatchObject({ topic, event: 'phx_reply', payload: { status: 'ok' } });
       expect(Object.keys(joinReply).sort()).toEqual(['event', 'payload', 'ref', 'topic']);
       ws.send(
         JSON.stringify({ topic, event: 'image_generate', payload: { prompt: 'v1 client' }, ref: '2', join_ref: '1' }),
       );
-      const reply = await waitFor(() => frames.find((f) => f.ref === '2'), 5000, 'v1 generate reply');
+      const reply = await waitFor('v1 generate reply', () => frames.find((f) => f.ref === '2'), 5000);
       expect(reply.payload.response.task_id).toBe(created.body.task_id);
-      const final = await waitFor(() => frames.find((f) => f.event === 'image_response'), 30_000, 'v1 image_response');
+      const final = await waitFor('v1 image_response', () => frames.find((f) => f.event === 'image_response'), 30_000);
       expect(final.payload.status).toBe('success');
       const events = frames.filter((f) => f.topic === topic && f.event !== 'phx_reply');
       expect(events.map((f) => f.payload.seq)).toEqual(events.map((_f, i) => i + 1));
@@ -124,18 +124,18 @@ describe.each(BACKENDS)('SwiftPhoenixClient 5.3.4 frames against the task channe
     const { ws, frames } = await rawSocket(swiftUrl(token));
     try {
       ws.send(JSON.stringify(['1', '1', topic, 'phx_join', {}]));
-      const joined = await waitFor(() => frames.find((f) => f[1] === '1'), 5000, 'join reply');
+      const joined = await waitFor('join reply', () => frames.find((f) => f[1] === '1'), 5000);
       expect(joined[4]).toEqual({ status: 'ok', response: { task: null } });
       ws.send(
         JSON.stringify(['1', '2', topic, 'image_generate', { prompt: 'upper-case id', model: 'google/imagen-4-fast' }]),
       );
-      const reply = await waitFor(() => frames.find((f) => f[1] === '2'), 5000, 'generate reply');
+      const reply = await waitFor('generate reply', () => frames.find((f) => f[1] === '2'), 5000);
       expect(reply[4].status).toBe('ok');
       expect(reply[4].response.task_id).toBe(upper.toLowerCase());
       const final = await waitFor(
+        'image_response on the upper-case topic',
         () => frames.find((f) => f[3] === 'image_response'),
         30_000,
-        'image_response on the upper-case topic',
       );
       expect(final[2]).toBe(topic);
       expect(final[4].status).toBe('success');
@@ -159,13 +159,13 @@ describe.each(BACKENDS)('SwiftPhoenixClient 5.3.4 frames against the task channe
     const { ws, frames } = await rawSocket(swiftUrl(token));
     try {
       ws.send(JSON.stringify(['1', '1', topic, 'phx_join', { last_seq: 0 }]));
-      await waitFor(() => frames.find((f) => f[1] === '1'), 5000, 'join reply');
+      await waitFor('join reply', () => frames.find((f) => f[1] === '1'), 5000);
       ws.send(
         JSON.stringify(['1', '2', topic, 'image_generate', { prompt: 'legacy push', model: 'google/imagen-4-fast' }]),
       );
-      const reply = await waitFor(() => frames.find((f) => f[1] === '2'), 5000, 'generate reply');
+      const reply = await waitFor('generate reply', () => frames.find((f) => f[1] === '2'), 5000);
       expect(reply[4]).toMatchObject({ status: 'ok', response: { task_id: created.body.task_id } });
-      const final = await waitFor(() => frames.find((f) => f[3] === 'text_response'), 30_000, 'text_response');
+      const final = await waitFor('text_response', () => frames.find((f) => f[3] === 'text_response'), 30_000);
       expect(final[4].status).toBe('success');
       const pushes = frames.filter((f) => f[2] === topic && f[3] !== 'phx_reply');
       expect(pushes.map((p) => p[4].seq)).toEqual(pushes.map((_p, i) => i + 1));
@@ -183,12 +183,12 @@ describe.each(BACKENDS)('SwiftPhoenixClient 5.3.4 frames against the task channe
     const alice = await rawSocket(swiftUrl(token));
     try {
       bob.ws.send(JSON.stringify(['1', '1', topic, 'phx_join', {}]));
-      expect((await waitFor(() => bob.frames.find((f) => f[1] === '1'), 5000, 'bob join'))[4].status).toBe('ok');
+      expect((await waitFor('bob join', () => bob.frames.find((f) => f[1] === '1'), 5000))[4].status).toBe('ok');
       alice.ws.send(JSON.stringify(['1', '1', topic, 'phx_join', {}]));
-      await waitFor(() => alice.frames.find((f) => f[1] === '1'), 5000, 'alice join');
+      await waitFor('alice join', () => alice.frames.find((f) => f[1] === '1'), 5000);
       alice.ws.send(JSON.stringify(['1', '2', topic, 'text_generate', { prompt: 'private words' }]));
-      await waitFor(() => alice.frames.find((f) => f[3] === 'text_response'), 30_000, 'alice text_response');
-      const closed = await waitFor(() => bob.frames.find((f) => f[3] === 'phx_close'), 5000, 'bob phx_close');
+      await waitFor('alice text_response', () => alice.frames.find((f) => f[3] === 'text_response'), 30_000);
+      const closed = await waitFor('bob phx_close', () => bob.frames.find((f) => f[3] === 'phx_close'), 5000);
       expect(closed[2]).toBe(topic);
       expect(bob.frames.filter((f) => f[2] === topic && !['phx_reply', 'phx_close'].includes(f[3]))).toEqual([]);
     } finally {

@@ -47,7 +47,7 @@ describe.each(BACKENDS)('the task channel on %s', (backend) => {
     const reply = await joined;
     expect(reply.task.id).toBe(id);
     expect(reply.task.model).toBe('google/imagen-4-fast');
-    await waitFor(() => events.find((e) => e.event === 'image_response'), 30_000, 'image_response');
+    await waitFor('image_response', () => events.find((e) => e.event === 'image_response'), 30_000);
     expectCleanSequence(events, id);
     expect(events.filter((e) => e.event === 'progress').length).toBeGreaterThan(0);
     const final = events.find((e) => e.event === 'image_response')!;
@@ -72,7 +72,7 @@ describe.each(BACKENDS)('the task channel on %s', (backend) => {
     expect(reply.status).toBe('ok');
     expect(reply.response.task_id).toBe(id);
     expect(reply.response.task.id).toBe(id);
-    await waitFor(() => events.find((e) => e.event === 'image_response'), 30_000, 'image_response');
+    await waitFor('image_response', () => events.find((e) => e.event === 'image_response'), 30_000);
     expect(await countTasks('alice')).toBe(before + 1);
     // Joined without last_seq: live events from the join on, each once, in order, all of this task.
     const seqs = events.map((e) => e.payload.seq);
@@ -99,7 +99,7 @@ describe.each(BACKENDS)('the task channel on %s', (backend) => {
     expect(a.response.task_id).toBe(id);
     expect(b.response.task_id).toBe(id);
     expect(await t.gw.db('tasks').where({ id })).toHaveLength(1);
-    await waitFor(() => events.find((e) => e.event === 'image_response'), 30_000, 'image_response');
+    await waitFor('image_response', () => events.find((e) => e.event === 'image_response'), 30_000);
     expectCleanSequence(events, id);
   });
 
@@ -127,7 +127,7 @@ describe.each(BACKENDS)('the task channel on %s', (backend) => {
     const res = await push(channel, 'cancel', {});
     expect(res.status).toBe('ok');
     expect(res.response.task_id).toBe(id);
-    await waitFor(() => events.find((e) => e.event === 'video_response'), 30_000, 'video_response');
+    await waitFor('video_response', () => events.find((e) => e.event === 'video_response'), 30_000);
     const final = events.find((e) => e.event === 'video_response')!;
     expect(final.payload.status).toBe('failed');
     expect(final.payload.error.code).toBe('canceled');
@@ -142,14 +142,14 @@ describe.each(BACKENDS)('the task channel on %s', (backend) => {
     const id = created.body.task_id;
     const first = joinRecording(connect(alice), `task:${id}`, { last_seq: 0 });
     await first.joined;
-    await waitFor(() => first.events.some((e) => e.event === 'text_delta'), 30_000, 'first delta');
+    await waitFor('first delta', () => first.events.some((e) => e.event === 'text_delta'), 30_000);
     sockets.pop()!.disconnect();
     const got = [...first.events];
     const lastSeq = got[got.length - 1]!.payload.seq;
     await new Promise((r) => setTimeout(r, 300));
     const second = joinRecording(connect(alice), `task:${id}`, { last_seq: lastSeq });
     await second.joined;
-    await waitFor(() => second.events.find((e) => e.event === 'text_response'), 30_000, 'text_response');
+    await waitFor('text_response', () => second.events.find((e) => e.event === 'text_response'), 30_000);
     const all = [...got, ...second.events];
     expectCleanSequence(all, id);
     const text = all
@@ -166,14 +166,14 @@ describe.each(BACKENDS)('the task channel on %s', (backend) => {
     });
     const id = created.body.task_id;
     await waitFor(
+      'success',
       async () => (await call(`${t.url}/api/tasks/${id}`, { token: alice })).body.data.status === 'succeeded',
       30_000,
-      'success',
     );
     const late = joinRecording(connect(alice), `task:${id}`, { last_seq: 0 });
     const reply = await late.joined;
     expect(reply.task.status).toBe('succeeded');
-    await waitFor(() => late.events.find((e) => e.event === 'image_response'), 5000, 'replayed final event');
+    await waitFor('replayed final event', () => late.events.find((e) => e.event === 'image_response'), 5000);
     expectCleanSequence(late.events, id);
     expect(late.events.length).toBe(reply.task.last_seq);
   });
@@ -219,9 +219,9 @@ describe.each(BACKENDS)('the task channel on %s', (backend) => {
     });
     const id = created.body.task_id;
     await waitFor(
+      'feed final',
       () => feed.events.find((e) => e.event === 'image_response' && e.payload.task_id === id),
       30_000,
-      'feed final',
     );
     expectCleanSequence(
       feed.events.filter((e) => e.payload.task_id === id),

@@ -136,7 +136,7 @@ describe('pyre command against a running gateway', () => {
     ]);
     expect(model).toMatchObject({ code: 2, stdout: '' });
     expect(model.stderr).toBe('pyre: model: is not a known model (see GET /api/models)\n');
-    expect(param).toMatchObject({ code: 2, stderr: 'pyre: duration: must be less than or equal to 12\n' });
+    expect(param).toMatchObject({ code: 2, stderr: 'pyre: duration: must be at most 12\n' });
     expect(type).toMatchObject({ code: 2, stderr: 'pyre: model: is not supported for image_gen\n' });
     expect(noParamValue).toMatchObject({ code: 2, stderr: 'pyre: --param "aspect_ratio": expected name=value\n' });
     expect((await env.gw.tasks.list('carol', { limit: 200 })).data.length).toBe(before);

@@ -40,13 +40,13 @@ async function realtimeNode(channel: string) {
       ws.on('message', (d: Buffer) => got.push(JSON.parse(d.toString())));
       await new Promise((r) => ws.once('open', r));
       ws.send(JSON.stringify(['1', '1', 'room:lobby', 'phx_join', {}]));
-      await waitFor(() => got.length === 1, 5000, 'join reply');
+      await waitFor('join reply', () => got.length === 1, 5000);
       b.rt.broadcast('room:lobby', 'shout', { body: 'from b' });
-      await waitFor(() => got.length === 2, 5000, 'broadcast from the other node');
+      await waitFor('broadcast from the other node', () => got.length === 2, 5000);
       expect(got[1]).toEqual([null, null, 'room:lobby', 'shout', { body: 'from b' }]);
       b.rt.broadcast('room:other', 'shout', { body: 'not for us' });
       b.rt.broadcast('room:lobby', 'shout', { body: 'second' });
-      await waitFor(() => got.length === 3, 5000, 'second broadcast');
+      await waitFor('second broadcast', () => got.length === 3, 5000);
       expect(got[2]).toEqual([null, null, 'room:lobby', 'shout', { body: 'second' }]);
     } finally {
       ws.terminate();
@@ -77,9 +77,9 @@ async function realtimeNode(channel: string) {
     const base = `http://127.0.0.1:${port}`;
     try {
       await waitFor(
+        `cluster start (${stderr})`,
         async () => (await fetch(`${base}/healthz`).catch(() => null))?.ok,
         90_000,
-        `cluster start (${stderr})`,
       );
       const ids: string[] = [];
       for (let i = 0; i < 6; i++) {

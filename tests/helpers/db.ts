@@ -20,10 +20,17 @@ export interface TestDb {
   drop(): Promise<void>;
 }
 
-/** A fresh, empty database: in-memory PGlite, or a new schema on the test PostgreSQL. */
+/**
+ * The run's migrated PGlite data directory (made once by tests/helpers/global-setup.ts): a new
+ * embedded database copied from it skips initdb and the migrations. Pass it to openDatabase as
+ * `pgliteTemplate`, and to a spawned gateway as PYRE_TEST_PGLITE_TEMPLATE.
+ */
+export const PGLITE_TEMPLATE = process.env.PYRE_TEST_PGLITE_TEMPLATE || undefined;
+
+/** A fresh database: in-memory PGlite (migrated), or a new, empty schema on the test PostgreSQL. */
 export async function freshDb(backend: Backend): Promise<TestDb> {
   if (backend === 'pglite') {
-    const db = openDatabase({ pgliteDir: 'memory://' });
+    const db = openDatabase({ pgliteDir: 'memory://', pgliteTemplate: PGLITE_TEMPLATE });
     return { db, backend, reopen: () => db, drop: () => db.destroy() };
   }
   const schema = `pyre_test_${randomBytes(6).toString('hex')}`;

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import readline from 'node:readline';
+import { PGLITE_TEMPLATE } from './db';
 
 /** The child's entry point: a gateway configured from its environment. */
 const CHILD = path.join(__dirname, 'gateway-child.ts');
@@ -19,10 +20,22 @@ export interface GatewayProcess {
   exited: Promise<number | null>;
 }
 
-/** Starts a gateway in a child process (tsx) and waits until it listens. */
-export async function spawnGateway(env: Record<string, string>, timeoutMs = 90_000): Promise<GatewayProcess> {
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', CHILD], {
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
+/** Starts a gateway (or another fixture of tests/fixtures) in a child process (tsx) and waits until it listens. */
+export async function spawnGateway(
+  env: Record<string, string>,
+  timeoutMs = 90_000,
+  fixture = CHILD,
+): Promise<GatewayProcess> {
+  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', fixture], {
+    env: {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      PORT: '0',
+      HOST: '127.0.0.1',
+      LOG_LEVEL: 'info',
+      ...(PGLITE_TEMPLATE ? { PYRE_TEST_PGLITE_TEMPLATE: PGLITE_TEMPLATE } : {}),
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logs: Array<Record<string, unknown>> = [];

@@ -25,6 +25,8 @@ export interface HaproxyOptions {
   fall?: number;
   /** HAProxy's maxconn (default 4000; each connection takes two file descriptors). */
   maxconn?: number;
+  /** The frontend's bind address (default `127.0.0.1:<port>`; docs/haproxy.cfg binds `:80`). */
+  bind?: string;
 }
 
 export interface Haproxy {
@@ -79,7 +81,7 @@ export function haproxyConfig(port: number, socketPath: string, opts: HaproxyOpt
     '  retries 3',
     '  option redispatch',
     'frontend pyre',
-    `  bind 127.0.0.1:${port}`,
+    `  bind ${opts.bind ?? `127.0.0.1:${port}`}`,
     '  default_backend gateways',
     'backend gateways',
     '  balance roundrobin',

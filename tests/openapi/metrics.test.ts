@@ -53,16 +53,16 @@ describe('GET /metrics', () => {
       await feed.joined;
       const res = await call(`${g.url}/api/tasks`, { body: { input_data: { type: 'image', prompt: 'a cat' } }, token });
       expect(res.status).toBe(202);
-      await waitFor(() => feed.events.find((e) => e.event === 'image_response'), 30_000, 'the image');
+      await waitFor('the image', () => feed.events.find((e) => e.event === 'image_response'), 30_000);
 
       // The tasks gauge is cached for a few seconds; wait until it has the finished task.
       const text = await waitFor(
+        'the succeeded count',
         async () => {
           const t = await scrape();
           return sample(t, 'pyre_tasks', 'status="succeeded"') === 1 ? t : undefined;
         },
         15_000,
-        'the succeeded count',
       );
       expect(sample(text, 'pyre_realtime_sockets')).toBe(1);
       expect(sample(text, 'pyre_channels')).toBe(1);

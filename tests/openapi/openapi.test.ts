@@ -79,7 +79,12 @@ const BODIES: Array<[string, unknown]> = [
     { model: 'bytedance/seedream-3', input_data: { type: 'image', prompt: 'x', model: 'google/imagen-4-fast' } },
   ],
   ['an unknown top-level model', { model: 'acme/nope', input_data: { type: 'image', prompt: 'x' } }],
+  [
+    'a Seedream size without aspect_ratio custom',
+    { input_data: { type: 'image', prompt: 'x', model: 'bytedance/seedream-3', width: 1024 } },
+  ],
   // accepted
+  ['a provider_model name as the model', { input_data: { type: 'text', prompt: 'x', model: 'openai/gpt-4.1' } }],
   ['an extra top-level key is ignored', { input_data: { type: 'image', prompt: 'x' }, priority: 1 }],
   ['an image with the default model', { input_data: { type: 'image', prompt: 'a cat' } }],
   [
@@ -89,6 +94,7 @@ const BODIES: Array<[string, unknown]> = [
         type: 'image',
         prompt: 'a cat',
         model: 'bytedance/seedream-3',
+        aspect_ratio: 'custom',
         width: 1024,
         guidance_scale: 3.5,
         seed: 7,
@@ -182,11 +188,13 @@ describe('GET /api/openapi.json', () => {
     for (const m of models) {
       const s = doc.components.schemas[`Input.${m.name.replace(/[^A-Za-z0-9._-]/g, '_')}`];
       expect(s).toBeDefined();
-      expect(s.properties.model).toEqual({ const: m.name });
+      expect(s.properties.model).toEqual(
+        m.providerModel === m.name ? { const: m.name } : expect.objectContaining({ enum: [m.name, m.providerModel] }), // the provider's name is an alias
+      );
       expect(s.additionalProperties).toBe(false);
     }
     const seedream = doc.components.schemas['Input.bytedance_seedream-3'];
-    expect(seedream.properties.width).toMatchObject({ type: 'integer', minimum: 512, maximum: 2048, default: 2048 });
+    expect(seedream.properties.width).toMatchObject({ type: 'integer', minimum: 512, maximum: 2048 });
   });
 
   test('the request schema refuses what POST /api/tasks refuses, and accepts what it accepts', async () => {

@@ -76,7 +76,7 @@ class RawClient {
     const ref = String(++this.ref);
     this.byTopic.set(topic, this.byTopic.get(topic) ?? []);
     this.ws.send(JSON.stringify([ref, ref, topic, 'phx_join', payload]));
-    const reply = await waitFor(() => this.replies.get(ref), 20_000, `join ${topic}`);
+    const reply = await waitFor(`join ${topic}`, () => this.replies.get(ref), 20_000);
     if (reply.status !== 'ok') throw new Error(`join ${topic} refused: ${JSON.stringify(reply.response)}`);
   }
 
@@ -189,7 +189,7 @@ function exactlyOnce(got: Got[], taskId: string, lastSeq: number): boolean {
             .get(owners.get(r.id)!)!
             .every((f) => exactlyOnce(f.byTopic.get(`tasks:${owners.get(r.id)}`)!, r.id, r.last_seq)),
       );
-    await waitFor(complete, 60_000, 'every subscriber to have every event').catch(() => undefined);
+    await waitFor('every subscriber to have every event', complete, 60_000).catch(() => undefined);
     const faults: string[] = [];
     let lag = 0;
     for (const r of rows) {
@@ -227,6 +227,7 @@ function exactlyOnce(got: Got[], taskId: string, lastSeq: number): boolean {
   async function waitAllFinal(ids: string[], timeoutMs: number): Promise<number> {
     const t0 = Date.now();
     await waitFor(
+      'every task to be final',
       async () => {
         const open = await db('tasks')
           .whereIn('id', ids)
@@ -235,7 +236,6 @@ function exactlyOnce(got: Got[], taskId: string, lastSeq: number): boolean {
         return Number(open[0]!.n) === 0;
       },
       timeoutMs,
-      'every task to be final',
     );
     return Date.now() - t0;
   }
@@ -243,10 +243,10 @@ function exactlyOnce(got: Got[], taskId: string, lastSeq: number): boolean {
   it('a 10 s stop: processes and sockets live, REST 503 with Retry-After, /readyz 503 then 200, 40/40 final, every event once', async () => {
     const ids = await createTasks(40, 'outage');
     await waitFor(
+      'tasks to be running',
       async () =>
         Number((await db('tasks').whereIn('id', ids).where({ status: 'processing' }).count({ n: '*' }))[0]!.n) >= 10,
       60_000,
-      'tasks to be running',
     );
 
     pg.stop();
@@ -297,9 +297,9 @@ function exactlyOnce(got: Got[], taskId: string, lastSeq: number): boolean {
     expect(metrics.every((s) => s === 200)).toBe(true);
 
     await waitFor(
+      '/readyz 200 again',
       async () => (await Promise.all(procs.map((p) => call(`${p.url}/readyz`)))).every((r) => r.status === 200),
       60_000,
-      '/readyz 200 again',
     );
     console.log(`figures: /readyz 200 on both ${Date.now() - startedAt} ms after the restart`);
     const finalMs = await waitAllFinal(ids, 120_000);

@@ -9,6 +9,8 @@ import { CLIENT_TYPES, DEFAULT_MODELS, ModelRegistry, type ModelSpec } from '../
 import { freshDb, type Backend, type TestDb } from '../helpers/db';
 import { call, testConfig } from '../helpers/gateway';
 
+export { waitFor } from '../helpers/wait';
+
 export { call };
 
 /** Fast runner settings for tests: short polls, claims and leases. */
@@ -104,31 +106,6 @@ export async function startRunnerEnv(
       fs.rmSync(dataDir, { recursive: true, force: true });
     },
   };
-}
-
-/** Polls `fn` until it returns a truthy value; throws with `what` after `timeoutMs`. */
-export async function waitFor<T>(
-  what: string,
-  fn: () => Promise<T> | T,
-  timeoutMs = 20_000,
-  everyMs = 25,
-): Promise<NonNullable<T>> {
-  const until = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v as NonNullable<T>;
-      last = v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > until)
-      throw new Error(
-        `timed out waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`,
-      );
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
 }
 
 export const TERMINAL = new Set(['succeeded', 'failed', 'canceled']);

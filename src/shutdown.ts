@@ -1,0 +1,88 @@
+import os from 'node:os';
+import type { Gateway } from './app';
+import type { Logger } from './log';
+
+/**
+ * How long a stop may take. Docker (and Compose) send SIGKILL 10 s after SIGTERM by default,
+ * so everything fits in 9 s: running tasks get 5 s to finish, then they are released (their
+ * lease is given up, so another process, or this one at its next start, resumes them: a
+ * prediction already made on the provider is followed, never made twice).
+ */
+export const SHUTDOWN_BUDGET = { runnerGraceMs: 5_000, hardLimitMs: 9_000 };
+
+const exitCodeFor = (signal: NodeJS.Signals) => 128 + (os.constants.signals[signal] ?? 15);
+
+/**
+ * SIGTERM / SIGINT: a graceful stop that says what it did and ends with "stopped". A second
+ * signal stops at once (tasks are safe: they resume).
+ */
+export function stopOnSignals(gateway: Gateway, logger: Logger, budget = SHUTDOWN_BUDGET): void {
+  let stopping = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      logger.warn(
+        { signal },
+        'second signal: stopping now; tasks that were still running resume at the next start (or on another process)',
+      );
+      process.exit(exitCodeFor(signal));
+    }
+    stopping = true;
+    void stop(signal);
+  };
+  const stop = async (signal: NodeJS.Signals) => {
+    const started = Date.now();
+    const running = gateway.runner.activeCount;
+    const { sockets, longpollSessions } = gateway.realtime.stats();
+    logger.info(
+      { signal, tasks_running: running, sockets, longpoll_sessions: longpollSessions },
+      `shutting down: ${running} running task(s) get ${budget.runnerGraceMs / 1000} s to finish, then are released to resume later; send the signal again to stop at once`,
+    );
+    const force = setTimeout(() => {
+      logger.error(`shutdown did not finish within ${budget.hardLimitMs / 1000} s; exiting anyway`);
+      process.exit(1);
+    }, budget.hardLimitMs);
+    force.unref();
+    try {
+      // The runner first, then a look at what became of the tasks it held: finished, or
+      // released unfinished (gateway.close() stops the runner again, which is then a no-op).
+      const held = await heldTasks(gateway);
+      await gateway.runner.stop(budget.runnerGraceMs);
+      const released = held.length
+        ? (
+            (await gateway
+              .db('tasks')
+              .whereIn('id', held)
+              .whereIn('status', ['queued', 'processing'])
+              .select('id')) as unknown[]
+          ).length
+        : 0;
+      await gateway.close();
+      logger.info(
+        {
+          tasks_finished: held.length - released,
+          tasks_released: released,
+          sockets_closed: sockets,
+          longpoll_sessions_closed: longpollSessions,
+          ms: Date.now() - started,
+        },
+        `stopped: ${released} task(s) released to resume later, ${sockets} socket(s) and ${longpollSessions} long-poll session(s) closed`,
+      );
+      process.exit(0);
+    } catch (err) {
+      logger.error({ err }, 'shutdown failed');
+      process.exit(1);
+    }
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+}
+
+/** The ids of the unfinished tasks this process's runner holds a lease on. */
+async function heldTasks(gateway: Gateway): Promise<string[]> {
+  const rows = (await gateway
+    .db('tasks')
+    .where({ lease_owner: gateway.runner.owner })
+    .whereIn('status', ['queued', 'processing'])
+    .select('id')) as Array<{ id: string }>;
+  return rows.map((r) => r.id);
+}

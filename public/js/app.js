@@ -200,8 +200,14 @@ function connect() {
   });
   socket.connect();
 
-  const feed = socket.channel(`tasks:${state.session.user_id}`, {});
-  for (const ev of TASK_EVENTS) feed.on(ev, (payload) => onEvent(ev, payload));
+  // A rejoin asks for what followed the last event seen (`since`), so a reconnect misses nothing.
+  let feedCursor = null;
+  const feed = socket.channel(`tasks:${state.session.user_id}`, () => (feedCursor ? { since: feedCursor } : {}));
+  for (const ev of TASK_EVENTS)
+    feed.on(ev, (payload) => {
+      if (payload.cursor) feedCursor = payload.cursor;
+      onEvent(ev, payload);
+    });
   feed
     .join()
     // Events before a (re)join were not seen here: read the list again.
@@ -238,6 +244,16 @@ async function onEvent(event, p) {
     }
   }
   if (typeof p.seq === 'number' && p.seq <= (task.last_seq ?? 0)) return; // already applied
+  if (typeof p.seq === 'number' && p.seq > (task.last_seq ?? 0) + 1) {
+    // A gap: events of this task were missed (a reconnect); read them from its log, in order.
+    try {
+      const { data } = await api(`/api/tasks/${task.id}/events?after_seq=${task.last_seq ?? 0}`);
+      for (const e of data) if (e.seq > (task.last_seq ?? 0)) applyEvent(task, e.event, e.payload, state.streamed);
+    } catch {
+      /* the next event finds the gap again */
+    }
+    if (p.seq <= (task.last_seq ?? 0)) return renderCard(task);
+  }
   applyEvent(task, event, p, state.streamed);
   renderCard(task);
 }

@@ -105,14 +105,21 @@ export function createMetrics(deps: MetricsDeps): Metrics {
 
   // Tasks by state: one GROUP BY per scrape at most every ttl, shared by the gauges below.
   const ttl = deps.taskCountTtlMs ?? 5000;
-  let cached: { at: number; value: ReturnType<TaskStore['countByStatus']> } | undefined;
+  type Counts = Awaited<ReturnType<TaskStore['countByStatus']>>;
+  // While the database cannot be reached, /metrics still answers (sockets, channels, ...) with the
+  // last task counts read, instead of failing the whole scrape.
+  let lastRead: Counts | undefined;
+  let cached: { at: number; value: Promise<Counts | undefined> } | undefined;
   const counts = () => {
     if (!cached || Date.now() - cached.at > ttl) {
-      const value = new TaskStore(deps.db).countByStatus();
+      const value = new TaskStore(deps.db).countByStatus().then(
+        (c) => (lastRead = c),
+        () => {
+          cached = undefined;
+          return lastRead;
+        },
+      );
       cached = { at: Date.now(), value };
-      value.catch(() => {
-        cached = undefined;
-      });
     }
     return cached.value;
   };
@@ -122,8 +129,8 @@ export function createMetrics(deps: MetricsDeps): Metrics {
     labelNames: ['status'],
     registers: [registry],
     async collect() {
-      const { byStatus } = await counts();
-      for (const s of TASK_STATUSES) this.set({ status: s }, byStatus.get(s) ?? 0);
+      const c = await counts();
+      if (c) for (const s of TASK_STATUSES) this.set({ status: s }, c.byStatus.get(s) ?? 0);
     },
   });
   new Gauge({
@@ -131,7 +138,8 @@ export function createMetrics(deps: MetricsDeps): Metrics {
     help: 'Tasks waiting to run (status queued)',
     registers: [registry],
     async collect() {
-      this.set((await counts()).byStatus.get('queued') ?? 0);
+      const c = await counts();
+      if (c) this.set(c.byStatus.get('queued') ?? 0);
     },
   });
   new Gauge({
@@ -139,7 +147,8 @@ export function createMetrics(deps: MetricsDeps): Metrics {
     help: 'Attempts beyond the first, summed over stored tasks (runner retries)',
     registers: [registry],
     async collect() {
-      this.set((await counts()).retries);
+      const c = await counts();
+      if (c) this.set(c.retries);
     },
   });
   new Gauge({

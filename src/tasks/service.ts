@@ -246,6 +246,22 @@ export class TaskService {
     return requeued;
   }
 
+  /** The last seq of the tasks `taskIds`, and of the tasks of `userIds` changed since `since` (the event relay's position check). */
+  positions(
+    taskIds: string[],
+    userIds: string[],
+    since: Date,
+  ): Promise<Array<{ id: string; user_id: string; last_seq: number }>> {
+    return this.store.positions(taskIds, userIds, since);
+  }
+
+  /** A user's events stored after `since`, in store order (the `tasks:<user_id>` feed's replay). */
+  async userEventsSince(userId: string, since: Date, limit: number): Promise<TaskEvent[]> {
+    return (await this.store.userEventsSince(userId, since, limit)).map(
+      (e) => ({ ...e, user_id: userId }) as TaskEvent,
+    );
+  }
+
   /** The task's event log after `afterSeq`, in seq order. */
   async events(userId: string, id: string, afterSeq = 0): Promise<TaskEvent[]> {
     const row = await this.find(id);

@@ -143,6 +143,56 @@ export class TaskStore {
     );
   }
 
+  /**
+   * The event relay's position check, one statement: the last seq of the tasks `taskIds`, and of
+   * the tasks of `userIds` changed since `since`.
+   */
+  async positions(
+    taskIds: string[],
+    userIds: string[],
+    since: Date,
+  ): Promise<Array<{ id: string; user_id: string; last_seq: number }>> {
+    if (!taskIds.length && !userIds.length) return [];
+    return (await this.db('tasks')
+      .select('id', 'user_id', 'last_seq')
+      .where((w) => {
+        if (taskIds.length) w.orWhereRaw('id = ANY(?::uuid[])', [taskIds]);
+        if (userIds.length) w.orWhereRaw('(user_id = ANY(?::text[]) AND updated_at >= ?)', [userIds, since]);
+      })) as Array<{ id: string; user_id: string; last_seq: number }>;
+  }
+
+  /** A user's events stored after `since`, ordered by (inserted_at, task_id, seq): the feed's replay. */
+  async userEventsSince(userId: string, since: Date, limit: number): Promise<Array<Omit<TaskEvent, 'user_id'>>> {
+    const rows = (await this.db('task_events as e')
+      .join('tasks as t', 't.id', 'e.task_id')
+      .where('t.user_id', userId)
+      .andWhere('e.inserted_at', '>', since)
+      .orderBy([
+        { column: 'e.inserted_at', order: 'asc' },
+        { column: 'e.task_id', order: 'asc' },
+        { column: 'e.seq', order: 'asc' },
+      ])
+      .limit(limit)
+      .select('e.task_id', 'e.seq', 'e.event', 'e.payload', 'e.inserted_at')) as Array<{
+      task_id: string;
+      seq: number;
+      event: string;
+      payload: Record<string, unknown>;
+      inserted_at: Date;
+    }>;
+    // The log holds only events written through the contract (src/tasks/events.ts).
+    return rows.map(
+      (r) =>
+        ({
+          task_id: r.task_id,
+          seq: r.seq,
+          event: r.event,
+          payload: r.payload,
+          inserted_at: new Date(r.inserted_at).toISOString(),
+        }) as Omit<TaskEvent, 'user_id'>,
+    );
+  }
+
   /** Text already announced in a task's text_delta events, joined. */
   async announcedText(taskId: string): Promise<string> {
     const events = (await this.db('task_events')

@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 import * as createTasks from './20261124000001_create_tasks';
 import * as uniquePrediction from './20261124000002_unique_prediction';
 import * as relativeOutputUrls from './20261129000001_relative_output_urls';
+import * as taskRateLimits from './20261129000002_task_rate_limits';
 
 /**
  * The migrations, in order. Listed in code (not discovered on disk) so that the
@@ -11,4 +12,5 @@ export const migrations: ReadonlyArray<[name: string, migration: Knex.Migration]
   ['20261124000001_create_tasks', createTasks],
   ['20261124000002_unique_prediction', uniquePrediction],
   ['20261129000001_relative_output_urls', relativeOutputUrls],
+  ['20261129000002_task_rate_limits', taskRateLimits],
 ];

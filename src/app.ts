@@ -1,4 +1,5 @@
-import http from 'node:http';
+import type http from 'node:http';
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Express } from 'express';
@@ -7,13 +8,15 @@ import type { UserAssigns } from './channels/task-channel';
 import type { TaskEventRelay } from './channels/task-events';
 import type { Config } from './config';
 import { migrate, openDatabase, type Db } from './db';
-import { clusterBus } from './gateway/bus';
+import { openClusterBus } from './db/bus';
+import { TaskCreationLimit } from './db/rate-limit';
 import { Closers } from './gateway/closers';
 import type { PartContext } from './gateway/context';
 import { createGatewayHttp } from './gateway/http';
 import { startProvider } from './gateway/provider';
 import { startTaskRealtime } from './gateway/realtime';
 import { createRunner, type RunnerOverrides } from './gateway/runner';
+import { createHttpServer, limitConnectionsPerAddress } from './http/connections';
 import type { Logger } from './log';
 import type { ReplicateClient } from './providers/replicate/client';
 import type { Standin } from './providers/replicate/standin';
@@ -75,7 +78,8 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       config.authSecret ? new TokenSigner(config.authSecret, config.tokenMaxTtlSeconds) : undefined,
     );
     const provider = await startProvider(ctx, { tasks, retry: opts.providerRetry });
-    const server = http.createServer();
+    const server = createHttpServer(config.connections);
+    limitConnectionsPerAddress(server, config.connections.maxPerAddress, ctx.logger);
     ctx.closers.push('http server', () => closeServer(server));
     let listenUrl = `http://${config.host}:${config.port}`;
     const baseUrl = () => config.publicUrl ?? listenUrl;
@@ -84,16 +88,25 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       : new LocalOutputStore(config.dataDir);
     // Stored output URLs are relative; each answer makes them absolute for the client that asked.
     const baseUrlOf = (headers: http.IncomingHttpHeaders) => requestBase(config.publicUrl, headers, false, baseUrl);
-    const runner = createRunner(ctx, { db, tasks, provider, outputs, overrides: opts.runner });
-    const { realtime, relay } = await startTaskRealtime(ctx, {
-      server,
+    const bus = openClusterBus(db, randomBytes(6).toString('hex'), ctx.logger);
+    // The other channels close with their users (realtime, relay); the runner's wake-up here.
+    if (bus) ctx.closers.push('new-work channel', () => bus.newWork.close());
+    const runner = createRunner(ctx, { db, tasks, provider, outputs, overrides: opts.runner, newWork: bus?.newWork });
+    const taskLimit = new TaskCreationLimit(db, config.rateLimitTasksPerMinute);
+    const { realtime, relay } = await startTaskRealtime(ctx, { server, tasks, auth, bus, taskLimit, baseUrlOf });
+    const app = createGatewayHttp(ctx, {
+      db,
       tasks,
+      registry,
       auth,
-      bus: clusterBus(db),
-      owner: runner.owner,
+      realtime,
+      runner,
+      provider,
+      outputs,
+      taskLimit,
+      bus,
       baseUrlOf,
     });
-    const app = createGatewayHttp(ctx, { db, tasks, registry, auth, realtime, runner, provider, outputs, baseUrlOf });
     server.on('request', app);
     // Registered last, so stopped first: no new work while the rest shuts down.
     ctx.closers.push('runner', () => runner.stop(10_000));

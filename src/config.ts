@@ -60,6 +60,12 @@ const EnvSchema = z.object({
   RUNNER_ENABLED: z.enum(['true', 'false']).default('true'),
   WORKERS: intFromEnv(1, 64).default(1),
   RATE_LIMIT_TASKS_PER_MINUTE: intFromEnv(0, 10_000_000).default(600),
+  HTTP_HEADERS_TIMEOUT_MS: intFromEnv(100, 600_000).default(10_000),
+  HTTP_REQUEST_TIMEOUT_MS: intFromEnv(100, 3_600_000).default(30_000),
+  HTTP_KEEP_ALIVE_TIMEOUT_MS: intFromEnv(100, 600_000).default(5_000),
+  WS_UPGRADE_TIMEOUT_MS: intFromEnv(100, 60_000).default(5_000),
+  MAX_CONNECTIONS_PER_ADDRESS: intFromEnv(0, 10_000_000).default(1000),
+  WS_MAX_BUFFERED_TOTAL_BYTES: intFromEnv(0, Number.MAX_SAFE_INTEGER).default(128 * 1024 * 1024),
   METRICS_TOKEN: optionalString.refine((v) => v === undefined || v.length >= 16, {
     message: 'must be at least 16 characters',
   }),
@@ -91,6 +97,21 @@ export interface Config {
   workers: number;
   /** Task submissions a user may make a minute (0: no limit). */
   rateLimitTasksPerMinute: number;
+  /** Limits on idle and slow connections (see README, configuration). */
+  connections: {
+    /** A connection's request headers must be complete this long after it opened or its last request. */
+    headersTimeoutMs: number;
+    /** A whole request (headers and body) must arrive within this. */
+    requestTimeoutMs: number;
+    /** An idle keep-alive connection is closed after this. */
+    keepAliveTimeoutMs: number;
+    /** A WebSocket upgrade must be answered within this once its headers are in. */
+    upgradeTimeoutMs: number;
+    /** Open TCP connections one remote address may hold (0: no cap). */
+    maxPerAddress: number;
+    /** Unsent WebSocket bytes allowed across all sockets; over it the largest non-readers are cut (0: none). */
+    maxTotalBufferedBytes: number;
+  };
   /** When set, GET /metrics needs it as a bearer token. */
   metricsToken: string | undefined;
   /** An S3-compatible object store for output files; undefined means DATA_DIR/outputs. */
@@ -120,6 +141,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (openMode && !LOOPBACK.has(host)) {
     throw new ConfigError([
       `HOST: ${host} is not a loopback address, and AUTH_SECRET is unset (open mode listens on loopback only); set AUTH_SECRET to serve other hosts`,
+    ]);
+  }
+  if (e.HTTP_HEADERS_TIMEOUT_MS > e.HTTP_REQUEST_TIMEOUT_MS) {
+    throw new ConfigError([
+      `HTTP_HEADERS_TIMEOUT_MS: must not be more than HTTP_REQUEST_TIMEOUT_MS (${e.HTTP_REQUEST_TIMEOUT_MS}); the headers are part of the request`,
     ]);
   }
   let storage: S3Settings | undefined;
@@ -157,6 +183,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     runner: { enabled: e.RUNNER_ENABLED === 'true', concurrency: e.RUNNER_CONCURRENCY },
     workers: e.WORKERS,
     rateLimitTasksPerMinute: e.RATE_LIMIT_TASKS_PER_MINUTE,
+    connections: {
+      headersTimeoutMs: e.HTTP_HEADERS_TIMEOUT_MS,
+      requestTimeoutMs: e.HTTP_REQUEST_TIMEOUT_MS,
+      keepAliveTimeoutMs: e.HTTP_KEEP_ALIVE_TIMEOUT_MS,
+      upgradeTimeoutMs: e.WS_UPGRADE_TIMEOUT_MS,
+      maxPerAddress: e.MAX_CONNECTIONS_PER_ADDRESS,
+      maxTotalBufferedBytes: e.WS_MAX_BUFFERED_TOTAL_BYTES,
+    },
     storage,
     databaseWaitSeconds: e.DATABASE_WAIT_SECONDS,
     metricsToken: e.METRICS_TOKEN,

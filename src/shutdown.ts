@@ -47,15 +47,7 @@ export function stopOnSignals(gateway: Gateway, logger: Logger, budget = SHUTDOW
       // released unfinished (gateway.close() stops the runner again, which is then a no-op).
       const held = await heldTasks(gateway);
       await gateway.runner.stop(budget.runnerGraceMs);
-      const released = held.length
-        ? (
-            (await gateway
-              .db('tasks')
-              .whereIn('id', held)
-              .whereIn('status', ['queued', 'processing'])
-              .select('id')) as unknown[]
-          ).length
-        : 0;
+      const released = (await gateway.tasks.store.unfinishedAmong(held)).length;
       await gateway.close();
       logger.info(
         {
@@ -79,10 +71,5 @@ export function stopOnSignals(gateway: Gateway, logger: Logger, budget = SHUTDOW
 
 /** The ids of the unfinished tasks this process's runner holds a lease on. */
 async function heldTasks(gateway: Gateway): Promise<string[]> {
-  const rows = (await gateway
-    .db('tasks')
-    .where({ lease_owner: gateway.runner.owner })
-    .whereIn('status', ['queued', 'processing'])
-    .select('id')) as Array<{ id: string }>;
-  return rows.map((r) => r.id);
+  return gateway.tasks.store.unfinishedLeasedTo(gateway.runner.owner);
 }

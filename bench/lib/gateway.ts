@@ -59,6 +59,8 @@ export async function startGateway(
       LOG_LEVEL: 'warn',
       RUNNER_ENABLED: 'false',
       RATE_LIMIT_TASKS_PER_MINUTE: '10000000',
+      // Every load client connects from 127.0.0.1.
+      MAX_CONNECTIONS_PER_ADDRESS: '0',
       ...env,
     },
     stdio: ['ignore', 'ignore', 'inherit'],

@@ -7,8 +7,8 @@ import { $ } from './dom.js';
 import { taskForm } from './form.js';
 import { taskCard, TERMINAL } from './task-view.js';
 import { showTaskPage } from './task-page.js';
-
-const TASK_EVENTS = ['status', 'progress', 'text_delta', 'image_response', 'video_response', 'text_response'];
+// Served by the gateway from its task-event contract (src/tasks/events.ts).
+import { RESPONSE_EVENTS, TASK_EVENTS } from './events.js';
 
 /** Everything the page knows: the user's tasks by id, and text streamed so far. */
 const state = {
@@ -200,8 +200,14 @@ function connect() {
   });
   socket.connect();
 
-  const feed = socket.channel(`tasks:${state.session.user_id}`, {});
-  for (const ev of TASK_EVENTS) feed.on(ev, (payload) => onEvent(ev, payload));
+  // A rejoin asks for what followed the last event seen (`since`), so a reconnect misses nothing.
+  let feedCursor = null;
+  const feed = socket.channel(`tasks:${state.session.user_id}`, () => (feedCursor ? { since: feedCursor } : {}));
+  for (const ev of TASK_EVENTS)
+    feed.on(ev, (payload) => {
+      if (payload.cursor) feedCursor = payload.cursor;
+      onEvent(ev, payload);
+    });
   feed
     .join()
     // Events before a (re)join were not seen here: read the list again.
@@ -238,6 +244,16 @@ async function onEvent(event, p) {
     }
   }
   if (typeof p.seq === 'number' && p.seq <= (task.last_seq ?? 0)) return; // already applied
+  if (typeof p.seq === 'number' && p.seq > (task.last_seq ?? 0) + 1) {
+    // A gap: events of this task were missed (a reconnect); read them from its log, in order.
+    try {
+      const { data } = await api(`/api/tasks/${task.id}/events?after_seq=${task.last_seq ?? 0}`);
+      for (const e of data) if (e.seq > (task.last_seq ?? 0)) applyEvent(task, e.event, e.payload, state.streamed);
+    } catch {
+      /* the next event finds the gap again */
+    }
+    if (p.seq <= (task.last_seq ?? 0)) return renderCard(task);
+  }
   applyEvent(task, event, p, state.streamed);
   renderCard(task);
 }
@@ -257,7 +273,7 @@ export function applyEvent(task, event, p, streamed) {
       streamed.set(task.id, (streamed.get(task.id) ?? '') + (p.delta ?? ''));
       break;
     default:
-      if (event.endsWith('_response')) {
+      if (RESPONSE_EVENTS.includes(event)) {
         if (p.output) task.output = p.output;
         if (p.status === 'success') task.progress = 100;
         if (p.error) task.error = p.error;

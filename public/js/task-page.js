@@ -4,8 +4,8 @@
 import { api, ApiError } from './api.js';
 import { h, clockTime } from './dom.js';
 import { errorView, outputView, progressBar, statusPill, TERMINAL } from './task-view.js';
-
-const TASK_EVENTS = ['status', 'progress', 'text_delta', 'image_response', 'video_response', 'text_response'];
+// Served by the gateway from its task-event contract (src/tasks/events.ts).
+import { TASK_EVENTS } from './events.js';
 
 /** What an event says, in a few words. */
 function summary(event, p) {

@@ -10,9 +10,9 @@ export interface StandinCliOptions {
 }
 
 /**
- * `pyre standin`: the Replicate stand-in on its own (what src/providers/replicate/standin/main.ts
- * runs), for a gateway started with REPLICATE_BASE_URL and REPLICATE_API_TOKEN pointing at it.
- * Runs until SIGINT or SIGTERM.
+ * `pyre standin`: the Replicate stand-in on its own, for a gateway started with REPLICATE_BASE_URL
+ * and REPLICATE_API_TOKEN pointing at it. Drive it from elsewhere through /__admin. Runs until
+ * SIGINT or SIGTERM.
  */
 export async function runStandin(opts: StandinCliOptions): Promise<void> {
   if (opts.preset !== 'demo' && opts.preset !== 'realistic') {

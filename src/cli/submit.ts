@@ -2,6 +2,7 @@ import { Socket } from 'phoenix';
 import WebSocket from 'ws';
 import { CliError, EXIT, GatewayClient } from './client';
 import { ProgressLine } from './progress';
+import { RESPONSE_EVENTS, TASK_EVENT_NAMES, TASK_KINDS } from '../tasks/events';
 import type { TaskJson } from '../tasks/task';
 
 /** What the task channel pushes; every event carries some of these (docs/contract.md). */
@@ -15,7 +16,8 @@ interface TaskEventPayload {
   error?: { code?: string; message?: string } | null;
 }
 
-export const TYPES = ['image', 'video', 'text'] as const;
+/** The kinds of task, as `--type` takes them. */
+export const TYPES = TASK_KINDS.map((k) => k.kind);
 
 interface ModelInfo {
   name: string;
@@ -83,7 +85,11 @@ export interface SubmitOptions {
   quiet?: boolean;
 }
 
-const RESPONSES = new Set(['image_response', 'video_response', 'text_response']);
+/** The final result events (the contract, src/tasks/events.ts). */
+const RESPONSES = new Set<string>(RESPONSE_EVENTS);
+
+/** The events `follow` listens to on `task:<id>`: every task event. */
+export const FOLLOWED_EVENTS: readonly string[] = TASK_EVENT_NAMES;
 
 /** Create the task over REST, follow it on `task:<id>`, print the result. Resolves to the exit code. */
 export async function submit(promptWords: string[], opts: SubmitOptions): Promise<number> {
@@ -202,7 +208,7 @@ export function follow(
         process.stdout.write(p.delta ?? '');
       } else if (RESPONSES.has(event)) void done(p);
     };
-    for (const ev of ['status', 'progress', 'text_delta', ...RESPONSES]) channel.on(ev, onEvent(ev));
+    for (const ev of FOLLOWED_EVENTS) channel.on(ev, onEvent(ev));
 
     const done = async (p: TaskEventPayload) => {
       if (p.status === 'success') {

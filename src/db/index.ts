@@ -30,13 +30,35 @@ export const migrationSource: Knex.MigrationSource<[string, Knex.Migration]> = {
   getMigration: async ([, migration]) => migration,
 };
 
+/**
+ * How long a PostgreSQL outage may hold a request before it fails (and REST answers 503):
+ * opening a connection gives up after CONNECT_TIMEOUT_MS (an unreachable host; a stopped server
+ * refuses at once), waiting for a pooled connection after ACQUIRE_TIMEOUT_MS, and a statement
+ * after STATEMENT_TIMEOUT_MS (server side) or QUERY_TIMEOUT_MS (client side: a connection that
+ * went silent, e.g. a network cut, is given up even though no TCP error came).
+ */
+export const DB_TIMEOUTS = {
+  CONNECT_TIMEOUT_MS: 3000,
+  ACQUIRE_TIMEOUT_MS: 10_000,
+  STATEMENT_TIMEOUT_MS: 15_000,
+  QUERY_TIMEOUT_MS: 20_000,
+} as const;
+
 /** Open the database through knex: PostgreSQL through pg, or embedded PGlite. */
 export function openDatabase(opts: DatabaseOptions): Db {
   if (opts.databaseUrl) {
     return knexFactory({
       client: 'pg',
-      connection: opts.databaseUrl,
+      connection: {
+        connectionString: opts.databaseUrl,
+        connectionTimeoutMillis: DB_TIMEOUTS.CONNECT_TIMEOUT_MS,
+        statement_timeout: DB_TIMEOUTS.STATEMENT_TIMEOUT_MS,
+        query_timeout: DB_TIMEOUTS.QUERY_TIMEOUT_MS,
+        keepAlive: true,
+      } as Knex.PgConnectionConfig,
+      acquireConnectionTimeout: DB_TIMEOUTS.ACQUIRE_TIMEOUT_MS,
       searchPath: opts.searchPath ? [opts.searchPath] : undefined,
+      // knex puts an 'error' listener on each pooled pg client (a dropped connection is discarded).
       pool: opts.pool ?? { min: 0, max: 20 },
     });
   }

@@ -3,6 +3,9 @@ import type { Logger } from '../log';
 
 /** PostgreSQL's NOTIFY payload limit is 8000 bytes; stay clear of it. */
 const MAX_PAYLOAD_BYTES = 7800;
+/** LISTEN reconnects: the first try after 250 ms, then doubling up to 2 s between tries. */
+const RECONNECT_MIN_MS = 250;
+const RECONNECT_MAX_MS = 2000;
 
 /**
  * A LISTEN/NOTIFY channel on one PostgreSQL database: `send` batches small JSON
@@ -41,11 +44,26 @@ export class PgNotifyChannel<T> {
       : { ...c, port: c.port === undefined ? undefined : Number(c.port) };
   }
 
-  /** Start listening; `handler` gets other nodes' messages, in the order they were sent. */
-  async listen(handler: (msgs: T[]) => void): Promise<void> {
+  /**
+   * Start listening; `handler` gets other nodes' messages, in the order they were sent.
+   * `onListening` runs each time LISTEN is (re)established, the first time included: NOTIFYs
+   * sent while the connection was down are never read again, so the caller re-reads what it may
+   * have missed (the position check).
+   */
+  async listen(handler: (msgs: T[]) => void, onListening?: () => void): Promise<void> {
     this.handler = handler;
+    this.onListening = onListening;
     await this.connect();
   }
+
+  /** Whether the LISTEN connection is up (readiness reports it). */
+  get listening(): boolean {
+    return this.client !== undefined;
+  }
+
+  private onListening: (() => void) | undefined;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private reconnectDelayMs = RECONNECT_MIN_MS;
 
   private async connect(): Promise<void> {
     const client = new pg.Client(this.clientConfig());
@@ -58,26 +76,58 @@ export class PgNotifyChannel<T> {
         this.logger.warn({ err: (err as Error).message }, 'ignored a malformed notification');
       }
     });
-    client.on('error', (err) => {
-      this.logger.warn({ err: err.message }, 'LISTEN connection lost; reconnecting');
-      this.reconnectSoon(client);
-    });
-    client.on('end', () => this.reconnectSoon(client));
-    await client.connect();
-    await client.query(`LISTEN ${this.channel}`);
+    // Always listened to: an 'error' with no listener would end the process.
+    client.on('error', (err) => this.lost(client, err.message));
+    client.on('end', () => this.lost(client, 'connection ended'));
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${this.channel}`);
+    } catch (err) {
+      client.end().catch(() => undefined);
+      throw err;
+    }
+    if (this.closed) {
+      await client.end().catch(() => undefined);
+      return;
+    }
     this.client = client;
+    this.reconnectDelayMs = RECONNECT_MIN_MS;
+    try {
+      this.onListening?.();
+    } catch (err) {
+      this.logger.error({ err }, 'LISTEN re-established: the catch-up hook failed');
+    }
   }
 
-  private reconnectSoon(old: pg.Client): void {
-    if (this.closed || this.client !== old) return;
+  /** The LISTEN connection `client` failed or ended: drop it and reconnect (once per loss). */
+  private lost(client: pg.Client, why: string): void {
+    if (this.client !== client) return; // a connection that never got to listen, or already replaced
     this.client = undefined;
-    setTimeout(() => {
-      if (!this.closed)
-        this.connect().catch((err) => {
-          this.logger.warn({ err: (err as Error).message }, 'LISTEN reconnect failed; retrying');
-          this.reconnectSoon(old);
-        });
-    }, 500).unref();
+    client.end().catch(() => undefined);
+    if (this.closed) return;
+    this.logger.warn({ channel: this.channel, err: why }, 'LISTEN connection lost; reconnecting');
+    this.scheduleReconnect();
+  }
+
+  /** Retry until LISTEN is back, with a capped backoff; one timer at a time. */
+  private scheduleReconnect(): void {
+    if (this.closed || this.reconnectTimer) return;
+    const delay = this.reconnectDelayMs;
+    this.reconnectDelayMs = Math.min(RECONNECT_MAX_MS, this.reconnectDelayMs * 2);
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      if (this.closed || this.client) return;
+      this.connect().then(
+        () => {
+          if (this.client) this.logger.info({ channel: this.channel }, 'LISTEN connection re-established');
+        },
+        (err) => {
+          this.logger.warn({ channel: this.channel, err: (err as Error).message }, 'LISTEN reconnect failed; retrying');
+          this.scheduleReconnect();
+        },
+      );
+    }, delay);
+    this.reconnectTimer.unref();
   }
 
   /** Queue a message; all messages of this tick go out together. */
@@ -130,6 +180,7 @@ export class PgNotifyChannel<T> {
 
   async close(): Promise<void> {
     this.closed = true;
+    clearTimeout(this.reconnectTimer);
     await this.flushing;
     if (this.pending.length) await this.flush();
     const c = this.client;

@@ -33,6 +33,11 @@ export class PgPubSubAdapter implements PubSubAdapter {
     this.handler = handler;
   }
 
+  /** Whether its LISTEN connection is up. */
+  get listening(): boolean {
+    return this.channel.listening;
+  }
+
   close(): Promise<void> {
     return this.channel.close();
   }

@@ -3,12 +3,15 @@ import type { Express } from 'express';
 import type { Authenticator } from '../auth/tokens';
 import type { UserAssigns } from '../channels/task-channel';
 import type { Db } from '../db';
+import type { ClusterBus } from '../db/bus';
+import type { TaskCreationLimit } from '../db/rate-limit';
 import { createHttpApp } from '../http/app';
 import { dashboardRouter } from '../http/dashboard';
 import { IdempotencyKeys } from '../http/idempotency';
 import { createMetrics } from '../http/metrics';
 import { openApiRouter } from '../http/openapi';
 import { replicateWebhookRouter } from '../http/webhooks-route';
+import { replicateRoute } from '../providers/replicate/routes';
 import type { RealtimeServer } from '../realtime';
 import type { TaskRunner } from '../runner/runner';
 import type { OutputStore } from '../storage/outputs';
@@ -36,6 +39,8 @@ export function createGatewayHttp(
     runner: TaskRunner;
     provider: ProviderParts;
     outputs: OutputStore;
+    taskLimit: TaskCreationLimit;
+    bus: ClusterBus | undefined;
     /** The base URL a request reached pyre at (output URLs are made absolute against it). */
     baseUrlOf?: (headers: IncomingHttpHeaders) => string;
   },
@@ -47,7 +52,7 @@ export function createGatewayHttp(
     db,
     realtime,
     runner,
-    providerBaseUrl: provider.baseUrl,
+    provider: { baseUrl: provider.baseUrl, routeOf: replicateRoute },
     token: config.metricsToken,
   });
   closers.push('metrics', () => metrics.close());
@@ -57,7 +62,8 @@ export function createGatewayHttp(
     auth,
     idempotency,
     logger,
-    tasksPerMinute: config.rateLimitTasksPerMinute,
+    taskLimit: opts.taskLimit,
+    ...(opts.bus ? { busListening: opts.bus.listening } : {}),
     corsOrigins: config.corsOrigins,
     observeRequests: metrics.observeRequests,
     ...(opts.baseUrlOf ? { baseUrlOf: (req: IncomingMessage) => opts.baseUrlOf!(req.headers) } : {}),

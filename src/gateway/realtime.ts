@@ -1,14 +1,12 @@
 import { createHash } from 'node:crypto';
 import type http from 'node:http';
 import { TokenError, type Authenticator } from '../auth/tokens';
-import { TaskChannel, UserTasksChannel, type UserAssigns } from '../channels/task-channel';
+import { feedCursor, TaskChannel, UserTasksChannel, type UserAssigns } from '../channels/task-channel';
 import { TaskEventRelay } from '../channels/task-events';
-import { PgNotifyChannel } from '../db/notify';
-import { PgClusterBus } from '../db/pg-cluster-bus';
-import { PgPubSubAdapter } from '../db/pg-pubsub';
+import type { ClusterBus } from '../db/bus';
+import type { TaskCreationLimit } from '../db/rate-limit';
 import { RealtimeServer, type CheckOrigin } from '../realtime';
 import type { TaskService } from '../tasks/service';
-import type { ClusterBus } from './bus';
 import type { PartContext } from './context';
 
 export interface TaskRealtime {
@@ -30,20 +28,20 @@ export async function startTaskRealtime(
     tasks: TaskService;
     auth: Authenticator;
     bus: ClusterBus | undefined;
-    /** This process's id on the bus: its own NOTIFYs are not delivered twice. */
-    owner: string;
+    /** The per-user task-creation limit, shared with REST. */
+    taskLimit: TaskCreationLimit;
     /** The base URL a socket's client reached pyre at (output URLs are made absolute against it). */
     baseUrlOf?: (headers: http.IncomingHttpHeaders) => string;
   },
 ): Promise<TaskRealtime> {
   const { logger } = ctx;
   const { tasks, auth, bus } = opts;
-  const pubsub = bus ? new PgPubSubAdapter(bus.connection, bus.channel('pyre_realtime'), logger) : undefined;
+  const pubsub = bus?.realtime;
   await pubsub?.start();
   // Long-poll sessions answer on every process: their tokens are signed with a key all processes
   // share (AUTH_SECRET; in open mode, one derived from the shared database's address) and their
   // requests are forwarded to the process that holds the session over this bus.
-  const longpollBus = bus ? new PgClusterBus(bus.connection, bus.channel('pyre_bus'), logger) : undefined;
+  const longpollBus = bus?.longpoll;
   await longpollBus?.start();
   const longpollSecret =
     ctx.config.authSecret ??
@@ -55,6 +53,8 @@ export async function startTaskRealtime(
   const realtime = new RealtimeServer<UserAssigns>({
     checkOrigin: originCheck(ctx.config.checkOrigin),
     logger: logger.child({ component: 'realtime' }),
+    upgradeTimeoutMs: ctx.config.connections.upgradeTimeoutMs,
+    maxTotalBufferedBytes: ctx.config.connections.maxTotalBufferedBytes,
     ...(pubsub ? { pubsub } : {}),
     longpoll: { secret: longpollSecret, bus: longpollBus },
     connect: (params, info) => {
@@ -71,19 +71,20 @@ export async function startTaskRealtime(
       }
     },
   });
-  realtime.channel('task:*', new TaskChannel(tasks, logger.child({ component: 'task_channel' })));
-  realtime.channel('tasks:*', new UserTasksChannel());
-  realtime.attach(opts.server);
-
   const relay = new TaskEventRelay(
     tasks,
     (e) => {
       realtime.localBroadcast(`task:${e.task_id}`, e.event, e.payload);
-      realtime.localBroadcast(`tasks:${e.user_id}`, e.event, e.payload);
+      realtime.localBroadcast(`tasks:${e.user_id}`, e.event, { ...e.payload, cursor: feedCursor(e) });
     },
     logger,
-    bus ? new PgNotifyChannel(bus.connection, bus.channel('pyre_events'), opts.owner, logger) : undefined,
+    bus?.events,
   );
+  const channelLogger = logger.child({ component: 'task_channel' });
+  realtime.channel('task:*', new TaskChannel(tasks, channelLogger, relay, opts.taskLimit));
+  realtime.channel('tasks:*', new UserTasksChannel(tasks, channelLogger, relay));
+  realtime.attach(opts.server);
+
   // Sockets are drained (close 1012, clients reconnect elsewhere) before the relay stops feeding them.
   ctx.closers.push('realtime', async () => {
     await realtime.drain({ batchSize: 500, intervalMs: 20 });

@@ -1,10 +1,7 @@
-import { randomBytes } from 'node:crypto';
 import type { Db } from '../db';
-import { PgNotifyChannel } from '../db/notify';
 import { TaskRunner, type RunnerOptions } from '../runner/runner';
 import type { OutputStore } from '../storage/outputs';
 import type { TaskService } from '../tasks/service';
-import { clusterBus } from './bus';
 import type { PartContext } from './context';
 import type { ProviderParts } from './provider';
 
@@ -27,21 +24,13 @@ export function createRunner(
     provider: ProviderParts;
     outputs: OutputStore;
     overrides?: RunnerOverrides;
+    /** The cluster bus's wake-up for other processes' runners (PostgreSQL only). */
+    newWork?: RunnerOptions['newWork'];
   },
 ): TaskRunner {
   const { config } = ctx;
   const { tasks, provider } = opts;
   const publicUrl = config.publicUrl;
-  const bus = clusterBus(opts.db);
-  const newWork = bus
-    ? new PgNotifyChannel<number>(
-        bus.connection,
-        bus.channel('pyre_new_work'),
-        randomBytes(6).toString('hex'),
-        ctx.logger,
-      )
-    : undefined;
-  if (newWork) ctx.closers.push('new-work signal', () => newWork.close());
   const runner = new TaskRunner({
     db: opts.db,
     tasks,
@@ -53,8 +42,8 @@ export function createRunner(
     ...(publicUrl && provider.webhookSecret()
       ? { webhookUrl: (taskId: string) => `${publicUrl}/api/webhooks/replicate?task_id=${taskId}` }
       : {}),
-    newWork,
     now: ctx.now,
+    ...(opts.newWork ? { newWork: opts.newWork } : {}),
     ...opts.overrides,
   });
   return runner;

@@ -4,7 +4,8 @@ import type { Authenticator } from '../auth/tokens';
 import type { Db } from '../db';
 import type { Logger } from '../log';
 import type { TaskService } from '../tasks/service';
-import { errorHandler, notFoundRoute, sendError } from './errors';
+import type { TaskCreationLimit } from '../db/rate-limit';
+import { DATABASE_RETRY_AFTER_S, errorHandler, notFoundRoute } from './errors';
 import type { IdempotencyKeys } from './idempotency';
 import { cors } from './cors';
 import { methodNotAllowed, requestContext } from './middleware';
@@ -16,12 +17,14 @@ export interface HttpDeps {
   auth: Authenticator;
   idempotency: IdempotencyKeys;
   logger: Logger;
-  /** Task submissions a user may make a minute (0: no limit). */
-  tasksPerMinute?: number;
   /** Runs first on every request (the HTTP metrics). */
   observeRequests?: RequestHandler;
   /** CORS_ORIGINS: browser origins allowed to call /api (unset: none but the gateway's own). */
   corsOrigins?: string[];
+  /** The per-user task-creation limit (RATE_LIMIT_TASKS_PER_MINUTE), shared with the channels. */
+  taskLimit?: TaskCreationLimit;
+  /** Whether this process hears the other processes (the cluster bus's LISTEN); absent: no bus. */
+  busListening?: () => boolean;
   /** The base URL this request reached pyre at (output file URLs are made absolute against it). */
   baseUrlOf?: (req: IncomingMessage) => string;
   /** Extra routers mounted before the API's 404 (webhooks, files, metrics, dashboard). */
@@ -41,18 +44,35 @@ export function createHttpApp(deps: HttpDeps): Express {
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
   });
+  // Ready: the database answers (within 2 s) and, with several processes, the bus listens.
+  // Not ready is 503 naming why; it returns to 200 by itself when both are back.
   app.get('/readyz', async (_req, res) => {
+    let timer: NodeJS.Timeout | undefined;
+    let database = 'ok';
     try {
       await Promise.race([
         deps.db.raw('select 1'),
-        new Promise((_, reject) =>
-          setTimeout(() => reject(new Error('database did not answer within 2 s')), 2000).unref(),
-        ),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error('no answer within 2 s')), 2000);
+        }),
       ]);
-      res.json({ status: 'ok', database: 'ok' });
     } catch (err) {
-      sendError(res, 503, `not ready: database unreachable (${(err as Error).message})`);
+      database = `unreachable (${(err as Error).message})`;
+    } finally {
+      clearTimeout(timer);
     }
+    const bus = deps.busListening ? (deps.busListening() ? 'ok' : 'reconnecting') : undefined;
+    if (database === 'ok' && bus !== 'reconnecting') {
+      res.json({ status: 'ok', database, ...(bus ? { bus } : {}) });
+      return;
+    }
+    const why = [database !== 'ok' ? `database ${database}` : '', bus === 'reconnecting' ? 'bus reconnecting' : '']
+      .filter(Boolean)
+      .join('; ');
+    res.setHeader('Retry-After', String(DATABASE_RETRY_AFTER_S));
+    res
+      .status(503)
+      .json({ status: 'unavailable', database, ...(bus ? { bus } : {}), errors: { detail: `not ready: ${why}` } });
   });
 
   app.get('/api/models', (_req, res) => {

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import express, { Router } from 'express';
 import { TokenError, type Authenticator } from '../auth/tokens';
+import { eventNames } from '../tasks/events';
 
 /** The dashboard's static files: public/ at the package root (src/http/ in a checkout, dist/src/http/ compiled). */
 export const PUBLIC_DIR = packageRootPublic();
@@ -16,6 +17,18 @@ function packageRootPublic(): string {
 function phoenixStaticDir(): string {
   // phoenix's "exports" hide package.json; its CommonJS entry sits beside the browser builds.
   return path.dirname(require.resolve('phoenix'));
+}
+
+/** `/js/events.js`: the event names of src/tasks/events.ts as an ES module. */
+export function dashboardEventsModule(): string {
+  const names = eventNames();
+  return [
+    '// Served by the pyre gateway from its task-event contract (src/tasks/events.ts).',
+    `export const TASK_EVENTS = ${JSON.stringify(names.task_events)};`,
+    `export const RESPONSE_EVENTS = ${JSON.stringify(names.response_events)};`,
+    `export const GENERATE_EVENTS = ${JSON.stringify(names.generate_events)};`,
+    '',
+  ].join('\n');
 }
 
 /**
@@ -37,6 +50,13 @@ export function dashboardRouter(deps: { auth: Authenticator }): Router {
     // A bad or expired token answers 401, so a page can ask for another one.
     const userId = deps.auth.userFor(m?.[1]);
     res.json({ data: { auth_required: authRequired, open_mode: !authRequired, user_id: userId } });
+  });
+
+  // The task events' names, as a module the dashboard imports: generated from the contract, not a copy.
+  const eventsModule = dashboardEventsModule();
+  r.get('/js/events.js', (_req, res) => {
+    res.type('text/javascript').setHeader('Cache-Control', 'no-cache');
+    res.send(eventsModule);
   });
 
   const vendor = ['phoenix.mjs', 'phoenix.mjs.map', 'phoenix.js', 'phoenix.min.js'];

@@ -1,6 +1,10 @@
 import type { ErrorRequestHandler, RequestHandler, Response } from 'express';
 import { TokenError } from '../auth/tokens';
 import { ConflictError, NotFoundError, ValidationError } from '../tasks/errors';
+import { isDatabaseUnavailable } from '../db/errors';
+
+/** Seconds a client is told to wait (Retry-After) while the database is unreachable. */
+export const DATABASE_RETRY_AFTER_S = 5;
 
 /** Phoenix's error JSON: `{"errors": {"detail": "..."}}`. */
 export function sendError(res: Response, status: number, detail: string, headers: Record<string, string> = {}): void {
@@ -40,6 +44,13 @@ export const errorHandler: ErrorRequestHandler = (err: unknown, req, res, _next)
     case 'encoding.unsupported':
     case 'charset.unsupported':
       return sendError(res, 415, e.message);
+  }
+  if (isDatabaseUnavailable(err)) {
+    // Not a bug: the database is restarting or out of reach. Clients retry; no stack in the log.
+    req.log?.warn({ err: (err as Error).message }, 'request failed: database unavailable');
+    return sendError(res, 503, 'service unavailable: the database cannot be reached; retry later', {
+      'Retry-After': String(DATABASE_RETRY_AFTER_S),
+    });
   }
   req.log?.error({ err }, 'request failed');
   sendError(res, 500, 'Internal Server Error');

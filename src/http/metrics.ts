@@ -11,8 +11,11 @@ export interface MetricsDeps {
   db: Db;
   realtime: { stats(): RealtimeStats & { longpollSessions: number } };
   runner: { readonly activeCount: number };
-  /** The provider API's base URL: calls to its origin are timed (undici diagnostics channels). */
-  providerBaseUrl?: string;
+  /**
+   * The provider API: calls to its base URL's origin are timed (undici diagnostics channels),
+   * labelled with `routeOf(path)` (the provider's URL layout, ids taken out).
+   */
+  provider?: { baseUrl: string; routeOf(path: string): string };
   /** How long a tasks-by-state count is reused (default 5 s). */
   taskCountTtlMs?: number;
   /** Node process metrics (process_*, nodejs_*); default true. */
@@ -52,18 +55,6 @@ interface UndiciRequest {
   origin?: string;
   method?: string;
   path?: string;
-}
-
-/** Provider paths with ids taken out, so labels stay few. */
-function routeOf(path: string): string {
-  const p = path.split('?')[0]!.replace(/^\/v1/, '');
-  if (/^\/models\/[^/]+\/[^/]+\/predictions$/.test(p)) return '/models/:owner/:name/predictions';
-  if (/^\/predictions\/[^/]+\/cancel$/.test(p)) return '/predictions/:id/cancel';
-  if (/^\/predictions\/[^/]+$/.test(p)) return '/predictions/:id';
-  if (p === '/predictions') return '/predictions';
-  if (/^\/webhooks\//.test(p)) return '/webhooks/default/secret';
-  if (/\/stream/.test(p) || /^\/files\//.test(p)) return '/stream';
-  return 'other';
 }
 
 /**
@@ -114,14 +105,21 @@ export function createMetrics(deps: MetricsDeps): Metrics {
 
   // Tasks by state: one GROUP BY per scrape at most every ttl, shared by the gauges below.
   const ttl = deps.taskCountTtlMs ?? 5000;
-  let cached: { at: number; value: ReturnType<TaskStore['countByStatus']> } | undefined;
+  type Counts = Awaited<ReturnType<TaskStore['countByStatus']>>;
+  // While the database cannot be reached, /metrics still answers (sockets, channels, ...) with the
+  // last task counts read, instead of failing the whole scrape.
+  let lastRead: Counts | undefined;
+  let cached: { at: number; value: Promise<Counts | undefined> } | undefined;
   const counts = () => {
     if (!cached || Date.now() - cached.at > ttl) {
-      const value = new TaskStore(deps.db).countByStatus();
+      const value = new TaskStore(deps.db).countByStatus().then(
+        (c) => (lastRead = c),
+        () => {
+          cached = undefined;
+          return lastRead;
+        },
+      );
       cached = { at: Date.now(), value };
-      value.catch(() => {
-        cached = undefined;
-      });
     }
     return cached.value;
   };
@@ -131,8 +129,8 @@ export function createMetrics(deps: MetricsDeps): Metrics {
     labelNames: ['status'],
     registers: [registry],
     async collect() {
-      const { byStatus } = await counts();
-      for (const s of TASK_STATUSES) this.set({ status: s }, byStatus.get(s) ?? 0);
+      const c = await counts();
+      if (c) for (const s of TASK_STATUSES) this.set({ status: s }, c.byStatus.get(s) ?? 0);
     },
   });
   new Gauge({
@@ -140,7 +138,8 @@ export function createMetrics(deps: MetricsDeps): Metrics {
     help: 'Tasks waiting to run (status queued)',
     registers: [registry],
     async collect() {
-      this.set((await counts()).byStatus.get('queued') ?? 0);
+      const c = await counts();
+      if (c) this.set(c.byStatus.get('queued') ?? 0);
     },
   });
   new Gauge({
@@ -148,7 +147,8 @@ export function createMetrics(deps: MetricsDeps): Metrics {
     help: 'Attempts beyond the first, summed over stored tasks (runner retries)',
     registers: [registry],
     async collect() {
-      this.set((await counts()).retries);
+      const c = await counts();
+      if (c) this.set(c.retries);
     },
   });
   new Gauge({
@@ -175,7 +175,8 @@ export function createMetrics(deps: MetricsDeps): Metrics {
     registers: [registry],
   });
   const started = new WeakMap<object, number>();
-  const origin = deps.providerBaseUrl ? new URL(deps.providerBaseUrl).origin : undefined;
+  const origin = deps.provider ? new URL(deps.provider.baseUrl).origin : undefined;
+  const routeOf = (path: string) => deps.provider?.routeOf(path) ?? 'other';
   const ours = (r: UndiciRequest) =>
     origin !== undefined && r.origin !== undefined && new URL(r.origin).origin === origin;
   const onCreate = (m: unknown) => {

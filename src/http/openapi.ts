@@ -1,6 +1,8 @@
 import { Router } from 'express';
-import { CLIENT_TYPES, inputJsonSchema, type ModelRegistry, type ModelSpec, type TaskType } from '../tasks/models';
-import { TASK_STATUSES } from '../tasks/task';
+import { z } from 'zod';
+import { kindOf, taskEventSchema, type TaskType } from '../tasks/events';
+import { inputJsonSchema, type ModelRegistry, type ModelSpec } from '../tasks/models';
+import { TASK_STATUSES, taskSchema } from '../tasks/task';
 
 type Schema = Record<string, unknown>;
 
@@ -13,12 +15,7 @@ export function modelSchemaName(model: string): string {
 
 /** The client's names for a task type: `image` and `image_gen` both mean image_gen. */
 function typeNames(t: TaskType): string[] {
-  return [
-    ...Object.entries(CLIENT_TYPES)
-      .filter(([, v]) => v === t)
-      .map(([k]) => k),
-    t,
-  ];
+  return [kindOf(t).kind, t];
 }
 
 /** Refusals the REST API makes that zod's JSON Schema does not carry. */
@@ -124,80 +121,11 @@ const errorBody: Schema = {
   required: ['errors'],
 };
 
-const taskSchema: Schema = {
-  type: 'object',
-  properties: {
-    id: { type: 'string', format: 'uuid' },
-    task_type: { enum: ['image_gen', 'video_gen', 'text_gen'] },
-    model: { type: 'string' },
-    status: { enum: [...TASK_STATUSES] },
-    progress: { type: ['integer', 'null'], minimum: 0, maximum: 100 },
-    input_data: { type: 'object', additionalProperties: true },
-    output: {
-      oneOf: [
-        { type: 'null' },
-        {
-          type: 'object',
-          properties: { urls: { type: 'array', items: { type: 'string', format: 'uri' } } },
-          required: ['urls'],
-        },
-        { type: 'object', properties: { text: { type: 'string' } }, required: ['text'] },
-      ],
-    },
-    error: {
-      oneOf: [
-        { type: 'null' },
-        {
-          type: 'object',
-          properties: { code: { type: 'string' }, message: { type: 'string' } },
-          required: ['code', 'message'],
-        },
-      ],
-    },
-    attempts: { type: 'integer', minimum: 0 },
-    cancel_requested: {
-      type: 'boolean',
-      description: 'a cancel was asked for and is pending with the provider; `status` changes when it lands',
-    },
-    inserted_at: { type: 'string', format: 'date-time' },
-    updated_at: { type: 'string', format: 'date-time' },
-    started_at: { type: ['string', 'null'], format: 'date-time' },
-    completed_at: { type: ['string', 'null'], format: 'date-time' },
-    topic: { type: 'string', description: 'the channel topic, `task:<id>`' },
-    last_seq: { type: 'integer', minimum: 0, description: "the seq of the task's latest event" },
-  },
-  required: [
-    'id',
-    'task_type',
-    'model',
-    'status',
-    'progress',
-    'input_data',
-    'output',
-    'error',
-    'attempts',
-    'inserted_at',
-    'updated_at',
-    'topic',
-  ],
-};
-
-const taskEvent: Schema = {
-  type: 'object',
-  properties: {
-    task_id: { type: 'string', format: 'uuid' },
-    seq: { type: 'integer', minimum: 1 },
-    event: { enum: ['status', 'progress', 'text_delta', 'image_response', 'video_response', 'text_response'] },
-    payload: {
-      type: 'object',
-      description: "what the channel pushed: always `task_id` and `seq`, then the event's fields",
-      properties: { task_id: { type: 'string', format: 'uuid' }, seq: { type: 'integer' } },
-      required: ['task_id', 'seq'],
-    },
-    inserted_at: { type: 'string', format: 'date-time' },
-  },
-  required: ['task_id', 'seq', 'event', 'payload'],
-};
+/** A component schema from the contract's zod schema (the same one the TypeScript types come from). */
+function fromZod(schema: z.ZodType, description?: string): Schema {
+  const { $schema: _dialect, ...out } = z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any' }) as Schema;
+  return description ? { ...out, description } : out;
+}
 
 const json = (schema: Schema, description: string) => ({ description, content: { 'application/json': { schema } } });
 const err = (description: string) => json(ref('Error'), description);
@@ -420,8 +348,11 @@ export function openApiDocument(registry: ModelRegistry, opts: { serverUrl?: str
       },
       schemas: {
         CreateTaskRequest: createTaskRequest(registry),
-        Task: taskSchema,
-        TaskEvent: taskEvent,
+        Task: fromZod(taskSchema),
+        TaskEvent: fromZod(
+          taskEventSchema,
+          "an entry of a task's event log, as the channel pushed it: the payload always has `task_id` and `seq`, then the event's fields",
+        ),
         Error: errorBody,
         Model: {
           type: 'object',

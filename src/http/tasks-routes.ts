@@ -9,6 +9,7 @@ import { methodNotAllowed, requireJson, requireUser } from './middleware';
 import type { Authenticator } from '../auth/tokens';
 import { sendError } from './errors';
 import { rateLimitPerUser } from './rate-limit';
+import type { TaskCreationLimit } from '../db/rate-limit';
 
 export const MAX_BODY_BYTES = 1024 * 1024;
 /**
@@ -60,7 +61,8 @@ export function tasksRouter(deps: {
   tasks: TaskService;
   auth: Authenticator;
   idempotency: IdempotencyKeys;
-  tasksPerMinute?: number;
+  /** The per-user task-creation limit (shared with the channels); absent: none. */
+  taskLimit?: TaskCreationLimit;
   baseUrlOf?: (req: IncomingMessage) => string;
 }): Router {
   const { tasks, idempotency } = deps;
@@ -72,7 +74,7 @@ export function tasksRouter(deps: {
 
   r.post(
     '/tasks',
-    rateLimitPerUser(deps.tasksPerMinute ?? 0),
+    rateLimitPerUser(deps.taskLimit),
     requireJson,
     express.json({ limit: MAX_BODY_BYTES, strict: false }),
     limitBodyDepth,

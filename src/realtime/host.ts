@@ -30,6 +30,8 @@ export interface TransportHost {
   readonly maxFrameBytes: number;
   /** Idle limit for WebSocket connections (ms, 0 = none). */
   readonly idleTimeoutMs: number;
+  /** How long a WebSocket upgrade may take to be answered once its headers are in (ms). */
+  readonly upgradeTimeoutMs: number;
   /** True once `close()` started: late upgrades are dropped. */
   readonly isClosed: boolean;
   /** Applies the checkOrigin option. */

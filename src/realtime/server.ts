@@ -11,7 +11,7 @@ import { type CheckOrigin, compileOriginCheck } from './origin';
 import { decodeQuery, requestTarget, type Params } from './params';
 import { PubSub, type PubSubAdapter, type Subscriber } from './pubsub';
 import { negotiateSerializer } from './serializer';
-import { silentRealtimeLogger, type RealtimeLogger } from './logger';
+import { RateLimitedLogger, silentRealtimeLogger, type LogLimit, type RealtimeLogger } from './logger';
 import type { Authorized, HostedTransport, TransportHost } from './host';
 import { rejectUpgrade, WebSocketEndpoint } from './websocket';
 import { LongPollEndpoint, type LongPollOptions } from './longpoll';
@@ -42,6 +42,12 @@ export interface RealtimeServerOptions<A extends Assigns = Assigns> {
   rateLimit?: { messages: number; intervalMs: number } | false;
   /** Default 100, as Phoenix. */
   maxChannelsPerSocket?: number;
+  /**
+   * A WebSocket upgrade must be answered (101 or refused) within this long after its request
+   * headers are in, `connect` included (default 5000 ms); past it the client gets 503 and the
+   * connection is closed. Slow request headers are the HTTP server's headersTimeout's job.
+   */
+  upgradeTimeoutMs?: number;
   /** Close a WebSocket with no inbound frame for this long (default 60 000 ms; 0 disables). */
   idleTimeoutMs?: number;
   /**
@@ -50,6 +56,11 @@ export interface RealtimeServerOptions<A extends Assigns = Assigns> {
    */
   maxBufferedBytes?: number;
   slowClientGraceMs?: number;
+  /**
+   * Unsent bytes allowed across all WebSockets together (default 128 MiB; 0: none). Over it, the
+   * sockets holding the most are terminated first (counted as slow clients) until the rest fits.
+   */
+  maxTotalBufferedBytes?: number;
   /**
    * While the server is saturated (a flush pass took 2 ms or more), delay the next flush by up
    * to this many ms so that broadcasts close together share one write per socket (default 10;
@@ -64,6 +75,11 @@ export interface RealtimeServerOptions<A extends Assigns = Assigns> {
    */
   maxPayloadDepth?: number;
   logger?: RealtimeLogger;
+  /**
+   * Lines of one message written per window (default 20 per 10 000 ms); the rest are counted and
+   * reported as `suppressed` on the next. Clients cause most of these lines. false: no limit.
+   */
+  logLimit?: LogLimit | false;
   /** Carries broadcasts between nodes (default: this process only). */
   pubsub?: PubSubAdapter;
   longpoll?: LongPollOptions | false;
@@ -104,6 +120,7 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
   readonly maxProtocolErrors: number;
   readonly maxPayloadDepth: number;
   readonly idleTimeoutMs: number;
+  readonly upgradeTimeoutMs: number;
   readonly maxFrameBytes: number;
   /** Every live connection (WebSocket and long-poll). */
   readonly connections = new Set<Connection>();
@@ -126,13 +143,18 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
   constructor(opts: RealtimeServerOptions<A> = {}) {
     const mount = routePath(opts.path ?? '/socket');
     this.path = mount === '/' ? '' : mount;
-    this.logger = opts.logger ?? silentRealtimeLogger;
+    const logger = opts.logger ?? silentRealtimeLogger;
+    this.logger =
+      opts.logLimit === false
+        ? logger
+        : new RateLimitedLogger(logger, opts.logLimit ?? { lines: 20, intervalMs: 10_000 });
     this.connectFn = opts.connect ?? (() => ({ assigns: {} as A }));
     this.originOk = compileOriginCheck(opts.checkOrigin ?? true);
     this.maxFrameBytes = opts.maxFrameBytes ?? 64 * 1024;
     this.rateLimit = opts.rateLimit === false ? null : (opts.rateLimit ?? { messages: 200, intervalMs: 1000 });
     this.maxChannelsPerSocket = opts.maxChannelsPerSocket ?? 100;
     this.idleTimeoutMs = opts.idleTimeoutMs ?? 60_000;
+    this.upgradeTimeoutMs = opts.upgradeTimeoutMs ?? 5000;
     this.maxProtocolErrors = opts.maxProtocolErrors ?? 10;
     this.maxPayloadDepth = opts.maxPayloadDepth ?? 32;
     this.pubsub = new PubSub(opts.pubsub, (err) =>
@@ -142,6 +164,7 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
       maxBufferedBytes: opts.maxBufferedBytes ?? 4 * 1024 * 1024,
       slowClientGraceMs: opts.slowClientGraceMs ?? 2000,
       maxFlushDelayMs: opts.maxFlushDelayMs ?? 10,
+      maxTotalBufferedBytes: opts.maxTotalBufferedBytes ?? 128 * 1024 * 1024,
     });
     this.longpoll = opts.longpoll === false ? null : new LongPollEndpoint(this, opts.longpoll ?? {});
     this.startSweep();

@@ -47,6 +47,7 @@ export class WriteScheduler {
     const list = this.dirty;
     this.dirty = [];
     for (let i = 0; i < list.length; i++) list[i]!.flush();
+    if (this.maxTotalBufferedBytes > 0 && this.totalBacklog > this.maxTotalBufferedBytes) this.enforceBudget();
     const took = performance.now() - started;
     // Saturated: the loop was busy over 90% of the time since the last flush.
     const elu = performance.eventLoopUtilization();
@@ -64,7 +65,47 @@ export class WriteScheduler {
      * flush so that consecutive broadcasts share one write per socket. 0: always end of tick.
      */
     readonly maxFlushDelayMs = 10,
+    /** Unsent bytes allowed across all sockets (0: no overall budget); see enforceBudget. */
+    readonly maxTotalBufferedBytes = 0,
+    readonly onOverBudget: (t: WsTransport, buffered: number, total: number) => void = () => {},
   ) {}
+
+  /** Sockets with unsent bytes, as last seen after a write, and their sum. */
+  private readonly backlogs = new Map<WsTransport, number>();
+  private totalBacklog = 0;
+
+  /** A socket's unsent bytes after a write (0 once the kernel took everything). */
+  noteBacklog(t: WsTransport, bytes: number): void {
+    const old = this.backlogs.get(t) ?? 0;
+    if (bytes > 0) this.backlogs.set(t, bytes);
+    else this.backlogs.delete(t);
+    this.totalBacklog += bytes - old;
+  }
+
+  /** A socket is gone: its bytes no longer count. */
+  forget(t: WsTransport): void {
+    this.noteBacklog(t, 0);
+  }
+
+  /**
+   * Each socket may hold up to maxBufferedBytes, so many non-readers together could hold a lot:
+   * over the overall budget, the sockets holding the most are cut first until the rest fits. A
+   * reader's backlog drains to 0 between writes, so a healthy reader is never among them.
+   */
+  private enforceBudget(): void {
+    // What was recorded may have drained since (a slow but reading client): look again.
+    for (const [t, recorded] of this.backlogs) {
+      const now = t.backlog();
+      if (now !== recorded) this.noteBacklog(t, now);
+    }
+    if (this.totalBacklog <= this.maxTotalBufferedBytes) return;
+    const largestFirst = [...this.backlogs].sort((a, b) => b[1] - a[1]);
+    for (const [t, bytes] of largestFirst) {
+      if (this.totalBacklog <= this.maxTotalBufferedBytes) break;
+      this.onOverBudget(t, bytes, this.totalBacklog);
+      this.forget(t);
+    }
+  }
 
   add(t: WsTransport): void {
     this.dirty.push(t);
@@ -166,12 +207,19 @@ export class WsTransport implements HostedTransport {
     this.checkBacklog(s.writableLength);
   }
 
+  /** Bytes written to the TCP socket that the kernel has not taken yet. */
+  backlog(): number {
+    const s = this.sock;
+    return s === null || s.destroyed ? 0 : s.writableLength;
+  }
+
   /**
    * A socket stays over the cap for longer than the grace period (checked whenever it is written
    * to), or goes over 4× the cap at once ⇒ slow client. A healthy client's momentary burst passes.
    */
   private checkBacklog(buffered: number): void {
     const sch = this.scheduler;
+    sch.noteBacklog(this, buffered);
     if (buffered <= sch.maxBufferedBytes) {
       this.overSince = 0;
       return;
@@ -196,7 +244,13 @@ export class WsTransport implements HostedTransport {
 
   /** Drops the TCP connection without a close handshake (slow or dead peers). */
   terminate(): void {
+    this.scheduler.forget(this);
     this.ws.terminate();
+  }
+
+  /** The WebSocket closed: its unsent bytes no longer count against the overall budget. */
+  closed(): void {
+    this.scheduler.forget(this);
   }
 }
 
@@ -228,6 +282,7 @@ export interface WebSocketEndpointOptions {
   maxBufferedBytes: number;
   slowClientGraceMs: number;
   maxFlushDelayMs: number;
+  maxTotalBufferedBytes: number;
 }
 
 /** Serves `${path}/websocket`: authorises the upgrade through the host, then runs a WsTransport. */
@@ -250,6 +305,15 @@ export class WebSocketEndpoint {
         t.terminate();
       },
       opts.maxFlushDelayMs,
+      opts.maxTotalBufferedBytes,
+      (t, buffered, total) => {
+        host.counters.slowClientDisconnects++;
+        host.logger.warn(
+          { socketId: t.conn?.id ?? null, buffered, total, budget: opts.maxTotalBufferedBytes },
+          'realtime: unsent bytes of all sockets over the overall budget, closing the socket holding the most',
+        );
+        t.terminate();
+      },
     );
     this.wss = new WebSocketServer({
       noServer: true,
@@ -282,9 +346,24 @@ export class WebSocketEndpoint {
       }
     }
     const refuse = offersOthers && !offersPhoenix ? { status: 403, reason: 'no supported subprotocol offered' } : null;
+    // Whichever comes first: the answer, or the deadline (a connect that never settles).
+    let answered = false;
+    const answer = (): boolean => {
+      if (answered) return false;
+      answered = true;
+      clearTimeout(deadline);
+      return true;
+    };
+    const deadline = setTimeout(() => {
+      if (!answer()) return;
+      host.counters.connectsRefused++;
+      host.logger.warn({ upgradeTimeoutMs: host.upgradeTimeoutMs }, 'realtime: upgrade not answered in time, closing');
+      rejectUpgrade(socket, 503);
+    }, host.upgradeTimeoutMs);
     host
       .authorize(req, 'websocket', authToken, refuse)
       .then((a) => {
+        if (!answer()) return;
         if ('status' in a) {
           rejectUpgrade(socket, a.status);
           return;
@@ -310,6 +389,7 @@ export class WebSocketEndpoint {
         });
       })
       .catch((err: unknown) => {
+        answer();
         host.logger.error({ err }, 'realtime: upgrade failed');
         if (!socket.destroyed) rejectUpgrade(socket, 500);
       });
@@ -337,7 +417,9 @@ function onWsMessage(this: WebSocket, data: WebSocket.RawData, isBinary: boolean
 }
 
 function onWsClose(this: WebSocket): void {
-  transportOf(this).conn.transportClosed();
+  const t = transportOf(this);
+  t.closed();
+  t.conn.transportClosed();
 }
 
 function onWsError(this: WebSocket, err: Error & { code?: string }): void {

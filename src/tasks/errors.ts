@@ -38,4 +38,8 @@ export class NotFoundError extends Error {
   }
 }
 
+/** What was to be created exists already (a task id a client chose, taken meanwhile). */
 export class ConflictError extends Error {}
+
+/** PostgreSQL's unique_violation (23505), as pg and PGlite report it. */
+export const isUniqueViolation = (err: unknown): boolean => (err as { code?: string } | null)?.code === '23505';

@@ -1,13 +1,7 @@
 import { z } from 'zod';
 import { addFieldError, emptyFieldErrors, ValidationError, type FieldErrors } from './errors';
-import {
-  CLIENT_TYPES,
-  clientTaskType,
-  MAX_PROMPT_CHARS,
-  type ModelRegistry,
-  type ModelSpec,
-  type TaskType,
-} from './models';
+import { kindNamed, kindOf, TASK_KINDS, type TaskType } from './events';
+import { MAX_PROMPT_CHARS, type ModelRegistry, type ModelSpec } from './models';
 
 /** A request to make a task, validated: a model is always chosen. */
 export interface TaskRequest {
@@ -142,12 +136,13 @@ export function parseTaskInput(registry: ModelRegistry, raw: unknown, impliedTyp
 
   let taskType: TaskType | undefined = impliedType;
   if (input.type !== undefined && input.type !== null) {
-    const t = typeof input.type === 'string' ? clientTaskType(input.type) : undefined;
-    if (!t) errors.type = [`must be one of: ${Object.keys(CLIENT_TYPES).join(', ')}`];
+    const t = typeof input.type === 'string' ? kindNamed(input.type)?.taskType : undefined;
+    if (!t) errors.type = [`must be one of: ${TASK_KINDS.map((k) => k.kind).join(', ')}`];
     else if (impliedType && t !== impliedType)
-      errors.type = [`does not match the event (${impliedType.replace('_gen', '_generate')})`];
+      errors.type = [`does not match the event (${kindOf(impliedType).generateEvent})`];
     else taskType = t;
   }
+  // A missing type means text, as the old backend did.
   taskType ??= 'text_gen';
 
   const prompt = input.prompt;
@@ -193,7 +188,7 @@ export function parseTaskInput(registry: ModelRegistry, raw: unknown, impliedTyp
     model,
     prompt: p,
     params,
-    inputData: { type: taskType.replace('_gen', ''), model: model.name, prompt: p, ...params },
+    inputData: { type: kindOf(taskType).kind, model: model.name, prompt: p, ...params },
     providerInput: model.toProviderInput(p, params),
   };
 }

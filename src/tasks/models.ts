@@ -1,20 +1,8 @@
 import { z } from 'zod';
+import { kindOf, TASK_TYPES, type TaskType } from './events';
 
-/** What a task produces. The client's `type` names it; the stored `task_type` is `<kind>_gen`. */
-export type TaskType = 'image_gen' | 'video_gen' | 'text_gen';
-export const TASK_TYPES: readonly TaskType[] = ['image_gen', 'video_gen', 'text_gen'];
-
-/** The client's `type` → task type. A missing type means text, as the old backend did. */
-export const CLIENT_TYPES: Record<string, TaskType> = { image: 'image_gen', video: 'video_gen', text: 'text_gen' };
-
-/**
- * The task type a client's `type` names (`image`, or the stored form `image_gen`); undefined for
- * anything else, including `constructor` or `toString`, which a plain lookup would find on Object.prototype.
- */
-export function clientTaskType(type: string): TaskType | undefined {
-  if (Object.hasOwn(CLIENT_TYPES, type)) return CLIENT_TYPES[type];
-  return TASK_TYPES.find((t) => t === type);
-}
+/** What a task produces: the kinds table is in events.ts. */
+export { TASK_TYPES, type TaskType };
 
 /** The longest prompt accepted, in characters (documented in the README). */
 export const MAX_PROMPT_CHARS = 10_000;
@@ -243,7 +231,7 @@ export class ModelRegistry {
     return this.models.map((m) => ({
       name: m.name,
       task_type: m.taskType,
-      type: m.taskType.replace('_gen', ''),
+      type: kindOf(m.taskType).kind,
       provider: 'replicate',
       provider_model: m.providerModel,
       default: m.isDefault,

@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { Logger } from '../log';
 import type { Db } from '../db';
-import { NotFoundError, ValidationError } from './errors';
+import { ConflictError, isUniqueViolation, NotFoundError, ValidationError } from './errors';
+import { CANCELED_BY_USER, FIRST_EVENT, type NewTaskEvent } from './events';
 import { GroupInsert } from './group-insert';
 import { parseTaskInput } from './input';
 import type { ModelRegistry, TaskType } from './models';
@@ -40,7 +41,7 @@ export interface TaskChange {
 }
 
 /** What `apply` is to do to a task: a change and the extra events that announce it. */
-export type TaskDecision = { change: TaskChange; events?: Array<{ event: string; payload: Record<string, unknown> }> };
+export type TaskDecision = { change: TaskChange; events?: NewTaskEvent[] };
 
 export interface ListOptions {
   status?: string;
@@ -117,8 +118,8 @@ export class TaskService {
       task_id: id,
       user_id: userId,
       seq: 1,
-      event: 'status',
-      payload: { task_id: id, seq: 1, status: 'queued', progress: null, error: null },
+      event: FIRST_EVENT.event,
+      payload: { task_id: id, seq: 1, ...FIRST_EVENT.payload },
       inserted_at: now.toISOString(),
     };
     const values = {
@@ -137,16 +138,23 @@ export class TaskService {
       updated_at: now,
     };
     let row: TaskRow;
-    if (opts.inTransaction) {
-      const hook = opts.inTransaction;
-      row = await this.store.transaction(async (trx) => {
-        const [inserted] = await this.store.insert([values], trx);
-        await hook(trx, taskJson(inserted!));
-        return inserted!;
-      });
-    } else {
-      // Group commit: written with any creates that overlap it, in one statement.
-      row = await this.inserts.insert(values);
+    try {
+      if (opts.inTransaction) {
+        const hook = opts.inTransaction;
+        row = await this.store.transaction(async (trx) => {
+          const [inserted] = await this.store.insert([values], trx);
+          await hook(trx, taskJson(inserted!));
+          return inserted!;
+        });
+      } else {
+        // Group commit: written with any creates that overlap it, in one statement.
+        row = await this.inserts.insert(values);
+      }
+    } catch (err) {
+      // A client-chosen id may be taken by a create that won a race (the only unique key then).
+      if (opts.id && isUniqueViolation(err))
+        throw new ConflictError(`duplicate task id ${id}: a task has it already`, { cause: err });
+      throw err;
     }
     this.logger.info({ task_id: id, user_id: userId, model: req.model.name, task_type: req.taskType }, 'task created');
     this.publish([first]);
@@ -202,7 +210,7 @@ export class TaskService {
     const changed = await this.apply(id, (cur) => {
       if (TERMINAL.has(cur.status)) return null;
       if (cur.status === 'queued' && !cur.prediction_id) {
-        return { change: { status: 'canceled', error: { code: 'canceled', message: 'canceled by the user' } } };
+        return { change: { status: 'canceled', error: CANCELED_BY_USER } };
       }
       return { change: { cancel_requested: true } };
     });
@@ -238,6 +246,22 @@ export class TaskService {
     return requeued;
   }
 
+  /** The last seq of the tasks `taskIds`, and of the tasks of `userIds` changed since `since` (the event relay's position check). */
+  positions(
+    taskIds: string[],
+    userIds: string[],
+    since: Date,
+  ): Promise<Array<{ id: string; user_id: string; last_seq: number }>> {
+    return this.store.positions(taskIds, userIds, since);
+  }
+
+  /** A user's events stored after `since`, in store order (the `tasks:<user_id>` feed's replay). */
+  async userEventsSince(userId: string, since: Date, limit: number): Promise<TaskEvent[]> {
+    return (await this.store.userEventsSince(userId, since, limit)).map(
+      (e) => ({ ...e, user_id: userId }) as TaskEvent,
+    );
+  }
+
   /** The task's event log after `afterSeq`, in seq order. */
   async events(userId: string, id: string, afterSeq = 0): Promise<TaskEvent[]> {
     const row = await this.find(id);
@@ -248,7 +272,7 @@ export class TaskService {
   /** The stored events of a task after `afterSeq` (no ownership check). */
   async eventsOf(row: Pick<TaskRow, 'id' | 'user_id'>, afterSeq = 0): Promise<TaskEvent[]> {
     const events = await this.store.eventsAfter(row.id, afterSeq);
-    return events.map((e) => ({ ...e, user_id: row.user_id }));
+    return events.map((e) => ({ ...e, user_id: row.user_id }) as TaskEvent);
   }
 
   /**
@@ -318,19 +342,22 @@ export class TaskService {
   private async appendEvents(
     trx: Knex.Transaction,
     row: TaskRow,
-    events: Array<{ event: string; payload: Record<string, unknown> }>,
+    events: NewTaskEvent[],
   ): Promise<{ row: TaskRow; events: TaskEvent[] }> {
     if (events.length === 0) return { row, events: [] };
     const now = this.now();
     const first = row.last_seq + 1;
-    const stored: TaskEvent[] = events.map((e, i) => ({
-      task_id: row.id,
-      user_id: row.user_id,
-      seq: first + i,
-      event: e.event,
-      payload: { task_id: row.id, seq: first + i, ...e.payload },
-      inserted_at: now.toISOString(),
-    }));
+    const stored = events.map(
+      (e, i) =>
+        ({
+          task_id: row.id,
+          user_id: row.user_id,
+          seq: first + i,
+          event: e.event,
+          payload: { task_id: row.id, seq: first + i, ...e.payload },
+          inserted_at: now.toISOString(),
+        }) as TaskEvent,
+    );
     return { row: await this.store.appendEvents(trx, row, stored, now), events: stored };
   }
 

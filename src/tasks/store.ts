@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import type { Db } from '../db';
+import { FIRST_EVENT } from './events';
 import { TERMINAL, type TaskEvent, type TaskRow, type TaskStatus } from './task';
 
 /** The columns of one new task, as `TaskService.create` builds them. */
@@ -11,10 +12,10 @@ export type StoredEvent = Pick<TaskEvent, 'task_id' | 'seq' | 'event' | 'payload
 /** A connection or the transaction a caller is in. */
 export type Conn = Knex | Knex.Transaction;
 
-/** The event that goes with every new task: seq 1, `status: queued` (as `TaskService.create` announces it). */
+/** The event that goes with every new task: seq 1, FIRST_EVENT (as `TaskService.create` announces it). */
 const FIRST_EVENT_SQL =
   `INSERT INTO task_events (task_id, seq, event, payload, inserted_at) ` +
-  `SELECT id, 1, 'status', jsonb_build_object('task_id', id, 'seq', 1, 'status', 'queued', 'progress', null, 'error', null), inserted_at FROM t`;
+  `SELECT id, 1, ?, jsonb_build_object('task_id', id, 'seq', 1) || ?::jsonb, inserted_at FROM t`;
 
 /**
  * The claim, one statement (graphile-worker's shape): lock up to `limit` runnable tasks, skipping
@@ -59,10 +60,11 @@ export class TaskStore {
    */
   async insert(values: NewTaskValues[], conn: Conn = this.db): Promise<TaskRow[]> {
     const insert = conn('tasks').insert(values).returning('*').toSQL();
-    const result = (await conn.raw(
-      `WITH t AS (${insert.sql}), e AS (${FIRST_EVENT_SQL}) SELECT * FROM t`,
-      insert.bindings,
-    )) as { rows: TaskRow[] };
+    const result = (await conn.raw(`WITH t AS (${insert.sql}), e AS (${FIRST_EVENT_SQL}) SELECT * FROM t`, [
+      ...insert.bindings,
+      FIRST_EVENT.event,
+      JSON.stringify(FIRST_EVENT.payload),
+    ])) as { rows: TaskRow[] };
     return result.rows;
   }
 
@@ -128,13 +130,67 @@ export class TaskStore {
       payload: Record<string, unknown>;
       inserted_at: Date;
     }>;
-    return rows.map((r) => ({
-      task_id: r.task_id,
-      seq: r.seq,
-      event: r.event,
-      payload: r.payload,
-      inserted_at: new Date(r.inserted_at).toISOString(),
-    }));
+    // The log holds only events written through the contract (src/tasks/events.ts).
+    return rows.map(
+      (r) =>
+        ({
+          task_id: r.task_id,
+          seq: r.seq,
+          event: r.event,
+          payload: r.payload,
+          inserted_at: new Date(r.inserted_at).toISOString(),
+        }) as Omit<TaskEvent, 'user_id'>,
+    );
+  }
+
+  /**
+   * The event relay's position check, one statement: the last seq of the tasks `taskIds`, and of
+   * the tasks of `userIds` changed since `since`.
+   */
+  async positions(
+    taskIds: string[],
+    userIds: string[],
+    since: Date,
+  ): Promise<Array<{ id: string; user_id: string; last_seq: number }>> {
+    if (!taskIds.length && !userIds.length) return [];
+    return (await this.db('tasks')
+      .select('id', 'user_id', 'last_seq')
+      .where((w) => {
+        if (taskIds.length) w.orWhereRaw('id = ANY(?::uuid[])', [taskIds]);
+        if (userIds.length) w.orWhereRaw('(user_id = ANY(?::text[]) AND updated_at >= ?)', [userIds, since]);
+      })) as Array<{ id: string; user_id: string; last_seq: number }>;
+  }
+
+  /** A user's events stored after `since`, ordered by (inserted_at, task_id, seq): the feed's replay. */
+  async userEventsSince(userId: string, since: Date, limit: number): Promise<Array<Omit<TaskEvent, 'user_id'>>> {
+    const rows = (await this.db('task_events as e')
+      .join('tasks as t', 't.id', 'e.task_id')
+      .where('t.user_id', userId)
+      .andWhere('e.inserted_at', '>', since)
+      .orderBy([
+        { column: 'e.inserted_at', order: 'asc' },
+        { column: 'e.task_id', order: 'asc' },
+        { column: 'e.seq', order: 'asc' },
+      ])
+      .limit(limit)
+      .select('e.task_id', 'e.seq', 'e.event', 'e.payload', 'e.inserted_at')) as Array<{
+      task_id: string;
+      seq: number;
+      event: string;
+      payload: Record<string, unknown>;
+      inserted_at: Date;
+    }>;
+    // The log holds only events written through the contract (src/tasks/events.ts).
+    return rows.map(
+      (r) =>
+        ({
+          task_id: r.task_id,
+          seq: r.seq,
+          event: r.event,
+          payload: r.payload,
+          inserted_at: new Date(r.inserted_at).toISOString(),
+        }) as Omit<TaskEvent, 'user_id'>,
+    );
   }
 
   /** Text already announced in a task's text_delta events, joined. */
@@ -186,6 +242,25 @@ export class TaskStore {
       .whereNotNull('prediction_id')
       .andWhere('create_attempted_at', '>=', q.since)) as Array<{ prediction_id: string }>;
     return rows.map((r) => r.prediction_id);
+  }
+
+  /** Ids of unfinished tasks leased to `owner`. */
+  async unfinishedLeasedTo(owner: string): Promise<string[]> {
+    const rows = (await this.db('tasks')
+      .where({ lease_owner: owner })
+      .whereNotIn('status', [...TERMINAL])
+      .select('id')) as Array<{ id: string }>;
+    return rows.map((r) => r.id);
+  }
+
+  /** Which of `ids` are unfinished. */
+  async unfinishedAmong(ids: string[]): Promise<string[]> {
+    if (ids.length === 0) return [];
+    const rows = (await this.db('tasks')
+      .whereIn('id', ids)
+      .whereNotIn('status', [...TERMINAL])
+      .select('id')) as Array<{ id: string }>;
+    return rows.map((r) => r.id);
   }
 
   /** How many tasks are in each status, and the retries they took (tries beyond the first). */

@@ -1,15 +1,25 @@
-import type { TaskType } from './models';
+import { z } from 'zod';
+import {
+  TASK_TYPES,
+  taskErrorSchema,
+  taskOutputSchema,
+  taskStatusSchema,
+  type TaskError,
+  type TaskOutput,
+  type TaskStatus,
+  type TaskType,
+} from './events';
 
-export type TaskStatus = 'queued' | 'processing' | 'succeeded' | 'failed' | 'canceled';
-export const TASK_STATUSES: readonly TaskStatus[] = ['queued', 'processing', 'succeeded', 'failed', 'canceled'];
+export {
+  TASK_STATUSES,
+  responseEvent,
+  type TaskError,
+  type TaskEvent,
+  type TaskOutput,
+  type TaskStatus,
+} from './events';
+
 export const TERMINAL: ReadonlySet<TaskStatus> = new Set(['succeeded', 'failed', 'canceled']);
-
-export interface TaskError {
-  code: string;
-  message: string;
-}
-
-export type TaskOutput = { urls: string[] } | { text: string };
 
 /** A task as stored. */
 export interface TaskRow {
@@ -41,26 +51,28 @@ export interface TaskRow {
   completed_at: Date | null;
 }
 
-/** A task as clients see it (the contract's Task object). */
-export interface TaskJson {
-  id: string;
-  task_type: TaskType;
-  model: string;
-  status: TaskStatus;
-  progress: number | null;
-  input_data: Record<string, unknown>;
-  output: TaskOutput | null;
-  error: TaskError | null;
-  attempts: number;
-  /** A cancel was asked for and is on its way to the provider (status changes when it lands). */
-  cancel_requested: boolean;
-  inserted_at: string;
-  updated_at: string;
-  started_at: string | null;
-  completed_at: string | null;
-  topic: string;
-  last_seq: number;
-}
+/** A task as clients see it (the contract's Task object; the OpenAPI document's `Task`). */
+export const taskSchema = z.object({
+  id: z.guid(),
+  task_type: z.enum(TASK_TYPES as [TaskType, ...TaskType[]]),
+  model: z.string(),
+  status: taskStatusSchema,
+  progress: z.number().int().min(0).max(100).nullable(),
+  input_data: z.record(z.string(), z.unknown()).describe('the validated request: type, model, prompt, parameters'),
+  output: taskOutputSchema.nullable(),
+  error: taskErrorSchema.nullable(),
+  attempts: z.number().int().min(0),
+  cancel_requested: z
+    .boolean()
+    .describe('a cancel was asked for and is pending with the provider; `status` changes when it lands'),
+  inserted_at: z.iso.datetime(),
+  updated_at: z.iso.datetime(),
+  started_at: z.iso.datetime().nullable(),
+  completed_at: z.iso.datetime().nullable(),
+  topic: z.string().describe('the channel topic, `task:<id>`'),
+  last_seq: z.number().int().min(0).describe("the seq of the task's latest event"),
+});
+export type TaskJson = z.infer<typeof taskSchema>;
 
 const iso = (d: Date | string | null): string | null => (d === null ? null : new Date(d).toISOString());
 
@@ -83,19 +95,4 @@ export function taskJson(row: TaskRow): TaskJson {
     topic: `task:${row.id}`,
     last_seq: row.last_seq,
   };
-}
-
-/** One entry of a task's event log; `seq` is gap-free per task. */
-export interface TaskEvent {
-  task_id: string;
-  user_id: string;
-  seq: number;
-  event: string;
-  payload: Record<string, unknown>;
-  inserted_at: string;
-}
-
-/** The final result event's name for a task type. */
-export function responseEvent(taskType: TaskType): string {
-  return `${taskType.replace('_gen', '')}_response`;
 }

@@ -22,6 +22,10 @@ import { call, TEST_SECRET, testConfig } from '../helpers/gateway';
 import { RawClient } from '../realtime/helpers';
 
 const RUNS = Number(process.env.PYRE_FUZZ_RUNS || 200);
+/** The gateway's realtime frame limit (RealtimeServer's default maxFrameBytes). */
+const MAX_FRAME_BYTES = 64 * 1024;
+/** Room for slow machines: about 0.5 s a run at most (a run is one to three round trips). */
+const TIMEOUT_MS = Math.max(60_000, RUNS * 500);
 const SEED = process.env.PYRE_FUZZ_SEED ? Number(process.env.PYRE_FUZZ_SEED) : undefined;
 const signer = new TokenSigner(TEST_SECRET);
 const token = signer.mint('fuzzer');
@@ -194,99 +198,118 @@ describe.each(BACKENDS)('random JSON at the task API on %s', (backend) => {
   /** Error-level (and worse) log lines: a 500 or a crash writes one. */
   const errorLines = () => logLines.filter((l) => (JSON.parse(l) as { level: number }).level >= 50);
 
-  it(`POST /api/tasks: ${RUNS} random bodies, each answered 202 or 4xx naming the problem`, async () => {
-    const statuses = new Map<number, number>();
-    await fc.assert(
-      fc.asyncProperty(body, idempotencyKey, async (b, k) => {
-        const headers: Record<string, string> = { 'content-type': 'application/json' };
-        if (k !== null) headers['idempotency-key'] = k === 'fresh' ? randomUUID() : k;
-        const res = await call(`${url}/api/tasks`, { raw: text(b), token, headers });
-        statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
-        if (res.status === 202) {
-          const stored = res.body.data.input_data as Record<string, unknown>;
-          const allowed = allowedKeys(res.body.data.model);
-          for (const name of Object.keys(stored)) expect(allowed.has(name)).toBe(true);
-          return;
-        }
-        expect([400, 409, 413, 422]).toContain(res.status);
-        if (res.status === 422) {
-          const fields = Object.entries(res.body.errors as Record<string, unknown>);
-          expect(fields.length).toBeGreaterThan(0);
-          for (const [, messages] of fields) {
-            expect((messages as unknown[]).length).toBeGreaterThan(0);
-            for (const m of messages as unknown[]) expect(typeof m).toBe('string');
+  it(
+    `POST /api/tasks: ${RUNS} random bodies, each answered 202 or 4xx naming the problem`,
+    async () => {
+      const statuses = new Map<number, number>();
+      await fc.assert(
+        fc.asyncProperty(body, idempotencyKey, async (b, k) => {
+          const headers: Record<string, string> = { 'content-type': 'application/json' };
+          if (k !== null) headers['idempotency-key'] = k === 'fresh' ? randomUUID() : k;
+          const res = await call(`${url}/api/tasks`, { raw: text(b), token, headers });
+          statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
+          if (res.status === 202) {
+            const stored = res.body.data.input_data as Record<string, unknown>;
+            const allowed = allowedKeys(res.body.data.model);
+            for (const name of Object.keys(stored)) expect(allowed.has(name)).toBe(true);
+            return;
           }
-        } else {
-          expect(typeof res.body.errors.detail).toBe('string');
-        }
-      }),
-      { numRuns: RUNS, seed: SEED, endOnFailure: false },
-    );
-    // Both outcomes were exercised, not only refusals.
-    process.stdout.write(`POST /api/tasks statuses: ${JSON.stringify(Object.fromEntries(statuses))}\n`);
-    expect(statuses.get(202)).toBeGreaterThan(0);
-    expect(statuses.get(422)).toBeGreaterThan(0);
-    expect(errorLines()).toEqual([]);
-  });
+          expect([400, 409, 413, 422]).toContain(res.status);
+          if (res.status === 422) {
+            const fields = Object.entries(res.body.errors as Record<string, unknown>);
+            expect(fields.length).toBeGreaterThan(0);
+            for (const [, messages] of fields) {
+              expect((messages as unknown[]).length).toBeGreaterThan(0);
+              for (const m of messages as unknown[]) expect(typeof m).toBe('string');
+            }
+          } else {
+            expect(typeof res.body.errors.detail).toBe('string');
+          }
+        }),
+        { numRuns: RUNS, seed: SEED, endOnFailure: false },
+      );
+      // Both outcomes were exercised, not only refusals.
+      process.stdout.write(`POST /api/tasks statuses: ${JSON.stringify(Object.fromEntries(statuses))}\n`);
+      expect(statuses.get(202)).toBeGreaterThan(0);
+      expect(statuses.get(422)).toBeGreaterThan(0);
+      expect(errorLines()).toEqual([]);
+    },
+    TIMEOUT_MS,
+  );
 
-  it(`*_generate over a WebSocket: ${RUNS} random payloads, each answered ok or error; no channel crashes`, async () => {
-    const wsUrl = `${url.replace(/^http/, 'ws')}/socket/websocket?vsn=2.0.0&token=${token}`;
-    let client: RawClient | undefined;
-    let used = 0;
-    let ref = 0;
-    const replies = { ok: 0, error: 0 };
-    // Three frames per run: a fresh socket every 50 runs stays under the 200 frames/s limit at any speed.
-    const socket = async () => {
-      if (client === undefined || used++ >= 50) {
-        client?.ws.close();
-        client = await RawClient.connect(wsUrl);
-        used = 1;
-      }
-      return client;
-    };
-    /** Frames for `topic` until the reply to `r`; fails on phx_error. */
-    const replyTo = async (c: RawClient, topic: string, r: string) => {
-      for (;;) {
-        const f = (await c.json(10_000)) as [string | null, string | null, string, string, Record<string, unknown>];
-        if (f[2] !== topic) continue;
-        expect(f[3]).not.toBe('phx_error');
-        if (f[3] === 'phx_reply' && f[1] === r) return f[4] as { status: string; response: Record<string, unknown> };
-      }
-    };
-    const generate = fc.constantFrom('image_generate', 'video_generate', 'text_generate');
-    const payload = fc.oneof(
-      { weight: 8, arbitrary: inputData.map(text) },
-      { weight: 1, arbitrary: value.map(text) },
-      { weight: 1, arbitrary: fc.uint8Array({ maxLength: 64 }).map((bytes) => Buffer.from(bytes)) },
-    );
-    await fc.assert(
-      fc.asyncProperty(generate, payload, async (event, p) => {
-        const c = await socket();
-        const topic = `task:${randomUUID()}`;
-        const joinRef = String(++ref);
-        c.sendText(JSON.stringify([joinRef, joinRef, topic, 'phx_join', {}]));
-        expect((await replyTo(c, topic, joinRef)).status).toBe('ok');
-        const pushRef = String(++ref);
-        if (Buffer.isBuffer(p)) {
-          const head = [joinRef, pushRef, topic, event].map((s) => Buffer.from(s));
-          c.sendBinary(Buffer.concat([Buffer.from([0, ...head.map((h) => h.length)]), ...head, p]));
-        } else {
-          c.sendText(`["${joinRef}","${pushRef}","${topic}","${event}",${p}]`);
+  it(
+    `*_generate over a WebSocket: ${RUNS} random payloads, each answered ok or error; no channel crashes`,
+    async () => {
+      const wsUrl = `${url.replace(/^http/, 'ws')}/socket/websocket?vsn=2.0.0&token=${token}`;
+      let client: RawClient | undefined;
+      let used = 0;
+      let ref = 0;
+      const replies = { ok: 0, error: 0 };
+      let tooBig = 0;
+      // Three frames per run: a fresh socket every 50 runs stays under the 200 frames/s limit at any speed.
+      const socket = async () => {
+        if (client === undefined || used++ >= 50) {
+          client?.ws.close();
+          client = await RawClient.connect(wsUrl);
+          used = 1;
         }
-        const reply = await replyTo(c, topic, pushRef);
-        expect(['ok', 'error']).toContain(reply.status);
-        replies[reply.status as 'ok' | 'error']++;
-        if (reply.status === 'error') expect(typeof reply.response.reason).toBe('string');
-        const leaveRef = String(++ref);
-        c.sendText(JSON.stringify([joinRef, leaveRef, topic, 'phx_leave', {}]));
-        expect((await replyTo(c, topic, leaveRef)).status).toBe('ok');
-      }),
-      { numRuns: RUNS, seed: SEED, endOnFailure: false },
-    );
-    client?.ws.close();
-    expect(replies.ok).toBeGreaterThan(0);
-    expect(replies.error).toBeGreaterThan(0);
-    expect(gw.realtime.stats().channelCrashes).toBe(0);
-    expect(errorLines()).toEqual([]);
-  });
+        return client;
+      };
+      /** Frames for `topic` until the reply to `r`; fails on phx_error. */
+      const replyTo = async (c: RawClient, topic: string, r: string) => {
+        for (;;) {
+          const f = (await c.json(10_000)) as [string | null, string | null, string, string, Record<string, unknown>];
+          if (f[2] !== topic) continue;
+          expect(f[3]).not.toBe('phx_error');
+          if (f[3] === 'phx_reply' && f[1] === r) return f[4] as { status: string; response: Record<string, unknown> };
+        }
+      };
+      const generate = fc.constantFrom('image_generate', 'video_generate', 'text_generate');
+      const payload = fc.oneof(
+        { weight: 8, arbitrary: inputData.map(text) },
+        { weight: 1, arbitrary: value.map(text) },
+        { weight: 1, arbitrary: fc.uint8Array({ maxLength: 64 }).map((bytes) => Buffer.from(bytes)) },
+      );
+      await fc.assert(
+        fc.asyncProperty(generate, payload, async (event, p) => {
+          const c = await socket();
+          const topic = `task:${randomUUID()}`;
+          const joinRef = String(++ref);
+          c.sendText(JSON.stringify([joinRef, joinRef, topic, 'phx_join', {}]));
+          expect((await replyTo(c, topic, joinRef)).status).toBe('ok');
+          const pushRef = String(++ref);
+          if (Buffer.isBuffer(p)) {
+            const head = [joinRef, pushRef, topic, event].map((s) => Buffer.from(s));
+            c.sendBinary(Buffer.concat([Buffer.from([0, ...head.map((h) => h.length)]), ...head, p]));
+          } else {
+            const frame = `["${joinRef}","${pushRef}","${topic}","${event}",${p}]`;
+            if (Buffer.byteLength(frame) > MAX_FRAME_BYTES) {
+              // Over the frame limit the socket is closed with 1009 (documented), before any channel sees it.
+              c.sendText(frame);
+              expect((await c.closed).code).toBe(1009);
+              client = undefined;
+              tooBig++;
+              return;
+            }
+            c.sendText(frame);
+          }
+          const reply = await replyTo(c, topic, pushRef);
+          expect(['ok', 'error']).toContain(reply.status);
+          replies[reply.status as 'ok' | 'error']++;
+          if (reply.status === 'error') expect(typeof reply.response.reason).toBe('string');
+          const leaveRef = String(++ref);
+          c.sendText(JSON.stringify([joinRef, leaveRef, topic, 'phx_leave', {}]));
+          expect((await replyTo(c, topic, leaveRef)).status).toBe('ok');
+        }),
+        { numRuns: RUNS, seed: SEED, endOnFailure: false },
+      );
+      client?.ws.close();
+      process.stdout.write(`*_generate replies: ${JSON.stringify({ ...replies, closedTooBig: tooBig })}\n`);
+      expect(replies.ok).toBeGreaterThan(0);
+      expect(replies.error).toBeGreaterThan(0);
+      expect(gw.realtime.stats().channelCrashes).toBe(0);
+      expect(errorLines()).toEqual([]);
+    },
+    TIMEOUT_MS,
+  );
 });

@@ -3,7 +3,7 @@
  * Each offender is refused or closed alone, with a log line; other sockets never notice.
  */
 import type { Socket } from 'node:net';
-import { RawClient, roomChannel, sleep, startServer, upgradeStatus, type TestServer } from './helpers';
+import { RawClient, roomChannel, sleep, startServer, until, upgradeStatus, type TestServer } from './helpers';
 import type { RealtimeLogger } from '../../src/realtime';
 
 interface Line {
@@ -211,5 +211,91 @@ test('work queued behind a busy handler or a pending join is capped (socket clos
     expect(s.rt.stats().rateLimited).toBe(2);
   } finally {
     await s.close();
+  }
+});
+
+test('log lines clients cause are rate-limited per message (a crash a client provokes 30 times: 5 lines)', async () => {
+  const lines = captureLogger();
+  // A channel with no handleIn: every push crashes it (as in Phoenix) and writes an error line.
+  const own = await startServer({ logger: lines, logLimit: { lines: 5, intervalMs: 600_000 } }, (rt) =>
+    rt.channel('mute:*', { join: () => ({ status: 'ok' }) }),
+  );
+  try {
+    const c = await RawClient.connect(`${own.wsUrl}?vsn=2.0.0`);
+    for (let i = 1; i <= 30; i++) {
+      await c.call([String(i), String(i), 'mute:a', 'phx_join', {}]);
+      c.send([String(i), `p${i}`, 'mute:a', 'anything', {}]);
+      expect(((await c.json()) as unknown[])[3]).toBe('phx_error');
+    }
+    expect(own.rt.stats().channelCrashes).toBe(30);
+    const crashed = lines.lines.filter((l) => l.msg === 'realtime: channel crashed');
+    expect(crashed.length).toBe(5);
+    expect(crashed.every((l) => l.level === 'error')).toBe(true);
+    await c.close();
+  } finally {
+    await own.close();
+  }
+});
+
+test('an upgrade whose connect never settles is answered 503 at upgradeTimeoutMs; others connect meanwhile', async () => {
+  const own = await startServer({
+    upgradeTimeoutMs: 300,
+    connect: (params) => (params.hang === '1' ? new Promise(() => {}) : { assigns: {} }),
+  });
+  try {
+    const stuck = upgradeStatus(`${own.wsUrl}?vsn=2.0.0&hang=1`);
+    expect((await upgradeStatus(`${own.wsUrl}?vsn=2.0.0`)).status).toBe(101);
+    expect((await stuck).status).toBe(503);
+    expect(own.rt.stats().connectsRefused).toBe(1);
+  } finally {
+    await own.close();
+  }
+});
+
+test('over the overall budget for unsent bytes the largest non-reader is cut first; a reader keeps every event', async () => {
+  // Per-socket caps out of the way: only the overall budget can cut anyone here.
+  const own = await startServer(
+    { maxBufferedBytes: 256 * 1024 * 1024, slowClientGraceMs: 600_000, maxTotalBufferedBytes: 4 * 1024 * 1024 },
+    (rt) => rt.channel('room:*', roomChannel),
+  );
+  const url = `${own.wsUrl}?vsn=2.0.0`;
+  const big = { blob: 'y'.repeat(64 * 1024) };
+  let sent = 0;
+  const send = async (n: number) => {
+    for (let i = 0; i < n; i++) {
+      own.rt.broadcast('room:firehose', 'chunk', big);
+      sent++;
+      if (sent % 2 === 0) await sleep(2);
+    }
+  };
+  try {
+    const reader = await RawClient.connect(url);
+    await reader.call(['1', '1', 'room:firehose', 'phx_join', {}]);
+    // RawClient reads its socket all the time (frames queue in memory until asked for).
+    const cut: string[] = [];
+    const nonReader = async (name: string) => {
+      const c = await RawClient.connect(url);
+      await c.call(['1', '1', 'room:firehose', 'phx_join', {}]);
+      (c.ws as unknown as { _socket: Socket })._socket.pause();
+      void c.closed.then(() => cut.push(name));
+      return c;
+    };
+    const first = await nonReader('first');
+    await send(60); // the first non-reader falls ~4 MB behind before the others stop reading
+    const others = [await nonReader('second'), await nonReader('third')];
+    while (own.rt.stats().slowClientDisconnects === 0 && sent < 3000) await send(2);
+    expect(own.rt.stats().slowClientDisconnects).toBe(1);
+    // Reading again, the cut one learns it was closed; the others get what was kept for them.
+    for (const c of [first, ...others]) (c.ws as unknown as { _socket: Socket })._socket.resume();
+    await until(() => cut.length > 0, 10_000, 'the cut socket closed');
+    expect(cut).toEqual(['first']);
+    // The reader was never cut and gets every event.
+    for (let received = 0; received < sent; received++)
+      expect(((await reader.json(10_000)) as unknown[])[3]).toBe('chunk');
+    expect(reader.ws.readyState).toBe(reader.ws.OPEN);
+    for (const c of [first, ...others]) c.terminate();
+    await reader.close();
+  } finally {
+    await own.close();
   }
 });

@@ -5,6 +5,7 @@ import {
   negotiateSerializer,
   nestedDeeperThan,
   presenceRef,
+  RateLimitedLogger,
   ProtocolError,
   V1Serializer,
   V2Serializer,
@@ -58,6 +59,37 @@ describe('nestedDeeperThan', () => {
     const deep = JSON.parse(`${'['.repeat(1_000_000)}${']'.repeat(1_000_000)}`) as unknown;
     expect(nestedDeeperThan(deep, 32)).toBe(true);
     expect(nestedDeeperThan(Buffer.alloc(10), 0)).toBe(false);
+  });
+});
+
+describe('RateLimitedLogger', () => {
+  test('writes `lines` lines of each message per window, then reports how many it left out', () => {
+    const written: Array<[string, object, string | undefined]> = [];
+    const at = (level: string) => (obj: object, msg?: string) => void written.push([level, obj, msg]);
+    let now = 1000;
+    const log = new RateLimitedLogger(
+      { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') },
+      { lines: 2, intervalMs: 100 },
+      () => now,
+    );
+    for (let i = 0; i < 5; i++) log.error({ i }, 'crashed');
+    for (let i = 0; i < 3; i++) log.warn({ i }, 'crashed'); // another level is another message
+    log.error({ i: 9 }, 'other');
+    expect(written).toEqual([
+      ['error', { i: 0 }, 'crashed'],
+      ['error', { i: 1 }, 'crashed'],
+      ['warn', { i: 0 }, 'crashed'],
+      ['warn', { i: 1 }, 'crashed'],
+      ['error', { i: 9 }, 'other'],
+    ]);
+    now += 99;
+    log.error({ i: 5 }, 'crashed');
+    expect(written.length).toBe(5);
+    now += 1;
+    log.error({ i: 6 }, 'crashed');
+    expect(written[5]).toEqual(['error', { i: 6, suppressed: 4 }, 'crashed']);
+    log.error({ i: 7 }, 'crashed');
+    expect(written[6]).toEqual(['error', { i: 7 }, 'crashed']);
   });
 });
 

@@ -5,7 +5,8 @@ import path from 'node:path';
 import { createGateway, type Gateway, type GatewayOptions } from '../../src/app';
 import { silentLogger } from '../../src/log';
 import { startStandin, type Standin, type StandinOptions } from '../../src/providers/replicate/standin';
-import { CLIENT_TYPES, DEFAULT_MODELS, ModelRegistry, type ModelSpec } from '../../src/tasks/models';
+import { kindOf } from '../../src/tasks/events';
+import { DEFAULT_MODELS, ModelRegistry, type ModelSpec } from '../../src/tasks/models';
 import { freshDb, type Backend, type TestDb } from '../helpers/db';
 import { call, testConfig } from '../helpers/gateway';
 
@@ -42,7 +43,7 @@ export async function freePort(): Promise<number> {
 
 /** Every model of the registry as a client names it (type and model), with its provider model. */
 export const EVERY_MODEL = DEFAULT_MODELS.map((m) => ({
-  type: Object.keys(CLIENT_TYPES).find((k) => CLIENT_TYPES[k] === m.taskType)!,
+  type: kindOf(m.taskType).kind,
   model: m.name,
   providerModel: m.providerModel,
 }));

@@ -1,2 +1,0 @@
-export * from './types';
-export { parseProgress, normalizeOutput, type Progress, type OutputKind, type NormalizedOutput } from './progress';

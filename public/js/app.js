@@ -230,7 +230,11 @@ async function onEvent(event, p) {
     if (!f) {
       f = api(`/api/tasks/${p.task_id}`)
         .then(({ data }) => {
-          if (!state.tasks.has(data.id)) state.tasks.set(data.id, data);
+          // A task older than the loaded page waits for "Load older tasks", like the rest of its page.
+          if (!state.tasks.has(data.id)) {
+            if (!inLoadedWindow(data)) return undefined;
+            state.tasks.set(data.id, data);
+          }
           renderList();
           return state.tasks.get(data.id);
         })
@@ -242,6 +246,7 @@ async function onEvent(event, p) {
     } catch {
       return;
     }
+    if (!task) return;
   }
   if (typeof p.seq === 'number' && p.seq <= (task.last_seq ?? 0)) return; // already applied
   if (typeof p.seq === 'number' && p.seq > (task.last_seq ?? 0) + 1) {
@@ -318,10 +323,19 @@ async function loadTasks() {
       return [t.id, k && (k.last_seq ?? 0) > (t.last_seq ?? 0) ? k : t];
     }),
   );
-  for (const [id, k] of known) if (!state.tasks.has(id)) state.tasks.set(id, k);
+  for (const [id, k] of known)
+    if (!state.tasks.has(id) && (state.olderLoaded || inLoadedWindow(k))) state.tasks.set(id, k);
   renderList();
   // Text streaming now, or cut short by a failure: rebuild what was streamed from the event log.
   await rebuildStreamed(data);
+}
+
+/** Whether a task belongs to the part of the list that is loaded (newer than its oldest task, or all are loaded). */
+function inLoadedWindow(t) {
+  if (!state.nextCursor) return true;
+  let oldest = null;
+  for (const k of state.tasks.values()) if (oldest === null || k.inserted_at < oldest) oldest = k.inserted_at;
+  return oldest === null || t.inserted_at >= oldest;
 }
 
 async function loadOlder() {

@@ -123,24 +123,8 @@ export class TaskStore {
     const rows = (await this.db('task_events')
       .where({ task_id: taskId })
       .andWhere('seq', '>', afterSeq)
-      .orderBy('seq', 'asc')) as Array<{
-      task_id: string;
-      seq: number;
-      event: string;
-      payload: Record<string, unknown>;
-      inserted_at: Date;
-    }>;
-    // The log holds only events written through the contract (src/tasks/events.ts).
-    return rows.map(
-      (r) =>
-        ({
-          task_id: r.task_id,
-          seq: r.seq,
-          event: r.event,
-          payload: r.payload,
-          inserted_at: new Date(r.inserted_at).toISOString(),
-        }) as Omit<TaskEvent, 'user_id'>,
-    );
+      .orderBy('seq', 'asc')) as EventRow[];
+    return rows.map(storedEvent);
   }
 
   /**
@@ -173,24 +157,8 @@ export class TaskStore {
         { column: 'e.seq', order: 'asc' },
       ])
       .limit(limit)
-      .select('e.task_id', 'e.seq', 'e.event', 'e.payload', 'e.inserted_at')) as Array<{
-      task_id: string;
-      seq: number;
-      event: string;
-      payload: Record<string, unknown>;
-      inserted_at: Date;
-    }>;
-    // The log holds only events written through the contract (src/tasks/events.ts).
-    return rows.map(
-      (r) =>
-        ({
-          task_id: r.task_id,
-          seq: r.seq,
-          event: r.event,
-          payload: r.payload,
-          inserted_at: new Date(r.inserted_at).toISOString(),
-        }) as Omit<TaskEvent, 'user_id'>,
-    );
+      .select('e.task_id', 'e.seq', 'e.event', 'e.payload', 'e.inserted_at')) as EventRow[];
+    return rows.map(storedEvent);
   }
 
   /** Text already announced in a task's text_delta events, joined. */
@@ -279,4 +247,24 @@ export class TaskStore {
       retries: rows.reduce((s, r) => s + Number(r.retries ?? 0), 0),
     };
   }
+}
+
+/** A task_events row as knex reads it. */
+interface EventRow {
+  task_id: string;
+  seq: number;
+  event: string;
+  payload: Record<string, unknown>;
+  inserted_at: Date;
+}
+
+/** A stored event as the service hands it out. The log holds only events written through the contract (src/tasks/events.ts). */
+function storedEvent(r: EventRow): Omit<TaskEvent, 'user_id'> {
+  return {
+    task_id: r.task_id,
+    seq: r.seq,
+    event: r.event,
+    payload: r.payload,
+    inserted_at: new Date(r.inserted_at).toISOString(),
+  } as Omit<TaskEvent, 'user_id'>;
 }

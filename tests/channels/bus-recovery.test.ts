@@ -1,9 +1,16 @@
 import { TokenSigner } from '../../src/auth/tokens';
 import type { Standin } from '../../src/providers/replicate/standin';
-import { BACKENDS, freshDb, TEST_PG_URL, type TestDb } from '../helpers/db';
+import { BACKENDS, TEST_PG_URL, type TestDb } from '../helpers/db';
 import { call, startGateway, TEST_SECRET, type TestGateway } from '../helpers/gateway';
-import { spawnGateway, type GatewayProcess } from '../helpers/gateway-process';
-import { fastStandin, joinRecording, phoenixSocket, standinEnv, waitFor, type Received } from './helpers';
+import {
+  fastStandin,
+  joinRecording,
+  phoenixSocket,
+  standinEnv,
+  waitFor,
+  startFrontAndWorker,
+  type Received,
+} from './helpers';
 
 const signer = new TokenSigner(TEST_SECRET);
 const alice = signer.mint('alice');
@@ -76,29 +83,15 @@ describe.each(BACKENDS)('tasks:<user_id> feed replay on %s', (backend) => {
   let standin: Standin;
   let tdb: TestDb;
   let front: TestGateway;
-  let worker: GatewayProcess;
+  let pair: Awaited<ReturnType<typeof startFrontAndWorker>> | undefined;
 
   beforeAll(async () => {
     standin = await fastStandin(2);
-    tdb = await freshDb('postgres');
-    front = await startGateway('postgres', {
-      auth: true,
-      tdb,
-      env: { REPLICATE_API_TOKEN: standin.token, REPLICATE_BASE_URL: standin.url, RUNNER_ENABLED: 'false' },
-    });
-    worker = await spawnGateway({
-      PYRE_FIXTURE_PG_URL: TEST_PG_URL!,
-      PYRE_FIXTURE_PG_SCHEMA: tdb.schema!,
-      PYRE_FIXTURE_RUNNER: JSON.stringify({ pollIntervalMs: 100, claimIntervalMs: 100 }),
-      LOG_LEVEL: 'warn',
-      AUTH_SECRET: TEST_SECRET,
-      ...standinEnv(standin),
-    });
+    pair = await startFrontAndWorker(standin);
+    ({ tdb, front } = pair);
   }, 120_000);
   afterAll(async () => {
-    await worker?.stop();
-    await front?.close();
-    await tdb?.drop();
+    await pair?.close();
     await standin?.close();
   });
 

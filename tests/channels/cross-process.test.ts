@@ -1,42 +1,32 @@
 import WebSocket from 'ws';
 import { TokenSigner } from '../../src/auth/tokens';
 import type { Standin } from '../../src/providers/replicate/standin';
-import { freshDb, TEST_PG_URL, type TestDb } from '../helpers/db';
-import { call, startGateway, TEST_SECRET, type TestGateway } from '../helpers/gateway';
-import { spawnGateway, type GatewayProcess } from '../helpers/gateway-process';
-import { expectCleanSequence, fastStandin, joinRecording, phoenixSocket, standinEnv, waitFor } from './helpers';
+import { TEST_PG_URL } from '../helpers/db';
+import { call, TEST_SECRET, type TestGateway } from '../helpers/gateway';
+import {
+  expectCleanSequence,
+  fastStandin,
+  joinRecording,
+  phoenixSocket,
+  waitFor,
+  startFrontAndWorker,
+} from './helpers';
 
 const signer = new TokenSigner(TEST_SECRET);
 const alice = signer.mint('alice');
 
 (TEST_PG_URL ? describe : describe.skip)('two gateway processes on one PostgreSQL', () => {
   let standin: Standin;
-  let tdb: TestDb;
   let front: TestGateway;
-  let worker: GatewayProcess;
+  let pair: Awaited<ReturnType<typeof startFrontAndWorker>> | undefined;
 
   beforeAll(async () => {
     standin = await fastStandin();
-    tdb = await freshDb('postgres');
-    // The client's gateway runs no tasks; the other process runs them all.
-    front = await startGateway('postgres', {
-      auth: true,
-      tdb,
-      env: { REPLICATE_API_TOKEN: standin.token, REPLICATE_BASE_URL: standin.url, RUNNER_ENABLED: 'false' },
-    });
-    worker = await spawnGateway({
-      PYRE_FIXTURE_PG_URL: TEST_PG_URL!,
-      PYRE_FIXTURE_PG_SCHEMA: tdb.schema!,
-      PYRE_FIXTURE_RUNNER: JSON.stringify({ pollIntervalMs: 100, claimIntervalMs: 100 }),
-      LOG_LEVEL: 'warn',
-      AUTH_SECRET: TEST_SECRET,
-      ...standinEnv(standin),
-    });
+    pair = await startFrontAndWorker(standin);
+    front = pair.front;
   }, 120_000);
   afterAll(async () => {
-    await worker?.stop();
-    await front?.close();
-    await tdb?.drop();
+    await pair?.close();
     await standin?.close();
   });
 

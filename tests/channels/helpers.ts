@@ -1,6 +1,9 @@
 import WebSocket from 'ws';
 import { Socket, type Channel } from 'phoenix';
 import { startStandin, STANDIN_MODELS, type Standin } from '../../src/providers/replicate/standin';
+import { freshDb, TEST_PG_URL, type TestDb } from '../helpers/db';
+import { startGateway, TEST_SECRET, type TestGateway } from '../helpers/gateway';
+import { spawnGateway, type GatewayProcess } from '../helpers/gateway-process';
 
 export { waitFor } from '../helpers/wait';
 
@@ -76,4 +79,37 @@ export function expectCleanSequence(events: Received[], taskId: string, from = 1
   const seqs = events.map((e) => e.payload.seq);
   expect(seqs).toEqual(Array.from({ length: seqs.length }, (_, i) => from + i));
   for (const e of events) expect(e.payload.task_id).toBe(taskId);
+}
+
+/**
+ * Two processes on one PostgreSQL schema: `front`, the clients' gateway, runs no tasks, and
+ * `worker`, a child process, runs them all (so every event a client sees crossed processes).
+ */
+export async function startFrontAndWorker(
+  standin: Standin,
+): Promise<{ tdb: TestDb; front: TestGateway; worker: GatewayProcess; close(): Promise<void> }> {
+  const tdb = await freshDb('postgres');
+  const front = await startGateway('postgres', {
+    auth: true,
+    tdb,
+    env: { REPLICATE_API_TOKEN: standin.token, REPLICATE_BASE_URL: standin.url, RUNNER_ENABLED: 'false' },
+  });
+  const worker = await spawnGateway({
+    PYRE_FIXTURE_PG_URL: TEST_PG_URL!,
+    PYRE_FIXTURE_PG_SCHEMA: tdb.schema!,
+    PYRE_FIXTURE_RUNNER: JSON.stringify({ pollIntervalMs: 100, claimIntervalMs: 100 }),
+    LOG_LEVEL: 'warn',
+    AUTH_SECRET: TEST_SECRET,
+    ...standinEnv(standin),
+  });
+  return {
+    tdb,
+    front,
+    worker,
+    close: async () => {
+      await worker.stop();
+      await front.close();
+      await tdb.drop();
+    },
+  };
 }

@@ -7,7 +7,6 @@ import { TERMINAL, type TaskError, type TaskOutput } from '../tasks/task';
 import { CANCELED_BY_USER, kindOf } from '../tasks/events';
 import type { AnnouncedText, MayWrite } from './text-stream';
 
-
 /** How a task ends. */
 export interface TaskEnd {
   status: 'succeeded' | 'failed' | 'canceled';

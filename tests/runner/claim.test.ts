@@ -121,12 +121,18 @@ describe.each(BACKENDS)('claiming tasks on %s', (backend) => {
     const rows = await capped(tasks.store, 'A', { limit: 100, perUser: 3 });
     expect(rows.filter((r) => r.user_id === 'ann')).toHaveLength(1);
     expect(rows.filter((r) => r.user_id === 'bob')).toHaveLength(2);
-    await t.db('tasks').whereIn('id', rows.map((r) => r.id)).update({ lease_owner: null, lease_expires_at: null });
+    await t
+      .db('tasks')
+      .whereIn(
+        'id',
+        rows.map((r) => r.id),
+      )
+      .update({ lease_owner: null, lease_expires_at: null });
     // Per model 4 (all are the same model), 3 in flight: one more.
     expect(await capped(tasks.store, 'A', { limit: 100, perModel: 4 })).toHaveLength(1);
   });
 
-  it('fair by user: with ann holding 30 queued (and some running), bob\'s one task is in the next claim', async () => {
+  it("fair by user: with ann holding 30 queued (and some running), bob's one task is in the next claim", async () => {
     const a = await makeFor('ann', 30);
     await lease(a.slice(0, 5), 'A');
     const [bobs] = await makeFor('bob', 1);

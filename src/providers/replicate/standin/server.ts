@@ -8,6 +8,7 @@ import { Faults, type FaultAction, type FaultOp, type FaultRule, type Outcome } 
 import {
   DEMO_TIMELINES,
   inputJsonSchema,
+  MINUTES_TIMELINES,
   STANDIN_MODELS,
   validateInput,
   type InvalidField,
@@ -23,7 +24,7 @@ import { WebhookSender, type WebhookDelivery } from './webhook-sender';
  * every failure the gateway must survive. Every request it receives is recorded.
  */
 
-export type StandinPreset = 'realistic' | 'demo';
+export type StandinPreset = 'realistic' | 'demo' | 'minutes';
 
 export interface StandinOptions {
   /** 0 (default) picks a free port. */
@@ -36,7 +37,10 @@ export interface StandinOptions {
   webhookSecret?: string;
   /** `virtual` (default, except for the demo preset), real time at a speed, or your own clock. */
   clock?: 'virtual' | { speed: number } | StandinClock;
-  /** `realistic`: timelines of the order of the real models; `demo`: a few seconds each, real time. */
+  /**
+   * `realistic`: timelines of the order of the real models; `demo`: a few seconds each, real time;
+   * `minutes`: every prediction takes minutes, real time (load tests: thousands in flight).
+   */
   preset?: StandinPreset;
   /** Outputs, inputs and logs are removed this long after completion (default one hour). */
   dataTtlMs?: number;
@@ -55,6 +59,8 @@ export interface RecordedRequest {
   seq: number;
   /** Simulated time it arrived. */
   at: number;
+  /** Wall-clock time (ms since the epoch) it arrived: evidence of a client's pacing in real time. */
+  wallAt: number;
   method: string;
   /** Path with query string. */
   path: string;
@@ -153,7 +159,7 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
   const preset = opts.preset ?? 'realistic';
   const token = opts.token ?? 'r8_standin_test_token';
   let webhookSecret = opts.webhookSecret ?? `whsec_${randomBytes(24).toString('base64')}`;
-  const clockOpt = opts.clock ?? (preset === 'demo' ? { speed: 1 } : 'virtual');
+  const clockOpt = opts.clock ?? (preset === 'realistic' ? 'virtual' : { speed: 1 });
   const clock: StandinClock =
     clockOpt === 'virtual' ? new VirtualClock() : 'now' in clockOpt ? clockOpt : new RealClock(clockOpt.speed);
   const ownsClock = !(typeof clockOpt === 'object' && 'now' in clockOpt);
@@ -195,7 +201,8 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
   });
 
   function timelineFor(model: StandinModel): Timeline {
-    const base = preset === 'demo' ? (DEMO_TIMELINES[model.ref] ?? model.timeline) : model.timeline;
+    const presets = { demo: DEMO_TIMELINES, minutes: MINUTES_TIMELINES, realistic: {} as Record<string, Timeline> };
+    const base = presets[preset][model.ref] ?? model.timeline;
     return { ...base, ...faults.timelines[model.ref] };
   }
 
@@ -634,6 +641,7 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
     const rec: RecordedRequest = {
       seq: ++seq,
       at: clock.now(),
+      wallAt: Date.now(),
       method,
       path: url.pathname + url.search,
       op,

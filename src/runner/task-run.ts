@@ -124,9 +124,7 @@ export class TaskRun {
     return {
       model: model.providerModel as CreatePredictionRequest['model'],
       input: this.row.provider_input,
-      ...(webhookUrl
-        ? { webhook: webhookUrl(this.row.id), webhookEventsFilter: ['start', 'output', 'logs', 'completed'] as const }
-        : {}),
+      ...(webhookUrl ? { webhook: webhookUrl(this.row.id), webhookEventsFilter: webhookEvents(model) } : {}),
     } as CreatePredictionRequest;
   }
 
@@ -272,6 +270,15 @@ export class TaskRun {
     }
     f.prediction = await this.provider.get(f.prediction.id, { signal: this.signal });
   }
+}
+
+/**
+ * The deliveries a task asks for. Text: every output and log (its deltas). Image and video: the
+ * start and the end only, as a delivery costs the gateway about as much as a poll; their progress
+ * comes from the safety-net polls (see pollDelayMs).
+ */
+function webhookEvents(model: ModelSpec): CreatePredictionRequest['webhookEventsFilter'] {
+  return model.taskType === 'text_gen' ? ['start', 'output', 'logs', 'completed'] : ['start', 'completed'];
 }
 
 const STAGE: Record<string, number> = { starting: 0, processing: 1 };

@@ -90,9 +90,11 @@ export class TokenBucket {
     this.schedule();
   }
 
+  /** Tokens earned since the last look; none for time spent paused. */
   private refill(): void {
     const now = this.now();
-    this.tokens = Math.min(this.burst, this.tokens + (now - this.last) * this.perMs);
+    const from = Math.max(this.last, Math.min(now, this.notBefore()));
+    this.tokens = Math.min(this.burst, this.tokens + Math.max(0, now - from) * this.perMs);
     this.last = now;
   }
 

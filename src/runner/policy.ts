@@ -21,7 +21,7 @@ export const DEFAULT_LIMITS = {
 };
 
 /** Poll intervals: fast at first, slower for long runs; with webhooks polls are a rare safety net. */
-export const DEFAULT_POLLING = { pollIntervalMs: 1000, pollMaxIntervalMs: 30_000, webhookPollIntervalMs: 30_000 };
+export const DEFAULT_POLLING = { pollIntervalMs: 1000, pollMaxIntervalMs: 30_000, webhookPollIntervalMs: 60_000 };
 
 /**
  * How long to wait before the next poll of a prediction followed for `ageMs`: a tenth of its age,

@@ -75,4 +75,16 @@ describe('provider pace', () => {
     expect(next.through()).toBe(1);
     await expect(pace.take('create', abort.signal)).rejects.toThrow('gone');
   });
+
+  it('an urgent request (a cancel) goes ahead of the reads already waiting', async () => {
+    const pace = new ProviderPace({ createsPerMinute: 600, readsPerMinute: 600 });
+    const polls = takes(pace, 'read', 200);
+    await settle();
+    expect(polls.through()).toBe(60);
+    let canceled = false;
+    void pace.take('read', undefined, true).then(() => (canceled = true));
+    // The next token (one in 111 ms) is the cancel's, not the 61st poll's.
+    await jest.advanceTimersByTimeAsync(120);
+    expect([canceled, polls.through()]).toEqual([true, 60]);
+  });
 });

@@ -248,7 +248,9 @@ export class ReplicateClient implements Provider {
 
   async cancel(id: string, opts: RequestOptions = {}): Promise<Prediction> {
     const url = `${this.baseUrl}/predictions/${encodeURIComponent(id)}/cancel`;
-    return this.asPrediction(await this.call('read', 'POST', url, { signal: opts.signal }), 'read', 'POST', url);
+    // Ahead of the polls waiting their turn: a cancel stops billing.
+    const answer = await this.call('read', 'POST', url, { signal: opts.signal, urgent: true });
+    return this.asPrediction(answer, 'read', 'POST', url);
   }
 
   /** One page of GET /predictions (newest first). Pass `next` from the previous page as `url`. */
@@ -510,7 +512,14 @@ export class ReplicateClient implements Provider {
     op: Op,
     method: string,
     url: string,
-    init: { body?: string; headers?: Record<string, string>; headersTimeout?: number; signal?: AbortSignal },
+    init: {
+      body?: string;
+      headers?: Record<string, string>;
+      headersTimeout?: number;
+      signal?: AbortSignal;
+      /** Paced ahead of the other waiting requests. */
+      urgent?: boolean;
+    },
   ): Promise<unknown> {
     let attempt = 0;
     let throttled = 0;
@@ -518,7 +527,7 @@ export class ReplicateClient implements Provider {
       attempt++;
       let err: ProviderError;
       // Our turn under the budget (rejects only when the caller gives up: nothing was sent).
-      await this.pace?.take(op, init.signal);
+      await this.pace?.take(op, init.signal, init.urgent);
       try {
         const answer = await this.send(method, url, init);
         if (answer.status >= 200 && answer.status < 300) {

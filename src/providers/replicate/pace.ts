@@ -35,6 +35,8 @@ export class TokenBucket {
   private last: number;
   private readonly waiters: Waiter[] = [];
   private head = 0;
+  /** Waiters served before the others (a user's cancel must not queue behind thousands of polls). */
+  private readonly urgent: Waiter[] = [];
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -51,11 +53,11 @@ export class TokenBucket {
 
   /** Requests waiting for a token. */
   get waiting(): number {
-    return this.waiters.length - this.head;
+    return this.waiters.length - this.head + this.urgent.length;
   }
 
   /** Resolves when a token is ours; rejects with the signal's reason if it aborts first. */
-  take(signal?: AbortSignal): Promise<void> {
+  take(signal?: AbortSignal, urgent = false): Promise<void> {
     if (signal?.aborted) return Promise.reject(signal.reason);
     this.refill();
     if (this.waiting === 0 && this.tokens >= 1 && this.now() >= this.notBefore()) {
@@ -72,7 +74,7 @@ export class TokenBucket {
         };
         signal.addEventListener('abort', w.onAbort, { once: true });
       }
-      this.waiters.push(w);
+      (urgent ? this.urgent : this.waiters).push(w);
       this.schedule();
     });
   }
@@ -110,9 +112,10 @@ export class TokenBucket {
     this.timer = undefined;
     this.refill();
     while (this.waiting > 0 && this.now() >= this.notBefore()) {
-      const w = this.waiters[this.head]!;
+      const w = this.urgent.length ? this.urgent[0]! : this.waiters[this.head]!;
       if (!w.done && this.tokens < 1) break;
-      this.head++;
+      if (this.urgent.length) this.urgent.shift();
+      else this.head++;
       if (w.done) continue;
       w.done = true;
       this.tokens -= 1;
@@ -152,9 +155,9 @@ export class ProviderPace {
     };
   }
 
-  /** Wait for a request's turn under its budget (and any pause). */
-  async take(kind: PaceKind, signal?: AbortSignal): Promise<void> {
-    await this.buckets[kind].take(signal);
+  /** Wait for a request's turn under its budget (and any pause); `urgent` ones go first. */
+  async take(kind: PaceKind, signal?: AbortSignal, urgent = false): Promise<void> {
+    await this.buckets[kind].take(signal, urgent);
     this.stats[kind]++;
   }
 

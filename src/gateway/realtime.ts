@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import type http from 'node:http';
 import { TokenError, type Authenticator } from '../auth/tokens';
 import { feedCursor, TaskChannel, UserTasksChannel, type UserAssigns } from '../channels/task-channel';
@@ -43,13 +43,15 @@ export async function startTaskRealtime(
   // requests are forwarded to the process that holds the session over this bus.
   const longpollBus = bus?.longpoll;
   await longpollBus?.start();
-  const longpollSecret =
-    ctx.config.authSecret ??
-    (bus
+  // The key is derived, never AUTH_SECRET itself: session tokens (<node>.<sid>.<mac>) and pyre1 user
+  // tokens (pyre1.<claims>.<mac>) are made alike, and a user token must never read as a session's.
+  const longpollSecret = ctx.config.authSecret
+    ? createHmac('sha256', ctx.config.authSecret).update('pyre long-poll session tokens').digest()
+    : bus
       ? createHash('sha256')
           .update(`pyre long-poll\0${JSON.stringify(bus.connection)}`)
           .digest()
-      : undefined);
+      : undefined;
   const realtime = new RealtimeServer<UserAssigns>({
     checkOrigin: originCheck(ctx.config.checkOrigin),
     logger: logger.child({ component: 'realtime' }),
@@ -57,14 +59,19 @@ export async function startTaskRealtime(
     maxTotalBufferedBytes: ctx.config.connections.maxTotalBufferedBytes,
     ...(pubsub ? { pubsub } : {}),
     longpoll: { secret: longpollSecret, bus: longpollBus },
-    connect: (params, info) => {
+    connect: async (params, info) => {
       const token = typeof params.token === 'string' && params.token !== '' ? params.token : info.authToken;
       try {
-        const userId = auth.userFor(token);
-        return { assigns: { userId, baseUrl: opts.baseUrlOf?.(info.headers) }, id: `user_socket:${userId}` };
+        const { userId, expiresAt } = await auth.identify(token);
+        // The socket is closed when its token expires (close 1008 "token expired"): clients reconnect with a fresh one.
+        return {
+          assigns: { userId, baseUrl: opts.baseUrlOf?.(info.headers) },
+          id: `user_socket:${userId}`,
+          expiresAt,
+        };
       } catch (err) {
         if (err instanceof TokenError) {
-          logger.info({ reason: err.reason, transport: info.transport }, 'socket refused');
+          logger.info({ reason: err.reason, detail: err.message, transport: info.transport }, 'socket refused');
           return { error: true, status: 403 };
         }
         throw err;

@@ -217,7 +217,9 @@ describe.each(BACKENDS)('tokens at the gateway on %s', (backend) => {
       let joins = 0;
       const feed = socket.channel('tasks:ivan', {});
       const events: any[] = [];
-      feed.on('status', (p) => events.push(p));
+      feed.on('status', (p) => {
+        events.push(p);
+      });
       feed.join().receive('ok', () => {
         joins++;
       });

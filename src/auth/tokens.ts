@@ -15,12 +15,7 @@ export interface TokenClaims {
 
 /** Why a token is refused (the 401's detail and the socket log say it in words). */
 export type TokenProblem =
-  | 'missing'
-  | 'malformed'
-  | 'bad_signature'
-  | 'expired'
-  | 'unsupported_algorithm'
-  | 'invalid_claims';
+  'missing' | 'malformed' | 'bad_signature' | 'expired' | 'unsupported_algorithm' | 'invalid_claims';
 
 export class TokenError extends Error {
   constructor(
@@ -122,7 +117,10 @@ export class TokenSigner {
     }
     // Checked before the signature, so "alg":"none" or RS256 is told apart from a wrong secret.
     if (alg !== JWT_ALG)
-      throw new TokenError('unsupported_algorithm', `a JWT must be signed with ${JWT_ALG} (got ${JSON.stringify(alg)})`);
+      throw new TokenError(
+        'unsupported_algorithm',
+        `a JWT must be signed with ${JWT_ALG} (got ${JSON.stringify(alg)})`,
+      );
     let payload: Record<string, unknown>;
     try {
       ({ payload } = await jwtVerify(token, this.key, {
@@ -165,7 +163,8 @@ export class TokenSigner {
 function jwtProblem(err: unknown): TokenError {
   if (err instanceof jose.JWTExpired) return new TokenError('expired');
   if (err instanceof jose.JWSSignatureVerificationFailed) return new TokenError('bad_signature');
-  if (err instanceof jose.JOSEAlgNotAllowed) return new TokenError('unsupported_algorithm', `a JWT must use ${JWT_ALG}`);
+  if (err instanceof jose.JOSEAlgNotAllowed)
+    return new TokenError('unsupported_algorithm', `a JWT must use ${JWT_ALG}`);
   // A missing or mistyped claim ("exp" required), or one that says "not yet" (nbf).
   if (err instanceof jose.JWTClaimValidationFailed) return new TokenError('invalid_claims', err.message);
   if (err instanceof jose.JOSEError) return new TokenError('malformed', err.message);

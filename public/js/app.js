@@ -45,23 +45,18 @@ async function start() {
     if (err instanceof ApiError && err.unreachable) {
       showBanner(err.message);
       setTimeout(start, START_RETRY_MS);
-    } else if (!(err instanceof ApiError && err.status === 401)) {
+    } else if (err instanceof ApiError && err.status === 401) {
+      showBanner(null);
+      saveToken('');
+      showSignIn('That token is no longer accepted (expired or signed with another secret). Enter a new one.');
+    } else {
       showBanner(err.message); // a bug or an answer the page cannot use: say it, do not retry
     }
   }
 }
 
 async function startOnce() {
-  let session;
-  try {
-    session = (await api('/api/session')).data;
-  } catch (err) {
-    if (err instanceof ApiError && err.status === 401) {
-      saveToken('');
-      return showSignIn('That token is no longer accepted (expired or signed with another secret). Enter a new one.');
-    }
-    throw err;
-  }
+  const session = (await api('/api/session')).data;
   if (session.auth_required && !session.user_id) return showSignIn();
   if (state.session && state.session.user_id !== session.user_id) {
     // Someone else signed in on this page: nothing of the previous user's stays.

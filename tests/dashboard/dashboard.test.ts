@@ -267,6 +267,19 @@ describeBrowser('dashboard in headless Chromium', () => {
       await page.click('#submit');
       await page.locator('#task-list li.task', { hasText: 'Typed before the token expired' }).waitFor();
       expect(await page.isHidden('#form-error')).toBe(true);
+
+      // Over long-poll too: the session ends at expiry, the reconnect is refused, and the page
+      // goes back to sign in.
+      const short = env.token('erin', 2);
+      await page.evaluate((t) => (globalThis as any).localStorage.setItem('pyre.token', t), short);
+      await page.goto(`${env.url}/?transport=longpoll`);
+      await expectText(page, '#conn-label', 'long-poll');
+      await expectText(page, '#who', 'erin');
+      await page.locator('#sign-in').waitFor({ state: 'visible' });
+      await expectText(page, '#sign-in-error', 'your token expired, sign in again');
+      expect(await page.textContent('#who')).toBe('');
+      expect(await page.isVisible('#sign-out')).toBe(false);
+      expect(await page.textContent('#conn-label')).toBe('offline');
       expect(pageErrors).toEqual([]);
     } finally {
       await context.close();

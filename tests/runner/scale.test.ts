@@ -174,12 +174,14 @@ pgSuite('a global cap over two gateway processes (needs PYRE_TEST_DATABASE_URL)'
     fs.rmSync(dataDir, { recursive: true, force: true });
   });
 
-  it(`with RUNNER_GLOBAL_CONCURRENCY=${CAP} and room for 20 each, never more than ${CAP} predictions in flight together`, async () => {
+  // Each process alone has room for 4, so the cap of 5 is only ever reached by the two together:
+  // without the claim counting over both, they would run 8 at once.
+  it(`with RUNNER_GLOBAL_CONCURRENCY=${CAP} and room for 4 each, never more than ${CAP} predictions in flight together`, async () => {
     const env = {
       REPLICATE_API_TOKEN: standin.token,
       REPLICATE_BASE_URL: standin.url,
       RUNNER_ENABLED: 'true',
-      RUNNER_CONCURRENCY: '20',
+      RUNNER_CONCURRENCY: '4',
       RUNNER_GLOBAL_CONCURRENCY: String(CAP),
       ...NO_CREATION_LIMIT,
       DATA_DIR: dataDir,

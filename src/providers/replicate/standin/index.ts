@@ -1,11 +1,5 @@
-export {
-  startStandin,
-  parseGoDuration,
-  type Standin,
-  type StandinOptions,
-  type StandinPreset,
-  type RecordedRequest,
-} from './server';
+export { parseGoDuration } from './answers';
+export { startStandin, type Standin, type StandinOptions, type StandinPreset, type RecordedRequest } from './server';
 export { VirtualClock, RealClock, type StandinClock } from './clock';
 export {
   Faults,

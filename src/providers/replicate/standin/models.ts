@@ -121,7 +121,8 @@ export const STANDIN_MODELS: Record<string, StandinModel> = {
     epilogue: () => ['Video saved to output.mp4'],
     lateCheck: (input) =>
       input.last_frame_image !== undefined && input.image === undefined
-        ? 'Prediction input failed validation: {"detail":[{"loc":["body","input","last_frame_image"],"msg":"last_frame_image requires image","type":"value_error"}]}'
+        ? 'Prediction input failed validation: ' +
+          '{"detail":[{"loc":["body","input","last_frame_image"],"msg":"last_frame_image requires image","type":"value_error"}]}'
         : null,
     file: () => 'mp4',
   },

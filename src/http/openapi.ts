@@ -290,6 +290,11 @@ function servicePaths(): Schema {
                     auth_required: { type: 'boolean' },
                     open_mode: { type: 'boolean' },
                     user_id: { type: ['string', 'null'] },
+                    expires_at: {
+                      type: ['string', 'null'],
+                      format: 'date-time',
+                      description: 'when the token given expires (null in open mode); a socket is closed then',
+                    },
                   },
                   required: ['auth_required', 'user_id'],
                 },
@@ -357,7 +362,10 @@ function components(registry: ModelRegistry): Schema {
       bearer: {
         type: 'http',
         scheme: 'bearer',
-        description: 'a token from `pyre token --user NAME` (not needed in open mode)',
+        bearerFormat: 'pyre1 or JWT',
+        description:
+          'a token from `pyre token --user NAME`, or a JWT signed HS256 with AUTH_SECRET with `sub` (the user id) ' +
+          'and `exp` (not needed in open mode)',
       },
     },
     schemas: {

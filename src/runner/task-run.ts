@@ -124,7 +124,7 @@ export class TaskRun {
     return {
       model: model.providerModel as CreatePredictionRequest['model'],
       input: this.row.provider_input,
-      ...(webhookUrl ? { webhook: webhookUrl(this.row.id), webhookEventsFilter: WEBHOOK_EVENTS } : {}),
+      ...(webhookUrl ? { webhook: webhookUrl(this.row.id), webhookEventsFilter: webhookEvents(model) } : {}),
     } as CreatePredictionRequest;
   }
 
@@ -273,11 +273,13 @@ export class TaskRun {
 }
 
 /**
- * The deliveries a task asks for: all of them, for every kind. Progress is what the clients show
- * (a video's bar moves with its logs), and Replicate sends output and logs deliveries at most every
- * 500 ms per prediction; the safety-net polls (see pollDelayMs) only cover lost deliveries.
+ * The deliveries a task asks for. Text: every output and log (its deltas). Image and video: the
+ * start and the end only, as a delivery costs the gateway about as much as a poll; their progress
+ * comes from the safety-net polls (see pollDelayMs).
  */
-const WEBHOOK_EVENTS: CreatePredictionRequest['webhookEventsFilter'] = ['start', 'output', 'logs', 'completed'];
+function webhookEvents(model: ModelSpec): CreatePredictionRequest['webhookEventsFilter'] {
+  return model.taskType === 'text_gen' ? ['start', 'output', 'logs', 'completed'] : ['start', 'completed'];
+}
 
 const STAGE: Record<string, number> = { starting: 0, processing: 1 };
 

@@ -92,7 +92,14 @@ export async function startFrontAndWorker(
   const front = await startGateway('postgres', {
     auth: true,
     tdb,
-    env: { REPLICATE_API_TOKEN: standin.token, REPLICATE_BASE_URL: standin.url, RUNNER_ENABLED: 'false' },
+    // Every client of these tests comes from 127.0.0.1: a thousand sockets and the test's own HTTP
+    // calls are over the default per-address cap (1,000).
+    env: {
+      REPLICATE_API_TOKEN: standin.token,
+      REPLICATE_BASE_URL: standin.url,
+      RUNNER_ENABLED: 'false',
+      MAX_CONNECTIONS_PER_ADDRESS: '5000',
+    },
   });
   const worker = await spawnGateway({
     PYRE_FIXTURE_PG_URL: TEST_PG_URL!,

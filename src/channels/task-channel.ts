@@ -35,9 +35,9 @@ function forClient<T, A extends UserAssigns>(value: T, socket: ChannelSocket<A>)
 
 /** A join payload's fields (none when it is not a JSON object). */
 function objectPayload(payload: Payload): Record<string, unknown> {
-  return (payload && typeof payload === 'object' && !Buffer.isBuffer(payload) && !Array.isArray(payload)
-    ? payload
-    : {}) as Record<string, unknown>;
+  return (
+    payload && typeof payload === 'object' && !Buffer.isBuffer(payload) && !Array.isArray(payload) ? payload : {}
+  ) as Record<string, unknown>;
 }
 
 /** Per-join state of a task channel. */

@@ -480,7 +480,13 @@ export class Connection implements ChannelHost, Subscriber {
    */
   adopt(h: HandedOver): void {
     for (const j of h.joins) {
-      const msg: InboundMessage = { joinRef: j.joinRef, ref: j.ref, topic: j.topic, event: 'phx_join', payload: j.payload };
+      const msg: InboundMessage = {
+        joinRef: j.joinRef,
+        ref: j.ref,
+        topic: j.topic,
+        event: 'phx_join',
+        payload: j.payload,
+      };
       this.silentJoins.add(msg);
       this.receive(msg);
     }

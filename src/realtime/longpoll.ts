@@ -707,7 +707,10 @@ export class LongPollEndpoint {
       moves.push(this.moveSession(s, nodes[moves.length % nodes.length]!));
     }
     await Promise.all(moves);
-    this.server.logger.info({ sessions: moves.length, nodes: nodes.length }, 'realtime: long-poll sessions handed over');
+    this.server.logger.info(
+      { sessions: moves.length, nodes: nodes.length },
+      'realtime: long-poll sessions handed over',
+    );
     return moves.length;
   }
 

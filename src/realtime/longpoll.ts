@@ -78,10 +78,15 @@ const JSON_HEADERS = {
   'access-control-allow-origin': '*',
 };
 
-function sendJson(res: ServerResponse, body: unknown, httpStatus = 200): void {
+/** `closeConnection`: this node stops; the client's (or balancer's) next request goes on a new connection, to another node. */
+function sendJson(res: ServerResponse, body: unknown, httpStatus = 200, closeConnection = false): void {
   if (res.writableEnded || res.destroyed) return;
   const text = JSON.stringify(body);
-  res.writeHead(httpStatus, { ...JSON_HEADERS, 'content-length': Buffer.byteLength(text) });
+  res.writeHead(httpStatus, {
+    ...JSON_HEADERS,
+    'content-length': Buffer.byteLength(text),
+    ...(closeConnection ? { connection: 'close' } : {}),
+  });
   res.end(text);
 }
 
@@ -266,6 +271,11 @@ interface Forwarded {
   hops: number;
   /** The owner answered (null: it did not, in time: deemed gone). */
   done(body: LpBody | null): void;
+  /** A poll's answer when this node closes first (the session lives on: the client polls again); null for a POST. */
+  onClose: LpBody | null;
+  /** Resolves once settled. */
+  settled: Promise<void>;
+  resolveSettled(): void;
 }
 
 /** Serves `${path}/longpoll`: the sessions of this process, and forwarding to other nodes'. */
@@ -308,6 +318,11 @@ export class LongPollEndpoint {
     this.bus?.onMessage((m, from) => this.fromBus(m, from));
   }
 
+  /** An answer; once this node drains, its connection is closed after it (keep-alive would bring the next request back here). */
+  private send(res: ServerResponse, body: LpBody, httpStatus = 200): void {
+    sendJson(res, body, httpStatus, this.server.isDraining);
+  }
+
   get sessionCount(): number {
     return this.sessions.size;
   }
@@ -336,7 +351,7 @@ export class LongPollEndpoint {
     }
     if (!this.server.originAllowed(req)) {
       this.server.logger.warn({ origin: req.headers.origin, transport: 'longpoll' }, 'realtime: origin not allowed');
-      sendJson(res, { status: 403 });
+      this.send(res, { status: 403 });
       return;
     }
     const raw = this.tokenOf(req);
@@ -347,6 +362,8 @@ export class LongPollEndpoint {
     const remote = named !== null && holder !== this.nodeId && this.bus !== null ? { ...named, node: holder! } : null;
     if (method === 'GET') {
       if (session !== undefined && !session.closed) this.listenHere(session, res);
+      // Closed, this node holds no poll any more: "nothing yet", and the next one goes elsewhere.
+      else if (remote !== null && this.server.isClosed) this.send(res, { status: 204, token: raw!, messages: [] });
       else if (remote !== null) this.forwardPoll(remote.node, remote.sid, req, res);
       else this.newSession(req, res);
       return;
@@ -359,7 +376,7 @@ export class LongPollEndpoint {
     } else {
       // Drain the body so keep-alive connections stay usable.
       req.resume();
-      sendJson(res, { status: 410 });
+      this.send(res, { status: 410 });
     }
   }
 
@@ -394,7 +411,7 @@ export class LongPollEndpoint {
       .authorize(req, 'longpoll', authToken, null, this.sessionTokenOf(req))
       .then((a) => {
         if ('status' in a) {
-          sendJson(res, { status: 403 });
+          this.send(res, { status: 403 });
           return;
         }
         const sid = randomBytes(24).toString('base64url');
@@ -403,16 +420,16 @@ export class LongPollEndpoint {
         session.request = a.request;
         this.sessions.set(sid, session);
         this.server.openConnection(session, a, this.sessionTimeoutMs);
-        sendJson(res, { status: 410, token, messages: [] });
+        this.send(res, { status: 410, token, messages: [] });
       })
       .catch((err: unknown) => {
         this.server.logger.error({ err }, 'realtime: long-poll connect failed');
-        sendJson(res, { status: 500 });
+        this.send(res, { status: 500 });
       });
   }
 
   private listenHere(session: LongPollSession, res: ServerResponse): void {
-    const answer: PollAnswer = (body) => sendJson(res, body);
+    const answer: PollAnswer = (body) => this.send(res, body);
     session.listen(answer);
     res.on('close', () => session.cancelPoll(answer));
   }
@@ -435,7 +452,7 @@ export class LongPollEndpoint {
         chunks.length = 0;
         this.server.counters.protocolErrors++;
         this.server.logger.warn({ size }, 'realtime: long-poll body too large');
-        sendJson(res, { status: 413 }, 413);
+        this.send(res, { status: 413 }, 413);
         return;
       }
       chunks.push(c);
@@ -447,8 +464,8 @@ export class LongPollEndpoint {
   }
 
   private answerWhenHandled(res: ServerResponse, result: LpBody | Promise<LpBody>): void {
-    if (result instanceof Promise) result.then((b) => sendJson(res, b));
-    else sendJson(res, result);
+    if (result instanceof Promise) result.then((b) => this.send(res, b));
+    else this.send(res, result);
   }
 
   /** Hands a POST body's frames to the session; the answer once they are handled (Phoenix's). */
@@ -515,14 +532,26 @@ export class LongPollEndpoint {
    * Sends a request to `node` and calls `done` with its answer, or with null when the owner gave
    * no sign of life within busTimeoutMs (or none of an answer within windowMs after it did).
    */
-  private forward(node: string, req: BusMessage, done: (body: LpBody | null) => void): string {
+  private forward(
+    node: string,
+    req: BusMessage,
+    done: (body: LpBody | null) => void,
+    onClose: LpBody | null = null,
+  ): string {
     const rid = randomBytes(12).toString('base64url');
+    let resolveSettled!: () => void;
+    const settled = new Promise<void>((r) => {
+      resolveSettled = r;
+    });
     const entry: Forwarded = {
       timer: setTimeout(() => this.settle(rid, null), this.busTimeoutMs),
       message: req,
       node,
       hops: 0,
       done,
+      onClose,
+      settled,
+      resolveSettled,
     };
     this.forwarded.set(rid, entry);
     this.sendTo(node, { ...req, t: 'req', rid });
@@ -556,16 +585,23 @@ export class LongPollEndpoint {
     clearTimeout(entry.timer);
     // The client loses its session (it reconnects and rejoins): worth seeing at the default level.
     if (body === null) this.server.logger.warn({ rid }, 'realtime: long-poll session owner did not answer');
+    entry.resolveSettled();
     entry.done(body);
   }
 
   private forwardPoll(node: string, sid: string, req: IncomingMessage, res: ServerResponse): void {
     let open = true;
-    const rid = this.forward(node, { kind: 'poll', sid }, (body) => {
-      open = false;
-      if (body === null) this.newSession(req, res);
-      else sendJson(res, body);
-    });
+    const token = this.tokenOf(req);
+    const rid = this.forward(
+      node,
+      { kind: 'poll', sid },
+      (body) => {
+        open = false;
+        if (body === null) this.newSession(req, res);
+        else this.send(res, body);
+      },
+      { status: 204, token: token ?? undefined, messages: [] },
+    );
     res.on('close', () => {
       const entry = this.forwarded.get(rid);
       if (!open || entry === undefined) return;
@@ -578,7 +614,7 @@ export class LongPollEndpoint {
   private forwardPost(node: string, sid: string, req: IncomingMessage, res: ServerResponse, body: Buffer): void {
     const ctype = req.headers['content-type'];
     this.forward(node, { kind: 'post', sid, ctype: ctype ?? null, body: body.toString('base64') }, (answer) =>
-      sendJson(res, answer ?? { status: 410 }),
+      this.send(res, answer ?? { status: 410 }),
     );
   }
 
@@ -806,10 +842,22 @@ export class LongPollEndpoint {
       });
   }
 
-  /** Sessions are expired by the server's sweep (idleTimeoutMs = sessionTimeoutMs). */
-  close(): void {
+  /**
+   * Ends this node's sessions. Requests it forwarded are for sessions that live on elsewhere:
+   * a poll is answered 204 at once (its client polls again, through another node) and released
+   * at the owner; a POST's frames are with the owner, so its answer is waited for (at most
+   * the forwarding timeout). The bus must stay open until this resolves.
+   */
+  async close(): Promise<void> {
     for (const s of Array.from(this.sessions.values())) s.close();
-    for (const rid of Array.from(this.forwarded.keys())) this.settle(rid, { status: 410 });
+    const waiting: Promise<void>[] = [];
+    for (const [rid, entry] of Array.from(this.forwarded)) {
+      waiting.push(entry.settled);
+      if (entry.onClose === null) continue;
+      this.sendTo(entry.node, { t: 'cancel', rid });
+      this.settle(rid, entry.onClose);
+    }
+    await Promise.all(waiting);
   }
 }
 

@@ -412,7 +412,7 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
     this.sweepTimer = null;
     for (const { server, listener } of this.attached) server.removeListener('upgrade', listener);
     this.attached = [];
-    this.longpoll?.close();
+    await this.longpoll?.close();
     for (const conn of Array.from(this.connections)) {
       conn.transport.terminate();
       conn.transportClosed('shutdown');

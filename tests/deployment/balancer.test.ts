@@ -251,11 +251,21 @@ function swiftWatcher(base: string, taskIndex: number, taskId: string): Watcher 
       'every task to end',
       async () => {
         const page = await call(`${hp.url}/api/tasks?limit=100`, { token });
-        return page.status === 200 && page.body.data.every((t: { status: string }) => t.status === 'succeeded');
+        if (page.status !== 200) throw new Error(`GET /api/tasks: ${page.status}`);
+        const open = (page.body.data as { id: string; status: string }[]).filter((t) => t.status !== 'succeeded');
+        if (open.length === 0) return true;
+        throw new Error(`${open.length} not succeeded: ${open.map((t) => `${t.id}:${t.status}`).join(' ')}`);
       },
       120_000,
       500,
-    );
+    ).catch((err: unknown) => {
+      // What the processes said at warn and above, to tell why.
+      for (const p of allProcs)
+        process.stdout.write(
+          `process ${p.pid} (${p.owner}): ${JSON.stringify(p.logs.filter((l) => Number(l.level) >= 40).slice(-40))}\n${p.stderr.slice(-20).join('\n')}\n`,
+        );
+      throw err;
+    });
     phases.tasks_done = Date.now() - started;
     await waitFor('every socket to get its final event', () => watchers.every((w) => w.done), 60_000, 100);
     phases.sockets_done = Date.now() - started;

@@ -232,3 +232,16 @@ test('a draining node with no other node up ends its sessions (410), as Phoenix 
   expect(a.rt.stats().longpollSessions).toBe(0);
   expect(await post(a, token, [[null, '1', 'phoenix', 'heartbeat', {}]])).toEqual({ status: 410 });
 });
+
+test('a node that closes answers the polls it forwarded 204 (the session lives on elsewhere), not 410', async () => {
+  const token = (await get(a)).token!;
+  expect(await post(a, token, [['1', '1', 'room:w', 'phx_join', {}]])).toEqual({ status: 200 });
+  await get(a, token); // the join reply
+  const held = get(b, token);
+  await new Promise((r) => setTimeout(r, 50));
+  await b.rt.close();
+  expect(await held).toEqual({ status: 204, token, messages: [] });
+  // A released the poll it held for B: what comes next waits for the client's next poll.
+  a.rt.broadcast('room:w', 'next', { n: 3 });
+  expect((await get(a, token)).messages!.map((m) => JSON.parse(m))).toEqual([[null, null, 'room:w', 'next', { n: 3 }]]);
+});

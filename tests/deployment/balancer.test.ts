@@ -220,7 +220,7 @@ function swiftWatcher(base: string, taskIndex: number, taskId: string): Watcher 
     let pace = PACE;
     let pacing = true;
     const paced = (async () => {
-      for (let last = Date.now(); pacing; ) {
+      for (let last = Date.now(); pacing;) {
         await new Promise((r) => setTimeout(r, 100));
         const now = Date.now();
         await standin.advance((now - last) * pace);
@@ -293,6 +293,7 @@ function swiftWatcher(base: string, taskIndex: number, taskId: string): Watcher 
     // Then the predictions reach their end.
     pace = FINISH_PACE;
 
+    let unfinished: string[] = [];
     await waitFor(
       'every task to end',
       async () => {
@@ -300,16 +301,20 @@ function swiftWatcher(base: string, taskIndex: number, taskId: string): Watcher 
         if (page.status !== 200) throw new Error(`GET /api/tasks: ${page.status}`);
         const open = (page.body.data as { id: string; status: string }[]).filter((t) => t.status !== 'succeeded');
         if (open.length === 0) return true;
+        unfinished = open.map((t) => t.id);
         throw new Error(`${open.length} not succeeded: ${open.map((t) => `${t.id}:${t.status}`).join(' ')}`);
       },
       120_000,
       200,
-    ).catch((err: unknown) => {
-      // What the processes said at warn and above, to tell why.
-      for (const p of allProcs)
-        process.stdout.write(
-          `process ${p.pid} (${p.owner}): ${JSON.stringify(p.logs.filter((l) => Number(l.level) >= 40).slice(-40))}\n${p.stderr.slice(-20).join('\n')}\n`,
-        );
+    ).catch(async (err: unknown) => {
+      // What became of the first ones, and what the processes said about them, to tell why.
+      for (const id of unfinished.slice(0, 3)) {
+        const task = (await call(`${hp.url}/api/tasks/${id}`, { token })).body.data as Record<string, unknown>;
+        process.stdout.write(`task ${id}: ${JSON.stringify({ status: task.status, error: task.error })}\n`);
+        for (const p of allProcs)
+          for (const l of p.logs.filter((x) => x.task_id === id))
+            process.stdout.write(`  ${p.pid} ${JSON.stringify(l)}\n`);
+      }
       throw err;
     });
     phases.tasks_done = Date.now() - started;
@@ -373,6 +378,9 @@ function swiftWatcher(base: string, taskIndex: number, taskId: string): Watcher 
     expect(finished).toBe(TASKS);
     expect(predictions.every((n) => n === 1)).toBe(true);
     expect(refusedBefore).toBe(0);
+    // A SIGTERMed process hands its long-poll sessions over: no session is lost (410) in the
+    // rolling restart. (A kill -9ed owner's sessions are: phoenix.js reconnects and rejoins.)
+    expect(refusedByStatus['rolling_restart:410'] ?? 0).toBe(0);
     // Every task was still running when the processes restarted and one was killed.
     expect(runningAtKill).toBe(TASKS);
   }, 480_000);

@@ -28,6 +28,8 @@ export interface Authorized {
   id: string | null;
   /** What `connect` ran on (another node runs it again when it takes a long-poll session over). */
   request: ConnectRequest;
+  /** When the credentials expire (ms since the epoch), or null. */
+  expiresAt: number | null;
 }
 
 /** A per-connection transport object: it learns its Connection once the host opens it. */

@@ -51,7 +51,9 @@ async function main(): Promise<void> {
     join(RESULTS_DIR, 'run-all.json'),
     JSON.stringify({ machine: m, finished: new Date().toISOString(), failed }, null, 2),
   );
-  const head = `# bench run ${m.date}\n\nMachine: ${m.cpus} × ${m.cpuModel}, ${m.memGiB} GiB, Node ${m.node}; load average at start ${JSON.stringify(m.loadavg)}.\nCommand: \`npm run bench -- ${process.argv.slice(2).join(' ')}\`\n`;
+  const head =
+    `# bench run ${m.date}\n\nMachine: ${m.cpus} × ${m.cpuModel}, ${m.memGiB} GiB, Node ${m.node}; ` +
+    `load average at start ${JSON.stringify(m.loadavg)}.\nCommand: \`npm run bench -- ${process.argv.slice(2).join(' ')}\`\n`;
   writeFileSync(join(RESULTS_DIR, 'latest.md'), [head, ...printedTables].join('\n'));
   if (failed.length) {
     console.error(`failed: ${failed.join(', ')}`);

@@ -184,7 +184,8 @@ test('a gone session’s token in ?token= is not taken for the credential: 410 +
   }
 });
 
-test('a draining node hands its sessions over: held poll answered with the new token, channels and undelivered messages carried, old token forwarded', async () => {
+// Held poll answered with the new node's token; channels and undelivered messages carried; old token forwarded.
+test('a draining node hands its sessions over to a live node', async () => {
   const t1 = (await get(a)).token!;
   const t2 = (await get(a)).token!;
   expect(await post(a, t1, [['1', '1', 'room:x', 'phx_join', {}]])).toEqual({ status: 200 });

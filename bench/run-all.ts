@@ -11,6 +11,7 @@ import { runBigFanout } from './scenarios/bigfanout';
 import { runConnect } from './scenarios/connect';
 import { runFanout } from './scenarios/fanout';
 import { runIdle } from './scenarios/idle';
+import { runInflight } from './scenarios/inflight';
 import { runStorm } from './scenarios/storm';
 import { runTaskStatus } from './scenarios/task-status';
 import { runTasksHttp } from './scenarios/tasks-http';
@@ -26,6 +27,7 @@ const scenarios: Record<string, () => Promise<unknown>> = {
   storm: runStorm,
   idle: runIdle,
   bigfanout: runBigFanout,
+  inflight: runInflight,
 };
 
 async function main(): Promise<void> {

@@ -4,10 +4,8 @@ import type { OutputOpener, OutputStore } from '../storage/outputs';
 import type { ModelSpec } from '../tasks/models';
 import type { TaskService } from '../tasks/service';
 import { TERMINAL, type TaskError, type TaskOutput } from '../tasks/task';
+import { CANCELED_BY_USER, kindOf } from '../tasks/events';
 import type { AnnouncedText, MayWrite } from './text-stream';
-
-/** The error of a task the user canceled. */
-export const CANCELED_BY_USER: TaskError = { code: 'canceled', message: 'canceled by the user' };
 
 /** How a task ends. */
 export interface TaskEnd {
@@ -93,7 +91,8 @@ export class TaskWriter {
       await this.text?.extendTo(final.text);
       return this.finish({ status: 'succeeded', output: final, providerOutput: prediction.output });
     }
-    const theirs = normalizeOutput(taskType === 'image_gen' ? 'image' : 'video', prediction.output)?.urls ?? [];
+    const normalized = normalizeOutput(kindOf(taskType).kind, prediction.output);
+    const theirs = normalized && 'urls' in normalized ? normalized.urls : [];
     if (theirs.length === 0)
       return this.finish({
         status: 'failed',

@@ -189,13 +189,10 @@ function swiftWatcher(base: string, taskIndex: number, taskId: string): Watcher 
       PYRE_FIXTURE_PG_SCHEMA: tdb.schema!,
       // Up to five processes at once (one booting while one stops) on a PostgreSQL others share too.
       PYRE_FIXTURE_PG_POOL_MAX: '4',
-      // All 100 tasks run at once (the default runs 4 per model per process, the rest wait queued).
-      PYRE_FIXTURE_RUNNER: JSON.stringify({
-        leaseMs: 2000,
-        pollIntervalMs: 200,
-        claimIntervalMs: 100,
-        perModelConcurrency: 100,
-      }),
+      PYRE_FIXTURE_RUNNER: JSON.stringify({ leaseMs: 2000, pollIntervalMs: 200, claimIntervalMs: 100 }),
+      // Nor pyre's own provider budgets (100 tasks polled every 200 ms are 500 reads a second).
+      PROVIDER_CREATES_PER_MINUTE: '100000',
+      PROVIDER_READS_PER_MINUTE: '1000000',
       // A SIGTERMed process gives its running tasks 1 s, then releases them to the others (who
       // look their predictions up, never make them twice): a shorter restart, the resume path exercised.
       PYRE_FIXTURE_STOP_GRACE_MS: '1000',

@@ -17,6 +17,7 @@ import {
   type StreamResult,
 } from '../types';
 import { backoffMs, sleep, type RetryPolicy } from '../../retry';
+import type { ProviderPace } from './pace';
 import { SseParser } from './sse';
 
 export const DEFAULT_BASE_URL = 'https://api.replicate.com/v1';
@@ -52,6 +53,11 @@ export interface ReplicateClientOptions {
   connections?: number;
   /** Use this dispatcher instead of creating one (it is then not closed by `close()`). */
   dispatcher?: Dispatcher;
+  /**
+   * Paces every API request (creates and reads) under the provider's budgets, shared by all
+   * callers; a 429 pauses the whole pace. Without it, requests go out as they come.
+   */
+  pace?: ProviderPace;
   logger?: Logger;
   /** Test seams. */
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
@@ -182,6 +188,7 @@ export class ReplicateClient implements Provider {
   private readonly log: Logger | undefined;
   private readonly sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
   private readonly random: () => number;
+  readonly pace: ProviderPace | undefined;
 
   constructor(opts: ReplicateClientOptions) {
     if (!opts.token) throw new Error('ReplicateClient needs a token');
@@ -197,6 +204,7 @@ export class ReplicateClient implements Provider {
     this.log = opts.logger;
     this.sleep = opts.sleep ?? sleep;
     this.random = opts.random ?? Math.random;
+    this.pace = opts.pace;
     if (opts.dispatcher) {
       this.agent = opts.dispatcher;
       this.ownsAgent = false;
@@ -258,7 +266,9 @@ export class ReplicateClient implements Provider {
 
   async cancel(id: string, opts: RequestOptions = {}): Promise<Prediction> {
     const url = `${this.baseUrl}/predictions/${encodeURIComponent(id)}/cancel`;
-    return this.asPrediction(await this.call('read', 'POST', url, { signal: opts.signal }), 'read', 'POST', url);
+    // Ahead of the polls waiting their turn: a cancel stops billing.
+    const answer = await this.call('read', 'POST', url, { signal: opts.signal, urgent: true });
+    return this.asPrediction(answer, 'read', 'POST', url);
   }
 
   /** One page of GET /predictions (newest first). Pass `next` from the previous page as `url`. */
@@ -535,13 +545,22 @@ export class ReplicateClient implements Provider {
     op: Op,
     method: string,
     url: string,
-    init: { body?: string; headers?: Record<string, string>; headersTimeout?: number; signal?: AbortSignal },
+    init: {
+      body?: string;
+      headers?: Record<string, string>;
+      headersTimeout?: number;
+      signal?: AbortSignal;
+      /** Paced ahead of the other waiting requests. */
+      urgent?: boolean;
+    },
   ): Promise<unknown> {
     let attempt = 0;
     let throttled = 0;
     for (;;) {
       attempt++;
       let err: ProviderError;
+      // Our turn under the budget (rejects only when the caller gives up: nothing was sent).
+      await this.pace?.take(op, init.signal, init.urgent);
       try {
         const answer = await this.send(method, url, init);
         if (answer.status >= 200 && answer.status < 300) {
@@ -563,13 +582,15 @@ export class ReplicateClient implements Provider {
         else if (init.signal?.aborted && op === 'read') throw init.signal.reason ?? e;
         else err = this.networkError(e, op, method, url);
       }
-      if (err.kind === 'rate_limited' && throttled < this.rateLimit.retries) {
+      if (err.kind === 'rate_limited') {
         const wait = err.retryAfterMs ?? this.backoff(throttled + 1);
-        if (wait <= this.rateLimit.maxWaitMs) {
+        // Paced: the whole client waits (the pace holds every request back), not this call alone.
+        this.pace?.throttled(wait);
+        if (throttled < this.rateLimit.retries && wait <= this.rateLimit.maxWaitMs) {
           throttled++;
           attempt--; // a 429 is not a failed attempt
           this.log?.info({ method, url: new URL(url).pathname, waitMs: wait }, 'provider rate limited; waiting');
-          await this.sleep(wait, init.signal);
+          if (!this.pace) await this.sleep(wait, init.signal);
           continue;
         }
       }

@@ -206,6 +206,19 @@ export const DEMO_TIMELINES: Record<string, Timeline> = {
   'google/gemini-2.5-flash': { queueMs: 300, processingMs: 2500 },
 };
 
+/**
+ * Timelines for load tests (`minutes` preset): every prediction takes minutes, as videos do, so
+ * that thousands are in flight at once. Real time.
+ */
+export const MINUTES_TIMELINES: Record<string, Timeline> = {
+  'google/imagen-4-fast': { queueMs: 5000, processingMs: 60_000 },
+  'bytedance/seedream-3': { queueMs: 5000, processingMs: 90_000 },
+  'bytedance/seedance-1-pro': { queueMs: 10_000, processingMs: 170_000 },
+  'openai/gpt-4.1': { queueMs: 2000, processingMs: 60_000 },
+  'anthropic/claude-4-sonnet': { queueMs: 2000, processingMs: 60_000 },
+  'google/gemini-2.5-flash': { queueMs: 2000, processingMs: 60_000 },
+};
+
 export interface InvalidField {
   type: string;
   field: string;

@@ -7,7 +7,7 @@ import { NOT_FOUND, parseBody, problem, readBody, route, throttled, type Answer,
 import { RealClock, VirtualClock, type StandinClock } from './clock';
 import { checkCreate, modelOf, type CreateRequest } from './create-request';
 import { Faults, type FaultAction, type FaultRule, type Outcome } from './faults';
-import { DEMO_TIMELINES, inputJsonSchema, type StandinModel, type Timeline } from './models';
+import { DEMO_TIMELINES, inputJsonSchema, MINUTES_TIMELINES, type StandinModel, type Timeline } from './models';
 import { planFor, SimPrediction } from './simulation';
 import { WebhookSender, type WebhookDelivery } from './webhook-sender';
 
@@ -17,7 +17,7 @@ import { WebhookSender, type WebhookDelivery } from './webhook-sender';
  * every failure the gateway must survive. Every request it receives is recorded.
  */
 
-export type StandinPreset = 'realistic' | 'demo';
+export type StandinPreset = 'realistic' | 'demo' | 'minutes';
 
 export interface StandinOptions {
   /** 0 (default) picks a free port. */
@@ -28,9 +28,12 @@ export interface StandinOptions {
   /** A second accepted token whose creates get 402 Insufficient credit. */
   noCreditToken?: string;
   webhookSecret?: string;
-  /** `virtual` (default, except for the demo preset), real time at a speed, or your own clock. */
+  /** `virtual` (default for the realistic preset), real time at a speed, or your own clock. */
   clock?: 'virtual' | { speed: number } | StandinClock;
-  /** `realistic`: timelines of the order of the real models; `demo`: a few seconds each, real time. */
+  /**
+   * `realistic`: timelines of the order of the real models; `demo`: a few seconds each, real time;
+   * `minutes`: every prediction takes minutes, real time (load tests: thousands in flight).
+   */
   preset?: StandinPreset;
   /** Outputs, inputs and logs are removed this long after completion (default one hour). */
   dataTtlMs?: number;
@@ -49,6 +52,8 @@ export interface RecordedRequest {
   seq: number;
   /** Simulated time it arrived. */
   at: number;
+  /** Wall-clock time (ms since the epoch) it arrived: evidence of a client's pacing in real time. */
+  wallAt: number;
   method: string;
   /** Path with query string. */
   path: string;
@@ -159,7 +164,7 @@ class StandinServer {
     this.preset = opts.preset ?? 'realistic';
     this.token = opts.token ?? 'r8_standin_test_token';
     this.webhookSecret = opts.webhookSecret ?? `whsec_${randomBytes(24).toString('base64')}`;
-    const clockOpt = opts.clock ?? (this.preset === 'demo' ? { speed: 1 } : 'virtual');
+    const clockOpt = opts.clock ?? (this.preset === 'realistic' ? 'virtual' : { speed: 1 });
     this.clock =
       clockOpt === 'virtual' ? new VirtualClock() : 'now' in clockOpt ? clockOpt : new RealClock(clockOpt.speed);
     this.ownsClock = !(typeof clockOpt === 'object' && 'now' in clockOpt);
@@ -235,7 +240,8 @@ class StandinServer {
   }
 
   private timelineFor(model: StandinModel): Timeline {
-    const base = this.preset === 'demo' ? (DEMO_TIMELINES[model.ref] ?? model.timeline) : model.timeline;
+    const presets = { demo: DEMO_TIMELINES, minutes: MINUTES_TIMELINES, realistic: {} as Record<string, Timeline> };
+    const base = presets[this.preset][model.ref] ?? model.timeline;
     return { ...base, ...this.faults.timelines[model.ref] };
   }
 
@@ -306,6 +312,7 @@ class StandinServer {
     const rec: RecordedRequest = {
       seq: ++this.seq,
       at: this.clock.now(),
+      wallAt: Date.now(),
       method,
       path: url.pathname + url.search,
       op,

@@ -31,7 +31,8 @@ describeBrowser('dashboard in headless Chromium', () => {
   });
 
   /** Signs in with a token, then submits an image task; returns the new task's card. */
-  async function signInAndSubmit(page: Page, user: string, prompt: string) {
+  /** Signs in, checks the form, submits `prompt`; with `transport`, only once connected over it. */
+  async function signInAndSubmit(page: Page, user: string, prompt: string, transport?: 'long-poll') {
     page.setDefaultTimeout(10_000);
     await page.goto(`${env.url}/?debug`);
     page.on('console', (m) => {
@@ -58,6 +59,9 @@ describeBrowser('dashboard in headless Chromium', () => {
     await page.click('#params-box summary');
     await page.selectOption('#param-aspect_ratio', '16:9');
 
+    // Submitted only once the socket is up over the transport under test, so that the whole run
+    // of the task is seen over it (not replayed at once after a late fallback).
+    if (transport) await expectText(page, '#conn-label', transport);
     await page.fill('#prompt', prompt);
     await page.click('#submit');
     const card = page.locator('#task-list li.task', { hasText: prompt });
@@ -197,8 +201,7 @@ describeBrowser('dashboard in headless Chromium', () => {
     try {
       const before = env.gw.realtime.stats().longpollSessions;
       const prompt = 'A red fox in fresh snow';
-      await signInAndSubmit(page, 'bob', prompt);
-      await expectText(page, '#conn-label', 'long-poll');
+      await signInAndSubmit(page, 'bob', prompt, 'long-poll');
       expect(wsTries.length).toBeGreaterThanOrEqual(1);
       expect(env.gw.realtime.stats().longpollSessions).toBeGreaterThan(before);
       const seen = await watchUntilImage(page, prompt);

@@ -233,6 +233,7 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
     if (method === 'POST' && (m = /^\/v1\/predictions\/([^/]+)\/cancel$/.exec(path)))
       return { op: 'cancel', params: [m[1]!] };
     if (method === 'GET' && path === '/v1/webhooks/default/secret') return { op: 'secret', params: [] };
+    if (method === 'GET' && path === '/v1/account') return { op: 'account', params: [] };
     if (method === 'GET' && (m = /^\/v1\/models\/([^/]+)\/([^/]+)$/.exec(path)))
       return { op: 'model', params: [decodeURIComponent(m[1]!), decodeURIComponent(m[2]!)] };
     if (method === 'GET' && (m = /^\/v1\/streams\/([^/]+)$/.exec(path))) return { op: 'stream', params: [m[1]!] };
@@ -725,6 +726,14 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
         return send(res, rec, list(url), { slowMs });
       case 'secret':
         return send(res, rec, { status: 200, body: { key: webhookSecret } }, { slowMs });
+      case 'account':
+        // Replicate's GET /v1/account: who the token belongs to (a cheap authenticated call).
+        return send(
+          res,
+          rec,
+          { status: 200, body: { type: 'organization', username: 'standin', name: 'Replicate stand-in' } },
+          { slowMs },
+        );
       case 'model': {
         const m = modelOf(params[0]!, params[1]!);
         if (!m) return send(res, rec, NOT_FOUND());

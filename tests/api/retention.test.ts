@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import S3rver from 's3rver';
 import { loadConfig, ConfigError } from '../../src/config';
+import { migrate } from '../../src/db';
 import { silentLogger } from '../../src/log';
 import { LocalOutputStore, type OutputStore } from '../../src/storage/outputs';
 import { S3OutputStore } from '../../src/storage/s3';
@@ -57,9 +58,14 @@ describe.each(BACKENDS)('retention on %s', (backend) => {
   });
   beforeEach(async () => {
     tdb = await freshDb(backend);
+    await migrate(tdb.db);
     tasks = new TaskService(tdb.db, new ModelRegistry(), silentLogger(), { now: () => clock });
   });
-  afterEach(() => tdb.drop());
+  const afterCleanup: Array<() => void> = [];
+  afterEach(async () => {
+    for (const f of afterCleanup.splice(0)) f();
+    await tdb.drop();
+  });
 
   /** A task created at `at`, brought to `status` then (with a stored file when it succeeded). */
   async function taskAt(at: Date, status: TaskStatus, outputs: OutputStore): Promise<string> {
@@ -138,6 +144,7 @@ describe.each(BACKENDS)('retention on %s', (backend) => {
       silentLogger(),
     );
     const { expired, kept } = await scenario(outputs);
+    afterCleanup.push(() => outputs.client.destroy());
     const keysOf = async (id: string) =>
       (await outputs.client.send(new ListObjectsV2Command({ Bucket: 'pyre-outputs', Prefix: `r-${backend}/${id}/` })))
         .Contents ?? [];

@@ -135,7 +135,12 @@ export class ProviderHealth {
 
   /** The state for /readyz; starts a new check in the background when it was not ok a while ago. */
   current(): { state: ProviderState; detail: string | null } {
-    if (this.state !== 'ok' && !this.stopped.signal.aborted && Date.now() - this.checkedAt > (this.opts.recheckMs ?? 30_000)) void this.check();
+    if (
+      this.state !== 'ok' &&
+      !this.stopped.signal.aborted &&
+      Date.now() - this.checkedAt > (this.opts.recheckMs ?? 30_000)
+    )
+      void this.check();
     return { state: this.state, detail: this.detail };
   }
 
@@ -146,7 +151,8 @@ export class ProviderHealth {
       const who = await this.client.account({ signal });
       this.state = 'ok';
       this.detail = null;
-      if (before !== 'ok') this.logger.info({ provider: 'replicate', account: who.username }, 'provider token accepted');
+      if (before !== 'ok')
+        this.logger.info({ provider: 'replicate', account: who.username }, 'provider token accepted');
     } catch (err) {
       if (this.stopped.signal.aborted) return;
       const e = err as { status?: number | null; message?: string; name?: string };

@@ -96,8 +96,7 @@ export class TaskWriter {
       return this.finish({ status: 'succeeded', output: final, providerOutput: prediction.output });
     }
     const theirs = normalizeOutput(taskType === 'image_gen' ? 'image' : 'video', prediction.output)?.urls ?? [];
-    if (theirs.length === 0)
-      return this.finish({ status: 'failed', error: taskError('no_output') });
+    if (theirs.length === 0) return this.finish({ status: 'failed', error: taskError('no_output') });
     const ours = await this.deps.outputs.copy(this.task.id, theirs, this.deps.openOutput, signal);
     await this.finish({ status: 'succeeded', output: { urls: ours }, providerOutput: { urls: theirs } });
   }

@@ -74,7 +74,7 @@ export const TASK_ERRORS = {
   },
   provider_unavailable: {
     means:
-      'the provider will not run tasks for this gateway (out of credit or capacity, credentials refused, model unavailable): an operator problem, not the user\'s; try again later',
+      "the provider will not run tasks for this gateway (out of credit or capacity, credentials refused, model unavailable): an operator problem, not the user's; try again later",
     message: 'the generation service is unavailable right now (an operator problem); try again later',
   },
   timeout: {

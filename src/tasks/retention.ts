@@ -41,9 +41,7 @@ export class Retention {
     const limit = this.opts.batch ?? RETENTION_BATCH;
     let total = 0;
     for (;;) {
-      const ids = await this.deps.store.deleteFinished({ before, limit }, (batch) =>
-        this.deps.outputs.remove(batch),
-      );
+      const ids = await this.deps.store.deleteFinished({ before, limit }, (batch) => this.deps.outputs.remove(batch));
       total += ids.length;
       if (ids.length < limit) break;
     }

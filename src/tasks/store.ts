@@ -254,7 +254,9 @@ export class TaskStore {
     beforeDelete: (ids: string[]) => Promise<void>,
   ): Promise<string[]> {
     return this.db.transaction(async (trx) => {
-      const picked = (await trx.raw(EXPIRED_SQL, { before: q.before, limit: q.limit })) as { rows: Array<{ id: string }> };
+      const picked = (await trx.raw(EXPIRED_SQL, { before: q.before, limit: q.limit })) as {
+        rows: Array<{ id: string }>;
+      };
       const ids = picked.rows.map((r) => r.id);
       if (ids.length === 0) return [];
       await beforeDelete(ids);

@@ -106,14 +106,14 @@ describe('the progress line on a terminal', () => {
     const t = fakeTerminal();
     const bar = new ProgressLine(t.out, 'bytedance/seedance-1-pro', true);
     bar.update('processing', 99);
-    expect(screen(t.bytes()).at(-1)).toMatch(/ 99%  processing /);
+    expect(screen(t.bytes()).at(-1)).toMatch(/ 99% {2}processing /);
     bar.update(undefined, 100);
     expect(screen(t.bytes()).at(-1)).toMatch(
-      /100%  finishing \(storing the output\) [\d.]+s  bytedance\/seedance-1-pro$/,
+      /100% {2}finishing \(storing the output\) [\d.]+s {2}bytedance\/seedance-1-pro$/,
     );
     bar.update('succeeded', 100);
     bar.done();
-    expect(screen(t.bytes()).at(-2)).toMatch(/100%  succeeded /);
+    expect(screen(t.bytes()).at(-2)).toMatch(/100% {2}succeeded /);
   });
 
   test('"reconnecting…" replaces the status while the connection is down, and goes when it is back', () => {
@@ -121,9 +121,9 @@ describe('the progress line on a terminal', () => {
     const bar = new ProgressLine(t.out, 'm', true);
     bar.update('processing', 40);
     bar.connection(false);
-    expect(screen(t.bytes()).at(-1)).toMatch(/ 40%  reconnecting… /);
+    expect(screen(t.bytes()).at(-1)).toMatch(/ 40% {2}reconnecting… /);
     bar.connection(true);
-    expect(screen(t.bytes()).at(-1)).toMatch(/ 40%  processing /);
+    expect(screen(t.bytes()).at(-1)).toMatch(/ 40% {2}processing /);
     bar.done();
   });
 

@@ -93,7 +93,7 @@ describe.each(BACKENDS)('runner on %s: provider faults', (backend) => {
     expect(JSON.stringify(ev)).not.toContain('stand-in');
   });
 
-  it('a provider 402 (no credit) fails the task at once as an operator problem; the billing text is not the user\'s', async () => {
+  it("a provider 402 (no credit) fails the task at once as an operator problem; the billing text is not the user's", async () => {
     env.standin.faults.noCredit = true;
     const prompt = 'no credit';
     const id = await createTask(env.url, { type: 'text', prompt });

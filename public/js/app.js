@@ -25,20 +25,38 @@ const state = {
 
 /** Set up once per page load, whoever signs in. */
 let setUp = false;
+/** The task form, built once (from GET /api/models) and kept across sign-ins. */
+let formReady = null;
 
 // ---- sign in ---------------------------------------------------------------------------------
 
+/** How long to wait before trying again while the gateway is not reachable. */
+const START_RETRY_MS = 1500;
+
+/**
+ * Reads the session, the models and the task list, then connects. While the gateway cannot be
+ * reached the red banner says so and this tries again; the banner goes once it is back.
+ */
 async function start() {
-  let session;
   try {
-    session = (await api('/api/session')).data;
+    await startOnce();
+    showBanner(null);
   } catch (err) {
-    if (err instanceof ApiError && err.status === 401) {
+    if (err instanceof ApiError && err.unreachable) {
+      showBanner(err.message);
+      setTimeout(start, START_RETRY_MS);
+    } else if (err instanceof ApiError && err.status === 401) {
+      showBanner(null);
       saveToken('');
-      return showSignIn('That token is no longer accepted (expired or signed with another secret). Enter a new one.');
+      showSignIn('That token is no longer accepted (expired or signed with another secret). Enter a new one.');
+    } else {
+      showBanner(err.message); // a bug or an answer the page cannot use: say it, do not retry
     }
-    return fatal(err);
   }
+}
+
+async function startOnce() {
+  const session = (await api('/api/session')).data;
   if (session.auth_required && !session.user_id) return showSignIn();
   if (state.session && state.session.user_id !== session.user_id) {
     // Someone else signed in on this page: nothing of the previous user's stays.
@@ -48,10 +66,15 @@ async function start() {
     state.olderLoaded = false;
   }
   state.session = session;
+  formReady ??= setUpForm().catch((err) => {
+    formReady = null; // built on the next try
+    throw err;
+  });
+  await Promise.all([formReady, loadTasks()]);
+  // Shown once the page works for this user (not while it is still trying to reach the gateway).
   $('#who').textContent = session.open_mode ? `${session.user_id} (open mode)` : session.user_id;
   $('#sign-out').hidden = session.open_mode;
   $('#sign-in').hidden = true;
-  await Promise.all([setUp ? null : setUpForm(), loadTasks()]);
   connect();
   if (!setUp) window.addEventListener('hashchange', route);
   setUp = true;
@@ -65,6 +88,9 @@ function expired() {
   state.page?.leave();
   state.page = null;
   disconnect();
+  // Nobody is signed in any more: the header says so.
+  $('#who').textContent = '';
+  $('#sign-out').hidden = true;
   // What was typed in the task form stays there for after signing in again.
   showSignIn('your token expired, sign in again');
 }
@@ -100,10 +126,16 @@ $('#sign-out').addEventListener('click', () => {
   location.reload();
 });
 
-function fatal(err) {
-  document.body.append(
-    Object.assign(document.createElement('p'), { className: 'error banner', textContent: `pyre: ${err.message}` }),
-  );
+/** The red banner at the top of the page: a message, or null to take it away. */
+function showBanner(message) {
+  let banner = document.getElementById('banner');
+  if (!message) return banner?.remove();
+  if (!banner) {
+    banner = Object.assign(document.createElement('p'), { id: 'banner', className: 'error banner' });
+    banner.setAttribute('role', 'alert');
+    document.body.append(banner);
+  }
+  banner.textContent = `pyre: ${message}`;
 }
 
 // ---- realtime --------------------------------------------------------------------------------
@@ -193,8 +225,11 @@ function connect() {
     setConn('error', 'reconnecting…');
     checkSession();
   });
-  socket.onClose(() => {
+  socket.onClose((event) => {
     if (state.socket !== socket) return;
+    // The gateway closes a socket when its token expires (1008 "token expired"): the token is no
+    // good for REST either, so sign in again rather than reconnect with it.
+    if (event && event.code === 1008 && event.reason === 'token expired') return expired();
     // An unclean close is followed by phoenix.js's reconnect attempts.
     setConn('error', 'reconnecting…');
   });
@@ -374,8 +409,16 @@ function renderNote() {
     .join(' · ');
 }
 
+/** What went wrong with the last Cancel or Retry of a task, shown in its card (and page) until the next try. */
+const actionErrors = new Map();
+
 function cardFor(task) {
-  return taskCard(task, { streamed: state.streamed.get(task.id), onCancel: cancel });
+  return taskCard(task, {
+    streamed: state.streamed.get(task.id),
+    onCancel: cancel,
+    onRetry: retry,
+    actionError: actionErrors.get(task.id),
+  });
 }
 
 function signature(t) {
@@ -385,19 +428,36 @@ function signature(t) {
     t.output ? 'out' : '',
     t.error ? t.error.code : '',
     (state.streamed.get(t.id) ?? '').length,
+    actionErrors.get(t.id) ?? '',
   ].join('|');
 }
 
+/**
+ * Puts the cards in order, newest first, updating them in place: a card whose task did not change
+ * is the same element as before (an image stays loaded, a video keeps playing), a new task's card
+ * is inserted where it belongs, and nothing else moves.
+ */
 function renderList() {
   const list = $('#task-list');
   const tasks = [...state.tasks.values()].sort((a, b) => b.inserted_at.localeCompare(a.inserted_at));
-  list.replaceChildren(
-    ...tasks.map((t) => {
-      const card = cardFor(t);
-      card.dataset.sig = signature(t);
-      return card;
-    }),
-  );
+  const existing = new Map();
+  for (const el of /** @type {HTMLElement[]} */ ([...list.children])) existing.set(el.dataset.taskId, el);
+  let next = list.firstElementChild;
+  for (const t of tasks) {
+    let card = existing.get(t.id);
+    existing.delete(t.id);
+    const sig = signature(t);
+    if (!card || card.dataset.sig !== sig) {
+      const fresh = cardFor(t);
+      fresh.dataset.sig = sig;
+      card?.replaceWith(fresh);
+      if (card === next) next = fresh;
+      card = fresh;
+    }
+    if (card === next) next = card.nextElementSibling;
+    else list.insertBefore(card, next);
+  }
+  for (const gone of existing.values()) gone.remove();
   $('#tasks-empty').hidden = tasks.length > 0;
   $('#load-older').hidden = !state.nextCursor;
   renderNote();
@@ -415,14 +475,41 @@ function renderCard(task) {
   renderNote();
 }
 
+/** Shows (or clears, with null) what went wrong with a Cancel or Retry, in the task's card. */
+function setActionError(taskId, message) {
+  if (message) actionErrors.set(taskId, message);
+  else actionErrors.delete(taskId);
+  const known = state.tasks.get(taskId);
+  if (known) renderCard(known);
+}
+
+/** Cancels a task; resolves to what went wrong (shown in its card), or null. */
 export async function cancel(task) {
   try {
     const { data } = await api(`/api/tasks/${task.id}/cancel`, { method: 'POST' });
     const known = state.tasks.get(task.id);
     if (known && (data.last_seq ?? 0) >= (known.last_seq ?? 0)) Object.assign(known, data);
-    if (known) renderCard(known);
+    setActionError(task.id, null);
+    return null;
   } catch (err) {
-    if (!(err instanceof ApiError && err.status === 401)) alert(`Could not cancel: ${err.message}`);
+    if (err instanceof ApiError && err.status === 401) return null; // back at sign-in: expired()
+    const message = `Could not cancel: ${err.message}`;
+    setActionError(task.id, message);
+    return message;
+  }
+}
+
+/** Submits a new task with a failed one's input; resolves to the new task, or null (what went wrong is in the card). */
+export async function retry(task) {
+  try {
+    const { data } = await api('/api/tasks', { method: 'POST', body: { input_data: task.input_data } });
+    setActionError(task.id, null);
+    if (!state.tasks.has(data.id)) state.tasks.set(data.id, data);
+    renderList();
+    return data;
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 401)) setActionError(task.id, `Could not retry: ${err.message}`);
+    return null;
   }
 }
 
@@ -458,7 +545,16 @@ function route() {
   $('#home').hidden = Boolean(m);
   $('#task-page').hidden = !m;
   if (m) {
-    state.page = showTaskPage($('#task-page'), m[1], { socket: state.socket, cancel, applyEvent });
+    state.page = showTaskPage($('#task-page'), m[1], {
+      socket: state.socket,
+      cancel,
+      retry: async (task) => {
+        const created = await retry(task);
+        if (created) location.hash = `#/tasks/${created.id}`;
+        return created ? null : (actionErrors.get(task.id) ?? null);
+      },
+      applyEvent,
+    });
     window.scrollTo(0, 0);
   }
 }

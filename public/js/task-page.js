@@ -3,7 +3,7 @@
 
 import { api, ApiError } from './api.js';
 import { h, clockTime } from './dom.js';
-import { errorView, outputView, progressBar, statusPill, TERMINAL } from './task-view.js';
+import { actionErrorView, errorView, outputView, progressBar, statusPill, taskButtons, TERMINAL } from './task-view.js';
 // Served by the gateway from its task-event contract (src/tasks/events.ts).
 import { TASK_EVENTS } from './events.js';
 
@@ -33,9 +33,19 @@ function summary(event, p) {
   }
 }
 
-export function showTaskPage(root, taskId, { socket, cancel, applyEvent }) {
+export function showTaskPage(root, taskId, { socket, cancel, retry, applyEvent }) {
   let task = null;
   let lastSeq = 0;
+  /** Events in the timeline (rows group consecutive text deltas, so there are fewer rows). */
+  let eventCount = 0;
+  /** The last row, while it is a run of text_delta events that more deltas extend. */
+  let deltaRun = null;
+  /** What went wrong with the last Cancel or Retry clicked here. */
+  let actionError = null;
+  const act = (fn) => async (t) => {
+    actionError = await fn(t);
+    renderTop();
+  };
   let channel = null;
   let left = false;
   const streamed = new Map();
@@ -93,14 +103,13 @@ export function showTaskPage(root, taskId, { socket, cancel, applyEvent }) {
           { class: 'task-head' },
           statusPill(task.status),
           h('span', { class: 'model' }, task.model),
-          TERMINAL.has(task.status)
-            ? null
-            : h('button', { type: 'button', class: 'danger', onclick: () => cancel(task) }, 'Cancel'),
+          taskButtons(task, { onCancel: act(cancel), onRetry: act(retry), className: '' }),
         ),
         h('h1', { class: 'prompt-full' }, task.input_data?.prompt ?? ''),
         progressBar(task),
         outputView(task, streamed.get(task.id)),
         errorView(task),
+        actionErrorView(actionError),
         h(
           'dl',
           { class: 'facts' },
@@ -131,7 +140,10 @@ export function showTaskPage(root, taskId, { socket, cancel, applyEvent }) {
     );
   }
 
-  /** Adds an event to the timeline, flagging a foreign task id, a gap or a repeat. */
+  /**
+   * Adds an event to the timeline, flagging a foreign task id, a gap or a repeat. Consecutive
+   * text deltas share one row (a text task streams hundreds): its seq range, their count, the text.
+   */
   function addRow(e, live) {
     const p = e.payload ?? {};
     const problems = [];
@@ -139,23 +151,46 @@ export function showTaskPage(root, taskId, { socket, cancel, applyEvent }) {
     if (e.seq !== lastSeq + 1)
       problems.push(e.seq <= lastSeq ? `repeat (had ${lastSeq})` : `gap (expected ${lastSeq + 1})`);
     lastSeq = Math.max(lastSeq, e.seq);
-    rows.append(
-      h(
-        'tr',
-        { class: problems.length ? 'bad' : '', dataset: { seq: e.seq, event: e.event } },
-        h('td', { class: 'num' }, String(e.seq)),
-        h('td', { class: 'time' }, clockTime(e.inserted_at ?? new Date().toISOString())),
-        h(
-          'td',
-          {},
-          h('span', { class: `ev ${e.event}` }, e.event),
-          live ? h('span', { class: 'live-tag' }, 'live') : null,
-        ),
-        h('td', { class: 'details' }, summary(e.event, p)),
-        h('td', { class: problems.length ? 'check bad' : 'check ok' }, problems.length ? problems.join('; ') : '✓'),
-      ),
+    eventCount++;
+    note.textContent = `${eventCount} events`;
+    const delta = e.event === 'text_delta' && problems.length === 0;
+    if (delta && deltaRun) return extendRun(deltaRun, e, p, live);
+    const cells = {
+      seq: h('td', { class: 'num' }, String(e.seq)),
+      event: h('span', { class: `ev ${e.event}` }, e.event),
+      kind: h('td', {}),
+      details: h('td', { class: 'details' }, summary(e.event, p)),
+    };
+    cells.kind.append(cells.event);
+    if (live) cells.kind.append(liveTag());
+    const tr = h(
+      'tr',
+      { class: problems.length ? 'bad' : '', dataset: { seq: e.seq, event: e.event } },
+      cells.seq,
+      h('td', { class: 'time' }, clockTime(e.inserted_at ?? new Date().toISOString())),
+      cells.kind,
+      cells.details,
+      h('td', { class: problems.length ? 'check bad' : 'check ok' }, problems.length ? problems.join('; ') : '✓'),
     );
-    note.textContent = `${rows.children.length} events`;
+    rows.append(tr);
+    deltaRun = delta ? { tr, cells, first: e.seq, count: 1, text: p.delta ?? '', live } : null;
+  }
+
+  /** One more text delta on the row of the deltas just before it. */
+  function extendRun(run, e, p, live) {
+    run.count++;
+    run.text += p.delta ?? '';
+    run.tr.dataset.seqLast = String(e.seq);
+    run.tr.dataset.count = String(run.count);
+    run.cells.seq.textContent = `${run.first}–${e.seq}`;
+    run.cells.event.textContent = `text_delta ×${run.count}`;
+    run.cells.details.textContent = JSON.stringify(run.text);
+    if (live && !run.live) run.cells.kind.append(liveTag());
+    run.live = run.live || live;
+  }
+
+  function liveTag() {
+    return h('span', { class: 'live-tag' }, 'live');
   }
 
   /** Reads the task again (the events do not carry everything, e.g. completed_at), keeping newer live state. */
@@ -198,6 +233,8 @@ export function showTaskPage(root, taskId, { socket, cancel, applyEvent }) {
       openRef = null;
       rows.replaceChildren();
       lastSeq = 0;
+      eventCount = 0;
+      deltaRun = null;
       for (const e of ev.data) addRow(e, false);
       streamed.set(
         task.id,

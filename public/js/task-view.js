@@ -80,8 +80,26 @@ export function errorView(task) {
 
 const KIND = { image_gen: 'image', video_gen: 'video', text_gen: 'text' };
 
+/** What went wrong with the last Cancel or Retry, said where it was clicked (no dialog). */
+export function actionErrorView(message) {
+  return message ? h('p', { class: 'action-error', role: 'alert', 'data-role': 'action-error' }, message) : null;
+}
+
+/** Cancel while the task runs, Retry once it failed (a new task with the same input). */
+export function taskButtons(task, { onCancel, onRetry, className = 'link' }) {
+  if (!TERMINAL.has(task.status))
+    return h('button', { type: 'button', class: `${className} danger`, onclick: () => onCancel(task) }, 'Cancel');
+  if (task.status === 'failed' && onRetry)
+    return h(
+      'button',
+      { type: 'button', class: className, 'data-role': 'retry', onclick: () => onRetry(task) },
+      'Retry',
+    );
+  return null;
+}
+
 /** A task's card in the list. */
-export function taskCard(task, { streamed, onCancel }) {
+export function taskCard(task, { streamed, onCancel, onRetry, actionError }) {
   const prompt = task.input_data?.prompt ?? '';
   return h(
     'li',
@@ -97,13 +115,12 @@ export function taskCard(task, { streamed, onCancel }) {
     TERMINAL.has(task.status) && task.status !== 'succeeded' ? null : progressBar(task),
     outputView(task, streamed),
     errorView(task),
+    actionErrorView(actionError),
     h(
       'div',
       { class: 'task-actions' },
       h('a', { href: `#/tasks/${task.id}` }, 'Timeline →'),
-      TERMINAL.has(task.status)
-        ? null
-        : h('button', { type: 'button', class: 'link danger', onclick: () => onCancel(task) }, 'Cancel'),
+      taskButtons(task, { onCancel, onRetry }),
     ),
   );
 }

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import type http from 'node:http';
 import { TokenError, type Authenticator } from '../auth/tokens';
 import { feedCursor, TaskChannel, UserTasksChannel, type UserAssigns } from '../channels/task-channel';
@@ -38,18 +38,11 @@ export async function startTaskRealtime(
   const { tasks, auth, bus } = opts;
   const pubsub = bus?.realtime;
   await pubsub?.start();
-  // Long-poll sessions answer on every process: their tokens are signed with a key all processes
-  // share (AUTH_SECRET; in open mode, one derived from the shared database's address) and their
-  // requests are forwarded to the process that holds the session over this bus.
+  // Long-poll sessions answer on every process: their requests are forwarded to the process that
+  // holds the session over this bus.
   const longpollBus = bus?.longpoll;
   await longpollBus?.start();
-  const longpollSecret =
-    ctx.config.authSecret ??
-    (bus
-      ? createHash('sha256')
-          .update(`pyre long-poll\0${JSON.stringify(bus.connection)}`)
-          .digest()
-      : undefined);
+  const longpollSecret = longpollKey(ctx.config.authSecret, bus);
   const realtime = new RealtimeServer<UserAssigns>({
     checkOrigin: originCheck(ctx.config.checkOrigin),
     logger: logger.child({ component: 'realtime' }),
@@ -57,14 +50,19 @@ export async function startTaskRealtime(
     maxTotalBufferedBytes: ctx.config.connections.maxTotalBufferedBytes,
     ...(pubsub ? { pubsub } : {}),
     longpoll: { secret: longpollSecret, bus: longpollBus },
-    connect: (params, info) => {
+    connect: async (params, info) => {
       const token = typeof params.token === 'string' && params.token !== '' ? params.token : info.authToken;
       try {
-        const userId = auth.userFor(token);
-        return { assigns: { userId, baseUrl: opts.baseUrlOf?.(info.headers) }, id: `user_socket:${userId}` };
+        const { userId, expiresAt } = await auth.identify(token);
+        // The socket is closed when its token expires (close 1008 "token expired"): clients reconnect with a fresh one.
+        return {
+          assigns: { userId, baseUrl: opts.baseUrlOf?.(info.headers) },
+          id: `user_socket:${userId}`,
+          expiresAt,
+        };
       } catch (err) {
         if (err instanceof TokenError) {
-          logger.info({ reason: err.reason, transport: info.transport }, 'socket refused');
+          logger.info({ reason: err.reason, detail: err.message, transport: info.transport }, 'socket refused');
           return { error: true, status: 403 };
         }
         throw err;
@@ -94,6 +92,20 @@ export async function startTaskRealtime(
   });
   await relay.start();
   return { realtime, relay };
+}
+
+/**
+ * The key long-poll session tokens are signed with, shared by all processes: derived from
+ * AUTH_SECRET (in open mode, from the shared database's address). Never AUTH_SECRET itself:
+ * session tokens (<node>.<sid>.<mac>) and pyre1 user tokens (pyre1.<claims>.<mac>) are made alike,
+ * and a user token must never read as a session's.
+ */
+function longpollKey(authSecret: string | undefined, bus: ClusterBus | undefined): Buffer | undefined {
+  if (authSecret) return createHmac('sha256', authSecret).update('pyre long-poll session tokens').digest();
+  if (!bus) return undefined;
+  return createHash('sha256')
+    .update(`pyre long-poll\0${JSON.stringify(bus.connection)}`)
+    .digest();
 }
 
 /** CHECK_ORIGIN: a list of allowed browser origins; unset means the gateway's own host (Phoenix's default). */

@@ -38,7 +38,7 @@ export function dashboardEventsModule(): string {
 export function dashboardRouter(deps: { auth: Authenticator }): Router {
   const r = Router();
 
-  r.get('/api/session', (req, res) => {
+  r.get('/api/session', async (req, res) => {
     const header = req.get('authorization');
     const m = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
     const authRequired = !deps.auth.openMode;
@@ -48,8 +48,15 @@ export function dashboardRouter(deps: { auth: Authenticator }): Router {
       return;
     }
     // A bad or expired token answers 401, so a page can ask for another one.
-    const userId = deps.auth.userFor(m?.[1]);
-    res.json({ data: { auth_required: authRequired, open_mode: !authRequired, user_id: userId } });
+    const { userId, expiresAt } = await deps.auth.identify(m?.[1]);
+    res.json({
+      data: {
+        auth_required: authRequired,
+        open_mode: !authRequired,
+        user_id: userId,
+        expires_at: expiresAt === null ? null : new Date(expiresAt).toISOString(),
+      },
+    });
   });
 
   // The task events' names, as a module the dashboard imports: generated from the contract, not a copy.

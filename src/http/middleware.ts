@@ -27,12 +27,12 @@ export function requestContext(logger: Logger): RequestHandler {
 
 /** Requires `Authorization: Bearer <token>` (open mode: everyone is the local user). */
 export function requireUser(auth: Authenticator): RequestHandler {
-  return (req, _res, next) => {
+  return async (req, _res, next) => {
     const header = req.get('authorization');
     const m = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
     // A header that is present but not a bearer token is refused even in open mode.
-    if (header && !m) return next(new TokenError('malformed'));
-    req.userId = auth.userFor(m?.[1]);
+    if (header && !m) return next(new TokenError('malformed', 'Authorization must be "Bearer <token>"'));
+    req.userId = (await auth.identify(m?.[1])).userId;
     next();
   };
 }

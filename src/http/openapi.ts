@@ -291,6 +291,11 @@ export function openApiDocument(registry: ModelRegistry, opts: { serverUrl?: str
                       auth_required: { type: 'boolean' },
                       open_mode: { type: 'boolean' },
                       user_id: { type: ['string', 'null'] },
+                      expires_at: {
+                        type: ['string', 'null'],
+                        format: 'date-time',
+                        description: 'when the token given expires (null in open mode); a socket is closed then',
+                      },
                     },
                     required: ['auth_required', 'user_id'],
                   },
@@ -343,7 +348,9 @@ export function openApiDocument(registry: ModelRegistry, opts: { serverUrl?: str
         bearer: {
           type: 'http',
           scheme: 'bearer',
-          description: 'a token from `pyre token --user NAME` (not needed in open mode)',
+          bearerFormat: 'pyre1 or JWT',
+          description:
+            'a token from `pyre token --user NAME`, or a JWT signed HS256 with AUTH_SECRET with `sub` (the user id) and `exp` (not needed in open mode)',
         },
       },
       schemas: {

@@ -66,6 +66,9 @@ export const CloseCode = {
   serviceRestart: 1012,
 } as const;
 
+/** The longest delay setTimeout keeps (2^31 - 1 ms). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 function isThenable<T>(v: unknown): v is PromiseLike<T> {
   return v !== null && typeof v === 'object' && typeof (v as { then?: unknown }).then === 'function';
 }
@@ -95,6 +98,7 @@ export class Connection implements ChannelHost, Subscriber {
   private rlStart = 0;
   private rlCount = 0;
   private protocolErrors = 0;
+  private expiryTimer: NodeJS.Timeout | null = null;
 
   constructor(
     ctx: ConnectionContext,
@@ -464,6 +468,23 @@ export class Connection implements ChannelHost, Subscriber {
 
   // ---- lifecycle -------------------------------------------------------------------------
 
+  /**
+   * Closes the connection when its credentials expire (ms since the epoch): close 1008
+   * "token expired" (a long-poll session ends), on which clients reconnect with fresh ones.
+   */
+  expireAt(at: number): void {
+    if (this.expiryTimer !== null) clearTimeout(this.expiryTimer);
+    // setTimeout holds at most ~24.8 days; a later expiry re-arms on the way.
+    const ms = Math.min(Math.max(0, at - Date.now()), MAX_TIMER_MS);
+    this.expiryTimer = setTimeout(() => {
+      this.expiryTimer = null;
+      if (Date.now() < at) return this.expireAt(at);
+      this.logger.info({ socketId: this.id, transport: this.transportKind }, 'realtime: credentials expired');
+      this.close(CloseCode.policyViolation, 'token expired');
+    }, ms);
+    this.expiryTimer.unref();
+  }
+
   close(code: number, reason: string): void {
     if (this.closed || this.closing) return;
     this.closing = true;
@@ -475,6 +496,8 @@ export class Connection implements ChannelHost, Subscriber {
     if (this.closed) return;
     this.closed = true;
     this.inbox = null;
+    if (this.expiryTimer !== null) clearTimeout(this.expiryTimer);
+    this.expiryTimer = null;
     this.releaseIdleWaiter();
     if (this.id !== null) this.ctx.pubsub.unsubscribe(this.id, this);
     for (const ch of Array.from(this.channels.values())) ch.teardown(reason);

@@ -16,6 +16,8 @@ export interface Authorized {
   params: Params;
   assigns: Assigns;
   id: string | null;
+  /** When the credentials expire (ms since the epoch), or null. */
+  expiresAt: number | null;
 }
 
 /** A per-connection transport object: it learns its Connection once the host opens it. */

@@ -27,7 +27,18 @@ export interface ConnectInfo {
 }
 
 export type ConnectResult<A extends Assigns = Assigns> =
-  { assigns?: A; id?: string | null; error?: undefined } | { error: true; status?: number };
+  | {
+      assigns?: A;
+      id?: string | null;
+      /**
+       * When the connection's credentials expire (ms since the epoch; null or absent: never). The
+       * connection is closed then, WebSocket close 1008 "token expired", a long-poll session ends
+       * (410): clients reconnect, and connect again with their current params.
+       */
+      expiresAt?: number | null;
+      error?: undefined;
+    }
+  | { error: true; status?: number };
 
 export interface RealtimeServerOptions<A extends Assigns = Assigns> {
   /** Mount path (default `/socket`): serves `${path}/websocket` and `${path}/longpoll`. */
@@ -307,7 +318,7 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
       this.logger.error({ id }, 'realtime: connect returned a non-string id');
       return { status: 403 };
     }
-    return { serializer, params, assigns: result.assigns ?? {}, id };
+    return { serializer, params, assigns: result.assigns ?? {}, id, expiresAt: result.expiresAt ?? null };
   }
 
   /** Creates and registers a connection. */
@@ -316,6 +327,7 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
     transport.conn = conn;
     this.connections.add(conn);
     this.counters.sockets++;
+    if (a.expiresAt !== null) conn.expireAt(a.expiresAt);
     return conn;
   }
 

@@ -135,16 +135,43 @@ describeBrowser('dashboard in headless Chromium', () => {
 
       // Back to the list: a video (minutes long on this stand-in) is canceled from its card.
       await page.click('a.back');
+      const imageCard = await page.locator('#task-list li.task', { hasText: prompt }).elementHandle();
+      const image = await page.locator('#task-list li.task', { hasText: prompt }).locator('img').elementHandle();
       await page.click('label[for=type-video]');
       expect(await page.inputValue('#model')).toBe('bytedance/seedance-1-pro');
       await page.fill('#prompt', 'Waves on a beach at night');
       await page.click('#submit');
       const video = page.locator('#task-list li.task', { hasText: 'Waves on a beach at night' });
+      await video.waitFor();
+      // The new card went above the others, which were left as they were: the image card and its
+      // image are the same elements as before (a playing video would not restart).
+      expect(await page.locator('#task-list li.task').first().textContent()).toContain('Waves on a beach at night');
+      expect(await imageCard!.evaluate((el: any) => el.isConnected && el.parentNode.children[1] === el)).toBe(true);
+      expect(await image!.evaluate((el: any) => el.isConnected)).toBe(true);
+
+      // A cancel that fails says so in the card, with no dialog; the next try works and clears it.
+      const dialogs: string[] = [];
+      page.on('dialog', (d) => {
+        dialogs.push(d.message());
+        void d.dismiss();
+      });
+      await page.route('**/api/tasks/*/cancel', (r) => r.abort('connectionrefused'));
+      await video.getByRole('button', { name: 'Cancel' }).click();
+      await expectText(
+        page,
+        '#task-list li.task [data-role=action-error]',
+        'Could not cancel: the gateway is not reachable',
+      );
+      expect(await video.getAttribute('data-status')).not.toBe('canceled');
+      await page.unroute('**/api/tasks/*/cancel');
       await video.getByRole('button', { name: 'Cancel' }).click();
       await page
         .locator('#task-list li.task[data-status="canceled"]', { hasText: 'Waves on a beach at night' })
         .waitFor();
       await expectText(page, '#task-list li.task[data-status="canceled"] .task-error', 'Canceled');
+      expect(await page.locator('#task-list [data-role=action-error]').count()).toBe(0);
+      expect(dialogs).toEqual([]);
+      expect(await imageCard!.evaluate((el: any) => el.isConnected)).toBe(true);
       const canceled = (await env.gw.tasks.list('alice', { status: 'canceled' })).data;
       expect(canceled.map((t) => t.input_data.prompt)).toEqual(['Waves on a beach at night']);
       expect(pageErrors).toEqual([]);
@@ -214,14 +241,19 @@ describeBrowser('dashboard in headless Chromium', () => {
   test('an expired token sends the user back to sign in, keeping what they typed', async () => {
     const { context, page, pageErrors } = await signedIn('erin', { ttlSeconds: 2 });
     try {
+      await expectText(page, '#who', 'erin');
+      expect(await page.isVisible('#sign-out')).toBe(true);
       await page.fill('#prompt', 'Typed before the token expired');
-      await page.waitForTimeout(3_000);
-      await page.click('#submit');
+      // At the token's expiry the gateway closes the socket (1008 "token expired"): the page goes
+      // back to sign in by itself, before anything is clicked.
       await page.locator('#sign-in').waitFor({ state: 'visible' });
       await expectText(page, '#sign-in-error', 'your token expired, sign in again');
       expect(await page.isVisible('#home')).toBe(false);
       expect(await page.textContent('#conn-label')).toBe('offline');
       expect(await page.evaluate(() => (globalThis as any).localStorage.getItem('pyre.token'))).toBeNull();
+      // After the token expires the header no longer shows the user, nor "Sign out".
+      expect(await page.textContent('#who')).toBe('');
+      expect(await page.isVisible('#sign-out')).toBe(false);
 
       // Signed in again: the form has what was typed, and works.
       await page.fill('#token', env.token('erin'));
@@ -229,10 +261,25 @@ describeBrowser('dashboard in headless Chromium', () => {
       await page.locator('#home').waitFor({ state: 'visible' });
       expect(await page.inputValue('#prompt')).toBe('Typed before the token expired');
       expect(await page.locator('#type-picker input').count()).toBe(3); // the form was not built twice
+      await expectText(page, '#who', 'erin');
+      expect(await page.isVisible('#sign-out')).toBe(true);
       await expectText(page, '#conn-label', 'WebSocket');
       await page.click('#submit');
       await page.locator('#task-list li.task', { hasText: 'Typed before the token expired' }).waitFor();
       expect(await page.isHidden('#form-error')).toBe(true);
+
+      // Over long-poll too: the session ends at expiry, the reconnect is refused, and the page
+      // goes back to sign in.
+      const short = env.token('erin', 2);
+      await page.evaluate((t) => (globalThis as any).localStorage.setItem('pyre.token', t), short);
+      await page.goto(`${env.url}/?transport=longpoll`);
+      await expectText(page, '#conn-label', 'long-poll');
+      await expectText(page, '#who', 'erin');
+      await page.locator('#sign-in').waitFor({ state: 'visible' });
+      await expectText(page, '#sign-in-error', 'your token expired, sign in again');
+      expect(await page.textContent('#who')).toBe('');
+      expect(await page.isVisible('#sign-out')).toBe(false);
+      expect(await page.textContent('#conn-label')).toBe('offline');
       expect(pageErrors).toEqual([]);
     } finally {
       await context.close();
@@ -285,6 +332,17 @@ describeBrowser('dashboard in headless Chromium', () => {
       await page.click('#submit');
       await expectText(page, '#form-error', 'the gateway is not reachable');
       expect(await page.textContent('#form-error')).not.toContain('Failed to fetch');
+
+      // A page loaded while the gateway is unreachable: the red banner says so, and goes once it is back.
+      await page.unroute('**/api/tasks');
+      await page.route('**/api/session', (r) => r.abort('connectionrefused'));
+      await page.reload();
+      await expectText(page, '.banner', 'the gateway is not reachable');
+      await page.unroute('**/api/session');
+      await page.locator('#home').waitFor({ state: 'visible' });
+      await page.locator('.banner').waitFor({ state: 'detached' });
+      await expectText(page, '#who', 'frank');
+      await expectText(page, '#conn-label', 'WebSocket');
       expect(pageErrors).toEqual([]);
     } finally {
       await context.close();
@@ -326,6 +384,40 @@ describeBrowser('dashboard in headless Chromium', () => {
       await page.reload();
       await failed.locator('[data-role=partial-output]').waitFor();
       expect(await failed.locator('[data-role=partial-output]').textContent()).toBe(live);
+
+      // Its timeline: the text deltas, one after the other, share one row (not one row per token).
+      const id = (await failed.getAttribute('data-task-id'))!;
+      const deltas: { seq: number; payload: any }[] = await env.gw
+        .db('task_events')
+        .where({ task_id: id, event: 'text_delta' })
+        .orderBy('seq')
+        .select('seq', 'payload');
+      expect(deltas.length).toBeGreaterThan(1);
+      await failed.getByText('Timeline →').click();
+      await page.locator('.timeline tbody tr[data-event="text_response"]').waitFor();
+      const grouped = page.locator('.timeline tbody tr[data-event="text_delta"]');
+      expect(await grouped.count()).toBe(1);
+      expect(await grouped.getAttribute('data-seq')).toBe(String(deltas[0]!.seq));
+      expect(await grouped.getAttribute('data-seq-last')).toBe(String(deltas[deltas.length - 1]!.seq));
+      expect(await grouped.getAttribute('data-count')).toBe(String(deltas.length));
+      const text = deltas
+        .map((d) => (typeof d.payload === 'string' ? JSON.parse(d.payload) : d.payload).delta)
+        .join('');
+      expect(await grouped.locator('td.details').textContent()).toBe(JSON.stringify(text));
+      expect(await page.locator('.timeline tbody tr.bad').count()).toBe(0);
+
+      // Retry makes a new task with the same input, shown above the failed one.
+      await page.click('a.back');
+      await failed.getByRole('button', { name: 'Retry' }).click();
+      await page.locator('#task-list li.task', { hasText: 'a story cut short' }).nth(1).waitFor();
+      const rows = await env.gw
+        .db('tasks')
+        .where({ user_id: 'hana' })
+        .orderBy('inserted_at')
+        .select('id', 'input_data');
+      expect(rows).toHaveLength(2);
+      expect(rows[1].input_data).toEqual(rows[0].input_data);
+      expect(await page.locator('#task-list li.task').first().getAttribute('data-task-id')).toBe(rows[1].id);
       expect(pageErrors).toEqual([]);
     } finally {
       await context.close();

@@ -11,6 +11,7 @@ import { runBigFanout } from './scenarios/bigfanout';
 import { runConnect } from './scenarios/connect';
 import { runFanout } from './scenarios/fanout';
 import { runIdle } from './scenarios/idle';
+import { runInflight } from './scenarios/inflight';
 import { runStorm } from './scenarios/storm';
 import { runTaskStatus } from './scenarios/task-status';
 import { runTasksHttp } from './scenarios/tasks-http';
@@ -26,6 +27,7 @@ const scenarios: Record<string, () => Promise<unknown>> = {
   storm: runStorm,
   idle: runIdle,
   bigfanout: runBigFanout,
+  inflight: runInflight,
 };
 
 async function main(): Promise<void> {
@@ -51,7 +53,9 @@ async function main(): Promise<void> {
     join(RESULTS_DIR, 'run-all.json'),
     JSON.stringify({ machine: m, finished: new Date().toISOString(), failed }, null, 2),
   );
-  const head = `# bench run ${m.date}\n\nMachine: ${m.cpus} × ${m.cpuModel}, ${m.memGiB} GiB, Node ${m.node}; load average at start ${JSON.stringify(m.loadavg)}.\nCommand: \`npm run bench -- ${process.argv.slice(2).join(' ')}\`\n`;
+  const head =
+    `# bench run ${m.date}\n\nMachine: ${m.cpus} × ${m.cpuModel}, ${m.memGiB} GiB, Node ${m.node}; ` +
+    `load average at start ${JSON.stringify(m.loadavg)}.\nCommand: \`npm run bench -- ${process.argv.slice(2).join(' ')}\`\n`;
   writeFileSync(join(RESULTS_DIR, 'latest.md'), [head, ...printedTables].join('\n'));
   if (failed.length) {
     console.error(`failed: ${failed.join(', ')}`);

@@ -56,7 +56,12 @@ const EnvSchema = z.object({
     message: 'must be comma-separated origins like https://a.com or //*.b.com',
   }),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-  RUNNER_CONCURRENCY: intFromEnv(1, 1000).default(8),
+  RUNNER_CONCURRENCY: intFromEnv(1, 1_000_000).default(2000),
+  RUNNER_GLOBAL_CONCURRENCY: intFromEnv(1, 10_000_000).default(5000),
+  RUNNER_USER_CONCURRENCY: intFromEnv(1, 10_000_000).default(200),
+  RUNNER_MODEL_CONCURRENCY: intFromEnv(1, 10_000_000).default(2000),
+  PROVIDER_CREATES_PER_MINUTE: intFromEnv(1, 10_000_000).default(600),
+  PROVIDER_READS_PER_MINUTE: intFromEnv(1, 10_000_000).default(3000),
   RUNNER_ENABLED: z.enum(['true', 'false']).default('true'),
   WORKERS: intFromEnv(1, 64).default(1),
   RATE_LIMIT_TASKS_PER_MINUTE: intFromEnv(0, 10_000_000).default(600),
@@ -94,7 +99,13 @@ export interface Config {
   /** Browser origins allowed to call the REST API (CORS); undefined means none. */
   corsOrigins: string[] | undefined;
   logLevel: string;
-  runner: { enabled: boolean; concurrency: number };
+  /**
+   * Predictions in flight: `concurrency` in this process; `global`, `perUser` and `perModel` over
+   * all processes on the database (counted by the claim).
+   */
+  runner: { enabled: boolean; concurrency: number; global: number; perUser: number; perModel: number };
+  /** Provider requests a minute, shared by this process's tasks (token buckets allowing bursts). */
+  providerBudgets: { createsPerMinute: number; readsPerMinute: number };
   workers: number;
   /** Task submissions a user may make a minute (0: no limit). */
   rateLimitTasksPerMinute: number;
@@ -183,7 +194,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       .map((s) => s.trim())
       .filter(Boolean),
     logLevel: e.LOG_LEVEL,
-    runner: { enabled: e.RUNNER_ENABLED === 'true', concurrency: e.RUNNER_CONCURRENCY },
+    runner: {
+      enabled: e.RUNNER_ENABLED === 'true',
+      concurrency: e.RUNNER_CONCURRENCY,
+      global: e.RUNNER_GLOBAL_CONCURRENCY,
+      perUser: e.RUNNER_USER_CONCURRENCY,
+      perModel: e.RUNNER_MODEL_CONCURRENCY,
+    },
+    providerBudgets: { createsPerMinute: e.PROVIDER_CREATES_PER_MINUTE, readsPerMinute: e.PROVIDER_READS_PER_MINUTE },
     workers: e.WORKERS,
     rateLimitTasksPerMinute: e.RATE_LIMIT_TASKS_PER_MINUTE,
     connections: {

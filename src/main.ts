@@ -49,7 +49,8 @@ export async function main(): Promise<void> {
   if (!config.publicUrl && !['127.0.0.1', '::1', 'localhost'].includes(config.host)) {
     logger.warn(
       { host: config.host },
-      "PUBLIC_URL is unset: output file URLs are built from each request's Host header (http://<Host>/files/…, https when X-Forwarded-Proto says so) and provider webhooks are off; set PUBLIC_URL to the address clients use",
+      "PUBLIC_URL is unset: output file URLs are built from each request's Host header (http://<Host>/files/…, " +
+        'https when X-Forwarded-Proto says so) and provider webhooks are off; set PUBLIC_URL to the address clients use',
     );
   }
 

@@ -35,7 +35,8 @@ export function stopOnSignals(gateway: Gateway, logger: Logger, budget = SHUTDOW
     const { sockets, longpollSessions } = gateway.realtime.stats();
     logger.info(
       { signal, tasks_running: running, sockets, longpoll_sessions: longpollSessions },
-      `shutting down: ${running} running task(s) get ${budget.runnerGraceMs / 1000} s to finish, then are released to resume later; send the signal again to stop at once`,
+      `shutting down: ${running} running task(s) get ${budget.runnerGraceMs / 1000} s to finish, ` +
+        'then are released to resume later; send the signal again to stop at once',
     );
     const force = setTimeout(() => {
       logger.error(`shutdown did not finish within ${budget.hardLimitMs / 1000} s; exiting anyway`);

@@ -168,7 +168,8 @@ export async function runFanout(): Promise<FanoutRow[]> {
           for (const ph of phases) {
             const r = await measure(server, gens, subsPerTopic, topicCount, ph);
             log(
-              `${kind} ${ph.shape}: ${r.delivered}/${r.expected} delivered, ${fmt(r.msgPerSec)} msg/s, p99 ${fmt(r.p99)} ms, ${fmt(r.serverCpuUsPerMsg, 2)} µs/msg`,
+              `${kind} ${ph.shape}: ${r.delivered}/${r.expected} delivered, ${fmt(r.msgPerSec)} msg/s, ` +
+                `p99 ${fmt(r.p99)} ms, ${fmt(r.serverCpuUsPerMsg, 2)} µs/msg`,
             );
             rows.push(r);
             await sleep(300);

@@ -103,7 +103,8 @@ export async function runTasksHttp(): Promise<TasksHttpRow[]> {
           gatewayCpuUsPerRequest: ((s1.cpuSec - s0.cpuSec) * 1e6) / n,
         };
         log(
-          `POST /api/tasks, ${workers} worker(s), synchronous_commit ${syncCommit ? 'on' : 'off'}: ${fmt(row.perSecond, 0)}/s, p99 ${fmt(row.p99, 2)} ms, ${r.ok} ok, errors ${JSON.stringify(r.errors)}`,
+          `POST /api/tasks, ${workers} worker(s), synchronous_commit ${syncCommit ? 'on' : 'off'}: ` +
+            `${fmt(row.perSecond, 0)}/s, p99 ${fmt(row.p99, 2)} ms, ${r.ok} ok, errors ${JSON.stringify(r.errors)}`,
         );
         rows.push(row);
       } finally {

@@ -338,7 +338,9 @@ export class UserTasksChannel implements Channel<FeedAssigns> {
       this.logger?.warn({ topic, err: (err as Error).message }, 'join refused: database unavailable');
       return { status: 'error', response: UNAVAILABLE };
     }
-    // Events stored between the read and the subscription that follows the join: read again once joined.
+    // The realtime layer subscribed before join ran, so what is broadcast after the read reaches
+    // handleOut (which drops what the replay sent). One more read once joined (handleInfo runs after
+    // the reply) covers an event whose broadcast never came.
     socket.assigns.replayFrom = since;
     setImmediate(() => socket.send(CATCH_UP));
     return { status: 'ok', response: truncated ? { replay_truncated: true } : {} };

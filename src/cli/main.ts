@@ -153,8 +153,8 @@ function standinCommand(program: Command): void {
     )
     .option('--host <host>', 'address to listen on', process.env.STANDIN_HOST ?? '127.0.0.1')
     .addOption(
-      new Option('--preset <preset>', 'timelines: demo (a few seconds) or realistic')
-        .choices(['demo', 'realistic'])
+      new Option('--preset <preset>', 'timelines: demo (a few seconds), realistic, or minutes (load tests)')
+        .choices(['demo', 'realistic', 'minutes'])
         .default(process.env.STANDIN_PRESET ?? 'demo'),
     )
     .option(

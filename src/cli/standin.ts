@@ -15,8 +15,8 @@ export interface StandinCliOptions {
  * SIGINT or SIGTERM.
  */
 export async function runStandin(opts: StandinCliOptions): Promise<void> {
-  if (opts.preset !== 'demo' && opts.preset !== 'realistic') {
-    throw new CliError(`--preset must be demo or realistic (got ${opts.preset})`, EXIT.usage);
+  if (!['demo', 'realistic', 'minutes'].includes(opts.preset)) {
+    throw new CliError(`--preset must be demo, realistic or minutes (got ${opts.preset})`, EXIT.usage);
   }
   if (!(opts.speed > 0)) throw new CliError('--speed must be a positive number', EXIT.usage);
   const standin = await startStandin({

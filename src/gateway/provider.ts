@@ -1,5 +1,6 @@
 import type { Config } from '../config';
 import type { Logger } from '../log';
+import { ProviderPace } from '../providers/replicate/pace';
 import { createReplicateClient, type ReplicateClient } from '../providers/replicate/client';
 import { startStandin, type Standin } from '../providers/replicate/standin';
 import { isProviderError } from '../providers/types';
@@ -78,6 +79,7 @@ export async function startProvider(
     token: settings.apiToken!,
     baseUrl: settings.baseUrl,
     logger: logger.child({ component: 'replicate' }),
+    pace: new ProviderPace(config.providerBudgets),
     ...(opts.retry ? { retry: opts.retry } : {}),
   });
   closers.push('provider client', () => provider.close());

@@ -39,6 +39,9 @@ export function createRunner(
     outputs: opts.outputs,
     logger: ctx.logger.child({ component: 'runner' }),
     concurrency: config.runner.concurrency,
+    globalConcurrency: config.runner.global,
+    userConcurrency: config.runner.perUser,
+    modelConcurrency: config.runner.perModel,
     ...(publicUrl && provider.webhookSecret()
       ? { webhookUrl: (taskId: string) => `${publicUrl}/api/webhooks/replicate?task_id=${taskId}` }
       : {}),

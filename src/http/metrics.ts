@@ -65,13 +65,26 @@ interface UndiciRequest {
 export function createMetrics(deps: MetricsDeps): Metrics {
   const registry = new Registry();
   if (deps.processMetrics !== false) collectDefaultMetrics({ register: registry });
+  registerRealtimeMetrics(registry, deps.realtime);
+  registerTaskMetrics(registry, deps);
+  const provider = deps.provider ? observeProviderCalls(registry, deps.provider) : undefined;
+  return {
+    registry,
+    observeRequests: requestObserver(registry),
+    router: () => metricsRouter(registry, deps.token),
+    close() {
+      provider?.close();
+    },
+  };
+}
 
+function registerRealtimeMetrics(registry: Registry, realtime: MetricsDeps['realtime']): void {
   new Gauge({
     name: 'pyre_realtime_sockets',
     help: 'Open sockets (WebSocket and long-poll)',
     registers: [registry],
     collect() {
-      this.set(deps.realtime.stats().sockets);
+      this.set(realtime.stats().sockets);
     },
   });
   new Gauge({
@@ -79,7 +92,7 @@ export function createMetrics(deps: MetricsDeps): Metrics {
     help: 'Open long-poll sessions',
     registers: [registry],
     collect() {
-      this.set(deps.realtime.stats().longpollSessions);
+      this.set(realtime.stats().longpollSessions);
     },
   });
   new Gauge({
@@ -87,7 +100,7 @@ export function createMetrics(deps: MetricsDeps): Metrics {
     help: 'Joined channels',
     registers: [registry],
     collect() {
-      this.set(deps.realtime.stats().channels);
+      this.set(realtime.stats().channels);
     },
   });
   for (const [key, name, help] of REALTIME_COUNTERS) {
@@ -98,21 +111,25 @@ export function createMetrics(deps: MetricsDeps): Metrics {
       collect() {
         // The realtime layer keeps the running totals; the counter mirrors them.
         this.reset();
-        this.inc(deps.realtime.stats()[key]);
+        this.inc(realtime.stats()[key]);
       },
     });
   }
+}
 
-  // Tasks by state: one GROUP BY per scrape at most every ttl, shared by the gauges below.
-  const ttl = deps.taskCountTtlMs ?? 5000;
-  type Counts = Awaited<ReturnType<TaskStore['countByStatus']>>;
-  // While the database cannot be reached, /metrics still answers (sockets, channels, ...) with the
-  // last task counts read, instead of failing the whole scrape.
-  let lastRead: Counts | undefined;
-  let cached: { at: number; value: Promise<Counts | undefined> } | undefined;
-  const counts = () => {
-    if (!cached || Date.now() - cached.at > ttl) {
-      const value = new TaskStore(deps.db).countByStatus().then(
+type TaskCounts = Awaited<ReturnType<TaskStore['countByStatus']>>;
+
+/**
+ * Tasks by state: one GROUP BY per scrape at most every `ttlMs`, shared by the gauges. While the
+ * database cannot be reached, /metrics still answers (sockets, channels, ...) with the last task
+ * counts read, instead of failing the whole scrape.
+ */
+function cachedTaskCounts(db: Db, ttlMs: number): () => Promise<TaskCounts | undefined> {
+  let lastRead: TaskCounts | undefined;
+  let cached: { at: number; value: Promise<TaskCounts | undefined> } | undefined;
+  return () => {
+    if (!cached || Date.now() - cached.at > ttlMs) {
+      const value = new TaskStore(db).countByStatus().then(
         (c) => (lastRead = c),
         () => {
           cached = undefined;
@@ -123,6 +140,10 @@ export function createMetrics(deps: MetricsDeps): Metrics {
     }
     return cached.value;
   };
+}
+
+function registerTaskMetrics(registry: Registry, deps: MetricsDeps): void {
+  const counts = cachedTaskCounts(deps.db, deps.taskCountTtlMs ?? 5000);
   new Gauge({
     name: 'pyre_tasks',
     help: 'Stored tasks by status',
@@ -159,8 +180,12 @@ export function createMetrics(deps: MetricsDeps): Metrics {
       this.set(deps.runner.activeCount);
     },
   });
+}
 
-  // Provider calls, timed from undici's diagnostics channels: no hook in the client needed.
+const UNDICI_CHANNELS = ['undici:request:create', 'undici:request:headers', 'undici:request:error'] as const;
+
+/** Provider calls, timed from undici's diagnostics channels: no hook in the client needed. */
+function observeProviderCalls(registry: Registry, provider: NonNullable<MetricsDeps['provider']>): { close(): void } {
   const latency = new Histogram({
     name: 'pyre_provider_request_duration_seconds',
     help: 'Provider API calls, from request to response headers',
@@ -170,25 +195,26 @@ export function createMetrics(deps: MetricsDeps): Metrics {
   });
   const failures = new Counter({
     name: 'pyre_provider_request_failures_total',
-    help: 'Provider calls answered 429 or 5xx, or that failed on the network (the client retries these within its policy)',
+    help:
+      'Provider calls answered 429 or 5xx, or that failed on the network ' +
+      '(the client retries these within its policy)',
     labelNames: ['method', 'route', 'reason'],
     registers: [registry],
   });
   const started = new WeakMap<object, number>();
-  const origin = deps.provider ? new URL(deps.provider.baseUrl).origin : undefined;
-  const routeOf = (path: string) => deps.provider?.routeOf(path) ?? 'other';
-  const ours = (r: UndiciRequest) =>
-    origin !== undefined && r.origin !== undefined && new URL(r.origin).origin === origin;
+  const origin = new URL(provider.baseUrl).origin;
+  const labelsOf = (r: UndiciRequest) => ({ method: r.method ?? 'GET', route: provider.routeOf(r.path ?? '') });
   const onCreate = (m: unknown) => {
     const { request } = m as { request: UndiciRequest };
-    if (ours(request)) started.set(request, performance.now());
+    if (request.origin !== undefined && new URL(request.origin).origin === origin)
+      started.set(request, performance.now());
   };
   const onHeaders = (m: unknown) => {
     const { request, response } = m as { request: UndiciRequest; response: { statusCode: number } };
     const t0 = started.get(request);
     if (t0 === undefined) return;
     started.delete(request);
-    const labels = { method: request.method ?? 'GET', route: routeOf(request.path ?? '') };
+    const labels = labelsOf(request);
     latency.observe({ ...labels, status: String(response.statusCode) }, (performance.now() - t0) / 1000);
     if (response.statusCode === 429 || response.statusCode >= 500)
       failures.inc({ ...labels, reason: String(response.statusCode) });
@@ -197,18 +223,19 @@ export function createMetrics(deps: MetricsDeps): Metrics {
     const { request, error } = m as { request: UndiciRequest; error: { code?: string; name?: string } };
     if (!started.has(request)) return;
     started.delete(request);
-    failures.inc({
-      method: request.method ?? 'GET',
-      route: routeOf(request.path ?? ''),
-      reason: error?.code ?? error?.name ?? 'error',
-    });
+    failures.inc({ ...labelsOf(request), reason: error?.code ?? error?.name ?? 'error' });
   };
-  if (origin) {
-    diagnostics.subscribe('undici:request:create', onCreate);
-    diagnostics.subscribe('undici:request:headers', onHeaders);
-    diagnostics.subscribe('undici:request:error', onError);
-  }
+  const handlers = [onCreate, onHeaders, onError];
+  UNDICI_CHANNELS.forEach((name, i) => diagnostics.subscribe(name, handlers[i]!));
+  return {
+    close() {
+      UNDICI_CHANNELS.forEach((name, i) => diagnostics.unsubscribe(name, handlers[i]!));
+    },
+  };
+}
 
+/** Counts and times every HTTP request by method, route and status. */
+function requestObserver(registry: Registry): RequestHandler {
   const httpRequests = new Counter({
     name: 'pyre_http_requests_total',
     help: 'HTTP requests answered, by method, route and status',
@@ -222,7 +249,7 @@ export function createMetrics(deps: MetricsDeps): Metrics {
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers: [registry],
   });
-  const observeRequests: RequestHandler = (req, res, next) => {
+  return (req, res, next) => {
     const started = process.hrtime.bigint();
     // The route is noted with its router's mount path when Express sets it: by the time an
     // error answer is sent, req.baseUrl has been restored to what it was outside the router.
@@ -244,33 +271,22 @@ export function createMetrics(deps: MetricsDeps): Metrics {
     });
     next();
   };
+}
 
-  return {
-    registry,
-    observeRequests,
-    router() {
-      const r = Router();
-      r.get('/metrics', async (req, res) => {
-        if (deps.token !== undefined && !bearerIs(req, deps.token)) {
-          res.setHeader('WWW-Authenticate', 'Bearer realm="metrics"');
-          res
-            .status(401)
-            .json({ errors: { detail: 'unauthorized: /metrics needs the METRICS_TOKEN as a bearer token' } });
-          return;
-        }
-        const body = await registry.metrics();
-        res.setHeader('Content-Type', registry.contentType);
-        res.send(body);
-      });
-      return r;
-    },
-    close() {
-      if (!origin) return;
-      diagnostics.unsubscribe('undici:request:create', onCreate);
-      diagnostics.unsubscribe('undici:request:headers', onHeaders);
-      diagnostics.unsubscribe('undici:request:error', onError);
-    },
-  };
+/** GET /metrics, behind METRICS_TOKEN when one is set. */
+function metricsRouter(registry: Registry, token: string | undefined): Router {
+  const r = Router();
+  r.get('/metrics', async (req, res) => {
+    if (token !== undefined && !bearerIs(req, token)) {
+      res.setHeader('WWW-Authenticate', 'Bearer realm="metrics"');
+      res.status(401).json({ errors: { detail: 'unauthorized: /metrics needs the METRICS_TOKEN as a bearer token' } });
+      return;
+    }
+    const body = await registry.metrics();
+    res.setHeader('Content-Type', registry.contentType);
+    res.send(body);
+  });
+  return r;
 }
 
 /** Requests no route took, grouped by area (never by path: a label per id would grow forever). */

@@ -32,12 +32,6 @@ function tighten(props: Record<string, Schema>): Record<string, Schema> {
   return out;
 }
 
-/**
- * One model's `input_data`, from its zod schema (the same one REST and channels validate with).
- * `model` says how the model is named: `named` (model required, this one), `default` (no model,
- * or null or "": the type's default) or `top-level` (the body's top-level model names it, so
- * input_data may name it again or not at all).
- */
 /** The names that choose the model: its own, and the provider's (`provider_model`) as an alias. */
 function modelName(m: ModelSpec): Schema {
   return m.providerModel === m.name
@@ -45,6 +39,12 @@ function modelName(m: ModelSpec): Schema {
     : { enum: [m.name, m.providerModel], description: `${m.providerModel} (its provider_model) is an alias` };
 }
 
+/**
+ * One model's `input_data`, from its zod schema (the same one REST and channels validate with).
+ * `model` says how the model is named: `named` (model required, this one), `default` (no model,
+ * or null or "": the type's default) or `top-level` (the body's top-level model names it, so
+ * input_data may name it again or not at all).
+ */
 function inputData(m: ModelSpec, how: 'named' | 'default' | 'top-level'): Schema {
   const base = inputJsonSchema(m) as { properties: Record<string, Schema> };
   const { prompt, ...params } = base.properties;
@@ -131,15 +131,273 @@ const json = (schema: Schema, description: string) => ({ description, content: {
 const err = (description: string) => json(ref('Error'), description);
 const taskIdParam = { name: 'id', in: 'path', required: true, schema: { type: 'string', format: 'uuid' } };
 
-/** The OpenAPI 3.1 document of the REST API, with each model's input schema from the registry. */
-export function openApiDocument(registry: ModelRegistry, opts: { serverUrl?: string; version?: string } = {}): Schema {
+/** Answers every authenticated operation can give. */
+const commonErrors = () => ({ 401: err('missing or bad credentials'), 429: err('rate limited (see Retry-After)') });
+
+/** /api/tasks: create (POST) and list (GET). */
+function tasksCollectionPaths(): Schema {
+  const common = commonErrors();
+  return {
+    '/api/tasks': {
+      post: {
+        operationId: 'createTask',
+        summary: 'Create a task',
+        parameters: [
+          {
+            name: 'Idempotency-Key',
+            in: 'header',
+            required: false,
+            schema: { type: 'string', minLength: 1, maxLength: 255 },
+            description: 'the same key and body within 24 h returns the first answer',
+          },
+        ],
+        requestBody: { required: true, content: { 'application/json': { schema: ref('CreateTaskRequest') } } },
+        responses: {
+          202: json(
+            {
+              type: 'object',
+              properties: { task_id: { type: 'string', format: 'uuid' }, data: ref('Task') },
+              required: ['task_id', 'data'],
+            },
+            'accepted: the task is queued',
+          ),
+          400: err('malformed JSON'),
+          ...common,
+          409: err('Idempotency-Key reused with another body, or still in flight'),
+          413: err('body too large'),
+          415: err('Content-Type is not application/json'),
+          422: err('validation failed: field messages'),
+        },
+      },
+      get: {
+        operationId: 'listTasks',
+        summary: "List the caller's tasks, newest first",
+        parameters: [
+          { name: 'status', in: 'query', required: false, schema: { enum: [...TASK_STATUSES] } },
+          {
+            name: 'limit',
+            in: 'query',
+            required: false,
+            schema: { type: 'integer', minimum: 1, maximum: 200, default: 50 },
+          },
+          {
+            name: 'cursor',
+            in: 'query',
+            required: false,
+            schema: { type: 'string' },
+            description: '`next_cursor` of the previous page',
+          },
+        ],
+        responses: {
+          200: json(
+            {
+              type: 'object',
+              properties: { data: { type: 'array', items: ref('Task') }, next_cursor: { type: ['string', 'null'] } },
+              required: ['data', 'next_cursor'],
+            },
+            'a page of tasks',
+          ),
+          ...common,
+          422: err('bad status, limit or cursor'),
+        },
+      },
+    },
+  };
+}
+
+/** /api/tasks/{id} and its cancel and events. */
+function taskPaths(): Schema {
+  const common = commonErrors();
+  return {
+    '/api/tasks/{id}': {
+      get: {
+        operationId: 'getTask',
+        summary: 'Get a task',
+        parameters: [taskIdParam],
+        responses: {
+          200: json({ type: 'object', properties: { data: ref('Task') }, required: ['data'] }, 'the task'),
+          ...common,
+          404: err("no such task (or another user's)"),
+        },
+      },
+    },
+    '/api/tasks/{id}/cancel': {
+      post: {
+        operationId: 'cancelTask',
+        summary: 'Cancel a task (idempotent)',
+        parameters: [taskIdParam],
+        responses: {
+          200: json(
+            { type: 'object', properties: { data: ref('Task') }, required: ['data'] },
+            'the task after the cancel',
+          ),
+          ...common,
+          404: err('no such task'),
+        },
+      },
+    },
+    '/api/tasks/{id}/events': {
+      get: {
+        operationId: 'taskEvents',
+        summary: "A task's event log in seq order",
+        parameters: [
+          taskIdParam,
+          { name: 'after_seq', in: 'query', required: false, schema: { type: 'integer', minimum: 0 } },
+        ],
+        responses: {
+          200: json(
+            { type: 'object', properties: { data: { type: 'array', items: ref('TaskEvent') } }, required: ['data'] },
+            'the events',
+          ),
+          ...common,
+          404: err('no such task'),
+          422: err('bad after_seq'),
+        },
+      },
+    },
+  };
+}
+
+/** The models and the session. */
+function servicePaths(): Schema {
+  return {
+    '/api/models': {
+      get: {
+        operationId: 'listModels',
+        summary: "The model registry, with each model's input schema and default flag",
+        security: [],
+        responses: {
+          200: json(
+            { type: 'object', properties: { data: { type: 'array', items: ref('Model') } }, required: ['data'] },
+            'the models',
+          ),
+        },
+      },
+    },
+    '/api/session': {
+      get: {
+        operationId: 'session',
+        summary: 'Whether a token is needed, and whom the given one names',
+        security: [{ bearer: [] }, {}],
+        responses: {
+          200: json(
+            {
+              type: 'object',
+              properties: {
+                data: {
+                  type: 'object',
+                  properties: {
+                    auth_required: { type: 'boolean' },
+                    open_mode: { type: 'boolean' },
+                    user_id: { type: ['string', 'null'] },
+                    expires_at: {
+                      type: ['string', 'null'],
+                      format: 'date-time',
+                      description: 'when the token given expires (null in open mode); a socket is closed then',
+                    },
+                  },
+                  required: ['auth_required', 'user_id'],
+                },
+              },
+              required: ['data'],
+            },
+            'the session',
+          ),
+          401: err('the token given is not good'),
+        },
+      },
+    },
+  };
+}
+
+/** This document, health, readiness and metrics: no credentials needed. */
+function operationsPaths(): Schema {
+  return {
+    '/api/openapi.json': {
+      get: {
+        operationId: 'openapi',
+        summary: 'This document',
+        security: [],
+        responses: { 200: { description: 'OpenAPI 3.1', content: { 'application/json': {} } } },
+      },
+    },
+    '/healthz': {
+      get: {
+        operationId: 'health',
+        summary: 'Liveness',
+        security: [],
+        responses: { 200: json({ type: 'object', properties: { status: { const: 'ok' } } }, 'alive') },
+      },
+    },
+    '/readyz': {
+      get: {
+        operationId: 'ready',
+        summary: 'Readiness: the database answers and the provider has not refused the token (its state is reported)',
+        security: [],
+        responses: { 200: json({ type: 'object' }, 'ready'), 503: err('not ready') },
+      },
+    },
+    '/metrics': {
+      get: {
+        operationId: 'metrics',
+        summary: 'Prometheus metrics',
+        security: [],
+        responses: {
+          200: { description: 'Prometheus text format', content: { 'text/plain': { schema: { type: 'string' } } } },
+        },
+      },
+    },
+  };
+}
+
+function components(registry: ModelRegistry): Schema {
   const modelSchemas = Object.fromEntries(
     registry.models.map((m) => [
       modelSchemaName(m.name),
       { ...inputData(m, 'named'), title: m.name, description: m.description },
     ]),
   );
-  const common = { 401: err('missing or bad credentials'), 429: err('rate limited (see Retry-After)') };
+  return {
+    securitySchemes: {
+      bearer: {
+        type: 'http',
+        scheme: 'bearer',
+        bearerFormat: 'pyre1 or JWT',
+        description:
+          'a token from `pyre token --user NAME`, or a JWT signed HS256 with AUTH_SECRET with `sub` (the user id) ' +
+          'and `exp` (not needed in open mode)',
+      },
+    },
+    schemas: {
+      CreateTaskRequest: createTaskRequest(registry),
+      Task: fromZod(taskSchema),
+      TaskEvent: fromZod(
+        taskEventSchema,
+        "an entry of a task's event log, as the channel pushed it: the payload always has `task_id` and `seq`, then the event's fields",
+      ),
+      Error: errorBody,
+      Model: {
+        type: 'object',
+        properties: {
+          name: { type: 'string' },
+          task_type: { enum: ['image_gen', 'video_gen', 'text_gen'] },
+          type: { enum: ['image', 'video', 'text'] },
+          provider: { type: 'string' },
+          provider_model: { type: 'string' },
+          default: { type: 'boolean' },
+          description: { type: 'string' },
+          streams: { type: 'boolean' },
+          input_schema: { type: 'object', description: 'JSON Schema of prompt and parameters' },
+        },
+        required: ['name', 'task_type', 'type', 'default', 'input_schema'],
+      },
+      ...modelSchemas,
+    },
+  };
+}
+
+/** The OpenAPI 3.1 document of the REST API, with each model's input schema from the registry. */
+export function openApiDocument(registry: ModelRegistry, opts: { serverUrl?: string; version?: string } = {}): Schema {
   return {
     openapi: '3.1.0',
     info: {
@@ -151,234 +409,8 @@ export function openApiDocument(registry: ModelRegistry, opts: { serverUrl?: str
     },
     ...(opts.serverUrl ? { servers: [{ url: opts.serverUrl }] } : {}),
     security: [{ bearer: [] }],
-    paths: {
-      '/api/tasks': {
-        post: {
-          operationId: 'createTask',
-          summary: 'Create a task',
-          parameters: [
-            {
-              name: 'Idempotency-Key',
-              in: 'header',
-              required: false,
-              schema: { type: 'string', minLength: 1, maxLength: 255 },
-              description: 'the same key and body within 24 h returns the first answer',
-            },
-          ],
-          requestBody: { required: true, content: { 'application/json': { schema: ref('CreateTaskRequest') } } },
-          responses: {
-            202: json(
-              {
-                type: 'object',
-                properties: { task_id: { type: 'string', format: 'uuid' }, data: ref('Task') },
-                required: ['task_id', 'data'],
-              },
-              'accepted: the task is queued',
-            ),
-            400: err('malformed JSON'),
-            ...common,
-            409: err('Idempotency-Key reused with another body, or still in flight'),
-            413: err('body too large'),
-            415: err('Content-Type is not application/json'),
-            422: err('validation failed: field messages'),
-          },
-        },
-        get: {
-          operationId: 'listTasks',
-          summary: "List the caller's tasks, newest first",
-          parameters: [
-            { name: 'status', in: 'query', required: false, schema: { enum: [...TASK_STATUSES] } },
-            {
-              name: 'limit',
-              in: 'query',
-              required: false,
-              schema: { type: 'integer', minimum: 1, maximum: 200, default: 50 },
-            },
-            {
-              name: 'cursor',
-              in: 'query',
-              required: false,
-              schema: { type: 'string' },
-              description: '`next_cursor` of the previous page',
-            },
-          ],
-          responses: {
-            200: json(
-              {
-                type: 'object',
-                properties: { data: { type: 'array', items: ref('Task') }, next_cursor: { type: ['string', 'null'] } },
-                required: ['data', 'next_cursor'],
-              },
-              'a page of tasks',
-            ),
-            ...common,
-            422: err('bad status, limit or cursor'),
-          },
-        },
-      },
-      '/api/tasks/{id}': {
-        get: {
-          operationId: 'getTask',
-          summary: 'Get a task',
-          parameters: [taskIdParam],
-          responses: {
-            200: json({ type: 'object', properties: { data: ref('Task') }, required: ['data'] }, 'the task'),
-            ...common,
-            404: err("no such task (or another user's)"),
-          },
-        },
-      },
-      '/api/tasks/{id}/cancel': {
-        post: {
-          operationId: 'cancelTask',
-          summary: 'Cancel a task (idempotent)',
-          parameters: [taskIdParam],
-          responses: {
-            200: json(
-              { type: 'object', properties: { data: ref('Task') }, required: ['data'] },
-              'the task after the cancel',
-            ),
-            ...common,
-            404: err('no such task'),
-          },
-        },
-      },
-      '/api/tasks/{id}/events': {
-        get: {
-          operationId: 'taskEvents',
-          summary: "A task's event log in seq order",
-          parameters: [
-            taskIdParam,
-            { name: 'after_seq', in: 'query', required: false, schema: { type: 'integer', minimum: 0 } },
-          ],
-          responses: {
-            200: json(
-              { type: 'object', properties: { data: { type: 'array', items: ref('TaskEvent') } }, required: ['data'] },
-              'the events',
-            ),
-            ...common,
-            404: err('no such task'),
-            422: err('bad after_seq'),
-          },
-        },
-      },
-      '/api/models': {
-        get: {
-          operationId: 'listModels',
-          summary: "The model registry, with each model's input schema and default flag",
-          security: [],
-          responses: {
-            200: json(
-              { type: 'object', properties: { data: { type: 'array', items: ref('Model') } }, required: ['data'] },
-              'the models',
-            ),
-          },
-        },
-      },
-      '/api/session': {
-        get: {
-          operationId: 'session',
-          summary: 'Whether a token is needed, and whom the given one names',
-          security: [{ bearer: [] }, {}],
-          responses: {
-            200: json(
-              {
-                type: 'object',
-                properties: {
-                  data: {
-                    type: 'object',
-                    properties: {
-                      auth_required: { type: 'boolean' },
-                      open_mode: { type: 'boolean' },
-                      user_id: { type: ['string', 'null'] },
-                      expires_at: {
-                        type: ['string', 'null'],
-                        format: 'date-time',
-                        description: 'when the token given expires (null in open mode); a socket is closed then',
-                      },
-                    },
-                    required: ['auth_required', 'user_id'],
-                  },
-                },
-                required: ['data'],
-              },
-              'the session',
-            ),
-            401: err('the token given is not good'),
-          },
-        },
-      },
-      '/api/openapi.json': {
-        get: {
-          operationId: 'openapi',
-          summary: 'This document',
-          security: [],
-          responses: { 200: { description: 'OpenAPI 3.1', content: { 'application/json': {} } } },
-        },
-      },
-      '/healthz': {
-        get: {
-          operationId: 'health',
-          summary: 'Liveness',
-          security: [],
-          responses: { 200: json({ type: 'object', properties: { status: { const: 'ok' } } }, 'alive') },
-        },
-      },
-      '/readyz': {
-        get: {
-          operationId: 'ready',
-          summary: 'Readiness: the database answers and the provider has not refused the token (its state is reported)',
-          security: [],
-          responses: { 200: json({ type: 'object' }, 'ready'), 503: err('not ready') },
-        },
-      },
-      '/metrics': {
-        get: {
-          operationId: 'metrics',
-          summary: 'Prometheus metrics',
-          security: [],
-          responses: {
-            200: { description: 'Prometheus text format', content: { 'text/plain': { schema: { type: 'string' } } } },
-          },
-        },
-      },
-    },
-    components: {
-      securitySchemes: {
-        bearer: {
-          type: 'http',
-          scheme: 'bearer',
-          bearerFormat: 'pyre1 or JWT',
-          description:
-            'a token from `pyre token --user NAME`, or a JWT signed HS256 with AUTH_SECRET with `sub` (the user id) and `exp` (not needed in open mode)',
-        },
-      },
-      schemas: {
-        CreateTaskRequest: createTaskRequest(registry),
-        Task: fromZod(taskSchema),
-        TaskEvent: fromZod(
-          taskEventSchema,
-          "an entry of a task's event log, as the channel pushed it: the payload always has `task_id` and `seq`, then the event's fields",
-        ),
-        Error: errorBody,
-        Model: {
-          type: 'object',
-          properties: {
-            name: { type: 'string' },
-            task_type: { enum: ['image_gen', 'video_gen', 'text_gen'] },
-            type: { enum: ['image', 'video', 'text'] },
-            provider: { type: 'string' },
-            provider_model: { type: 'string' },
-            default: { type: 'boolean' },
-            description: { type: 'string' },
-            streams: { type: 'boolean' },
-            input_schema: { type: 'object', description: 'JSON Schema of prompt and parameters' },
-          },
-          required: ['name', 'task_type', 'type', 'default', 'input_schema'],
-        },
-        ...modelSchemas,
-      },
-    },
+    paths: { ...tasksCollectionPaths(), ...taskPaths(), ...servicePaths(), ...operationsPaths() },
+    components: components(registry),
   };
 }
 

@@ -56,19 +56,22 @@ function inputFromBody(body: unknown): unknown {
   return input;
 }
 
-/** REST for tasks, per the contract. Every route under `/tasks` needs a user; other paths pass through. */
-export function tasksRouter(deps: {
+export interface TasksRouterDeps {
   tasks: TaskService;
   auth: Authenticator;
   idempotency: IdempotencyKeys;
   /** The per-user task-creation limit (shared with the channels); absent: none. */
   taskLimit?: TaskCreationLimit;
   baseUrlOf?: (req: IncomingMessage) => string;
-}): Router {
-  const { tasks, idempotency } = deps;
-  // Stored output URLs are relative (`/files/…`); every answer makes them absolute for its caller.
-  const absolute = <T>(req: IncomingMessage, value: T): T =>
-    deps.baseUrlOf ? withAbsoluteUrls(value, deps.baseUrlOf(req)) : value;
+}
+
+/** Stored output URLs are relative (`/files/…`); every answer makes them absolute for its caller. */
+type Absolute = <T>(req: IncomingMessage, value: T) => T;
+
+/** REST for tasks, per the contract. Every route under `/tasks` needs a user; other paths pass through. */
+export function tasksRouter(deps: TasksRouterDeps): Router {
+  const { tasks } = deps;
+  const absolute: Absolute = (req, value) => (deps.baseUrlOf ? withAbsoluteUrls(value, deps.baseUrlOf(req)) : value);
   const r = Router();
   r.use('/tasks', requireUser(deps.auth));
 
@@ -78,71 +81,15 @@ export function tasksRouter(deps: {
     requireJson,
     express.json({ limit: MAX_BODY_BYTES, strict: false }),
     limitBodyDepth,
-    async (req, res) => {
-      const input = inputFromBody(req.body);
-      const key = req.get('idempotency-key');
-      if (key === undefined) {
-        const task = await tasks.create(req.userId, input);
-        res.setHeader('Location', `/api/tasks/${task.id}`);
-        res.status(202).json({ task_id: task.id, data: task });
-        return;
-      }
-      if (!isValidKey(key)) {
-        res.status(400).json({ errors: { 'Idempotency-Key': ['must be 1 to 255 visible ASCII characters'] } });
-        return;
-      }
-      const outcome = await idempotency.begin(req.userId, key, bodyHash(req.body));
-      if (outcome.kind === 'conflict') return sendError(res, 409, outcome.reason);
-      if (outcome.kind === 'replay') {
-        res.setHeader('Idempotent-Replayed', 'true');
-        const replayed = (outcome.body as { task_id?: unknown } | null)?.task_id;
-        if (outcome.status === 202 && typeof replayed === 'string') res.setHeader('Location', `/api/tasks/${replayed}`);
-        res.status(outcome.status).json(outcome.body);
-        return;
-      }
-      try {
-        let answer: unknown;
-        const task = await tasks.create(req.userId, input, {
-          inTransaction: async (trx, t) => {
-            answer = { task_id: t.id, data: t };
-            await idempotency.complete(trx, req.userId, key, 202, answer);
-          },
-        });
-        res.setHeader('Location', `/api/tasks/${task.id}`);
-        res.status(202).json(answer ?? { task_id: task.id, data: task });
-      } catch (err) {
-        await idempotency.abandon(req.userId, key);
-        throw err;
-      }
-    },
+    createTask(deps),
   );
-
-  r.get('/tasks', async (req, res) => {
-    const q = req.query;
-    // `?status=&limit=` (every key sent, some empty, as URL builders do) means not given.
-    const one = (v: unknown, name: string): string | undefined => {
-      if (v === undefined || v === '') return undefined;
-      if (typeof v !== 'string') throw new ValidationError({ [name]: ['must be given once'] });
-      return v;
-    };
-    const limitText = one(q.limit, 'limit');
-    const limit = limitText === undefined ? undefined : /^\d+$/.test(limitText) ? Number(limitText) : NaN;
-    const page = await tasks.list(req.userId, {
-      status: one(q.status, 'status'),
-      limit,
-      cursor: one(q.cursor, 'cursor'),
-    });
-    res.json({ ...page, data: page.data.map((t) => absolute(req, t)) });
-  });
-
+  r.get('/tasks', listTasks(tasks, absolute));
   r.get('/tasks/:id', async (req, res) => {
     res.json({ data: absolute(req, await tasks.get(req.userId, req.params.id!)) });
   });
-
   r.post('/tasks/:id/cancel', async (req, res) => {
     res.json({ data: absolute(req, await tasks.cancel(req.userId, req.params.id!)) });
   });
-
   r.get('/tasks/:id/events', async (req, res) => {
     const after = req.query.after_seq;
     if (after !== undefined && (typeof after !== 'string' || !/^\d{1,9}$/.test(after))) {
@@ -158,4 +105,66 @@ export function tasksRouter(deps: {
   r.all('/tasks/:id/events', methodNotAllowed('GET, HEAD'));
 
   return r;
+}
+
+/** POST /api/tasks: 202 with the task; with an Idempotency-Key, the first answer for the same key and body. */
+function createTask({ tasks, idempotency }: TasksRouterDeps): RequestHandler {
+  return async (req, res) => {
+    const input = inputFromBody(req.body);
+    const key = req.get('idempotency-key');
+    if (key === undefined) {
+      const task = await tasks.create(req.userId, input);
+      res.setHeader('Location', `/api/tasks/${task.id}`);
+      res.status(202).json({ task_id: task.id, data: task });
+      return;
+    }
+    if (!isValidKey(key)) {
+      res.status(400).json({ errors: { 'Idempotency-Key': ['must be 1 to 255 visible ASCII characters'] } });
+      return;
+    }
+    const outcome = await idempotency.begin(req.userId, key, bodyHash(req.body));
+    if (outcome.kind === 'conflict') return sendError(res, 409, outcome.reason);
+    if (outcome.kind === 'replay') {
+      res.setHeader('Idempotent-Replayed', 'true');
+      const replayed = (outcome.body as { task_id?: unknown } | null)?.task_id;
+      if (outcome.status === 202 && typeof replayed === 'string') res.setHeader('Location', `/api/tasks/${replayed}`);
+      res.status(outcome.status).json(outcome.body);
+      return;
+    }
+    try {
+      let answer: unknown;
+      const task = await tasks.create(req.userId, input, {
+        inTransaction: async (trx, t) => {
+          answer = { task_id: t.id, data: t };
+          await idempotency.complete(trx, req.userId, key, 202, answer);
+        },
+      });
+      res.setHeader('Location', `/api/tasks/${task.id}`);
+      res.status(202).json(answer ?? { task_id: task.id, data: task });
+    } catch (err) {
+      await idempotency.abandon(req.userId, key);
+      throw err;
+    }
+  };
+}
+
+/** GET /api/tasks?status=&limit=&cursor=: a page of the caller's tasks. */
+function listTasks(tasks: TaskService, absolute: Absolute): RequestHandler {
+  return async (req, res) => {
+    const q = req.query;
+    // `?status=&limit=` (every key sent, some empty, as URL builders do) means not given.
+    const one = (v: unknown, name: string): string | undefined => {
+      if (v === undefined || v === '') return undefined;
+      if (typeof v !== 'string') throw new ValidationError({ [name]: ['must be given once'] });
+      return v;
+    };
+    const limitText = one(q.limit, 'limit');
+    const limit = limitText === undefined ? undefined : /^\d+$/.test(limitText) ? Number(limitText) : NaN;
+    const page = await tasks.list(req.userId, {
+      status: one(q.status, 'status'),
+      limit,
+      cursor: one(q.cursor, 'cursor'),
+    });
+    res.json({ ...page, data: page.data.map((t) => absolute(req, t)) });
+  };
 }

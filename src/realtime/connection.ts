@@ -3,7 +3,13 @@
  * joins/leaves/events to channel instances (Phoenix.Socket's handle_in clauses).
  */
 import { type Assigns, type Channel, type ChannelHost, ChannelInstance, type JoinResult } from './channel';
-import { assertPushPayload, nestedDeeperThan, type InboundMessage, type OutboundMessage } from './message';
+import {
+  assertPushPayload,
+  nestedDeeperThan,
+  type InboundMessage,
+  type OutboundMessage,
+  type Payload,
+} from './message';
 import type { Params } from './params';
 import type { Fanout, PubSub, Subscriber } from './pubsub';
 import type { RealtimeLogger } from './logger';
@@ -323,7 +329,6 @@ export class Connection implements ChannelHost, Subscriber {
     result: JoinResult | null,
     err: unknown,
   ): void {
-    const { topic } = msg;
     if (this.closed) {
       ch.teardown('closed');
       return;
@@ -338,64 +343,63 @@ export class Connection implements ChannelHost, Subscriber {
     if (err !== undefined || result === null || typeof result !== 'object') {
       this.ctx.counters.joinErrors++;
       this.ctx.logger.error(
-        { err: err ?? new Error(`join returned ${String(result)}`), socketId: this.id, topic },
+        { err: err ?? new Error(`join returned ${String(result)}`), socketId: this.id, topic: msg.topic },
         'realtime: join crashed',
       );
       ch.teardown('crash');
-      this.send({ kind: 'reply', joinRef: msg.joinRef, ref: msg.ref, topic, status: 'error', response: JOIN_CRASHED });
-      if (old !== undefined) this.sendClose(old);
+      this.replyToJoin(msg, 'error', JOIN_CRASHED, old);
     } else if (result.status === 'ok') {
       this.ctx.counters.joins++;
       this.ctx.counters.channels++;
-      this.channels.set(topic, ch);
+      this.channels.set(msg.topic, ch);
       const early = ch.markJoined();
-      this.send({
-        kind: 'reply',
-        joinRef: msg.joinRef,
-        ref: msg.ref,
-        topic,
-        status: 'ok',
-        response: result.response ?? EMPTY,
-      });
-      if (old !== undefined) this.sendClose(old);
+      this.replyToJoin(msg, 'ok', result.response ?? EMPTY, old);
       if (early !== null) for (const f of early) this.write(f);
       ch.resume();
     } else {
       this.ctx.counters.joinErrors++;
       ch.teardown('join_refused');
-      this.send({
-        kind: 'reply',
-        joinRef: msg.joinRef,
-        ref: msg.ref,
-        topic,
-        status: 'error',
-        response: result.response ?? EMPTY,
-      });
-      if (old !== undefined) this.sendClose(old);
+      this.replyToJoin(msg, 'error', result.response ?? EMPTY, old);
     }
     if (this.joining) {
       this.joining = false;
-      const queued = this.inbox;
-      this.inbox = null;
-      if (queued !== null) {
-        for (let i = 0; i < queued.length; i++) {
-          if (this.closed) return;
-          if (this.inbox !== null) {
-            // Another async join started: the rest waits behind it.
-            (this.inbox as InboundMessage[]).push(...queued.slice(i));
-            return;
-          }
-          try {
-            this.dispatch(queued[i]!);
-          } catch (err) {
-            this.ctx.logger.error({ err, socketId: this.id }, 'realtime: frame handling failed, closing socket');
-            this.close(CloseCode.serverError, 'internal error');
-            return;
-          }
+      this.dispatchHeldFrames();
+    }
+  }
+
+  /** The join's reply, then phx_close to the instance it replaced (a rejoin of the same topic). */
+  private replyToJoin(
+    msg: InboundMessage,
+    status: 'ok' | 'error',
+    response: Payload,
+    old: ChannelInstance | undefined,
+  ): void {
+    this.send({ kind: 'reply', joinRef: msg.joinRef, ref: msg.ref, topic: msg.topic, status, response });
+    if (old !== undefined) this.sendClose(old);
+  }
+
+  /** After an async join settled: the frames held back behind it, in order, until another async join starts. */
+  private dispatchHeldFrames(): void {
+    const queued = this.inbox;
+    this.inbox = null;
+    if (queued !== null) {
+      for (let i = 0; i < queued.length; i++) {
+        if (this.closed) return;
+        if (this.inbox !== null) {
+          // Another async join started: the rest waits behind it.
+          (this.inbox as InboundMessage[]).push(...queued.slice(i));
+          return;
+        }
+        try {
+          this.dispatch(queued[i]!);
+        } catch (err) {
+          this.ctx.logger.error({ err, socketId: this.id }, 'realtime: frame handling failed, closing socket');
+          this.close(CloseCode.serverError, 'internal error');
+          return;
         }
       }
-      this.releaseIdleWaiter();
     }
+    this.releaseIdleWaiter();
   }
 
   /** Settles once no async join is holding frames back (null if none is). Long-poll waits on it. */

@@ -9,6 +9,36 @@ export type { RetryPolicy } from '../retry';
 /** A task's runs in all (the first included) and how far apart its retries are. */
 export const DEFAULT_RETRY: RetryPolicy = { attempts: 3, baseMs: 2000, maxMs: 60_000 };
 
+/**
+ * How much the runner follows at once. A prediction in flight costs a timer and an occasional
+ * request, so the caps are sized for waiting, not for work: this process, all processes on the
+ * database, one user, one model (the last three counted by the claim over all processes).
+ */
+export const DEFAULT_LIMITS = {
+  concurrency: 2000,
+  globalConcurrency: 5000,
+  userConcurrency: 200,
+  modelConcurrency: 2000,
+};
+
+/** Poll intervals: fast at first, slower for long runs; with webhooks polls are a rare safety net. */
+export const DEFAULT_POLLING = { pollIntervalMs: 1000, pollMaxIntervalMs: 30_000, webhookPollIntervalMs: 60_000 };
+
+/**
+ * How long to wait before the next poll of a prediction followed for `ageMs`: a tenth of its age,
+ * between the first interval and the longest (a 3-minute video is polled every 18 s by its end,
+ * so it is seen done at most a tenth of its run late). With webhooks, at least `webhookPollIntervalMs`
+ * (a delivery ends the wait at once).
+ */
+export function pollDelayMs(
+  ageMs: number,
+  p: { pollIntervalMs: number; pollMaxIntervalMs: number; webhookPollIntervalMs: number },
+  webhooks: boolean,
+): number {
+  const grown = Math.max(p.pollIntervalMs, Math.min(p.pollMaxIntervalMs, ageMs / 10));
+  return webhooks ? Math.max(grown, p.webhookPollIntervalMs) : grown;
+}
+
 /** How long a run that lost the database waits before it is claimed again (a try is not counted). */
 export const DATABASE_SNOOZE_MS = 1000;
 

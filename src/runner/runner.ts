@@ -1,17 +1,15 @@
 import os from 'node:os';
 import { randomBytes } from 'node:crypto';
-import PQueue from 'p-queue';
 import type { Db } from '../db';
 import type { Logger } from '../log';
 import type { Prediction, Provider } from '../providers/types';
-import type { OnWake } from '../retry';
 import type { TaskService } from '../tasks/service';
 import { TERMINAL, type TaskEvent, type TaskRow } from '../tasks/task';
 import type { OutputOpener, OutputStore } from '../storage/outputs';
 import { DatabaseWatch } from './database';
-import { DEFAULT_RETRY, type RetryPolicy } from './policy';
+import { DEFAULT_LIMITS, DEFAULT_POLLING, DEFAULT_RETRY, type RetryPolicy } from './policy';
 import { settle, type SettleDeps } from './settle';
-import { TaskRun, type TaskRunDeps } from './task-run';
+import { TaskRun, type TaskRunDeps, type Wakeup } from './task-run';
 import { TaskWriter } from './task-writer';
 import { AnnouncedText, Released, type MayWrite } from './text-stream';
 
@@ -35,12 +33,23 @@ export interface RunnerOptions {
   logger: Logger;
   /** This process's name in leases. */
   owner?: string;
+  /** Predictions this process follows at once (RUNNER_CONCURRENCY). */
   concurrency?: number;
-  perModelConcurrency?: number;
+  /** Predictions in flight over all processes on the database (RUNNER_GLOBAL_CONCURRENCY). */
+  globalConcurrency?: number;
+  /** A user's predictions in flight over all processes (RUNNER_USER_CONCURRENCY). */
+  userConcurrency?: number;
+  /** A model's predictions in flight over all processes (RUNNER_MODEL_CONCURRENCY). */
+  modelConcurrency?: number;
   leaseMs?: number;
   /** How often to look for work that no signal announces (retries coming due, lapsed leases). */
   claimIntervalMs?: number;
+  /** The first polls' interval; it grows with the prediction's age (see pollDelayMs). */
   pollIntervalMs?: number;
+  /** The longest interval between two polls of a prediction. */
+  pollMaxIntervalMs?: number;
+  /** With webhooks, polling is the safety net: at least this far apart. */
+  webhookPollIntervalMs?: number;
   retry?: RetryPolicy;
   /**
    * How long a canceled task waits for its prediction to confirm the cancel (reach an end)
@@ -57,21 +66,27 @@ export interface RunnerOptions {
 type Settings = Required<Omit<RunnerOptions, 'webhookUrl' | 'owner' | 'newWork'>> &
   Pick<RunnerOptions, 'webhookUrl' | 'newWork'>;
 
-interface Running {
+interface Running extends Wakeup {
   abort: AbortController;
-  /** Poll now instead of waiting (a webhook arrived). */
-  nudge: () => void;
-  /** Where the run's poll waits register to be nudged. */
-  onWake: OnWake;
+  /** Poll now instead of waiting (a webhook arrived, with the prediction as it was sent). */
+  nudge: (prediction?: Prediction) => void;
 }
 
-/** A run's nudge: one that comes while the run is busy (mid-request) is kept for its next wait. */
+/**
+ * A run's nudge: one that comes while the run is busy (mid-request) is kept for its next wait.
+ * The prediction a webhook delivered is kept too, the latest one, for the run to use instead of a poll.
+ */
 function nudgeable(abort: AbortController): Running {
   let wake: (() => void) | undefined;
   let nudged = false;
+  let delivered: Prediction | undefined;
   return {
     abort,
-    nudge: () => (wake ? wake() : void (nudged = true)),
+    nudge: (prediction) => {
+      if (prediction) delivered = prediction;
+      if (wake) wake();
+      else nudged = true;
+    },
     onWake: (w) => {
       if (nudged) {
         nudged = false;
@@ -82,6 +97,11 @@ function nudgeable(abort: AbortController): Running {
         wake = undefined;
       };
     },
+    delivered: () => {
+      const p = delivered;
+      delivered = undefined;
+      return p;
+    },
   };
 }
 
@@ -90,15 +110,17 @@ const isNewWork = (events: TaskEvent[]) => events.some((e) => e.event === 'statu
 /**
  * Runs tasks on the provider, each to an honest end exactly once. Work is claimed
  * from the database (FOR UPDATE SKIP LOCKED, with a renewed lease), so any number
- * of gateway processes on one PostgreSQL share it; p-queue bounds concurrency in
- * this process, globally and per model. A task whose lease lapsed is taken over;
- * one that has a prediction resumes it instead of creating another.
+ * of gateway processes on one PostgreSQL share it. Each claimed task is its own run
+ * (a prediction followed costs a timer and an occasional request); the claim bounds
+ * how many are in flight: in this process, and over all processes globally, per user
+ * and per model, fair by user. A task whose lease lapsed is taken over; one that has
+ * a prediction resumes it instead of creating another.
  */
 export class TaskRunner {
   readonly owner: string;
-  private readonly queue: PQueue;
-  private readonly perModel = new Map<string, PQueue>();
   private readonly running = new Map<string, Running>();
+  /** The runs in progress, to wait for at stop. */
+  private readonly runs = new Set<Promise<void>>();
   private readonly opts: Settings;
   private readonly database: DatabaseWatch;
   private claimTimer: NodeJS.Timeout | undefined;
@@ -110,17 +132,15 @@ export class TaskRunner {
   constructor(options: RunnerOptions) {
     this.owner = options.owner ?? `${os.hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
     this.opts = {
-      concurrency: 8,
-      perModelConcurrency: 4,
+      ...DEFAULT_LIMITS,
+      ...DEFAULT_POLLING,
       leaseMs: 30_000,
       claimIntervalMs: 1000,
-      pollIntervalMs: 1000,
       retry: DEFAULT_RETRY,
       cancelGraceMs: 60_000,
       now: () => new Date(),
       ...(Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as RunnerOptions),
     };
-    this.queue = new PQueue({ concurrency: this.opts.concurrency });
     this.database = new DatabaseWatch(this.opts.logger);
     // New work, created in this process (also when this runner is not started: an API-only
     // process still tells the others).
@@ -165,7 +185,7 @@ export class TaskRunner {
   /** A provider told us (webhook) that a prediction changed: poll it now, or sync it here. */
   async predictionChanged(taskId: string, prediction: Prediction): Promise<void> {
     const local = this.running.get(taskId);
-    if (local) return local.nudge();
+    if (local) return local.nudge(prediction);
     const row = await this.opts.tasks.find(taskId);
     if (!row || row.prediction_id !== prediction.id || TERMINAL.has(row.status)) return;
     // A run follows it, here (claimed while we read) or in another process (a webhook may land
@@ -198,20 +218,24 @@ export class TaskRunner {
     this.stopped = true;
     clearInterval(this.claimTimer);
     await this.claiming;
-    const idle = this.queue.onIdle();
     const timedOut = await Promise.race([
-      idle.then(() => false),
+      this.idle().then(() => false),
       new Promise<boolean>((r) => setTimeout(() => r(true), deadlineMs).unref()),
     ]);
     if (timedOut) {
       for (const r of this.running.values()) r.abort.abort(new Released('shutting down'));
-      await this.queue.onIdle();
+      await this.idle();
     }
     clearInterval(this.leaseTimer);
   }
 
   get activeCount(): number {
     return this.running.size;
+  }
+
+  /** Resolves when no run is in progress. */
+  private async idle(): Promise<void> {
+    while (this.runs.size) await Promise.allSettled([...this.runs]);
   }
 
   /** Lease what this process has room for, and run it. Never rejects. */
@@ -225,40 +249,39 @@ export class TaskRunner {
         owner: this.owner,
         now,
         leaseUntil: new Date(now.getTime() + this.opts.leaseMs),
-        limit: free,
         running: [...this.running.keys()],
+        limit: free,
+        global: this.opts.globalConcurrency,
+        perUser: this.opts.userConcurrency,
+        perModel: this.opts.modelConcurrency,
       });
     } catch (err) {
       if (!this.database.failed(err, 'claiming tasks')) this.opts.logger.error({ err }, 'claiming tasks failed');
       return;
     }
     this.database.answered();
-    for (const row of rows) this.enqueue(row);
+    for (const row of rows) this.begin(row);
   }
 
-  private enqueue(row: TaskRow): void {
+  /** Start a claimed task's run: its own promise, no slot in a pool (the claim bounds how many). */
+  private begin(row: TaskRow): void {
     const entry = nudgeable(new AbortController());
     this.running.set(row.id, entry);
     const log = this.opts.logger.child({ task_id: row.id, model: row.model });
-    let modelQueue = this.perModel.get(row.model);
-    if (!modelQueue) {
-      modelQueue = new PQueue({ concurrency: this.opts.perModelConcurrency });
-      this.perModel.set(row.model, modelQueue);
-    }
-    const mq = modelQueue;
-    void this.queue
-      .add(() => mq.add(() => this.execute(row, entry, log)))
+    const run: Promise<void> = this.execute(row, entry, log)
       .catch((err) => log.error({ err }, 'task run crashed'))
       .finally(() => {
         this.running.delete(row.id);
+        this.runs.delete(run);
         if (!this.stopped) this.wake();
       });
+    this.runs.add(run);
   }
 
   /** Run a claimed task and apply the outcome. */
   private async execute(row: TaskRow, entry: Running, log: Logger): Promise<void> {
     const deps: TaskRunDeps & SettleDeps = { ...this.opts, owner: this.owner };
-    const outcome = await new TaskRun(deps, row, entry.abort.signal, entry.onWake, log).run();
+    const outcome = await new TaskRun(deps, row, entry.abort.signal, entry, log).run();
     try {
       await settle(deps, row.id, outcome, log);
     } catch (err) {

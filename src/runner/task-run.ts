@@ -10,8 +10,9 @@ import { sleep, type OnWake } from '../retry';
 import type { ModelSpec } from '../tasks/models';
 import { taskError } from '../tasks/events';
 import { TERMINAL, type TaskRow } from '../tasks/task';
-import { outcomeOf, type RunOutcome } from './policy';
-import { CANCELED_BY_USER, TaskWriter, type TaskWriterDeps } from './task-writer';
+import { outcomeOf, pollDelayMs, type RunOutcome } from './policy';
+import { CANCELED_BY_USER } from '../tasks/events';
+import { TaskWriter, type TaskWriterDeps } from './task-writer';
 import { AnnouncedText, Released, TextStream } from './text-stream';
 
 /** What a run needs from its runner. */
@@ -20,10 +21,20 @@ export interface TaskRunDeps extends TaskWriterDeps {
   /** The runner's name in leases. */
   owner: string;
   pollIntervalMs: number;
+  pollMaxIntervalMs: number;
+  webhookPollIntervalMs: number;
   cancelGraceMs: number;
   /** The webhook URL for a task (when PUBLIC_URL is set); polling stays on as a safety net. */
   webhookUrl?: (taskId: string) => string;
   now: () => Date;
+}
+
+/** How a run's wait between polls ends early: a webhook arrived (with the prediction it carried). */
+export interface Wakeup {
+  /** Where the run's poll waits register to be woken. */
+  onWake: OnWake;
+  /** The latest prediction a webhook delivered since the last call, if one did. */
+  delivered: () => Prediction | undefined;
 }
 
 /** A prediction being followed, and what the follow has done so far. */
@@ -46,7 +57,7 @@ export class TaskRun {
     private readonly row: TaskRow,
     private readonly signal: AbortSignal,
     /** Ends a poll's wait early (a webhook arrived). */
-    private readonly onWake: OnWake,
+    private readonly wakeup: Wakeup,
     private readonly log: Logger,
   ) {
     this.provider = deps.provider;
@@ -114,9 +125,7 @@ export class TaskRun {
     return {
       model: model.providerModel as CreatePredictionRequest['model'],
       input: this.row.provider_input,
-      ...(webhookUrl
-        ? { webhook: webhookUrl(this.row.id), webhookEventsFilter: ['start', 'output', 'logs', 'completed'] as const }
-        : {}),
+      ...(webhookUrl ? { webhook: webhookUrl(this.row.id), webhookEventsFilter: WEBHOOK_EVENTS } : {}),
     } as CreatePredictionRequest;
   }
 
@@ -242,8 +251,47 @@ export class TaskRun {
         error: taskError('timeout', `no result within ${seconds} s; the generation was canceled`),
       };
     }
-    await sleep(this.deps.pollIntervalMs, this.signal, this.onWake);
-    f.prediction = await this.provider.get(f.prediction.id, { signal: this.signal });
+    await this.poll(f);
     return null;
   }
+
+  /**
+   * Wait for the next poll (a tenth of the prediction's age, see pollDelayMs; a webhook ends the
+   * wait), then read the prediction: as the webhook delivered it if that is not behind what we
+   * have (deliveries can come out of order), else from the provider.
+   */
+  private async poll(f: Following): Promise<void> {
+    const webhooks = this.deps.webhookUrl !== undefined;
+    const age = this.deps.now().getTime() - f.startedAt;
+    await sleep(pollDelayMs(age, this.deps, webhooks), this.signal, this.wakeup.onWake);
+    const delivered = this.wakeup.delivered();
+    if (delivered && delivered.id === f.prediction.id && !isBehind(delivered, f.prediction)) {
+      f.prediction = delivered;
+      return;
+    }
+    f.prediction = await this.provider.get(f.prediction.id, { signal: this.signal });
+  }
+}
+
+/**
+ * The deliveries a task asks for: all of them, for every kind. Progress is what the clients show
+ * (a video's bar moves with its logs), and Replicate sends output and logs deliveries at most every
+ * 500 ms per prediction; the safety-net polls (see pollDelayMs) only cover lost deliveries.
+ */
+const WEBHOOK_EVENTS: CreatePredictionRequest['webhookEventsFilter'] = ['start', 'output', 'logs', 'completed'];
+
+const STAGE: Record<string, number> = { starting: 0, processing: 1 };
+
+/** Whether `p` shows an earlier state of the prediction than `than` (an older webhook delivery). */
+function isBehind(p: Prediction, than: Prediction): boolean {
+  if (isTerminal(than.status)) return !isTerminal(p.status) || p.status !== than.status;
+  if (isTerminal(p.status)) return false;
+  const [a, b] = [STAGE[p.status] ?? 0, STAGE[than.status] ?? 0];
+  if (a !== b) return a < b;
+  return (p.logs?.length ?? 0) < (than.logs?.length ?? 0) || outputSize(p) < outputSize(than);
+}
+
+function outputSize(p: Prediction): number {
+  const o = p.output;
+  return o === null || o === undefined ? 0 : Array.isArray(o) ? o.length : typeof o === 'string' ? o.length : 1;
 }

@@ -3,8 +3,8 @@ import type { Prediction } from '../providers/types';
 import type { OutputOpener, OutputStore } from '../storage/outputs';
 import type { ModelSpec } from '../tasks/models';
 import type { TaskService } from '../tasks/service';
-import { CANCELED_BY_USER, taskError } from '../tasks/events';
 import { TERMINAL, type TaskError, type TaskOutput } from '../tasks/task';
+import { CANCELED_BY_USER, kindOf, taskError } from '../tasks/events';
 import { failedPrediction } from './failure';
 import type { AnnouncedText, MayWrite } from './text-stream';
 
@@ -95,7 +95,8 @@ export class TaskWriter {
       await this.text?.extendTo(final.text);
       return this.finish({ status: 'succeeded', output: final, providerOutput: prediction.output });
     }
-    const theirs = normalizeOutput(taskType === 'image_gen' ? 'image' : 'video', prediction.output)?.urls ?? [];
+    const normalized = normalizeOutput(kindOf(taskType).kind, prediction.output);
+    const theirs = normalized && 'urls' in normalized ? normalized.urls : [];
     if (theirs.length === 0) return this.finish({ status: 'failed', error: taskError('no_output') });
     const ours = await this.deps.outputs.copy(this.task.id, theirs, this.deps.openOutput, signal);
     await this.finish({ status: 'succeeded', output: { urls: ours }, providerOutput: { urls: theirs } });

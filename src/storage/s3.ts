@@ -18,14 +18,15 @@ import { FILE_PATH, limited, outputName, type OutputOpener, type OutputStore } f
 import { outputPath } from './urls';
 import type { S3Settings } from './s3-settings';
 
+/** A presigned URL lives this long; the redirect to it is cached for less. */
+const PRESIGN_SECONDS = 3600;
+
 /**
  * Output files in an S3-compatible object store, so that every gateway process on every machine
  * serves every file with no shared disk. Credentials come from the SDK's standard chain
  * (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, an instance role). A file is spooled to
  * a temporary file first (a provider's download has no length up front, and S3 wants one).
  */
-/** A presigned URL lives this long; the redirect to it is cached for less. */
-const PRESIGN_SECONDS = 3600;
 
 export class S3OutputStore implements OutputStore {
   readonly client: S3Client;

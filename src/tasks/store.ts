@@ -18,20 +18,46 @@ const FIRST_EVENT_SQL =
   `SELECT id, 1, ?, jsonb_build_object('task_id', id, 'seq', 1) || ?::jsonb, inserted_at FROM t`;
 
 /**
- * The claim, one statement (graphile-worker's shape): lock up to `limit` runnable tasks, skipping
- * rows another claimer holds, and lease them in the same statement. Runnable: unfinished, due, and
- * not leased (or the lease lapsed). A lease of ours that lapsed under load is not work to start
- * twice in this process, so the tasks this process runs are left out.
+ * The claim, one statement (graphile-worker's shape, with Oban's limits): lease up to `limit`
+ * runnable tasks, skipping rows another transaction holds, and lease them in the same statement.
+ * Runnable: unfinished, due, and not leased (or the lease lapsed). A lease of ours that lapsed
+ * under load is not work to start twice in this process, so the tasks this process runs are left out.
+ *
+ * The caps count what is in flight (unfinished with a live lease) over every process on the
+ * database: `global` in all, `perUser` per user, `perModel` per model. Fair by user: each
+ * runnable task gets its user's turn (what the user has in flight, plus its place among the
+ * user's runnable tasks in submission order) and the lowest turns go first, so one user's
+ * backlog never keeps another user's first task waiting past one claim.
  */
 const CLAIM_SQL = `
-WITH picked AS (
-  SELECT id FROM tasks
-  WHERE status IN ('queued', 'processing')
-    AND run_after <= :now
-    AND (lease_expires_at IS NULL OR lease_expires_at < :now)
-    AND NOT (id::text = ANY(:running::text[]))
-  ORDER BY run_after ASC
-  LIMIT :limit
+WITH busy AS (
+  SELECT user_id, model FROM tasks
+  WHERE status IN ('queued', 'processing') AND lease_expires_at >= :now
+),
+user_busy AS (SELECT user_id, count(*) AS n FROM busy GROUP BY user_id),
+model_busy AS (SELECT model, count(*) AS n FROM busy GROUP BY model),
+runnable AS (
+  SELECT t.id, t.model, t.run_after, t.pos,
+    coalesce(ub.n, 0) + row_number() OVER (PARTITION BY t.user_id ORDER BY t.run_after, t.pos) AS user_turn
+  FROM tasks t LEFT JOIN user_busy ub ON ub.user_id = t.user_id
+  WHERE t.status IN ('queued', 'processing')
+    AND t.run_after <= :now
+    AND (t.lease_expires_at IS NULL OR t.lease_expires_at < :now)
+    AND NOT (t.id::text = ANY(:running::text[]))
+),
+ranked AS (
+  SELECT r.id, r.user_turn, r.run_after, r.pos,
+    coalesce(mb.n, 0) + row_number() OVER (PARTITION BY r.model ORDER BY r.user_turn, r.run_after, r.pos) AS model_turn
+  FROM runnable r LEFT JOIN model_busy mb ON mb.model = r.model
+  WHERE r.user_turn <= :perUser
+),
+chosen AS (
+  SELECT id FROM ranked WHERE model_turn <= :perModel
+  ORDER BY user_turn, run_after, pos
+  LIMIT greatest(0, least(:limit, :global - (SELECT count(*) FROM busy)))
+),
+picked AS (
+  SELECT id FROM tasks WHERE id IN (SELECT id FROM chosen)
   FOR UPDATE SKIP LOCKED
 )
 UPDATE tasks SET lease_owner = :owner, lease_expires_at = :leaseUntil, attempts = tasks.attempts + 1
@@ -49,6 +75,24 @@ WHERE status IN ('succeeded', 'failed', 'canceled') AND completed_at < :before
 ORDER BY completed_at ASC
 LIMIT :limit
 FOR UPDATE SKIP LOCKED`;
+
+/**
+ * Claims take this transaction-scoped advisory lock first, so that two processes never count the
+ * same in-flight tasks and both fill the same room ('pyre' in ASCII).
+ */
+const CLAIM_LOCK = 0x70797265;
+
+/** How many tasks a claim may lease: this process's room, and the caps over all processes. */
+export interface ClaimLimits {
+  /** Tasks this process may still take. */
+  limit: number;
+  /** Tasks in flight over all processes, at most. */
+  global: number;
+  /** A user's tasks in flight over all processes, at most. */
+  perUser: number;
+  /** A model's tasks in flight over all processes, at most. */
+  perModel: number;
+}
 
 /** The columns a change may set; JSON ones are encoded here. */
 const JSON_COLUMNS = new Set(['output', 'provider_output', 'error']);
@@ -191,16 +235,25 @@ export class TaskStore {
     return Number(row?.n ?? 0);
   }
 
-  /** Lease up to `limit` runnable tasks to `owner` until `leaseUntil`, counting a try each (one statement). */
-  async claim(q: { owner: string; now: Date; leaseUntil: Date; limit: number; running: string[] }): Promise<TaskRow[]> {
-    const result = (await this.db.raw(CLAIM_SQL, {
-      now: q.now,
-      leaseUntil: q.leaseUntil,
-      owner: q.owner,
-      limit: q.limit,
-      running: q.running,
-    })) as { rows: TaskRow[] };
-    return result.rows;
+  /**
+   * Lease runnable tasks to `owner` until `leaseUntil`, counting a try each, within `limits`
+   * (see CLAIM_SQL): one statement, after the claim lock, in one short transaction.
+   */
+  async claim(q: { owner: string; now: Date; leaseUntil: Date; running: string[] } & ClaimLimits): Promise<TaskRow[]> {
+    return this.db.transaction(async (trx) => {
+      await trx.raw('SELECT pg_advisory_xact_lock(?)', [CLAIM_LOCK]);
+      const result = (await trx.raw(CLAIM_SQL, {
+        now: q.now,
+        leaseUntil: q.leaseUntil,
+        owner: q.owner,
+        running: q.running,
+        limit: q.limit,
+        global: q.global,
+        perUser: q.perUser,
+        perModel: q.perModel,
+      })) as { rows: TaskRow[] };
+      return result.rows;
+    });
   }
 
   /** Extend `owner`'s leases on `ids` until `until`; returns the ids still leased to it. */

@@ -79,7 +79,8 @@ describe.each(BACKENDS)('hostile input on %s', (backend) => {
       // Parsed from text: in an object literal `__proto__:` would set the prototype, not a key.
       expect(res.body.errors).toEqual(
         JSON.parse(
-          '{"prompt":["can\'t be blank"],"__proto__":["is not a parameter of google/imagen-4-fast"],"aspect_ratio":["must be one of: 1:1, 9:16, 16:9, 3:4, 4:3"]}',
+          '{"prompt":["can\'t be blank"],"__proto__":["is not a parameter of google/imagen-4-fast"],' +
+            '"aspect_ratio":["must be one of: 1:1, 9:16, 16:9, 3:4, 4:3"]}',
         ),
       );
       expect(Object.keys(res.body.errors).sort()).toEqual(['__proto__', 'aspect_ratio', 'prompt']);

@@ -90,7 +90,10 @@ describeBrowser('dashboard in headless Chromium', () => {
       if (state?.status === 'failed' || state?.status === 'canceled') throw new Error(`task ${state.status}`);
       if (Date.now() > deadline)
         throw new Error(
-          `no image after 30 s; progress seen ${seen.join(',')}; card ${JSON.stringify(state)}; connection ${await page.textContent('#conn-label')}; db ${JSON.stringify(await env.gw.db('tasks').select('status', 'attempts', 'error', 'user_id'))}; events ${JSON.stringify(await env.gw.db('task_events').select('seq', 'event'))}`,
+          `no image after 30 s; progress seen ${seen.join(',')}; card ${JSON.stringify(state)}; ` +
+            `connection ${await page.textContent('#conn-label')}; ` +
+            `db ${JSON.stringify(await env.gw.db('tasks').select('status', 'attempts', 'error', 'user_id'))}; ` +
+            `events ${JSON.stringify(await env.gw.db('task_events').select('seq', 'event'))}`,
         );
       await page.waitForTimeout(40);
     }

@@ -55,7 +55,8 @@ describe('a DATABASE_URL that does not work', () => {
     });
     expect(r.code).toBe(69);
     expect(r.stderr).toBe(
-      `pyre: cannot start: the database server at pyre@127.0.0.1:${port}/pyre refused the connection (not running yet?) (gave up after 1 s; DATABASE_WAIT_SECONDS)\n`,
+      `pyre: cannot start: the database server at pyre@127.0.0.1:${port}/pyre refused the connection (not running yet?) ` +
+        '(gave up after 1 s; DATABASE_WAIT_SECONDS)\n',
     );
     expect(r.stderr).not.toContain('secret');
   });
@@ -96,7 +97,9 @@ describe('a DATABASE_URL that does not work', () => {
     const { logger } = recordingLogger();
     const problem = await waitForDatabase(u.href, logger, 60);
     expect(problem).toEqual({
-      message: `the database "pyre_no_such_database" does not exist on ${u.username}@${u.hostname}:${u.port}/pyre_no_such_database (create it, or fix DATABASE_URL)`,
+      message:
+        `the database "pyre_no_such_database" does not exist on ${u.username}@${u.hostname}:${u.port}/pyre_no_such_database ` +
+        '(create it, or fix DATABASE_URL)',
       transient: false,
     });
   });

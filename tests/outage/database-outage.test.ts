@@ -288,7 +288,8 @@ function exactlyOnce(got: Got[], taskId: string, lastSeq: number): boolean {
 
     console.log(
       `figures: during the outage ${rest.length} REST calls, statuses ${[...new Set(rest.map((r) => r.status))].join('/')}, ` +
-        `slowest ${Math.max(...rest.map((r) => r.ms))} ms; /readyz ${[...new Set(ready)].join('/')}; /healthz ${[...new Set(health)].join('/')}; /metrics ${[...new Set(metrics)].join('/')}`,
+        `slowest ${Math.max(...rest.map((r) => r.ms))} ms; /readyz ${[...new Set(ready)].join('/')}; ` +
+        `/healthz ${[...new Set(health)].join('/')}; /metrics ${[...new Set(metrics)].join('/')}`,
     );
     expect(rest.every((r) => r.status === 503 && r.retryAfter !== null)).toBe(true);
     expect(rest.every((r) => r.ms < REST_BOUND_MS)).toBe(true);

@@ -36,7 +36,8 @@ describe('stand-in validation (as Replicate answers)', () => {
       expect(r1.body).toEqual({
         title: 'Input validation failed',
         detail:
-          '- input: prompt is required\n- input.guidance_scale: Must be less than or equal to 10\n- input.seed: Invalid type. Expected: integer, given: string\n- input.width: Must be greater than or equal to 512\n',
+          '- input: prompt is required\n- input.guidance_scale: Must be less than or equal to 10\n' +
+          '- input.seed: Invalid type. Expected: integer, given: string\n- input.width: Must be greater than or equal to 512\n',
         status: 422,
         invalid_fields: [
           { type: 'required', field: 'input', description: 'prompt is required' },

@@ -51,7 +51,6 @@ suite('the database drops every connection while text streams (needs PYRE_TEST_D
         leaseMs: 2000,
         pollIntervalMs: 200,
         claimIntervalMs: 200,
-        perModelConcurrency: N,
         retry: { attempts: 3, baseMs: 100, maxMs: 500 },
       }),
     });

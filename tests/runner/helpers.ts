@@ -17,6 +17,7 @@ export { call };
 /** Fast runner settings for tests: short polls, claims and leases. */
 export const FAST_RUNNER = {
   pollIntervalMs: 50,
+  pollMaxIntervalMs: 200,
   claimIntervalMs: 100,
   leaseMs: 2000,
   retry: { attempts: 3, baseMs: 50, maxMs: 200 },

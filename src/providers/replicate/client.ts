@@ -17,6 +17,7 @@ import {
   type StreamResult,
 } from '../types';
 import { backoffMs, sleep, type RetryPolicy } from '../../retry';
+import type { ProviderPace } from './pace';
 import { SseParser } from './sse';
 
 export const DEFAULT_BASE_URL = 'https://api.replicate.com/v1';
@@ -52,6 +53,11 @@ export interface ReplicateClientOptions {
   connections?: number;
   /** Use this dispatcher instead of creating one (it is then not closed by `close()`). */
   dispatcher?: Dispatcher;
+  /**
+   * Paces every API request (creates and reads) under the provider's budgets, shared by all
+   * callers; a 429 pauses the whole pace. Without it, requests go out as they come.
+   */
+  pace?: ProviderPace;
   logger?: Logger;
   /** Test seams. */
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
@@ -146,6 +152,24 @@ class HandlerError {
   constructor(readonly error: unknown) {}
 }
 
+/** Where a stream is, across its reconnections. `progressed`: this connection delivered an event. */
+interface StreamCursor {
+  lastEventId: string | null;
+  errorDetail: string | null;
+  progressed: boolean;
+}
+
+/** The reason a `done` event gives (`{"reason": "canceled"}`); `{}` or empty: a normal end. */
+function doneReason(data: string): string {
+  try {
+    const d = JSON.parse(data) as { reason?: unknown };
+    if (typeof d?.reason === 'string' && d.reason !== '') return d.reason;
+  } catch {
+    /* `{}` or empty: a normal end */
+  }
+  return 'done';
+}
+
 /**
  * Replicate over undici: one keep-alive Agent, every answer classified into a ProviderError kind.
  * Reads retry inside with the RetryPolicy; creates are never repeated once they may have landed.
@@ -164,6 +188,7 @@ export class ReplicateClient implements Provider {
   private readonly log: Logger | undefined;
   private readonly sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
   private readonly random: () => number;
+  readonly pace: ProviderPace | undefined;
 
   constructor(opts: ReplicateClientOptions) {
     if (!opts.token) throw new Error('ReplicateClient needs a token');
@@ -179,6 +204,7 @@ export class ReplicateClient implements Provider {
     this.log = opts.logger;
     this.sleep = opts.sleep ?? sleep;
     this.random = opts.random ?? Math.random;
+    this.pace = opts.pace;
     if (opts.dispatcher) {
       this.agent = opts.dispatcher;
       this.ownsAgent = false;
@@ -240,7 +266,9 @@ export class ReplicateClient implements Provider {
 
   async cancel(id: string, opts: RequestOptions = {}): Promise<Prediction> {
     const url = `${this.baseUrl}/predictions/${encodeURIComponent(id)}/cancel`;
-    return this.asPrediction(await this.call('read', 'POST', url, { signal: opts.signal }), 'read', 'POST', url);
+    // Ahead of the polls waiting their turn: a cancel stops billing.
+    const answer = await this.call('read', 'POST', url, { signal: opts.signal, urgent: true });
+    return this.asPrediction(answer, 'read', 'POST', url);
   }
 
   /** One page of GET /predictions (newest first). Pass `next` from the previous page as `url`. */
@@ -412,75 +440,24 @@ export class ReplicateClient implements Provider {
   async stream(url: string, opts: StreamOptions): Promise<StreamResult> {
     const maxReconnects = opts.maxReconnects ?? 5;
     const u = new URL(url);
-    const sendAuth = u.origin === new URL(this.baseUrl).origin || /(^|\.)replicate\.(com|net)$/.test(u.hostname);
-    let lastEventId: string | null = opts.lastEventId ?? null;
-    let errorDetail: string | null = null;
+    const cursor: StreamCursor = { lastEventId: opts.lastEventId ?? null, errorDetail: null, progressed: false };
     let reconnects = 0;
     let idleRounds = 0;
     for (;;) {
-      let progressed = false;
+      cursor.progressed = false;
       try {
-        const headers: Record<string, string> = {
-          accept: 'text/event-stream',
-          'cache-control': 'no-store',
-          'user-agent': this.userAgent,
-        };
-        if (sendAuth) headers.authorization = `Bearer ${this.token}`;
-        if (lastEventId !== null) headers['last-event-id'] = lastEventId;
-        const res = await this.agent.request({
-          origin: u.origin,
-          path: u.pathname + u.search,
-          method: 'GET',
-          headers,
-          signal: opts.signal,
-          headersTimeout: this.headersMs,
-          bodyTimeout: this.streamIdleMs,
-        });
-        if (res.statusCode !== 200) {
-          const text = await res.body.text().catch(() => '');
-          const e = this.classify('read', 'GET', url, { status: res.statusCode, headers: res.headers, text });
-          if (e.kind === 'permanent') throw e;
-          if (e.kind === 'rate_limited' && e.retryAfterMs !== null)
-            await this.sleep(Math.min(e.retryAfterMs, this.rateLimit.maxWaitMs), opts.signal);
-          throw e;
-        }
-        const parser = new SseParser(lastEventId);
-        const decoder = new TextDecoder();
-        try {
-          for await (const chunk of res.body) {
-            for (const ev of parser.push(decoder.decode(chunk as Uint8Array, { stream: true }))) {
-              progressed = true;
-              lastEventId = ev.id ?? lastEventId;
-              if (ev.event === 'error') errorDetail = detailOf(ev.data);
-              try {
-                await opts.onEvent(ev);
-              } catch (err) {
-                throw new HandlerError(err);
-              }
-              if (ev.event === 'done') {
-                let reason = 'done';
-                try {
-                  const d = JSON.parse(ev.data) as { reason?: unknown };
-                  if (typeof d?.reason === 'string' && d.reason !== '') reason = d.reason;
-                } catch {
-                  /* `{}` or empty: a normal end */
-                }
-                return { reason, error: errorDetail, lastEventId, reconnects };
-              }
-            }
-          }
-        } finally {
-          // Ends the connection if we leave early (handler threw, abort); a no-op after EOF.
-          if (!res.body.destroyed) res.body.destroy();
-        }
-        this.log?.debug({ url: u.pathname, lastEventId }, 'stream ended before done; reconnecting');
+        const res = await this.openStream(url, cursor.lastEventId, opts.signal);
+        const reason = await this.readStream(res, cursor, opts);
+        if (reason !== null) return { reason, error: cursor.errorDetail, lastEventId: cursor.lastEventId, reconnects };
+        this.log?.debug({ url: u.pathname, lastEventId: cursor.lastEventId }, 'stream ended before done; reconnecting');
       } catch (err) {
         if (err instanceof HandlerError) throw err.error;
         if (opts.signal?.aborted) throw opts.signal.reason ?? err;
         if (err instanceof ProviderError && err.kind === 'permanent') throw err;
-        this.log?.debug({ url: u.pathname, lastEventId, err: (err as Error).message }, 'stream dropped; reconnecting');
+        const why = { url: u.pathname, lastEventId: cursor.lastEventId, err: (err as Error).message };
+        this.log?.debug(why, 'stream dropped; reconnecting');
       }
-      idleRounds = progressed ? 0 : idleRounds + 1;
+      idleRounds = cursor.progressed ? 0 : idleRounds + 1;
       if (idleRounds > maxReconnects) {
         throw new ProviderError({
           kind: 'transient',
@@ -490,7 +467,73 @@ export class ReplicateClient implements Provider {
         });
       }
       reconnects++;
-      await this.sleep(progressed ? 0 : this.backoff(idleRounds), opts.signal);
+      await this.sleep(cursor.progressed ? 0 : this.backoff(idleRounds), opts.signal);
+    }
+  }
+
+  /** GET of an SSE stream (resuming after `lastEventId`); a non-200 answer is thrown as a ProviderError. */
+  private async openStream(
+    url: string,
+    lastEventId: string | null,
+    signal: AbortSignal | undefined,
+  ): Promise<Dispatcher.ResponseData> {
+    const u = new URL(url);
+    // The token goes to the API's own origin and Replicate's stream hosts only.
+    const sendAuth = u.origin === new URL(this.baseUrl).origin || /(^|\.)replicate\.(com|net)$/.test(u.hostname);
+    const headers: Record<string, string> = {
+      accept: 'text/event-stream',
+      'cache-control': 'no-store',
+      'user-agent': this.userAgent,
+    };
+    if (sendAuth) headers.authorization = `Bearer ${this.token}`;
+    if (lastEventId !== null) headers['last-event-id'] = lastEventId;
+    const res = await this.agent.request({
+      origin: u.origin,
+      path: u.pathname + u.search,
+      method: 'GET',
+      headers,
+      signal,
+      headersTimeout: this.headersMs,
+      bodyTimeout: this.streamIdleMs,
+    });
+    if (res.statusCode === 200) return res;
+    const text = await res.body.text().catch(() => '');
+    const e = this.classify('read', 'GET', url, { status: res.statusCode, headers: res.headers, text });
+    if (e.kind === 'permanent') throw e;
+    if (e.kind === 'rate_limited' && e.retryAfterMs !== null)
+      await this.sleep(Math.min(e.retryAfterMs, this.rateLimit.maxWaitMs), signal);
+    throw e;
+  }
+
+  /**
+   * Hands each event of one connection to `onEvent`, moving the cursor; the `done` event's reason,
+   * or null if the connection ended before it. A handler's error is thrown as a HandlerError.
+   */
+  private async readStream(
+    res: Dispatcher.ResponseData,
+    cursor: StreamCursor,
+    opts: StreamOptions,
+  ): Promise<string | null> {
+    const parser = new SseParser(cursor.lastEventId);
+    const decoder = new TextDecoder();
+    try {
+      for await (const chunk of res.body) {
+        for (const ev of parser.push(decoder.decode(chunk as Uint8Array, { stream: true }))) {
+          cursor.progressed = true;
+          cursor.lastEventId = ev.id ?? cursor.lastEventId;
+          if (ev.event === 'error') cursor.errorDetail = detailOf(ev.data);
+          try {
+            await opts.onEvent(ev);
+          } catch (err) {
+            throw new HandlerError(err);
+          }
+          if (ev.event === 'done') return doneReason(ev.data);
+        }
+      }
+      return null;
+    } finally {
+      // Ends the connection if we leave early (handler threw, abort); a no-op after EOF.
+      if (!res.body.destroyed) res.body.destroy();
     }
   }
 
@@ -519,13 +562,22 @@ export class ReplicateClient implements Provider {
     op: Op,
     method: string,
     url: string,
-    init: { body?: string; headers?: Record<string, string>; headersTimeout?: number; signal?: AbortSignal },
+    init: {
+      body?: string;
+      headers?: Record<string, string>;
+      headersTimeout?: number;
+      signal?: AbortSignal;
+      /** Paced ahead of the other waiting requests. */
+      urgent?: boolean;
+    },
   ): Promise<unknown> {
     let attempt = 0;
     let throttled = 0;
     for (;;) {
       attempt++;
       let err: ProviderError;
+      // Our turn under the budget (rejects only when the caller gives up: nothing was sent).
+      await this.pace?.take(op, init.signal, init.urgent);
       try {
         const answer = await this.send(method, url, init);
         if (answer.status >= 200 && answer.status < 300) {
@@ -547,13 +599,15 @@ export class ReplicateClient implements Provider {
         else if (init.signal?.aborted && op === 'read') throw init.signal.reason ?? e;
         else err = this.networkError(e, op, method, url);
       }
-      if (err.kind === 'rate_limited' && throttled < this.rateLimit.retries) {
+      if (err.kind === 'rate_limited') {
         const wait = err.retryAfterMs ?? this.backoff(throttled + 1);
-        if (wait <= this.rateLimit.maxWaitMs) {
+        // Paced: the whole client waits (the pace holds every request back), not this call alone.
+        this.pace?.throttled(wait);
+        if (throttled < this.rateLimit.retries && wait <= this.rateLimit.maxWaitMs) {
           throttled++;
           attempt--; // a 429 is not a failed attempt
           this.log?.info({ method, url: new URL(url).pathname, waitMs: wait }, 'provider rate limited; waiting');
-          await this.sleep(wait, init.signal);
+          if (!this.pace) await this.sleep(wait, init.signal);
           continue;
         }
       }

@@ -35,7 +35,7 @@ function chunk(type: string, data: Buffer): Buffer {
 }
 
 /** A valid RGB PNG (a diagonal orange-to-violet gradient), built with zlib. */
-export function makePng(width = 64, height = 64): Buffer {
+function makePng(width = 64, height = 64): Buffer {
   const raw = Buffer.alloc((width * 3 + 1) * height);
   for (let y = 0; y < height; y++) {
     const row = y * (width * 3 + 1);

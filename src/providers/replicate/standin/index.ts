@@ -1,12 +1,5 @@
-export {
-  startStandin,
-  parseGoDuration,
-  type Standin,
-  type StandinOptions,
-  type StandinPreset,
-  type RecordedRequest,
-} from './server';
-export { VirtualClock, RealClock, type StandinClock } from './clock';
+export { startStandin, type Standin, type StandinOptions, type StandinPreset, type RecordedRequest } from './server';
+export { VirtualClock, type StandinClock } from './clock';
 export {
   Faults,
   type FaultAction,
@@ -16,6 +9,6 @@ export {
   type SignatureMode,
   type WebhookFaults,
 } from './faults';
-export { STANDIN_MODELS, DEMO_TIMELINES, validateInput, type StandinModel, type Timeline } from './models';
+export { STANDIN_MODELS, type StandinModel, type Timeline } from './models';
 export type { WebhookDelivery } from './webhook-sender';
 export { SAFETY_ERROR } from './simulation';

@@ -121,7 +121,8 @@ export const STANDIN_MODELS: Record<string, StandinModel> = {
     epilogue: () => ['Video saved to output.mp4'],
     lateCheck: (input) =>
       input.last_frame_image !== undefined && input.image === undefined
-        ? 'Prediction input failed validation: {"detail":[{"loc":["body","input","last_frame_image"],"msg":"last_frame_image requires image","type":"value_error"}]}'
+        ? 'Prediction input failed validation: ' +
+          '{"detail":[{"loc":["body","input","last_frame_image"],"msg":"last_frame_image requires image","type":"value_error"}]}'
         : null,
     file: () => 'mp4',
   },
@@ -205,6 +206,19 @@ export const DEMO_TIMELINES: Record<string, Timeline> = {
   'google/gemini-2.5-flash': { queueMs: 300, processingMs: 2500 },
 };
 
+/**
+ * Timelines for load tests (`minutes` preset): every prediction takes minutes, as videos do, so
+ * that thousands are in flight at once. Real time.
+ */
+export const MINUTES_TIMELINES: Record<string, Timeline> = {
+  'google/imagen-4-fast': { queueMs: 5000, processingMs: 60_000 },
+  'bytedance/seedream-3': { queueMs: 5000, processingMs: 90_000 },
+  'bytedance/seedance-1-pro': { queueMs: 10_000, processingMs: 170_000 },
+  'openai/gpt-4.1': { queueMs: 2000, processingMs: 60_000 },
+  'anthropic/claude-4-sonnet': { queueMs: 2000, processingMs: 60_000 },
+  'google/gemini-2.5-flash': { queueMs: 2000, processingMs: 60_000 },
+};
+
 export interface InvalidField {
   type: string;
   field: string;
@@ -238,7 +252,6 @@ export function validateInput(
   input: unknown,
   opts: { strictKeys?: boolean } = {},
 ): InvalidField[] {
-  const errs: InvalidField[] = [];
   if (input === null || typeof input !== 'object' || Array.isArray(input)) {
     return [
       {
@@ -248,74 +261,80 @@ export function validateInput(
       },
     ];
   }
+  const errs: InvalidField[] = [];
   const rec = input as Record<string, unknown>;
   for (const name of model.required) {
     if (rec[name] === undefined) errs.push({ type: 'required', field: 'input', description: `${name} is required` });
   }
   for (const [name, value] of Object.entries(rec)) {
     const spec = model.fields[name];
-    const field = `input.${name}`;
-    if (!spec) {
-      if (opts.strictKeys !== false)
-        errs.push({
-          type: 'additional_property_not_allowed',
-          field: 'input',
-          description: `Additional property ${name} is not allowed`,
-        });
-      continue;
-    }
-    const expected = spec.type === 'uri' ? 'string' : spec.type;
-    const given = typeName(value);
-    const typeOk =
-      expected === 'number'
-        ? typeof value === 'number' && Number.isFinite(value)
-        : expected === 'integer'
-          ? given === 'integer'
-          : given === expected;
-    if (!typeOk) {
-      errs.push({ type: 'invalid_type', field, description: `Invalid type. Expected: ${expected}, given: ${given}` });
-      continue;
-    }
-    if (spec.type === 'uri' && !isUri(value))
-      errs.push({ type: 'format', field, description: "Does not match format 'uri'" });
-    if (
-      (spec.type === 'string' || spec.type === 'integer' || spec.type === 'number') &&
-      spec.enum &&
-      !(spec.enum as readonly unknown[]).includes(value)
-    ) {
+    if (spec) errs.push(...fieldProblems(name, spec, value));
+    else if (opts.strictKeys !== false)
       errs.push({
-        type: 'enum',
-        field,
-        description: `${name} must be one of the following: ${spec.enum.map((e) => JSON.stringify(e)).join(', ')}`,
+        type: 'additional_property_not_allowed',
+        field: 'input',
+        description: `Additional property ${name} is not allowed`,
       });
-    }
-    if (spec.type === 'integer' || spec.type === 'number') {
-      const n = value as number;
-      if (spec.minimum !== undefined && n < spec.minimum)
-        errs.push({ type: 'number_gte', field, description: `Must be greater than or equal to ${spec.minimum}` });
-      if (spec.maximum !== undefined && n > spec.maximum)
-        errs.push({ type: 'number_lte', field, description: `Must be less than or equal to ${spec.maximum}` });
-    }
-    if (spec.type === 'array') {
-      const arr = value as unknown[];
-      if (spec.maxItems !== undefined && arr.length > spec.maxItems)
-        errs.push({ type: 'array_max_items', field, description: `Array must have at most ${spec.maxItems} items` });
-      arr.forEach((item, i) => {
-        if (spec.items === 'uri' && !isUri(item))
-          errs.push({ type: 'format', field: `${field}.${i}`, description: "Does not match format 'uri'" });
-        if (spec.items === 'message') {
-          const m = item as { role?: unknown; content?: unknown } | null;
-          if (!m || typeof m !== 'object' || typeof m.role !== 'string' || m.content === undefined) {
-            errs.push({
-              type: 'invalid_type',
-              field: `${field}.${i}`,
-              description: 'Invalid type. Expected: object with role and content',
-            });
-          }
-        }
-      });
-    }
   }
+  return errs;
+}
+
+/** What is wrong with one declared input field's value: its type first, then format, enum, range, items. */
+function fieldProblems(name: string, spec: FieldSpec, value: unknown): InvalidField[] {
+  const field = `input.${name}`;
+  const expected = spec.type === 'uri' ? 'string' : spec.type;
+  const given = typeName(value);
+  const typeOk =
+    expected === 'number'
+      ? typeof value === 'number' && Number.isFinite(value)
+      : expected === 'integer'
+        ? given === 'integer'
+        : given === expected;
+  if (!typeOk)
+    return [{ type: 'invalid_type', field, description: `Invalid type. Expected: ${expected}, given: ${given}` }];
+  const errs: InvalidField[] = [];
+  if (spec.type === 'uri' && !isUri(value))
+    errs.push({ type: 'format', field, description: "Does not match format 'uri'" });
+  if (
+    (spec.type === 'string' || spec.type === 'integer' || spec.type === 'number') &&
+    spec.enum &&
+    !(spec.enum as readonly unknown[]).includes(value)
+  ) {
+    errs.push({
+      type: 'enum',
+      field,
+      description: `${name} must be one of the following: ${spec.enum.map((e) => JSON.stringify(e)).join(', ')}`,
+    });
+  }
+  if (spec.type === 'integer' || spec.type === 'number') {
+    const n = value as number;
+    if (spec.minimum !== undefined && n < spec.minimum)
+      errs.push({ type: 'number_gte', field, description: `Must be greater than or equal to ${spec.minimum}` });
+    if (spec.maximum !== undefined && n > spec.maximum)
+      errs.push({ type: 'number_lte', field, description: `Must be less than or equal to ${spec.maximum}` });
+  }
+  if (spec.type === 'array') errs.push(...arrayProblems(field, spec, value as unknown[]));
+  return errs;
+}
+
+function arrayProblems(field: string, spec: Extract<FieldSpec, { type: 'array' }>, arr: unknown[]): InvalidField[] {
+  const errs: InvalidField[] = [];
+  if (spec.maxItems !== undefined && arr.length > spec.maxItems)
+    errs.push({ type: 'array_max_items', field, description: `Array must have at most ${spec.maxItems} items` });
+  arr.forEach((item, i) => {
+    if (spec.items === 'uri' && !isUri(item))
+      errs.push({ type: 'format', field: `${field}.${i}`, description: "Does not match format 'uri'" });
+    if (spec.items === 'message') {
+      const m = item as { role?: unknown; content?: unknown } | null;
+      if (!m || typeof m !== 'object' || typeof m.role !== 'string' || m.content === undefined) {
+        errs.push({
+          type: 'invalid_type',
+          field: `${field}.${i}`,
+          description: 'Invalid type. Expected: object with role and content',
+        });
+      }
+    }
+  });
   return errs;
 }
 

@@ -3,17 +3,11 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Logger } from '../../../log';
 import { formatSseEvent } from '../sse';
+import { NOT_FOUND, parseBody, problem, readBody, route, throttled, type Answer, type RouteOp } from './answers';
 import { RealClock, VirtualClock, type StandinClock } from './clock';
-import { Faults, type FaultAction, type FaultOp, type FaultRule, type Outcome } from './faults';
-import {
-  DEMO_TIMELINES,
-  inputJsonSchema,
-  STANDIN_MODELS,
-  validateInput,
-  type InvalidField,
-  type StandinModel,
-  type Timeline,
-} from './models';
+import { checkCreate, modelOf, type CreateRequest } from './create-request';
+import { Faults, type FaultAction, type FaultRule, type Outcome } from './faults';
+import { DEMO_TIMELINES, inputJsonSchema, MINUTES_TIMELINES, type StandinModel, type Timeline } from './models';
 import { planFor, SimPrediction } from './simulation';
 import { WebhookSender, type WebhookDelivery } from './webhook-sender';
 
@@ -23,7 +17,7 @@ import { WebhookSender, type WebhookDelivery } from './webhook-sender';
  * every failure the gateway must survive. Every request it receives is recorded.
  */
 
-export type StandinPreset = 'realistic' | 'demo';
+export type StandinPreset = 'realistic' | 'demo' | 'minutes';
 
 export interface StandinOptions {
   /** 0 (default) picks a free port. */
@@ -34,9 +28,12 @@ export interface StandinOptions {
   /** A second accepted token whose creates get 402 Insufficient credit. */
   noCreditToken?: string;
   webhookSecret?: string;
-  /** `virtual` (default, except for the demo preset), real time at a speed, or your own clock. */
+  /** `virtual` (default for the realistic preset), real time at a speed, or your own clock. */
   clock?: 'virtual' | { speed: number } | StandinClock;
-  /** `realistic`: timelines of the order of the real models; `demo`: a few seconds each, real time. */
+  /**
+   * `realistic`: timelines of the order of the real models; `demo`: a few seconds each, real time;
+   * `minutes`: every prediction takes minutes, real time (load tests: thousands in flight).
+   */
   preset?: StandinPreset;
   /** Outputs, inputs and logs are removed this long after completion (default one hour). */
   dataTtlMs?: number;
@@ -55,10 +52,12 @@ export interface RecordedRequest {
   seq: number;
   /** Simulated time it arrived. */
   at: number;
+  /** Wall-clock time (ms since the epoch) it arrived: evidence of a client's pacing in real time. */
+  wallAt: number;
   method: string;
   /** Path with query string. */
   path: string;
-  op: FaultOp | 'admin' | 'unknown';
+  op: RouteOp;
   /** Headers as received, lower-case, without `authorization`. */
   headers: Record<string, string | string[] | undefined>;
   /** Parsed JSON if it was JSON, else the text, else null. */
@@ -98,151 +97,169 @@ export interface Standin {
   close(): Promise<void>;
 }
 
-const TOP_LEVEL_KEYS = new Set(['input', 'webhook', 'webhook_events_filter', 'webhook_completed', 'stream']);
-const WEBHOOK_EVENTS = ['start', 'output', 'logs', 'completed'];
-
-interface Answer {
-  status: number;
-  body: unknown;
-  headers?: Record<string, string>;
-  problem?: boolean;
-}
-
-function problem(status: number, detail: string, title?: string, extra: Record<string, unknown> = {}): Answer {
-  const body: Record<string, unknown> = {};
-  if (title !== undefined) body.title = title;
-  body.detail = detail;
-  body.status = status;
-  Object.assign(body, extra);
-  return { status, body, problem: true };
-}
-
-const NOT_FOUND = () => problem(404, 'The requested resource could not be found.');
-
-function validationFailed(fields: InvalidField[]): Answer {
-  return problem(422, fields.map((f) => `- ${f.field}: ${f.description}\n`).join(''), 'Input validation failed', {
-    invalid_fields: fields,
-  });
-}
-
-/** Go-style duration (`90s`, `5m`, `1h30m45s`, `500ms`) in milliseconds, or null. */
-export function parseGoDuration(s: string): number | null {
-  const re = /(\d+(?:\.\d+)?)(ms|h|m|s)/gy;
-  let total = 0;
-  let m: RegExpExecArray | null;
-  let pos = 0;
-  const str = s.trim();
-  if (str === '') return null;
-  while ((m = re.exec(str))) {
-    const n = Number(m[1]);
-    total += m[2] === 'h' ? n * 3_600_000 : m[2] === 'm' ? n * 60_000 : m[2] === 's' ? n * 1000 : n;
-    pos = re.lastIndex;
-  }
-  return pos === str.length ? total : null;
-}
-
-async function readBody(req: IncomingMessage): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of req) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
-}
-
 const sleepReal = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
 
-export async function startStandin(opts: StandinOptions = {}): Promise<Standin> {
-  const preset = opts.preset ?? 'realistic';
-  const token = opts.token ?? 'r8_standin_test_token';
-  let webhookSecret = opts.webhookSecret ?? `whsec_${randomBytes(24).toString('base64')}`;
-  const clockOpt = opts.clock ?? (preset === 'demo' ? { speed: 1 } : 'virtual');
-  const clock: StandinClock =
-    clockOpt === 'virtual' ? new VirtualClock() : 'now' in clockOpt ? clockOpt : new RealClock(clockOpt.speed);
-  const ownsClock = !(typeof clockOpt === 'object' && 'now' in clockOpt);
-  const faults = new Faults();
-  const dataTtlMs = opts.dataTtlMs ?? 3_600_000;
-  const pageSize = opts.listPageSize ?? 100;
-  const log = opts.logger;
+/** Whether a fault rule's action applies to this operation (the create-, stream- and cancel-only ones). */
+function faultFits(op: RouteOp, a: FaultAction): boolean {
+  if (a.kind === 'create_then_status' || a.kind === 'create_then_drop') return op === 'create';
+  if (a.kind === 'stream_drop_after') return op === 'stream';
+  if (a.kind === 'cancel_ignored') return op === 'cancel';
+  return true;
+}
 
-  const requests: RecordedRequest[] = [];
-  const predictions = new Map<string, SimPrediction>();
-  const byStream = new Map<string, SimPrediction>();
-  const byFile = new Map<string, SimPrediction>();
-  const active = new Set<SimPrediction>();
-  const budgets = { create: [] as number[], other: [] as number[] };
-  const sockets = new Set<Socket>();
-  const closing = new AbortController();
-  let seq = 0;
-  let predSeq = 0;
-  let origin = '';
+/** The answer body of GET /v1/models/{owner}/{name}. */
+function modelView(origin: string, owner: string, name: string, m: StandinModel): Record<string, unknown> {
+  return {
+    url: `${origin}/${m.ref}`,
+    owner,
+    name,
+    description: m.description,
+    visibility: 'public',
+    is_official: true,
+    run_count: 0,
+    latest_version: {
+      id: 'hidden',
+      openapi_schema: { components: { schemas: { Input: inputJsonSchema(m) } } },
+    },
+  };
+}
 
-  const webhooks = new WebhookSender({
-    clock,
-    faults,
-    secret: () => webhookSecret,
-    origin: () => origin,
-    retryDelaysMs: opts.webhookRetryDelaysMs ?? [1000, 2000, 4000, 8000, 16000, 29000],
-    timestamps: opts.webhookTimestamps ?? 'wall',
-  });
+/** One request being answered: what was received, and its record (null for admin requests). */
+interface Exchange {
+  req: IncomingMessage;
+  res: ServerResponse;
+  rec: RecordedRequest;
+  url: URL;
+  params: string[];
+  fault: FaultAction | null;
+}
+
+/** The stand-in's state and handlers; `startStandin` listens with it and hands out its `Standin` view. */
+class StandinServer {
+  readonly requests: RecordedRequest[] = [];
+  readonly predictions = new Map<string, SimPrediction>();
+  readonly faults = new Faults();
+  readonly clock: StandinClock;
+  readonly webhooks: WebhookSender;
+  readonly token: string;
+  webhookSecret: string;
+  origin = '';
+  private readonly ownsClock: boolean;
+  private readonly preset: StandinPreset;
+  private readonly dataTtlMs: number;
+  private readonly pageSize: number;
+  private readonly log: Logger | undefined;
+  private readonly byStream = new Map<string, SimPrediction>();
+  private readonly byFile = new Map<string, SimPrediction>();
+  private readonly active = new Set<SimPrediction>();
+  private readonly budgets = { create: [] as number[], other: [] as number[] };
+  private readonly sockets = new Set<Socket>();
+  private readonly closing = new AbortController();
+  private readonly offTick: () => void;
+  private readonly server: http.Server;
+  private seq = 0;
+  private predSeq = 0;
+
+  constructor(private readonly opts: StandinOptions) {
+    this.preset = opts.preset ?? 'realistic';
+    this.token = opts.token ?? 'r8_standin_test_token';
+    this.webhookSecret = opts.webhookSecret ?? `whsec_${randomBytes(24).toString('base64')}`;
+    const clockOpt = opts.clock ?? (this.preset === 'realistic' ? 'virtual' : { speed: 1 });
+    this.clock =
+      clockOpt === 'virtual' ? new VirtualClock() : 'now' in clockOpt ? clockOpt : new RealClock(clockOpt.speed);
+    this.ownsClock = !(typeof clockOpt === 'object' && 'now' in clockOpt);
+    this.dataTtlMs = opts.dataTtlMs ?? 3_600_000;
+    this.pageSize = opts.listPageSize ?? 100;
+    this.log = opts.logger;
+    this.webhooks = new WebhookSender({
+      clock: this.clock,
+      faults: this.faults,
+      secret: () => this.webhookSecret,
+      origin: () => this.origin,
+      retryDelaysMs: opts.webhookRetryDelaysMs ?? [1000, 2000, 4000, 8000, 16000, 29000],
+      timestamps: opts.webhookTimestamps ?? 'wall',
+    });
+    this.offTick = this.clock.onTick(() => {
+      for (const p of [...this.active]) this.sync(p);
+    });
+    this.server = http.createServer((req, res) => {
+      this.handle(req, res).catch((err: unknown) => {
+        this.log?.error({ err }, 'stand-in: handler failed');
+        if (!res.headersSent)
+          this.send(res, null, problem(500, `Stand-in error: ${(err as Error).message}`, 'Internal Server Error'));
+        else res.destroy();
+      });
+    });
+    this.server.keepAliveTimeout = 60_000;
+    this.server.on('connection', (s: Socket) => {
+      this.sockets.add(s);
+      s.on('close', () => this.sockets.delete(s));
+    });
+  }
+
+  async listen(): Promise<AddressInfo> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.opts.port ?? 0, this.opts.host ?? '127.0.0.1', () => resolve());
+    });
+    const addr = this.server.address() as AddressInfo;
+    const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+    this.origin = `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${addr.port}`;
+    return addr;
+  }
+
+  reset(): void {
+    this.requests.length = 0;
+    this.predictions.clear();
+    this.byStream.clear();
+    this.byFile.clear();
+    this.active.clear();
+    this.budgets.create.length = 0;
+    this.budgets.other.length = 0;
+    this.faults.reset();
+    this.webhooks.reset();
+  }
+
+  async close(): Promise<void> {
+    this.closing.abort();
+    this.offTick();
+    await this.webhooks.close();
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    if (this.ownsClock) this.clock.stop();
+  }
 
   /** Brings a prediction's stream events and webhooks up to the clock's time. */
-  function sync(p: SimPrediction): void {
-    const added = p.advanceEvents(clock.now());
-    webhooks.observe(p);
+  private sync(p: SimPrediction): void {
+    const now = this.clock.now();
+    const added = p.advanceEvents(now);
+    this.webhooks.observe(p);
     if (added) for (const l of [...p.listeners]) l();
-    if (p.stateAt(clock.now()).completedAt !== null && (p.model.kind !== 'text' || p.streamEnded)) active.delete(p);
-  }
-  const offTick = clock.onTick(() => {
-    for (const p of [...active]) sync(p);
-  });
-
-  function timelineFor(model: StandinModel): Timeline {
-    const base = preset === 'demo' ? (DEMO_TIMELINES[model.ref] ?? model.timeline) : model.timeline;
-    return { ...base, ...faults.timelines[model.ref] };
+    if (p.stateAt(this.clock.now()).completedAt !== null && (p.model.kind !== 'text' || p.streamEnded))
+      this.active.delete(p);
   }
 
-  function overBudget(kind: 'create' | 'other'): number | null {
-    const now = clock.now();
-    const list = budgets[kind];
+  private timelineFor(model: StandinModel): Timeline {
+    const presets = { demo: DEMO_TIMELINES, minutes: MINUTES_TIMELINES, realistic: {} as Record<string, Timeline> };
+    const base = presets[this.preset][model.ref] ?? model.timeline;
+    return { ...base, ...this.faults.timelines[model.ref] };
+  }
+
+  /** Counts a request against the per-minute budget; the seconds to wait if it is over. */
+  private overBudget(kind: 'create' | 'other'): number | null {
+    const now = this.clock.now();
+    const list = this.budgets[kind];
     while (list.length && list[0]! <= now - 60_000) list.shift();
-    const limit = kind === 'create' ? faults.rateLimits.createPerMinute : faults.rateLimits.otherPerMinute;
-    if (list.length >= limit) return Math.max(1, Math.ceil((list[0]! + 60_000 - now) / 1000));
+    if (list.length >= this.limitOf(kind)) return Math.max(1, Math.ceil((list[0]! + 60_000 - now) / 1000));
     list.push(now);
     return null;
   }
 
-  function throttled(retryAfter: number | 'date' | 'omit' | undefined, detail?: string): Answer {
-    const secs = typeof retryAfter === 'number' ? retryAfter : 1;
-    const headers: Record<string, string> = {};
-    if (retryAfter === 'date') headers['retry-after'] = new Date(Date.now() + 2000).toUTCString();
-    else if (retryAfter !== 'omit') headers['retry-after'] = String(secs);
-    return {
-      status: 429,
-      headers,
-      body: { detail: detail ?? `Request was throttled. Your rate limit resets in ~${secs}s.`, status: 429 },
-      problem: true,
-    };
+  private limitOf(kind: 'create' | 'other'): number {
+    return kind === 'create' ? this.faults.rateLimits.createPerMinute : this.faults.rateLimits.otherPerMinute;
   }
 
-  function route(method: string, path: string): { op: FaultOp | 'admin' | 'unknown'; params: string[] } {
-    let m: RegExpExecArray | null;
-    if (path.startsWith('/__admin')) return { op: 'admin', params: [] };
-    if (method === 'POST' && (m = /^\/v1\/models\/([^/]+)\/([^/]+)\/predictions$/.exec(path)))
-      return { op: 'create', params: [decodeURIComponent(m[1]!), decodeURIComponent(m[2]!)] };
-    if (method === 'POST' && path === '/v1/predictions') return { op: 'create', params: [] };
-    if (method === 'GET' && path === '/v1/predictions') return { op: 'list', params: [] };
-    if (method === 'GET' && (m = /^\/v1\/predictions\/([^/]+)$/.exec(path))) return { op: 'get', params: [m[1]!] };
-    if (method === 'POST' && (m = /^\/v1\/predictions\/([^/]+)\/cancel$/.exec(path)))
-      return { op: 'cancel', params: [m[1]!] };
-    if (method === 'GET' && path === '/v1/webhooks/default/secret') return { op: 'secret', params: [] };
-    if (method === 'GET' && path === '/v1/account') return { op: 'account', params: [] };
-    if (method === 'GET' && (m = /^\/v1\/models\/([^/]+)\/([^/]+)$/.exec(path)))
-      return { op: 'model', params: [decodeURIComponent(m[1]!), decodeURIComponent(m[2]!)] };
-    if (method === 'GET' && (m = /^\/v1\/streams\/([^/]+)$/.exec(path))) return { op: 'stream', params: [m[1]!] };
-    if ((method === 'GET' || method === 'HEAD') && (m = /^\/delivery\/([^/]+)\/([^/]+)$/.exec(path)))
-      return { op: 'file', params: [m[1]!, m[2]!] };
-    return { op: 'unknown', params: [] };
-  }
-
-  function send(res: ServerResponse, rec: RecordedRequest | null, a: Answer, extra: { slowMs?: number } = {}): void {
+  private send(res: ServerResponse, rec: RecordedRequest | null, a: Answer, extra: { slowMs?: number } = {}): void {
     if (res.headersSent || res.destroyed) return;
     const body = a.body === undefined ? '' : JSON.stringify(a.body);
     const headers: Record<string, string> = {
@@ -252,8 +269,7 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
     };
     if (rec && rec.op !== 'admin') {
       const kind = rec.op === 'create' ? 'create' : 'other';
-      const limit = kind === 'create' ? faults.rateLimits.createPerMinute : faults.rateLimits.otherPerMinute;
-      headers['ratelimit-remaining'] = String(Math.max(0, limit - budgets[kind].length));
+      headers['ratelimit-remaining'] = String(Math.max(0, this.limitOf(kind) - this.budgets[kind].length));
       headers['ratelimit-reset'] = '1';
     }
     if (rec) rec.status = a.status;
@@ -264,146 +280,159 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
     } else res.end(body);
   }
 
-  function modelOf(owner: string, name: string): StandinModel | null {
-    return STANDIN_MODELS[`${owner}/${name}`] ?? null;
+  // ---- the server -------------------------------------------------------------------------
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', this.origin);
+    const method = req.method ?? 'GET';
+    const body = parseBody(await readBody(req));
+    const { op, params } = route(method, url.pathname);
+    if (op === 'admin') return this.send(res, null, await this.admin(method, url, body));
+    const rec = this.record(req, method, url, op, body);
+    if (op === 'unknown') return this.send(res, rec, NOT_FOUND());
+    if (op !== 'stream' && op !== 'file' && !this.authorized(req))
+      return this.send(res, rec, problem(401, 'You did not pass a valid authentication token', 'Unauthenticated'));
+
+    const fault = this.faults.take(op, this.modelRefOf(op, params, body), (a) => faultFits(op, a));
+    if (fault) {
+      rec.fault = fault.kind;
+      if (await this.answeredByFault(res, rec, fault)) return;
+    }
+    if (op !== 'stream' && op !== 'file') {
+      const retryAfter = this.overBudget(op === 'create' ? 'create' : 'other');
+      if (retryAfter !== null) return this.send(res, rec, throttled(retryAfter));
+    }
+    return this.dispatch(op, { req, res, rec, url, params, fault });
+  }
+
+  /** Records a (non-admin) request, `authorization` left out. */
+  private record(req: IncomingMessage, method: string, url: URL, op: RouteOp, body: unknown): RecordedRequest {
+    const headers = { ...req.headers };
+    delete headers.authorization;
+    const rec: RecordedRequest = {
+      seq: ++this.seq,
+      at: this.clock.now(),
+      wallAt: Date.now(),
+      method,
+      path: url.pathname + url.search,
+      op,
+      headers,
+      body,
+      status: null,
+      fault: null,
+    };
+    this.requests.push(rec);
+    return rec;
+  }
+
+  private authorized(req: IncomingMessage): boolean {
+    const auth = req.headers.authorization ?? '';
+    const noCredit = this.opts.noCreditToken;
+    return (
+      auth === `Bearer ${this.token}` ||
+      auth === `Token ${this.token}` ||
+      (noCredit !== undefined && auth === `Bearer ${noCredit}`)
+    );
+  }
+
+  /** The model a request is about, for fault rules that name one. */
+  private modelRefOf(op: RouteOp, params: string[], body: unknown): string | undefined {
+    if (op === 'create') {
+      if (params.length) return `${params[0]}/${params[1]}`;
+      const version = (body as { version?: unknown } | null)?.version;
+      return typeof version === 'string' ? version.split(':')[0] : undefined;
+    }
+    if (op === 'get' || op === 'cancel') return this.predictions.get(params[0]!)?.model.ref;
+    if (op === 'stream') return this.byStream.get(params[0]!)?.model.ref;
+    return undefined;
+  }
+
+  /** Applies a fault taken for this request; true if that answered it (or left it hanging). */
+  private async answeredByFault(res: ServerResponse, rec: RecordedRequest, fault: FaultAction): Promise<boolean> {
+    switch (fault.kind) {
+      case 'drop':
+        res.socket?.destroy();
+        return true;
+      case 'hang':
+        return true; // the socket stays open until the client gives up or close() destroys it
+      case 'delay':
+        await sleepReal(fault.ms);
+        return false;
+      case 'status': {
+        const title = fault.status >= 500 ? 'Internal Server Error' : undefined;
+        const detail = fault.detail ?? `Stand-in injected HTTP ${fault.status}`;
+        const answer =
+          fault.status === 429 ? throttled(fault.retryAfter, fault.detail) : problem(fault.status, detail, title);
+        this.send(res, rec, answer);
+        return true;
+      }
+      default:
+        return false;
+    }
+  }
+
+  private dispatch(op: RouteOp, x: Exchange): Promise<void> | void {
+    const { res, rec, params, fault } = x;
+    const slowMs = fault?.kind === 'slow_body' ? fault.ms : undefined;
+    switch (op) {
+      case 'create':
+        return this.create(x);
+      case 'get':
+      case 'cancel':
+        return this.getOrCancel(op, x);
+      case 'list':
+        return this.send(res, rec, this.list(x.url), { slowMs });
+      case 'secret':
+        return this.send(res, rec, { status: 200, body: { key: this.webhookSecret } }, { slowMs });
+      case 'account':
+        // Replicate's GET /v1/account: whom the token belongs to (a cheap authenticated call).
+        return this.send(
+          res,
+          rec,
+          { status: 200, body: { type: 'organization', username: 'standin', name: 'Replicate stand-in' } },
+          { slowMs },
+        );
+      case 'model': {
+        const m = modelOf(params[0]!, params[1]!);
+        if (!m) return this.send(res, rec, NOT_FOUND());
+        return this.send(
+          res,
+          rec,
+          { status: 200, body: modelView(this.origin, params[0]!, params[1]!, m) },
+          { slowMs },
+        );
+      }
+      case 'stream': {
+        const p = this.byStream.get(params[0]!);
+        if (!p) return this.send(res, rec, NOT_FOUND());
+        return this.stream(x, p);
+      }
+      case 'file':
+        return this.file(x);
+      default:
+        return this.send(res, rec, NOT_FOUND());
+    }
   }
 
   // ---- handlers -------------------------------------------------------------------------
 
-  async function create(
-    req: IncomingMessage,
-    res: ServerResponse,
-    rec: RecordedRequest,
-    params: string[],
-    fault: FaultAction | null,
-  ): Promise<void> {
-    const raw = rec.body;
-    if (raw === null || typeof raw !== 'object' || Array.isArray(raw))
-      return send(res, rec, problem(400, 'The request body is not a valid JSON object.', 'Invalid JSON'));
-    const body = raw as Record<string, unknown>;
-    const viaVersion = params.length === 0;
-    const allowed = viaVersion ? new Set([...TOP_LEVEL_KEYS, 'version']) : TOP_LEVEL_KEYS;
-    const top: InvalidField[] = [];
-    for (const k of Object.keys(body))
-      if (!allowed.has(k))
-        top.push({
-          type: 'additional_property_not_allowed',
-          field: '',
-          description: `Additional property ${k} is not allowed`,
-        });
-    if (body.input === undefined) top.push({ type: 'required', field: '', description: 'input is required' });
-    if (viaVersion && body.version === undefined)
-      top.push({ type: 'required', field: '', description: 'version is required' });
-    if (top.length) return send(res, rec, validationFailed(top));
-
-    let model: StandinModel | null;
-    if (viaVersion) {
-      const v = String(body.version);
-      const m = /^([^/:\s]+)\/([^/:\s]+)(?::([0-9a-f]{64}))?$/.exec(v);
-      if (m) model = modelOf(m[1]!, m[2]!);
-      else
-        return send(
-          res,
-          rec,
-          problem(
-            422,
-            "The specified version does not exist (or perhaps you don't have permission to use it?)",
-            'Invalid version or not permitted',
-          ),
-        );
-      if (!model) return send(res, rec, NOT_FOUND());
-    } else {
-      model = modelOf(params[0]!, params[1]!);
-      if (!model) return send(res, rec, NOT_FOUND());
-    }
-    if (
-      faults.noCredit ||
-      (opts.noCreditToken !== undefined && req.headers.authorization === `Bearer ${opts.noCreditToken}`)
-    ) {
-      return send(
-        res,
-        rec,
-        problem(
-          402,
-          'You have insufficient credit to run this model. Go to https://replicate.com/account/billing#billing to purchase credit. Once you purchase credit, please wait a few minutes before trying again.',
-          'Insufficient credit',
-        ),
-      );
-    }
-    const fields = validateInput(model, body.input, { strictKeys: opts.strictInputKeys });
-    let webhook: string | null = null;
-    if (body.webhook !== undefined && body.webhook !== null) {
-      try {
-        const u = new URL(String(body.webhook));
-        if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new Error('scheme');
-        webhook = u.toString();
-      } catch {
-        fields.push({ type: 'format', field: 'webhook', description: "Does not match format 'uri'" });
-      }
-    }
-    let filter: string[] | null = null;
-    if (body.webhook_events_filter !== undefined && body.webhook_events_filter !== null) {
-      const f = body.webhook_events_filter;
-      if (!Array.isArray(f))
-        fields.push({
-          type: 'invalid_type',
-          field: 'webhook_events_filter',
-          description: 'Invalid type. Expected: array, given: ' + typeof f,
-        });
-      else {
-        f.forEach((e, i) => {
-          if (!WEBHOOK_EVENTS.includes(e as string))
-            fields.push({
-              type: 'enum',
-              field: `webhook_events_filter.${i}`,
-              description: `webhook_events_filter.${i} must be one of the following: "start", "output", "logs", "completed"`,
-            });
-        });
-        filter = f as string[];
-      }
-    }
-    let deadlineAt: number | null = null;
-    const cancelAfter = req.headers['cancel-after'];
-    if (typeof cancelAfter === 'string') {
-      const ms = parseGoDuration(cancelAfter);
-      if (ms === null || ms <= 0)
-        fields.push({
-          type: 'format',
-          field: 'Cancel-After',
-          description: `Invalid duration ${JSON.stringify(cancelAfter)}`,
-        });
-      else deadlineAt = clock.now() + ms;
-    }
-    if (fields.length) return send(res, rec, validationFailed(fields));
-
-    const input = body.input as Record<string, unknown>;
-    const now = clock.now();
-    // For people trying failure paths by hand (demo mode): `[[fail]]` or `[[unsafe]]` in the prompt.
-    const marker = typeof input.prompt === 'string' ? /\[\[(fail|unsafe)\]\]/.exec(input.prompt)?.[1] : undefined;
-    const outcome: Outcome =
-      marker === 'fail' ? { type: 'fail' } : marker === 'unsafe' ? { type: 'safety' } : faults.takeOutcome(model.ref);
-    const p = new SimPrediction(model, input, now, planFor(model, input, timelineFor(model), outcome), {
-      webhook,
-      webhookEventsFilter: filter,
-      deadlineAt,
-      dataTtlMs,
-      seq: predSeq++,
-      createdWall: Date.now(),
+  private async create(x: Exchange): Promise<void> {
+    const { req, res, rec, fault } = x;
+    const checked = checkCreate(rec.body, x.params, req.headers, {
+      noCredit: this.faults.noCredit,
+      noCreditToken: this.opts.noCreditToken,
+      strictInputKeys: this.opts.strictInputKeys,
     });
-    predictions.set(p.id, p);
-    byStream.set(p.streamToken, p);
-    byFile.set(p.fileToken, p);
-    active.add(p);
+    if ('refused' in checked) return this.send(res, rec, checked.refused);
+    const p = this.startPrediction(checked.request);
     rec.predictionId = p.id;
-    log?.debug({ id: p.id, model: model.ref }, 'stand-in: prediction created');
-    sync(p);
 
     if (fault?.kind === 'create_then_drop') {
       res.socket?.destroy();
       return;
     }
     if (fault?.kind === 'create_then_status')
-      return send(
+      return this.send(
         res,
         rec,
         problem(
@@ -412,61 +441,90 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
           'Internal Server Error',
         ),
       );
+    const slowMs = fault?.kind === 'slow_body' ? fault.ms : undefined;
+    const prefer = typeof req.headers.prefer === 'string' ? req.headers.prefer : '';
+    const wait = /^\s*wait(?:=(\d+))?\s*$/.exec(prefer);
+    if (!wait)
+      return this.send(res, rec, { status: 201, body: p.view(p.createdAt, this.origin), headers: {} }, { slowMs });
 
-    const headers: Record<string, string> = {};
-    const prefer = req.headers.prefer;
-    if (typeof prefer === 'string') {
-      const m = /^\s*wait(?:=(\d+))?\s*$/.exec(prefer);
-      if (m) {
-        const secs = m[1] ? Math.min(60, Math.max(1, Number(m[1]))) : 60;
-        const until = now + secs * 1000;
-        let timedOut = false;
-        await new Promise<void>((resolve) => {
-          const check = () => {
-            sync(p);
-            const s = p.stateAt(clock.now());
-            const done = s.completedAt !== null || (model.kind !== 'text' && s.output !== null);
-            if (done || clock.now() >= until || closing.signal.aborted || res.destroyed) {
-              timedOut = !done;
-              off();
-              closing.signal.removeEventListener('abort', check);
-              resolve();
-            }
-          };
-          const off = clock.onTick(check);
-          closing.signal.addEventListener('abort', check);
-          check();
-        });
-        headers['preference-applied'] = prefer.trim();
-        headers.location = `${origin}/v1/predictions/${p.id}`;
-        const view = p.view(clock.now(), origin);
-        if (timedOut && faults.syncTimeoutStatus === 'starting') {
-          view.status = 'starting';
-        }
-        return send(
-          res,
-          rec,
-          { status: 201, body: view, headers },
-          { slowMs: fault?.kind === 'slow_body' ? fault.ms : undefined },
-        );
-      }
-    }
-    send(
-      res,
-      rec,
-      { status: 201, body: p.view(now, origin), headers },
-      { slowMs: fault?.kind === 'slow_body' ? fault.ms : undefined },
-    );
+    // Prefer: wait[=n] (sync mode): answer when it ends (files: when the output is there), or after n s.
+    const secs = wait[1] ? Math.min(60, Math.max(1, Number(wait[1]))) : 60;
+    const timedOut = await this.waitForResult(p, p.createdAt + secs * 1000, res);
+    const headers = { 'preference-applied': prefer.trim(), location: `${this.origin}/v1/predictions/${p.id}` };
+    const view = p.view(this.clock.now(), this.origin);
+    if (timedOut && this.faults.syncTimeoutStatus === 'starting') view.status = 'starting';
+    this.send(res, rec, { status: 201, body: view, headers }, { slowMs });
   }
 
-  function list(url: URL): Answer {
+  private startPrediction(r: CreateRequest): SimPrediction {
+    const { model, input } = r;
+    const now = this.clock.now();
+    // For people trying failure paths by hand (demo mode): `[[fail]]` or `[[unsafe]]` in the prompt.
+    const marker = typeof input.prompt === 'string' ? /\[\[(fail|unsafe)\]\]/.exec(input.prompt)?.[1] : undefined;
+    const outcome: Outcome =
+      marker === 'fail'
+        ? { type: 'fail' }
+        : marker === 'unsafe'
+          ? { type: 'safety' }
+          : this.faults.takeOutcome(model.ref);
+    const p = new SimPrediction(model, input, now, planFor(model, input, this.timelineFor(model), outcome), {
+      webhook: r.webhook,
+      webhookEventsFilter: r.webhookEventsFilter,
+      deadlineAt: r.cancelAfterMs === null ? null : now + r.cancelAfterMs,
+      dataTtlMs: this.dataTtlMs,
+      seq: this.predSeq++,
+      createdWall: Date.now(),
+    });
+    this.predictions.set(p.id, p);
+    this.byStream.set(p.streamToken, p);
+    this.byFile.set(p.fileToken, p);
+    this.active.add(p);
+    this.log?.debug({ id: p.id, model: model.ref }, 'stand-in: prediction created');
+    this.sync(p);
+    return p;
+  }
+
+  /** Waits until the prediction is done (file models: has output) or `until`; true if it timed out. */
+  private waitForResult(p: SimPrediction, until: number, res: ServerResponse): Promise<boolean> {
+    const { clock, closing } = this;
+    return new Promise<boolean>((resolve) => {
+      const check = () => {
+        this.sync(p);
+        const s = p.stateAt(clock.now());
+        const done = s.completedAt !== null || (p.model.kind !== 'text' && s.output !== null);
+        if (done || clock.now() >= until || closing.signal.aborted || res.destroyed) {
+          off();
+          closing.signal.removeEventListener('abort', check);
+          resolve(!done);
+        }
+      };
+      const off = clock.onTick(check);
+      closing.signal.addEventListener('abort', check);
+      check();
+    });
+  }
+
+  private getOrCancel(op: 'get' | 'cancel', { res, rec, params, fault }: Exchange): void {
+    const p = this.predictions.get(params[0]!);
+    if (!p) return this.send(res, rec, NOT_FOUND());
+    this.sync(p);
+    if (op === 'cancel' && fault?.kind !== 'cancel_ignored' && p.stateAt(this.clock.now()).completedAt === null) {
+      p.canceledAt = this.clock.now();
+      this.active.add(p);
+      this.sync(p);
+    }
+    const slowMs = fault?.kind === 'slow_body' ? fault.ms : undefined;
+    this.send(res, rec, { status: 200, body: p.view(this.clock.now(), this.origin) }, { slowMs });
+  }
+
+  private list(url: URL): Answer {
     const after = url.searchParams.get('created_after');
     const before = url.searchParams.get('created_before');
     const afterMs = after ? Date.parse(after) : NaN;
     const beforeMs = before ? Date.parse(before) : NaN;
     if ((after && Number.isNaN(afterMs)) || (before && Number.isNaN(beforeMs)))
       return problem(400, 'created_after / created_before must be ISO-8601 times', 'Bad request');
-    const all = [...predictions.values()]
+    const all = [...this.predictions.values()]
       .filter(
         (p) =>
           (Number.isNaN(afterMs) || p.extras.createdWall >= afterMs) &&
@@ -475,13 +533,14 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
       .sort((a, b) => b.extras.createdWall - a.extras.createdWall || b.extras.seq - a.extras.seq);
     const cursor = url.searchParams.get('cursor');
     const offset = cursor ? Number(Buffer.from(cursor, 'base64url').toString('utf8').replace(/^o=/, '')) || 0 : 0;
+    const { pageSize, origin } = this;
     const page = all.slice(offset, offset + pageSize);
     const link = (o: number) => {
       const q = new URLSearchParams(url.searchParams);
       q.set('cursor', Buffer.from(`o=${o}`, 'utf8').toString('base64url'));
       return `${origin}/v1/predictions?${q}`;
     };
-    const now = clock.now();
+    const now = this.clock.now();
     return {
       status: 200,
       body: {
@@ -492,14 +551,8 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
     };
   }
 
-  function stream(
-    req: IncomingMessage,
-    res: ServerResponse,
-    rec: RecordedRequest,
-    p: SimPrediction,
-    fault: FaultAction | null,
-  ): void {
-    sync(p);
+  private stream({ req, res, rec, fault }: Exchange, p: SimPrediction): void {
+    this.sync(p);
     const lastId = req.headers['last-event-id'];
     let next = 0;
     if (typeof lastId === 'string' && lastId !== '') {
@@ -540,17 +593,11 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
     flush();
   }
 
-  function file(
-    req: IncomingMessage,
-    res: ServerResponse,
-    rec: RecordedRequest,
-    params: string[],
-    fault: FaultAction | null,
-  ): void {
-    const p = byFile.get(params[0]!);
-    if (!p || !p.plan.file || p.plan.file.name !== params[1]) return send(res, rec, NOT_FOUND());
-    const s = p.stateAt(clock.now());
-    if (s.output === null || s.dataRemoved) return send(res, rec, NOT_FOUND());
+  private file({ req, res, rec, params, fault }: Exchange): void {
+    const p = this.byFile.get(params[0]!);
+    if (!p || !p.plan.file || p.plan.file.name !== params[1]) return this.send(res, rec, NOT_FOUND());
+    const s = p.stateAt(this.clock.now());
+    if (s.output === null || s.dataRemoved) return this.send(res, rec, NOT_FOUND());
     const f = p.plan.file;
     rec.status = 200;
     res.writeHead(200, {
@@ -565,15 +612,16 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
 
   // ---- admin API --------------------------------------------------------------------------
 
-  async function admin(method: string, url: URL, body: unknown): Promise<Answer> {
+  private async admin(method: string, url: URL, body: unknown): Promise<Answer> {
+    const { clock, faults } = this;
     const path = url.pathname.replace(/^\/__admin/, '') || '/';
     const b = (body && typeof body === 'object' ? body : {}) as Record<string, unknown>;
     if (method === 'GET' && path === '/requests') {
       const op = url.searchParams.get('op');
-      return { status: 200, body: op ? requests.filter((r) => r.op === op) : requests };
+      return { status: 200, body: op ? this.requests.filter((r) => r.op === op) : this.requests };
     }
     if (method === 'DELETE' && path === '/requests') {
-      requests.length = 0;
+      this.requests.length = 0;
       return { status: 204, body: undefined };
     }
     if (method === 'GET' && path === '/clock')
@@ -597,240 +645,45 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
       return { status: 200, body: { outcomes: faults.outcomes } };
     }
     if (method === 'GET' && path === '/predictions')
-      return { status: 200, body: [...predictions.values()].map((p) => p.view(clock.now(), origin)) };
-    if (method === 'GET' && path === '/webhooks') return { status: 200, body: webhooks.deliveries };
+      return { status: 200, body: [...this.predictions.values()].map((p) => p.view(clock.now(), this.origin)) };
+    if (method === 'GET' && path === '/webhooks') return { status: 200, body: this.webhooks.deliveries };
     if (method === 'POST' && path === '/webhook-secret/rotate') {
-      webhookSecret = `whsec_${randomBytes(24).toString('base64')}`;
-      return { status: 200, body: { key: webhookSecret } };
+      this.webhookSecret = `whsec_${randomBytes(24).toString('base64')}`;
+      return { status: 200, body: { key: this.webhookSecret } };
     }
     if (method === 'POST' && path === '/reset') {
-      api.reset();
+      this.reset();
       return { status: 204, body: undefined };
     }
     return NOT_FOUND();
   }
+}
 
-  // ---- the server -------------------------------------------------------------------------
-
-  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', origin);
-    const method = req.method ?? 'GET';
-    const raw = await readBody(req);
-    let body: unknown = null;
-    if (raw.length) {
-      const text = raw.toString('utf8');
-      try {
-        body = JSON.parse(text);
-      } catch {
-        body = text;
-      }
-    }
-    const { op, params } = route(method, url.pathname);
-    if (op === 'admin') {
-      const a = await admin(method, url, body);
-      return send(res, null, a);
-    }
-    const headers = { ...req.headers };
-    delete headers.authorization;
-    const rec: RecordedRequest = {
-      seq: ++seq,
-      at: clock.now(),
-      method,
-      path: url.pathname + url.search,
-      op,
-      headers,
-      body,
-      status: null,
-      fault: null,
-    };
-    requests.push(rec);
-    if (op === 'unknown') return send(res, rec, NOT_FOUND());
-
-    if (op !== 'stream' && op !== 'file') {
-      const auth = req.headers.authorization ?? '';
-      const ok =
-        auth === `Bearer ${token}` ||
-        auth === `Token ${token}` ||
-        (opts.noCreditToken !== undefined && auth === `Bearer ${opts.noCreditToken}`);
-      if (!ok) return send(res, rec, problem(401, 'You did not pass a valid authentication token', 'Unauthenticated'));
-    }
-
-    let model: string | undefined;
-    if (op === 'create')
-      model = params.length
-        ? `${params[0]}/${params[1]}`
-        : typeof (body as { version?: unknown })?.version === 'string'
-          ? String((body as { version: string }).version).split(':')[0]
-          : undefined;
-    else if (op === 'get' || op === 'cancel') model = predictions.get(params[0]!)?.model.ref;
-    else if (op === 'stream') model = byStream.get(params[0]!)?.model.ref;
-
-    const fault = faults.take(op, model, (a) =>
-      a.kind === 'create_then_status' || a.kind === 'create_then_drop'
-        ? op === 'create'
-        : a.kind === 'stream_drop_after'
-          ? op === 'stream'
-          : a.kind === 'cancel_ignored'
-            ? op === 'cancel'
-            : true,
-    );
-    if (fault) {
-      rec.fault = fault.kind;
-      switch (fault.kind) {
-        case 'drop':
-          res.socket?.destroy();
-          return;
-        case 'hang':
-          return; // the socket stays open until the client gives up or close() destroys it
-        case 'delay':
-          await sleepReal(fault.ms);
-          break;
-        case 'status':
-          if (fault.status === 429) return send(res, rec, throttled(fault.retryAfter, fault.detail));
-          return send(
-            res,
-            rec,
-            problem(
-              fault.status,
-              fault.detail ?? `Stand-in injected HTTP ${fault.status}`,
-              fault.status >= 500 ? 'Internal Server Error' : undefined,
-            ),
-          );
-        default:
-          break;
-      }
-    }
-
-    if (op !== 'stream' && op !== 'file') {
-      const retryAfter = overBudget(op === 'create' ? 'create' : 'other');
-      if (retryAfter !== null) return send(res, rec, throttled(retryAfter));
-    }
-    const slowMs = fault?.kind === 'slow_body' ? fault.ms : undefined;
-
-    switch (op) {
-      case 'create':
-        return create(req, res, rec, params, fault);
-      case 'get':
-      case 'cancel': {
-        const p = predictions.get(params[0]!);
-        if (!p) return send(res, rec, NOT_FOUND());
-        sync(p);
-        if (op === 'cancel' && fault?.kind !== 'cancel_ignored' && p.stateAt(clock.now()).completedAt === null) {
-          p.canceledAt = clock.now();
-          active.add(p);
-          sync(p);
-        }
-        return send(res, rec, { status: 200, body: p.view(clock.now(), origin) }, { slowMs });
-      }
-      case 'list':
-        return send(res, rec, list(url), { slowMs });
-      case 'secret':
-        return send(res, rec, { status: 200, body: { key: webhookSecret } }, { slowMs });
-      case 'account':
-        // Replicate's GET /v1/account: who the token belongs to (a cheap authenticated call).
-        return send(
-          res,
-          rec,
-          { status: 200, body: { type: 'organization', username: 'standin', name: 'Replicate stand-in' } },
-          { slowMs },
-        );
-      case 'model': {
-        const m = modelOf(params[0]!, params[1]!);
-        if (!m) return send(res, rec, NOT_FOUND());
-        return send(
-          res,
-          rec,
-          {
-            status: 200,
-            body: {
-              url: `${origin}/${m.ref}`,
-              owner: params[0],
-              name: params[1],
-              description: m.description,
-              visibility: 'public',
-              is_official: true,
-              run_count: 0,
-              latest_version: {
-                id: 'hidden',
-                openapi_schema: { components: { schemas: { Input: inputJsonSchema(m) } } },
-              },
-            },
-          },
-          { slowMs },
-        );
-      }
-      case 'stream': {
-        const p = byStream.get(params[0]!);
-        if (!p) return send(res, rec, NOT_FOUND());
-        return stream(req, res, rec, p, fault);
-      }
-      case 'file':
-        return file(req, res, rec, params, fault);
-      default:
-        return send(res, rec, NOT_FOUND());
-    }
-  }
-
-  const server = http.createServer((req, res) => {
-    handle(req, res).catch((err: unknown) => {
-      log?.error({ err }, 'stand-in: handler failed');
-      if (!res.headersSent)
-        send(res, null, problem(500, `Stand-in error: ${(err as Error).message}`, 'Internal Server Error'));
-      else res.destroy();
-    });
-  });
-  server.keepAliveTimeout = 60_000;
-  server.on('connection', (s: Socket) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => resolve());
-  });
-  const addr = server.address() as AddressInfo;
-  const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-  origin = `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${addr.port}`;
-
-  const api: Standin = {
+export async function startStandin(opts: StandinOptions = {}): Promise<Standin> {
+  const s = new StandinServer(opts);
+  const addr = await s.listen();
+  const { clock, origin } = s;
+  return {
     url: `${origin}/v1`,
     origin,
     port: addr.port,
-    token,
+    token: s.token,
     get webhookSecret() {
-      return webhookSecret;
+      return s.webhookSecret;
     },
     clock,
-    faults,
-    requests,
-    webhookDeliveries: webhooks.deliveries,
-    predictions,
-    creates: () => requests.filter((r) => r.op === 'create'),
-    prediction: (id) => predictions.get(id)?.view(clock.now(), origin) ?? null,
+    faults: s.faults,
+    requests: s.requests,
+    webhookDeliveries: s.webhooks.deliveries,
+    predictions: s.predictions,
+    creates: () => s.requests.filter((r) => r.op === 'create'),
+    prediction: (id) => s.predictions.get(id)?.view(clock.now(), origin) ?? null,
     advance: async (ms, o) => {
       if (!(clock instanceof VirtualClock)) throw new Error('advance() needs a virtual clock');
       await clock.advance(ms, o);
     },
-    webhooksSettled: () => webhooks.settled(),
-    reset: () => {
-      requests.length = 0;
-      predictions.clear();
-      byStream.clear();
-      byFile.clear();
-      active.clear();
-      budgets.create.length = 0;
-      budgets.other.length = 0;
-      faults.reset();
-      webhooks.reset();
-    },
-    close: async () => {
-      closing.abort();
-      offTick();
-      await webhooks.close();
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-      if (ownsClock) clock.stop();
-    },
+    webhooksSettled: () => s.webhooks.settled(),
+    reset: () => s.reset(),
+    close: () => s.close(),
   };
-  return api;
 }

@@ -50,7 +50,7 @@ export const SAFETY_ERROR =
   'The input or output was flagged as sensitive. Please try again with different inputs. (E005)';
 
 /** A plausible reply, split into token-sized pieces (some carry newlines, for multi-line SSE data). */
-export function makeTokens(model: StandinModel, input: Record<string, unknown>): string[] {
+function makeTokens(model: StandinModel, input: Record<string, unknown>): string[] {
   let prompt = typeof input.prompt === 'string' ? input.prompt : '';
   if (!prompt && Array.isArray(input.messages)) {
     const last = input.messages[input.messages.length - 1] as { content?: unknown } | undefined;
@@ -68,7 +68,7 @@ export function makeTokens(model: StandinModel, input: Record<string, unknown>):
 const PARTIALS = ['', '▏', '▎', '▍', '▌', '▋', '▊', '▉'];
 
 /** One tqdm line, e.g. ` 60%|██████    | 30/50 [00:01<00:01, 17.19it/s]`. */
-export function tqdmLine(i: number, n: number): string {
+function tqdmLine(i: number, n: number): string {
   const frac = n === 0 ? 1 : i / n;
   const pct = Math.floor(frac * 100);
   const eighths = Math.floor(frac * 80);
@@ -300,7 +300,8 @@ export function planFor(
   } else if (outcome.type === 'safety') {
     error = SAFETY_ERROR;
   } else if (outcome.type === 'input_validation') {
-    error = `Prediction input failed validation: ${outcome.detail ?? '{"detail":[{"loc":["body","input"],"msg":"rejected by the model","type":"value_error"}]}'}`;
+    const rejected = '{"detail":[{"loc":["body","input"],"msg":"rejected by the model","type":"value_error"}]}';
+    error = `Prediction input failed validation: ${outcome.detail ?? rejected}`;
     t = { ...t, processingMs: Math.min(t.processingMs, 50) };
   }
   const kind = model.file?.(input);

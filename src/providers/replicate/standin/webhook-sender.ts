@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { Agent, request } from 'undici';
 import { signWebhook } from '../webhooks';
 import type { StandinClock } from './clock';
@@ -58,7 +59,10 @@ export class WebhookSender {
       retryDelaysMs: number[];
       timestamps: 'wall' | 'clock';
     },
-  ) {}
+  ) {
+    // Every delivery in flight listens to it: thousands at once in load tests.
+    setMaxListeners(0, this.abort.signal);
+  }
 
   /** Looks at a prediction at the current time and queues whatever deliveries are due. */
   observe(pred: SimPrediction): void {

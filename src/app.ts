@@ -164,9 +164,17 @@ function listenOn(server: http.Server, config: Config): Promise<string> {
   });
 }
 
-function closeServer(server: http.Server): Promise<void> {
+/**
+ * Stops taking connections and closes the idle ones; requests still being answered get
+ * `graceMs` to finish (behind a balancer, a request cut short is a 502), then are cut.
+ */
+function closeServer(server: http.Server, graceMs = 1000): Promise<void> {
   return new Promise<void>((resolve) => {
-    server.close(() => resolve());
-    server.closeAllConnections?.();
+    const cut = setTimeout(() => server.closeAllConnections(), graceMs);
+    server.close(() => {
+      clearTimeout(cut);
+      resolve();
+    });
+    server.closeIdleConnections();
   });
 }

@@ -56,6 +56,7 @@ const EnvSchema = z.object({
     message: 'must be comma-separated origins like https://a.com or //*.b.com',
   }),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  CLIENT_LOG_LINES_PER_10S: intFromEnv(0, 1_000_000).default(20),
   RUNNER_CONCURRENCY: intFromEnv(1, 1_000_000).default(2000),
   RUNNER_GLOBAL_CONCURRENCY: intFromEnv(1, 10_000_000).default(5000),
   RUNNER_USER_CONCURRENCY: intFromEnv(1, 10_000_000).default(200),
@@ -99,6 +100,8 @@ export interface Config {
   /** Browser origins allowed to call the REST API (CORS); undefined means none. */
   corsOrigins: string[] | undefined;
   logLevel: string;
+  /** Log lines of one kind clients may cause per 10 s (access lines per client and status class, realtime lines per message); 0: no limit. */
+  clientLogLinesPer10s: number;
   /**
    * Predictions in flight: `concurrency` in this process; `global`, `perUser` and `perModel` over
    * all processes on the database (counted by the claim).
@@ -194,6 +197,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       .map((s) => s.trim())
       .filter(Boolean),
     logLevel: e.LOG_LEVEL,
+    clientLogLinesPer10s: e.CLIENT_LOG_LINES_PER_10S,
     runner: {
       enabled: e.RUNNER_ENABLED === 'true',
       concurrency: e.RUNNER_CONCURRENCY,

@@ -33,6 +33,13 @@ function forClient<T, A extends UserAssigns>(value: T, socket: ChannelSocket<A>)
   return base === undefined ? value : withAbsoluteUrls(value, base);
 }
 
+/** A join payload's fields (none when it is not a JSON object). */
+function objectPayload(payload: Payload): Record<string, unknown> {
+  return (
+    payload && typeof payload === 'object' && !Buffer.isBuffer(payload) && !Array.isArray(payload) ? payload : {}
+  ) as Record<string, unknown>;
+}
+
 /** Per-join state of a task channel. */
 interface TaskAssigns extends UserAssigns {
   taskId: string;
@@ -80,10 +87,7 @@ export class TaskChannel implements Channel<TaskAssigns> {
     if (!isUuid(spelled)) return { status: 'error', response: { reason: 'invalid topic: task:<uuid> expected' } };
     // Task ids are lower-case (as Ecto.UUID and PostgreSQL write them); Swift's uuidString is upper-case.
     const taskId = spelled.toLowerCase();
-    const p = (payload && typeof payload === 'object' && !Buffer.isBuffer(payload) ? payload : {}) as Record<
-      string,
-      unknown
-    >;
+    const p = objectPayload(payload);
     let lastSeq: number | undefined;
     if (p.last_seq !== undefined && p.last_seq !== null) {
       if (typeof p.last_seq !== 'number' || !Number.isInteger(p.last_seq) || p.last_seq < 0) {
@@ -121,6 +125,11 @@ export class TaskChannel implements Channel<TaskAssigns> {
       status: 'ok',
       response: { task: row ? forClient(this.tasks.toJson(row), socket) : null, ...(notice ? { notice } : {}) },
     };
+  }
+
+  /** Joined again on another process (a long-poll session handed over): from the last seq sent here. */
+  rejoinPayload(payload: Payload, socket: ChannelSocket<TaskAssigns>): Payload {
+    return { ...objectPayload(payload), last_seq: socket.assigns.lastSeq };
   }
 
   async handleInfo(msg: unknown, socket: ChannelSocket<TaskAssigns>): Promise<void> {
@@ -271,6 +280,8 @@ interface FeedAssigns extends UserAssigns {
   seen: Map<string, number>;
   /** The replay's start, while the after-join catch-up is to run. */
   replayFrom?: FeedCursor;
+  /** The cursor of the last event pushed. */
+  lastCursor?: string;
 }
 
 /** A position in a user's feed: the stored time of an event, then its task and seq. */
@@ -315,10 +326,7 @@ export class UserTasksChannel implements Channel<FeedAssigns> {
   async join(topic: string, payload: Payload, socket: ChannelSocket<FeedAssigns>): Promise<JoinResult> {
     const userId = topic.slice('tasks:'.length);
     if (userId !== socket.assigns.userId) return { status: 'error', response: { reason: 'unauthorized' } };
-    const p = (payload && typeof payload === 'object' && !Buffer.isBuffer(payload) ? payload : {}) as Record<
-      string,
-      unknown
-    >;
+    const p = objectPayload(payload);
     socket.assigns.seen = new Map();
     let since: FeedCursor | undefined;
     if (p.since !== undefined && p.since !== null) {
@@ -364,8 +372,10 @@ export class UserTasksChannel implements Channel<FeedAssigns> {
     for (const e of events.slice(0, FEED_REPLAY_LIMIT)) {
       const last = socket.assigns.seen.get(e.task_id);
       if (last !== undefined && e.seq <= last) continue;
-      socket.push(e.event, forClient({ ...e.payload, cursor: feedCursor(e) }, socket));
+      const cursor = feedCursor(e);
+      socket.push(e.event, forClient({ ...e.payload, cursor }, socket));
       socket.assigns.seen.set(e.task_id, e.seq);
+      socket.assigns.lastCursor = cursor;
     }
     return events.length > FEED_REPLAY_LIMIT;
   }
@@ -396,5 +406,16 @@ export class UserTasksChannel implements Channel<FeedAssigns> {
       }
     }
     socket.push(event, forClient(payload, socket));
+    const cursor = (payload as { cursor?: unknown }).cursor;
+    if (typeof cursor === 'string') socket.assigns.lastCursor = cursor;
+  }
+
+  /**
+   * Joined again on another process (a long-poll session handed over): from the last event sent
+   * here. A feed that was sent nothing yet joins as its client did.
+   */
+  rejoinPayload(payload: Payload, socket: ChannelSocket<FeedAssigns>): Payload {
+    const since = socket.assigns.lastCursor;
+    return since === undefined ? payload : { ...objectPayload(payload), since };
   }
 }

@@ -22,8 +22,8 @@ const PARTIAL_TTL_MS = 30_000;
 
 /**
  * The realtime layer's cluster bus on PostgreSQL LISTEN/NOTIFY: a node sends a message to
- * another by id (long-poll requests forwarded to the process that holds the session). Every
- * process listens on one channel and keeps what is addressed to it. A message over NOTIFY's
+ * another by id (long-poll requests forwarded to the process that holds the session), or to all
+ * the others (`'*'`). Every process listens on one channel and keeps what is addressed to it. A message over NOTIFY's
  * 8,000-byte limit is split into parts, sent in order, and reassembled.
  */
 export class PgClusterBus implements ClusterBus {
@@ -42,7 +42,8 @@ export class PgClusterBus implements ClusterBus {
 
   async start(): Promise<void> {
     await this.channel.listen((msgs) => {
-      for (const e of msgs) if (e.to === this.nodeId && typeof e.from === 'string') this.receive(e, e.from);
+      for (const e of msgs)
+        if ((e.to === this.nodeId || e.to === '*') && typeof e.from === 'string') this.receive(e, e.from);
     });
   }
 

@@ -17,7 +17,7 @@ import type { TaskRunner } from '../runner/runner';
 import type { OutputStore } from '../storage/outputs';
 import type { ModelRegistry } from '../tasks/models';
 import type { TaskService } from '../tasks/service';
-import type { PartContext } from './context';
+import { clientLogLimit, type PartContext } from './context';
 import type { ProviderParts } from './provider';
 
 /** How often expired idempotency keys are deleted. */
@@ -66,6 +66,7 @@ export function createGatewayHttp(
     ...(opts.bus ? { busListening: opts.bus.listening } : {}),
     corsOrigins: config.corsOrigins,
     providerState: () => provider.health.current(),
+    accessLogLimit: clientLogLimit(config),
     observeRequests: metrics.observeRequests,
     ...(opts.baseUrlOf ? { baseUrlOf: (req: IncomingMessage) => opts.baseUrlOf!(req.headers) } : {}),
     mount: (a) => {

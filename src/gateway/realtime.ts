@@ -7,7 +7,7 @@ import type { ClusterBus } from '../db/bus';
 import type { TaskCreationLimit } from '../db/rate-limit';
 import { RealtimeServer, type CheckOrigin } from '../realtime';
 import type { TaskService } from '../tasks/service';
-import type { PartContext } from './context';
+import { clientLogLimit, type PartContext } from './context';
 
 export interface TaskRealtime {
   realtime: RealtimeServer<UserAssigns>;
@@ -46,6 +46,7 @@ export async function startTaskRealtime(
   const realtime = new RealtimeServer<UserAssigns>({
     checkOrigin: originCheck(ctx.config.checkOrigin),
     logger: logger.child({ component: 'realtime' }),
+    logLimit: clientLogLimit(ctx.config),
     upgradeTimeoutMs: ctx.config.connections.upgradeTimeoutMs,
     maxTotalBufferedBytes: ctx.config.connections.maxTotalBufferedBytes,
     ...(pubsub ? { pubsub } : {}),

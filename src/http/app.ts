@@ -3,6 +3,7 @@ import express, { type Express, type RequestHandler } from 'express';
 import type { Authenticator } from '../auth/tokens';
 import type { Db } from '../db';
 import type { Logger } from '../log';
+import type { LogLimit } from '../realtime';
 import type { TaskService } from '../tasks/service';
 import type { TaskCreationLimit } from '../db/rate-limit';
 import { DATABASE_RETRY_AFTER_S, errorHandler, notFoundRoute } from './errors';
@@ -29,6 +30,8 @@ export interface HttpDeps {
   baseUrlOf?: (req: IncomingMessage) => string;
   /** Whether the provider takes the gateway's token (`ok`, `unauthorized`, `unreachable`, `checking`). */
   providerState?: () => { state: string; detail: string | null };
+  /** Access lines one client may cause per status class and window (default ACCESS_LOG_LIMIT); false: no limit. */
+  accessLogLimit?: LogLimit | false;
   /** Extra routers mounted before the API's 404 (webhooks, files, metrics, dashboard). */
   mount?: (app: Express) => void;
 }
@@ -39,7 +42,7 @@ export function createHttpApp(deps: HttpDeps): Express {
   app.disable('x-powered-by');
   app.set('etag', false);
   app.set('query parser', 'simple');
-  app.use(requestContext(deps.logger));
+  app.use(requestContext(deps.logger, deps.accessLogLimit));
   if (deps.observeRequests) app.use(deps.observeRequests);
   app.use('/api', cors(deps.corsOrigins));
 

@@ -2,12 +2,23 @@ import { randomUUID } from 'node:crypto';
 import type { RequestHandler } from 'express';
 import { TokenError, type Authenticator } from '../auth/tokens';
 import type { Logger } from '../log';
+import { LineBudget, type LogLimit } from '../realtime';
 import { sendError } from './errors';
 
 const SANE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
-/** Gives each request an id and a logger, and logs its end (path only: a query may hold a token). */
-export function requestContext(logger: Logger): RequestHandler {
+/** Access lines one client may cause per outcome: 20 per 10 s, as the realtime layer's lines. */
+export const ACCESS_LOG_LIMIT: LogLimit = { lines: 20, intervalMs: 10_000 };
+
+/**
+ * Gives each request an id and a logger, and logs its end (path only: a query may hold a token).
+ * Access lines are the client's doing, and one client can send thousands of requests a second:
+ * each client (its user once authenticated, else its address) gets `limit` lines per status
+ * class (2xx, 4xx, …) per window; the rest are counted and the next line written carries
+ * `suppressed: n`. A 5xx is the server's doing and is always written (at error level).
+ */
+export function requestContext(logger: Logger, limit: LogLimit | false = ACCESS_LOG_LIMIT): RequestHandler {
+  const budget = limit === false ? null : new LineBudget(limit);
   return (req, res, next) => {
     const given = req.get('x-request-id');
     req.id = given && SANE_REQUEST_ID.test(given) ? given : randomUUID();
@@ -16,10 +27,17 @@ export function requestContext(logger: Logger): RequestHandler {
     const started = process.hrtime.bigint();
     res.on('finish', () => {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
-      const level = res.statusCode >= 500 ? 'error' : 'info';
       // originalUrl: req.path is relative to the router that handled it (/tasks, not /api/tasks).
       const path = req.originalUrl.split('?', 1)[0];
-      req.log[level]({ method: req.method, path, status: res.statusCode, ms: Math.round(ms * 10) / 10 }, 'request');
+      const line = { method: req.method, path, status: res.statusCode, ms: Math.round(ms * 10) / 10 };
+      if (res.statusCode >= 500) {
+        req.log.error(line, 'request');
+        return;
+      }
+      const client = req.userId !== undefined ? `user ${req.userId}` : `address ${req.socket.remoteAddress ?? ''}`;
+      const suppressed = budget === null ? 0 : budget.take(`${client}\u0000${Math.floor(res.statusCode / 100)}xx`);
+      if (suppressed === null) return;
+      req.log.info(suppressed > 0 ? { ...line, suppressed } : line, 'request');
     });
     next();
   };

@@ -16,6 +16,8 @@ export interface ClusterBus {
    * node. It may be lost (that node is gone, the bus is down); callers time out. Messages can be
    * as large as a long-poll POST body (`maxBodyBytes`, base64), so a bus with a size limit per
    * message must split and reassemble them. Never throws; failures are the bus's to log.
+   * `to` may be `'*'`: every node but this one (a graceful stop asks who is up, and says where
+   * its long-poll sessions went).
    */
   send(to: string, message: BusMessage): void;
   /** Registers the single handler for messages addressed to this node. */

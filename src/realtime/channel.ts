@@ -49,6 +49,13 @@ export interface Channel<A extends Assigns = Assigns> {
   /** Broadcast events to route through `handleOut` instead of straight to the client (Phoenix intercept). */
   intercept?: readonly string[];
   handleOut?(event: string, payload: Payload, socket: ChannelSocket<A>): HandleInfoResult | Promise<HandleInfoResult>;
+  /**
+   * The join payload with which another node joins this channel again when the client's long-poll
+   * session is handed over to it (its node stops gracefully). Default: the client's own join
+   * payload. A channel that tracks what it delivered puts that position in (a task channel's
+   * `last_seq`), so the new node sends what follows and nothing twice.
+   */
+  rejoinPayload?(joinPayload: Payload, socket: ChannelSocket<A>): Payload;
   /** Called once when a joined channel ends, whatever the reason (not after a refused or crashed join). Errors are logged. */
   terminate?(reason: TerminateReason, socket: ChannelSocket<A>): void | Promise<void>;
 }
@@ -135,6 +142,8 @@ export class ChannelInstance implements ChannelSocket, Subscriber {
    */
   readonly frameJoinRef: Ref;
   assigns: Assigns;
+  /** The payload of the join frame (see {@link Channel.rejoinPayload}). */
+  joinPayload: Payload = EMPTY;
   private readonly host: ChannelHost;
   readonly handler: Channel;
   private state: State = State.Joining;
@@ -243,6 +252,17 @@ export class ChannelInstance implements ChannelSocket, Subscriber {
       return;
     }
     (this.cleanups ??= []).push(fn);
+  }
+
+  /** How another node joins this channel again (a handed-over long-poll session). */
+  rejoinPayload(): Payload {
+    if (!this.handler.rejoinPayload) return this.joinPayload;
+    try {
+      return this.handler.rejoinPayload(this.joinPayload, this);
+    } catch (err) {
+      this.host.logger.error({ err, topic: this.topic }, 'realtime: rejoinPayload failed; the join payload is used');
+      return this.joinPayload;
+    }
   }
 
   /** Called by the connection after the join reply went out: handle what queued up meanwhile. */

@@ -9,6 +9,7 @@ import {
   type InboundMessage,
   type OutboundMessage,
   type Payload,
+  type Ref,
 } from './message';
 import type { Params } from './params';
 import type { Fanout, PubSub, Subscriber } from './pubsub';
@@ -55,6 +56,25 @@ export interface ConnectionContext {
   connectionClosed(conn: Connection): void;
 }
 
+/** A joined channel of a connection handed to another node: how that node joins it again. */
+export interface HandedOverJoin {
+  topic: string;
+  /** The join frame's join_ref (null for V1 clients). */
+  joinRef: Ref;
+  /** The join's ref. */
+  ref: Ref;
+  payload: Payload;
+}
+
+/**
+ * A connection as another node takes it over (a long-poll session whose node stops): its joined
+ * channels, and the client frames not handled yet (a join still running, frames queued behind it).
+ */
+export interface HandedOver {
+  joins: HandedOverJoin[];
+  pending: InboundMessage[];
+}
+
 const EMPTY = Object.freeze({}) as Record<string, never>;
 /** Most client frames held per socket behind a pending join, and per channel behind a busy handler. */
 export const MAX_QUEUED = 1000;
@@ -99,6 +119,10 @@ export class Connection implements ChannelHost, Subscriber {
   /** Frames that arrived while an async join was running; processed in order afterwards. */
   private inbox: InboundMessage[] | null = null;
   private joining = false;
+  /** The join running while `joining`. */
+  private joiningMsg: InboundMessage | null = null;
+  /** Joins of channels taken over from another node (adopt): their client had its reply there. */
+  private readonly silentJoins = new WeakSet<InboundMessage>();
   private idleWaiter: { promise: Promise<void>; resolve: () => void } | null = null;
   private closing = false;
   private rlStart = 0;
@@ -171,6 +195,11 @@ export class Connection implements ChannelHost, Subscriber {
       this.tooDeep(msg);
       return;
     }
+    this.receive(msg);
+  }
+
+  /** A decoded client message: handled now, or queued behind a pending join. */
+  private receive(msg: InboundMessage): void {
     if (this.inbox !== null) {
       if (this.inbox.length >= MAX_QUEUED) {
         this.overloaded('frames queued behind a pending join');
@@ -271,18 +300,19 @@ export class Connection implements ChannelHost, Subscriber {
       old.teardown('duplicate_join');
     } else if (this.channels.size >= this.ctx.maxChannelsPerSocket) {
       this.ctx.counters.joinErrors++;
-      this.send({ kind: 'reply', joinRef: msg.joinRef, ref: msg.ref, topic, status: 'error', response: TOO_MANY });
+      this.answerJoin(msg, msg.joinRef, 'error', TOO_MANY);
       return;
     }
     const handler = this.ctx.route(topic);
     if (handler === null) {
       this.ctx.counters.joinErrors++;
       this.ctx.logger.debug({ socketId: this.id, topic }, 'realtime: join for unmatched topic');
-      this.send({ kind: 'reply', joinRef: null, ref: msg.ref, topic, status: 'error', response: UNMATCHED });
+      this.answerJoin(msg, null, 'error', UNMATCHED);
       if (old !== undefined) this.sendClose(old);
       return;
     }
     const ch = new ChannelInstance(this, topic, msg.joinRef, msg.ref, handler, this.assigns);
+    ch.joinPayload = msg.payload;
     let result: JoinResult | PromiseLike<JoinResult>;
     try {
       ch.beginJoin();
@@ -294,6 +324,7 @@ export class Connection implements ChannelHost, Subscriber {
     if (isThenable(result)) {
       this.inbox = [];
       this.joining = true;
+      this.joiningMsg = msg;
       result.then(
         (r) => this.safeJoinDone(msg, ch, old, r, undefined),
         (err: unknown) => this.safeJoinDone(msg, ch, old, null, err ?? new Error('join rejected')),
@@ -363,6 +394,7 @@ export class Connection implements ChannelHost, Subscriber {
     }
     if (this.joining) {
       this.joining = false;
+      this.joiningMsg = null;
       this.dispatchHeldFrames();
     }
   }
@@ -374,7 +406,7 @@ export class Connection implements ChannelHost, Subscriber {
     response: Payload,
     old: ChannelInstance | undefined,
   ): void {
-    this.send({ kind: 'reply', joinRef: msg.joinRef, ref: msg.ref, topic: msg.topic, status, response });
+    this.answerJoin(msg, msg.joinRef, status, response);
     if (old !== undefined) this.sendClose(old);
   }
 
@@ -421,6 +453,60 @@ export class Connection implements ChannelHost, Subscriber {
       this.idleWaiter = null;
       w.resolve();
     }
+  }
+
+  /**
+   * The join's reply. A channel taken over from another node is joined again without one (its
+   * client had it there); refused here, it gets phx_error, on which clients rejoin by themselves.
+   */
+  private answerJoin(msg: InboundMessage, replyJoinRef: Ref, status: 'ok' | 'error', response: Payload): void {
+    const { topic } = msg;
+    if (!this.silentJoins.has(msg)) {
+      this.send({ kind: 'reply', joinRef: replyJoinRef, ref: msg.ref, topic, status, response });
+      return;
+    }
+    if (status === 'ok') return;
+    this.ctx.logger.warn({ socketId: this.id, topic, response }, 'realtime: a taken-over channel could not join again');
+    const payload = { reason: 'rejoin failed' };
+    this.send({ kind: 'push', joinRef: msg.joinRef, ref: msg.joinRef, topic, event: 'phx_error', payload });
+  }
+
+  /**
+   * Ends this connection here without a word to the client, for another node to take it over
+   * (see {@link adopt}): how to join its channels again (each with its channel's rejoinPayload,
+   * read after the last push), and the client frames not handled yet. Binary pushes not handled
+   * yet are dropped (their payload does not travel as JSON).
+   */
+  handOff(): HandedOver {
+    const joins: HandedOverJoin[] = [];
+    for (const ch of this.channels.values())
+      joins.push({ topic: ch.topic, joinRef: ch.frameJoinRef, ref: ch.joinRef, payload: ch.rejoinPayload() });
+    const pending: InboundMessage[] = [];
+    for (const m of [...(this.joiningMsg ? [this.joiningMsg] : []), ...(this.inbox ?? [])]) {
+      if (this.silentJoins.has(m)) joins.push({ topic: m.topic, joinRef: m.joinRef, ref: m.ref, payload: m.payload });
+      else if (!Buffer.isBuffer(m.payload)) pending.push(m);
+    }
+    this.transportClosed('handover');
+    return { joins, pending };
+  }
+
+  /**
+   * Takes over what another node's connection handed off: its channels are joined again with no
+   * join reply (the client had one), then its pending frames are handled as if the client sent them.
+   */
+  adopt(h: HandedOver): void {
+    for (const j of h.joins) {
+      const msg: InboundMessage = {
+        joinRef: j.joinRef,
+        ref: j.ref,
+        topic: j.topic,
+        event: 'phx_join',
+        payload: j.payload,
+      };
+      this.silentJoins.add(msg);
+      this.receive(msg);
+    }
+    for (const m of h.pending) this.receive(m);
   }
 
   private sendClose(old: ChannelInstance): void {

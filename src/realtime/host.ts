@@ -3,12 +3,22 @@
  * see of the server that hosts them. The server implements it; the transports import only this
  * file, never `server.ts`, so there is no import cycle.
  */
-import type { IncomingMessage } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import type { Assigns } from './channel';
 import type { Connection, RealtimeStats, Transport } from './connection';
 import type { RealtimeLogger } from './logger';
 import type { Params } from './params';
 import type { Serializer } from './serializer';
+
+/** What `connect` is run on: a request, or a long-poll session's first request on another node. */
+export interface ConnectRequest {
+  transport: 'websocket' | 'longpoll';
+  /** The absolute request URL (a long-poll session token left out of its query). */
+  uri: string;
+  headers: IncomingHttpHeaders;
+  remoteAddress: string | undefined;
+  authToken: string | null;
+}
 
 /** A connection request that passed origin, vsn and `connect`: the ingredients of a Connection. */
 export interface Authorized {
@@ -16,6 +26,8 @@ export interface Authorized {
   params: Params;
   assigns: Assigns;
   id: string | null;
+  /** What `connect` ran on (another node runs it again when it takes a long-poll session over). */
+  request: ConnectRequest;
   /** When the credentials expire (ms since the epoch), or null. */
   expiresAt: number | null;
 }
@@ -36,6 +48,8 @@ export interface TransportHost {
   readonly upgradeTimeoutMs: number;
   /** True once `close()` started: late upgrades are dropped. */
   readonly isClosed: boolean;
+  /** True once `drain()` or `close()` started: this node takes no connection over from another. */
+  readonly isDraining: boolean;
   /** Applies the checkOrigin option. */
   originAllowed(req: IncomingMessage): boolean;
   /**
@@ -51,6 +65,8 @@ export interface TransportHost {
     refuseAfterOrigin?: { status: number; reason: string } | null,
     sessionToken?: string | null,
   ): Promise<Authorized | { status: number }>;
+  /** `connect` again for a request that was authorized on another node (a long-poll session taken over). */
+  connectAs(request: ConnectRequest): Promise<Authorized | { status: number }>;
   /** Creates and registers the Connection for a transport that is ready. */
   openConnection(transport: HostedTransport, a: Authorized, idleTimeoutMs: number): Connection;
 }

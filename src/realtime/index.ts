@@ -22,7 +22,7 @@ export { decodeQuery } from './params';
 export type { Params, ParamValue } from './params';
 export type { CheckOrigin } from './origin';
 export type { RealtimeLogger, LogLimit } from './logger';
-export { RateLimitedLogger } from './logger';
+export { LineBudget, RateLimitedLogger } from './logger';
 export type { LongPollOptions } from './longpoll';
 export type { ClusterBus, BusMessage } from './bus';
 export { Presence, presenceRef } from './presence';

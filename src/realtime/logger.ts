@@ -20,6 +20,46 @@ export interface LogLimit {
 }
 
 /**
+ * Lines allowed per key per window: `take(key)` says whether a line under `key` may be written
+ * now. At most `lines` per `intervalMs` per key; the rest are counted, and the first line of the
+ * key's next window learns how many were left out. Keys are bounded: past `maxKeys` the windows
+ * that ended are forgotten (and if all are current, all of them: the limit restarts).
+ */
+export class LineBudget {
+  private readonly windows = new Map<string, { start: number; written: number; suppressed: number }>();
+
+  constructor(
+    private readonly limit: LogLimit,
+    private readonly now: () => number = Date.now,
+    private readonly maxKeys = 10_000,
+  ) {}
+
+  /** null: leave this line out. Otherwise write it, with the number left out before it under this key (0: none). */
+  take(key: string): number | null {
+    const now = this.now();
+    let w = this.windows.get(key);
+    let suppressed = 0;
+    if (w === undefined || now - w.start >= this.limit.intervalMs) {
+      suppressed = w?.suppressed ?? 0;
+      if (w === undefined && this.windows.size >= this.maxKeys) this.forgetEnded(now);
+      w = { start: now, written: 0, suppressed: 0 };
+      this.windows.set(key, w);
+    }
+    if (w.written >= this.limit.lines) {
+      w.suppressed++;
+      return null;
+    }
+    w.written++;
+    return suppressed;
+  }
+
+  private forgetEnded(now: number): void {
+    for (const [k, v] of this.windows) if (now - v.start >= this.limit.intervalMs) this.windows.delete(k);
+    if (this.windows.size >= this.maxKeys) this.windows.clear();
+  }
+}
+
+/**
  * Most of what the realtime layer logs is caused by clients (malformed frames, crashed channels,
  * refused connects, floods), and one client can cause hundreds of lines a second. This writes at
  * most `lines` lines of each message (per level) per `intervalMs`; the rest are counted, and the
@@ -27,13 +67,15 @@ export interface LogLimit {
  * table of windows stays small.
  */
 export class RateLimitedLogger implements RealtimeLogger {
-  private readonly windows = new Map<string, { start: number; written: number; suppressed: number }>();
+  private readonly budget: LineBudget;
 
   constructor(
     private readonly inner: RealtimeLogger,
-    private readonly limit: LogLimit,
-    private readonly now: () => number = Date.now,
-  ) {}
+    limit: LogLimit,
+    now: () => number = Date.now,
+  ) {
+    this.budget = new LineBudget(limit, now);
+  }
 
   debug(obj: object, msg?: string): void {
     this.write('debug', obj, msg);
@@ -49,20 +91,8 @@ export class RateLimitedLogger implements RealtimeLogger {
   }
 
   private write(level: keyof RealtimeLogger, obj: object, msg: string | undefined): void {
-    const key = `${level}\u0000${msg ?? ''}`;
-    const now = this.now();
-    let w = this.windows.get(key);
-    if (w === undefined || now - w.start >= this.limit.intervalMs) {
-      const suppressed = w?.suppressed ?? 0;
-      w = { start: now, written: 0, suppressed: 0 };
-      this.windows.set(key, w);
-      if (suppressed > 0) obj = { ...obj, suppressed };
-    }
-    if (w.written >= this.limit.lines) {
-      w.suppressed++;
-      return;
-    }
-    w.written++;
-    this.inner[level](obj, msg);
+    const suppressed = this.budget.take(`${level}\u0000${msg ?? ''}`);
+    if (suppressed === null) return;
+    this.inner[level](suppressed > 0 ? { ...obj, suppressed } : obj, msg);
   }
 }

@@ -8,12 +8,22 @@
  * them over its PubSub. A request whose owner does not answer gets what Phoenix answers
  * (GET: a new session, 410 with a new token; POST: 410), on which phoenix.js reconnects and
  * rejoins its channels.
+ *
+ * Beyond Phoenix (whose sessions die with their node): a node that stops gracefully (drain)
+ * hands each session to a live node, which connects it again (`connect` on the session's first
+ * request), joins its channels again without a word to the client (each channel says from where:
+ * a task channel from the last seq it sent) and takes over its undelivered messages. The old
+ * node answers the held poll with a token naming the new node (phoenix.js takes every poll
+ * answer's token) and tells every node where the session went, so a request still carrying the
+ * old token is forwarded there. The client sees one uninterrupted session.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { BusMessage, ClusterBus } from './bus';
 import type { Connection } from './connection';
-import type { HostedTransport, TransportHost } from './host';
+import type { HandedOver } from './connection';
+import type { ConnectRequest, HostedTransport, TransportHost } from './host';
+import type { InboundMessage } from './message';
 import type { Fanout } from './pubsub';
 import type { EncodedFrame, Serializer } from './serializer';
 import { requestTarget } from './params';
@@ -48,16 +58,35 @@ interface LpBody {
 /** Where a poll's answer goes: the HTTP response here, or a bus message to the forwarding node. */
 type PollAnswer = (body: LpBody) => void;
 
+/** A session as its node hands it to another (the `adopt` bus message). */
+interface HandedSession extends HandedOver {
+  request: ConnectRequest;
+  /** Messages not yet delivered to the client. */
+  queue: string[];
+}
+
+/** After the first node answers "who is up?", how long a stopping node waits for more. */
+const PROBE_SETTLE_MS = 200;
+/** How long nodes remember where a session went (its client takes the new token at its next poll). */
+const MOVED_TTL_MS = 5 * 60_000;
+/** How often a forwarded request may be sent on to the session's newer node. */
+const MAX_HOPS = 3;
+
 const JSON_HEADERS = {
   'content-type': 'application/json; charset=utf-8',
   'cache-control': 'no-store',
   'access-control-allow-origin': '*',
 };
 
-function sendJson(res: ServerResponse, body: unknown, httpStatus = 200): void {
+/** `closeConnection`: this node stops; the client's (or balancer's) next request goes on a new connection, to another node. */
+function sendJson(res: ServerResponse, body: unknown, httpStatus = 200, closeConnection = false): void {
   if (res.writableEnded || res.destroyed) return;
   const text = JSON.stringify(body);
-  res.writeHead(httpStatus, { ...JSON_HEADERS, 'content-length': Buffer.byteLength(text) });
+  res.writeHead(httpStatus, {
+    ...JSON_HEADERS,
+    'content-length': Buffer.byteLength(text),
+    ...(closeConnection ? { connection: 'close' } : {}),
+  });
   res.end(text);
 }
 
@@ -97,6 +126,10 @@ export class LongPollSession implements HostedTransport {
   private pollTimer: NodeJS.Timeout | null = null;
   private flushScheduled = false;
   closed = false;
+  /** What `connect` ran on: another node connects this session again when it takes it over. */
+  request: ConnectRequest | null = null;
+  /** While a session taken over from another node connects: POSTs wait for it. */
+  ready: Promise<void> | null = null;
   private readonly owner: LongPollEndpoint;
 
   constructor(owner: LongPollEndpoint, sid: string, token: string) {
@@ -192,6 +225,27 @@ export class LongPollSession implements HostedTransport {
     if (this.conn) this.conn.lastSeen = Date.now();
   }
 
+  /** The messages not delivered yet, taken out (a handover carries them). */
+  takeQueue(): string[] {
+    const q = this.queue;
+    this.queue = [];
+    return q;
+  }
+
+  /**
+   * Handed to another node (its connection already handed off): requests for it now go there.
+   * A held poll is answered once that node has the session (`adopted`), with `token`, which
+   * names that node, so the client's next requests go there directly.
+   */
+  async movedTo(token: string, adopted: Promise<void>): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.owner.sessions.delete(this.sid);
+    this.queue = [];
+    await adopted;
+    this.finishPoll({ status: 204, token, messages: [] });
+  }
+
   terminate(): void {
     this.close();
   }
@@ -203,15 +257,25 @@ export class LongPollSession implements HostedTransport {
     // A held poll learns the session is gone; phoenix.js then reconnects and rejoins.
     this.finishPoll({ status: 410 });
     this.queue = [];
-    this.conn.transportClosed();
+    // undefined while a session taken over from another node connects
+    (this.conn as Connection | undefined)?.transportClosed();
   }
 }
 
 /** A request this node forwarded to a session's owner, waiting for its answer. */
 interface Forwarded {
   timer: NodeJS.Timeout;
+  /** The request as sent (sent again, to a newer owner, when the session moved), and where. */
+  message: BusMessage;
+  node: string;
+  hops: number;
   /** The owner answered (null: it did not, in time: deemed gone). */
   done(body: LpBody | null): void;
+  /** A poll's answer when this node closes first (the session lives on: the client polls again); null for a POST. */
+  onClose: LpBody | null;
+  /** Resolves once settled. */
+  settled: Promise<void>;
+  resolveSettled(): void;
 }
 
 /** Serves `${path}/longpoll`: the sessions of this process, and forwarding to other nodes'. */
@@ -230,6 +294,12 @@ export class LongPollEndpoint {
   private readonly forwarded = new Map<string, Forwarded>();
   /** Polls other nodes forwarded here and this node holds, by request id (for cancel). */
   private readonly remotePolls = new Map<string, { session: LongPollSession; answer: PollAnswer }>();
+  /** Sessions handed over (by any node): where each went, and when this node learnt it. */
+  private readonly moved = new Map<string, { node: string; at: number }>();
+  /** "Who is up?" questions of this node waiting for answers, by request id. */
+  private readonly probes = new Map<string, (node: string) => void>();
+  /** Sessions this node handed over, waiting for their new node to say it has them, by session id. */
+  private readonly handing = new Map<string, () => void>();
 
   constructor(server: TransportHost, opts: LongPollOptions) {
     this.server = server;
@@ -246,6 +316,11 @@ export class LongPollEndpoint {
     this.tokens = new SessionTokens(opts.secret ?? randomBytes(32));
     this.nodeId = this.bus?.nodeId ?? randomBytes(6).toString('hex');
     this.bus?.onMessage((m, from) => this.fromBus(m, from));
+  }
+
+  /** An answer; once this node drains, its connection is closed after it (keep-alive would bring the next request back here). */
+  private send(res: ServerResponse, body: LpBody, httpStatus = 200): void {
+    sendJson(res, body, httpStatus, this.server.isDraining);
   }
 
   get sessionCount(): number {
@@ -276,15 +351,19 @@ export class LongPollEndpoint {
     }
     if (!this.server.originAllowed(req)) {
       this.server.logger.warn({ origin: req.headers.origin, transport: 'longpoll' }, 'realtime: origin not allowed');
-      sendJson(res, { status: 403 });
+      this.send(res, { status: 403 });
       return;
     }
     const raw = this.tokenOf(req);
     const named = raw !== null ? this.tokens.verify(raw) : null;
-    const remote = named !== null && named.node !== this.nodeId && this.bus !== null ? named : null;
-    const session = named !== null && named.node === this.nodeId ? this.sessions.get(named.sid) : undefined;
+    // A session held here: created here, or taken over from the node its token names.
+    const session = named !== null ? this.sessions.get(named.sid) : undefined;
+    const holder = named !== null ? (this.moved.get(named.sid)?.node ?? named.node) : null;
+    const remote = named !== null && holder !== this.nodeId && this.bus !== null ? { ...named, node: holder! } : null;
     if (method === 'GET') {
       if (session !== undefined && !session.closed) this.listenHere(session, res);
+      // Closed, this node holds no poll any more: "nothing yet", and the next one goes elsewhere.
+      else if (remote !== null && this.server.isClosed) this.send(res, { status: 204, token: raw!, messages: [] });
       else if (remote !== null) this.forwardPoll(remote.node, remote.sid, req, res);
       else this.newSession(req, res);
       return;
@@ -297,7 +376,7 @@ export class LongPollEndpoint {
     } else {
       // Drain the body so keep-alive connections stay usable.
       req.resume();
-      sendJson(res, { status: 410 });
+      this.send(res, { status: 410 });
     }
   }
 
@@ -332,24 +411,25 @@ export class LongPollEndpoint {
       .authorize(req, 'longpoll', authToken, null, this.sessionTokenOf(req))
       .then((a) => {
         if ('status' in a) {
-          sendJson(res, { status: 403 });
+          this.send(res, { status: 403 });
           return;
         }
         const sid = randomBytes(24).toString('base64url');
         const token = this.tokens.sign(this.nodeId, sid);
         const session = new LongPollSession(this, sid, token);
+        session.request = a.request;
         this.sessions.set(sid, session);
         this.server.openConnection(session, a, this.sessionTimeoutMs);
-        sendJson(res, { status: 410, token, messages: [] });
+        this.send(res, { status: 410, token, messages: [] });
       })
       .catch((err: unknown) => {
         this.server.logger.error({ err }, 'realtime: long-poll connect failed');
-        sendJson(res, { status: 500 });
+        this.send(res, { status: 500 });
       });
   }
 
   private listenHere(session: LongPollSession, res: ServerResponse): void {
-    const answer: PollAnswer = (body) => sendJson(res, body);
+    const answer: PollAnswer = (body) => this.send(res, body);
     session.listen(answer);
     res.on('close', () => session.cancelPoll(answer));
   }
@@ -372,7 +452,7 @@ export class LongPollEndpoint {
         chunks.length = 0;
         this.server.counters.protocolErrors++;
         this.server.logger.warn({ size }, 'realtime: long-poll body too large');
-        sendJson(res, { status: 413 }, 413);
+        this.send(res, { status: 413 }, 413);
         return;
       }
       chunks.push(c);
@@ -384,8 +464,8 @@ export class LongPollEndpoint {
   }
 
   private answerWhenHandled(res: ServerResponse, result: LpBody | Promise<LpBody>): void {
-    if (result instanceof Promise) result.then((b) => sendJson(res, b));
-    else sendJson(res, result);
+    if (result instanceof Promise) result.then((b) => this.send(res, b));
+    else this.send(res, result);
   }
 
   /** Hands a POST body's frames to the session; the answer once they are handled (Phoenix's). */
@@ -394,6 +474,10 @@ export class LongPollEndpoint {
     headers: { 'content-type'?: string | undefined },
     body: Buffer,
   ): LpBody | Promise<LpBody> {
+    if (session.ready !== null) {
+      // Taken over from another node and still connecting: the frames wait for it.
+      return session.ready.then(() => (session.closed ? { status: 410 } : this.publish(session, headers, body)));
+    }
     session.touch();
     const ctype = String(headers['content-type'] ?? '');
     const conn = session.conn;
@@ -448,15 +532,50 @@ export class LongPollEndpoint {
    * Sends a request to `node` and calls `done` with its answer, or with null when the owner gave
    * no sign of life within busTimeoutMs (or none of an answer within windowMs after it did).
    */
-  private forward(node: string, req: BusMessage, done: (body: LpBody | null) => void): string {
+  private forward(
+    node: string,
+    req: BusMessage,
+    done: (body: LpBody | null) => void,
+    onClose: LpBody | null = null,
+  ): string {
     const rid = randomBytes(12).toString('base64url');
+    let resolveSettled!: () => void;
+    const settled = new Promise<void>((r) => {
+      resolveSettled = r;
+    });
     const entry: Forwarded = {
       timer: setTimeout(() => this.settle(rid, null), this.busTimeoutMs),
+      message: req,
+      node,
+      hops: 0,
       done,
+      onClose,
+      settled,
+      resolveSettled,
     };
     this.forwarded.set(rid, entry);
-    this.bus!.send(node, { ...req, t: 'req', rid });
+    this.sendTo(node, { ...req, t: 'req', rid });
     return rid;
+  }
+
+  /** The owner asked says the session moved to `node`: the request goes there. */
+  private forwardAgain(rid: string, node: string): void {
+    const entry = this.forwarded.get(rid);
+    if (entry === undefined) return;
+    if (++entry.hops > MAX_HOPS) {
+      this.settle(rid, null);
+      return;
+    }
+    clearTimeout(entry.timer);
+    entry.timer = setTimeout(() => this.settle(rid, null), this.busTimeoutMs);
+    entry.node = node;
+    this.sendTo(node, { ...entry.message, t: 'req', rid });
+  }
+
+  /** A bus message; to this node itself, handled here (a session moved here while a request was on its way). */
+  private sendTo(node: string, message: BusMessage): void {
+    if (node === this.nodeId) setImmediate(() => this.fromBus(message, this.nodeId));
+    else this.bus!.send(node, message);
   }
 
   private settle(rid: string, body: LpBody | null): void {
@@ -466,28 +585,36 @@ export class LongPollEndpoint {
     clearTimeout(entry.timer);
     // The client loses its session (it reconnects and rejoins): worth seeing at the default level.
     if (body === null) this.server.logger.warn({ rid }, 'realtime: long-poll session owner did not answer');
+    entry.resolveSettled();
     entry.done(body);
   }
 
   private forwardPoll(node: string, sid: string, req: IncomingMessage, res: ServerResponse): void {
     let open = true;
-    const rid = this.forward(node, { kind: 'poll', sid }, (body) => {
-      open = false;
-      if (body === null) this.newSession(req, res);
-      else sendJson(res, body);
-    });
+    const token = this.tokenOf(req);
+    const rid = this.forward(
+      node,
+      { kind: 'poll', sid },
+      (body) => {
+        open = false;
+        if (body === null) this.newSession(req, res);
+        else this.send(res, body);
+      },
+      { status: 204, token: token ?? undefined, messages: [] },
+    );
     res.on('close', () => {
-      if (!open || !this.forwarded.has(rid)) return;
+      const entry = this.forwarded.get(rid);
+      if (!open || entry === undefined) return;
       // The client left while the owner holds its poll: release it there, keep the messages.
       this.settle(rid, { status: 204 });
-      this.bus!.send(node, { t: 'cancel', rid });
+      this.sendTo(entry.node, { t: 'cancel', rid });
     });
   }
 
   private forwardPost(node: string, sid: string, req: IncomingMessage, res: ServerResponse, body: Buffer): void {
     const ctype = req.headers['content-type'];
     this.forward(node, { kind: 'post', sid, ctype: ctype ?? null, body: body.toString('base64') }, (answer) =>
-      sendJson(res, answer ?? { status: 410 }),
+      this.send(res, answer ?? { status: 410 }),
     );
   }
 
@@ -495,9 +622,28 @@ export class LongPollEndpoint {
 
   private fromBus(m: BusMessage, from: string): void {
     try {
+      if (m.t === 'adopt') {
+        this.adopt(m, from);
+        return;
+      }
+      if (m.t === 'moved' && typeof m.sid === 'string' && typeof m.node === 'string') this.learnMoved(m.sid, m.node);
+      if (m.t === 'adopted' && typeof m.sid === 'string') {
+        this.handing.get(m.sid)?.();
+        return;
+      }
       const rid = typeof m.rid === 'string' ? m.rid : null;
       if (rid === null) return;
       switch (m.t) {
+        case 'who':
+          // A node stopping looks for nodes to take its sessions: one that stops too takes none.
+          if (!this.server.isDraining) this.sendTo(from, { t: 'here', rid });
+          return;
+        case 'here':
+          this.probes.get(rid)?.(from);
+          return;
+        case 'moved':
+          if (typeof m.node === 'string') this.forwardAgain(rid, m.node);
+          return;
         case 'req':
           this.servePeer(m, rid, from);
           return;
@@ -515,7 +661,7 @@ export class LongPollEndpoint {
           if (this.forwarded.has(rid)) this.settle(rid, body);
           // Too late (the client left): give the messages back so the next poll carries them.
           else if (Array.isArray(body.messages) && body.messages.length > 0)
-            this.bus!.send(from, { t: 'requeue', rid, sid: m.sid, messages: body.messages });
+            this.sendTo(from, { t: 'requeue', rid, sid: m.sid, messages: body.messages });
           return;
         }
         case 'gone':
@@ -541,14 +687,16 @@ export class LongPollEndpoint {
 
   /** Another node forwards a request for one of our sessions. */
   private servePeer(m: BusMessage, rid: string, from: string): void {
-    const bus = this.bus!;
     const sid = typeof m.sid === 'string' ? m.sid : '';
     const session = this.sessions.get(sid);
     if (session === undefined || session.closed) {
-      bus.send(from, { t: 'gone', rid });
+      const moved = this.moved.get(sid);
+      if (moved !== undefined && moved.node !== from && moved.node !== this.nodeId)
+        this.sendTo(from, { t: 'moved', rid, sid, node: moved.node });
+      else this.sendTo(from, { t: 'gone', rid });
       return;
     }
-    const reply = (body: LpBody): void => bus.send(from, { t: 'res', rid, sid, body });
+    const reply = (body: LpBody): void => this.sendTo(from, { t: 'res', rid, sid, body });
     if (m.kind === 'poll') {
       let answered = false;
       const answer: PollAnswer = (body) => {
@@ -559,7 +707,7 @@ export class LongPollEndpoint {
       session.listen(answer);
       if (!answered) {
         this.remotePolls.set(rid, { session, answer });
-        bus.send(from, { t: 'ack', rid });
+        this.sendTo(from, { t: 'ack', rid });
       }
       return;
     }
@@ -567,7 +715,7 @@ export class LongPollEndpoint {
       const ctype = typeof m.ctype === 'string' ? m.ctype : undefined;
       const result = this.publish(session, { 'content-type': ctype }, Buffer.from(m.body, 'base64'));
       if (result instanceof Promise) {
-        bus.send(from, { t: 'ack', rid });
+        this.sendTo(from, { t: 'ack', rid });
         void result.then(reply);
       } else {
         reply(result);
@@ -575,9 +723,160 @@ export class LongPollEndpoint {
     }
   }
 
-  /** Sessions are expired by the server's sweep (idleTimeoutMs = sessionTimeoutMs). */
-  close(): void {
-    for (const s of Array.from(this.sessions.values())) s.close();
-    for (const rid of Array.from(this.forwarded.keys())) this.settle(rid, { status: 410 });
+  // ---- handing sessions over (a graceful stop) ------------------------------------------------
+
+  /**
+   * Moves every session to the live nodes that answer (round robin), before this node stops.
+   * Returns how many moved; with no other node up, none do (they end with the node, as in Phoenix).
+   */
+  async handOver(): Promise<number> {
+    const sessions = Array.from(this.sessions.values()).filter((s) => !s.closed && s.request !== null);
+    if (this.bus === null || sessions.length === 0) return 0;
+    const nodes = await this.liveNodes();
+    if (nodes.length === 0) {
+      this.server.logger.warn({ sessions: sessions.length }, 'realtime: no node to take the long-poll sessions over');
+      return 0;
+    }
+    const moves: Promise<void>[] = [];
+    for (const s of sessions) {
+      if (s.closed || s.ready !== null) continue;
+      moves.push(this.moveSession(s, nodes[moves.length % nodes.length]!));
+    }
+    await Promise.all(moves);
+    this.server.logger.info(
+      { sessions: moves.length, nodes: nodes.length },
+      'realtime: long-poll sessions handed over',
+    );
+    return moves.length;
   }
+
+  /** The nodes that answer "who is up?" (draining ones do not): all that answer within a short while of the first. */
+  private liveNodes(): Promise<string[]> {
+    return new Promise((resolve) => {
+      const rid = randomBytes(12).toString('base64url');
+      const nodes: string[] = [];
+      const done = () => {
+        this.probes.delete(rid);
+        resolve(nodes);
+      };
+      let timer = setTimeout(done, this.busTimeoutMs);
+      this.probes.set(rid, (node) => {
+        if (nodes.includes(node)) return;
+        nodes.push(node);
+        if (nodes.length > 1) return;
+        clearTimeout(timer);
+        timer = setTimeout(done, PROBE_SETTLE_MS);
+      });
+      this.bus!.send('*', { t: 'who', rid });
+    });
+  }
+
+  /**
+   * Hands `s` to `node`: its connection ends here, its state goes there, every node learns where
+   * it is. Requests forwarded there after this reach it after the state (the bus keeps a sender's
+   * order, and other nodes learn of the move from this node's later messages); the client's held
+   * poll is answered with the new token once the node says it has the session (or after busTimeoutMs).
+   */
+  private moveSession(s: LongPollSession, node: string): Promise<void> {
+    const handed = s.conn.handOff();
+    const session: HandedSession = { request: s.request!, ...handed, queue: s.takeQueue() };
+    const adopted = new Promise<void>((resolve) => {
+      const timer = setTimeout(done, this.busTimeoutMs);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.handing.set(s.sid, done);
+    }).finally(() => this.handing.delete(s.sid));
+    this.sendTo(node, { t: 'adopt', sid: s.sid, session: session as unknown as BusMessage });
+    this.learnMoved(s.sid, node);
+    this.bus!.send('*', { t: 'moved', sid: s.sid, node });
+    return s.movedTo(this.tokens.sign(node, s.sid), adopted);
+  }
+
+  private learnMoved(sid: string, node: string): void {
+    if (!ID.test(sid) || !ID.test(node)) return;
+    const now = Date.now();
+    for (const [k, v] of this.moved) {
+      if (now - v.at <= MOVED_TTL_MS) break; // oldest first
+      this.moved.delete(k);
+    }
+    this.moved.delete(sid);
+    if (node !== this.nodeId || !this.sessions.has(sid)) this.moved.set(sid, { node, at: now });
+  }
+
+  /** Another node hands us a session: it is served at once; its connection and channels come back as `connect` answers. */
+  private adopt(m: BusMessage, from: string): void {
+    const sid = m.sid;
+    const st = m.session as unknown as HandedSession | null;
+    if (typeof sid !== 'string' || !ID.test(sid) || st === null || typeof st !== 'object') return;
+    if (this.sessions.has(sid) || !isHandedSession(st)) return;
+    if (this.server.isDraining) {
+      this.server.logger.warn({ from }, 'realtime: a long-poll session handed over while this node stops; dropped');
+      return;
+    }
+    const session = new LongPollSession(this, sid, this.tokens.sign(this.nodeId, sid));
+    session.request = st.request;
+    session.requeue(st.queue);
+    this.sessions.set(sid, session);
+    this.moved.delete(sid);
+    this.sendTo(from, { t: 'adopted', sid });
+    session.ready = this.server
+      .connectAs(st.request)
+      .then((a) => {
+        if (session.closed) return;
+        if ('status' in a) {
+          this.server.logger.warn({ from, status: a.status }, 'realtime: a handed-over long-poll session was refused');
+          session.close();
+          return;
+        }
+        this.server.openConnection(session, a, this.sessionTimeoutMs);
+        session.conn.adopt({ joins: st.joins, pending: st.pending });
+      })
+      .catch((err: unknown) => {
+        this.server.logger.error({ err }, 'realtime: taking a long-poll session over failed');
+        session.close();
+      })
+      .finally(() => {
+        session.ready = null;
+      });
+  }
+
+  /**
+   * Ends this node's sessions. Requests it forwarded are for sessions that live on elsewhere:
+   * a poll is answered 204 at once (its client polls again, through another node) and released
+   * at the owner; a POST's frames are with the owner, so its answer is waited for (at most
+   * the forwarding timeout). The bus must stay open until this resolves.
+   */
+  async close(): Promise<void> {
+    for (const s of Array.from(this.sessions.values())) s.close();
+    const waiting: Promise<void>[] = [];
+    for (const [rid, entry] of Array.from(this.forwarded)) {
+      waiting.push(entry.settled);
+      if (entry.onClose === null) continue;
+      this.sendTo(entry.node, { t: 'cancel', rid });
+      this.settle(rid, entry.onClose);
+    }
+    await Promise.all(waiting);
+  }
+}
+
+/** The shape of an `adopt` message's session (it comes from our own nodes; checked all the same). */
+function isHandedSession(st: HandedSession): boolean {
+  const r = st.request as ConnectRequest | null;
+  const frame = (x: InboundMessage) => x !== null && typeof x === 'object' && typeof x.topic === 'string';
+  return (
+    r !== null &&
+    typeof r === 'object' &&
+    typeof r.uri === 'string' &&
+    (r.transport === 'longpoll' || r.transport === 'websocket') &&
+    r.headers !== null &&
+    typeof r.headers === 'object' &&
+    Array.isArray(st.joins) &&
+    st.joins.every((j) => frame(j as unknown as InboundMessage)) &&
+    Array.isArray(st.pending) &&
+    st.pending.every((x) => frame(x) && typeof x.event === 'string') &&
+    Array.isArray(st.queue) &&
+    st.queue.every((x) => typeof x === 'string')
+  );
 }

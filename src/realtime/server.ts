@@ -12,7 +12,7 @@ import { decodeQuery, requestTarget, type Params } from './params';
 import { PubSub, type PubSubAdapter, type Subscriber } from './pubsub';
 import { negotiateSerializer } from './serializer';
 import { RateLimitedLogger, silentRealtimeLogger, type LogLimit, type RealtimeLogger } from './logger';
-import type { Authorized, HostedTransport, TransportHost } from './host';
+import type { Authorized, ConnectRequest, HostedTransport, TransportHost } from './host';
 import { rejectUpgrade, WebSocketEndpoint } from './websocket';
 import { LongPollEndpoint, type LongPollOptions } from './longpoll';
 
@@ -147,6 +147,9 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
   private closedFlag = false;
   get isClosed(): boolean {
     return this.closedFlag;
+  }
+  get isDraining(): boolean {
+    return this.draining || this.closedFlag;
   }
   private attached: { server: HttpServer; listener: (req: IncomingMessage, socket: Duplex, head: Buffer) => void }[] =
     [];
@@ -287,7 +290,24 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
     }
     // A long-poll request of a session that is gone carries that session's token in `token`
     // (phoenix.js appends it): it is no credential of the user, so `connect` does not see it.
-    const params = decodeQuery(sessionToken === null ? uri.search : withoutToken(uri.search, sessionToken));
+    const search = sessionToken === null ? uri.search : withoutToken(uri.search, sessionToken);
+    return this.connectAs({
+      transport,
+      uri: `${uri.origin}${uri.pathname}${search ? `?${search.replace(/^\?/, '')}` : ''}`,
+      headers: req.headers,
+      remoteAddress: req.socket.remoteAddress,
+      authToken,
+    });
+  }
+
+  /**
+   * Runs vsn negotiation and `connect` for a request that passed the origin check: a new one
+   * (authorize), or one a connection was made from on another node (a long-poll session taken over).
+   */
+  async connectAs(request: ConnectRequest): Promise<Authorized | { status: number }> {
+    const { transport, headers, remoteAddress, authToken } = request;
+    const uri = new URL(request.uri);
+    const params = decodeQuery(uri.search);
     const serializer = negotiateSerializer(params.vsn);
     if (serializer === null) {
       this.counters.connectsRefused++;
@@ -296,13 +316,7 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
     }
     let result: ConnectResult<A>;
     try {
-      result = await this.connectFn(params, {
-        transport,
-        headers: req.headers,
-        remoteAddress: req.socket.remoteAddress,
-        authToken,
-        uri,
-      });
+      result = await this.connectFn(params, { transport, headers, remoteAddress, authToken, uri });
     } catch (err) {
       this.counters.connectsRefused++;
       this.logger.error({ err }, 'realtime: connect handler threw');
@@ -318,7 +332,7 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
       this.logger.error({ id }, 'realtime: connect returned a non-string id');
       return { status: 403 };
     }
-    return { serializer, params, assigns: result.assigns ?? {}, id, expiresAt: result.expiresAt ?? null };
+    return { serializer, params, assigns: result.assigns ?? {}, id, request, expiresAt: result.expiresAt ?? null };
   }
 
   /** Creates and registers a connection. */
@@ -392,6 +406,8 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
     const batchSize = Math.max(1, opts.batchSize ?? 1000);
     const intervalMs = opts.intervalMs ?? 100;
     this.draining = true;
+    // Long-poll sessions move to another node, when there is one (their clients notice nothing).
+    await this.longpoll?.handOver();
     const all = Array.from(this.connections);
     for (let i = 0; i < all.length; i += batchSize) {
       if (i > 0 && intervalMs > 0) await new Promise((r) => setTimeout(r, intervalMs));
@@ -408,7 +424,7 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
     this.sweepTimer = null;
     for (const { server, listener } of this.attached) server.removeListener('upgrade', listener);
     this.attached = [];
-    this.longpoll?.close();
+    await this.longpoll?.close();
     for (const conn of Array.from(this.connections)) {
       conn.transport.terminate();
       conn.transportClosed('shutdown');

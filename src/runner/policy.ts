@@ -21,22 +21,22 @@ export const DEFAULT_LIMITS = {
   modelConcurrency: 2000,
 };
 
-/** Poll intervals: fast at first, slower for long runs; with webhooks polls are a rare safety net. */
+/** Poll intervals: fast at first, slower for long runs; where webhooks deliver everything, polls are a rare safety net. */
 export const DEFAULT_POLLING = { pollIntervalMs: 1000, pollMaxIntervalMs: 30_000, webhookPollIntervalMs: 60_000 };
 
 /**
  * How long to wait before the next poll of a prediction followed for `ageMs`: a tenth of its age,
  * between the first interval and the longest (a 3-minute video is polled every 18 s by its end,
- * so it is seen done at most a tenth of its run late). With webhooks, at least `webhookPollIntervalMs`
- * (a delivery ends the wait at once).
+ * so it is seen done at most a tenth of its run late). Where webhook deliveries carry everything
+ * (text: outputs and logs), at least `webhookPollIntervalMs`. A delivery ends the wait at once.
  */
 export function pollDelayMs(
   ageMs: number,
   p: { pollIntervalMs: number; pollMaxIntervalMs: number; webhookPollIntervalMs: number },
-  webhooks: boolean,
+  deliveriesCarryAll: boolean,
 ): number {
   const grown = Math.max(p.pollIntervalMs, Math.min(p.pollMaxIntervalMs, ageMs / 10));
-  return webhooks ? Math.max(grown, p.webhookPollIntervalMs) : grown;
+  return deliveriesCarryAll ? Math.max(grown, p.webhookPollIntervalMs) : grown;
 }
 
 /** How long a run that lost the database waits before it is claimed again (a try is not counted). */

@@ -125,7 +125,7 @@ export class TaskRun {
     return {
       model: model.providerModel as CreatePredictionRequest['model'],
       input: this.row.provider_input,
-      ...(webhookUrl ? { webhook: webhookUrl(this.row.id), webhookEventsFilter: WEBHOOK_EVENTS } : {}),
+      ...(webhookUrl ? { webhook: webhookUrl(this.row.id), webhookEventsFilter: webhookEvents(model) } : {}),
     } as CreatePredictionRequest;
   }
 
@@ -251,34 +251,60 @@ export class TaskRun {
         error: taskError('timeout', `no result within ${seconds} s; the generation was canceled`),
       };
     }
-    await this.poll(f);
+    await this.poll(model, f);
     return null;
   }
 
   /**
    * Wait for the next poll (a tenth of the prediction's age, see pollDelayMs; a webhook ends the
    * wait), then read the prediction: as the webhook delivered it if that is not behind what we
-   * have (deliveries can come out of order), else from the provider.
+   * have (deliveries can come out of order), else from the provider. A delivery that comes while
+   * the read waits for its turn under the read budget ends that wait too (the end of a video is
+   * acted on at once, not after the queue of polls ahead of it).
    */
-  private async poll(f: Following): Promise<void> {
-    const webhooks = this.deps.webhookUrl !== undefined;
+  private async poll(model: ModelSpec, f: Following): Promise<void> {
+    const deliveriesCarryAll = this.deps.webhookUrl !== undefined && deliversProgress(model);
     const age = this.deps.now().getTime() - f.startedAt;
-    await sleep(pollDelayMs(age, this.deps, webhooks), this.signal, this.wakeup.onWake);
-    const delivered = this.wakeup.delivered();
-    if (delivered && delivered.id === f.prediction.id && !isBehind(delivered, f.prediction)) {
-      f.prediction = delivered;
-      return;
+    await sleep(pollDelayMs(age, this.deps, deliveriesCarryAll), this.signal, this.wakeup.onWake);
+    if (this.takeDelivered(f)) return;
+    const nudged = new AbortController();
+    const off = this.wakeup.onWake(() => nudged.abort(new Error('nudged while waiting to poll')));
+    try {
+      f.prediction = await this.provider.get(f.prediction.id, {
+        signal: AbortSignal.any([this.signal, nudged.signal]),
+      });
+    } catch (err) {
+      if (!nudged.signal.aborted || this.signal.aborted) throw err;
+      this.takeDelivered(f); // else nothing new: the next step polls again
+    } finally {
+      off?.();
     }
-    f.prediction = await this.provider.get(f.prediction.id, { signal: this.signal });
+  }
+
+  /** Uses the prediction a webhook delivered, if it is this one's and not behind what we have. */
+  private takeDelivered(f: Following): boolean {
+    const delivered = this.wakeup.delivered();
+    if (!delivered || delivered.id !== f.prediction.id || isBehind(delivered, f.prediction)) return false;
+    f.prediction = delivered;
+    return true;
   }
 }
 
 /**
- * The deliveries a task asks for: all of them, for every kind. Progress is what the clients show
- * (a video's bar moves with its logs), and Replicate sends output and logs deliveries at most every
- * 500 ms per prediction; the safety-net polls (see pollDelayMs) only cover lost deliveries.
+ * Whether a task's webhook deliveries carry its progress too. Text: yes, every output and log (its
+ * deltas), so polls are only a safety net. Image and video: no, they ask for the start, the output
+ * and the end; their progress (in the logs) comes from polls on the age-based schedule, paced by the
+ * read budget. A logs delivery costs the gateway about what a poll does, and Replicate sends one every
+ * 500 ms per prediction: 2,000 videos in flight would bring ~400 a second (bench/RESULTS.md, (h)).
  */
-const WEBHOOK_EVENTS: CreatePredictionRequest['webhookEventsFilter'] = ['start', 'output', 'logs', 'completed'];
+function deliversProgress(model: ModelSpec): boolean {
+  return model.taskType === 'text_gen';
+}
+
+/** The deliveries a task asks for (see deliversProgress). */
+function webhookEvents(model: ModelSpec): CreatePredictionRequest['webhookEventsFilter'] {
+  return deliversProgress(model) ? ['start', 'output', 'logs', 'completed'] : ['start', 'output', 'completed'];
+}
 
 const STAGE: Record<string, number> = { starting: 0, processing: 1 };
 

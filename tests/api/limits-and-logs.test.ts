@@ -106,3 +106,40 @@ describe('logs', () => {
     }
   });
 });
+
+describe('access lines', () => {
+  it('are rate-limited per client and status class (CLIENT_LOG_LINES_PER_10S); a flood of 401s leaves other lines alone', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const sink = new Writable({
+      write(chunk, _enc, cb) {
+        for (const l of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(l));
+        cb();
+      },
+    });
+    const tdb = await freshDb('pglite');
+    const gw = await createGateway({
+      config: testConfig({ AUTH_SECRET: TEST_SECRET, CLIENT_LOG_LINES_PER_10S: '5' }),
+      logger: createLogger({ level: 'info', destination: sink }),
+      db: tdb.db,
+    });
+    const url = await gw.listen();
+    try {
+      const alice = signer.mint('alice');
+      const bob = signer.mint('bob');
+      for (let i = 0; i < 30; i++)
+        expect((await call(`${url}/api/tasks`, { token: 'pyre1.forged.token' })).status).toBe(401);
+      for (let i = 0; i < 8; i++) expect((await call(`${url}/api/tasks`, { token: alice })).status).toBe(200);
+      for (let i = 0; i < 3; i++) expect((await call(`${url}/api/tasks`, { token: bob })).status).toBe(200);
+      for (let i = 0; i < 7; i++) expect((await call(`${url}/api/tasks/nope`, { token: bob })).status).toBe(404);
+      const access = lines.filter((l) => l.msg === 'request');
+      const count = (status: number) => access.filter((l) => l.status === status).length;
+      // 30 refused requests from one address: 5 lines. Alice's 2xx: 5 of 8. Bob's 2xx (3) and 4xx (5 of 7): his own budgets.
+      expect(count(401)).toBe(5);
+      expect(count(200)).toBe(5 + 3);
+      expect(count(404)).toBe(5);
+    } finally {
+      await gw.close();
+      await tdb.drop();
+    }
+  });
+});

@@ -92,7 +92,14 @@ export async function startFrontAndWorker(
   const front = await startGateway('postgres', {
     auth: true,
     tdb,
-    env: { REPLICATE_API_TOKEN: standin.token, REPLICATE_BASE_URL: standin.url, RUNNER_ENABLED: 'false' },
+    env: {
+      REPLICATE_API_TOKEN: standin.token,
+      REPLICATE_BASE_URL: standin.url,
+      RUNNER_ENABLED: 'false',
+      // A thousand sockets from one address (the cross-process suite) beside the suite's other
+      // connections: over the default cap of 1000 per address, the last ones were refused (503).
+      MAX_CONNECTIONS_PER_ADDRESS: '0',
+    },
   });
   const worker = await spawnGateway({
     PYRE_FIXTURE_PG_URL: TEST_PG_URL!,

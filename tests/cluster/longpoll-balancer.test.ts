@@ -2,7 +2,8 @@
  * Issue 12, long-poll across processes: three gateway processes on one PostgreSQL behind HAProxy
  * (round-robin, no stickiness), driven by phoenix.js forced to long-poll through the balancer.
  * Each request of a session may land on any process; the one that holds the session answers
- * through the others (the cluster bus), so the client sees one uninterrupted session.
+ * through the others (the cluster bus), so the client sees one uninterrupted session, even
+ * while the process holding it is stopped gracefully (it hands the session to another).
  */
 import { LongPoll, Socket } from 'phoenix';
 import { TokenSigner } from '../../src/auth/tokens';
@@ -82,18 +83,21 @@ async function sessionsHeldBy(p: GatewayProcess): Promise<number> {
   let tdb: TestDb;
   let hp: Haproxy;
   const procs: GatewayProcess[] = [];
+  let env: Record<string, string>;
 
   beforeAll(async () => {
     standin = await fastStandin();
     tdb = await freshDb('postgres');
     await migrate(tdb.db);
-    const env = {
+    env = {
       ...standinEnv(standin),
       AUTH_SECRET: TEST_SECRET,
       LOG_LEVEL: 'warn',
       PYRE_FIXTURE_PG_URL: TEST_PG_URL!,
       PYRE_FIXTURE_PG_SCHEMA: tdb.schema!,
       PYRE_FIXTURE_RUNNER: JSON.stringify({ leaseMs: 2000, pollIntervalMs: 100, claimIntervalMs: 100 }),
+      // A SIGTERMed process gives its running tasks 1 s, then releases them to the others.
+      PYRE_FIXTURE_STOP_GRACE_MS: '1000',
     };
     procs.push(...(await Promise.all([0, 1, 2].map(() => spawnGateway(env)))));
     hp = await startHaproxy({
@@ -136,6 +140,58 @@ async function sessionsHeldBy(p: GatewayProcess): Promise<number> {
       socket.disconnect();
     }
   }, 90_000);
+
+  it('a session whose owner is SIGTERMed is handed over: no 410, no reconnect, every event once', async () => {
+    await waitFor(
+      'earlier long-poll sessions to expire',
+      async () => (await Promise.all(procs.map(sessionsHeldBy))).every((n) => n === 0),
+      60_000,
+    );
+    // Slow enough that the owner stops mid-task.
+    standin.faults.timelines[IMAGE_MODEL] = { queueMs: 300, processingMs: 6000 };
+    const created = await call(`${hp.url}/api/tasks`, {
+      token: alice,
+      body: { input_data: { type: 'image', prompt: 'owner stopped' } },
+    });
+    const id = created.body.task_id as string;
+    const { socket, opens, errors, closes } = longPollSocket(hp.url);
+    const events: Received[] = [];
+    let lastSeq = 0;
+    try {
+      const channel = socket.channel(`task:${id}`, () => ({ last_seq: lastSeq }));
+      for (const ev of ['status', 'progress', 'image_response'])
+        channel.on(ev, (payload: { seq: number }) => {
+          events.push({ event: ev, payload });
+          lastSeq = Math.max(lastSeq, payload.seq);
+        });
+      await new Promise((resolve, reject) => {
+        channel.join().receive('ok', resolve).receive('error', reject);
+      });
+      await waitFor('a first event', () => events.length > 0, 30_000);
+      const held = await Promise.all(procs.map(sessionsHeldBy));
+      expect(held.filter((n) => n > 0)).toEqual([1]);
+      const owner = held.indexOf(1);
+      // As behind a real balancer: the replacement is up and pointed at, then the owner is SIGTERMed.
+      const next = await spawnGateway(env);
+      await hp.setServer(`g${owner}`, Number(new URL(next.url).port));
+      const old = procs[owner]!;
+      procs[owner] = next;
+      await old.stop();
+      await waitFor('image_response', () => events.find((e) => e.event === 'image_response'), 60_000);
+      expectCleanSequence(events, id);
+      expect(events[events.length - 1]!.payload.status).toBe('success');
+      // One session throughout: no 410 (phoenix.js would close and reconnect), no error, one open.
+      expect(opens).toHaveLength(1);
+      expect(errors).toEqual([]);
+      expect(closes).toEqual([]);
+      // ...now held by a process that did not create it.
+      const after = await Promise.all(procs.map(sessionsHeldBy));
+      expect(after.reduce((a, b) => a + b, 0)).toBe(1);
+    } finally {
+      socket.disconnect();
+      delete standin.faults.timelines[IMAGE_MODEL];
+    }
+  }, 180_000);
 
   it('a session whose owner is killed: phoenix.js reconnects, rejoins with last_seq and misses no event', async () => {
     // The first test's session expires (sessionTimeoutMs) so that the owner of this one is the

@@ -88,6 +88,11 @@ export function haproxyConfig(port: number, socketPath: string, opts: HaproxyOpt
     '  default_backend gateways',
     'backend gateways',
     '  balance roundrobin',
+    // A request sent on a kept-alive connection that a stopping gateway closed at that moment
+    // gets no answer: a GET (a long-poll poll included) is sent again to another server.
+    // A POST is not (it may have been handled).
+    '  retry-on conn-failure empty-response',
+    '  http-request disable-l7-retry if METH_POST',
     ...(health === null ? [] : [`  option httpchk GET ${health}`]),
     ...opts.backends.map((b) => `  server ${b.name} ${b.host ?? '127.0.0.1'}:${b.port}${check}`),
     '',

@@ -1,6 +1,7 @@
 /**
  * Long-poll sessions reachable from any node: two servers joined by an in-memory ClusterBus,
- * raw HTTP. The session lives on A; its requests land on B, which forwards them to A.
+ * raw HTTP. The session lives on A; its requests land on B, which forwards them to A. A node
+ * that drains hands its sessions to the other.
  */
 import { RealtimeServer, type BusMessage, type ClusterBus } from '../../src/realtime';
 import { roomChannel, startServer, type TestServer } from './helpers';
@@ -18,8 +19,10 @@ class MemoryHub {
         this.sent++;
         const copy = JSON.parse(JSON.stringify(message)) as BusMessage;
         setImmediate(() => {
-          if (this.down.has(to) || this.down.has(nodeId)) return;
-          this.handlers.get(to)?.(copy, nodeId);
+          if (this.down.has(nodeId)) return;
+          // '*': every other node.
+          for (const [id, h] of this.handlers)
+            if ((to === '*' ? id !== nodeId : id === to) && !this.down.has(id)) h(copy, nodeId);
         });
       },
       onMessage: (h) => this.handlers.set(nodeId, h),
@@ -179,4 +182,67 @@ test('a gone session’s token in ?token= is not taken for the credential: 410 +
   } finally {
     await guarded.close();
   }
+});
+
+// Held poll answered with the new node's token; channels and undelivered messages carried; old token forwarded.
+test('a draining node hands its sessions over to a live node', async () => {
+  const t1 = (await get(a)).token!;
+  const t2 = (await get(a)).token!;
+  expect(await post(a, t1, [['1', '1', 'room:x', 'phx_join', {}]])).toEqual({ status: 200 });
+  expect(await post(b, t2, [['5', '5', 'room:z', 'phx_join', {}]])).toEqual({ status: 200 });
+  expect((await get(a, t1)).messages).toHaveLength(1); // the join replies
+  expect((await get(b, t2)).messages).toHaveLength(1);
+  // Session 2 has a message it has not polled yet; session 1 has a poll held.
+  a.rt.broadcast('room:z', 'queued', { n: 1 });
+  const held = get(a, t1);
+  await new Promise((r) => setTimeout(r, 50));
+
+  await a.rt.drain();
+  const answered = await held;
+  expect(answered).toEqual({ status: 204, token: expect.stringMatching(/^node_b\./), messages: [] });
+  const [, sid1] = t1.split('.');
+  expect(answered.token!.split('.')[1]).toBe(sid1);
+  expect(a.rt.stats().longpollSessions).toBe(0);
+  expect(b.rt.stats().longpollSessions).toBe(2);
+  expect(a.rt.connections.size).toBe(0);
+
+  // B joined the channels again (no second join reply) and delivers what is broadcast now.
+  b.rt.broadcast('room:x', 'after', { n: 2 });
+  expect(await get(b, answered.token)).toEqual({
+    status: 200,
+    token: answered.token,
+    messages: [JSON.stringify([null, null, 'room:x', 'after', { n: 2 }])],
+  });
+  // Session 2's undelivered message went with it; its old token still works, on either node.
+  const polled = await get(a, t2);
+  expect(polled.token).toMatch(/^node_b\./);
+  expect(polled.messages!.map((m) => JSON.parse(m))).toEqual([[null, null, 'room:z', 'queued', { n: 1 }]]);
+  expect(await post(b, t2, [['5', '6', 'room:z', 'new_msg', { m: 1 }]])).toEqual({ status: 200 });
+  expect(await post(a, t2, [['5', '7', 'room:z', 'new_msg', { m: 2 }]])).toEqual({ status: 200 });
+  const replies = (await get(b, polled.token)).messages!.map((m) => JSON.parse(m));
+  expect(replies).toEqual([
+    ['5', '6', 'room:z', 'phx_reply', OK({ echo: { m: 1 } })],
+    ['5', '7', 'room:z', 'phx_reply', OK({ echo: { m: 2 } })],
+  ]);
+});
+
+test('a draining node with no other node up ends its sessions (410), as Phoenix does', async () => {
+  const token = (await get(a)).token!;
+  hub.down.add('node_b');
+  await a.rt.drain();
+  expect(a.rt.stats().longpollSessions).toBe(0);
+  expect(await post(a, token, [[null, '1', 'phoenix', 'heartbeat', {}]])).toEqual({ status: 410 });
+});
+
+test('a node that closes answers the polls it forwarded 204 (the session lives on elsewhere), not 410', async () => {
+  const token = (await get(a)).token!;
+  expect(await post(a, token, [['1', '1', 'room:w', 'phx_join', {}]])).toEqual({ status: 200 });
+  await get(a, token); // the join reply
+  const held = get(b, token);
+  await new Promise((r) => setTimeout(r, 50));
+  await b.rt.close();
+  expect(await held).toEqual({ status: 204, token, messages: [] });
+  // A released the poll it held for B: what comes next waits for the client's next poll.
+  a.rt.broadcast('room:w', 'next', { n: 3 });
+  expect((await get(a, token)).messages!.map((m) => JSON.parse(m))).toEqual([[null, null, 'room:w', 'next', { n: 3 }]]);
 });

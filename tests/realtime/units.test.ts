@@ -5,6 +5,7 @@ import {
   negotiateSerializer,
   nestedDeeperThan,
   presenceRef,
+  LineBudget,
   RateLimitedLogger,
   ProtocolError,
   V1Serializer,
@@ -227,4 +228,21 @@ test('phx_ref: 16 url-safe base64 characters, unique', () => {
   const refs = new Set(Array.from({ length: 1000 }, () => presenceRef()));
   expect(refs.size).toBe(1000);
   for (const r of refs) expect(r).toMatch(/^[A-Za-z0-9_-]{16}$/);
+});
+
+describe('LineBudget', () => {
+  test('keeps at most maxKeys windows: ended ones are forgotten first, then all', () => {
+    let now = 0;
+    const budget = new LineBudget({ lines: 1, intervalMs: 100 }, () => now, 3);
+    for (const k of ['a', 'b', 'c']) expect(budget.take(k)).toBe(0);
+    expect(budget.take('a')).toBeNull();
+    // A fourth key while the three windows are current: all are forgotten, so 'a' may write again.
+    expect(budget.take('d')).toBe(0);
+    expect(budget.take('a')).toBe(0);
+    expect(budget.take('a')).toBeNull();
+    now = 150;
+    // 'a' and 'd' ended: the new key makes room by dropping ended windows, not current ones.
+    expect(budget.take('e')).toBe(0);
+    expect(budget.take('e')).toBeNull();
+  });
 });

@@ -3,6 +3,8 @@ import * as createTasks from './20261124000001_create_tasks';
 import * as uniquePrediction from './20261124000002_unique_prediction';
 import * as relativeOutputUrls from './20261129000001_relative_output_urls';
 import * as taskRateLimits from './20261129000002_task_rate_limits';
+import * as providerError from './20261130000001_provider_error';
+import * as retentionIndex from './20261130000002_retention_index';
 
 /**
  * The migrations, in order. Listed in code (not discovered on disk) so that the
@@ -13,4 +15,6 @@ export const migrations: ReadonlyArray<[name: string, migration: Knex.Migration]
   ['20261124000002_unique_prediction', uniquePrediction],
   ['20261129000001_relative_output_urls', relativeOutputUrls],
   ['20261129000002_task_rate_limits', taskRateLimits],
+  ['20261130000001_provider_error', providerError],
+  ['20261130000002_retention_index', retentionIndex],
 ];

@@ -26,6 +26,7 @@ import { LocalOutputStore, type OutputStore } from './storage/outputs';
 import { S3OutputStore } from './storage/s3';
 import { requestBase } from './storage/urls';
 import { ModelRegistry } from './tasks/models';
+import { Retention } from './tasks/retention';
 import { TaskService } from './tasks/service';
 
 export interface GatewayOptions {
@@ -108,6 +109,14 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       baseUrlOf,
     });
     server.on('request', app);
+    if (config.retentionDays > 0) {
+      const retention = new Retention(
+        { store: tasks.store, outputs, logger: ctx.logger.child({ component: 'retention' }) },
+        { days: config.retentionDays, now: ctx.now },
+      );
+      retention.start();
+      ctx.closers.push('retention', () => retention.stop());
+    }
     // Registered last, so stopped first: no new work while the rest shuts down.
     ctx.closers.push('runner', () => runner.stop(10_000));
 

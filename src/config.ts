@@ -77,6 +77,7 @@ const EnvSchema = z.object({
   }),
   STORAGE_URL: optionalString,
   DATABASE_WAIT_SECONDS: intFromEnv(0, 3600).default(30),
+  RETENTION_DAYS: intFromEnv(0, 36_500).default(0),
 });
 
 export type Env = z.infer<typeof EnvSchema>;
@@ -132,6 +133,8 @@ export interface Config {
   storage: S3Settings | undefined;
   /** How long start waits for an unreachable DATABASE_URL to come up. */
   databaseWaitSeconds: number;
+  /** Finished tasks older than this many days are deleted with their events and files (0: kept for ever). */
+  retentionDays: number;
 }
 
 /** A setting that cannot be used; the message names the variable. */
@@ -215,6 +218,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     storage,
     databaseWaitSeconds: e.DATABASE_WAIT_SECONDS,
+    retentionDays: e.RETENTION_DAYS,
     metricsToken: e.METRICS_TOKEN,
   };
 }

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { CliError, DEFAULT_URL, EXIT } from './client';
 import { submit, TYPES } from './submit';
 import { listTasks } from './tasks';
+import { cancelTask, getTask, listModels, taskEvents, watchTask } from './task-commands';
 
 // The server side (database, gateway, stand-in) loads only for the commands that run it,
 // so `pyre submit` and `pyre tasks` start quickly.
@@ -77,13 +78,27 @@ function packageVersion(): string {
   }
 }
 
+/** An unknown `--watch` (a natural guess) names the command that does it. */
+function withHints(message: string): string {
+  if (/unknown option '--watch'/.test(message))
+    return `${message.trimEnd()} (to follow a task: pyre watch <id>; pyre submit follows its task unless --detach)\n`;
+  return message;
+}
+
 export function buildCli(): Command {
   const program = new Command('pyre')
     .description('pyre: a Phoenix-channels-compatible realtime gateway for AI generation tasks')
     .version(packageVersion(), '-V, --version', 'print the version')
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : EXIT.usage))
-    .configureOutput({ outputError: (s, write) => write(`pyre: ${s.replace(/^error: /, '')}`) });
+    .configureOutput({ outputError: (s, write) => write(`pyre: ${withHints(s.replace(/^error: /, ''))}`) });
+  serverCommands(program);
+  submitCommand(program);
+  taskCommands(program);
+  return program;
+}
 
+/** The commands that run pyre's own processes: start, migrate, token, standin. */
+function serverCommands(program: Command): void {
   program
     .command('start')
     .description('run the gateway (configuration from the environment, see README)')
@@ -120,7 +135,10 @@ export function buildCli(): Command {
         fail((err as Error).message, EXIT.usage);
       }
     });
+  standinCommand(program);
+}
 
+function standinCommand(program: Command): void {
   program
     .command('standin')
     .description('run the Replicate stand-in (simulated models) for a gateway to use')
@@ -150,37 +168,74 @@ export function buildCli(): Command {
     )
     .option('--virtual', 'a virtual clock, moved by POST /__admin/clock/advance')
     .action(run((opts) => lazy.standin()(opts)));
+}
 
-  clientOptions(
-    program
-      .command('submit')
-      .description('create a task, follow it live with a progress bar (stderr), print the result (stdout)')
-      .argument('<prompt...>', 'the prompt (`-` reads it from standard input)')
-      .addOption(new Option('--type <type>', 'what to make').choices(TYPES).makeOptionMandatory())
-      .option('--model <model>', "a model from GET /api/models (default: the type's default)")
-      .option(
-        '--param <name=value>',
-        'a model parameter; repeat for more (e.g. --param aspect_ratio=16:9)',
-        collect,
-        [] as string[],
-      )
-      .option('--json', 'print the finished task as JSON instead of its URLs or text')
-      .option('--detach', 'print the task id and return at once')
-      .option('--timeout <seconds>', 'give up waiting after this long (exit 124; the task keeps running)', positiveInt)
-      .option('-q, --quiet', 'no progress on stderr'),
+/** --json, --timeout and --quiet, shared by the commands that follow a task. */
+function followOptions(cmd: Command): Command {
+  return cmd
+    .option('--json', 'print the finished task as JSON instead of its URLs or text')
+    .option('--timeout <seconds>', 'give up waiting after this long (exit 124; the task keeps running)', positiveInt)
+    .option('-q, --quiet', 'no progress on stderr');
+}
+
+function submitCommand(program: Command): void {
+  followOptions(
+    clientOptions(
+      program
+        .command('submit')
+        .description('create a task, follow it live with a progress bar (stderr), print the result (stdout)')
+        .argument('<prompt...>', 'the prompt (`-` reads it from standard input)')
+        .addOption(new Option('--type <type>', 'what to make').choices(TYPES).makeOptionMandatory())
+        .option('--model <model>', "a model from `pyre models` (default: the type's default)")
+        .option(
+          '--param <name=value>',
+          'a model parameter; repeat for more (e.g. --param aspect_ratio=16:9)',
+          collect,
+          [] as string[],
+        ),
+    )
+      .option('--detach', 'print the task id and return at once (follow it later with `pyre watch <id>`)')
+      .addOption(new Option('--watch', 'follow the task to its end (the default)').hideHelp()),
   ).action(run((prompt: string[], opts) => submit(prompt, opts)));
+}
 
+/** The commands about existing tasks (and the models they run on). */
+function taskCommands(program: Command): void {
   clientOptions(
     program
       .command('tasks')
-      .description('list your tasks, newest first')
+      .description('list your tasks, newest first (a failed task with its error)')
       .addOption(new Option('--status <status>', 'only tasks in this state').choices(TASK_STATUSES))
       .option('--limit <n>', 'how many (1-200, default 50)', positiveInt)
       .option('--cursor <cursor>', 'the page after the one that printed this cursor (older tasks)')
       .option('--json', 'the API answer as JSON'),
   ).action(run(listTasks));
-
-  return program;
+  followOptions(
+    clientOptions(
+      program.command('watch').description('follow a task (running or finished) to its end, as submit does'),
+    ),
+  )
+    .argument('<id>', 'the task id')
+    .action(run((id: string, opts) => watchTask(id, opts)));
+  clientOptions(program.command('get').description('show a task').argument('<id>', 'the task id'))
+    .option('--json', 'the API answer as JSON')
+    .option('--watch', 'follow the task to its end (as `pyre watch <id>`)')
+    .option('--timeout <seconds>', 'with --watch: give up waiting after this long (exit 124)', positiveInt)
+    .option('-q, --quiet', 'with --watch: no progress on stderr')
+    .action(run((id: string, opts) => (opts.watch ? watchTask(id, opts) : getTask(id, opts))));
+  clientOptions(program.command('cancel').description('cancel a task').argument('<id>', 'the task id'))
+    .option('--json', 'the task as JSON')
+    .action(run((id: string, opts) => cancelTask(id, opts)));
+  clientOptions(program.command('events').description("a task's event log").argument('<id>', 'the task id'))
+    .option('--after <seq>', 'only the events after this seq', (v) => {
+      if (!/^\d+$/.test(v)) throw new InvalidArgumentError('must be a non-negative whole number');
+      return Number(v);
+    })
+    .option('--json', 'the API answer as JSON')
+    .action(run((id: string, opts) => taskEvents(id, opts)));
+  clientOptions(program.command('models').description('the models --model takes, by type'))
+    .option('--json', 'the API answer as JSON')
+    .action(run(listModels));
 }
 
 if (require.main === module) {

@@ -10,12 +10,14 @@ export class ProgressLine {
   private lastLine = '';
   private status = 'queued';
   private progress: number | null = null;
+  /** The realtime connection is down (phoenix.js is reconnecting). */
+  private reconnecting = false;
   private readonly started = Date.now();
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly out: NodeJS.WriteStream = process.stderr,
-    private readonly label = '',
+    private readonly model = '',
     private readonly tty = Boolean(out.isTTY) && process.env.TERM !== 'dumb',
   ) {
     if (this.tty) {
@@ -25,13 +27,34 @@ export class ProgressLine {
   }
 
   update(status: string | undefined, progress: number | null | undefined): void {
+    const wasFinishing = this.finishing();
     const statusChanged = status !== undefined && status !== this.status;
     const progressChanged = progress !== undefined && progress !== this.progress;
     if (status !== undefined) this.status = status;
     if (progress !== undefined) this.progress = progress;
-    if (this.tty) this.draw();
-    else if (statusChanged) this.out.write(`${this.status}${this.progress !== null ? ` ${this.progress}%` : ''}\n`);
+    if (this.tty) return this.draw();
+    if (statusChanged) this.out.write(`${this.status}${this.progress !== null ? ` ${this.progress}%` : ''}\n`);
     else if (progressChanged && this.progress !== null) this.out.write(`progress ${this.progress}%\n`);
+    if (this.finishing() && !wasFinishing) this.out.write(`${FINISHING}\n`);
+  }
+
+  /** The realtime connection went down (false) or came back (true). */
+  connection(up: boolean): void {
+    if (this.reconnecting === !up) return;
+    this.reconnecting = !up;
+    if (this.tty) this.draw();
+    else this.out.write(up ? 'reconnected\n' : `${RECONNECTING}\n`);
+  }
+
+  /** At 100 % and still processing: the provider is done, pyre is storing the output. */
+  private finishing(): boolean {
+    return this.status === 'processing' && this.progress === 100;
+  }
+
+  /** What the status column says. */
+  private label(): string {
+    if (this.reconnecting) return RECONNECTING;
+    return this.finishing() ? FINISHING : this.status.padEnd(10);
   }
 
   private draw(): void {
@@ -42,7 +65,7 @@ export class ProgressLine {
     const bar =
       p === null ? spinner(width, Date.now() - this.started) : `${'█'.repeat(filled)}${'░'.repeat(width - filled)}`;
     const secs = ((Date.now() - this.started) / 1000).toFixed(1);
-    const line = `${bar} ${p === null ? '  …' : `${String(p).padStart(3)}%`}  ${this.status.padEnd(10)} ${secs}s${this.label ? `  ${this.label}` : ''}`;
+    const line = `${bar} ${p === null ? '  …' : `${String(p).padStart(3)}%`}  ${this.label()} ${secs}s${this.model ? `  ${this.model}` : ''}`;
     if (line === this.lastLine) return;
     this.lastLine = line;
     this.out.write(`\r\x1b[2K${line}`);
@@ -73,6 +96,9 @@ export class ProgressLine {
     this.shown = false;
   }
 }
+
+const RECONNECTING = 'reconnecting…';
+const FINISHING = 'finishing (storing the output)';
 
 function spinner(width: number, ms: number): string {
   const pos = Math.floor(ms / 120) % (width + 4);

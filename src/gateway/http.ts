@@ -65,6 +65,7 @@ export function createGatewayHttp(
     taskLimit: opts.taskLimit,
     ...(opts.bus ? { busListening: opts.bus.listening } : {}),
     corsOrigins: config.corsOrigins,
+    providerState: () => provider.health.current(),
     accessLogLimit: clientLogLimit(config),
     observeRequests: metrics.observeRequests,
     ...(opts.baseUrlOf ? { baseUrlOf: (req: IncomingMessage) => opts.baseUrlOf!(req.headers) } : {}),

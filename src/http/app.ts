@@ -28,6 +28,8 @@ export interface HttpDeps {
   busListening?: () => boolean;
   /** The base URL this request reached pyre at (output file URLs are made absolute against it). */
   baseUrlOf?: (req: IncomingMessage) => string;
+  /** Whether the provider takes the gateway's token (`ok`, `unauthorized`, `unreachable`, `checking`). */
+  providerState?: () => { state: string; detail: string | null };
   /** Access lines one client may cause per status class and window (default ACCESS_LOG_LIMIT); false: no limit. */
   accessLogLimit?: LogLimit | false;
   /** Extra routers mounted before the API's 404 (webhooks, files, metrics, dashboard). */
@@ -47,36 +49,7 @@ export function createHttpApp(deps: HttpDeps): Express {
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
   });
-  // Ready: the database answers (within 2 s) and, with several processes, the bus listens.
-  // Not ready is 503 naming why; it returns to 200 by itself when both are back.
-  app.get('/readyz', async (_req, res) => {
-    let timer: NodeJS.Timeout | undefined;
-    let database = 'ok';
-    try {
-      await Promise.race([
-        deps.db.raw('select 1'),
-        new Promise((_, reject) => {
-          timer = setTimeout(() => reject(new Error('no answer within 2 s')), 2000);
-        }),
-      ]);
-    } catch (err) {
-      database = `unreachable (${(err as Error).message})`;
-    } finally {
-      clearTimeout(timer);
-    }
-    const bus = deps.busListening ? (deps.busListening() ? 'ok' : 'reconnecting') : undefined;
-    if (database === 'ok' && bus !== 'reconnecting') {
-      res.json({ status: 'ok', database, ...(bus ? { bus } : {}) });
-      return;
-    }
-    const why = [database !== 'ok' ? `database ${database}` : '', bus === 'reconnecting' ? 'bus reconnecting' : '']
-      .filter(Boolean)
-      .join('; ');
-    res.setHeader('Retry-After', String(DATABASE_RETRY_AFTER_S));
-    res
-      .status(503)
-      .json({ status: 'unavailable', database, ...(bus ? { bus } : {}), errors: { detail: `not ready: ${why}` } });
-  });
+  app.get('/readyz', readiness(deps));
 
   app.get('/api/models', (_req, res) => {
     res.json({ data: deps.tasks.registry.describe() });
@@ -88,4 +61,54 @@ export function createHttpApp(deps: HttpDeps): Express {
   app.use('/api', notFoundRoute);
   app.use(errorHandler);
   return app;
+}
+
+/** The database's answer to `select 1` within 2 s: `ok`, or why not. */
+async function databaseState(db: Db): Promise<string> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      db.raw('select 1'),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error('no answer within 2 s')), 2000);
+      }),
+    ]);
+    return 'ok';
+  } catch (err) {
+    return `unreachable (${(err as Error).message})`;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Ready: the database answers (within 2 s), with several processes the bus listens, and the
+ * provider has not refused the token. Not ready is 503 naming why; it returns to 200 by itself
+ * when the cause is gone. The provider's state is reported either way; only a refused token
+ * (`unauthorized`: every task would fail, a deployment to hold back) makes it 503. An unreachable
+ * provider does not: tasks wait and retry, and reading tasks and the realtime feed still work.
+ */
+function readiness(deps: HttpDeps): RequestHandler {
+  return async (_req, res) => {
+    const database = await databaseState(deps.db);
+    const bus = deps.busListening ? (deps.busListening() ? 'ok' : 'reconnecting') : undefined;
+    const provider = deps.providerState?.();
+    const report = {
+      database,
+      ...(bus ? { bus } : {}),
+      ...(provider ? { provider: provider.state } : {}),
+      ...(provider?.detail ? { provider_detail: provider.detail } : {}),
+    };
+    const why = [
+      database !== 'ok' ? `database ${database}` : '',
+      bus === 'reconnecting' ? 'bus reconnecting' : '',
+      provider?.state === 'unauthorized' ? 'the provider refused REPLICATE_API_TOKEN' : '',
+    ].filter(Boolean);
+    if (why.length === 0) {
+      res.json({ status: 'ok', ...report });
+      return;
+    }
+    res.setHeader('Retry-After', String(DATABASE_RETRY_AFTER_S));
+    res.status(503).json({ status: 'unavailable', ...report, errors: { detail: `not ready: ${why.join('; ')}` } });
+  };
 }

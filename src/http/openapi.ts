@@ -332,7 +332,7 @@ function operationsPaths(): Schema {
     '/readyz': {
       get: {
         operationId: 'ready',
-        summary: 'Readiness (database reachable)',
+        summary: 'Readiness: the database answers and the provider has not refused the token (its state is reported)',
         security: [],
         responses: { 200: json({ type: 'object' }, 'ready'), 503: err('not ready') },
       },

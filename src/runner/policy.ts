@@ -2,6 +2,7 @@ import { isDatabaseUnavailable } from './database';
 import { isProviderError } from '../providers/types';
 import type { RetryPolicy } from '../retry';
 import type { TaskError } from '../tasks/task';
+import { refusedRequest } from './failure';
 
 export type { RetryPolicy } from '../retry';
 
@@ -48,7 +49,7 @@ export const DATABASE_SNOOZE_MS = 1000;
  */
 export type RunOutcome =
   | { kind: 'done' }
-  | { kind: 'fail'; error: TaskError }
+  | { kind: 'fail'; error: TaskError; providerError?: string | null }
   | { kind: 'retry'; reason: string }
   | { kind: 'snooze'; delayMs: number; reason: string }
   | { kind: 'release' };
@@ -63,20 +64,7 @@ export function outcomeOf(err: unknown): RunOutcome {
   if (isProviderError(err)) {
     switch (err.kind) {
       case 'permanent':
-        return {
-          kind: 'fail',
-          error: {
-            code:
-              err.status === 422
-                ? 'provider_invalid_input'
-                : err.status === 401 || err.status === 402
-                  ? 'provider_unauthorized'
-                  : err.status === 404
-                    ? 'provider_not_found'
-                    : 'provider_rejected',
-            message: err.detail ?? err.title ?? err.message,
-          },
-        };
+        return { kind: 'fail', ...refusedRequest(err) };
       case 'rate_limited':
         return { kind: 'snooze', delayMs: err.retryAfterMs ?? 5000, reason: 'provider rate limit' };
       case 'transient':

@@ -2,6 +2,7 @@ import type { Logger } from '../log';
 import type { Provider } from '../providers/types';
 import { backoffMs, type RetryPolicy } from '../retry';
 import type { TaskService } from '../tasks/service';
+import { taskError } from '../tasks/events';
 import { TERMINAL, type TaskError } from '../tasks/task';
 import type { RunOutcome } from './policy';
 import { finishTask } from './task-writer';
@@ -29,7 +30,7 @@ export async function settle(deps: SettleDeps, taskId: string, outcome: RunOutco
       return;
     case 'fail':
       log.warn({ code: outcome.error.code }, 'task failed');
-      return giveUp(deps, taskId, outcome.error, log);
+      return giveUp(deps, taskId, outcome.error, log, outcome.providerError ?? null);
     case 'release':
       // Handed back (shutdown, lost lease): not a failed try, so the claim's try is given
       // back, as a snooze does. Also when another process has taken the task over (its own
@@ -65,8 +66,11 @@ async function retryLater(deps: SettleDeps, taskId: string, reason: string, log:
   const cur = await tasks.find(taskId);
   if (!cur || TERMINAL.has(cur.status) || cur.lease_owner !== owner) return;
   if (cur.attempts >= Math.min(cur.max_attempts, retry.attempts)) {
-    const error = { code: 'retries_exhausted', message: `gave up after ${cur.attempts} attempts: ${reason}` };
-    return giveUp(deps, taskId, error, log);
+    const error = taskError(
+      'retries_exhausted',
+      `the generation service could not be reached after ${cur.attempts} attempts; try again later`,
+    );
+    return giveUp(deps, taskId, error, log, reason);
   }
   const delay = backoffMs(retry, cur.attempts);
   const runAfter = new Date(deps.now().getTime() + delay);
@@ -79,7 +83,13 @@ async function retryLater(deps: SettleDeps, taskId: string, reason: string, log:
  * canceling one that has ended changes nothing): no retry will follow it, so left running
  * it would only be billed, its output thrown away.
  */
-async function giveUp(deps: SettleDeps, taskId: string, error: TaskError, log: Logger): Promise<void> {
+async function giveUp(
+  deps: SettleDeps,
+  taskId: string,
+  error: TaskError,
+  log: Logger,
+  providerError: string | null = null,
+): Promise<void> {
   const holdsLease = (cur: { lease_owner: string | null }) => cur.lease_owner === deps.owner;
   const cur = await deps.tasks.find(taskId);
   if (!cur || TERMINAL.has(cur.status) || !holdsLease(cur)) return;
@@ -89,5 +99,5 @@ async function giveUp(deps: SettleDeps, taskId: string, error: TaskError, log: L
       .cancel(cur.prediction_id)
       .catch((err) => log.warn({ err: String(err), prediction_id: cur.prediction_id }, 'cancel on giving up failed'));
   }
-  await finishTask(deps.tasks, taskId, holdsLease, { status: 'failed', error });
+  await finishTask(deps.tasks, taskId, holdsLease, { status: 'failed', error, providerError });
 }

@@ -8,6 +8,7 @@ import {
 } from '../providers/types';
 import { sleep, type OnWake } from '../retry';
 import type { ModelSpec } from '../tasks/models';
+import { taskError } from '../tasks/events';
 import { TERMINAL, type TaskRow } from '../tasks/task';
 import { outcomeOf, pollDelayMs, type RunOutcome } from './policy';
 import { CANCELED_BY_USER } from '../tasks/events';
@@ -71,7 +72,7 @@ export class TaskRun {
     if (!model)
       return {
         kind: 'fail',
-        error: { code: 'unsupported_model', message: `model ${this.row.model} is not in the registry` },
+        error: taskError('unsupported_model', `model ${this.row.model} is no longer available`),
       };
     try {
       if (this.row.cancel_requested) return await this.cancelBeforeFollowing(model);
@@ -247,7 +248,7 @@ export class TaskRun {
       const seconds = Math.round(model.deadlineMs / 1000);
       return {
         kind: 'fail',
-        error: { code: 'timeout', message: `no result within ${seconds} s; the prediction was canceled` },
+        error: taskError('timeout', `no result within ${seconds} s; the generation was canceled`),
       };
     }
     await this.poll(model, f);

@@ -4,8 +4,12 @@ import type { OutputOpener, OutputStore } from '../storage/outputs';
 import type { ModelSpec } from '../tasks/models';
 import type { TaskService } from '../tasks/service';
 import { TERMINAL, type TaskError, type TaskOutput } from '../tasks/task';
-import { CANCELED_BY_USER, kindOf } from '../tasks/events';
+import { CANCELED_BY_USER, kindOf, taskError } from '../tasks/events';
+import { failedPrediction } from './failure';
 import type { AnnouncedText, MayWrite } from './text-stream';
+
+/** The error of a task the user canceled. */
+export { CANCELED_BY_USER };
 
 /** How a task ends. */
 export interface TaskEnd {
@@ -13,6 +17,8 @@ export interface TaskEnd {
   error?: TaskError | null;
   output?: TaskOutput;
   providerOutput?: unknown;
+  /** The provider's own words about a failure (operators only). */
+  providerError?: string | null;
 }
 
 /** End a task (unless it ended already, or `may` refuses the write). */
@@ -26,6 +32,7 @@ export async function finishTask(tasks: TaskService, taskId: string, may: MayWri
             error: end.error ?? null,
             ...(end.output ? { output: end.output } : {}),
             ...(end.providerOutput !== undefined ? { provider_output: end.providerOutput } : {}),
+            ...(end.providerError ? { provider_error: end.providerError } : {}),
           },
         },
   );
@@ -62,10 +69,7 @@ export class TaskWriter {
         await this.succeeded(prediction, p.signal);
         return true;
       case 'failed':
-        await this.finish({
-          status: 'failed',
-          error: { code: 'provider_failed', message: prediction.error ?? 'the prediction failed' },
-        });
+        await this.finish({ status: 'failed', ...failedPrediction(prediction.error) });
         return true;
       case 'canceled':
       case 'aborted':
@@ -93,11 +97,7 @@ export class TaskWriter {
     }
     const normalized = normalizeOutput(kindOf(taskType).kind, prediction.output);
     const theirs = normalized && 'urls' in normalized ? normalized.urls : [];
-    if (theirs.length === 0)
-      return this.finish({
-        status: 'failed',
-        error: { code: 'no_output', message: 'the provider reported success without an output file' },
-      });
+    if (theirs.length === 0) return this.finish({ status: 'failed', error: taskError('no_output') });
     const ours = await this.deps.outputs.copy(this.task.id, theirs, this.deps.openOutput, signal);
     await this.finish({ status: 'succeeded', output: { urls: ours }, providerOutput: { urls: theirs } });
   }
@@ -108,7 +108,8 @@ export class TaskWriter {
     if (cur?.cancel_requested) return this.finish({ status: 'canceled', error: CANCELED_BY_USER });
     await this.finish({
       status: 'failed',
-      error: { code: 'provider_canceled', message: `the prediction was ${status} by the provider` },
+      error: taskError('provider_canceled'),
+      providerError: `the prediction was ${status} by the provider`,
     });
   }
 

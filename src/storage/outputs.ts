@@ -23,6 +23,8 @@ export type OutputOpener = (
 export interface OutputStore {
   /** Copy each URL; returns pyre's paths (`/files/…`, relative to the gateway), in order. */
   copy(taskId: string, urls: string[], open: OutputOpener, signal?: AbortSignal): Promise<string[]>;
+  /** Deletes every stored file of these tasks (retention); tasks with none are fine. */
+  remove(taskIds: string[]): Promise<void>;
   /** Serves stored files at /files. */
   router(): Router;
 }
@@ -83,6 +85,14 @@ export class LocalOutputStore implements OutputStore {
       out.push(outputPath(taskId, name));
     }
     return out;
+  }
+
+  async remove(taskIds: string[]): Promise<void> {
+    for (const id of taskIds) {
+      // Only a task id names a directory here (never a path from elsewhere).
+      if (!/^[0-9a-f-]{36}$/.test(id)) throw new Error(`not a task id: ${JSON.stringify(id)}`);
+      await fs.promises.rm(path.join(this.dir, id), { recursive: true, force: true });
+    }
   }
 
   router(): Router {

@@ -3,7 +3,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
-import { GetObjectCommand, PutObjectCommand, S3Client, S3ServiceException } from '@aws-sdk/client-s3';
+import {
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  S3ServiceException,
+} from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { Router } from 'express';
 import type { Logger } from '../log';
@@ -71,6 +78,26 @@ export class S3OutputStore implements OutputStore {
       await fs.promises.rm(spool, { recursive: true, force: true });
     }
     return out;
+  }
+
+  /** Every object under each task's prefix, listed and deleted (up to 1000 a request). */
+  async remove(taskIds: string[]): Promise<void> {
+    for (const id of taskIds) {
+      if (!/^[0-9a-f-]{36}$/.test(id)) throw new Error(`not a task id: ${JSON.stringify(id)}`);
+      for (;;) {
+        const listed = await this.client.send(
+          new ListObjectsV2Command({ Bucket: this.settings.bucket, Prefix: this.key(id, ''), MaxKeys: 1000 }),
+        );
+        const keys = (listed.Contents ?? []).flatMap((o) => (o.Key ? [{ Key: o.Key }] : []));
+        if (keys.length === 0) break;
+        const deleted = await this.client.send(
+          new DeleteObjectsCommand({ Bucket: this.settings.bucket, Delete: { Objects: keys, Quiet: true } }),
+        );
+        if (deleted.Errors?.length)
+          throw new Error(`the object store did not delete ${deleted.Errors.length} file(s) of task ${id}`);
+        if (!listed.IsTruncated) break;
+      }
+    }
   }
 
   router(): Router {

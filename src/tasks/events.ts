@@ -56,11 +56,70 @@ export const TASK_STATUSES = ['queued', 'processing', 'succeeded', 'failed', 'ca
 export const taskStatusSchema = z.enum(TASK_STATUSES);
 export type TaskStatus = z.infer<typeof taskStatusSchema>;
 
+/**
+ * Why a task failed: the stable codes an app acts on, each with what it means and the message an
+ * end user sees. The message never carries the provider's own words (they may name the operator's
+ * billing page or the model's internals); those go to the logs and the task's `provider_error`
+ * column, for operators.
+ */
+export const TASK_ERRORS = {
+  canceled: { means: 'the user canceled the task', message: 'canceled by the user' },
+  content_refused: {
+    means: "the provider's safety filter refused the prompt or the result: change the prompt (or the images)",
+    message: 'the request was refused by the content safety filter; change the prompt and try again',
+  },
+  invalid_input: {
+    means: 'the provider refused the input (a parameter or image it cannot use): change the input',
+    message: 'the model could not use this input; check the parameters and images',
+  },
+  provider_unavailable: {
+    means:
+      "the provider will not run tasks for this gateway (out of credit or capacity, credentials refused, model unavailable): an operator problem, not the user's; try again later",
+    message: 'the generation service is unavailable right now (an operator problem); try again later',
+  },
+  timeout: {
+    means: "no result within the model's deadline; the prediction was canceled",
+    message: 'no result in time; the generation was canceled',
+  },
+  provider_failed: {
+    means: 'the model failed while running (a crash, out of memory, an internal error): trying again may work',
+    message: 'the model failed while generating; try again',
+  },
+  provider_canceled: {
+    means: 'the provider canceled or aborted the prediction (not the user)',
+    message: 'the generation was stopped by the provider; try again',
+  },
+  no_output: {
+    means: 'the provider reported success without an output file',
+    message: 'the generation finished without a result; try again',
+  },
+  retries_exhausted: {
+    means: 'the provider could not be reached (or kept failing) on every try: try again later',
+    message: 'the generation service could not be reached; try again later',
+  },
+  unsupported_model: {
+    means: 'the task names a model this gateway no longer has',
+    message: 'this model is no longer available',
+  },
+} as const satisfies Record<string, { means: string; message: string }>;
+
+export type TaskErrorCode = keyof typeof TASK_ERRORS;
+export const TASK_ERROR_CODES = Object.keys(TASK_ERRORS) as [TaskErrorCode, ...TaskErrorCode[]];
+
 export const taskErrorSchema = z.object({
-  code: z.string().describe('machine-readable: canceled, provider_failed, no_output, ...'),
-  message: z.string(),
+  code: z
+    .enum(TASK_ERROR_CODES)
+    .describe(
+      `machine-readable and stable: ${TASK_ERROR_CODES.map((c) => `\`${c}\` (${TASK_ERRORS[c].means})`).join('; ')}`,
+    ),
+  message: z.string().describe("for the end user; never the provider's own text"),
 });
 export type TaskError = z.infer<typeof taskErrorSchema>;
+
+/** The error with `code`, and its end-user message unless another (ours, never the provider's) is given. */
+export function taskError(code: TaskErrorCode, message?: string): TaskError {
+  return { code, message: message ?? TASK_ERRORS[code].message };
+}
 
 /** What a finished task produced: file URLs (image, video) or text. */
 export const taskOutputSchema = z.union([z.object({ urls: z.array(z.url()) }), z.object({ text: z.string() })]);
@@ -69,7 +128,7 @@ export type TaskOutput = z.infer<typeof taskOutputSchema>;
 const percent = z.number().int().min(0).max(100);
 
 /** The error a task canceled at its user's request ends with. */
-export const CANCELED_BY_USER: TaskError = { code: 'canceled', message: 'canceled by the user' };
+export const CANCELED_BY_USER: TaskError = taskError('canceled');
 
 // ---- the events ---------------------------------------------------------------------------------
 

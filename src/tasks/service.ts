@@ -31,6 +31,8 @@ export interface TaskChange {
   output?: TaskOutput | null;
   provider_output?: unknown;
   error?: TaskError | null;
+  /** The provider's own words about a failure (operators only: logged, and kept on the row). */
+  provider_error?: string | null;
   attempts?: number;
   prediction_id?: string | null;
   create_attempted_at?: Date | null;
@@ -304,6 +306,11 @@ export class TaskService {
         }
         if (next === 'processing' && !cur.started_at) patch.started_at = now;
         if (TERMINAL.has(next)) {
+          if (change.provider_error)
+            this.logger.warn(
+              { task_id: id, code: change.error?.code, provider_error: change.provider_error },
+              'task failed at the provider',
+            );
           patch.completed_at = now;
           patch.lease_owner = null;
           patch.lease_expires_at = null;

@@ -65,6 +65,18 @@ FROM picked WHERE tasks.id = picked.id
 RETURNING tasks.*`;
 
 /**
+ * Retention's batch, locked: finished tasks that ended before the cutoff, oldest first. SKIP
+ * LOCKED: processes sweeping at once take different tasks and never wait on each other (or on a
+ * task another statement holds).
+ */
+const EXPIRED_SQL = `
+SELECT id FROM tasks
+WHERE status IN ('succeeded', 'failed', 'canceled') AND completed_at < :before
+ORDER BY completed_at ASC
+LIMIT :limit
+FOR UPDATE SKIP LOCKED`;
+
+/**
  * Claims take this transaction-scoped advisory lock first, so that two processes never count the
  * same in-flight tasks and both fill the same room ('pyre' in ASCII).
  */
@@ -282,6 +294,31 @@ export class TaskStore {
       .whereNotIn('status', [...TERMINAL])
       .select('id')) as Array<{ id: string }>;
     return rows.map((r) => r.id);
+  }
+
+  /**
+   * Retention: deletes up to `limit` finished tasks that ended before `before`, with their events
+   * (ON DELETE CASCADE), in one transaction. `beforeDelete` runs on the locked batch first (it
+   * deletes the output files): if it throws, nothing is deleted and a later sweep tries again.
+   * Unfinished tasks are never taken, however old. Returns the ids deleted.
+   */
+  async deleteFinished(
+    q: { before: Date; limit: number },
+    beforeDelete: (ids: string[]) => Promise<void>,
+  ): Promise<string[]> {
+    return this.db.transaction(async (trx) => {
+      const picked = (await trx.raw(EXPIRED_SQL, { before: q.before, limit: q.limit })) as {
+        rows: Array<{ id: string }>;
+      };
+      const ids = picked.rows.map((r) => r.id);
+      if (ids.length === 0) return [];
+      await beforeDelete(ids);
+      await trx('tasks')
+        .whereIn('id', ids)
+        .whereIn('status', [...TERMINAL])
+        .delete();
+      return ids;
+    });
   }
 
   /** How many tasks are in each status, and the retries they took (tries beyond the first). */

@@ -36,6 +36,8 @@ export interface TaskRow {
   output: TaskOutput | null;
   provider_output: unknown;
   error: TaskError | null;
+  /** The provider's own words about a failure, for operators (never in an API answer). */
+  provider_error: string | null;
   attempts: number;
   max_attempts: number;
   prediction_id: string | null;

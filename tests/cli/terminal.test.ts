@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
+import { ProgressLine } from '../../src/cli/progress';
 import { startDemoGateway, type DemoGateway } from '../dashboard/helpers';
 
 const BIN = path.join(__dirname, '..', '..', 'bin', 'pyre.js');
@@ -90,5 +91,54 @@ describe('pyre in a terminal', () => {
     const start = shown.indexOf(want[0]!);
     expect(start).toBeGreaterThanOrEqual(0);
     expect(shown.slice(start, start + want.length)).toEqual(want);
+  });
+});
+
+describe('the progress line on a terminal', () => {
+  /** A stream that records what a terminal would receive. */
+  function fakeTerminal(): { out: NodeJS.WriteStream; bytes: () => string } {
+    let bytes = '';
+    const out = { isTTY: true, write: (s: string) => ((bytes += s), true) } as unknown as NodeJS.WriteStream;
+    return { out, bytes: () => bytes };
+  }
+
+  test('a video at 100 % still processing says it is finishing (storing the output), then succeeded', () => {
+    const t = fakeTerminal();
+    const bar = new ProgressLine(t.out, 'bytedance/seedance-1-pro', true);
+    bar.update('processing', 99);
+    expect(screen(t.bytes()).at(-1)).toMatch(/ 99% {2}processing /);
+    bar.update(undefined, 100);
+    expect(screen(t.bytes()).at(-1)).toMatch(
+      /100% {2}finishing \(storing the output\) [\d.]+s {2}bytedance\/seedance-1-pro$/,
+    );
+    bar.update('succeeded', 100);
+    bar.done();
+    expect(screen(t.bytes()).at(-2)).toMatch(/100% {2}succeeded /);
+  });
+
+  test('"reconnecting…" replaces the status while the connection is down, and goes when it is back', () => {
+    const t = fakeTerminal();
+    const bar = new ProgressLine(t.out, 'm', true);
+    bar.update('processing', 40);
+    bar.connection(false);
+    expect(screen(t.bytes()).at(-1)).toMatch(/ 40% {2}reconnecting… /);
+    bar.connection(true);
+    expect(screen(t.bytes()).at(-1)).toMatch(/ 40% {2}processing /);
+    bar.done();
+  });
+
+  test('piped (no terminal): one line for each, no carriage returns', () => {
+    let text = '';
+    const out = { isTTY: false, write: (s: string) => ((text += s), true) } as unknown as NodeJS.WriteStream;
+    const bar = new ProgressLine(out, 'm', false);
+    bar.update('processing', 90);
+    bar.update(undefined, 100);
+    bar.connection(false);
+    bar.connection(true);
+    bar.update('succeeded', 100);
+    bar.done();
+    expect(text).toBe(
+      'processing 90%\nprogress 100%\nfinishing (storing the output)\nreconnecting…\nreconnected\nsucceeded 100%\n',
+    );
   });
 });

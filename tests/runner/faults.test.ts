@@ -70,7 +70,7 @@ describe.each(BACKENDS)('runner on %s: provider faults', (backend) => {
     expect(t.output.text).toContain('answering as openai/gpt-4.1');
   });
 
-  it('a provider 422 fails the task at once after one attempt, naming the provider message', async () => {
+  it('a provider 422 fails the task at once after one attempt: invalid_input, the provider message kept for operators', async () => {
     const detail = '- input.prompt: prompt was rejected by the stand-in\n';
     env.standin.faults.inject({ op: 'create', action: { kind: 'status', status: 422, detail } });
     const prompt = 'rejected';
@@ -80,18 +80,20 @@ describe.each(BACKENDS)('runner on %s: provider faults', (backend) => {
       return x.status === 'failed' ? x : null;
     });
     expect(t.attempts).toBe(1);
-    expect(t.error.code).toBe('provider_invalid_input');
-    expect(t.error.message).toContain('prompt was rejected by the stand-in');
+    expect(t.error.code).toBe('invalid_input');
+    expect(t.error.message).not.toContain('stand-in');
+    expect((await env.gw.tasks.find(id))!.provider_error).toContain('prompt was rejected by the stand-in');
     expect(createsFor(env.standin, prompt)).toHaveLength(1);
     // Nothing else happens to it afterwards.
     await new Promise((r) => setTimeout(r, 300));
     expect(createsFor(env.standin, prompt)).toHaveLength(1);
     const ev = await events(env.url, id);
     expect(ev.map((e) => e.event)).toEqual(['status', 'status', 'image_response']);
-    expect(ev[2].payload).toMatchObject({ status: 'failed', error: { code: 'provider_invalid_input' } });
+    expect(ev[2].payload).toMatchObject({ status: 'failed', error: { code: 'invalid_input' } });
+    expect(JSON.stringify(ev)).not.toContain('stand-in');
   });
 
-  it('a provider 402 (no credit) fails the task at once with the provider message', async () => {
+  it("a provider 402 (no credit) fails the task at once as an operator problem; the billing text is not the user's", async () => {
     env.standin.faults.noCredit = true;
     const prompt = 'no credit';
     const id = await createTask(env.url, { type: 'text', prompt });
@@ -99,8 +101,11 @@ describe.each(BACKENDS)('runner on %s: provider faults', (backend) => {
       const x = await getTask(env.url, id);
       return x.status === 'failed' ? x : null;
     });
-    expect(t).toMatchObject({ attempts: 1, error: { code: 'provider_unauthorized' } });
-    expect(t.error.message).toContain('insufficient credit');
+    expect(t).toMatchObject({ attempts: 1, error: { code: 'provider_unavailable' } });
+    expect(t.error.message).toMatch(/operator/);
+    const ev = await events(env.url, id);
+    expect(JSON.stringify([t, ev])).not.toMatch(/billing|insufficient credit|replicate\.com/i);
+    expect((await env.gw.tasks.find(id))!.provider_error).toMatch(/HTTP 402 .*insufficient credit.*\/account\/billing/);
     expect(createsFor(env.standin, prompt)).toHaveLength(1);
   });
 
@@ -123,14 +128,29 @@ describe.each(BACKENDS)('runner on %s: provider faults', (backend) => {
     expect(ev.filter((e) => e.event === 'image_response')).toHaveLength(1);
   });
 
-  it('a prediction that fails at the provider fails the task with its error, not retried', async () => {
+  it('a prediction refused by the safety filter fails as content_refused, not retried; E005 is for operators', async () => {
     env.standin.faults.nextOutcome({ type: 'safety' }, 'google/imagen-4-fast');
     const prompt = 'unsafe';
     const id = await createTask(env.url, { type: 'image', prompt });
     const t = await runToEnd(env, id);
-    expect(t).toMatchObject({ status: 'failed', attempts: 1, error: { code: 'provider_failed' } });
-    expect(t.error.message).toContain('E005');
+    expect(t).toMatchObject({ status: 'failed', attempts: 1, error: { code: 'content_refused' } });
+    expect(t.error.message).not.toContain('E005');
+    expect(t.error.message).toMatch(/change the prompt/);
+    expect((await env.gw.tasks.find(id))!.provider_error).toContain('E005');
     expect(createsFor(env.standin, prompt)).toHaveLength(1);
+  });
+
+  it('input a model refuses after accepting it fails as invalid_input; a model crash as provider_failed', async () => {
+    env.standin.faults.nextOutcome({ type: 'input_validation' }, 'google/imagen-4-fast');
+    const bad = await createTask(env.url, { type: 'image', prompt: 'late validation' });
+    expect(await runToEnd(env, bad)).toMatchObject({ status: 'failed', error: { code: 'invalid_input' } });
+    const crash = 'CUDA out of memory. Tried to allocate 2.00 GiB';
+    env.standin.faults.nextOutcome({ type: 'fail', error: crash }, 'google/imagen-4-fast');
+    const oom = await createTask(env.url, { type: 'image', prompt: 'out of memory' });
+    const t = await runToEnd(env, oom);
+    expect(t).toMatchObject({ status: 'failed', error: { code: 'provider_failed' } });
+    expect(t.error.message).not.toContain('CUDA');
+    expect((await env.gw.tasks.find(oom))!.provider_error).toBe(crash);
   });
 
   it('our deadline cancels the prediction at the provider', async () => {

@@ -356,6 +356,23 @@ export class ReplicateClient implements Provider {
     return matches[0]!;
   }
 
+  /**
+   * GET /account: whom the token belongs to. A cheap authenticated call, made once at start to
+   * check REPLICATE_API_TOKEN (a refused token is a `permanent` 401). Retried as any read: bound
+   * it with `signal`.
+   */
+  async account(opts: RequestOptions = {}): Promise<{ username: string | null; type: string | null }> {
+    const url = `${this.baseUrl}/account`;
+    const json = (await this.call('read', 'GET', url, { signal: opts.signal })) as {
+      username?: unknown;
+      type?: unknown;
+    } | null;
+    return {
+      username: typeof json?.username === 'string' ? json.username : null,
+      type: typeof json?.type === 'string' ? json.type : null,
+    };
+  }
+
   /** GET /webhooks/default/secret: the `whsec_...` key webhook deliveries are signed with. */
   async getWebhookSecret(opts: RequestOptions = {}): Promise<string> {
     const url = `${this.baseUrl}/webhooks/default/secret`;

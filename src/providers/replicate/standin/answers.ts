@@ -88,6 +88,7 @@ export function route(method: string, path: string): { op: RouteOp; params: stri
   if (method === 'POST' && (m = /^\/v1\/predictions\/([^/]+)\/cancel$/.exec(path)))
     return { op: 'cancel', params: [m[1]!] };
   if (method === 'GET' && path === '/v1/webhooks/default/secret') return { op: 'secret', params: [] };
+  if (method === 'GET' && path === '/v1/account') return { op: 'account', params: [] };
   if (method === 'GET' && (m = /^\/v1\/models\/([^/]+)\/([^/]+)$/.exec(path)))
     return { op: 'model', params: [decodeURIComponent(m[1]!), decodeURIComponent(m[2]!)] };
   if (method === 'GET' && (m = /^\/v1\/streams\/([^/]+)$/.exec(path))) return { op: 'stream', params: [m[1]!] };

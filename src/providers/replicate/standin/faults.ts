@@ -1,7 +1,7 @@
 import type { Timeline } from './models';
 
 /** Which kind of request a fault applies to. */
-export type FaultOp = 'create' | 'get' | 'cancel' | 'list' | 'secret' | 'model' | 'stream' | 'file' | 'any';
+export type FaultOp = 'create' | 'get' | 'cancel' | 'list' | 'secret' | 'model' | 'account' | 'stream' | 'file' | 'any';
 
 export type FaultAction =
   /** Answer with this status (429 gets a throttle body and `Retry-After`; others a problem body). */

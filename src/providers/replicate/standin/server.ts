@@ -384,6 +384,14 @@ class StandinServer {
         return this.send(res, rec, this.list(x.url), { slowMs });
       case 'secret':
         return this.send(res, rec, { status: 200, body: { key: this.webhookSecret } }, { slowMs });
+      case 'account':
+        // Replicate's GET /v1/account: whom the token belongs to (a cheap authenticated call).
+        return this.send(
+          res,
+          rec,
+          { status: 200, body: { type: 'organization', username: 'standin', name: 'Replicate stand-in' } },
+          { slowMs },
+        );
       case 'model': {
         const m = modelOf(params[0]!, params[1]!);
         if (!m) return this.send(res, rec, NOT_FOUND());

@@ -30,8 +30,10 @@ describeBrowser('dashboard in headless Chromium', () => {
     await env?.close();
   });
 
-  /** Signs in with a token, then submits an image task; returns the new task's card. */
-  /** Signs in, checks the form, submits `prompt`; with `transport`, only once connected over it. */
+  /**
+   * Signs in with a token, then submits an image task (with `transport`, only once connected over
+   * it); returns the new task's card.
+   */
   async function signInAndSubmit(page: Page, user: string, prompt: string, transport?: 'long-poll') {
     page.setDefaultTimeout(10_000);
     await page.goto(`${env.url}/?debug`);

@@ -20,7 +20,7 @@ export const TEMPLATE_ENV = 'PYRE_TEST_PGLITE_TEMPLATE';
 export default async function globalSetup(): Promise<void> {
   if (!process.env.PYRE_TEST_DATABASE_URL) {
     process.stdout.write(
-      '\npyre tests: PGlite only; the PostgreSQL half is skipped. To include it: ' +
+      '\npyre tests: PGlite only; the PostgreSQL half (and the database outage suite) is skipped. To include it: ' +
         'PYRE_TEST_DATABASE_URL=postgres://user@host:5432/db npm test\n',
     );
   }

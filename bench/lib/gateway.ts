@@ -4,7 +4,7 @@
  * recording. The gateway's own CPU is read from /proc for the process and its cluster workers.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { nowMs, sleep } from './clock';
@@ -42,6 +42,18 @@ export interface GatewayProc {
   url: string;
 }
 
+/**
+ * The gateway as the scenarios run it: `src/main.ts` under tsx by default; with PYRE_BENCH_BUILT=1
+ * the compiled `dist/src/main.js` as production runs it (`npm run build` first), which leaves out
+ * tsx's compiler and its caches from the gateway's memory.
+ */
+function gatewayEntry(): string[] {
+  if (process.env.PYRE_BENCH_BUILT !== '1') return ['--import', 'tsx', join(BENCH_DIR, '..', 'src', 'main.ts')];
+  const main = join(BENCH_DIR, '..', 'dist', 'src', 'main.js');
+  if (!existsSync(main)) throw new Error(`PYRE_BENCH_BUILT=1 but ${main} is missing: run npm run build first`);
+  return [main];
+}
+
 export async function startGateway(
   port: number,
   env: Record<string, string>,
@@ -49,7 +61,7 @@ export async function startGateway(
   readyMs = 60_000,
 ): Promise<GatewayProc> {
   const prof = cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${join(BENCH_DIR, 'results', 'prof')}`] : [];
-  const child = spawn(process.execPath, ['--import', 'tsx', ...prof, join(BENCH_DIR, '..', 'src', 'main.ts')], {
+  const child = spawn(process.execPath, [...prof, ...gatewayEntry()], {
     cwd: join(BENCH_DIR, '..'),
     env: {
       ...process.env,

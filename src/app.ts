@@ -16,17 +16,16 @@ import { createGatewayHttp } from './gateway/http';
 import { startProvider } from './gateway/provider';
 import { startTaskRealtime } from './gateway/realtime';
 import { createRunner, type RunnerOverrides } from './gateway/runner';
+import { openOutputStore, startRetention } from './gateway/storage';
 import { createHttpServer, limitConnectionsPerAddress } from './http/connections';
 import type { Logger } from './log';
 import type { ReplicateClient } from './providers/replicate/client';
 import type { Standin } from './providers/replicate/standin';
 import type { RealtimeServer } from './realtime';
 import type { TaskRunner } from './runner/runner';
-import { LocalOutputStore, type OutputStore } from './storage/outputs';
-import { S3OutputStore } from './storage/s3';
+import type { OutputStore } from './storage/outputs';
 import { requestBase } from './storage/urls';
 import { ModelRegistry } from './tasks/models';
-import { Retention } from './tasks/retention';
 import { TaskService } from './tasks/service';
 
 export interface GatewayOptions {
@@ -84,9 +83,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     ctx.closers.push('http server', () => closeServer(server));
     let listenUrl = `http://${config.host}:${config.port}`;
     const baseUrl = () => config.publicUrl ?? listenUrl;
-    const outputs: OutputStore = config.storage
-      ? new S3OutputStore(config.storage, ctx.logger.child({ component: 'storage' }))
-      : new LocalOutputStore(config.dataDir);
+    const outputs = openOutputStore(ctx);
     // Stored output URLs are relative; each answer makes them absolute for the client that asked.
     const baseUrlOf = (headers: http.IncomingHttpHeaders) => requestBase(config.publicUrl, headers, false, baseUrl);
     const bus = openClusterBus(db, randomBytes(6).toString('hex'), ctx.logger);
@@ -109,14 +106,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       baseUrlOf,
     });
     server.on('request', app);
-    if (config.retentionDays > 0) {
-      const retention = new Retention(
-        { store: tasks.store, outputs, logger: ctx.logger.child({ component: 'retention' }) },
-        { days: config.retentionDays, now: ctx.now },
-      );
-      retention.start();
-      ctx.closers.push('retention', () => retention.stop());
-    }
+    startRetention(ctx, tasks.store, outputs);
     // Registered last, so stopped first: no new work while the rest shuts down.
     ctx.closers.push('runner', () => runner.stop(10_000));
 

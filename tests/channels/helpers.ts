@@ -38,14 +38,17 @@ export function phoenixSocket(baseUrl: string, token?: string): Socket {
 
 export const TASK_EVENTS = ['status', 'progress', 'text_delta', 'image_response', 'video_response', 'text_response'];
 
-/** Join a channel, recording every task event it receives. */
+/**
+ * Join a channel, recording every task event it receives. `params` may be a function of the
+ * events recorded so far: phoenix.js calls it again on every rejoin.
+ */
 export function joinRecording(
   socket: Socket,
   topic: string,
-  params: Record<string, unknown> = {},
+  params: Record<string, unknown> | ((events: Received[]) => Record<string, unknown>) = {},
 ): { channel: Channel; events: Received[]; joined: Promise<any> } {
-  const channel = socket.channel(topic, params);
   const events: Received[] = [];
+  const channel = socket.channel(topic, typeof params === 'function' ? () => params(events) : params);
   for (const ev of TASK_EVENTS)
     channel.on(ev, (payload) => {
       events.push({ event: ev, payload });
@@ -58,6 +61,13 @@ export function joinRecording(
       .receive('timeout', () => reject(new Error('join timed out')));
   });
   return { channel, events, joined };
+}
+
+/** joinRecording whose every (re)join asks for what came after the last event it recorded. */
+export function joinResuming(socket: Socket, topic: string): ReturnType<typeof joinRecording> {
+  return joinRecording(socket, topic, (events) => ({
+    last_seq: events.reduce((last, e) => Math.max(last, e.payload.seq as number), 0),
+  }));
 }
 
 export function push(

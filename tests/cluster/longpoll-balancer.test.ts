@@ -13,9 +13,9 @@ import {
   expectCleanSequence,
   fastStandin,
   joinRecording,
+  joinResuming,
   standinEnv,
   waitFor,
-  type Received,
 } from '../channels/helpers';
 import { freshDb, TEST_PG_URL, type TestDb } from '../helpers/db';
 import { call, TEST_SECRET } from '../helpers/gateway';
@@ -155,18 +155,9 @@ async function sessionsHeldBy(p: GatewayProcess): Promise<number> {
     });
     const id = created.body.task_id as string;
     const { socket, opens, errors, closes } = longPollSocket(hp.url);
-    const events: Received[] = [];
-    let lastSeq = 0;
+    const { events, joined } = joinResuming(socket, `task:${id}`);
     try {
-      const channel = socket.channel(`task:${id}`, () => ({ last_seq: lastSeq }));
-      for (const ev of ['status', 'progress', 'image_response'])
-        channel.on(ev, (payload: { seq: number }) => {
-          events.push({ event: ev, payload });
-          lastSeq = Math.max(lastSeq, payload.seq);
-        });
-      await new Promise((resolve, reject) => {
-        channel.join().receive('ok', resolve).receive('error', reject);
-      });
+      await joined;
       await waitFor('a first event', () => events.length > 0, 30_000);
       const held = await Promise.all(procs.map(sessionsHeldBy));
       expect(held.filter((n) => n > 0)).toEqual([1]);
@@ -209,19 +200,10 @@ async function sessionsHeldBy(p: GatewayProcess): Promise<number> {
     });
     const id = created.body.task_id as string;
     const { socket, opens, errors } = longPollSocket(hp.url);
-    const events: Received[] = [];
-    let lastSeq = 0;
+    // Every rejoin asks for what came after the last event this client saw.
+    const { events, joined } = joinResuming(socket, `task:${id}`);
     try {
-      // The rejoin asks for what came after the last event this client saw.
-      const channel = socket.channel(`task:${id}`, () => ({ last_seq: lastSeq }));
-      for (const ev of ['status', 'progress', 'image_response'])
-        channel.on(ev, (payload: { seq: number }) => {
-          events.push({ event: ev, payload });
-          lastSeq = Math.max(lastSeq, payload.seq);
-        });
-      await new Promise((resolve, reject) => {
-        channel.join().receive('ok', resolve).receive('error', reject);
-      });
+      await joined;
       await waitFor('a first event', () => events.length > 0, 30_000);
       const held = await Promise.all(procs.map(sessionsHeldBy));
       expect(held.filter((n) => n > 0)).toEqual([1]);

@@ -7,8 +7,10 @@ import { silentLogger } from '../../src/log';
 import { startStandin, type Standin, type StandinOptions } from '../../src/providers/replicate/standin';
 import { kindOf } from '../../src/tasks/events';
 import { DEFAULT_MODELS, ModelRegistry, type ModelSpec } from '../../src/tasks/models';
-import { freshDb, type Backend, type TestDb } from '../helpers/db';
+import { migrate } from '../../src/db';
+import { freshDb, TEST_PG_URL, type Backend, type TestDb } from '../helpers/db';
 import { call, testConfig } from '../helpers/gateway';
+import { spawnGateway, type GatewayProcess } from '../helpers/gateway-process';
 
 export { waitFor } from '../helpers/wait';
 
@@ -152,4 +154,59 @@ export async function runToEnd(
 /** The stand-in's create requests whose body carries this prompt. */
 export function createsFor(standin: Standin, prompt: string) {
   return standin.creates().filter((r) => (r.body as { input?: { prompt?: unknown } } | null)?.input?.prompt === prompt);
+}
+
+/** Gateway processes on one PostgreSQL schema, for a describe block (see useProcessesOnPostgres). */
+export interface ProcessesOnPostgres {
+  standin: Standin;
+  tdb: TestDb;
+  /**
+   * Two gateway processes started side by side on the schema (migrated first) with the stand-in,
+   * the runner on, a shared DATA_DIR and these runner settings; `env` adds to or overrides that.
+   */
+  spawnTwo(env: Record<string, string>, runner: Record<string, unknown>): Promise<GatewayProcess[]>;
+}
+
+/**
+ * Registers beforeAll/afterAll for a describe block: a real-time stand-in where every model queues
+ * 100 ms and processes `processingMs`, a fresh PostgreSQL schema, a data dir; the processes it
+ * spawns are stopped, and the schema and data dir removed, after.
+ */
+export function useProcessesOnPostgres(processingMs: number): ProcessesOnPostgres {
+  const procs: GatewayProcess[] = [];
+  let dataDir = '';
+  const f: ProcessesOnPostgres = {
+    standin: undefined as unknown as Standin,
+    tdb: undefined as unknown as TestDb,
+    spawnTwo: async (env, runner) => {
+      const full = {
+        REPLICATE_API_TOKEN: f.standin.token,
+        REPLICATE_BASE_URL: f.standin.url,
+        RUNNER_ENABLED: 'true',
+        DATA_DIR: dataDir,
+        PYRE_FIXTURE_PG_URL: TEST_PG_URL!,
+        PYRE_FIXTURE_PG_SCHEMA: f.tdb.schema!,
+        PYRE_FIXTURE_RUNNER: JSON.stringify(runner),
+        ...env,
+      };
+      // Migrated here first, so that the two processes can start side by side.
+      await migrate(f.tdb.db);
+      const two = await Promise.all([spawnGateway(full), spawnGateway(full)]);
+      procs.push(...two);
+      return two;
+    },
+  };
+  beforeAll(async () => {
+    f.standin = await startStandin({ clock: { speed: 1 } });
+    for (const { providerModel: m } of EVERY_MODEL) f.standin.faults.timelines[m] = { queueMs: 100, processingMs };
+    f.tdb = await freshDb('postgres');
+    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pyre-processes-'));
+  });
+  afterAll(async () => {
+    await Promise.all(procs.map((p) => p.stop()));
+    await f.standin?.close();
+    await f.tdb?.drop();
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+  return f;
 }

@@ -1,11 +1,6 @@
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { startStandin, type Standin } from '../../src/providers/replicate/standin';
-import { migrate } from '../../src/db';
-import { freshDb, TEST_PG_URL, type TestDb } from '../helpers/db';
-import { call, createsFor, EVERY_MODEL, events, waitFor } from './helpers';
-import { spawnGateway, type GatewayProcess } from '../helpers/gateway-process';
+import { TEST_PG_URL } from '../helpers/db';
+import type { GatewayProcess } from '../helpers/gateway-process';
+import { call, createsFor, EVERY_MODEL, events, useProcessesOnPostgres, waitFor } from './helpers';
 
 /**
  * Acceptance 5 of issue 4: two gateway processes on one PostgreSQL share 200 tasks; every task
@@ -17,50 +12,21 @@ const suite = TEST_PG_URL ? describe : describe.skip;
 // Skipped without PostgreSQL; the run's first line says so (tests/helpers/global-setup.ts).
 
 suite('two gateway processes on one PostgreSQL (needs PYRE_TEST_DATABASE_URL)', () => {
-  let standin: Standin;
-  let tdb: TestDb;
-  let dataDir: string;
-  const procs: GatewayProcess[] = [];
-
-  beforeAll(async () => {
-    standin = await startStandin({ clock: { speed: 1 } });
-    for (const { providerModel: m } of EVERY_MODEL) standin.faults.timelines[m] = { queueMs: 100, processingMs: 500 };
-    tdb = await freshDb('postgres');
-    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pyre-multi-'));
-  });
-  afterAll(async () => {
-    await Promise.all(procs.map((p) => p.stop()));
-    await standin?.close();
-    await tdb?.drop();
-    fs.rmSync(dataDir, { recursive: true, force: true });
-  });
+  const fx = useProcessesOnPostgres(500);
 
   it(`${N} tasks: each runs once, in one process, and succeeds`, async () => {
-    const env = {
-      REPLICATE_API_TOKEN: standin.token,
-      REPLICATE_BASE_URL: standin.url,
-      RUNNER_ENABLED: 'true',
-      RUNNER_CONCURRENCY: '24',
-      // One user submits all 200 at once; the per-user limit (cluster-wide) is not under test here.
-      RATE_LIMIT_TASKS_PER_MINUTE: '0',
-      DATA_DIR: dataDir,
-      PYRE_FIXTURE_PG_URL: TEST_PG_URL!,
-      PYRE_FIXTURE_PG_SCHEMA: tdb.schema!,
-      PYRE_FIXTURE_RUNNER: JSON.stringify({
-        leaseMs: 2000,
-        pollIntervalMs: 100,
-        claimIntervalMs: 100,
-        retry: { attempts: 5, baseMs: 100, maxMs: 500 },
-      }),
-    };
-    // Migrated here first, so that the two processes can start side by side.
-    await migrate(tdb.db);
-    const [a, b] = await Promise.all([spawnGateway(env), spawnGateway(env)]);
-    procs.push(a, b);
+    const [a, b] = await fx.spawnTwo(
+      {
+        RUNNER_CONCURRENCY: '24',
+        // One user submits all 200 at once; the per-user limit (cluster-wide) is not under test here.
+        RATE_LIMIT_TASKS_PER_MINUTE: '0',
+      },
+      { leaseMs: 2000, pollIntervalMs: 100, claimIntervalMs: 100, retry: { attempts: 5, baseMs: 100, maxMs: 500 } },
+    );
     expect(a.owner).not.toBe(b.owner);
     // A few creates lose their answers after the prediction was made.
-    standin.faults.inject({ op: 'create', times: 3, action: { kind: 'create_then_drop' } });
-    standin.faults.inject({ op: 'create', times: 3, action: { kind: 'create_then_status', status: 502 } });
+    fx.standin.faults.inject({ op: 'create', times: 3, action: { kind: 'create_then_drop' } });
+    fx.standin.faults.inject({ op: 'create', times: 3, action: { kind: 'create_then_status', status: 502 } });
 
     const tasks: Array<{ id: string; prompt: string; type: string }> = [];
     await Promise.all(
@@ -91,17 +57,17 @@ suite('two gateway processes on one PostgreSQL (needs PYRE_TEST_DATABASE_URL)', 
 
     // One create that made a prediction per task, and none besides.
     for (const t of tasks)
-      expect({ prompt: t.prompt, creates: createsFor(standin, t.prompt).length }).toEqual({
+      expect({ prompt: t.prompt, creates: createsFor(fx.standin, t.prompt).length }).toEqual({
         prompt: t.prompt,
         creates: 1,
       });
-    expect(standin.creates()).toHaveLength(N);
-    const ids = (await tdb.db('tasks').select('prediction_id', 'attempts')) as Array<{
+    expect(fx.standin.creates()).toHaveLength(N);
+    const ids = (await fx.tdb.db('tasks').select('prediction_id', 'attempts')) as Array<{
       prediction_id: string;
       attempts: number;
     }>;
     expect(new Set(ids.map((r) => r.prediction_id)).size).toBe(N);
-    expect(ids.every((r) => standin.predictions.has(r.prediction_id))).toBe(true);
+    expect(ids.every((r) => fx.standin.predictions.has(r.prediction_id))).toBe(true);
 
     // Both processes did work, and no task was started by both.
     // A create whose answer was lost is found again on a later try ("adopted"), not re-created.

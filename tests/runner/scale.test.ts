@@ -1,11 +1,17 @@
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { migrate } from '../../src/db';
-import { startStandin, type RecordedRequest, type Standin } from '../../src/providers/replicate/standin';
-import { BACKENDS, freshDb, TEST_PG_URL, type TestDb } from '../helpers/db';
-import { spawnGateway, type GatewayProcess } from '../helpers/gateway-process';
-import { call, createTask, EVERY_MODEL, getTask, startRunnerEnv, TERMINAL, waitFor, type RunnerEnv } from './helpers';
+import type { RecordedRequest } from '../../src/providers/replicate/standin';
+import { BACKENDS, TEST_PG_URL } from '../helpers/db';
+import type { GatewayProcess } from '../helpers/gateway-process';
+import {
+  call,
+  createTask,
+  EVERY_MODEL,
+  getTask,
+  startRunnerEnv,
+  TERMINAL,
+  useProcessesOnPostgres,
+  waitFor,
+  type RunnerEnv,
+} from './helpers';
 
 /**
  * Issue 15: the runner at provider scale. A prediction in flight is a timer, not a slot in a small
@@ -156,42 +162,15 @@ const pgSuite = TEST_PG_URL ? describe : describe.skip;
 pgSuite('a global cap over two gateway processes (needs PYRE_TEST_DATABASE_URL)', () => {
   const CAP = 5;
   const N = 40;
-  let standin: Standin;
-  let tdb: TestDb;
-  let dataDir: string;
-  const procs: GatewayProcess[] = [];
-
-  beforeAll(async () => {
-    standin = await startStandin({ clock: { speed: 1 } });
-    for (const { providerModel: m } of EVERY_MODEL) standin.faults.timelines[m] = { queueMs: 100, processingMs: 600 };
-    tdb = await freshDb('postgres');
-    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pyre-scale-'));
-  });
-  afterAll(async () => {
-    await Promise.all(procs.map((p) => p.stop()));
-    await standin?.close();
-    await tdb?.drop();
-    fs.rmSync(dataDir, { recursive: true, force: true });
-  });
+  const fx = useProcessesOnPostgres(600);
 
   // Each process alone has room for 4, so the cap of 5 is only ever reached by the two together:
   // without the claim counting over both, they would run 8 at once.
   it(`with RUNNER_GLOBAL_CONCURRENCY=${CAP} and room for 4 each, never more than ${CAP} predictions in flight together`, async () => {
-    const env = {
-      REPLICATE_API_TOKEN: standin.token,
-      REPLICATE_BASE_URL: standin.url,
-      RUNNER_ENABLED: 'true',
-      RUNNER_CONCURRENCY: '4',
-      RUNNER_GLOBAL_CONCURRENCY: String(CAP),
-      ...NO_CREATION_LIMIT,
-      DATA_DIR: dataDir,
-      PYRE_FIXTURE_PG_URL: TEST_PG_URL!,
-      PYRE_FIXTURE_PG_SCHEMA: tdb.schema!,
-      PYRE_FIXTURE_RUNNER: JSON.stringify({ leaseMs: 2000, pollIntervalMs: 100, claimIntervalMs: 100 }),
-    };
-    await migrate(tdb.db);
-    const [a, b] = await Promise.all([spawnGateway(env), spawnGateway(env)]);
-    procs.push(a, b);
+    const [a, b] = await fx.spawnTwo(
+      { RUNNER_CONCURRENCY: '4', RUNNER_GLOBAL_CONCURRENCY: String(CAP), ...NO_CREATION_LIMIT },
+      { leaseMs: 2000, pollIntervalMs: 100, claimIntervalMs: 100 },
+    );
     for (let i = 0; i < N; i++) {
       const m = EVERY_MODEL[i % EVERY_MODEL.length]!;
       const res = await call(`${(i % 2 ? b : a).url}/api/tasks`, {
@@ -204,7 +183,7 @@ pgSuite('a global cap over two gateway processes (needs PYRE_TEST_DATABASE_URL)'
     await waitFor(
       'all tasks to succeed',
       async () => {
-        const [{ n }] = (await tdb
+        const [{ n }] = (await fx.tdb
           .db('tasks')
           .whereIn('status', ['queued', 'processing'])
           .andWhere('lease_expires_at', '>=', new Date())
@@ -220,7 +199,7 @@ pgSuite('a global cap over two gateway processes (needs PYRE_TEST_DATABASE_URL)'
 
     // The stand-in's own account: each prediction from its create to its end, swept in time order
     // (an end before a start at the same instant: the next claim follows the end it waited for).
-    const views = [...standin.predictions.keys()].map((id) => standin.prediction(id)!);
+    const views = [...fx.standin.predictions.keys()].map((id) => fx.standin.prediction(id)!);
     expect(views).toHaveLength(N);
     const marks = views.flatMap((v) => [
       { at: Date.parse(v.created_at as string), d: 1 },

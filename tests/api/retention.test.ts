@@ -1,9 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { AddressInfo } from 'node:net';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
-import S3rver from 's3rver';
 import { loadConfig, ConfigError } from '../../src/config';
 import { migrate } from '../../src/db';
 import { silentLogger } from '../../src/log';
@@ -14,6 +12,7 @@ import { ModelRegistry } from '../../src/tasks/models';
 import { TaskService } from '../../src/tasks/service';
 import type { TaskStatus } from '../../src/tasks/task';
 import { BACKENDS, freshDb, type TestDb } from '../helpers/db';
+import { S3RVER_CREDENTIALS, startS3rver } from '../helpers/s3';
 
 const DAY = 86_400_000;
 const NOW = new Date('2026-06-01T12:00:00Z');
@@ -34,27 +33,18 @@ describe.each(BACKENDS)('retention on %s', (backend) => {
   let tdb: TestDb;
   let clock: Date;
   let tasks: TaskService;
-  let s3: S3rver;
-  let s3Dir: string;
+  let s3: Awaited<ReturnType<typeof startS3rver>>;
   let endpoint: string;
   const dirs: string[] = [];
 
   beforeAll(async () => {
-    s3Dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pyre-retention-s3-'));
-    s3 = new S3rver({
-      port: 0,
-      address: '127.0.0.1',
-      silent: true,
-      directory: s3Dir,
-      configureBuckets: [{ name: 'pyre-outputs', configs: [] }],
-    });
-    endpoint = `http://127.0.0.1:${((await s3.run()) as AddressInfo).port}`;
-    process.env.AWS_ACCESS_KEY_ID = 'S3RVER';
-    process.env.AWS_SECRET_ACCESS_KEY = 'S3RVER';
+    s3 = await startS3rver();
+    endpoint = s3.endpoint;
+    Object.assign(process.env, S3RVER_CREDENTIALS);
   });
   afterAll(async () => {
     await s3?.close();
-    for (const d of [s3Dir, ...dirs]) fs.rmSync(d, { recursive: true, force: true });
+    for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
   });
   beforeEach(async () => {
     tdb = await freshDb(backend);

@@ -1,12 +1,11 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { AddressInfo } from 'node:net';
-import S3rver from 's3rver';
 import { loadConfig, ConfigError } from '../../src/config';
 import { migrate } from '../../src/db';
 import { startStandin, type Standin } from '../../src/providers/replicate/standin';
 import { freshDb, TEST_PG_URL, type TestDb } from '../helpers/db';
+import { S3RVER_CREDENTIALS, startS3rver } from '../helpers/s3';
 import { spawnGateway, type GatewayProcess } from '../helpers/gateway-process';
 import { call, waitFor } from '../runner/helpers';
 
@@ -54,24 +53,15 @@ describe('STORAGE_URL is checked at start', () => {
 });
 
 (TEST_PG_URL ? describe : describe.skip)('an S3-compatible store shared by processes with no shared disk', () => {
-  let s3: S3rver;
-  let s3Dir: string;
+  let s3: Awaited<ReturnType<typeof startS3rver>>;
   let endpoint: string;
   let standin: Standin;
   let tdb: TestDb;
   const dirs: string[] = [];
   const procs: GatewayProcess[] = [];
   beforeAll(async () => {
-    s3Dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pyre-s3rver-'));
-    s3 = new S3rver({
-      port: 0,
-      address: '127.0.0.1',
-      silent: true,
-      directory: s3Dir,
-      configureBuckets: [{ name: 'pyre-outputs', configs: [] }],
-    });
-    const addr = (await s3.run()) as AddressInfo;
-    endpoint = `http://127.0.0.1:${addr.port}`;
+    s3 = await startS3rver();
+    endpoint = s3.endpoint;
     standin = await startStandin({ clock: { speed: 20 } });
     tdb = await freshDb('postgres');
     await migrate(tdb.db);
@@ -81,7 +71,7 @@ describe('STORAGE_URL is checked at start', () => {
     await standin?.close();
     await tdb?.drop();
     await s3?.close();
-    for (const d of [s3Dir, ...dirs]) fs.rmSync(d, { recursive: true, force: true });
+    for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
   });
 
   const gateway = (runner: boolean, serve: string) => {
@@ -93,8 +83,7 @@ describe('STORAGE_URL is checked at start', () => {
       RUNNER_ENABLED: String(runner),
       DATA_DIR: dataDir,
       STORAGE_URL: `s3://pyre-outputs/tasks?endpoint=${endpoint}&serve=${serve}`,
-      AWS_ACCESS_KEY_ID: 'S3RVER',
-      AWS_SECRET_ACCESS_KEY: 'S3RVER',
+      ...S3RVER_CREDENTIALS,
       PYRE_FIXTURE_PG_URL: TEST_PG_URL!,
       PYRE_FIXTURE_PG_SCHEMA: tdb.schema!,
       PYRE_FIXTURE_RUNNER: JSON.stringify({ pollIntervalMs: 100, claimIntervalMs: 100 }),

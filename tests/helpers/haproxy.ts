@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { freePort } from './net';
 
 export interface HaproxyBackend {
   /** Server name in the config (letters, digits, `_`). */
@@ -50,17 +51,6 @@ export function haproxyAvailable(): boolean {
 
 function haproxyBinary(): string {
   return fs.existsSync('/usr/sbin/haproxy') ? '/usr/sbin/haproxy' : 'haproxy';
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 /** The config: round-robin over every backend, no cookie or source stickiness, WebSocket upgrades pass. */

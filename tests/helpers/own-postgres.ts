@@ -1,8 +1,8 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { freePort } from './net';
 
 /**
  * A PostgreSQL server of the test's own (initdb into a temp dir, pg_ctl on a free port), for
@@ -40,17 +40,6 @@ export function ownPostgresUnavailable(): string | undefined {
   if (!binDir()) return 'PostgreSQL server binaries (initdb, pg_ctl) not found: set PG_BIN_DIR or install postgresql';
   if (isRoot() && spawnSync('id', ['postgres']).status !== 0) return 'running as root and there is no postgres user';
   return undefined;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 export async function startOwnPostgres(): Promise<OwnPostgres> {

@@ -1,5 +1,4 @@
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { createGateway, type Gateway, type GatewayOptions } from '../../src/app';
@@ -10,9 +9,11 @@ import { DEFAULT_MODELS, ModelRegistry, type ModelSpec } from '../../src/tasks/m
 import { migrate } from '../../src/db';
 import { freshDb, TEST_PG_URL, type Backend, type TestDb } from '../helpers/db';
 import { call, testConfig } from '../helpers/gateway';
+import { freePort } from '../helpers/net';
 import { spawnGateway, type GatewayProcess } from '../helpers/gateway-process';
 
 export { waitFor } from '../helpers/wait';
+export { freePort };
 
 export { call };
 
@@ -33,15 +34,6 @@ export interface RunnerEnv {
   tdb: TestDb;
   dataDir: string;
   close(): Promise<void>;
-}
-
-/** A free TCP port on loopback (for a gateway whose PUBLIC_URL must be known before it listens). */
-export async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
 }
 
 /** Every model of the registry as a client names it (type and model), with its provider model. */

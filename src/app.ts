@@ -1,5 +1,4 @@
 import type http from 'node:http';
-import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Express } from 'express';
@@ -8,7 +7,9 @@ import type { UserAssigns } from './channels/task-channel';
 import type { TaskEventRelay } from './channels/task-events';
 import type { Config } from './config';
 import { migrate, openDatabase, type Db } from './db';
-import { openClusterBus } from './db/bus';
+import type { Bus } from './bus/bus';
+import { newWorkSignal } from './bus/adapters';
+import { openBus } from './bus/open';
 import { TaskCreationLimit } from './db/rate-limit';
 import { Closers } from './gateway/closers';
 import type { PartContext } from './gateway/context';
@@ -39,6 +40,8 @@ export interface GatewayOptions {
   runner?: RunnerOverrides;
   /** Provider client settings for tests (retry timing). */
   providerRetry?: { attempts: number; baseMs: number; maxMs: number };
+  /** A bus to use instead of the configured one (tests: the in-memory bus); the gateway starts and closes it. */
+  bus?: Bus;
 }
 
 /** The running gateway's parts, for main.ts and for tests. */
@@ -52,6 +55,8 @@ export interface Gateway {
   runner: TaskRunner;
   realtime: RealtimeServer<UserAssigns>;
   relay: TaskEventRelay;
+  /** The cluster bus, started (none with embedded PGlite and no BUS_URL). */
+  bus: Bus | undefined;
   provider: ReplicateClient;
   outputs: OutputStore;
   /** The in-process Replicate stand-in, in demo mode. */
@@ -86,12 +91,15 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     const outputs = openOutputStore(ctx);
     // Stored output URLs are relative; each answer makes them absolute for the client that asked.
     const baseUrlOf = (headers: http.IncomingHttpHeaders) => requestBase(config.publicUrl, headers, false, baseUrl);
-    const bus = openClusterBus(db, randomBytes(6).toString('hex'), ctx.logger);
-    // The other channels close with their users (realtime, relay); the runner's wake-up here.
-    if (bus) ctx.closers.push('new-work channel', () => bus.newWork.close());
-    const runner = createRunner(ctx, { db, tasks, provider, outputs, overrides: opts.runner, newWork: bus?.newWork });
+    const bus = opts.bus ?? openBus(db, config.bus, ctx.logger);
+    // Closed after everything registered later (the realtime layer says goodbye over it).
+    if (bus) ctx.closers.push('bus', () => bus.close());
+    const newWork = bus ? newWorkSignal(bus) : undefined;
+    const runner = createRunner(ctx, { db, tasks, provider, outputs, overrides: opts.runner, newWork });
     const taskLimit = new TaskCreationLimit(db, config.rateLimitTasksPerMinute);
     const { realtime, relay } = await startTaskRealtime(ctx, { server, tasks, auth, bus, taskLimit, baseUrlOf });
+    // Started once every topic has its handler: the first connection runs the reconnect hooks.
+    await bus?.start();
     const app = createGatewayHttp(ctx, {
       db,
       tasks,
@@ -112,7 +120,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
 
     const listen = async () => (listenUrl = await listenOn(server, config));
     return {
-      ...{ config, db, tasks, auth, app, server, runner, realtime, relay, outputs, baseUrl, listen },
+      ...{ config, db, tasks, auth, app, server, runner, realtime, relay, bus, outputs, baseUrl, listen },
       ...{ provider: provider.provider, demoStandin: provider.demoStandin },
       start: async () => {
         const url = await listen();

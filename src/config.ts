@@ -44,6 +44,16 @@ const EnvSchema = z.object({
   AUTH_SECRET: optionalString.refine((v) => v === undefined || v.length >= 32, {
     message: 'must be at least 32 characters (use `openssl rand -hex 32`)',
   }),
+  LONGPOLL_SECRET: optionalString.refine((v) => v === undefined || v.length >= 32, {
+    message: 'must be at least 32 characters (use `openssl rand -hex 32`)',
+  }),
+  BUS_URL: optionalString.refine((v) => v === undefined || /^rediss?:\/\/[^\s]+$/.test(v), {
+    message: 'must be a redis:// or rediss:// URL (unset: the database\'s LISTEN/NOTIFY)',
+  }),
+  BUS_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_:.-]{1,64}$/, 'must be 1 to 64 letters, digits or _ : . -')
+    .default('pyre:'),
   TOKEN_MAX_TTL_SECONDS: intFromEnv(60, 30 * 24 * 3600).default(24 * 3600),
   REPLICATE_API_TOKEN: optionalString,
   REPLICATE_BASE_URL: z.url('must be an http(s) URL').default('https://api.replicate.com/v1'),
@@ -90,6 +100,18 @@ export interface Config {
   dataDir: string;
   /** undefined means open mode: one local user, loopback only. */
   authSecret: string | undefined;
+  /**
+   * The key long-poll session tokens are signed with in open mode, the same on every process of a
+   * cluster (with AUTH_SECRET the key is derived from it). Unset in open mode: each process has a
+   * key of its own, and a long-poll session is served only by the process that made it.
+   */
+  longpollSecret: string | undefined;
+  /**
+   * The cluster bus: `url` (BUS_URL) a Redis to use, with `prefix` (BUS_PREFIX) before its channel
+   * name so that clusters can share one Redis; unset, the database's LISTEN/NOTIFY (PostgreSQL),
+   * or no bus (embedded PGlite).
+   */
+  bus: { url: string | undefined; prefix: string };
   tokenMaxTtlSeconds: number;
   replicate: { apiToken: string | undefined; baseUrl: string; webhookSecret: string | undefined };
   /** true when no provider token is set: tasks run on the built-in Replicate stand-in. */
@@ -184,6 +206,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     databaseUrl: e.DATABASE_URL,
     dataDir: path.resolve(e.DATA_DIR),
     authSecret: e.AUTH_SECRET,
+    longpollSecret: e.LONGPOLL_SECRET,
+    bus: { url: e.BUS_URL, prefix: e.BUS_PREFIX },
     tokenMaxTtlSeconds: e.TOKEN_MAX_TTL_SECONDS,
     replicate: {
       apiToken: e.REPLICATE_API_TOKEN,

@@ -1,4 +1,5 @@
 import cluster from 'node:cluster';
+import { randomBytes } from 'node:crypto';
 import { createGateway } from './app';
 import { ConfigError, loadConfig, type Config } from './config';
 import { createLogger } from './log';
@@ -83,6 +84,8 @@ async function runPrimary(config: Config, logger: ReturnType<typeof createLogger
         REPLICATE_WEBHOOK_SECRET: standin.webhookSecret,
       }
     : {};
+  // Open mode: the workers sign long-poll sessions with one key, so any of them serves any session.
+  if (!config.authSecret && !config.longpollSecret) workerEnv.LONGPOLL_SECRET = randomBytes(32).toString('hex');
   logger.info({ workers }, `starting ${workers} worker processes`);
   for (let i = 0; i < workers; i++) cluster.fork(workerEnv);
   cluster.on('exit', (worker, code, signal) => {

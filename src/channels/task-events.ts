@@ -1,6 +1,6 @@
 import type { Logger } from '../log';
 import type { EventRef } from '../db/bus';
-import type { PgNotifyChannel } from '../db/notify';
+import type { Bus } from '../bus/bus';
 import type { TaskService } from '../tasks/service';
 import type { TaskEvent } from '../tasks/task';
 
@@ -36,16 +36,15 @@ interface Tracked {
 
 /**
  * Makes every committed task event reach every gateway process, once and in seq order. Events
- * committed here are delivered here at once; other processes are told by a NOTIFY that names the
- * task and seq range, and read the events from the database (the source of truth).
+ * committed here are delivered here at once; other processes are told on the cluster bus (a ref
+ * that names the task and seq range), and read the events from the database (the source of truth).
  *
- * NOTIFYs sent while a LISTEN connection is down are never read again, so for the tasks that
+ * Refs sent while a process does not hear the bus are never delivered again, so for the tasks that
  * have subscribers here (task channels, and the tasks of users with a `tasks:<user_id>` feed) the
  * relay keeps the last seq it delivered and runs a position check (Centrifugo's idea): one query
  * reads those tasks' last seq, and whatever is behind is filled from the event log. It runs each
- * time the bus's LISTEN is (re)established and every POSITION_CHECK_INTERVAL_MS; a failed check
- * (the database is still away) is simply run again at the next tick.
- * With embedded PGlite there is one process, no NOTIFY and no check.
+ * time the bus (re)connects and every POSITION_CHECK_INTERVAL_MS; a failed check (the database is
+ * still away) is simply run again at the next tick. Without a bus (one process) there is no check.
  */
 export class TaskEventRelay {
   private chain: Promise<void> = Promise.resolve();
@@ -67,35 +66,48 @@ export class TaskEventRelay {
     private readonly tasks: TaskService,
     private readonly sink: EventSink,
     private readonly logger: Logger,
-    private readonly notify?: PgNotifyChannel<EventRef>,
+    /** The cluster bus (its `events` topic); none with one process. */
+    private readonly bus?: Bus,
     private readonly checkIntervalMs = POSITION_CHECK_INTERVAL_MS,
   ) {}
 
+  /** Refs heard from other processes, not yet read. */
+  private heard: EventRef[] = [];
+
+  /** Registers on the bus (which the gateway starts afterwards; its first connection runs a check). */
   async start(): Promise<void> {
     this.tasks.onEvents((events) => {
       this.deliver(events);
-      if (this.notify && events.length) {
+      if (this.bus && events.length) {
         const first = events[0]!;
-        this.notify.send([first.task_id, first.user_id, first.seq, events[events.length - 1]!.seq]);
+        const ref: EventRef = [first.task_id, first.user_id, first.seq, events[events.length - 1]!.seq];
+        this.bus.publish('events', ref);
       }
     });
-    if (!this.notify) return;
-    await this.notify.listen(
-      (refs) => {
-        // One at a time, so a task's events go out in seq order.
-        this.chain = this.chain
-          .then(() => this.deliverRemote(refs))
-          .catch((err) =>
-            this.logger.warn(
-              { err: (err as Error).message },
-              'reading events announced by another process failed; the position check will retry',
-            ),
-          );
-      },
-      () => void this.check(),
-    );
+    if (!this.bus) return;
+    this.bus.subscribe('events', (ref) => this.hear(ref as EventRef));
+    this.bus.onReconnect(() => void this.check());
     this.timer = setInterval(() => void this.check(), this.checkIntervalMs);
     this.timer.unref();
+  }
+
+  /** A ref from another process: read with the others heard meanwhile, one batch at a time, so a task's events go out in seq order. */
+  private hear(ref: EventRef): void {
+    if (!Array.isArray(ref)) return;
+    this.heard.push(ref);
+    if (this.heard.length > 1) return;
+    this.chain = this.chain
+      .then(() => {
+        const refs = this.heard;
+        this.heard = [];
+        return this.deliverRemote(refs);
+      })
+      .catch((err) =>
+        this.logger.warn(
+          { err: (err as Error).message },
+          'reading events announced by another process failed; the position check will retry',
+        ),
+      );
   }
 
   /**
@@ -103,7 +115,7 @@ export class TaskEventRelay {
    * Only tracked with a bus (one process has nothing to miss).
    */
   watchTask(taskId: string, userId: string, seq: number): () => void {
-    if (!this.notify) return () => {};
+    if (!this.bus) return () => {};
     const t = this.tracked.get(taskId);
     const feed = this.users.get(userId);
     if (t) t.watchers++;
@@ -126,7 +138,7 @@ export class TaskEventRelay {
    * the join's own replay, `since`). Returns the release.
    */
   watchUser(userId: string): () => void {
-    if (!this.notify) return () => {};
+    if (!this.bus) return () => {};
     const u = this.users.get(userId);
     if (u) u.watchers++;
     else this.users.set(userId, { watchers: 1, since: new Date() });
@@ -145,7 +157,7 @@ export class TaskEventRelay {
     if (!first) return;
     const t = this.tracked.get(first.task_id);
     if (!t) {
-      if (!this.notify || !this.users.has(first.user_id)) {
+      if (!this.bus || !this.users.has(first.user_id)) {
         for (const e of events) this.sink(e);
         return;
       }
@@ -208,7 +220,7 @@ export class TaskEventRelay {
         if (to > t.seq) await this.fill(taskId, t, to);
         continue;
       }
-      if (this.notify && this.users.has(userId)) {
+      if (this.bus && this.users.has(userId)) {
         // First sight of a task of a watched user: track it from its start (or from the feed's join).
         const nt: Tracked = { userId, seq: 0, watchers: 0, wantUpTo: 0 };
         if (from !== 1) nt.notBefore = this.users.get(userId)!.since;
@@ -306,8 +318,9 @@ export class TaskEventRelay {
     await this.chain;
   }
 
+  /** Stops the checks (the bus is closed by its owner, the gateway). */
   async close(): Promise<void> {
     clearInterval(this.timer);
-    await this.notify?.close();
+    await this.chain;
   }
 }

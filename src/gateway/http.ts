@@ -3,7 +3,7 @@ import type { Express } from 'express';
 import type { Authenticator } from '../auth/tokens';
 import type { UserAssigns } from '../channels/task-channel';
 import type { Db } from '../db';
-import type { ClusterBus } from '../db/bus';
+import type { Bus } from '../bus/bus';
 import type { TaskCreationLimit } from '../db/rate-limit';
 import { createHttpApp } from '../http/app';
 import { dashboardRouter } from '../http/dashboard';
@@ -40,7 +40,7 @@ export function createGatewayHttp(
     provider: ProviderParts;
     outputs: OutputStore;
     taskLimit: TaskCreationLimit;
-    bus: ClusterBus | undefined;
+    bus: Bus | undefined;
     /** The base URL a request reached pyre at (output URLs are made absolute against it). */
     baseUrlOf?: (headers: IncomingHttpHeaders) => string;
   },
@@ -63,7 +63,7 @@ export function createGatewayHttp(
     idempotency,
     logger,
     taskLimit: opts.taskLimit,
-    ...(opts.bus ? { busListening: opts.bus.listening } : {}),
+    ...(opts.bus ? { busStatus: () => opts.bus!.status() } : {}),
     corsOrigins: config.corsOrigins,
     providerState: () => provider.health.current(),
     accessLogLimit: clientLogLimit(config),

@@ -1,9 +1,12 @@
-import { createHash, createHmac } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import type http from 'node:http';
 import { TokenError, type Authenticator } from '../auth/tokens';
 import { feedCursor, TaskChannel, UserTasksChannel, type UserAssigns } from '../channels/task-channel';
 import { TaskEventRelay } from '../channels/task-events';
-import type { ClusterBus } from '../db/bus';
+import { BusNodeLink, BusPubSubAdapter } from '../bus/adapters';
+import type { Bus } from '../bus/bus';
+import type { Config } from '../config';
+import type { Logger } from '../log';
 import type { TaskCreationLimit } from '../db/rate-limit';
 import { RealtimeServer, type CheckOrigin } from '../realtime';
 import type { TaskService } from '../tasks/service';
@@ -27,7 +30,7 @@ export async function startTaskRealtime(
     server: http.Server;
     tasks: TaskService;
     auth: Authenticator;
-    bus: ClusterBus | undefined;
+    bus: Bus | undefined;
     /** The per-user task-creation limit, shared with REST. */
     taskLimit: TaskCreationLimit;
     /** The base URL a socket's client reached pyre at (output URLs are made absolute against it). */
@@ -36,13 +39,11 @@ export async function startTaskRealtime(
 ): Promise<TaskRealtime> {
   const { logger } = ctx;
   const { tasks, auth, bus } = opts;
-  const pubsub = bus?.realtime;
-  await pubsub?.start();
-  // Long-poll sessions answer on every process: their requests are forwarded to the process that
-  // holds the session over this bus.
-  const longpollBus = bus?.longpoll;
-  await longpollBus?.start();
-  const longpollSecret = longpollKey(ctx.config.authSecret, bus);
+  // Broadcasts and presence cross processes on the bus; long-poll sessions answer on every
+  // process, their requests forwarded to the process that holds the session.
+  const pubsub = bus ? new BusPubSubAdapter(bus) : undefined;
+  const longpollBus = bus ? new BusNodeLink(bus) : undefined;
+  const longpollSecret = longpollKey(ctx.config, bus !== undefined, logger);
   const realtime = new RealtimeServer<UserAssigns>({
     checkOrigin: originCheck(ctx.config.checkOrigin),
     logger: logger.child({ component: 'realtime' }),
@@ -77,7 +78,7 @@ export async function startTaskRealtime(
       realtime.localBroadcast(`tasks:${e.user_id}`, e.event, { ...e.payload, cursor: feedCursor(e) });
     },
     logger,
-    bus?.events,
+    bus,
   );
   const channelLogger = logger.child({ component: 'task_channel' });
   realtime.channel('task:*', new TaskChannel(tasks, channelLogger, relay, opts.taskLimit));
@@ -89,7 +90,6 @@ export async function startTaskRealtime(
     await realtime.drain({ batchSize: 500, intervalMs: 20 });
     await realtime.close();
     await relay.close();
-    await longpollBus?.close();
   });
   await relay.start();
   return { realtime, relay };
@@ -97,16 +97,23 @@ export async function startTaskRealtime(
 
 /**
  * The key long-poll session tokens are signed with, shared by all processes: derived from
- * AUTH_SECRET (in open mode, from the shared database's address). Never AUTH_SECRET itself:
- * session tokens (<node>.<sid>.<mac>) and pyre1 user tokens (pyre1.<claims>.<mac>) are made alike,
- * and a user token must never read as a session's.
+ * AUTH_SECRET, else (open mode) from LONGPOLL_SECRET. Never either secret itself: session tokens
+ * (<node>.<sid>.<mac>) and pyre1 user tokens (pyre1.<claims>.<mac>) are made alike, and a user
+ * token must never read as a session's. Open mode with a bus and no LONGPOLL_SECRET: a key of this
+ * process's own, so its long-poll sessions are served here only (said once at start).
  */
-function longpollKey(authSecret: string | undefined, bus: ClusterBus | undefined): Buffer | undefined {
-  if (authSecret) return createHmac('sha256', authSecret).update('pyre long-poll session tokens').digest();
-  if (!bus) return undefined;
-  return createHash('sha256')
-    .update(`pyre long-poll\0${JSON.stringify(bus.connection)}`)
-    .digest();
+function longpollKey(
+  config: Pick<Config, 'authSecret' | 'longpollSecret'>,
+  clustered: boolean,
+  logger: Logger,
+): Buffer | undefined {
+  const secret = config.authSecret ?? config.longpollSecret;
+  if (secret) return createHmac('sha256', secret).update('pyre long-poll session tokens').digest();
+  if (!clustered) return undefined;
+  logger.warn(
+    'open mode with a cluster bus and no LONGPOLL_SECRET: long-poll sessions are served only by the process that made them; set LONGPOLL_SECRET (the same on every process)',
+  );
+  return randomBytes(32);
 }
 
 /** CHECK_ORIGIN: a list of allowed browser origins; unset means the gateway's own host (Phoenix's default). */

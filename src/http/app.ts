@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import express, { type Express, type RequestHandler } from 'express';
 import type { Authenticator } from '../auth/tokens';
+import type { BusStatus } from '../bus/bus';
 import type { Db } from '../db';
 import type { Logger } from '../log';
 import type { LogLimit } from '../realtime';
@@ -24,8 +25,8 @@ export interface HttpDeps {
   corsOrigins?: string[];
   /** The per-user task-creation limit (RATE_LIMIT_TASKS_PER_MINUTE), shared with the channels. */
   taskLimit?: TaskCreationLimit;
-  /** Whether this process hears the other processes (the cluster bus's LISTEN); absent: no bus. */
-  busListening?: () => boolean;
+  /** Whether this process hears the other processes, on each topic of the cluster bus; absent: no bus. */
+  busStatus?: () => BusStatus;
   /** The base URL this request reached pyre at (output file URLs are made absolute against it). */
   baseUrlOf?: (req: IncomingMessage) => string;
   /** Whether the provider takes the gateway's token (`ok`, `unauthorized`, `unreachable`, `checking`). */
@@ -91,11 +92,12 @@ async function databaseState(db: Db): Promise<string> {
 function readiness(deps: HttpDeps): RequestHandler {
   return async (_req, res) => {
     const database = await databaseState(deps.db);
-    const bus = deps.busListening ? (deps.busListening() ? 'ok' : 'reconnecting') : undefined;
+    const busStatus = deps.busStatus?.();
+    const bus = busStatus ? (busStatus.connected ? 'ok' : 'reconnecting') : undefined;
     const provider = deps.providerState?.();
     const report = {
       database,
-      ...(bus ? { bus } : {}),
+      ...(busStatus ? { bus, bus_engine: busStatus.engine, bus_channels: busStatus.channels } : {}),
       ...(provider ? { provider: provider.state } : {}),
       ...(provider?.detail ? { provider_detail: provider.detail } : {}),
     };

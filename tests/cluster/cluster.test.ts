@@ -3,17 +3,17 @@ import { spawn } from 'node:child_process';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import WebSocket from 'ws';
-import { PgPubSubAdapter } from '../../src/db/pg-pubsub';
-import { silentLogger } from '../../src/log';
+import { BusPubSubAdapter } from '../../src/bus/adapters';
 import { RealtimeServer } from '../../src/realtime';
+import { testBus, testBusEnv } from '../helpers/bus';
 import { freshDb, TEST_PG_URL } from '../helpers/db';
 import { call } from '../helpers/gateway';
 import { waitFor } from '../channels/helpers';
 
 async function realtimeNode(channel: string) {
-  const adapter = new PgPubSubAdapter(TEST_PG_URL!, channel, silentLogger());
-  await adapter.start();
-  const rt = new RealtimeServer({ pubsub: adapter, checkOrigin: false });
+  const bus = testBus(channel);
+  const rt = new RealtimeServer({ pubsub: new BusPubSubAdapter(bus), checkOrigin: false });
+  await bus.start();
   rt.channel('room:*', { join: () => ({ status: 'ok' }) });
   const server = http.createServer();
   rt.attach(server);
@@ -24,13 +24,14 @@ async function realtimeNode(channel: string) {
     url: `ws://127.0.0.1:${port}/socket/websocket?vsn=2.0.0`,
     close: async () => {
       await rt.close();
+      await bus.close();
       await new Promise((r) => server.close(r));
     },
   };
 }
 
 (TEST_PG_URL ? describe : describe.skip)('processes sharing PostgreSQL', () => {
-  it('a broadcast on one realtime node reaches subscribers of another through the NOTIFY adapter', async () => {
+  it('a broadcast on one realtime node reaches subscribers of another through the bus (NOTIFY or Redis)', async () => {
     const channel = `pyre_realtime_test_${process.pid}`;
     const a = await realtimeNode(channel);
     const b = await realtimeNode(channel);
@@ -68,6 +69,7 @@ async function realtimeNode(channel: string) {
         PORT: String(port),
         DATABASE_URL: url.toString(),
         LOG_LEVEL: 'warn',
+        ...testBusEnv(),
       },
       stdio: ['ignore', 'ignore', 'pipe'],
     });

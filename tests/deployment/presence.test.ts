@@ -7,7 +7,7 @@ import { waitFor } from '../runner/helpers';
 
 /**
  * Issue 12, acceptance 3: presence across processes. Three realtime processes share one
- * PostgreSQL through the NOTIFY adapter; a phoenix.js client (Presence helper) on one and
+ * PostgreSQL through the cluster bus (NOTIFY, or Redis with PYRE_TEST_BUS=redis); a phoenix.js client (Presence helper) on one and
  * Swift-shaped raw V2 frames on another see one merged presence_state / presence_diff; a
  * process killed with SIGKILL loses its entries within expireMs + heartbeatMs.
  */

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import readline from 'node:readline';
+import { testBusEnv } from './bus';
 import { PGLITE_TEMPLATE } from './db';
 
 /** The child's entry point: a gateway configured from its environment. */
@@ -34,6 +35,8 @@ export async function spawnGateway(
       HOST: '127.0.0.1',
       LOG_LEVEL: 'info',
       ...(PGLITE_TEMPLATE ? { PYRE_TEST_PGLITE_TEMPLATE: PGLITE_TEMPLATE } : {}),
+      // Gateways on PostgreSQL use the run's bus engine (PYRE_TEST_BUS).
+      ...(env.PYRE_FIXTURE_PG_URL ? testBusEnv() : {}),
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

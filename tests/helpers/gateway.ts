@@ -1,6 +1,7 @@
 import { loadConfig, type Config } from '../../src/config';
 import { createGateway, type Gateway } from '../../src/app';
 import { silentLogger } from '../../src/log';
+import { testBusEnv } from './bus';
 import { freshDb, type Backend, type TestDb } from './db';
 
 export const TEST_SECRET = 'test-secret-0123456789abcdef0123456789abcdef';
@@ -29,7 +30,11 @@ export async function startGateway(
   opts: { auth?: boolean; env?: Record<string, string>; tdb?: TestDb } = {},
 ): Promise<TestGateway> {
   const tdb = opts.tdb ?? (await freshDb(backend));
-  const config = testConfig({ ...(opts.auth ? { AUTH_SECRET: TEST_SECRET } : {}), ...opts.env });
+  const config = testConfig({
+    ...(backend === 'postgres' ? testBusEnv() : {}),
+    ...(opts.auth ? { AUTH_SECRET: TEST_SECRET } : {}),
+    ...opts.env,
+  });
   const gw = await createGateway({ config, logger: silentLogger(), db: opts.tdb ? tdb.reopen() : tdb.db });
   const url = await gw.start();
   return {

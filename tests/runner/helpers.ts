@@ -8,6 +8,7 @@ import { kindOf } from '../../src/tasks/events';
 import { DEFAULT_MODELS, ModelRegistry, type ModelSpec } from '../../src/tasks/models';
 import { migrate } from '../../src/db';
 import { freshDb, TEST_PG_URL, type Backend, type TestDb } from '../helpers/db';
+import { testBusEnv } from '../helpers/bus';
 import { call, testConfig } from '../helpers/gateway';
 import { freePort } from '../helpers/net';
 import { spawnGateway, type GatewayProcess } from '../helpers/gateway-process';
@@ -73,6 +74,7 @@ export async function startRunnerEnv(
     REPLICATE_BASE_URL: standin.url,
     RUNNER_ENABLED: 'true',
     DATA_DIR: dataDir,
+    ...(tdb.backend === 'postgres' ? testBusEnv() : {}),
     ...opts.env,
   };
   if (opts.webhooks) {

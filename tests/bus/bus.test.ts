@@ -32,7 +32,7 @@ async function nodes(engine: Engine, n: number, channel: string, hub = new Memor
   const logger = createLogger({ level: 'info', destination: { write: (s: string) => void lines.push(s) } });
   const list: Array<{ bus: Bus; got: Got[] }> = [];
   for (let i = 0; i < n; i++) {
-    const bus = engine === 'memory' ? memoryBus(hub, logger) : testBus(channel, engine);
+    const bus = engine === 'memory' ? memoryBus(hub, logger) : testBus(channel, engine, logger);
     const got: Got[] = [];
     for (const topic of ['events', 'realtime', 'longpoll'] as const)
       bus.subscribe(topic, (m, from) => got.push({ topic, m, from }));

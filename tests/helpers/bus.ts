@@ -3,7 +3,7 @@ import type { Bus } from '../../src/bus/bus';
 import { FramedBus } from '../../src/bus/framed';
 import { PgTransport } from '../../src/bus/postgres';
 import { RedisTransport } from '../../src/bus/redis';
-import { silentLogger } from '../../src/log';
+import { silentLogger, type Logger } from '../../src/log';
 import { TEST_PG_URL } from './db';
 
 /**
@@ -32,8 +32,7 @@ export function testBusEnv(): Record<string, string> {
  * A bare bus on the run's engine (no gateway), on channel `name` (a NOTIFY identifier; on Redis,
  * after the file's prefix): the realtime-library suites put their nodes on it. Not started.
  */
-export function testBus(name: string, engine: 'postgres' | 'redis' = TEST_BUS): Bus {
-  const logger = silentLogger();
+export function testBus(name: string, engine: 'postgres' | 'redis' = TEST_BUS, logger: Logger = silentLogger()): Bus {
   if (engine === 'redis') return new FramedBus(new RedisTransport(TEST_REDIS_URL, `${PREFIX}${name}`, logger), logger);
   if (!TEST_PG_URL) throw new Error('testBus: the postgres engine needs PYRE_TEST_DATABASE_URL');
   return new FramedBus(new PgTransport(TEST_PG_URL, name, logger), logger);

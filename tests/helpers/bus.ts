@@ -1,8 +1,10 @@
 import { randomBytes } from 'node:crypto';
+import { createClient } from 'redis';
 import type { Bus } from '../../src/bus/bus';
 import { FramedBus } from '../../src/bus/framed';
 import { PgTransport } from '../../src/bus/postgres';
 import { RedisTransport } from '../../src/bus/redis';
+import type { Db } from '../../src/db';
 import { silentLogger, type Logger } from '../../src/log';
 import { TEST_PG_URL } from './db';
 
@@ -36,4 +38,39 @@ export function testBus(name: string, engine: 'postgres' | 'redis' = TEST_BUS, l
   if (engine === 'redis') return new FramedBus(new RedisTransport(TEST_REDIS_URL, `${PREFIX}${name}`, logger), logger);
   if (!TEST_PG_URL) throw new Error('testBus: the postgres engine needs PYRE_TEST_DATABASE_URL');
   return new FramedBus(new PgTransport(TEST_PG_URL, name, logger), logger);
+}
+
+/**
+ * Cuts every bus connection of the gateways working in `schema` (as a network drop or a broker
+ * restart would): their LISTEN connections on NOTIFY, their Redis connections on Redis.
+ * Returns how many were cut.
+ */
+export async function cutBusConnections(db: Db, schema: string): Promise<number> {
+  if (TEST_BUS === 'redis') {
+    const redis = createClient({ url: TEST_REDIS_URL });
+    await redis.connect();
+    try {
+      const list = await redis.sendCommand(['CLIENT', 'LIST']);
+      const ids = String(list)
+        .split('\n')
+        .filter((l) => l.includes(` name=pyre-bus:${PREFIX}bus_${schema} `))
+        .map((l) => /(?:^| )id=(\d+)/.exec(l)?.[1])
+        .filter((id): id is string => id !== undefined);
+      for (const id of ids) await redis.sendCommand(['CLIENT', 'KILL', 'ID', id]);
+      return ids.length;
+    } finally {
+      await redis.close();
+    }
+  }
+  const k = await db.raw(
+    'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query ILIKE ? AND pid <> pg_backend_pid()',
+    [`LISTEN pyre_bus_${schema}`],
+  );
+  return k.rows.length;
+}
+
+/** The LISTEN connections (pg_stat_activity) of the gateways working in `schema`. */
+export async function listenConnections(db: Db, schema: string): Promise<number> {
+  const r = await db.raw('SELECT count(*)::int AS n FROM pg_stat_activity WHERE query ILIKE ?', [`LISTEN %${schema}%`]);
+  return r.rows[0].n as number;
 }

@@ -1,0 +1,239 @@
+/**
+ * The cluster's logic without PostgreSQL (plain `npm test`): several gateways in one process on
+ * one embedded database, joined by the in-memory bus. Gateway A runs the tasks; clients watch on
+ * B, so every event they get crossed the bus (a ref) and was read from the database. The bus is
+ * cut while tasks run: the relay's position check (on reconnect) fills the gap. Long-poll
+ * sessions are served by either gateway and handed over on a graceful stop; presence merges
+ * across nodes on the bus's realtime topic.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import WebSocket from 'ws';
+import { createGateway, type Gateway } from '../../src/app';
+import { BusPubSubAdapter } from '../../src/bus/adapters';
+import { memoryBus, MemoryBusHub } from '../../src/bus/open';
+import { silentLogger } from '../../src/log';
+import type { Standin } from '../../src/providers/replicate/standin';
+import { Presence, RealtimeServer } from '../../src/realtime';
+import { expectCleanSequence, fastStandin, joinRecording, phoenixSocket, standinEnv, type Received } from '../channels/helpers';
+import { freshDb, type TestDb } from '../helpers/db';
+import { call, testConfig } from '../helpers/gateway';
+import { waitFor } from '../helpers/wait';
+
+const LONGPOLL_SECRET = 'one long-poll key for the whole test cluster, 32+';
+
+describe('gateways in one process on the in-memory bus', () => {
+  let standin: Standin;
+  let tdb: TestDb;
+  let hub: MemoryBusHub;
+  const gateways: Gateway[] = [];
+  let a: { gw: Gateway; url: string };
+  let b: { gw: Gateway; url: string };
+
+  const start = async (runner: boolean) => {
+    const gw = await createGateway({
+      config: testConfig({
+        ...standinEnv(standin),
+        RUNNER_ENABLED: String(runner),
+        LONGPOLL_SECRET,
+      }),
+      logger: silentLogger(),
+      db: tdb.db,
+      bus: memoryBus(hub, silentLogger()),
+      runner: { pollIntervalMs: 50, claimIntervalMs: 100 },
+    });
+    gateways.push(gw);
+    return { gw, url: await gw.start() };
+  };
+
+  beforeAll(async () => {
+    standin = await fastStandin(8);
+    tdb = await freshDb('pglite');
+    hub = new MemoryBusHub();
+    a = await start(true);
+    b = await start(false);
+  }, 60_000);
+  afterAll(async () => {
+    for (const gw of gateways.reverse()) await gw.close().catch(() => undefined);
+    await tdb?.drop();
+    await standin?.close();
+  });
+
+  const create = async (prompt: string): Promise<string> => {
+    const r = await call(`${a.url}/api/tasks`, { body: { input_data: { type: 'text', prompt } } });
+    expect(r.status).toBe(202);
+    return r.body.task_id as string;
+  };
+  const lastSeq = async (id: string) => (await tdb.db('tasks').where({ id }).first()).last_seq as number;
+  const final = (events: Received[]) => events.some((e) => e.event === 'text_response');
+
+  it('/readyz reports the bus and each of its topics (B runs no tasks: it hears no new work)', async () => {
+    const r = await call(`${a.url}/readyz`);
+    expect(r.status).toBe(200);
+    expect(r.body).toMatchObject({
+      bus: 'ok',
+      bus_engine: 'memory',
+      bus_channels: { events: 'ok', new_work: 'ok', realtime: 'ok', longpoll: 'ok' },
+    });
+    expect((await call(`${b.url}/readyz`)).body.bus_channels).toEqual({ events: 'ok', realtime: 'ok', longpoll: 'ok' });
+  });
+
+  it('a task run by A reaches task and feed subscribers on B, each event once, in order', async () => {
+    const socket = phoenixSocket(b.url);
+    try {
+      const feed = joinRecording(socket, 'tasks:local');
+      await feed.joined;
+      const id = await create('across the bus');
+      const task = joinRecording(socket, `task:${id}`, { last_seq: 0 });
+      await task.joined;
+      await waitFor('final event on B', () => final(task.events) && final(feed.events), 30_000);
+      expectCleanSequence(task.events, id);
+      expect(task.events).toHaveLength(await lastSeq(id));
+      expect(b.gw.runner.activeCount).toBe(0);
+    } finally {
+      socket.disconnect();
+    }
+  }, 60_000);
+
+  it('the bus cut while tasks run: the position check on reconnect fills what B missed, once', async () => {
+    const socket = phoenixSocket(b.url);
+    try {
+      const feed = joinRecording(socket, 'tasks:local');
+      await feed.joined;
+      const ids = [await create('cut 1'), await create('cut 2'), await create('cut 3')];
+      const watched = new Map<string, Received[]>();
+      for (const id of ids) {
+        const ch = joinRecording(socket, `task:${id}`, { last_seq: 0 });
+        await ch.joined;
+        watched.set(id, ch.events);
+      }
+      const checksBefore = b.gw.relay.stats.checks;
+      hub.disconnectAll();
+      expect((await call(`${b.url}/readyz`)).body).toMatchObject({ bus: 'reconnecting', bus_channels: { events: 'reconnecting' } });
+      await waitFor(
+        'every task final while the bus is down',
+        async () => (await tdb.db('tasks').whereIn('id', ids).whereNotIn('status', ['succeeded', 'failed'])).length === 0,
+        30_000,
+      );
+      // Nothing crossed meanwhile; the events B holds are those it had before the cut.
+      const missing = async () => {
+        let n = 0;
+        for (const id of ids) n += (await lastSeq(id)) - watched.get(id)!.length;
+        return n;
+      };
+      expect(await missing()).toBeGreaterThan(0);
+      hub.reconnectAll();
+      await waitFor('every event on B', async () => (await missing()) === 0, 15_000);
+      expect(b.gw.relay.stats.checks).toBeGreaterThan(checksBefore);
+      expect(b.gw.relay.stats.recovered).toBeGreaterThan(0);
+      // A marker task after: anything still on its way from before (a duplicate) would come first.
+      const marker = await create('marker');
+      await waitFor('the marker on the feed', () => feed.events.some((e) => e.payload.task_id === marker && e.event === 'text_response'), 30_000);
+      for (const id of ids) {
+        expectCleanSequence(watched.get(id)!, id);
+        const seqs = feed.events.filter((e) => e.payload.task_id === id).map((e) => e.payload.seq);
+        expect(seqs).toEqual(Array.from({ length: await lastSeq(id) }, (_, i) => i + 1));
+      }
+    } finally {
+      socket.disconnect();
+    }
+  }, 90_000);
+
+  it('a long-poll session made on A is served through B, and handed over to B when A stops', async () => {
+    const lp = (url: string) => `${url}/socket/longpoll?vsn=2.0.0`;
+    const get = async (url: string, token?: string) =>
+      (await (await fetch(lp(url), { headers: token ? { 'x-phoenix-longpoll-token': token } : {} })).json()) as {
+        status: number;
+        token: string;
+        messages: string[];
+      };
+    const post = async (url: string, token: string, frames: unknown[]) =>
+      (
+        await fetch(lp(url), {
+          method: 'POST',
+          headers: { 'content-type': 'application/x-ndjson', 'x-phoenix-longpoll-token': token },
+          body: frames.map((f) => JSON.stringify(f)).join('\n'),
+        })
+      ).status;
+    // A third gateway to stop (A runs the tasks and stays).
+    const c = await start(false);
+    const opened = await get(c.url);
+    expect(opened.status).toBe(410);
+    const token = opened.token;
+    expect(token.startsWith(`${c.gw.bus!.nodeId}.`)).toBe(true);
+    const id = await create('long-poll');
+    expect(await post(b.url, token, [['1', '1', `task:${id}`, 'phx_join', { last_seq: 0 }]])).toBe(200);
+    const got: unknown[][] = [];
+    let current = token;
+    const pollUntil = async (url: string, done: () => boolean) => {
+      while (!done()) {
+        const r = await get(url, current);
+        if (r.status === 410) throw new Error('the session was lost');
+        current = r.token;
+        for (const m of r.messages) got.push(JSON.parse(m));
+      }
+    };
+    await pollUntil(b.url, () => got.some((m) => m[3] === 'phx_reply'));
+    expect(got[0]).toEqual(['1', '1', `task:${id}`, 'phx_reply', expect.objectContaining({ status: 'ok' })]);
+    // C stops gracefully: its session moves to a live gateway, the channel rejoined there.
+    await c.gw.close();
+    await pollUntil(b.url, () => got.some((m) => m[3] === 'text_response'));
+    expect(current.startsWith(`${c.gw.bus!.nodeId}.`)).toBe(false);
+    const seqs = got.filter((m) => m[3] !== 'phx_reply').map((m) => (m[4] as { seq: number }).seq);
+    expect(seqs).toEqual(Array.from({ length: await lastSeq(id) }, (_, i) => i + 1));
+  }, 60_000);
+
+  it('presence on two realtime nodes of the bus: one merged state', async () => {
+    const nodes = await Promise.all(
+      ['n1', 'n2'].map(async (label) => {
+        const bus = memoryBus(hub, silentLogger());
+        const rt = new RealtimeServer({ pubsub: new BusPubSubAdapter(bus), checkOrigin: false });
+        const presence = new Presence(rt, { heartbeatMs: 200, expireMs: 1000 });
+        rt.channel('room:*', {
+          join(_topic, payload, socket) {
+            presence.track(socket, (payload as { user: string }).user, { node: label });
+            presence.pushState(socket);
+            return { status: 'ok', response: {} };
+          },
+        });
+        const server = http.createServer();
+        rt.attach(server);
+        await bus.start();
+        await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+        return { bus, rt, presence, server, url: `ws://127.0.0.1:${(server.address() as AddressInfo).port}/socket/websocket?vsn=2.0.0` };
+      }),
+    );
+    const sockets: WebSocket[] = [];
+    try {
+      const frames: unknown[][][] = [[], []];
+      for (const [i, n] of nodes.entries()) {
+        const ws = new WebSocket(n.url);
+        sockets.push(ws);
+        ws.on('message', (d: Buffer) => frames[i]!.push(JSON.parse(d.toString())));
+        await new Promise((r) => ws.once('open', r));
+        ws.send(JSON.stringify(['1', '1', 'room:lobby', 'phx_join', { user: `u${i + 1}` }]));
+      }
+      // The first joiner hears of the second through a presence_diff that crossed the bus.
+      await waitFor(
+        'u2 seen on n1',
+        () => frames[0]!.some((f) => f[3] === 'presence_diff' && JSON.stringify(f[4]).includes('"u2"')),
+        10_000,
+      );
+      // A node that leaves the bus (kill -9) is forgotten by the other after expireMs.
+      sockets[1]!.terminate();
+      await waitFor(
+        'u2 leaves n1',
+        () => frames[0]!.some((f) => f[3] === 'presence_diff' && JSON.stringify((f[4] as { leaves: unknown }).leaves).includes('"u2"')),
+        10_000,
+      );
+    } finally {
+      for (const s of sockets) s.terminate();
+      for (const n of nodes) {
+        n.presence.close();
+        await n.rt.close();
+        await n.bus.close();
+        await new Promise((r) => n.server.close(r));
+      }
+    }
+  }, 30_000);
+});

@@ -8,6 +8,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runBigFanout } from './scenarios/bigfanout';
+import { runBus } from './scenarios/bus';
 import { runConnect } from './scenarios/connect';
 import { runFanout } from './scenarios/fanout';
 import { runIdle } from './scenarios/idle';
@@ -28,6 +29,7 @@ const scenarios: Record<string, () => Promise<unknown>> = {
   idle: runIdle,
   bigfanout: runBigFanout,
   inflight: runInflight,
+  bus: runBus,
 };
 
 async function main(): Promise<void> {

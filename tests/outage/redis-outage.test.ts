@@ -109,7 +109,10 @@ function listen(base: string, taskId: string) {
       const finalNow = async () =>
         Number((await tdb.db('tasks').whereIn('id', ids).whereIn('status', ['succeeded', 'failed']).count({ n: '*' }))[0]!.n);
       const before = await finalNow();
-      await waitFor('more tasks final while Redis is away', async () => (await finalNow()) > before, 60_000);
+      await waitFor('more tasks final while Redis is away', async () => {
+        const n = await finalNow();
+        return n > before || n === TASKS;
+      }, 120_000);
       await redis.restart();
       const back = Date.now();
       // What was committed before Redis returned (seq up to this, per task).

@@ -48,7 +48,7 @@ const EnvSchema = z.object({
     message: 'must be at least 32 characters (use `openssl rand -hex 32`)',
   }),
   BUS_URL: optionalString.refine((v) => v === undefined || /^rediss?:\/\/[^\s]+$/.test(v), {
-    message: 'must be a redis:// or rediss:// URL (unset: the database\'s LISTEN/NOTIFY)',
+    message: "must be a redis:// or rediss:// URL (unset: the database's LISTEN/NOTIFY)",
   }),
   BUS_PREFIX: z
     .string()

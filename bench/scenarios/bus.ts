@@ -54,9 +54,13 @@ async function freePort(): Promise<number> {
 
 async function ownRedis(): Promise<{ url: string; pid: number; stop(): void }> {
   const port = await freePort();
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
-    stdio: 'ignore',
-  });
+  const child = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    {
+      stdio: 'ignore',
+    },
+  );
   for (let i = 0; i < 100; i++) {
     const ok = await new Promise<boolean>((r) => {
       const s = net.connect(port, '127.0.0.1');
@@ -101,7 +105,11 @@ async function busRuns(redis: { url: string; pid: number }, seconds: number, rat
         for (const rate of rates) {
           const before = await Promise.all(nodes.map((n) => n.rpc.call<{ cpu: NodeJS.CpuUsage }>('reset')));
           const broker0 = cpuByPid(engine === 'redis' ? 'redis-server' : 'postgres');
-          const sent = await pub.rpc.call<{ sent: number; ms: number }>('publish', { rate, seconds }, (seconds + 60) * 1000);
+          const sent = await pub.rpc.call<{ sent: number; ms: number }>(
+            'publish',
+            { rate, seconds },
+            (seconds + 60) * 1000,
+          );
           // Let the tail arrive (a listener that keeps up has it within a second).
           await new Promise((r) => setTimeout(r, 1000));
           const after = await Promise.all(
@@ -136,7 +144,10 @@ async function busRuns(redis: { url: string; pid: number }, seconds: number, rat
 }
 
 /** NOTIFYs/s from 4 connections while `listeners` other connections LISTEN on the channel. */
-async function notifyRate(listeners: number, seconds: number): Promise<{ listeners: number; perSecond: number; pgCpu: number }> {
+async function notifyRate(
+  listeners: number,
+  seconds: number,
+): Promise<{ listeners: number; perSecond: number; pgCpu: number }> {
   const channel = `pyre_bench_notify_${process.pid}`;
   const ears: pg.Client[] = [];
   const senders: pg.Client[] = [];

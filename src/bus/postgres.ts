@@ -101,7 +101,10 @@ export class PgTransport implements Transport {
           if (this.client) this.logger.info({ channel: this.channel }, 'bus: LISTEN connection re-established');
         },
         (err) => {
-          this.logger.warn({ channel: this.channel, err: (err as Error).message }, 'bus: LISTEN reconnect failed; retrying');
+          this.logger.warn(
+            { channel: this.channel, err: (err as Error).message },
+            'bus: LISTEN reconnect failed; retrying',
+          );
           this.scheduleReconnect();
         },
       );

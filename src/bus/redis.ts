@@ -35,7 +35,12 @@ export class RedisTransport implements Transport {
   ) {
     const reconnectStrategy = (retries: number) => Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** retries);
     // Named after the channel (CLIENT LIST shows whose connections they are).
-    this.pub = createClient({ url, name: `pyre-bus:${channel}`, disableOfflineQueue: true, socket: { reconnectStrategy } });
+    this.pub = createClient({
+      url,
+      name: `pyre-bus:${channel}`,
+      disableOfflineQueue: true,
+      socket: { reconnectStrategy },
+    });
     this.sub = this.pub.duplicate();
     // Always listened to: an 'error' with no listener would end the process. Said once per outage.
     for (const c of [this.pub, this.sub]) c.on('error', (err: Error) => this.failed(err));

@@ -66,8 +66,16 @@ describe.each(ENGINES)('the cluster bus on %s', (engine) => {
       const direct = (x: typeof a) => x.got.filter((g) => g.topic === 'longpoll');
       expect(direct(a)).toEqual([]);
       expect(direct(c)).toEqual([]);
-      expect(direct(b).filter((g) => g.from === a.bus.nodeId).map((g) => g.m)).toEqual([{ n: 1 }, { n: 2, big }, { n: 3 }]);
-      expect(direct(b).filter((g) => g.from === c.bus.nodeId).map((g) => g.m)).toEqual([{ n: 4 }]);
+      expect(
+        direct(b)
+          .filter((g) => g.from === a.bus.nodeId)
+          .map((g) => g.m),
+      ).toEqual([{ n: 1 }, { n: 2, big }, { n: 3 }]);
+      expect(
+        direct(b)
+          .filter((g) => g.from === c.bus.nodeId)
+          .map((g) => g.m),
+      ).toEqual([{ n: 4 }]);
     } finally {
       await close();
     }
@@ -111,7 +119,7 @@ describe.each(ENGINES)('the cluster bus on %s', (engine) => {
     }
   }, 30_000);
 
-  it("a node never hears its own messages; a message that is not JSON is dropped and said, its neighbours go", async () => {
+  it('a node never hears its own messages; a message that is not JSON is dropped and said, its neighbours go', async () => {
     const { list, lines, close } = await nodes(engine, 2, channel());
     const [a, b] = list as [(typeof list)[0], (typeof list)[0]];
     try {
@@ -135,14 +143,21 @@ describe.each(ENGINES)('the cluster bus on %s', (engine) => {
   }, 30_000);
 
   it('reports each subscribed topic, and runs the reconnect hook on the first connection', async () => {
-    const bus = engine === 'memory' ? memoryBus(new MemoryBusHub(), createLogger({ level: 'silent' })) : testBus(channel(), engine);
+    const bus =
+      engine === 'memory'
+        ? memoryBus(new MemoryBusHub(), createLogger({ level: 'silent' }))
+        : testBus(channel(), engine);
     let hooks = 0;
     bus.onReconnect(() => hooks++);
     bus.subscribe('events', () => undefined);
     bus.subscribe('new_work', () => undefined);
     expect(() => bus.subscribe('nope' as BusTopic, () => undefined)).toThrow('unknown topic "nope"');
     try {
-      expect(bus.status()).toEqual({ engine, connected: false, channels: { events: 'reconnecting', new_work: 'reconnecting' } });
+      expect(bus.status()).toEqual({
+        engine,
+        connected: false,
+        channels: { events: 'reconnecting', new_work: 'reconnecting' },
+      });
       await bus.start();
       expect(bus.status()).toEqual({ engine, connected: true, channels: { events: 'ok', new_work: 'ok' } });
       expect(hooks).toBe(1);

@@ -28,7 +28,11 @@ const oneToN = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
 async function markerTask(url: string, events: Received[]): Promise<void> {
   const r = await call(`${url}/api/tasks`, { token: alice, body: { input_data: { type: 'text', prompt: 'marker' } } });
   const id = r.body.task_id as string;
-  await waitFor('the marker task on the feed', () => events.some((e) => e.payload.task_id === id && e.event === 'text_response'), 30_000);
+  await waitFor(
+    'the marker task on the feed',
+    () => events.some((e) => e.payload.task_id === id && e.event === 'text_response'),
+    30_000,
+  );
 }
 
 describe.each(BACKENDS)('tasks:<user_id> feed replay on %s', (backend) => {

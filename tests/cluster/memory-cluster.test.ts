@@ -15,7 +15,14 @@ import { memoryBus, MemoryBusHub } from '../../src/bus/open';
 import { silentLogger } from '../../src/log';
 import type { Standin } from '../../src/providers/replicate/standin';
 import { Presence, RealtimeServer } from '../../src/realtime';
-import { expectCleanSequence, fastStandin, joinRecording, phoenixSocket, standinEnv, type Received } from '../channels/helpers';
+import {
+  expectCleanSequence,
+  fastStandin,
+  joinRecording,
+  phoenixSocket,
+  standinEnv,
+  type Received,
+} from '../channels/helpers';
 import { freshDb, type TestDb } from '../helpers/db';
 import { call, testConfig } from '../helpers/gateway';
 import { waitFor } from '../helpers/wait';
@@ -109,10 +116,14 @@ describe('gateways in one process on the in-memory bus', () => {
       }
       const checksBefore = b.gw.relay.stats.checks;
       hub.disconnectAll();
-      expect((await call(`${b.url}/readyz`)).body).toMatchObject({ bus: 'reconnecting', bus_channels: { events: 'reconnecting' } });
+      expect((await call(`${b.url}/readyz`)).body).toMatchObject({
+        bus: 'reconnecting',
+        bus_channels: { events: 'reconnecting' },
+      });
       await waitFor(
         'every task final while the bus is down',
-        async () => (await tdb.db('tasks').whereIn('id', ids).whereNotIn('status', ['succeeded', 'failed'])).length === 0,
+        async () =>
+          (await tdb.db('tasks').whereIn('id', ids).whereNotIn('status', ['succeeded', 'failed'])).length === 0,
         30_000,
       );
       // No ref crossed meanwhile: what B delivered came from its periodic position check (every 5 s)
@@ -128,7 +139,11 @@ describe('gateways in one process on the in-memory bus', () => {
       expect(b.gw.relay.stats.recovered).toBeGreaterThan(0);
       // A marker task after: anything still on its way from before (a duplicate) would come first.
       const marker = await create('marker');
-      await waitFor('the marker on the feed', () => feed.events.some((e) => e.payload.task_id === marker && e.event === 'text_response'), 30_000);
+      await waitFor(
+        'the marker on the feed',
+        () => feed.events.some((e) => e.payload.task_id === marker && e.event === 'text_response'),
+        30_000,
+      );
       for (const id of ids) {
         expectCleanSequence(watched.get(id)!, id);
         const seqs = feed.events.filter((e) => e.payload.task_id === id).map((e) => e.payload.seq);
@@ -201,7 +216,13 @@ describe('gateways in one process on the in-memory bus', () => {
         rt.attach(server);
         await bus.start();
         await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-        return { bus, rt, presence, server, url: `ws://127.0.0.1:${(server.address() as AddressInfo).port}/socket/websocket?vsn=2.0.0` };
+        return {
+          bus,
+          rt,
+          presence,
+          server,
+          url: `ws://127.0.0.1:${(server.address() as AddressInfo).port}/socket/websocket?vsn=2.0.0`,
+        };
       }),
     );
     const sockets: WebSocket[] = [];
@@ -224,7 +245,10 @@ describe('gateways in one process on the in-memory bus', () => {
       sockets[1]!.terminate();
       await waitFor(
         'u2 leaves n1',
-        () => frames[0]!.some((f) => f[3] === 'presence_diff' && JSON.stringify((f[4] as { leaves: unknown }).leaves).includes('"u2"')),
+        () =>
+          frames[0]!.some(
+            (f) => f[3] === 'presence_diff' && JSON.stringify((f[4] as { leaves: unknown }).leaves).includes('"u2"'),
+          ),
         10_000,
       );
     } finally {

@@ -20,7 +20,8 @@ import { fastStandin, standinEnv } from '../channels/helpers';
 
 const wanted = TEST_PG_URL !== undefined;
 const unavailable = wanted ? ownRedisUnavailable() : 'runs with the PostgreSQL half';
-if (wanted && unavailable && process.env.CI === 'true') throw new Error(`the Redis outage suite cannot run under CI: ${unavailable}`);
+if (wanted && unavailable && process.env.CI === 'true')
+  throw new Error(`the Redis outage suite cannot run under CI: ${unavailable}`);
 if (wanted && unavailable) console.warn(`SKIPPED Redis outage suite: ${unavailable}`);
 
 const TASKS = 100;
@@ -107,22 +108,32 @@ function listen(base: string, taskId: string) {
       });
       // Tasks go on finishing while Redis is away (the worker keeps running them).
       const finalNow = async () =>
-        Number((await tdb.db('tasks').whereIn('id', ids).whereIn('status', ['succeeded', 'failed']).count({ n: '*' }))[0]!.n);
+        Number(
+          (await tdb.db('tasks').whereIn('id', ids).whereIn('status', ['succeeded', 'failed']).count({ n: '*' }))[0]!.n,
+        );
       const before = await finalNow();
-      await waitFor('more tasks final while Redis is away', async () => {
-        const n = await finalNow();
-        return n > before || n === TASKS;
-      }, 120_000);
+      await waitFor(
+        'more tasks final while Redis is away',
+        async () => {
+          const n = await finalNow();
+          return n > before || n === TASKS;
+        },
+        120_000,
+      );
       await redis.restart();
       const back = Date.now();
       // What was committed before Redis returned (seq up to this, per task).
       const committed = new Map<string, number>(
-        (await tdb.db('tasks').whereIn('id', ids).select('id', 'last_seq')).map((r: { id: string; last_seq: number }) => [r.id, r.last_seq]),
+        (await tdb.db('tasks').whereIn('id', ids).select('id', 'last_seq')).map(
+          (r: { id: string; last_seq: number }) => [r.id, r.last_seq],
+        ),
       );
       await waitFor('readiness ok again', async () => (await call(`${front.url}/readyz`)).status === 200, 30_000);
       await waitFor('every task final', async () => (await finalNow()) === TASKS, 120_000);
       const last = new Map<string, number>(
-        (await tdb.db('tasks').whereIn('id', ids).select('id', 'last_seq')).map((r: { id: string; last_seq: number }) => [r.id, r.last_seq]),
+        (await tdb.db('tasks').whereIn('id', ids).select('id', 'last_seq')).map(
+          (r: { id: string; last_seq: number }) => [r.id, r.last_seq],
+        ),
       );
       await waitFor(
         'every event on every socket',
@@ -130,14 +141,19 @@ function listen(base: string, taskId: string) {
         DELIVERY_BOUND_MS + SLACK_MS + 60_000,
       );
       // A marker task after: a late duplicate from before would reach its socket first.
-      const marker = (await call(`${front.url}/api/tasks`, { token: alice, body: { input_data: { type: 'text', prompt: 'marker' } } })).body
-        .task_id as string;
+      const marker = (
+        await call(`${front.url}/api/tasks`, { token: alice, body: { input_data: { type: 'text', prompt: 'marker' } } })
+      ).body.task_id as string;
       const m = listen(front.url, marker);
       await m.joined;
-      await waitFor('the marker task final on its socket', async () => {
-        const row = await tdb.db('tasks').where({ id: marker }).first();
-        return ['succeeded', 'failed'].includes(row.status) && m.got.length >= row.last_seq;
-      }, 60_000);
+      await waitFor(
+        'the marker task final on its socket',
+        async () => {
+          const row = await tdb.db('tasks').where({ id: marker }).first();
+          return ['succeeded', 'failed'].includes(row.status) && m.got.length >= row.last_seq;
+        },
+        60_000,
+      );
       await front.gw.relay.idle();
       m.ws.terminate();
       let lost = 0;
@@ -161,9 +177,12 @@ function listen(base: string, taskId: string) {
       expect(duplicated).toBe(0);
       expect(lateMs).toBeLessThanOrEqual(DELIVERY_BOUND_MS + SLACK_MS);
       // Neither process exited.
-      expect(await Promise.race([worker.exited.then(() => 'exited'), new Promise((r) => setTimeout(() => r('running'), 10))])).toBe(
-        'running',
-      );
+      expect(
+        await Promise.race([
+          worker.exited.then(() => 'exited'),
+          new Promise((r) => setTimeout(() => r('running'), 10)),
+        ]),
+      ).toBe('running');
     } finally {
       for (const s of sockets) s.ws.terminate();
     }

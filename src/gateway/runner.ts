@@ -13,7 +13,7 @@ export type RunnerOverrides = Partial<
 /**
  * The task runner, built but not started (the gateway's `start()` starts it once the HTTP server
  * listens). A task queued in this process wakes it at once, and the runners of other processes
- * through a NOTIFY (`pyre_new_work`, with PostgreSQL); with webhooks (PUBLIC_URL and a signing
+ * through the cluster bus (its `new_work` topic); with webhooks (PUBLIC_URL and a signing
  * secret) the provider is asked to call back, and polling stays on as the safety net.
  */
 export function createRunner(

@@ -41,11 +41,12 @@ export function testBus(name: string, engine: 'postgres' | 'redis' = TEST_BUS, l
 }
 
 /**
- * Cuts every bus connection of the gateways working in `schema` (as a network drop or a broker
- * restart would): their LISTEN connections on NOTIFY, their Redis connections on Redis.
- * Returns how many were cut.
+ * Cuts every bus connection of the gateways working in `schema` (none: the database's default
+ * search path), as a network drop or a broker restart would: their LISTEN connections on NOTIFY,
+ * their Redis connections on Redis. Returns how many were cut.
  */
-export async function cutBusConnections(db: Db, schema: string): Promise<number> {
+export async function cutBusConnections(db: Db, schema?: string): Promise<number> {
+  const suffix = schema ? `_${schema}` : '';
   if (TEST_BUS === 'redis') {
     const redis = createClient({ url: TEST_REDIS_URL });
     await redis.connect();
@@ -53,7 +54,7 @@ export async function cutBusConnections(db: Db, schema: string): Promise<number>
       const list = await redis.sendCommand(['CLIENT', 'LIST']);
       const ids = String(list)
         .split('\n')
-        .filter((l) => l.includes(` name=pyre-bus:${PREFIX}bus_${schema} `))
+        .filter((l) => l.includes(` name=pyre-bus:${PREFIX}bus${suffix} `))
         .map((l) => /(?:^| )id=(\d+)/.exec(l)?.[1])
         .filter((id): id is string => id !== undefined);
       for (const id of ids) await redis.sendCommand(['CLIENT', 'KILL', 'ID', id]);
@@ -63,8 +64,8 @@ export async function cutBusConnections(db: Db, schema: string): Promise<number>
     }
   }
   const k = await db.raw(
-    'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query ILIKE ? AND pid <> pg_backend_pid()',
-    [`LISTEN pyre_bus_${schema}`],
+    'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = ? AND pid <> pg_backend_pid()',
+    [`LISTEN pyre_bus${suffix}`],
   );
   return k.rows.length;
 }

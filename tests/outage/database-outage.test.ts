@@ -9,6 +9,7 @@ import knexFactory, { type Knex } from 'knex';
 import WebSocket from 'ws';
 import { TokenSigner } from '../../src/auth/tokens';
 import { startStandin, type Standin } from '../../src/providers/replicate/standin';
+import { cutBusConnections } from '../helpers/bus';
 import { TEST_PG_URL } from '../helpers/db';
 import { call, TEST_SECRET } from '../helpers/gateway';
 import { spawnGateway, type GatewayProcess } from '../helpers/gateway-process';
@@ -314,19 +315,16 @@ function exactlyOnce(got: Got[], taskId: string, lastSeq: number): boolean {
     expect(clients.filter((c) => c.closed)).toHaveLength(0);
   }, 400_000);
 
-  it('the LISTEN connections killed (pg_terminate_backend) again and again while tasks finish: every event once, the final one too', async () => {
+  it('the bus connections (LISTEN, or Redis) killed again and again while tasks finish: every event once, the final one too', async () => {
     await expectAlive();
     const ids = await createTasks(20, 'listen');
     const killUntil = Date.now() + 10_000;
     let killed = 0;
     while (Date.now() < killUntil) {
-      const r = await db.raw(
-        `SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE query ILIKE 'LISTEN %' AND pid <> pg_backend_pid()`,
-      );
-      killed += (r.rows as unknown[]).length;
+      killed += await cutBusConnections(db);
       await new Promise((res) => setTimeout(res, 500));
     }
-    console.log(`figures: ${killed} LISTEN backends terminated in 10 s`);
+    console.log(`figures: ${killed} bus connections cut in 10 s`);
     expect(killed).toBeGreaterThan(0);
     await waitAllFinal(ids, 120_000);
     await expectEveryEventOnce(ids);

@@ -2,8 +2,8 @@ import { TEST_PG_URL } from '../helpers/db';
 import { createTask, getTask, startRunnerEnv, waitFor } from './helpers';
 
 /**
- * New work wakes the runners of other processes through the database (a NOTIFY after the
- * insert commits): a task created on a process whose runner is off is claimed by another
+ * New work wakes the runners of other processes through the cluster bus (NOTIFY after the insert
+ * commits, or Redis with PYRE_TEST_BUS=redis): a task created on a process whose runner is off is claimed by another
  * process at once, not at its next poll (here an hour away).
  */
 const suite = TEST_PG_URL ? describe : describe.skip;
@@ -19,13 +19,7 @@ suite('new work across processes (needs PYRE_TEST_DATABASE_URL)', () => {
     });
     try {
       // The worker's start-up claim has run (nothing to do); its next poll is an hour away.
-      await waitFor('the worker to listen for new work', async () => {
-        const res = (await api.tdb.db.raw(
-          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE query = ? AND state = 'idle'`,
-          [`LISTEN pyre_new_work_${api.tdb.schema}`],
-        )) as { rows: Array<{ n: number }> };
-        return res.rows[0]!.n >= 1;
-      });
+      await waitFor('the worker to listen for new work', () => worker.gw.bus?.status().channels.new_work === 'ok');
       const id = await createTask(api.url, { type: 'text', model: 'gpt-4.1', prompt: 'wake the other process' });
       const claimed = await waitFor(
         'the worker to claim the task',

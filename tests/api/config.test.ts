@@ -22,6 +22,9 @@ describe('configuration', () => {
     [{ PUBLIC_URL: 'ftp://x' }, 'PUBLIC_URL'],
     [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
     [{ HOST: '0.0.0.0' }, 'HOST'],
+    [{ BUS_URL: 'postgres://x' }, 'BUS_URL'],
+    [{ BUS_PREFIX: 'has space' }, 'BUS_PREFIX'],
+    [{ LONGPOLL_SECRET: 'short' }, 'LONGPOLL_SECRET'],
   ])('a bad value stops start-up naming the variable: %o', (env, name) => {
     expect(problems(env)).toContain(`${name}:`);
   });
@@ -36,6 +39,9 @@ describe('configuration', () => {
       demoMode: true,
     });
     expect(c.replicate.baseUrl).toBe('https://api.replicate.com/v1');
+    // No bus setting: the database's NOTIFY on PostgreSQL, none on PGlite (docs/cluster.md).
+    expect(c.bus).toEqual({ url: undefined, prefix: 'pyre:' });
+    expect(c.longpollSecret).toBeUndefined();
     expect(c.dataDir.endsWith('/data')).toBe(true);
   });
 

@@ -134,6 +134,46 @@ export class TaskStore {
     return (await trx('tasks').where({ id }).forUpdate().first()) as TaskRow | undefined;
   }
 
+  /**
+   * Tasks by id, locked until the end of `trx`, in id order: transactions that lock several
+   * rows this way take them in the same order and cannot deadlock on each other.
+   */
+  async lockMany(trx: Knex.Transaction, ids: string[]): Promise<TaskRow[]> {
+    if (!ids.length) return [];
+    return (await trx('tasks')
+      .whereRaw('id = ANY(?::uuid[])', [ids])
+      .orderBy('id')
+      .forUpdate()) as TaskRow[];
+  }
+
+  /**
+   * Text deltas of several (locked) tasks, two statements: the events, in one multi-row insert,
+   * and each task's new `last_seq` and `text_length` (and `updated_at`), in one update.
+   */
+  async appendTextDeltas(
+    trx: Knex.Transaction,
+    events: StoredEvent[],
+    tasks: Array<{ id: string; last_seq: number; text_length: number }>,
+    at: Date,
+  ): Promise<void> {
+    if (!events.length) return;
+    await trx('task_events').insert(
+      events.map((e) => ({
+        task_id: e.task_id,
+        seq: e.seq,
+        event: e.event,
+        payload: JSON.stringify(e.payload),
+        inserted_at: at,
+      })),
+    );
+    await trx.raw(
+      `UPDATE tasks SET last_seq = v.last_seq, text_length = v.text_length, updated_at = ?
+       FROM (SELECT unnest(?::uuid[]) AS id, unnest(?::int[]) AS last_seq, unnest(?::int[]) AS text_length) v
+       WHERE tasks.id = v.id`,
+      [at, tasks.map((t) => t.id), tasks.map((t) => t.last_seq), tasks.map((t) => t.text_length)],
+    );
+  }
+
   /** Set columns of a task (JSON columns encoded); returns the new row. */
   async update(trx: Knex.Transaction, id: string, patch: Record<string, unknown>): Promise<TaskRow> {
     const encoded = Object.fromEntries(
@@ -224,15 +264,6 @@ export class TaskStore {
       .orderBy('seq')
       .select('payload')) as Array<{ payload: { delta?: string } }>;
     return events.map((e) => e.payload.delta ?? '').join('');
-  }
-
-  /** Characters announced so far in a task's text_delta events (code points, as PostgreSQL counts them). */
-  async announcedLength(trx: Knex.Transaction, taskId: string): Promise<number> {
-    const row = (await trx('task_events')
-      .where({ task_id: taskId, event: 'text_delta' })
-      .first(trx.raw(`coalesce(sum(char_length(payload->>'delta')), 0)::int as n`))) as
-      { n: number | string } | undefined;
-    return Number(row?.n ?? 0);
   }
 
   /**

@@ -282,6 +282,24 @@ export class TaskService {
   }
 
   /**
+   * The stored events of several tasks, each after its own seq (no ownership check), in one
+   * query: by task id, in seq order.
+   */
+  async eventsOfMany(
+    tasks: Array<{ id: string; user_id: string; afterSeq: number }>,
+  ): Promise<Map<string, TaskEvent[]>> {
+    const rows = await this.store.eventsAfterMany(tasks.map((t) => ({ id: t.id, seq: t.afterSeq })));
+    const userOf = new Map(tasks.map((t) => [t.id, t.user_id]));
+    const out = new Map<string, TaskEvent[]>();
+    for (const [id, events] of rows)
+      out.set(
+        id,
+        events.map((e) => ({ ...e, user_id: userOf.get(id)! }) as TaskEvent),
+      );
+    return out;
+  }
+
+  /**
    * Announce what `a` adds to a text task's text, as one text_delta (see TextAppends): false when
    * the write is refused (the task ended, or `a.may` says it is not the writer's).
    */

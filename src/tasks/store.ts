@@ -224,6 +224,30 @@ export class TaskStore {
   }
 
   /**
+   * The stored events of several tasks, each after its own seq, in one statement: grouped by
+   * task, in seq order (the event relay reads a batch of notifications with it).
+   */
+  async eventsAfterMany(
+    after: Array<{ id: string; seq: number }>,
+  ): Promise<Map<string, Array<Omit<TaskEvent, 'user_id'>>>> {
+    const out = new Map<string, Array<Omit<TaskEvent, 'user_id'>>>();
+    if (!after.length) return out;
+    const result = (await this.db.raw(
+      `SELECT e.task_id, e.seq, e.event, e.payload, e.inserted_at
+       FROM task_events e
+       JOIN unnest(?::uuid[], ?::int[]) AS w(task_id, after_seq) ON e.task_id = w.task_id AND e.seq > w.after_seq
+       ORDER BY e.task_id, e.seq`,
+      [after.map((a) => a.id), after.map((a) => a.seq)],
+    )) as { rows: EventRow[] };
+    for (const r of result.rows) {
+      const list = out.get(r.task_id) ?? [];
+      if (!list.length) out.set(r.task_id, list);
+      list.push(storedEvent(r));
+    }
+    return out;
+  }
+
+  /**
    * The event relay's position check, one statement: the last seq of the tasks `taskIds`, and of
    * the tasks of `userIds` changed since `since`.
    */

@@ -124,7 +124,7 @@ function tokenAt(cum: number[], end: number): number {
   return lo;
 }
 
-/** Lags, completeness and span of a run's streams. */
+/** Lags, completeness, and the span from the first token emitted to the last stream's end. */
 function judge(pairs: Array<[Received | undefined, Emitted | null]>, seqChecked: boolean) {
   const lag = new Hist();
   const resp = new Hist();
@@ -139,7 +139,7 @@ function judge(pairs: Array<[Received | undefined, Emitted | null]>, seqChecked:
     if (r.text === e.text && (!seqChecked || r.seqErrors === 0)) complete++;
     tokens += e.cum.length;
     if (e.emittedAt.length) first = Math.min(first, e.emittedAt[0]!);
-    last = Math.max(last, e.doneAt, r.responseAt ?? 0);
+    if (Number.isFinite(e.doneAt)) last = Math.max(last, e.doneAt);
     for (let j = 0; j < r.at.length; j++) {
       const k = tokenAt(e.cum, r.end[j]!);
       lag.record(Math.max(0, r.at[j]! - e.emittedAt[k]!));

@@ -100,6 +100,10 @@ export class TextStream {
   private readonly stopper = new AbortController();
   private done: Promise<void> | undefined;
   private writeFailures = 0;
+  /** Told once when the provider ends the stream (the prediction ended): the run polls at once. */
+  private readonly endListeners = new Set<() => void>();
+  /** The stream ended with nobody listening yet: the next listener is told at once. */
+  private endUnseen = false;
 
   constructor(private readonly o: { text: AnnouncedText; provider: Provider; log: Logger }) {
     this.skip = o.text.text.length;
@@ -126,6 +130,20 @@ export class TextStream {
     await this.done;
   }
 
+  /**
+   * Registers `wake` to be called when the provider ends the stream (its `done`: the prediction
+   * ended), once; returns the unregister. An OnWake, for the run's wait between polls.
+   */
+  onEnded(wake: () => void): () => void {
+    if (this.endUnseen) {
+      this.endUnseen = false;
+      setImmediate(wake);
+      return () => {};
+    }
+    this.endListeners.add(wake);
+    return () => this.endListeners.delete(wake);
+  }
+
   private async read(url: string, signal: AbortSignal): Promise<void> {
     try {
       await this.o.provider.stream(url, {
@@ -134,6 +152,11 @@ export class TextStream {
           if (ev.event === 'output') this.received(ev.data);
         },
       });
+      if (!signal.aborted) {
+        if (this.endListeners.size) for (const l of [...this.endListeners]) l();
+        else this.endUnseen = true;
+        this.endListeners.clear();
+      }
     } catch (err) {
       if (!signal.aborted) this.o.log.warn({ err: String(err) }, 'output stream ended early; polling continues');
     } finally {

@@ -147,8 +147,8 @@ export class TaskStore {
   }
 
   /**
-   * Text deltas of several (locked) tasks, two statements: the events, in one multi-row insert,
-   * and each task's new `last_seq` and `text_length` (and `updated_at`), in one update.
+   * Text deltas of several (locked) tasks, one statement: the events (a multi-row insert) and
+   * each task's new `last_seq` and `text_length` (and `updated_at`).
    */
   async appendTextDeltas(
     trx: Knex.Transaction,
@@ -157,20 +157,23 @@ export class TaskStore {
     at: Date,
   ): Promise<void> {
     if (!events.length) return;
-    await trx('task_events').insert(
-      events.map((e) => ({
-        task_id: e.task_id,
-        seq: e.seq,
-        event: e.event,
-        payload: JSON.stringify(e.payload),
-        inserted_at: at,
-      })),
-    );
+    const insert = trx('task_events')
+      .insert(
+        events.map((e) => ({
+          task_id: e.task_id,
+          seq: e.seq,
+          event: e.event,
+          payload: JSON.stringify(e.payload),
+          inserted_at: at,
+        })),
+      )
+      .toSQL();
     await trx.raw(
-      `UPDATE tasks SET last_seq = v.last_seq, text_length = v.text_length, updated_at = ?
+      `WITH e AS (${insert.sql})
+       UPDATE tasks SET last_seq = v.last_seq, text_length = v.text_length, updated_at = ?
        FROM (SELECT unnest(?::uuid[]) AS id, unnest(?::int[]) AS last_seq, unnest(?::int[]) AS text_length) v
        WHERE tasks.id = v.id`,
-      [at, tasks.map((t) => t.id), tasks.map((t) => t.last_seq), tasks.map((t) => t.text_length)],
+      [...insert.bindings, at, tasks.map((t) => t.id), tasks.map((t) => t.last_seq), tasks.map((t) => t.text_length)],
     );
   }
 

@@ -20,6 +20,8 @@ export class Released extends Error {}
 export class AnnouncedText {
   /** Characters (code points) of `announced`. */
   private chars: number;
+  /** The writes of this writer, one after another (each builds on what the one before announced). */
+  private queue: Promise<unknown> = Promise.resolve();
 
   private constructor(
     private readonly tasks: TaskService,
@@ -46,34 +48,48 @@ export class AnnouncedText {
    * nothing is lost, a later append with the same tail (or a longer one) announces it. The cost
    * does not depend on how long the text is.
    */
-  async appendTail(tail: string): Promise<boolean> {
-    if (!tail) return true;
-    const ok = await this.tasks.appendText({ taskId: this.taskId, knownChars: this.chars, tail, may: this.may });
-    if (!ok) return false;
-    this.announced += tail;
-    this.chars += codePoints(tail);
-    return true;
+  appendTail(tail: string): Promise<boolean> {
+    return this.serial(() => this.writeTail(tail));
   }
 
   /**
    * Announce the part of `full` (the whole text so far, as the provider has it) beyond what is
    * stored. Returns false when the write is refused; rejects when the database does.
    */
-  async append(full: string): Promise<boolean> {
-    if (full.startsWith(this.announced)) return this.appendTail(full.slice(this.announced.length));
-    // Not a continuation of what this writer knows: compare from the start.
-    const ok = await this.tasks.appendText({ taskId: this.taskId, knownChars: 0, tail: full, may: this.may });
-    if (ok && codePoints(full) > this.chars) {
-      this.announced = full;
-      this.chars = codePoints(full);
-    }
-    return ok;
+  append(full: string): Promise<boolean> {
+    return this.serial(async () => {
+      if (full.startsWith(this.announced)) return this.writeTail(full.slice(this.announced.length));
+      // Not a continuation of what this writer knows: compare from the start.
+      const ok = await this.tasks.appendText({ taskId: this.taskId, knownChars: 0, tail: full, may: this.may });
+      if (ok && codePoints(full) > this.chars) {
+        this.announced = full;
+        this.chars = codePoints(full);
+      }
+      return ok;
+    });
   }
 
   /** Announce what `full` adds, when it continues the text announced so far. */
   async extendTo(full: string): Promise<void> {
-    if (full.startsWith(this.announced) && full.length > this.announced.length)
-      await this.appendTail(full.slice(this.announced.length));
+    await this.serial(async () => {
+      if (full.startsWith(this.announced) && full.length > this.announced.length)
+        await this.writeTail(full.slice(this.announced.length));
+    });
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async writeTail(tail: string): Promise<boolean> {
+    if (!tail) return true;
+    const ok = await this.tasks.appendText({ taskId: this.taskId, knownChars: this.chars, tail, may: this.may });
+    if (!ok) return false;
+    this.announced += tail;
+    this.chars += codePoints(tail);
+    return true;
   }
 }
 

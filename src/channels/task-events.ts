@@ -61,7 +61,15 @@ export class TaskEventRelay {
   /** The start of the last position check that succeeded. */
   private lastCheckAt = Date.now();
   /** Checks run and events they recovered (for tests and the log). */
-  readonly stats = { checks: 0, failedChecks: 0, recovered: 0, reads: 0, eventsRead: 0 };
+  readonly stats = {
+    checks: 0,
+    failedChecks: 0,
+    recovered: 0,
+    /** Notification batches that named a task watched here, queries of the event log, and the events they read. */
+    batches: 0,
+    reads: 0,
+    eventsRead: 0,
+  };
 
   constructor(
     private readonly tasks: TaskService,
@@ -214,6 +222,7 @@ export class TaskEventRelay {
       }
       if (to > t.seq) wanted.push({ taskId, t, upTo: to });
     }
+    if (wanted.length) this.stats.batches++;
     await this.fillMany(wanted);
   }
 

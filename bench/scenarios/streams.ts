@@ -204,10 +204,9 @@ async function backends(db: Db, name: string): Promise<number[]> {
 }
 
 async function transactions(db: Db, name: string): Promise<number> {
-  const r = (await db.raw(
-    'SELECT (xact_commit + xact_rollback)::bigint AS n FROM pg_stat_database WHERE datname = ?',
-    [name],
-  )) as { rows: Array<{ n: string }> };
+  const r = (await db.raw('SELECT (xact_commit + xact_rollback)::bigint AS n FROM pg_stat_database WHERE datname = ?', [
+    name,
+  ])) as { rows: Array<{ n: string }> };
   return Number(r.rows[0]?.n ?? 0);
 }
 
@@ -437,7 +436,10 @@ export function report(rows: StreamsRow[]): string {
       'delta lag p50 / p99 / max ms': `${fmt(r.lagP50, 0)} / ${fmt(r.lagP99, 0)} / ${fmt(r.lagMax, 0)}`,
       'end lag p50 / p99 ms': `${fmt(r.responseP50, 0)} / ${fmt(r.responseP99, 0)}`,
       'complete, gap-free': `${r.complete}/${r.streams}`,
-      'CPU % A / B / PG': r.code === 'relay' ? `relay ${fmt(r.cpuRelay, 0)}` : `${fmt(r.cpuA, 0)} / ${fmt(r.cpuB, 0)} / ${fmt(r.cpuPg, 0)}`,
+      'CPU % A / B / PG':
+        r.code === 'relay'
+          ? `relay ${fmt(r.cpuRelay, 0)}`
+          : `${fmt(r.cpuA, 0)} / ${fmt(r.cpuB, 0)} / ${fmt(r.cpuPg, 0)}`,
       'CPU µs/token (× relay)': `${fmt(r.cpuUsPerToken, 1)}${ref && r !== ref ? ` (${fmt(r.cpuUsPerToken / ref.cpuUsPerToken, 1)}×)` : ''}`,
       'db xact/s': fmt(r.xactPerSecond, 0),
       'load avg': r.loadavg.map((x) => x.toFixed(1)).join(' '),

@@ -253,7 +253,9 @@ export class TaskEventRelay {
    * One query for the events after each task's seq; delivers them in seq order. Resolves (never
    * rejects: the position check retries) with the tasks that moved on.
    */
-  private async readBatch(batch: Array<{ taskId: string; t: Tracked }>): Promise<Array<{ taskId: string; t: Tracked }>> {
+  private async readBatch(
+    batch: Array<{ taskId: string; t: Tracked }>,
+  ): Promise<Array<{ taskId: string; t: Tracked }>> {
     const moved: Array<{ taskId: string; t: Tracked }> = [];
     try {
       this.stats.reads++;

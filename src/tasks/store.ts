@@ -140,10 +140,7 @@ export class TaskStore {
    */
   async lockMany(trx: Knex.Transaction, ids: string[]): Promise<TaskRow[]> {
     if (!ids.length) return [];
-    return (await trx('tasks')
-      .whereRaw('id = ANY(?::uuid[])', [ids])
-      .orderBy('id')
-      .forUpdate()) as TaskRow[];
+    return (await trx('tasks').whereRaw('id = ANY(?::uuid[])', [ids]).orderBy('id').forUpdate()) as TaskRow[];
   }
 
   /**

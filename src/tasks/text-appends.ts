@@ -181,7 +181,12 @@ export class TextAppends {
         events.push(e);
       }
       const changed = [...byId.values()].filter((t) => t.events.length);
-      await this.store.appendTextDeltas(trx, events, changed.map((t) => ({ id: t.row.id, last_seq: t.last_seq, text_length: t.text_length })), now);
+      await this.store.appendTextDeltas(
+        trx,
+        events,
+        changed.map((t) => ({ id: t.row.id, last_seq: t.last_seq, text_length: t.text_length })),
+        now,
+      );
       return changed;
     });
     this.stats.transactions++;

@@ -56,7 +56,11 @@ describe.each(BACKENDS)('text deltas written together on %s', (backend) => {
     // Writer c, as polling does, sends whole texts so far (prefixes of growing length).
     const c = await AnnouncedText.load({ tasks, taskId: id, may: mine });
     const prefixes = [17, 40, 41, 90, 200].map((k) => Array.from(text).slice(0, k).join(''));
-    await Promise.all([run(a, chunks(5)), run(b, chunks(13)), run({ appendTail: (p) => c.append(p) } as AnnouncedText, prefixes)]);
+    await Promise.all([
+      run(a, chunks(5)),
+      run(b, chunks(13)),
+      run({ appendTail: (p) => c.append(p) } as AnnouncedText, prefixes),
+    ]);
     const evs = await deltas(id);
     const ds = evs.filter((e) => e.event === 'text_delta').map((e) => e.payload.delta!);
     expect(ds.join('')).toBe(text);
@@ -80,8 +84,7 @@ describe.each(BACKENDS)('text deltas written together on %s', (backend) => {
       for (const e of evs) published.set(e.task_id, [...(published.get(e.task_id) ?? []), e]);
     });
     const before = tasks.texts.stats.transactions;
-    for (let round = 0; round < 5; round++)
-      await Promise.all(writers.map((w, i) => w.appendTail(`r${round}t${i} `)));
+    for (let round = 0; round < 5; round++) await Promise.all(writers.map((w, i) => w.appendTail(`r${round}t${i} `)));
     off();
     const transactions = tasks.texts.stats.transactions - before;
     // 300 deltas; at most two transactions in flight, so the writes of a round share a few.

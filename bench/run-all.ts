@@ -9,10 +9,12 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runBigFanout } from './scenarios/bigfanout';
 import { runConnect } from './scenarios/connect';
+import { runDeltaCost } from './scenarios/delta-cost';
 import { runFanout } from './scenarios/fanout';
 import { runIdle } from './scenarios/idle';
 import { runInflight } from './scenarios/inflight';
 import { runStorm } from './scenarios/storm';
+import { runStreams } from './scenarios/streams';
 import { runTaskStatus } from './scenarios/task-status';
 import { runTasksHttp } from './scenarios/tasks-http';
 import { RESULTS_DIR, deadline, log, machine, opt, optList, printedTables } from './lib/harness';
@@ -28,6 +30,8 @@ const scenarios: Record<string, () => Promise<unknown>> = {
   idle: runIdle,
   bigfanout: runBigFanout,
   inflight: runInflight,
+  streams: runStreams,
+  'delta-cost': runDeltaCost,
 };
 
 async function main(): Promise<void> {

@@ -163,7 +163,8 @@ async function startGatewayAt(root: string, port: number, env: Record<string, st
       MAX_CONNECTIONS_PER_ADDRESS: '0',
       ...env,
     },
-    stdio: ['ignore', 'ignore', 'inherit'],
+    // BENCH_GATEWAY_LOGS=1 shows the gateways' own log (warnings and up).
+    stdio: ['ignore', process.env.BENCH_GATEWAY_LOGS === '1' ? 'inherit' : 'ignore', 'inherit'],
   });
   process.on('exit', () => child.kill('SIGKILL'));
   const url = `http://127.0.0.1:${port}`;

@@ -10,10 +10,12 @@ import { join } from 'node:path';
 import { runBigFanout } from './scenarios/bigfanout';
 import { runBus } from './scenarios/bus';
 import { runConnect } from './scenarios/connect';
+import { runDeltaCost } from './scenarios/delta-cost';
 import { runFanout } from './scenarios/fanout';
 import { runIdle } from './scenarios/idle';
 import { runInflight } from './scenarios/inflight';
 import { runStorm } from './scenarios/storm';
+import { runStreams } from './scenarios/streams';
 import { runTaskStatus } from './scenarios/task-status';
 import { runTasksHttp } from './scenarios/tasks-http';
 import { RESULTS_DIR, deadline, log, machine, opt, optList, printedTables } from './lib/harness';
@@ -30,6 +32,8 @@ const scenarios: Record<string, () => Promise<unknown>> = {
   bigfanout: runBigFanout,
   inflight: runInflight,
   bus: runBus,
+  streams: runStreams,
+  'delta-cost': runDeltaCost,
 };
 
 async function main(): Promise<void> {

@@ -60,7 +60,15 @@ export class TaskEventRelay {
   /** The start of the last position check that succeeded. */
   private lastCheckAt = Date.now();
   /** Checks run and events they recovered (for tests and the log). */
-  readonly stats = { checks: 0, failedChecks: 0, recovered: 0 };
+  readonly stats = {
+    checks: 0,
+    failedChecks: 0,
+    recovered: 0,
+    /** Notification batches that named a task watched here, queries of the event log, and the events they read. */
+    batches: 0,
+    reads: 0,
+    eventsRead: 0,
+  };
 
   constructor(
     private readonly tasks: TaskService,
@@ -188,15 +196,11 @@ export class TaskEventRelay {
     const run = async () => {
       try {
         while (t.seq < t.wantUpTo) {
+          this.stats.reads++;
           const events = await this.tasks.eventsOf({ id: taskId, user_id: t.userId }, t.seq);
+          this.stats.eventsRead += events.length;
           if (!events.length) break;
-          for (const e of events) {
-            if (e.seq !== t.seq + 1) break;
-            const skip = t.notBefore !== undefined && new Date(e.inserted_at) < t.notBefore;
-            if (!skip) this.sink(e);
-            t.seq = e.seq;
-            if (e.event.endsWith('_response')) t.doneAt = Date.now();
-          }
+          this.deliverRead(t, events);
           if (events[events.length - 1]!.seq !== t.seq) break; // a hole in the log: cannot be
         }
       } finally {
@@ -213,23 +217,93 @@ export class TaskEventRelay {
     return t.filling;
   }
 
+  /**
+   * A batch of notifications from other processes: the tasks someone here watches (a task
+   * channel, or its user's feed) are read in one query; the others are not read at all.
+   */
   private async deliverRemote(refs: EventRef[]): Promise<void> {
+    const wanted: Array<{ taskId: string; t: Tracked; upTo: number }> = [];
     for (const [taskId, userId, from, to] of refs) {
-      const t = this.tracked.get(taskId);
-      if (t) {
-        if (to > t.seq) await this.fill(taskId, t, to);
-        continue;
-      }
-      if (this.bus && this.users.has(userId)) {
+      let t = this.tracked.get(taskId);
+      if (!t) {
+        if (!this.bus || !this.users.has(userId)) continue; // nobody here watches it
         // First sight of a task of a watched user: track it from its start (or from the feed's join).
-        const nt: Tracked = { userId, seq: 0, watchers: 0, wantUpTo: 0 };
-        if (from !== 1) nt.notBefore = this.users.get(userId)!.since;
-        this.tracked.set(taskId, nt);
-        await this.fill(taskId, nt, to);
-        continue;
+        t = { userId, seq: 0, watchers: 0, wantUpTo: 0 };
+        if (from !== 1) t.notBefore = this.users.get(userId)!.since;
+        this.tracked.set(taskId, t);
       }
-      const events = await this.tasks.eventsOf({ id: taskId, user_id: userId }, from - 1);
-      for (const e of events) if (e.seq <= to) this.sink(e);
+      if (to > t.seq) wanted.push({ taskId, t, upTo: to });
+    }
+    if (wanted.length) this.stats.batches++;
+    await this.fillMany(wanted);
+  }
+
+  /**
+   * Fill several tasks from the event log, each up to at least its `upTo`: one query for all
+   * those not being filled already (a fill in progress takes the new `upTo` on). A task still
+   * behind after it (its events were stored meanwhile) is read again, with the others behind.
+   */
+  private async fillMany(wanted: Array<{ taskId: string; t: Tracked; upTo: number }>): Promise<void> {
+    const waits: Promise<void>[] = [];
+    let batch: Array<{ taskId: string; t: Tracked }> = [];
+    for (const { taskId, t, upTo } of wanted) {
+      t.wantUpTo = Math.max(t.wantUpTo, upTo);
+      if (t.filling) waits.push(t.filling);
+      else if (t.seq < t.wantUpTo) batch.push({ taskId, t });
+    }
+    while (batch.length) {
+      const reading = this.readBatch(batch);
+      const filling = reading.then(() => undefined);
+      for (const { t } of batch) t.filling = filling;
+      const progressed = await reading;
+      batch = progressed.filter(({ t }) => t.seq < t.wantUpTo);
+    }
+    await Promise.all(waits);
+  }
+
+  /**
+   * One query for the events after each task's seq; delivers them in seq order. Resolves (never
+   * rejects: the position check retries) with the tasks that moved on.
+   */
+  private async readBatch(
+    batch: Array<{ taskId: string; t: Tracked }>,
+  ): Promise<Array<{ taskId: string; t: Tracked }>> {
+    const moved: Array<{ taskId: string; t: Tracked }> = [];
+    try {
+      this.stats.reads++;
+      const byTask = await this.tasks.eventsOfMany(
+        batch.map(({ taskId, t }) => ({ id: taskId, user_id: t.userId, afterSeq: t.seq })),
+      );
+      for (const { taskId, t } of batch) {
+        const events = byTask.get(taskId) ?? [];
+        this.stats.eventsRead += events.length;
+        const before = t.seq;
+        this.deliverRead(t, events);
+        if (t.seq > before) moved.push({ taskId, t });
+      }
+    } catch (err) {
+      this.logger.warn(
+        { err: (err as Error).message, tasks: batch.length },
+        'reading events from the event log failed; the position check will retry',
+      );
+    } finally {
+      for (const { t } of batch) {
+        t.filling = undefined;
+        t.notBefore = undefined;
+      }
+    }
+    return moved;
+  }
+
+  /** Events read from the log for `t`, in seq order: deliver each next seq once (a hole stops it). */
+  private deliverRead(t: Tracked, events: TaskEvent[]): void {
+    for (const e of events) {
+      if (e.seq <= t.seq) continue;
+      if (e.seq !== t.seq + 1) break; // a hole in the log: cannot be
+      const skip = t.notBefore !== undefined && new Date(e.inserted_at) < t.notBefore;
+      if (!skip) this.sink(e);
+      t.seq = e.seq;
+      if (e.event.endsWith('_response')) t.doneAt = Date.now();
     }
   }
 
@@ -272,7 +346,7 @@ export class TaskEventRelay {
     for (const u of this.users.values()) from = Math.min(from, u.checkedAt ?? u.since.getTime());
     const positions = await this.tasks.positions(taskIds, userIds, new Date(from - CLOCK_SLACK_MS));
     this.stats.checks++;
-    const fills: Promise<void>[] = [];
+    const wanted: Array<{ taskId: string; t: Tracked; upTo: number }> = [];
     let behind = 0;
     for (const p of positions) {
       let t = this.tracked.get(p.id);
@@ -284,10 +358,10 @@ export class TaskEventRelay {
       }
       if (p.last_seq > t.seq) {
         behind += p.last_seq - t.seq;
-        fills.push(this.fill(p.id, t, p.last_seq));
+        wanted.push({ taskId: p.id, t, upTo: p.last_seq });
       }
     }
-    await Promise.all(fills);
+    await this.fillMany(wanted);
     if (behind) {
       this.stats.recovered += behind;
       this.logger.info({ events: behind }, 'position check: delivered events missed while the bus was down');

@@ -51,6 +51,8 @@ interface Following {
  */
 export class TaskRun {
   private readonly provider: Provider;
+  /** Registers a wake for when the text stream ends (text tasks that stream). */
+  private streamEnded: OnWake | undefined;
 
   constructor(
     private readonly deps: TaskRunDeps,
@@ -196,6 +198,7 @@ export class TaskRun {
         : null;
     const writer = this.writer(model, text);
     const stream = text && model.streams ? new TextStream({ text, provider: this.provider, log: this.log }) : null;
+    this.streamEnded = stream ? (wake) => stream.onEnded(wake) : undefined;
     const f: Following = {
       prediction: first,
       startedAt: row.started_at ? new Date(row.started_at).getTime() : this.deps.now().getTime(),
@@ -265,7 +268,16 @@ export class TaskRun {
   private async poll(model: ModelSpec, f: Following): Promise<void> {
     const deliveriesCarryAll = this.deps.webhookUrl !== undefined && deliversProgress(model);
     const age = this.deps.now().getTime() - f.startedAt;
-    await sleep(pollDelayMs(age, this.deps, deliveriesCarryAll), this.signal, this.wakeup.onWake);
+    // A webhook ends the wait, and so does the end of the output stream (the prediction ended).
+    const onWake: OnWake = (wake) => {
+      const offWebhook = this.wakeup.onWake(wake);
+      const offStream = this.streamEnded?.(wake);
+      return () => {
+        offWebhook?.();
+        offStream?.();
+      };
+    };
+    await sleep(pollDelayMs(age, this.deps, deliveriesCarryAll), this.signal, onWake);
     if (this.takeDelivered(f)) return;
     const nudged = new AbortController();
     const off = this.wakeup.onWake(() => nudged.abort(new Error('nudged while waiting to poll')));

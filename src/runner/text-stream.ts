@@ -1,7 +1,8 @@
 import type { Logger } from '../log';
 import type { Provider } from '../providers/types';
 import type { TaskService } from '../tasks/service';
-import { TERMINAL, type TaskRow } from '../tasks/task';
+import { codePoints } from '../tasks/text-appends';
+import type { TaskRow } from '../tasks/task';
 
 /** Whether a write may go ahead, judged on the task's row under its lock. */
 export type MayWrite = (cur: TaskRow) => boolean;
@@ -11,17 +12,25 @@ export class Released extends Error {}
 
 /**
  * A text task's text as announced in its text_delta events. Each append is a compare-and-set
- * under the row lock: the stored length is read there, so writers that see the same text
- * (overlapping webhook deliveries, the stream of a run whose lease lapsed, a retry after an
- * answer lost in transit) announce each part once, and the deltas join to the text.
+ * against the task row's `text_length` under its lock (TaskService.appendText, written together
+ * with the other streams' deltas of the moment), so writers that see the same text (overlapping
+ * webhook deliveries, the stream of a run whose lease lapsed, a retry after an answer lost in
+ * transit) announce each part once, and the deltas join to the text.
  */
 export class AnnouncedText {
+  /** Characters (code points) of `announced`. */
+  private chars: number;
+  /** The writes of this writer, one after another (each builds on what the one before announced). */
+  private queue: Promise<unknown> = Promise.resolve();
+
   private constructor(
     private readonly tasks: TaskService,
     private readonly taskId: string,
     private readonly may: MayWrite,
     private announced: string,
-  ) {}
+  ) {
+    this.chars = codePoints(announced);
+  }
 
   /** The text announced so far (a resumed run continues after it). */
   static async load(o: { tasks: TaskService; taskId: string; may: MayWrite }): Promise<AnnouncedText> {
@@ -33,31 +42,54 @@ export class AnnouncedText {
   }
 
   /**
-   * Announce the part of `full` (the whole text so far, as the provider has it) beyond what is
-   * stored, as one text_delta. Returns false when the write is refused (the task ended, or `may`
-   * says it is not ours). Rejects when the database does: nothing is lost, a later append with
-   * the same or a longer text announces the rest.
+   * Announce `tail`, the text that follows what is announced so far (`text`), as one text_delta
+   * (what another writer announced of it already is left out). Returns false when the write is
+   * refused (the task ended, or `may` says it is not ours). Rejects when the database does:
+   * nothing is lost, a later append with the same tail (or a longer one) announces it. The cost
+   * does not depend on how long the text is.
    */
-  async append(full: string): Promise<boolean> {
-    let refused = false;
-    await this.tasks.apply(this.taskId, async (cur, trx) => {
-      if (TERMINAL.has(cur.status) || !this.may(cur)) {
-        refused = true;
-        return null;
+  appendTail(tail: string): Promise<boolean> {
+    return this.serial(() => this.writeTail(tail));
+  }
+
+  /**
+   * Announce the part of `full` (the whole text so far, as the provider has it) beyond what is
+   * stored. Returns false when the write is refused; rejects when the database does.
+   */
+  append(full: string): Promise<boolean> {
+    return this.serial(async () => {
+      if (full.startsWith(this.announced)) return this.writeTail(full.slice(this.announced.length));
+      // Not a continuation of what this writer knows: compare from the start.
+      const ok = await this.tasks.appendText({ taskId: this.taskId, knownChars: 0, tail: full, may: this.may });
+      if (ok && codePoints(full) > this.chars) {
+        this.announced = full;
+        this.chars = codePoints(full);
       }
-      const chars = Array.from(full);
-      const stored = await this.tasks.store.announcedLength(trx, this.taskId);
-      if (chars.length <= stored) return null; // announced already, by another writer
-      return { change: {}, events: [{ event: 'text_delta', payload: { delta: chars.slice(stored).join('') } }] };
+      return ok;
     });
-    if (refused) return false;
-    if (full.length > this.announced.length) this.announced = full;
-    return true;
   }
 
   /** Announce what `full` adds, when it continues the text announced so far. */
   async extendTo(full: string): Promise<void> {
-    if (full.startsWith(this.announced) && full.length > this.announced.length) await this.append(full);
+    await this.serial(async () => {
+      if (full.startsWith(this.announced) && full.length > this.announced.length)
+        await this.writeTail(full.slice(this.announced.length));
+    });
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async writeTail(tail: string): Promise<boolean> {
+    if (!tail) return true;
+    const ok = await this.tasks.appendText({ taskId: this.taskId, knownChars: this.chars, tail, may: this.may });
+    if (!ok) return false;
+    this.announced += tail;
+    this.chars += codePoints(tail);
+    return true;
   }
 }
 
@@ -67,24 +99,30 @@ const FLUSH_MS = 50;
 /**
  * A prediction's SSE output stream, written into text_delta events as it arrives. The stream is
  * read from its start (a resumed run's too); what the task has announced already is skipped.
+ * One write is in flight at a time: text that arrives meanwhile goes out with the next, so a
+ * stream under pressure (a busy database) sends fewer, larger deltas instead of falling behind.
  * It never rejects: a write the database refuses is tried again at the next flush with the
  * longer text, and a stream that breaks leaves the run's polling to carry on.
  */
 export class TextStream {
-  /** The whole text received so far. */
-  private received = '';
-  /** How much of it is announced or on its way. */
-  private queuedUpTo: number;
-  private flushing: Promise<void> = Promise.resolve();
+  /** Received text not yet announced (it follows the announced text). */
+  private tail = '';
+  /** UTF-16 units of the stream still to skip: the text announced before this stream started. */
+  private skip: number;
+  private writing: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
   /** Stops the stream when a write is refused: the task ended, or another process holds it now. */
   private readonly refused = new AbortController();
   private readonly stopper = new AbortController();
   private done: Promise<void> | undefined;
   private writeFailures = 0;
+  /** Told once when the provider ends the stream (the prediction ended): the run polls at once. */
+  private readonly endListeners = new Set<() => void>();
+  /** The stream ended with nobody listening yet: the next listener is told at once. */
+  private endUnseen = false;
 
   constructor(private readonly o: { text: AnnouncedText; provider: Provider; log: Logger }) {
-    this.queuedUpTo = o.text.text.length;
+    this.skip = o.text.text.length;
   }
 
   /** Whether the stream was started (then polling leaves text to it until the prediction ends). */
@@ -96,7 +134,9 @@ export class TextStream {
   start(url: string, signal: AbortSignal): void {
     if (this.done) return;
     const both = AbortSignal.any([signal, this.stopper.signal, this.refused.signal]);
-    this.timer = setInterval(() => void this.flush(), FLUSH_MS);
+    this.timer = setInterval(() => {
+      if (!this.writing) void this.flush();
+    }, FLUSH_MS);
     this.done = this.read(url, both);
   }
 
@@ -106,39 +146,68 @@ export class TextStream {
     await this.done;
   }
 
+  /**
+   * Registers `wake` to be called when the provider ends the stream (its `done`: the prediction
+   * ended), once; returns the unregister. An OnWake, for the run's wait between polls.
+   */
+  onEnded(wake: () => void): () => void {
+    if (this.endUnseen) {
+      this.endUnseen = false;
+      setImmediate(wake);
+      return () => {};
+    }
+    this.endListeners.add(wake);
+    return () => this.endListeners.delete(wake);
+  }
+
   private async read(url: string, signal: AbortSignal): Promise<void> {
     try {
       await this.o.provider.stream(url, {
         signal,
         onEvent: (ev) => {
-          if (ev.event === 'output') this.received += ev.data;
+          if (ev.event === 'output') this.received(ev.data);
         },
       });
+      if (!signal.aborted) {
+        if (this.endListeners.size) for (const l of [...this.endListeners]) l();
+        else this.endUnseen = true;
+        this.endListeners.clear();
+      }
     } catch (err) {
       if (!signal.aborted) this.o.log.warn({ err: String(err) }, 'output stream ended early; polling continues');
     } finally {
       clearInterval(this.timer);
+      await this.writing;
       await this.flush();
     }
   }
 
-  /** Write what arrived since the last flush; resolves (never rejects) once it is written or given up. */
-  private flush(): Promise<void> {
-    if (this.received.length <= this.queuedUpTo || this.refused.signal.aborted) return this.flushing;
-    const full = this.received;
-    this.queuedUpTo = full.length;
-    this.flushing = this.flushing.then(() => this.write(full));
-    return this.flushing;
+  private received(data: string): void {
+    if (this.skip > 0) {
+      const n = Math.min(this.skip, data.length);
+      this.skip -= n;
+      data = data.slice(n);
+    }
+    this.tail += data;
   }
 
-  private async write(full: string): Promise<void> {
-    if (this.refused.signal.aborted) return;
+  /** Write what arrived and is not announced; resolves (never rejects) once it is written or given up. */
+  private flush(): Promise<void> {
+    if (this.writing) return this.writing;
+    if (!this.tail || this.refused.signal.aborted) return Promise.resolve();
+    this.writing = this.write(this.tail).finally(() => {
+      this.writing = undefined;
+    });
+    return this.writing;
+  }
+
+  private async write(chunk: string): Promise<void> {
     try {
-      if (!(await this.o.text.append(full))) this.refused.abort(new Released('write refused'));
+      if (!(await this.o.text.appendTail(chunk))) this.refused.abort(new Released('write refused'));
+      else this.tail = this.tail.slice(chunk.length);
     } catch (err) {
       // The database went away: what is not announced is written with the next flush (or, at
       // the end, by the run from the prediction's final output).
-      this.queuedUpTo = Math.min(this.queuedUpTo, this.o.text.text.length);
       if (this.writeFailures++ === 0)
         this.o.log.warn(
           { err: err instanceof Error ? err.message : String(err) },

@@ -20,6 +20,7 @@ import {
   type TaskStatus,
 } from './task';
 import { TaskStore } from './store';
+import { TextAppends, type TextAppend } from './text-appends';
 
 /** Called after a commit with the events it stored, in seq order. */
 export type TaskEventListener = (events: TaskEvent[]) => void;
@@ -78,6 +79,8 @@ export class TaskService {
   private readonly listeners = new Set<TaskEventListener>();
   private readonly now: () => Date;
   private readonly inserts: GroupInsert;
+  /** The text deltas of every text stream of this process, written in shared transactions. */
+  readonly texts: TextAppends;
   /** The SQL of tasks and their events (the runner shares it). */
   readonly store: TaskStore;
 
@@ -90,6 +93,7 @@ export class TaskService {
     this.now = opts.now ?? (() => new Date());
     this.store = new TaskStore(db);
     this.inserts = new GroupInsert(this.store);
+    this.texts = new TextAppends(this.store, this.now, (events) => this.publish(events));
   }
 
   /** Subscribe to committed events. Returns the unsubscribe function. */
@@ -275,6 +279,32 @@ export class TaskService {
   async eventsOf(row: Pick<TaskRow, 'id' | 'user_id'>, afterSeq = 0): Promise<TaskEvent[]> {
     const events = await this.store.eventsAfter(row.id, afterSeq);
     return events.map((e) => ({ ...e, user_id: row.user_id }) as TaskEvent);
+  }
+
+  /**
+   * The stored events of several tasks, each after its own seq (no ownership check), in one
+   * query: by task id, in seq order.
+   */
+  async eventsOfMany(
+    tasks: Array<{ id: string; user_id: string; afterSeq: number }>,
+  ): Promise<Map<string, TaskEvent[]>> {
+    const rows = await this.store.eventsAfterMany(tasks.map((t) => ({ id: t.id, seq: t.afterSeq })));
+    const userOf = new Map(tasks.map((t) => [t.id, t.user_id]));
+    const out = new Map<string, TaskEvent[]>();
+    for (const [id, events] of rows)
+      out.set(
+        id,
+        events.map((e) => ({ ...e, user_id: userOf.get(id)! }) as TaskEvent),
+      );
+    return out;
+  }
+
+  /**
+   * Announce what `a` adds to a text task's text, as one text_delta (see TextAppends): false when
+   * the write is refused (the task ended, or `a.may` says it is not the writer's).
+   */
+  appendText(a: TextAppend): Promise<boolean> {
+    return this.texts.append(a);
   }
 
   /**

@@ -134,6 +134,46 @@ export class TaskStore {
     return (await trx('tasks').where({ id }).forUpdate().first()) as TaskRow | undefined;
   }
 
+  /**
+   * Tasks by id, locked until the end of `trx`, in id order: transactions that lock several
+   * rows this way take them in the same order and cannot deadlock on each other.
+   */
+  async lockMany(trx: Knex.Transaction, ids: string[]): Promise<TaskRow[]> {
+    if (!ids.length) return [];
+    return (await trx('tasks').whereRaw('id = ANY(?::uuid[])', [ids]).orderBy('id').forUpdate()) as TaskRow[];
+  }
+
+  /**
+   * Text deltas of several (locked) tasks, one statement: the events (a multi-row insert) and
+   * each task's new `last_seq` and `text_length` (and `updated_at`).
+   */
+  async appendTextDeltas(
+    trx: Knex.Transaction,
+    events: StoredEvent[],
+    tasks: Array<{ id: string; last_seq: number; text_length: number }>,
+    at: Date,
+  ): Promise<void> {
+    if (!events.length) return;
+    const insert = trx('task_events')
+      .insert(
+        events.map((e) => ({
+          task_id: e.task_id,
+          seq: e.seq,
+          event: e.event,
+          payload: JSON.stringify(e.payload),
+          inserted_at: at,
+        })),
+      )
+      .toSQL();
+    await trx.raw(
+      `WITH e AS (${insert.sql})
+       UPDATE tasks SET last_seq = v.last_seq, text_length = v.text_length, updated_at = ?
+       FROM (SELECT unnest(?::uuid[]) AS id, unnest(?::int[]) AS last_seq, unnest(?::int[]) AS text_length) v
+       WHERE tasks.id = v.id`,
+      [...insert.bindings, at, tasks.map((t) => t.id), tasks.map((t) => t.last_seq), tasks.map((t) => t.text_length)],
+    );
+  }
+
   /** Set columns of a task (JSON columns encoded); returns the new row. */
   async update(trx: Knex.Transaction, id: string, patch: Record<string, unknown>): Promise<TaskRow> {
     const encoded = Object.fromEntries(
@@ -184,6 +224,30 @@ export class TaskStore {
   }
 
   /**
+   * The stored events of several tasks, each after its own seq, in one statement: grouped by
+   * task, in seq order (the event relay reads a batch of notifications with it).
+   */
+  async eventsAfterMany(
+    after: Array<{ id: string; seq: number }>,
+  ): Promise<Map<string, Array<Omit<TaskEvent, 'user_id'>>>> {
+    const out = new Map<string, Array<Omit<TaskEvent, 'user_id'>>>();
+    if (!after.length) return out;
+    const result = (await this.db.raw(
+      `SELECT e.task_id, e.seq, e.event, e.payload, e.inserted_at
+       FROM task_events e
+       JOIN unnest(?::uuid[], ?::int[]) AS w(task_id, after_seq) ON e.task_id = w.task_id AND e.seq > w.after_seq
+       ORDER BY e.task_id, e.seq`,
+      [after.map((a) => a.id), after.map((a) => a.seq)],
+    )) as { rows: EventRow[] };
+    for (const r of result.rows) {
+      const list = out.get(r.task_id) ?? [];
+      if (!list.length) out.set(r.task_id, list);
+      list.push(storedEvent(r));
+    }
+    return out;
+  }
+
+  /**
    * The event relay's position check, one statement: the last seq of the tasks `taskIds`, and of
    * the tasks of `userIds` changed since `since`.
    */
@@ -224,15 +288,6 @@ export class TaskStore {
       .orderBy('seq')
       .select('payload')) as Array<{ payload: { delta?: string } }>;
     return events.map((e) => e.payload.delta ?? '').join('');
-  }
-
-  /** Characters announced so far in a task's text_delta events (code points, as PostgreSQL counts them). */
-  async announcedLength(trx: Knex.Transaction, taskId: string): Promise<number> {
-    const row = (await trx('task_events')
-      .where({ task_id: taskId, event: 'text_delta' })
-      .first(trx.raw(`coalesce(sum(char_length(payload->>'delta')), 0)::int as n`))) as
-      { n: number | string } | undefined;
-    return Number(row?.n ?? 0);
   }
 
   /**

@@ -47,6 +47,8 @@ export interface TaskRow {
   lease_owner: string | null;
   lease_expires_at: Date | null;
   last_seq: number;
+  /** Characters (code points) announced in the task's text_delta events, joined. */
+  text_length: number;
   inserted_at: Date;
   updated_at: Date;
   started_at: Date | null;

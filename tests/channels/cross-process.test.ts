@@ -58,6 +58,52 @@ const alice = signer.mint('alice');
     }
   });
 
+  it('the front reads only the events of tasks watched on it, each notification batch in one query', async () => {
+    const create = async (prompt: string) =>
+      (await call(`${front.url}/api/tasks`, { token: alice, body: { input_data: { type: 'text', prompt } } })).body
+        .task_id as string;
+    const socket = phoenixSocket(front.url, alice);
+    const reads = { ...front.gw.relay.stats };
+    const queries: string[] = [];
+    const onQuery = (q: { sql: string }) => {
+      if (/from "?task_events"?/i.test(q.sql)) queries.push(q.sql);
+    };
+    front.gw.db.on('query', onQuery);
+    try {
+      // Three tasks watched here, three nobody here watches, all streaming at once.
+      const watched = await Promise.all([1, 2, 3].map((i) => create(`watched ${i}`)));
+      const unwatched = await Promise.all([1, 2, 3].map((i) => create(`unwatched ${i}`)));
+      const recorded = watched.map((id) => joinRecording(socket, `task:${id}`, { last_seq: 0 }));
+      await Promise.all(recorded.map((r) => r.joined));
+      for (const r of recorded)
+        await waitFor('text_response', () => r.events.find((e) => e.event === 'text_response'), 30_000);
+      for (const [i, r] of recorded.entries()) expectCleanSequence(r.events, watched[i]!);
+      await waitFor(
+        'the unwatched tasks to end',
+        async () =>
+          (await front.gw.db('tasks').whereIn('id', unwatched).whereNot({ status: 'succeeded' }).count({ n: '*' }))[0]!
+            .n == 0,
+        30_000,
+      );
+      await front.gw.relay.idle();
+      const s = front.gw.relay.stats;
+      const lastSeqs = (await front.gw.db('tasks').whereIn('id', watched).select('last_seq')).map((r) =>
+        Number(r.last_seq),
+      );
+      // Events read from the log: at most those of the watched tasks (their joins replay through
+      // the channel, not the relay), never one of the others.
+      expect(s.eventsRead - reads.eventsRead).toBeGreaterThan(0);
+      expect(s.eventsRead - reads.eventsRead).toBeLessThanOrEqual(lastSeqs.reduce((a, b) => a + b, 0));
+      // A read per notification batch at most (and per position check that found something behind).
+      expect(s.reads - reads.reads).toBeLessThanOrEqual(s.batches - reads.batches + (s.checks - reads.checks));
+      // The batch reads name several tasks in one statement.
+      expect(queries.some((q) => /unnest/i.test(q))).toBe(true);
+    } finally {
+      front.gw.db.off('query', onQuery);
+      socket.disconnect();
+    }
+  });
+
   it('a thousand clients joined to one task each receive all of its events, in order', async () => {
     const created = await call(`${front.url}/api/tasks`, {
       token: alice,

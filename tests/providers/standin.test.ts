@@ -376,6 +376,53 @@ describe('admin API and presets', () => {
     }
   });
 
+  it('a text timeline with tokens streams that many, evenly over processingMs; bad tokens are a 400', async () => {
+    const { standin, client, close } = await setup();
+    try {
+      const admin = `${standin.origin}/__admin`;
+      const set = await raw(`${admin}/faults`, {
+        method: 'POST',
+        body: { timelines: { 'openai/gpt-4.1': { queueMs: 0, processingMs: 10_000, tokens: 500 } } },
+      });
+      expect(set.status).toBe(200);
+      const p = await client.create({ model: 'openai/gpt-4.1', input: { prompt: 'long' } });
+      // 50 tokens a second: 2 s into processing, 100 tokens are out.
+      await standin.advance(2000);
+      const mid = await client.get(p.id);
+      expect(mid.status).toBe('processing');
+      expect(mid.output as string[]).toHaveLength(100);
+      await standin.advance(8000);
+      const end = await client.get(p.id);
+      expect(end.status).toBe('succeeded');
+      const tokens = end.output as string[];
+      expect(tokens).toHaveLength(500);
+      expect(tokens.slice(0, 100)).toEqual(mid.output);
+      expect(end.metrics?.output_token_count).toBe(500);
+      // The stream carries the same 500 tokens.
+      const out: string[] = [];
+      await client.stream(end.urls.stream!, {
+        onEvent: (e) => {
+          if (e.event === 'output') out.push(e.data);
+        },
+      });
+      expect(out.join('')).toBe(tokens.join(''));
+      // Without tokens, the reply is today's short one.
+      const short = await client.create({ model: 'google/gemini-2.5-flash', input: { prompt: 'long' } });
+      await standin.advance(60_000);
+      expect(((await client.get(short.id)).output as string[]).length).toBeLessThan(100);
+
+      const bad = await raw(`${admin}/faults`, {
+        method: 'POST',
+        body: { timelines: { 'openai/gpt-4.1': { tokens: 0 } } },
+      });
+      expect(bad.status).toBe(400);
+      expect(bad.body!.detail).toContain('timelines["openai/gpt-4.1"].tokens must be an integer from 1');
+      expect(standin.faults.timelines['openai/gpt-4.1']!.tokens).toBe(500);
+    } finally {
+      await close();
+    }
+  });
+
   it('a real clock with a speed factor runs the realistic timelines fast', async () => {
     const standin = await startStandin({ clock: { speed: 60 } });
     const client = new ReplicateClient({ token: standin.token, baseUrl: standin.url });

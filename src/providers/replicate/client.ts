@@ -178,6 +178,11 @@ export class ReplicateClient implements Provider {
   readonly baseUrl: string;
   private readonly token: string;
   private readonly agent: Dispatcher;
+  /**
+   * SSE output streams: each holds its connection for the whole answer, so they get their own
+   * dispatcher without a connection cap (a capped pool let 16 streams run and queued the rest).
+   */
+  private readonly streamAgent: Dispatcher;
   private readonly ownsAgent: boolean;
   private readonly retry: RetryPolicy;
   private readonly rateLimit: RateLimitPolicy;
@@ -207,21 +212,25 @@ export class ReplicateClient implements Provider {
     this.pace = opts.pace;
     if (opts.dispatcher) {
       this.agent = opts.dispatcher;
+      this.streamAgent = opts.dispatcher;
       this.ownsAgent = false;
     } else {
-      this.agent = new Agent({
-        connections: opts.connections ?? 16,
-        keepAliveTimeout: 30_000,
-        connect: { timeout: opts.timeouts?.connectMs ?? 5000 },
-        headersTimeout: this.headersMs,
-        bodyTimeout: this.bodyMs,
-      });
+      const agent = (connections: number | null) =>
+        new Agent({
+          connections,
+          keepAliveTimeout: 30_000,
+          connect: { timeout: opts.timeouts?.connectMs ?? 5000 },
+          headersTimeout: this.headersMs,
+          bodyTimeout: this.bodyMs,
+        });
+      this.agent = agent(opts.connections ?? 16);
+      this.streamAgent = agent(null);
       this.ownsAgent = true;
     }
   }
 
   async close(): Promise<void> {
-    if (this.ownsAgent) await this.agent.close();
+    if (this.ownsAgent) await Promise.all([this.agent.close(), this.streamAgent.close()]);
   }
 
   // ---- public API -------------------------------------------------------------------------
@@ -487,7 +496,7 @@ export class ReplicateClient implements Provider {
     };
     if (sendAuth) headers.authorization = `Bearer ${this.token}`;
     if (lastEventId !== null) headers['last-event-id'] = lastEventId;
-    const res = await this.agent.request({
+    const res = await this.streamAgent.request({
       origin: u.origin,
       path: u.pathname + u.search,
       method: 'GET',

@@ -108,8 +108,10 @@ export class Faults {
   ): void {
     if (patch.noCredit !== undefined) this.noCredit = patch.noCredit;
     if (patch.rateLimits) this.rateLimits = { ...this.rateLimits, ...patch.rateLimits };
-    if (patch.timelines)
+    if (patch.timelines) {
+      for (const [m, t] of Object.entries(patch.timelines)) checkTimeline(m, t);
       for (const [m, t] of Object.entries(patch.timelines)) this.timelines[m] = { ...this.timelines[m], ...t };
+    }
     if (patch.syncTimeoutStatus) this.syncTimeoutStatus = patch.syncTimeoutStatus;
     if (patch.webhook) this.webhook = { ...this.webhook, ...patch.webhook };
   }
@@ -123,4 +125,15 @@ export class Faults {
     this.webhook = { signature: 'good', duplicateTerminal: false };
     this.syncTimeoutStatus = 'current';
   }
+}
+
+/** The most tokens a reply may have (a long answer, not a memory test). */
+const MAX_TOKENS = 1_000_000;
+
+/** Refuses a timeline override the simulation cannot follow; the message names the field. */
+function checkTimeline(model: string, t: Partial<Timeline>): void {
+  if (t.tokens !== undefined && !(Number.isInteger(t.tokens) && t.tokens >= 1 && t.tokens <= MAX_TOKENS))
+    throw new RangeError(
+      `timelines["${model}"].tokens must be an integer from 1 to ${MAX_TOKENS}, got ${JSON.stringify(t.tokens)}`,
+    );
 }

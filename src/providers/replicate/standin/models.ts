@@ -25,6 +25,11 @@ export interface Timeline {
   processingMs: number;
   /** File models: output present this long before `succeeded` (the sync-mode "files ready" case). */
   outputEarlyMs?: number;
+  /**
+   * Text models: the reply's length in tokens, spread evenly over `processingMs` (so
+   * `{ processingMs: 10000, tokens: 500 }` streams 50 tokens a second). Default: the short reply.
+   */
+  tokens?: number;
 }
 
 export interface StandinModel {

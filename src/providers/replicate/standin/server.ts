@@ -633,7 +633,12 @@ class StandinServer {
     }
     if (method === 'GET' && path === '/faults') return { status: 200, body: { ...faults } };
     if (method === 'POST' && path === '/faults') {
-      faults.apply(b as Parameters<Faults['apply']>[0]);
+      try {
+        faults.apply(b as Parameters<Faults['apply']>[0]);
+      } catch (err) {
+        if (err instanceof RangeError) return problem(400, err.message, 'Bad request');
+        throw err;
+      }
       return { status: 200, body: { ...faults } };
     }
     if (method === 'POST' && path === '/faults/inject') {

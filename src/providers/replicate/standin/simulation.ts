@@ -15,9 +15,11 @@ export interface SimEvent {
   event: 'output' | 'logs' | 'error' | 'done';
   id: string;
   data: string;
+  /** Wall-clock time (ms) at which the stand-in emitted it (benchmarks measure lag from here). */
+  emittedAt: number;
 }
 
-export interface SimPlan extends Required<Timeline> {
+export interface SimPlan extends Required<Omit<Timeline, 'tokens'>> {
   outcome: Outcome;
   /** Error text if the outcome is a failure. */
   error: string | null;
@@ -49,8 +51,15 @@ export function newId(len = 26): string {
 export const SAFETY_ERROR =
   'The input or output was flagged as sensitive. Please try again with different inputs. (E005)';
 
-/** A plausible reply, split into token-sized pieces (some carry newlines, for multi-line SSE data). */
-function makeTokens(model: StandinModel, input: Record<string, unknown>): string[] {
+/** Filler that lengthens a reply to the `tokens` a timeline asks for. */
+const MORE =
+  ' It goes on, as long answers do, one token after another, each arriving a little after the last, so the gateway streams it as it comes.';
+
+/**
+ * A plausible reply, split into token-sized pieces (some carry newlines, for multi-line SSE data).
+ * `count`: exactly that many tokens (the reply, then filler, cut to length).
+ */
+function makeTokens(model: StandinModel, input: Record<string, unknown>, count?: number): string[] {
   let prompt = typeof input.prompt === 'string' ? input.prompt : '';
   if (!prompt && Array.isArray(input.messages)) {
     const last = input.messages[input.messages.length - 1] as { content?: unknown } | undefined;
@@ -62,7 +71,12 @@ function makeTokens(model: StandinModel, input: Record<string, unknown>): string
     `This is the pyre stand-in answering as ${model.ref}.\n\n` +
     `You asked: "${prompt}"\n\n` +
     'The reply arrives token by token, the way the real model streams it, so the gateway can show it as it comes.';
-  return text.match(/\s*[^\s]{1,6}|\s+/g) ?? [text];
+  const split = (t: string) => t.match(/\s*[^\s]{1,6}|\s+/g) ?? [t];
+  const tokens = split(text);
+  if (count === undefined) return tokens;
+  const more = split(MORE);
+  for (let i = 0; tokens.length < count; i++) tokens.push(more[i % more.length]!);
+  return tokens.slice(0, count);
 }
 
 const PARTIALS = ['', '▏', '▎', '▍', '▌', '▋', '▊', '▉'];
@@ -236,7 +250,12 @@ export class SimPrediction {
   }
 
   private push(event: SimEvent['event'], data: string): void {
-    this.events.push({ event, id: `${Math.floor(this.extras.createdWall / 1000)}:${this.events.length}`, data });
+    this.events.push({
+      event,
+      id: `${Math.floor(this.extras.createdWall / 1000)}:${this.events.length}`,
+      data,
+      emittedAt: Date.now(),
+    });
   }
 
   /** The prediction JSON as GET /v1/predictions/{id} returns it at time t. */
@@ -290,7 +309,8 @@ export function planFor(
   outcome: Outcome,
 ): SimPlan {
   let error: string | null = null;
-  let t = { ...timeline, outputEarlyMs: timeline.outputEarlyMs ?? 0 };
+  const { tokens, ...times } = timeline;
+  let t = { ...times, outputEarlyMs: timeline.outputEarlyMs ?? 0 };
   const late = model.lateCheck?.(input) ?? null;
   if (late !== null) {
     error = late;
@@ -309,7 +329,7 @@ export function planFor(
     ...t,
     outcome,
     error,
-    tokens: model.kind === 'text' ? makeTokens(model, input) : [],
+    tokens: model.kind === 'text' ? makeTokens(model, input, tokens) : [],
     file: kind ? outputAssets()[kind] : null,
   };
 }

@@ -171,7 +171,12 @@ export class PgNotifyChannel<T> {
     if (parts.length) batches.push(`${head}${parts.join(',')}]}`);
     for (const payload of batches) {
       try {
-        await this.sender.query('SELECT pg_notify($1, $2)', [this.channel, payload]);
+        // No fsync for a notification (it is not kept across a crash anyway): its commit, and the
+        // cluster-wide lock every NOTIFY holds until its commit ends, are not held for the disk.
+        await this.sender.query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)", [
+          this.channel,
+          payload,
+        ]);
       } catch (err) {
         this.logger.error({ err: (err as Error).message }, 'NOTIFY failed');
       }

@@ -235,27 +235,24 @@ function observeProviderCalls(registry: Registry, provider: NonNullable<MetricsD
 }
 
 /** Counts and times every HTTP request by method, route and status. */
-/** Where a request's matched route is kept (see ROUTE_ACCESSOR). */
-const ROUTE = Symbol('route');
-const MATCHED = Symbol('matchedRoute');
-type Noted = Request & { [ROUTE]?: unknown; [MATCHED]?: string };
+/** Each request's `route` and the matched route with its mount path (see ROUTE_ACCESSOR). */
+const routes = new WeakMap<object, { route: unknown; matched?: string }>();
 
 /**
  * `req.route`, noting the matched route with its router's mount path when Express sets it: by
  * the time an error answer is sent, req.baseUrl has been restored to what it was outside the
  * router. Defined once on the app's request prototype, with the same two functions for every
- * request: an accessor defined on each request object (with closures of its own) gave every
- * request a hidden class of its own, which slowed every later property access on it.
+ * request, and what it notes is kept beside the request, not on it: an accessor defined on each
+ * request (closures of its own), or symbol properties added to it, cost several µs a request.
  */
 const ROUTE_ACCESSOR: PropertyDescriptor = {
   configurable: true,
   enumerable: true,
-  get(this: Noted) {
-    return this[ROUTE];
+  get(this: Request) {
+    return routes.get(this)?.route;
   },
-  set(this: Noted, v: { path?: unknown } | undefined) {
-    this[ROUTE] = v;
-    if (typeof v?.path === 'string') this[MATCHED] = `${this.baseUrl}${v.path}`;
+  set(this: Request, v: { path?: unknown } | undefined) {
+    routes.set(this, { route: v, matched: typeof v?.path === 'string' ? `${this.baseUrl}${v.path}` : undefined });
   },
 };
 
@@ -297,7 +294,7 @@ function requestObserver(registry: Registry): RequestHandler {
       patched.add(proto);
     }
     res.on('finish', () => {
-      const s = seriesOf(req.method, (req as Noted)[MATCHED] ?? unmatchedLabel(req), res.statusCode);
+      const s = seriesOf(req.method, routes.get(req)?.matched ?? unmatchedLabel(req), res.statusCode);
       s.count.inc();
       s.duration.observe(Number(process.hrtime.bigint() - started) / 1e9);
     });

@@ -47,9 +47,9 @@ export interface GatewayProc {
  * the compiled `dist/src/main.js` as production runs it (`npm run build` first), which leaves out
  * tsx's compiler and its caches from the gateway's memory.
  */
-function gatewayEntry(): string[] {
-  if (process.env.PYRE_BENCH_BUILT !== '1') return ['--import', 'tsx', join(BENCH_DIR, '..', 'src', 'main.ts')];
-  const main = join(BENCH_DIR, '..', 'dist', 'src', 'main.js');
+function gatewayEntry(root: string): string[] {
+  if (process.env.PYRE_BENCH_BUILT !== '1') return ['--import', 'tsx', join(root, 'src', 'main.ts')];
+  const main = join(root, 'dist', 'src', 'main.js');
   if (!existsSync(main)) throw new Error(`PYRE_BENCH_BUILT=1 but ${main} is missing: run npm run build first`);
   return [main];
 }
@@ -59,10 +59,12 @@ export async function startGateway(
   env: Record<string, string>,
   cpuProf = false,
   readyMs = 60_000,
+  /** The tree to run the gateway from: this one, or another commit's (lib/baseline.ts). */
+  root = join(BENCH_DIR, '..'),
 ): Promise<GatewayProc> {
   const prof = cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${join(BENCH_DIR, 'results', 'prof')}`] : [];
-  const child = spawn(process.execPath, [...prof, ...gatewayEntry()], {
-    cwd: join(BENCH_DIR, '..'),
+  const child = spawn(process.execPath, [...prof, ...gatewayEntry(root)], {
+    cwd: root,
     env: {
       ...process.env,
       PORT: String(port),

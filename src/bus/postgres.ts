@@ -113,7 +113,14 @@ export class PgTransport implements Transport {
   }
 
   async write(frames: string[]): Promise<void> {
-    for (const payload of frames) await this.sender.query('SELECT pg_notify($1, $2)', [this.channel, payload]);
+    // No fsync for a notification (it is not kept across a crash anyway): its commit, and the
+    // cluster-wide lock every NOTIFY holds until its commit ends, are not held for the disk.
+    for (const payload of frames) {
+      await this.sender.query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)", [
+        this.channel,
+        payload,
+      ]);
+    }
   }
 
   async close(): Promise<void> {

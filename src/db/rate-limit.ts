@@ -11,15 +11,78 @@ export class RateLimitedError extends Error {
   }
 }
 
+interface Waiter {
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+/** A user's bucket after a take: how many of the asked creations it granted, and what is left. */
+interface Taken {
+  user_id: string;
+  granted: number;
+  tokens: number;
+}
+
+/**
+ * One statement takes for every user of a batch (`:asked`: `[{user_id, n}]`, n creations each): each
+ * user's bucket is refilled (on the database's clock), and gives as many whole tokens as it has,
+ * up to the creations asked. A user without a bucket gets one, full, less what it grants. Rows
+ * are locked (FOR UPDATE) before they are read, so concurrent takes of other processes queue on
+ * the row and each sees the other's result. A bucket that another process created after this
+ * statement's snapshot is not returned (ON CONFLICT DO NOTHING): its user is simply asked again.
+ *
+ * `synchronous_commit` is off for this statement's transaction: its commit does not wait for
+ * the WAL to reach the disk (a bucket is not worth an fsync on every create's path). Nothing
+ * that matters is lost to a crash: WAL is written in order, so the commit of a task created
+ * after this take flushes the take with it; only takes whose creates never committed can be lost,
+ * which gives their user those few tokens back.
+ */
+const TAKE_SQL = `
+WITH settings AS (SELECT set_config('synchronous_commit', 'off', true)),
+asked AS (
+  SELECT a.user_id, a.n FROM json_to_recordset(:asked::json) AS a(user_id text, n int), settings
+),
+current AS (
+  SELECT l.user_id, asked.n,
+    LEAST(:burst::float8,
+      l.tokens + EXTRACT(EPOCH FROM (clock_timestamp() - l.refilled_at))::float8 * :rate::float8) AS refilled
+  FROM task_rate_limits l JOIN asked ON asked.user_id = l.user_id
+  FOR UPDATE OF l
+),
+taken AS (
+  UPDATE task_rate_limits l
+  SET tokens = current.refilled - LEAST(current.n, floor(current.refilled)), refilled_at = clock_timestamp()
+  FROM current WHERE l.user_id = current.user_id
+  RETURNING l.user_id, LEAST(current.n, floor(current.refilled))::int AS granted, l.tokens
+),
+created AS (
+  INSERT INTO task_rate_limits (user_id, tokens, refilled_at)
+  SELECT asked.user_id, :burst::float8 - LEAST(asked.n, floor(:burst::float8)), clock_timestamp() FROM asked
+  WHERE NOT EXISTS (SELECT 1 FROM current WHERE current.user_id = asked.user_id)
+  ON CONFLICT (user_id) DO NOTHING
+  RETURNING user_id, tokens
+)
+SELECT user_id, granted, tokens FROM taken
+UNION ALL
+SELECT created.user_id, LEAST(asked.n, floor(:burst::float8))::int, created.tokens
+FROM created JOIN asked ON asked.user_id = created.user_id`;
+
 /**
  * The task-creation limit, per user, for the whole cluster: a token bucket per user in the
  * database (`task_rate_limits`), refilled at `perMinute` a minute up to `burst`, taken by one
  * atomic statement on the database's clock, so every process and both creation paths (REST and a
  * channel's `*_generate`) draw from the same bucket. `perMinute` 0 turns it off.
+ *
+ * Takes are grouped like task inserts (GroupInsert): the takes that arrive in one turn of the
+ * event loop, and while a statement runs, go together into the next statement, which takes for
+ * all their users at once. A create costs a share of one round trip, not a statement of its own.
  */
 export class TaskCreationLimit {
   readonly burst: number;
   private readonly perSecond: number;
+  private waiting = new Map<string, Waiter[]>();
+  private scheduled = false;
+  private running = false;
 
   constructor(
     private readonly db: Db,
@@ -35,25 +98,59 @@ export class TaskCreationLimit {
   }
 
   /** Take one creation from `userId`'s bucket, or throw RateLimitedError. */
-  async take(userId: string): Promise<void> {
-    if (!this.enabled) return;
-    const refilled = `LEAST(:burst::float8, task_rate_limits.tokens
-        + EXTRACT(EPOCH FROM (clock_timestamp() - task_rate_limits.refilled_at))::float8 * :rate::float8)`;
-    const taken = await this.db.raw(
-      `INSERT INTO task_rate_limits AS task_rate_limits (user_id, tokens, refilled_at)
-       VALUES (:user, :burst::float8 - 1, clock_timestamp())
-       ON CONFLICT (user_id) DO UPDATE SET tokens = ${refilled} - 1, refilled_at = clock_timestamp()
-       WHERE ${refilled} >= 1
-       RETURNING tokens`,
-      { user: userId, burst: this.burst, rate: this.perSecond },
-    );
-    if ((taken as { rows: unknown[] }).rows.length === 1) return;
-    const state = await this.db.raw(`SELECT ${refilled} AS tokens FROM task_rate_limits WHERE user_id = :user`, {
-      user: userId,
+  take(userId: string): Promise<void> {
+    if (!this.enabled) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const list = this.waiting.get(userId);
+      if (list) list.push({ resolve, reject });
+      else this.waiting.set(userId, [{ resolve, reject }]);
+      this.schedule();
+    });
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.running) return;
+    this.scheduled = true;
+    // Let the takes already read in this turn of the event loop join the statement.
+    setImmediate(() => {
+      this.scheduled = false;
+      void this.flush();
+    });
+  }
+
+  private async flush(): Promise<void> {
+    if (this.running || this.waiting.size === 0) return;
+    this.running = true;
+    const batch = this.waiting;
+    this.waiting = new Map();
+    try {
+      const rows = await this.statement([...batch].map(([user_id, waiters]) => ({ user_id, n: waiters.length })));
+      for (const row of rows) {
+        const waiters = batch.get(row.user_id);
+        if (!waiters) continue;
+        batch.delete(row.user_id);
+        const tokens = Number(row.tokens);
+        const retryAfter = Math.max(1, Math.ceil((1 - tokens) / this.perSecond));
+        waiters.forEach((w, i) =>
+          i < row.granted ? w.resolve() : w.reject(new RateLimitedError(this.perMinute, retryAfter)),
+        );
+      }
+      // Buckets another process created meanwhile: those users are asked again, first.
+      for (const [user, waiters] of batch) this.waiting.set(user, [...waiters, ...(this.waiting.get(user) ?? [])]);
+    } catch (err) {
+      for (const waiters of batch.values()) for (const w of waiters) w.reject(err);
+    } finally {
+      this.running = false;
+      if (this.waiting.size) this.schedule();
+    }
+  }
+
+  private async statement(asked: Array<{ user_id: string; n: number }>): Promise<Taken[]> {
+    const result = await this.db.raw(TAKE_SQL, {
+      asked: JSON.stringify(asked),
       burst: this.burst,
       rate: this.perSecond,
     });
-    const tokens = Number((state as { rows: Array<{ tokens: number }> }).rows[0]?.tokens ?? 0);
-    throw new RateLimitedError(this.perMinute, Math.max(1, Math.ceil((1 - tokens) / this.perSecond)));
+    return (result as { rows: Taken[] }).rows;
   }
 }

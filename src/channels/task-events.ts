@@ -395,6 +395,5 @@ export class TaskEventRelay {
   /** Stops the checks (the bus is closed by its owner, the gateway). */
   async close(): Promise<void> {
     clearInterval(this.timer);
-    await this.chain;
   }
 }

@@ -14,9 +14,9 @@ import { TaskWriter } from './task-writer';
 import { AnnouncedText, Released, type MayWrite } from './text-stream';
 
 /**
- * Tells the runners of other processes that there is new work, through the database (a NOTIFY
- * after the commit, as graphile-worker does); the claim timer stays on as the safety net.
- * A PgNotifyChannel fits; absent with embedded PGlite (one process).
+ * Tells the runners of other processes that there is new work, after the commit (as
+ * graphile-worker does), on the cluster bus's `new_work` topic (src/bus/adapters.ts); the claim
+ * timer stays on as the safety net. Absent with no bus (embedded PGlite: one process).
  */
 export interface NewWorkSignal {
   listen(handler: (msgs: number[]) => void): Promise<void>;

@@ -8,7 +8,7 @@ import type { Assigns, Channel, ChannelSocket } from './channel';
 import { Connection, type ConnectionContext, type RealtimeStats } from './connection';
 import type { Payload } from './message';
 import { type CheckOrigin, compileOriginCheck } from './origin';
-import { decodeQuery, requestTarget, type Params } from './params';
+import { decodeQuery, requestTarget, routePath, withoutToken, type Params } from './params';
 import { PubSub, type PubSubAdapter, type Subscriber } from './pubsub';
 import { negotiateSerializer } from './serializer';
 import { RateLimitedLogger, silentRealtimeLogger, type LogLimit, type RealtimeLogger } from './logger';
@@ -475,32 +475,4 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
       }
     }
   }
-}
-
-/**
- * The path of a request target as Phoenix routes it: empty segments do not count (Plug's
- * `path_info`), so `/socket//websocket` and `/socket/websocket/` are `/socket/websocket`
- * (phoenix.js makes the first from `new Socket("/socket/")`).
- */
-export function routePath(target: string): string {
-  const path = target.split('?', 1)[0]!;
-  return `/${path
-    .split('/')
-    .filter((seg) => seg !== '')
-    .join('/')}`;
-}
-
-/** The query string without its `token=<sessionToken>` segments (other `token` values stay). */
-function withoutToken(search: string, sessionToken: string): string {
-  const segs = search.replace(/^\?/, '').split('&');
-  return segs
-    .filter((seg) => {
-      if (!seg.startsWith('token=')) return true;
-      try {
-        return decodeURIComponent(seg.slice(6).replace(/\+/g, ' ')) !== sessionToken;
-      } catch {
-        return true;
-      }
-    })
-    .join('&');
 }

@@ -222,9 +222,12 @@ test('heartbeats keep the socket open past the idle timeout, and ping works', as
   });
   let closes = 0;
   let beats = 0;
-  s.onClose(() => closes++);
-  s.onMessage((m: { topic: string; event: string }) => {
-    if (m.topic === 'phoenix' && m.event === 'phx_reply') beats++;
+  s.onClose(() => {
+    closes++;
+  });
+  s.onMessage((m) => {
+    const { topic, event } = m as { topic: string; event: string };
+    if (topic === 'phoenix' && event === 'phx_reply') beats++;
   });
   try {
     s.connect();

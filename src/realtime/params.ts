@@ -1,7 +1,7 @@
 /**
- * Request targets as Phoenix reads them: query-string decoding as Plug does it (Plug.Conn.Query.decode): `+` is a space, `a[b]=1`
- * nests, `a[]=1` builds a list, a repeated key keeps the last value, empty segments are skipped),
- * and the routed path.
+ * Request targets as Phoenix reads them: the query string decoded as Plug does it
+ * (Plug.Conn.Query.decode: `+` is a space, `a[b]=1` nests, `a[]=1` builds a list, a repeated key
+ * keeps the last value, empty segments are skipped), and the path as its router matches it.
  */
 
 import type { IncomingMessage } from 'node:http';

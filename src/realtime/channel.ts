@@ -7,6 +7,7 @@ import type { EncodedFrame } from './serializer';
 import type { Params } from './params';
 import type { Fanout, PubSub, Subscriber } from './pubsub';
 import type { RealtimeLogger } from './logger';
+import type { TransportKind } from './transport';
 
 export type Assigns = Record<string, unknown>;
 
@@ -69,7 +70,7 @@ export interface ChannelSocket<A extends Assigns = Assigns> {
   assigns: A;
   /** The connection's id from `connect` (null if none). */
   readonly socketId: string | null;
-  readonly transport: 'websocket' | 'longpoll';
+  readonly transport: TransportKind;
   /** The connect params (query string). */
   readonly params: Params;
   /** True until the channel has ended. */
@@ -97,7 +98,7 @@ export interface ChannelSocket<A extends Assigns = Assigns> {
 export interface ChannelHost {
   readonly id: string | null;
   readonly params: Params;
-  readonly transportKind: 'websocket' | 'longpoll';
+  readonly transportKind: TransportKind;
   readonly pubsub: PubSub;
   readonly logger: RealtimeLogger;
   /** Encodes with the connection's serializer; throws if it cannot carry the message. */
@@ -171,7 +172,7 @@ export class ChannelInstance implements ChannelSocket, Subscriber {
   get socketId(): string | null {
     return this.host.id;
   }
-  get transport(): 'websocket' | 'longpoll' {
+  get transport(): TransportKind {
     return this.host.transportKind;
   }
   get params(): Params {

@@ -3,29 +3,13 @@
  * joins/leaves/events to channel instances (Phoenix.Socket's handle_in clauses).
  */
 import { type Assigns, type Channel, type ChannelHost, ChannelInstance, type JoinResult } from './channel';
-import {
-  assertPushPayload,
-  nestedDeeperThan,
-  type InboundMessage,
-  type OutboundMessage,
-  type Payload,
-  type Ref,
-} from './message';
+import { assertPushPayload, type InboundMessage, type OutboundMessage, type Payload, type Ref } from './message';
 import type { Params } from './params';
 import type { Fanout, PubSub, Subscriber } from './pubsub';
 import type { RealtimeLogger } from './logger';
-import { ProtocolError, type EncodedFrame, type Serializer } from './serializer';
-
-/** How a connection writes: implemented by the WebSocket and long-poll transports. */
-export interface Transport {
-  readonly kind: 'websocket' | 'longpoll';
-  write(frame: EncodedFrame): void;
-  writeFanout(f: Fanout, serializer: Serializer): void;
-  /** Starts closing; the transport calls `connection.transportClosed()` once it is gone. */
-  close(code: number, reason: string): void;
-  /** Drops the client now, without a close handshake (server shutdown). */
-  terminate(): void;
-}
+import type { EncodedFrame, Serializer } from './serializer';
+import { CloseCode, type Transport, type TransportKind } from './transport';
+import { InboundGuard } from './inbound-guard';
 
 /** Counters shared by all connections of one server. */
 export interface RealtimeStats {
@@ -56,23 +40,10 @@ export interface ConnectionContext {
   connectionClosed(conn: Connection): void;
 }
 
-/** A joined channel of a connection handed to another node: how that node joins it again. */
-export interface HandedOverJoin {
-  topic: string;
-  /** The join frame's join_ref (null for V1 clients). */
-  joinRef: Ref;
-  /** The join's ref. */
-  ref: Ref;
-  payload: Payload;
-}
-
-/**
- * A connection as another node takes it over (a long-poll session whose node stops): its joined
- * channels, and the client frames not handled yet (a join still running, frames queued behind it).
- */
-export interface HandedOver {
-  joins: HandedOverJoin[];
-  pending: InboundMessage[];
+/** A client frame not handled yet; `quiet` for a join made by {@link Connection.inject} that answers only if it fails. */
+export interface UnhandledFrame {
+  msg: InboundMessage;
+  quiet: boolean;
 }
 
 const EMPTY = Object.freeze({}) as Record<string, never>;
@@ -81,16 +52,6 @@ export const MAX_QUEUED = 1000;
 const UNMATCHED = Object.freeze({ reason: 'unmatched topic' });
 const TOO_MANY = Object.freeze({ reason: 'too many channels joined' });
 const JOIN_CRASHED = Object.freeze({ reason: 'join crashed' });
-
-/** Close codes used by the server (never 1000: phoenix.js would not reconnect). */
-export const CloseCode = {
-  goingAway: 1001,
-  protocolError: 1002,
-  policyViolation: 1008,
-  tooBig: 1009,
-  serverError: 1011,
-  serviceRestart: 1012,
-} as const;
 
 /** The longest delay setTimeout keeps (2^31 - 1 ms). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -121,14 +82,14 @@ export class Connection implements ChannelHost, Subscriber {
   private joining = false;
   /** The join running while `joining`. */
   private joiningMsg: InboundMessage | null = null;
-  /** Joins of channels taken over from another node (adopt): their client had its reply there. */
-  private readonly silentJoins = new WeakSet<InboundMessage>();
+  /** Joins made by inject(msg, true): their client had its reply elsewhere. */
+  private readonly quietJoins = new WeakSet<InboundMessage>();
   private idleWaiter: { promise: Promise<void>; resolve: () => void } | null = null;
   private closing = false;
-  private rlStart = 0;
-  private rlCount = 0;
-  private protocolErrors = 0;
+  private readonly guard: InboundGuard;
   private expiryTimer: NodeJS.Timeout | null = null;
+  /** When the credentials expire (ms since the epoch), or null: see {@link expireAt}. */
+  expiresAt: number | null = null;
 
   constructor(
     ctx: ConnectionContext,
@@ -147,10 +108,11 @@ export class Connection implements ChannelHost, Subscriber {
     this.id = id;
     this.idleTimeoutMs = idleTimeoutMs;
     this.lastSeen = Date.now();
+    this.guard = new InboundGuard(ctx, id);
     if (id !== null) ctx.pubsub.subscribe(id, this);
   }
 
-  get transportKind(): 'websocket' | 'longpoll' {
+  get transportKind(): TransportKind {
     return this.transport.kind;
   }
   get pubsub(): PubSub {
@@ -167,35 +129,21 @@ export class Connection implements ChannelHost, Subscriber {
     if (this.closed || this.closing) return;
     const now = Date.now();
     this.lastSeen = now;
-    const rl = this.ctx.rateLimit;
-    if (rl !== null) {
-      if (now - this.rlStart >= rl.intervalMs) {
-        this.rlStart = now;
-        this.rlCount = 0;
-      }
-      if (++this.rlCount > rl.messages) {
-        this.ctx.counters.rateLimited++;
-        this.ctx.logger.warn(
-          { socketId: this.id, limit: rl.messages, intervalMs: rl.intervalMs },
-          'realtime: inbound rate limit exceeded, closing socket',
-        );
-        this.close(CloseCode.policyViolation, 'rate limit exceeded');
-        return;
-      }
+    if (!this.guard.admit(now)) {
+      this.close(CloseCode.policyViolation, 'rate limit exceeded');
+      return;
     }
     let msg: InboundMessage;
     try {
       msg = this.serializer.decode(data, isBinary);
     } catch (err) {
-      this.protocolError(err, data);
+      if (this.guard.malformed(err, data.length)) this.close(CloseCode.policyViolation, 'malformed frames');
       return;
     }
     this.ctx.counters.messagesIn++;
-    if (nestedDeeperThan(msg.payload, this.ctx.maxPayloadDepth)) {
-      this.tooDeep(msg);
-      return;
-    }
-    this.receive(msg);
+    const refusal = this.guard.tooDeep(msg);
+    if (refusal === null) this.receive(msg);
+    else this.send(refusal);
   }
 
   /** A decoded client message: handled now, or queued behind a pending join. */
@@ -225,45 +173,6 @@ export class Connection implements ChannelHost, Subscriber {
     this.ctx.counters.rateLimited++;
     this.ctx.logger.warn({ socketId: this.id, limit: MAX_QUEUED }, `realtime: too many ${what}, closing socket`);
     this.close(CloseCode.policyViolation, 'too many queued messages');
-  }
-
-  private protocolError(err: unknown, data: Buffer): void {
-    this.ctx.counters.protocolErrors++;
-    const n = ++this.protocolErrors;
-    if (n <= 3) {
-      this.ctx.logger.warn(
-        { socketId: this.id, bytes: data.length, err: err instanceof ProtocolError ? err.message : String(err) },
-        'realtime: malformed frame dropped',
-      );
-    }
-    if (n >= this.ctx.maxProtocolErrors) {
-      this.ctx.logger.warn(
-        { socketId: this.id, protocolErrors: n },
-        'realtime: too many malformed frames, closing socket',
-      );
-      this.close(CloseCode.policyViolation, 'malformed frames');
-    }
-  }
-
-  /**
-   * A payload nested deeper than maxPayloadDepth never reaches a channel (code that walks it
-   * recursively would overflow its stack): the client gets an error reply naming the limit,
-   * and the socket stays up (the frame itself was well formed).
-   */
-  private tooDeep(msg: InboundMessage): void {
-    this.ctx.counters.protocolErrors++;
-    this.ctx.logger.warn(
-      { socketId: this.id, topic: msg.topic, event: msg.event, maxPayloadDepth: this.ctx.maxPayloadDepth },
-      'realtime: payload nested too deeply, refused',
-    );
-    this.send({
-      kind: 'reply',
-      joinRef: msg.joinRef,
-      ref: msg.ref,
-      topic: msg.topic,
-      status: 'error',
-      response: { reason: `payload is nested more than ${this.ctx.maxPayloadDepth} levels deep` },
-    });
   }
 
   private dispatch(msg: InboundMessage): void {
@@ -461,7 +370,7 @@ export class Connection implements ChannelHost, Subscriber {
    */
   private answerJoin(msg: InboundMessage, replyJoinRef: Ref, status: 'ok' | 'error', response: Payload): void {
     const { topic } = msg;
-    if (!this.silentJoins.has(msg)) {
+    if (!this.quietJoins.has(msg)) {
       this.send({ kind: 'reply', joinRef: replyJoinRef, ref: msg.ref, topic, status, response });
       return;
     }
@@ -471,42 +380,21 @@ export class Connection implements ChannelHost, Subscriber {
     this.send({ kind: 'push', joinRef: msg.joinRef, ref: msg.joinRef, topic, event: 'phx_error', payload });
   }
 
-  /**
-   * Ends this connection here without a word to the client, for another node to take it over
-   * (see {@link adopt}): how to join its channels again (each with its channel's rejoinPayload,
-   * read after the last push), and the client frames not handled yet. Binary pushes not handled
-   * yet are dropped (their payload does not travel as JSON).
-   */
-  handOff(): HandedOver {
-    const joins: HandedOverJoin[] = [];
-    for (const ch of this.channels.values())
-      joins.push({ topic: ch.topic, joinRef: ch.frameJoinRef, ref: ch.joinRef, payload: ch.rejoinPayload() });
-    const pending: InboundMessage[] = [];
-    for (const m of [...(this.joiningMsg ? [this.joiningMsg] : []), ...(this.inbox ?? [])]) {
-      if (this.silentJoins.has(m)) joins.push({ topic: m.topic, joinRef: m.joinRef, ref: m.ref, payload: m.payload });
-      else if (!Buffer.isBuffer(m.payload)) pending.push(m);
-    }
-    this.transportClosed('handover');
-    return { joins, pending };
+  // ---- the seam for moving a connection to another node (long-poll handover) ------------------
+
+  /** The client frames received but not handled yet (a join running, frames queued behind it), in order. */
+  unhandled(): UnhandledFrame[] {
+    const held = [...(this.joiningMsg ? [this.joiningMsg] : []), ...(this.inbox ?? [])];
+    return held.map((msg) => ({ msg, quiet: this.quietJoins.has(msg) }));
   }
 
   /**
-   * Takes over what another node's connection handed off: its channels are joined again with no
-   * join reply (the client had one), then its pending frames are handled as if the client sent them.
+   * Handles `msg` as if the client had sent it. A `quiet` join sends no reply (its client had one
+   * elsewhere); refused here, it gets phx_error, on which clients rejoin by themselves.
    */
-  adopt(h: HandedOver): void {
-    for (const j of h.joins) {
-      const msg: InboundMessage = {
-        joinRef: j.joinRef,
-        ref: j.ref,
-        topic: j.topic,
-        event: 'phx_join',
-        payload: j.payload,
-      };
-      this.silentJoins.add(msg);
-      this.receive(msg);
-    }
-    for (const m of h.pending) this.receive(m);
+  inject(msg: InboundMessage, quiet = false): void {
+    if (quiet && msg.event === 'phx_join') this.quietJoins.add(msg);
+    this.receive(msg);
   }
 
   private sendClose(old: ChannelInstance): void {
@@ -563,6 +451,7 @@ export class Connection implements ChannelHost, Subscriber {
    * "token expired" (a long-poll session ends), on which clients reconnect with fresh ones.
    */
   expireAt(at: number): void {
+    this.expiresAt = at;
     if (this.expiryTimer !== null) clearTimeout(this.expiryTimer);
     // setTimeout holds at most ~24.8 days; a later expiry re-arms on the way.
     const ms = Math.min(Math.max(0, at - Date.now()), MAX_TIMER_MS);

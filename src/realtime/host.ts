@@ -1,33 +1,25 @@
 /**
- * The one interface both transports (WebSocket in `websocket.ts`, long-poll in `longpoll.ts`)
- * see of the server that hosts them. The server implements it; the transports import only this
- * file, never `server.ts`, so there is no import cycle.
+ * The one interface the transports (`websocket.ts`, `longpoll/`) see of the server that hosts
+ * them. The server implements it; the transports import only this file, never `server.ts`, so
+ * there is no import cycle.
  */
-import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import type { Assigns } from './channel';
-import type { Connection, RealtimeStats, Transport } from './connection';
+import type { Connection, RealtimeStats } from './connection';
 import type { RealtimeLogger } from './logger';
 import type { Params } from './params';
 import type { Serializer } from './serializer';
+import type { Transport, TransportKind } from './transport';
 
-/** What `connect` is run on: a request, or a long-poll session's first request on another node. */
-export interface ConnectRequest {
-  transport: 'websocket' | 'longpoll';
-  /** The absolute request URL (a long-poll session token left out of its query). */
-  uri: string;
-  headers: IncomingHttpHeaders;
-  remoteAddress: string | undefined;
-  authToken: string | null;
-}
-
-/** A connection request that passed origin, vsn and `connect`: the ingredients of a Connection. */
+/**
+ * The ingredients of a Connection: a request that passed origin, vsn and `connect`, or a
+ * long-poll session another node handed over (made of what `connect` returned there).
+ */
 export interface Authorized {
   serializer: Serializer;
   params: Params;
   assigns: Assigns;
   id: string | null;
-  /** What `connect` ran on (another node runs it again when it takes a long-poll session over). */
-  request: ConnectRequest;
   /** When the credentials expire (ms since the epoch), or null. */
   expiresAt: number | null;
 }
@@ -60,13 +52,11 @@ export interface TransportHost {
    */
   authorize(
     req: IncomingMessage,
-    transport: 'websocket' | 'longpoll',
+    transport: TransportKind,
     authToken: string | null,
     refuseAfterOrigin?: { status: number; reason: string } | null,
     sessionToken?: string | null,
   ): Promise<Authorized | { status: number }>;
-  /** `connect` again for a request that was authorized on another node (a long-poll session taken over). */
-  connectAs(request: ConnectRequest): Promise<Authorized | { status: number }>;
   /** Creates and registers the Connection for a transport that is ready. */
   openConnection(transport: HostedTransport, a: Authorized, idleTimeoutMs: number): Connection;
 }

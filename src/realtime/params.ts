@@ -1,6 +1,7 @@
 /**
- * Query-string decoding as Plug does it (Plug.Conn.Query.decode): `+` is a space, `a[b]=1`
- * nests, `a[]=1` builds a list, a repeated key keeps the last value, empty segments are skipped.
+ * Request targets as Phoenix reads them: the query string decoded as Plug does it
+ * (Plug.Conn.Query.decode: `+` is a space, `a[b]=1` nests, `a[]=1` builds a list, a repeated key
+ * keeps the last value, empty segments are skipped), and the path as its router matches it.
  */
 
 import type { IncomingMessage } from 'node:http';
@@ -90,4 +91,32 @@ function assign(target: Params, path: string[], value: string): void {
     }
     node = child;
   }
+}
+
+/**
+ * The path of a request target as Phoenix routes it: empty segments do not count (Plug's
+ * `path_info`), so `/socket//websocket` and `/socket/websocket/` are `/socket/websocket`
+ * (phoenix.js makes the first from `new Socket("/socket/")`).
+ */
+export function routePath(target: string): string {
+  const path = target.split('?', 1)[0]!;
+  return `/${path
+    .split('/')
+    .filter((seg) => seg !== '')
+    .join('/')}`;
+}
+
+/** The query string without its `token=<sessionToken>` segments (other `token` values stay). */
+export function withoutToken(search: string, sessionToken: string): string {
+  const segs = search.replace(/^\?/, '').split('&');
+  return segs
+    .filter((seg) => {
+      if (!seg.startsWith('token=')) return true;
+      try {
+        return decodeURIComponent(seg.slice(6).replace(/\+/g, ' ')) !== sessionToken;
+      } catch {
+        return true;
+      }
+    })
+    .join('&');
 }

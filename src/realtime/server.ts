@@ -1,24 +1,31 @@
 /**
- * RealtimeServer: a Phoenix-channels endpoint for Node. Owns the routes, the connections,
- * the pubsub, the WebSocket upgrade handler and the long-poll HTTP handler.
+ * RealtimeServer: a Phoenix-channels endpoint for Node. Owns the routes, the connections, the
+ * pubsub and the transports registered with it (each a TransportEndpoint, routed to by kind).
  */
 import type { IncomingHttpHeaders, IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Assigns, Channel, ChannelSocket } from './channel';
-import { CloseCode, Connection, type ConnectionContext, type RealtimeStats } from './connection';
+import { Connection, type ConnectionContext, type RealtimeStats } from './connection';
 import type { Payload } from './message';
 import { type CheckOrigin, compileOriginCheck } from './origin';
-import { decodeQuery, requestTarget, type Params } from './params';
+import { decodeQuery, requestTarget, routePath, withoutToken, type Params } from './params';
 import { PubSub, type PubSubAdapter, type Subscriber } from './pubsub';
 import { negotiateSerializer } from './serializer';
 import { RateLimitedLogger, silentRealtimeLogger, type LogLimit, type RealtimeLogger } from './logger';
-import type { Authorized, ConnectRequest, HostedTransport, TransportHost } from './host';
+import type { Authorized, HostedTransport, TransportHost } from './host';
+import {
+  CloseCode,
+  NO_TRANSPORT_GAUGES,
+  type TransportEndpoint,
+  type TransportGauges,
+  type TransportKind,
+} from './transport';
 import { rejectUpgrade, WebSocketEndpoint } from './websocket';
 import { LongPollEndpoint, type LongPollOptions } from './longpoll';
 
 /** What `connect` sees besides the params. */
 export interface ConnectInfo {
-  transport: 'websocket' | 'longpoll';
+  transport: TransportKind;
   headers: IncomingHttpHeaders;
   remoteAddress: string | undefined;
   /** phoenix.js `authToken` (from `Sec-WebSocket-Protocol`), or `X-Phoenix-AuthToken` on long-poll. */
@@ -140,8 +147,8 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
   private readonly exact = new Map<string, Channel>();
   private readonly connectFn: NonNullable<RealtimeServerOptions<A>['connect']>;
   private readonly originOk: ReturnType<typeof compileOriginCheck>;
-  private readonly websocket: WebSocketEndpoint;
-  private readonly longpoll: LongPollEndpoint | null;
+  /** The transports, by kind (each serves `${path}/${kind}`). */
+  private readonly transports = new Map<TransportKind, TransportEndpoint>();
   private sweepTimer: NodeJS.Timeout | null = null;
   private draining = false;
   private closedFlag = false;
@@ -174,14 +181,22 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
     this.pubsub = new PubSub(opts.pubsub, (err) =>
       this.logger.error({ err }, 'realtime: pubsub adapter publish failed'),
     );
-    this.websocket = new WebSocketEndpoint(this, {
-      maxBufferedBytes: opts.maxBufferedBytes ?? 4 * 1024 * 1024,
-      slowClientGraceMs: opts.slowClientGraceMs ?? 2000,
-      maxFlushDelayMs: opts.maxFlushDelayMs ?? 10,
-      maxTotalBufferedBytes: opts.maxTotalBufferedBytes ?? 128 * 1024 * 1024,
-    });
-    this.longpoll = opts.longpoll === false ? null : new LongPollEndpoint(this, opts.longpoll ?? {});
+    this.register(
+      new WebSocketEndpoint(this, {
+        maxBufferedBytes: opts.maxBufferedBytes ?? 4 * 1024 * 1024,
+        slowClientGraceMs: opts.slowClientGraceMs ?? 2000,
+        maxFlushDelayMs: opts.maxFlushDelayMs ?? 10,
+        maxTotalBufferedBytes: opts.maxTotalBufferedBytes ?? 128 * 1024 * 1024,
+      }),
+    );
+    if (opts.longpoll !== false) this.register(new LongPollEndpoint(this, opts.longpoll ?? {}));
     this.startSweep();
+  }
+
+  /** Adds a transport: it serves `${path}/${kind}` from now on. */
+  private register(endpoint: TransportEndpoint): void {
+    if (this.transports.has(endpoint.kind)) throw new Error(`realtime: transport ${endpoint.kind} registered twice`);
+    this.transports.set(endpoint.kind, endpoint);
   }
 
   // ---- routing ---------------------------------------------------------------------------
@@ -249,8 +264,10 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
   }
 
   /** Counters for metrics; `sockets`/`channels` are gauges, the rest only grow. */
-  stats(): RealtimeStats & { longpollSessions: number } {
-    return { ...this.counters, longpollSessions: this.longpoll?.sessionCount ?? 0 };
+  stats(): RealtimeStats & TransportGauges {
+    const gauges: TransportGauges = { ...NO_TRANSPORT_GAUGES };
+    for (const t of this.transports.values()) Object.assign(gauges, t.gauges?.());
+    return { ...this.counters, ...gauges };
   }
 
   // ---- connection lifecycle --------------------------------------------------------------
@@ -265,7 +282,7 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
   /** Runs origin check, vsn negotiation and `connect`. Returns the connection ingredients or an HTTP status. */
   async authorize(
     req: IncomingMessage,
-    transport: 'websocket' | 'longpoll',
+    transport: TransportKind,
     authToken: string | null,
     refuseAfterOrigin: { status: number; reason: string } | null = null,
     sessionToken: string | null = null,
@@ -291,32 +308,25 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
     // A long-poll request of a session that is gone carries that session's token in `token`
     // (phoenix.js appends it): it is no credential of the user, so `connect` does not see it.
     const search = sessionToken === null ? uri.search : withoutToken(uri.search, sessionToken);
-    return this.connectAs({
-      transport,
-      uri: `${uri.origin}${uri.pathname}${search ? `?${search.replace(/^\?/, '')}` : ''}`,
-      headers: req.headers,
-      remoteAddress: req.socket.remoteAddress,
-      authToken,
-    });
-  }
-
-  /**
-   * Runs vsn negotiation and `connect` for a request that passed the origin check: a new one
-   * (authorize), or one a connection was made from on another node (a long-poll session taken over).
-   */
-  async connectAs(request: ConnectRequest): Promise<Authorized | { status: number }> {
-    const { transport, headers, remoteAddress, authToken } = request;
-    const uri = new URL(request.uri);
-    const params = decodeQuery(uri.search);
+    const connectUri = new URL(`${uri.origin}${uri.pathname}${search ? `?${search.replace(/^\?/, '')}` : ''}`);
+    const params = decodeQuery(connectUri.search);
     const serializer = negotiateSerializer(params.vsn);
     if (serializer === null) {
       this.counters.connectsRefused++;
       this.logger.info({ vsn: params.vsn, transport }, 'realtime: unsupported vsn');
       return { status: 403 };
     }
+    const { headers } = req;
+    const info: ConnectInfo = {
+      transport,
+      headers,
+      remoteAddress: req.socket.remoteAddress,
+      authToken,
+      uri: connectUri,
+    };
     let result: ConnectResult<A>;
     try {
-      result = await this.connectFn(params, { transport, headers, remoteAddress, authToken, uri });
+      result = await this.connectFn(params, info);
     } catch (err) {
       this.counters.connectsRefused++;
       this.logger.error({ err }, 'realtime: connect handler threw');
@@ -332,7 +342,7 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
       this.logger.error({ id }, 'realtime: connect returned a non-string id');
       return { status: 403 };
     }
-    return { serializer, params, assigns: result.assigns ?? {}, id, request, expiresAt: result.expiresAt ?? null };
+    return { serializer, params, assigns: result.assigns ?? {}, id, expiresAt: result.expiresAt ?? null };
   }
 
   /** Creates and registers a connection. */
@@ -351,42 +361,51 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
 
   // ---- HTTP integration ------------------------------------------------------------------
 
-  /** Handles WebSocket upgrades for `${path}/websocket` on `server`. Other upgrade paths are left alone. */
+  /** The transport a request target is for (`${path}/<kind>`), or undefined. */
+  private transportFor(target: string): TransportEndpoint | undefined {
+    const pathname = routePath(target);
+    const prefix = `${this.path}/`;
+    if (!pathname.startsWith(prefix)) return undefined;
+    return this.transports.get(pathname.slice(prefix.length) as TransportKind);
+  }
+
+  /** Handles upgrades for the transports that take them (`${path}/websocket`) on `server`. Other upgrade paths are left alone. */
   attach(server: HttpServer): this {
     const listener = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
-      const pathname = routePath(req.url ?? '');
-      if (pathname !== `${this.path}/websocket`) {
+      const endpoint = this.transportFor(req.url ?? '');
+      if (endpoint?.handleUpgrade === undefined) {
         // Nobody else will answer: do not leave the client hanging.
         if (server.listenerCount('upgrade') === 1) rejectUpgrade(socket, 404);
         return;
       }
-      this.handleUpgrade(req, socket, head);
+      endpoint.handleUpgrade(req, socket, head);
     };
     server.on('upgrade', listener);
     this.attached.push({ server, listener });
     return this;
   }
 
-  /** Upgrades one request (for callers that route upgrades themselves). */
+  /**
+   * Upgrades one request (for callers that route upgrades themselves): the transport of its path,
+   * or else the first that takes upgrades (the WebSocket one).
+   */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    this.websocket.handleUpgrade(req, socket, head);
+    const endpoint = this.transportFor(req.url ?? '');
+    const upgrading =
+      endpoint?.handleUpgrade !== undefined ? endpoint : [...this.transports.values()].find((t) => t.handleUpgrade);
+    if (upgrading?.handleUpgrade) upgrading.handleUpgrade(req, socket, head);
+    else rejectUpgrade(socket, 404);
   }
 
   /**
-   * Serves `${path}/longpoll` (and answers 400 for plain HTTP requests to `${path}/websocket`).
+   * Serves the transports' plain HTTP requests (`${path}/longpoll`; `${path}/websocket` answers 400).
    * Returns false when the request is not for this server, so it can sit in front of other handlers.
    */
   handleHttp(req: IncomingMessage, res: ServerResponse): boolean {
-    const pathname = routePath(requestTarget(req));
-    if (pathname === `${this.path}/websocket`) {
-      res.writeHead(400, { 'content-length': '0' }).end();
-      return true;
-    }
-    if (pathname === `${this.path}/longpoll` && this.longpoll !== null) {
-      this.longpoll.handle(req, res);
-      return true;
-    }
-    return false;
+    const endpoint = this.transportFor(requestTarget(req));
+    if (endpoint === undefined) return false;
+    endpoint.handleHttp(req, res);
+    return true;
   }
 
   /** Express/Connect middleware form of {@link handleHttp}. */
@@ -406,8 +425,9 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
     const batchSize = Math.max(1, opts.batchSize ?? 1000);
     const intervalMs = opts.intervalMs ?? 100;
     this.draining = true;
-    // Long-poll sessions move to another node, when there is one (their clients notice nothing).
-    await this.longpoll?.handOver();
+    // Transports that can move their connections to another node do it now (long-poll sessions,
+    // when another node is up: their clients notice nothing).
+    for (const t of this.transports.values()) await t.drain?.();
     const all = Array.from(this.connections);
     for (let i = 0; i < all.length; i += batchSize) {
       if (i > 0 && intervalMs > 0) await new Promise((r) => setTimeout(r, intervalMs));
@@ -424,12 +444,11 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
     this.sweepTimer = null;
     for (const { server, listener } of this.attached) server.removeListener('upgrade', listener);
     this.attached = [];
-    await this.longpoll?.close();
+    for (const t of this.transports.values()) await t.close();
     for (const conn of Array.from(this.connections)) {
       conn.transport.terminate();
       conn.transportClosed('shutdown');
     }
-    await this.websocket.close();
     await this.pubsub.close();
   }
 
@@ -437,8 +456,8 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
 
   private startSweep(): void {
     const idle = this.idleTimeoutMs;
-    const lp = this.longpoll?.sweepIntervalMs ?? Infinity;
-    const every = Math.min(idle > 0 ? Math.max(25, Math.min(5000, idle / 4)) : Infinity, lp);
+    const own = Math.min(...[...this.transports.values()].map((t) => t.sweepIntervalMs ?? Infinity));
+    const every = Math.min(idle > 0 ? Math.max(25, Math.min(5000, idle / 4)) : Infinity, own);
     if (!Number.isFinite(every)) return;
     this.sweepTimer = setInterval(() => this.sweep(), every);
     this.sweepTimer.unref();
@@ -456,32 +475,4 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
       }
     }
   }
-}
-
-/**
- * The path of a request target as Phoenix routes it: empty segments do not count (Plug's
- * `path_info`), so `/socket//websocket` and `/socket/websocket/` are `/socket/websocket`
- * (phoenix.js makes the first from `new Socket("/socket/")`).
- */
-export function routePath(target: string): string {
-  const path = target.split('?', 1)[0]!;
-  return `/${path
-    .split('/')
-    .filter((seg) => seg !== '')
-    .join('/')}`;
-}
-
-/** The query string without its `token=<sessionToken>` segments (other `token` values stay). */
-function withoutToken(search: string, sessionToken: string): string {
-  const segs = search.replace(/^\?/, '').split('&');
-  return segs
-    .filter((seg) => {
-      if (!seg.startsWith('token=')) return true;
-      try {
-        return decodeURIComponent(seg.slice(6).replace(/\+/g, ' ')) !== sessionToken;
-      } catch {
-        return true;
-      }
-    })
-    .join('&');
 }

@@ -4,7 +4,7 @@
  * TCP socket in one write at the end of the tick (one syscall however many frames), and a
  * broadcast's WebSocket frame (header included) is built once and shared by every socket.
  */
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket as NetSocket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import WebSocket, { WebSocketServer } from 'ws';
@@ -13,6 +13,9 @@ import type { HostedTransport, TransportHost } from './host';
 import type { Fanout } from './pubsub';
 import type { EncodedFrame, Serializer } from './serializer';
 import type { RealtimeLogger } from './logger';
+import type { TransportEndpoint } from './transport';
+
+const KIND = 'websocket';
 
 /** Builds an unmasked server→client WebSocket frame (RFC 6455 §5.2) around `data`. */
 export function wsFrame(data: Buffer, binary: boolean): Buffer {
@@ -126,7 +129,7 @@ const BINARY_OPTS = { binary: true } as const;
 const TEXT_OPTS = { binary: false } as const;
 
 export class WsTransport implements HostedTransport {
-  readonly kind = 'websocket' as const;
+  readonly kind = KIND;
   readonly ws: WebSocket;
   private readonly sock: NetSocket | null;
   /** Frames written this tick, sent by flush(): one buffer, or several. */
@@ -286,7 +289,8 @@ export interface WebSocketEndpointOptions {
 }
 
 /** Serves `${path}/websocket`: authorises the upgrade through the host, then runs a WsTransport. */
-export class WebSocketEndpoint {
+export class WebSocketEndpoint implements TransportEndpoint {
+  readonly kind = KIND;
   private readonly host: TransportHost;
   private readonly wss: WebSocketServer;
   private readonly scheduler: WriteScheduler;
@@ -322,6 +326,11 @@ export class WebSocketEndpoint {
       clientTracking: false,
       handleProtocols: (protocols) => (protocols.has('phoenix') ? 'phoenix' : false),
     });
+  }
+
+  /** A plain HTTP request for the WebSocket path (no upgrade): 400, as Phoenix answers it. */
+  handleHttp(_req: IncomingMessage, res: ServerResponse): void {
+    res.writeHead(400, { 'content-length': '0' }).end();
   }
 
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
@@ -361,7 +370,7 @@ export class WebSocketEndpoint {
       rejectUpgrade(socket, 503);
     }, host.upgradeTimeoutMs);
     host
-      .authorize(req, 'websocket', authToken, refuse)
+      .authorize(req, KIND, authToken, refuse)
       .then((a) => {
         if (!answer()) return;
         if ('status' in a) {

@@ -35,6 +35,27 @@ describe.each(BACKENDS)('the task channel on %s', (backend) => {
 
   const countTasks = async (user: string) => (await t.gw.db('tasks').where({ user_id: user })).length;
 
+  /**
+   * "Nothing more arrives" made able to fail: a marker sent after, and waited for. The marker is
+   * a task created now, seen on Alice's feed joined on `socket`; the relay delivers events in
+   * commit order and a socket keeps its order, so whatever the relay was still to deliver of the
+   * tasks before (a late duplicate) has reached `socket` once the marker has. (It is cancelled
+   * at once, so it takes no runner slot from the next test.)
+   */
+  async function afterMarker(socket: Socket, joinedFeed?: ReturnType<typeof joinRecording>): Promise<void> {
+    // A second join of the feed on the same socket would end the first (a duplicate join): reuse it.
+    const feed = joinedFeed ?? joinRecording(socket, 'tasks:alice');
+    await feed.joined;
+    const marker = await call(`${t.url}/api/tasks`, {
+      token: alice,
+      body: { input_data: { type: 'image', prompt: 'marker' } },
+    });
+    const id = marker.body.task_id;
+    await waitFor('the marker on the feed', () => feed.events.some((e) => e.payload.task_id === id), 30_000);
+    if (!joinedFeed) await new Promise((r) => feed.channel.leave().receive('ok', r));
+    await call(`${t.url}/api/tasks/${id}/cancel`, { token: alice, method: 'POST' });
+  }
+
   it("the seed's single path: POST, join task:<id>, progress, then image_response success", async () => {
     const before = await countTasks('alice');
     const created = await call(`${t.url}/api/tasks`, {
@@ -43,18 +64,20 @@ describe.each(BACKENDS)('the task channel on %s', (backend) => {
     });
     expect(created.status).toBe(202);
     const id = created.body.task_id;
-    const { events, joined } = joinRecording(connect(alice), `task:${id}`, { last_seq: 0 });
+    const socket = connect(alice);
+    const { events, joined } = joinRecording(socket, `task:${id}`, { last_seq: 0 });
     const reply = await joined;
     expect(reply.task.id).toBe(id);
     expect(reply.task.model).toBe('google/imagen-4-fast');
     await waitFor('image_response', () => events.find((e) => e.event === 'image_response'), 30_000);
+    expect(await countTasks('alice')).toBe(before + 1);
+    await afterMarker(socket);
     expectCleanSequence(events, id);
     expect(events.filter((e) => e.event === 'progress').length).toBeGreaterThan(0);
     const final = events.find((e) => e.event === 'image_response')!;
     expect(final.payload).toMatchObject({ task_id: id, status: 'success', error: null });
     expect(final.payload.output.urls[0]).toMatch(new RegExp(`/files/${id}/`));
     expect(events.some((e) => e.payload.status === 'failed' || e.payload.error)).toBe(false);
-    expect(await countTasks('alice')).toBe(before + 1);
     const file = await fetch(final.payload.output.urls[0]);
     expect(file.status).toBe(200);
   });
@@ -66,7 +89,8 @@ describe.each(BACKENDS)('the task channel on %s', (backend) => {
       body: { input_data: { type: 'image', prompt: 'Test image' } },
     });
     const id = created.body.task_id;
-    const { channel, events, joined } = joinRecording(connect(alice), `task:${id}`);
+    const socket = connect(alice);
+    const { channel, events, joined } = joinRecording(socket, `task:${id}`);
     await joined;
     const reply = await push(channel, 'image_generate', { prompt: 'Test image', model: 'google/imagen-4-fast' });
     expect(reply.status).toBe('ok');
@@ -74,6 +98,7 @@ describe.each(BACKENDS)('the task channel on %s', (backend) => {
     expect(reply.response.task.id).toBe(id);
     await waitFor('image_response', () => events.find((e) => e.event === 'image_response'), 30_000);
     expect(await countTasks('alice')).toBe(before + 1);
+    await afterMarker(socket);
     // Joined without last_seq: live events from the join on, each once, in order, all of this task.
     const seqs = events.map((e) => e.payload.seq);
     expect(seqs).toEqual([...new Set(seqs)].sort((a, b) => a - b));
@@ -88,7 +113,8 @@ describe.each(BACKENDS)('the task channel on %s', (backend) => {
 
   it('a fresh UUID topic: image_generate creates the task with that id; a second push does not make another', async () => {
     const id = '6f1c0d3e-8a4b-4c5d-9e6f-0a1b2c3d4e5f'.replace('6f1c', backend === 'pglite' ? '6f1c' : '7f1c');
-    const { channel, events, joined } = joinRecording(connect(alice), `task:${id}`);
+    const socket = connect(alice);
+    const { channel, events, joined } = joinRecording(socket, `task:${id}`);
     expect((await joined).task).toBeNull();
     const [a, b] = await Promise.all([
       push(channel, 'image_generate', { prompt: 'a fox' }),
@@ -100,6 +126,7 @@ describe.each(BACKENDS)('the task channel on %s', (backend) => {
     expect(b.response.task_id).toBe(id);
     expect(await t.gw.db('tasks').where({ id })).toHaveLength(1);
     await waitFor('image_response', () => events.find((e) => e.event === 'image_response'), 30_000);
+    await afterMarker(socket);
     expectCleanSequence(events, id);
   });
 
@@ -121,13 +148,15 @@ describe.each(BACKENDS)('the task channel on %s', (backend) => {
 
   it('cancel on the channel cancels the task', async () => {
     const id = backend === 'pglite' ? '21111111-2222-4333-8444-555555555555' : '21111111-2222-4333-8444-555555555556';
-    const { channel, events, joined } = joinRecording(connect(alice), `task:${id}`);
+    const socket = connect(alice);
+    const { channel, events, joined } = joinRecording(socket, `task:${id}`);
     await joined;
     await push(channel, 'video_generate', { prompt: 'slow video' });
     const res = await push(channel, 'cancel', {});
     expect(res.status).toBe('ok');
     expect(res.response.task_id).toBe(id);
     await waitFor('video_response', () => events.find((e) => e.event === 'video_response'), 30_000);
+    await afterMarker(socket);
     const final = events.find((e) => e.event === 'video_response')!;
     expect(final.payload.status).toBe('failed');
     expect(final.payload.error.code).toBe('canceled');
@@ -146,10 +175,17 @@ describe.each(BACKENDS)('the task channel on %s', (backend) => {
     sockets.pop()!.disconnect();
     const got = [...first.events];
     const lastSeq = got[got.length - 1]!.payload.seq;
-    await new Promise((r) => setTimeout(r, 300));
-    const second = joinRecording(connect(alice), `task:${id}`, { last_seq: lastSeq });
+    // The task goes on while the client is away: the rejoin has events to replay.
+    await waitFor(
+      'an event committed while away',
+      async () => (await t.gw.db('task_events').where({ task_id: id }).max('seq as seq').first())!.seq > lastSeq,
+      30_000,
+    );
+    const socket = connect(alice);
+    const second = joinRecording(socket, `task:${id}`, { last_seq: lastSeq });
     await second.joined;
     await waitFor('text_response', () => second.events.find((e) => e.event === 'text_response'), 30_000);
+    await afterMarker(socket);
     const all = [...got, ...second.events];
     expectCleanSequence(all, id);
     const text = all
@@ -170,10 +206,12 @@ describe.each(BACKENDS)('the task channel on %s', (backend) => {
       async () => (await call(`${t.url}/api/tasks/${id}`, { token: alice })).body.data.status === 'succeeded',
       30_000,
     );
-    const late = joinRecording(connect(alice), `task:${id}`, { last_seq: 0 });
+    const socket = connect(alice);
+    const late = joinRecording(socket, `task:${id}`, { last_seq: 0 });
     const reply = await late.joined;
     expect(reply.task.status).toBe('succeeded');
     await waitFor('replayed final event', () => late.events.find((e) => e.event === 'image_response'), 5000);
+    await afterMarker(socket);
     expectCleanSequence(late.events, id);
     expect(late.events.length).toBe(reply.task.last_seq);
   });
@@ -211,7 +249,8 @@ describe.each(BACKENDS)('the task channel on %s', (backend) => {
   });
 
   it("the tasks:<user> feed carries every event of the user's tasks", async () => {
-    const feed = joinRecording(connect(alice), 'tasks:alice');
+    const socket = connect(alice);
+    const feed = joinRecording(socket, 'tasks:alice');
     await feed.joined;
     const created = await call(`${t.url}/api/tasks`, {
       token: alice,
@@ -223,6 +262,7 @@ describe.each(BACKENDS)('the task channel on %s', (backend) => {
       () => feed.events.find((e) => e.event === 'image_response' && e.payload.task_id === id),
       30_000,
     );
+    await afterMarker(socket, feed);
     expectCleanSequence(
       feed.events.filter((e) => e.payload.task_id === id),
       id,

@@ -3,8 +3,9 @@
  * raw HTTP. The session lives on A; its requests land on B, which forwards them to A. A node
  * that drains hands its sessions to the other.
  */
-import { RealtimeServer, type BusMessage, type ClusterBus } from '../../src/realtime';
-import { roomChannel, startServer, type TestServer } from './helpers';
+import { RealtimeServer, type BusMessage, type ClusterBus, type RealtimeLogger } from '../../src/realtime';
+import { decodeMessage } from '../../src/realtime/longpoll/messages';
+import { roomChannel, startServer, until, type TestServer } from './helpers';
 
 /** Delivers each message asynchronously, in order, JSON-copied as a real bus would. */
 class MemoryHub {
@@ -12,12 +13,20 @@ class MemoryHub {
   /** Nodes whose messages are dropped both ways (a dead process). */
   readonly down = new Set<string>();
   sent = 0;
+  /** Every message sent, as the bus carried it (JSON). */
+  readonly log: string[] = [];
+  /** Delivers `message` to `to` as if `from` had sent it. */
+  deliver(to: string, message: unknown, from: string): void {
+    this.handlers.get(to)!(message as BusMessage, from);
+  }
   bus(nodeId: string): ClusterBus {
     return {
       nodeId,
       send: (to, message) => {
         this.sent++;
-        const copy = JSON.parse(JSON.stringify(message)) as BusMessage;
+        const text = JSON.stringify(message);
+        this.log.push(text);
+        const copy = JSON.parse(text) as BusMessage;
         setImmediate(() => {
           if (this.down.has(nodeId)) return;
           // '*': every other node.
@@ -35,14 +44,36 @@ let hub: MemoryHub;
 let a: TestServer;
 let b: TestServer;
 
+interface Line {
+  level: string;
+  obj: object;
+  msg?: string;
+}
+const lines: Line[] = [];
+const at = (level: string) => (obj: object, msg?: string) => {
+  lines.push({ level, obj, msg });
+};
+const logger: RealtimeLogger = { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
+/** connect's calls, by node. */
+const connects: { node: string; authToken: string | null; cookie: string | undefined }[] = [];
+
 async function node(id: string, secret = SECRET): Promise<TestServer> {
   return startServer(
-    { longpoll: { windowMs: 300, sessionTimeoutMs: 3000, secret, bus: hub.bus(id), busTimeoutMs: 300 } },
+    {
+      logger,
+      longpoll: { windowMs: 300, sessionTimeoutMs: 3000, secret, bus: hub.bus(id), busTimeoutMs: 300 },
+      connect: (params, info) => {
+        connects.push({ node: id, authToken: info.authToken, cookie: info.headers.cookie });
+        return { assigns: { user: 'u1', plan: { tier: 'pro' } }, id: 'user_socket:u1', expiresAt: Date.now() + 60_000 };
+      },
+    },
     (rt) => rt.channel('room:*', roomChannel),
   );
 }
 
 beforeEach(async () => {
+  lines.length = 0;
+  connects.length = 0;
   hub = new MemoryHub();
   a = await node('node_a');
   b = await node('node_b');
@@ -245,4 +276,77 @@ test('a node that closes answers the polls it forwarded 204 (the session lives o
   // A released the poll it held for B: what comes next waits for the client's next poll.
   a.rt.broadcast('room:w', 'next', { n: 3 });
   expect((await get(a, token)).messages!.map((m) => JSON.parse(m))).toEqual([[null, null, 'room:w', 'next', { n: 3 }]]);
+});
+
+test('the bus messages are decoded in one place: malformed ones are logged and dropped, never thrown', async () => {
+  expect(decodeMessage({ t: 'poll', rid: 'r1', sid: 's1' })).toEqual({ t: 'poll', rid: 'r1', sid: 's1' });
+  const junk: unknown[] = [
+    null,
+    'poll',
+    [],
+    { t: 'nonsense', rid: 'r1' },
+    { t: 'poll', rid: 5, sid: 's1' },
+    { t: 'post', rid: 'r1', sid: 's1', ctype: null }, // no body
+    { t: 'res', rid: 'r1', sid: 's1', body: { status: '200' } },
+    { t: 'requeue', sid: 's1', messages: [1, 2] },
+    { t: 'redirect', rid: 'r1', sid: 's1', node: 'not a node id!' },
+    { t: 'adopt', sid: 's1', session: { params: {}, assigns: {}, id: null, expiresAt: null, frames: [{}], queue: [] } },
+  ];
+  for (const m of junk) expect(decodeMessage(m)).toHaveProperty('problem');
+  expect(decodeMessage({ t: 'poll', rid: 5, sid: 's1' })).toEqual({ problem: 'poll: field rid missing or malformed' });
+
+  for (const m of junk) expect(() => hub.deliver('node_a', m, 'node_b')).not.toThrow();
+  const dropped = lines.filter((l) => l.msg === 'realtime: malformed long-poll bus message dropped');
+  expect(dropped).toHaveLength(junk.length);
+  expect(dropped[3]!.obj).toEqual({ from: 'node_b', problem: 'unknown kind "nonsense"' });
+  // A still serves its sessions to B.
+  const token = (await get(a)).token!;
+  expect(await post(b, token, [['1', '1', 'room:x', 'phx_join', {}]])).toEqual({ status: 200 });
+  expect((await get(b, token)).messages).toHaveLength(1);
+});
+
+test('a handover carries the connection as connect made it, never the request headers or credentials', async () => {
+  const credential = 'user-credential-that-must-stay-off-the-bus';
+  const cookie = 'session=a-cookie-that-must-stay-off-the-bus';
+  const opened = (await (
+    await fetch(lp(a), { headers: { 'x-phoenix-authtoken': credential, cookie } })
+  ).json()) as LpBody;
+  const token = opened.token!;
+  expect(connects).toEqual([{ node: 'node_a', authToken: credential, cookie }]);
+  expect(await post(a, token, [['1', '1', 'room:x', 'phx_join', { from: 'client' }]])).toEqual({ status: 200 });
+  expect((await get(a, token)).messages).toHaveLength(1);
+  const held = get(a, token);
+  await new Promise((r) => setTimeout(r, 50));
+  await a.rt.drain();
+  const moved = await held;
+  expect(moved.token).toMatch(/^node_b\./);
+
+  const adopt = hub.log.map((m) => JSON.parse(m) as Record<string, unknown>).find((m) => m.t === 'adopt')!;
+  expect(adopt.session).toEqual({
+    params: { vsn: '2.0.0' },
+    assigns: { user: 'u1', plan: { tier: 'pro' } },
+    id: 'user_socket:u1',
+    expiresAt: expect.any(Number),
+    frames: [
+      { quiet: true, msg: { joinRef: '1', ref: '1', topic: 'room:x', event: 'phx_join', payload: { from: 'client' } } },
+    ],
+    queue: [],
+  });
+  for (const m of hub.log) {
+    expect(m).not.toContain(credential);
+    expect(m).not.toContain('a-cookie-that-must-stay-off-the-bus');
+  }
+  // B did not run connect again: it opened the connection from what A sent, with its socket id.
+  expect(connects.filter((c) => c.node === 'node_b')).toEqual([]);
+  const conn = Array.from(b.rt.connections)[0]!;
+  expect(conn.id).toBe('user_socket:u1');
+  expect(conn.assigns).toEqual({ user: 'u1', plan: { tier: 'pro' } });
+  b.rt.broadcast('room:x', 'after', { n: 1 });
+  expect((await get(b, moved.token)).messages!.map((m) => JSON.parse(m))).toEqual([
+    [null, null, 'room:x', 'after', { n: 1 }],
+  ]);
+  // disconnect(id) reaches the moved connection: it kept its socket id.
+  b.rt.disconnect('user_socket:u1');
+  await until(() => b.rt.connections.size === 0, 2000, 'the moved connection closed');
+  expect(b.rt.stats().longpollSessions).toBe(0);
 });

@@ -208,15 +208,45 @@ test('rejoins after the server drops the connection (forced disconnect 1001, the
   expect(await push(ch, 'new_msg', { still: 'here' })).toEqual({ status: 'ok', response: { echo: { still: 'here' } } });
 });
 
-test('heartbeats keep the socket open and ping works', async () => {
-  const s = socket({ heartbeatIntervalMs: 30 });
-  await joined(s.channel('room:hb'));
-  await sleep(150);
-  expect(s.isConnected()).toBe(true);
-  const rtt = await new Promise<number>((r) => {
-    s.ping(r);
+test('heartbeats keep the socket open past the idle timeout, and ping works', async () => {
+  // A server that closes a socket silent for IDLE_MS; the client beats every 300 ms (phoenix.js
+  // closes by itself when a reply takes longer than that) for 2.5 idle timeouts. Without the
+  // heartbeats the server would close it (1001) within the span.
+  const IDLE_MS = 1200;
+  const own = await startServer({ idleTimeoutMs: IDLE_MS }, (rt) => rt.channel('room:*', roomChannel));
+  const s = new Socket(`ws://127.0.0.1:${own.port}/socket`, {
+    transport: WebSocket as never,
+    heartbeatIntervalMs: 300,
+    reconnectAfterMs: () => 20,
+    rejoinAfterMs: () => 20,
   });
-  expect(rtt).toBeGreaterThanOrEqual(0);
+  let closes = 0;
+  let beats = 0;
+  s.onClose(() => {
+    closes++;
+  });
+  s.onMessage((m) => {
+    const { topic, event } = m as { topic: string; event: string };
+    if (topic === 'phoenix' && event === 'phx_reply') beats++;
+  });
+  try {
+    s.connect();
+    await joined(s.channel('room:hb'));
+    const start = Date.now();
+    await until(() => Date.now() - start > 2.5 * IDLE_MS, 10_000, 'two and a half idle timeouts');
+    expect(own.rt.stats().idleDisconnects).toBe(0);
+    expect(closes).toBe(0);
+    expect(beats).toBeGreaterThanOrEqual(5);
+    const before = beats;
+    const rtt = await new Promise<number>((r) => {
+      s.ping(r);
+    });
+    expect(Number.isFinite(rtt)).toBe(true);
+    expect(beats).toBeGreaterThan(before); // the ping is a heartbeat the server answered
+  } finally {
+    await new Promise<void>((r) => s.disconnect(() => r()));
+    await own.close();
+  }
 });
 
 describe('long-poll', () => {

@@ -82,7 +82,7 @@ describe('pyre command against a running gateway', () => {
     expect(page.next_cursor).toEqual(expect.any(String));
     // Paging: the first page names the command for the next one, which lists the older task.
     const first = await pyre(['tasks', '--limit', '1'], userEnv);
-    const hint = /\(older tasks: pyre tasks --cursor (\S+) --limit 1\)/.exec(first.stderr);
+    const hint = /\(older tasks: npx pyre tasks --cursor (\S+) --limit 1\)/.exec(first.stderr);
     expect(hint).not.toBeNull();
     const second = await pyre(['tasks', '--limit', '1', '--cursor', hint![1]!], userEnv);
     expect(second.code).toBe(0);
@@ -103,11 +103,26 @@ describe('pyre command against a running gateway', () => {
       pyre(['submit', '--type', 'image', '--param', 'aspect_ratio', 'a cat'], userEnv),
     ]);
     expect(model).toMatchObject({ code: 2, stdout: '' });
-    expect(model.stderr).toBe('pyre: model: is not a known model (see GET /api/models)\n');
+    expect(model.stderr).toBe('pyre: model: is not a known model (see `npx pyre models`)\n');
     expect(param).toMatchObject({ code: 2, stderr: 'pyre: duration: must be at most 12\n' });
     expect(type).toMatchObject({ code: 2, stderr: 'pyre: model: is not supported for image_gen\n' });
     expect(noParamValue).toMatchObject({ code: 2, stderr: 'pyre: --param "aspect_ratio": expected name=value\n' });
     expect((await env.gw.tasks.list('carol', { limit: 200 })).data.length).toBe(before);
+  });
+
+  test('a reader that closes the pipe early (| head -c 30): a quiet exit, the hint on stderr, the task keeps running', async () => {
+    const r = await pyre(['submit', '--type', 'text', 'Say hello at length'], userEnv, 45_000, {
+      closeStdoutOnData: true,
+    });
+    expect(r.stderr).not.toMatch(/node:events|Unhandled|EPIPE|\n\s+at /);
+    expect(r.code).toBe(0);
+    const id = /^task ([0-9a-f-]{36})/m.exec(r.stderr)![1]!;
+    expect(r.stderr).toContain(
+      `pyre: standard output was closed; task ${id} keeps running (follow it again with \`npx pyre watch ${id}\`)`,
+    );
+    const task = await env.gw.tasks.get('carol', id);
+    expect(task.status === 'processing' || task.status === 'succeeded').toBe(true);
+    expect(task.cancel_requested).toBeFalsy();
   });
 
   test('--version prints the package version', async () => {
@@ -116,14 +131,15 @@ describe('pyre command against a running gateway', () => {
     expect(r).toMatchObject({ code: 0, stdout: `${pkg.version}\n` });
   });
 
-  test('usage errors exit 2; refused credentials exit 77', async () => {
+  test('submit without --type does what the API does (a text task); usage errors exit 2; refused credentials exit 77', async () => {
     const [noType, badType, badToken] = await Promise.all([
-      pyre(['submit', 'a cat'], userEnv),
+      pyre(['submit', '--detach', 'a cat'], userEnv),
       pyre(['submit', '--type', 'sound', 'a cat'], userEnv),
       pyre(['submit', '--type', 'image', 'a cat'], { ...userEnv, PYRE_TOKEN: 'pyre1.bad.token' }),
     ]);
-    expect(noType.code).toBe(2);
-    expect(noType.stderr).toMatch(/required option '--type <type>' not specified/);
+    expect(noType.code).toBe(0);
+    const noTypeTask = await env.gw.tasks.get('carol', noType.stdout.trim());
+    expect(noTypeTask).toMatchObject({ task_type: 'text_gen', input_data: { type: 'text', prompt: 'a cat' } });
     expect(badType.code).toBe(2);
     expect(badType.stderr).toMatch(/Allowed choices are image, video, text/);
     expect(badToken.code).toBe(77);
@@ -146,6 +162,31 @@ describe('pyre command against a running gateway', () => {
       expect(r.stderr).toBe(
         `pyre: cannot reach the gateway at http://127.0.0.1:${port}: connection refused (is pyre running? set --url or PYRE_URL)\n`,
       );
+    }
+  });
+});
+
+describe('hints name the command as it can be run', () => {
+  const bin = path.join(__dirname, '..', '..', 'bin', 'pyre.js');
+  const hintOf = async (PATH: string) =>
+    /to follow a task: (.*) watch <id>/.exec((await pyre(['tasks', '--watch'], { PATH })).stderr)?.[1];
+
+  test('`pyre` when the pyre on the PATH is this one; `npx pyre` when none is, or another program is', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pyre-path-'));
+    try {
+      fs.mkdirSync(path.join(dir, 'linked'));
+      fs.symlinkSync(bin, path.join(dir, 'linked', 'pyre')); // npm install -g / npm link
+      fs.mkdirSync(path.join(dir, 'other'));
+      fs.writeFileSync(path.join(dir, 'other', 'pyre'), '#!/bin/sh\n', { mode: 0o755 }); // another "pyre"
+      const base = process.env.PATH ?? '';
+      const [linked, none, other] = await Promise.all([
+        hintOf(`${path.join(dir, 'linked')}${path.delimiter}${base}`),
+        hintOf(base),
+        hintOf(`${path.join(dir, 'other')}${path.delimiter}${base}`),
+      ]);
+      expect({ linked, none, other }).toEqual({ linked: 'pyre', none: 'npx pyre', other: 'npx pyre' });
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -10,7 +10,12 @@ export interface Run {
 }
 
 /** `node bin/pyre.js ...args` as a user would run it, with only the env given (plus PATH). */
-export function pyre(args: string[], env: Record<string, string> = {}, timeoutMs = 45_000): Promise<Run> {
+export function pyre(
+  args: string[],
+  env: Record<string, string> = {},
+  timeoutMs = 45_000,
+  opts: { closeStdoutOnData?: boolean } = {},
+): Promise<Run> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [BIN, ...args], {
       env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
@@ -18,7 +23,11 @@ export function pyre(args: string[], env: Record<string, string> = {}, timeoutMs
     });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
+    child.stdout.on('data', (d) => {
+      stdout += d;
+      // A reader that stops early, as `| head -c 30` does: the pipe closes under the writer.
+      if (opts.closeStdoutOnData) child.stdout.destroy();
+    });
     child.stderr.on('data', (d) => (stderr += d));
     const timer = setTimeout(() => {
       child.kill('SIGKILL');

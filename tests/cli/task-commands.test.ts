@@ -58,6 +58,15 @@ describe('pyre watch, get, cancel, events, models', () => {
     const after = JSON.parse(eventsAfter.stdout) as Array<{ seq: number }>;
     expect(after[0]!.seq).toBe(3);
     expect(after).toHaveLength(lines.length - 2);
+
+    // Watching the finished task off a terminal: its end state, not its history replayed as
+    // progress lines (which read as a restart: succeeded 100% / queued / progress 10% …).
+    const again = await pyre(['watch', id], userEnv);
+    expect(again).toMatchObject({
+      code: 0,
+      stdout: `${urls[0]}\n`,
+      stderr: `task ${id} (google/imagen-4-fast) succeeded\nsucceeded 100%\n`,
+    });
   });
 
   test("a failed task: submit and tasks show its error code and message, not the provider's text", async () => {
@@ -103,15 +112,18 @@ describe('pyre watch, get, cancel, events, models', () => {
     const { data } = (await call(`${env.url}/api/models`)).body as { data: Array<{ name: string }> };
     expect(rows.slice(1).map((l) => l.split(/\s+/)[0])).toEqual(data.map((m) => m.name));
     expect(rows.find((l) => l.startsWith('gpt-4.1 '))).toMatch(/^gpt-4\.1\s+text\s+yes\s+openai\/gpt-4\.1/);
+    // An unknown id is a usage error (2), as the README lists; 1 is for a failed or canceled task.
     expect(missing).toMatchObject({
-      code: 1,
-      stderr: 'pyre: no task 00000000-0000-4000-8000-000000000000 (see `pyre tasks`)\n',
+      code: 2,
+      stderr: 'pyre: no task 00000000-0000-4000-8000-000000000000 (see `npx pyre tasks`)\n',
     });
+    const watchMissing = await pyre(['watch', '00000000-0000-4000-8000-000000000000'], userEnv);
+    expect(watchMissing.code).toBe(2);
     expect(malformed.code).toBe(2);
     expect(malformed.stderr).toMatch(/"nope" is not a task id/);
     // --watch is a natural guess: where it is not an option, the message names the command.
     expect(other.code).toBe(2);
-    expect(other.stderr).toMatch(/unknown option '--watch' \(to follow a task: pyre watch <id>/);
+    expect(other.stderr).toMatch(/unknown option '--watch' \(to follow a task: npx pyre watch <id>/);
   });
 });
 
@@ -152,7 +164,7 @@ describe('pyre watch when the realtime connection is down', () => {
     expect(timedOut.code).toBe(124);
     expect(timedOut.stderr).toMatch(/^reconnecting…$/m);
     expect(timedOut.stderr).toContain(
-      `did not finish within 1 s; it keeps running (follow it again with \`pyre watch ${id}\`)`,
+      `did not finish within 1 s; it keeps running (follow it again with \`npx pyre watch ${id}\`)`,
     );
   });
 });

@@ -133,7 +133,8 @@ async function main(): Promise<void> {
   const sample = async () => {
     const minute = (nowMs() - started) / 60_000;
     const rss = rssMiB(gw.pid);
-    const { succeeded, failed } = await statusCounts();
+    // A busy machine may time a count out: the sample is still taken.
+    const { succeeded, failed } = await statusCounts().catch(() => ({ succeeded: NaN, failed: NaN }));
     samples.push({ minute: Number(minute.toFixed(1)), rssMiB: rss, created: counts.created, succeeded, failed });
     console.log(
       `t=${minute.toFixed(1).padStart(5)} min  rss=${String(rss).padStart(4)} MiB  created=${counts.created} ` +

@@ -64,6 +64,7 @@ export function explainStartupError(
     case 'EPERM':
     case 'EROFS':
     case 'ENOTDIR':
+    case 'EEXIST':
     case 'ENOSPC':
       if (e.syscall === 'listen' || e.syscall === 'bind')
         return {

@@ -59,8 +59,14 @@ function feedSocket(url: string, user: string): Promise<Socket> {
       .channel(`tasks:${user}`)
       .join(10_000)
       .receive('ok', () => resolve(socket))
-      .receive('error', (e: unknown) => reject(new Error(`join tasks:${user}: ${JSON.stringify(e)}`)))
-      .receive('timeout', () => reject(new Error(`join tasks:${user}: timeout`)));
+      .receive('error', (e: unknown) => {
+        socket.disconnect(); // a failed join must not leave a socket reconnecting for ever
+        reject(new Error(`join tasks:${user}: ${JSON.stringify(e)}`));
+      })
+      .receive('timeout', () => {
+        socket.disconnect();
+        reject(new Error(`join tasks:${user}: timeout`));
+      });
   });
 }
 
@@ -107,8 +113,9 @@ async function main(): Promise<void> {
   const endAt = started + MINUTES * 60_000;
   let stop = false;
   const submitLoop = (async () => {
-    for (let n = 0; !stop; n++) {
-      const due = started + (n * 1000) / TASKS_PER_S;
+    for (let n = 0, due = started; !stop; n++, due += 1000 / TASKS_PER_S) {
+      // Steady: a stall (a busy machine) is not made up for with a burst.
+      due = Math.max(due, nowMs() - 1000);
       if (due > nowMs()) await sleep(due - nowMs());
       const user = users[n % USERS]!;
       const kind = KINDS[n % KINDS.length]!;
@@ -118,8 +125,8 @@ async function main(): Promise<void> {
     }
   })();
   const churnLoop = (async () => {
-    for (let n = 0; !stop; n++) {
-      const due = started + (n * 1000) / CHURN_PER_S;
+    for (let n = 0, due = started; !stop; n++, due += 1000 / CHURN_PER_S) {
+      due = Math.max(due, nowMs() - 1000);
       if (due > nowMs()) await sleep(due - nowMs());
       void feedSocket(gw.url, users[n % USERS]!)
         .then((s) => {

@@ -140,11 +140,12 @@ async function main(): Promise<void> {
   const sample = async () => {
     const minute = (nowMs() - started) / 60_000;
     const rss = rssMiB(gw.pid);
+    const created = counts.created;
     // A busy machine may time a count out: the sample is still taken.
     const { succeeded, failed } = await statusCounts().catch(() => ({ succeeded: NaN, failed: NaN }));
-    samples.push({ minute: Number(minute.toFixed(1)), rssMiB: rss, created: counts.created, succeeded, failed });
+    samples.push({ minute: Number(minute.toFixed(1)), rssMiB: rss, created, succeeded, failed });
     console.log(
-      `t=${minute.toFixed(1).padStart(5)} min  rss=${String(rss).padStart(4)} MiB  created=${counts.created} ` +
+      `t=${minute.toFixed(1).padStart(5)} min  rss=${String(rss).padStart(4)} MiB  created=${created} ` +
         `succeeded=${succeeded} failed=${failed} refused=${counts.refused} churn=${counts.churned}/${counts.churnFailed} failed`,
     );
   };

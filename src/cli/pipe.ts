@@ -1,5 +1,6 @@
 import { EXIT } from './client';
 
+let installed = false;
 let closed = false;
 let onStdoutClosed: () => void = () => process.exit(EXIT.ok);
 
@@ -9,6 +10,8 @@ let onStdoutClosed: () => void = () => process.exit(EXIT.ok);
  * 'error' stack; a follow says on stderr (if that is still open) that the task keeps running.
  */
 export function quietOnClosedPipes(): void {
+  if (installed) return;
+  installed = true;
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code !== 'EPIPE') throw err;
     if (closed) return;

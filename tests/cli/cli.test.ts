@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { lockEmbeddedDir } from '../../src/db';
 import { startDemoGateway, type DemoGateway } from '../dashboard/helpers';
-import { pyre } from './helpers';
+import { pyre, pyreIn } from './helpers';
 
 /** A loopback port with nothing listening on it. */
 async function closedPort(): Promise<number> {
@@ -58,7 +58,7 @@ describe('pyre command against a running gateway', () => {
   });
 
   test('submit streams a text task to stdout and prints exactly the final text', async () => {
-    const r = await pyre(['submit', '--type', 'text', '--quiet', 'Say hello'], userEnv);
+    const r = await pyreIn(['submit', '--type', 'text', '--quiet', 'Say hello'], userEnv);
     expect(r.code).toBe(0);
     expect(r.stderr).toBe('');
     const [task] = (await env.gw.tasks.list('carol', { limit: 1 })).data;
@@ -69,38 +69,38 @@ describe('pyre command against a running gateway', () => {
   });
 
   test("tasks lists the caller's tasks; --json gives the API answer", async () => {
-    const table = await pyre(['tasks'], userEnv);
+    const table = await pyreIn(['tasks'], userEnv);
     expect(table.code).toBe(0);
     const lines = table.stdout.trim().split('\n');
     expect(lines[0]).toMatch(/^ID\s+STATUS\s+PROG\s+MODEL\s+AGE\s+PROMPT$/);
     expect(lines.slice(1)).toHaveLength(2);
     expect(lines[1]).toMatch(/^[0-9a-f-]{36}\s+succeeded\s+100%\s+gpt-4\.1\s+\d+s\s+Say hello$/);
-    const json = await pyre(['tasks', '--json', '--status', 'succeeded', '--limit', '1'], userEnv);
+    const json = await pyreIn(['tasks', '--json', '--status', 'succeeded', '--limit', '1'], userEnv);
     expect(json.code).toBe(0);
     const page = JSON.parse(json.stdout);
     expect(page.data).toHaveLength(1);
     expect(page.next_cursor).toEqual(expect.any(String));
     // Paging: the first page names the command for the next one, which lists the older task.
-    const first = await pyre(['tasks', '--limit', '1'], userEnv);
+    const first = await pyreIn(['tasks', '--limit', '1'], userEnv);
     const hint = /\(older tasks: npx pyre tasks --cursor (\S+) --limit 1\)/.exec(first.stderr);
     expect(hint).not.toBeNull();
-    const second = await pyre(['tasks', '--limit', '1', '--cursor', hint![1]!], userEnv);
+    const second = await pyreIn(['tasks', '--limit', '1', '--cursor', hint![1]!], userEnv);
     expect(second.code).toBe(0);
     const idOf = (line: string | undefined) => line?.split(/\s+/)[0];
     expect(idOf(second.stdout.trim().split('\n')[1])).toBe(idOf(lines[2]));
     expect(second.stderr).toBe('');
     // Another user sees none of carol's tasks.
-    const other = await pyre(['tasks'], { ...userEnv, PYRE_TOKEN: env.token('dave') });
+    const other = await pyreIn(['tasks'], { ...userEnv, PYRE_TOKEN: env.token('dave') });
     expect(other).toMatchObject({ code: 0, stdout: '', stderr: 'no tasks\n' });
   });
 
   test('a bad model, a bad parameter and a bad type exit 2 with the field message; no task is made', async () => {
     const before = (await env.gw.tasks.list('carol', { limit: 200 })).data.length;
     const [model, param, type, noParamValue] = await Promise.all([
-      pyre(['submit', '--type', 'image', '--model', 'acme/nope', 'a cat'], userEnv),
-      pyre(['submit', '--type', 'video', '--param', 'duration=99', 'a cat'], userEnv),
-      pyre(['submit', '--type', 'image', '--model', 'gpt-4.1', 'a cat'], userEnv),
-      pyre(['submit', '--type', 'image', '--param', 'aspect_ratio', 'a cat'], userEnv),
+      pyreIn(['submit', '--type', 'image', '--model', 'acme/nope', 'a cat'], userEnv),
+      pyreIn(['submit', '--type', 'video', '--param', 'duration=99', 'a cat'], userEnv),
+      pyreIn(['submit', '--type', 'image', '--model', 'gpt-4.1', 'a cat'], userEnv),
+      pyreIn(['submit', '--type', 'image', '--param', 'aspect_ratio', 'a cat'], userEnv),
     ]);
     expect(model).toMatchObject({ code: 2, stdout: '' });
     expect(model.stderr).toBe('pyre: model: is not a known model (see `npx pyre models`)\n');
@@ -126,16 +126,16 @@ describe('pyre command against a running gateway', () => {
   });
 
   test('--version prints the package version', async () => {
-    const r = await pyre(['--version']);
+    const r = await pyreIn(['--version']);
     const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8'));
     expect(r).toMatchObject({ code: 0, stdout: `${pkg.version}\n` });
   });
 
   test('submit without --type does what the API does (a text task); usage errors exit 2; refused credentials exit 77', async () => {
     const [noType, badType, badToken] = await Promise.all([
-      pyre(['submit', '--detach', 'a cat'], userEnv),
-      pyre(['submit', '--type', 'sound', 'a cat'], userEnv),
-      pyre(['submit', '--type', 'image', 'a cat'], { ...userEnv, PYRE_TOKEN: 'pyre1.bad.token' }),
+      pyreIn(['submit', '--detach', 'a cat'], userEnv),
+      pyreIn(['submit', '--type', 'sound', 'a cat'], userEnv),
+      pyreIn(['submit', '--type', 'image', 'a cat'], { ...userEnv, PYRE_TOKEN: 'pyre1.bad.token' }),
     ]);
     expect(noType.code).toBe(0);
     const noTypeTask = await env.gw.tasks.get('carol', noType.stdout.trim());
@@ -145,7 +145,7 @@ describe('pyre command against a running gateway', () => {
     expect(badToken.code).toBe(77);
     expect(badToken.stderr).toMatch(/^pyre: the gateway refused the credentials: unauthorized: token bad signature$/m);
     expect(badToken.stderr).toMatch(/not signed with this gateway's AUTH_SECRET/);
-    const garbage = await pyre(['tasks'], { ...userEnv, PYRE_TOKEN: 'garbage' });
+    const garbage = await pyreIn(['tasks'], { ...userEnv, PYRE_TOKEN: 'garbage' });
     expect(garbage.code).toBe(77);
     expect(garbage.stderr).toMatch(/token malformed\n.*not a pyre token/);
   });
@@ -153,8 +153,8 @@ describe('pyre command against a running gateway', () => {
   test('a gateway that is down: a clear message and exit 69', async () => {
     const port = await closedPort();
     const [down, tasks] = await Promise.all([
-      pyre(['submit', '--type', 'image', '--url', `http://127.0.0.1:${port}`, 'a cat'], { PYRE_TOKEN: 'x' }),
-      pyre(['tasks'], { PYRE_URL: `http://127.0.0.1:${port}` }),
+      pyreIn(['submit', '--type', 'image', '--url', `http://127.0.0.1:${port}`, 'a cat'], { PYRE_TOKEN: 'x' }),
+      pyreIn(['tasks'], { PYRE_URL: `http://127.0.0.1:${port}` }),
     ]);
     for (const r of [down, tasks]) {
       expect(r.code).toBe(69);
@@ -196,9 +196,9 @@ describe('the embedded database belongs to one process', () => {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pyre-lock-'));
     try {
       const release = lockEmbeddedDir(path.join(dataDir, 'pglite')); // held by this (live) process
-      const refused = await pyre(['migrate'], { DATA_DIR: dataDir });
+      const refused = await pyre(['migrate'], { DATA_DIR: dataDir }, 150_000);
       release();
-      expect(refused.code).not.toBe(0);
+      expect(refused.code).toBe(69); // one line, as a start refused for the same reason
       expect(refused.stderr).toContain(`is in use by another pyre process (pid ${process.pid})`);
       expect(refused.stderr).not.toMatch(/RuntimeError|Aborted/);
 
@@ -206,7 +206,8 @@ describe('the embedded database belongs to one process', () => {
       const dead = spawn(process.execPath, ['-e', '0']);
       await new Promise((r) => dead.on('close', r));
       fs.writeFileSync(path.join(dataDir, 'pglite.lock'), String(dead.pid));
-      const ok = await pyre(['migrate'], { DATA_DIR: dataDir });
+      // A fresh embedded database runs initdb: minutes on a busy machine.
+      const ok = await pyre(['migrate'], { DATA_DIR: dataDir }, 150_000);
       expect(ok.stderr).toBe('');
       expect(ok.stdout).toMatch(/applied|up to date/);
       expect(ok.code).toBe(0);
@@ -214,5 +215,5 @@ describe('the embedded database belongs to one process', () => {
     } finally {
       fs.rmSync(dataDir, { recursive: true, force: true });
     }
-  });
+  }, 320_000);
 });

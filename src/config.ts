@@ -119,7 +119,7 @@ export interface Config {
   workers: number;
   /** Task submissions a user may make a minute (0: no limit). */
   rateLimitTasksPerMinute: number;
-  /** Limits on idle and slow connections (see README, configuration). */
+  /** Limits on idle and slow connections (see docs/configuration.md). */
   connections: {
     /** A connection's request headers must be complete this long after it opened or its last request. */
     headersTimeoutMs: number;

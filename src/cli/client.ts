@@ -6,7 +6,7 @@ import path from 'node:path';
  * it can go wrong turned into a message and an exit code.
  */
 
-/** Exit codes of the `pyre` command (documented in the README). */
+/** Exit codes of the `pyre` command (documented in docs/cli.md). */
 export const EXIT = {
   ok: 0,
   /** The task failed or was canceled, or something unexpected went wrong. */

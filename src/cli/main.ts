@@ -104,7 +104,7 @@ export function buildCli(): Command {
 function serverCommands(program: Command): void {
   program
     .command('start')
-    .description('run the gateway (configuration from the environment, see README)')
+    .description('run the gateway (configuration from the environment, see docs/configuration.md)')
     .action(async () => {
       await lazy.main()();
     });

@@ -66,6 +66,9 @@ const EnvSchema = z.object({
     message: 'must be comma-separated origins like https://a.com or //*.b.com',
   }),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  LOG_FORMAT: z.enum(['auto', 'pretty', 'json']).default('auto'),
+  /** Set by a WORKERS=N primary for its workers: they run on the primary's demo stand-in. Not for users. */
+  PYRE_SHARED_DEMO_STANDIN: z.enum(['true', 'false']).default('false'),
   CLIENT_LOG_LINES_PER_10S: intFromEnv(0, 1_000_000).default(20),
   RUNNER_CONCURRENCY: intFromEnv(1, 1_000_000).default(2000),
   RUNNER_GLOBAL_CONCURRENCY: intFromEnv(1, 10_000_000).default(5000),
@@ -122,6 +125,10 @@ export interface Config {
   /** Browser origins allowed to call the REST API (CORS); undefined means none. */
   corsOrigins: string[] | undefined;
   logLevel: string;
+  /** auto: readable lines on a terminal, JSON elsewhere. */
+  logFormat: 'auto' | 'pretty' | 'json';
+  /** A WORKERS=N worker on its primary's demo stand-in (it has the stand-in's token, so demoMode is false). */
+  sharedDemoStandin: boolean;
   /** Log lines of one kind clients may cause per 10 s (access lines per client and status class, realtime lines per message); 0: no limit. */
   clientLogLinesPer10s: number;
   /**
@@ -134,7 +141,7 @@ export interface Config {
   workers: number;
   /** Task submissions a user may make a minute (0: no limit). */
   rateLimitTasksPerMinute: number;
-  /** Limits on idle and slow connections (see README, configuration). */
+  /** Limits on idle and slow connections (see docs/configuration.md). */
   connections: {
     /** A connection's request headers must be complete this long after it opened or its last request. */
     headersTimeoutMs: number;
@@ -221,6 +228,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       .map((s) => s.trim())
       .filter(Boolean),
     logLevel: e.LOG_LEVEL,
+    logFormat: e.LOG_FORMAT,
+    sharedDemoStandin: e.PYRE_SHARED_DEMO_STANDIN === 'true',
     clientLogLinesPer10s: e.CLIENT_LOG_LINES_PER_10S,
     runner: {
       enabled: e.RUNNER_ENABLED === 'true',

@@ -2,14 +2,21 @@ import cluster from 'node:cluster';
 import { randomBytes } from 'node:crypto';
 import { createGateway } from './app';
 import { ConfigError, loadConfig, type Config } from './config';
-import { createLogger } from './log';
+import { createLogger, resolveLogFormat, type Logger } from './log';
 import { migrate, openDatabase } from './db';
 import { startDemoStandin } from './gateway/provider';
 import type { Standin } from './providers/replicate/standin';
 import { ModelRegistry } from './tasks/models';
 import { TaskService } from './tasks/service';
-import { SHUTDOWN_BUDGET, stopOnSignals } from './shutdown';
+import { SHUTDOWN_BUDGET, stoppedLine, stopOnSignals, type StoppedSummary } from './shutdown';
 import { waitForDatabase } from './db-wait';
+import { checkListenAddress, explainStartupError, type StartupProblem } from './startup';
+
+/** One line on stderr and the exit code: how every mistake a user can fix ends a start. */
+function refuse(problem: StartupProblem): never {
+  process.stderr.write(`pyre: cannot start: ${problem.message}\n`);
+  process.exit(problem.exitCode);
+}
 
 /** Start the gateway from the environment. */
 export async function main(): Promise<void> {
@@ -23,7 +30,26 @@ export async function main(): Promise<void> {
     }
     throw err;
   }
-  const logger = createLogger({ level: config.logLevel });
+  try {
+    await start(config);
+  } catch (err) {
+    const problem = explainStartupError(err, config);
+    if (problem) refuse(problem);
+    throw err;
+  }
+}
+
+async function start(config: Config): Promise<void> {
+  // Before anything is said or done (migrations, the demo stand-in): the port must be free.
+  if (cluster.isPrimary) {
+    const busy = await checkListenAddress(config);
+    if (busy) refuse(busy);
+  }
+  const logger = createLogger({
+    level: config.logLevel,
+    format: resolveLogFormat(config.logFormat),
+    ...(cluster.isWorker ? { worker: cluster.worker!.id } : {}),
+  });
   if (!config.authSecret && cluster.isPrimary) {
     logger.warn(
       { mode: 'open', host: config.host },
@@ -44,7 +70,11 @@ export async function main(): Promise<void> {
   const gateway = await createGateway({ config, logger });
   const url = await gateway.start();
   logger.info(
-    { url, database: config.databaseUrl ? 'postgresql' : `pglite (${config.dataDir})`, demo_mode: config.demoMode },
+    {
+      url,
+      database: config.databaseUrl ? 'postgresql' : `pglite (${config.dataDir})`,
+      demo_mode: config.demoMode || config.sharedDemoStandin,
+    },
     `pyre listening on ${url}`,
   );
   if (!config.publicUrl && !['127.0.0.1', '::1', 'localhost'].includes(config.host)) {
@@ -63,7 +93,7 @@ export async function main(): Promise<void> {
  * and broadcasts cross between them through PostgreSQL, as between machines.
  * A worker that dies is replaced; SIGTERM drains them all.
  */
-async function runPrimary(config: Config, logger: ReturnType<typeof createLogger>): Promise<void> {
+async function runPrimary(config: Config, logger: Logger): Promise<void> {
   let stopping = false;
   const workers = config.workers;
   // Migrate once, here, before any worker starts (workers racing to create knex's tables fail).
@@ -82,10 +112,22 @@ async function runPrimary(config: Config, logger: ReturnType<typeof createLogger
         REPLICATE_API_TOKEN: standin.token,
         REPLICATE_BASE_URL: standin.url,
         REPLICATE_WEBHOOK_SECRET: standin.webhookSecret,
+        PYRE_SHARED_DEMO_STANDIN: 'true',
       }
     : {};
   // Open mode: the workers sign long-poll sessions with one key, so any of them serves any session.
   if (!config.authSecret && !config.longpollSecret) workerEnv.LONGPOLL_SECRET = randomBytes(32).toString('hex');
+  // Each worker says what it released as it stops; the last line adds them up.
+  const stopped: StoppedSummary = {
+    tasks_finished: 0,
+    tasks_released: 0,
+    sockets_closed: 0,
+    longpoll_sessions_closed: 0,
+  };
+  cluster.on('message', (_worker, m: { pyre?: string; summary?: StoppedSummary }) => {
+    if (m?.pyre !== 'stopped' || !m.summary) return;
+    for (const k of Object.keys(stopped) as Array<keyof StoppedSummary>) stopped[k] += Number(m.summary[k]) || 0;
+  });
   logger.info({ workers }, `starting ${workers} worker processes`);
   for (let i = 0; i < workers; i++) cluster.fork(workerEnv);
   cluster.on('exit', (worker, code, signal) => {
@@ -108,7 +150,7 @@ async function runPrimary(config: Config, logger: ReturnType<typeof createLogger
     cluster.on('exit', () => {
       if (Object.keys(cluster.workers ?? {}).length === 0)
         void (standin?.close() ?? Promise.resolve()).finally(() => {
-          logger.info('stopped');
+          logger.info({ ...stopped, workers }, `stopped: ${stoppedLine(stopped)} (${workers} workers)`);
           process.exit(0);
         });
     });

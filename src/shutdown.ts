@@ -1,3 +1,4 @@
+import cluster from 'node:cluster';
 import os from 'node:os';
 import type { Gateway } from './app';
 import type { Logger } from './log';
@@ -9,6 +10,30 @@ import type { Logger } from './log';
  * prediction already made on the provider is followed, never made twice).
  */
 export const SHUTDOWN_BUDGET = { runnerGraceMs: 5_000, hardLimitMs: 9_000 };
+
+/** What a stop did; a WORKERS=N worker sends it to its primary, which adds them up for its last line. */
+export interface StoppedSummary {
+  tasks_finished: number;
+  tasks_released: number;
+  sockets_closed: number;
+  longpoll_sessions_closed: number;
+}
+
+/** A worker's summary to its primary, sent before the worker exits (no-op outside a cluster worker). */
+function tellPrimary(summary: StoppedSummary): Promise<void> {
+  if (!cluster.isWorker || !process.send) return Promise.resolve();
+  return new Promise((resolve) => {
+    process.send!({ pyre: 'stopped', summary }, undefined, {}, () => resolve());
+  });
+}
+
+/** `N task(s) released to resume later, …`: the end of the last line of a stop. */
+export function stoppedLine(s: StoppedSummary): string {
+  return (
+    `${s.tasks_released} task(s) released to resume later, ${s.sockets_closed} socket(s) and ` +
+    `${s.longpoll_sessions_closed} long-poll session(s) closed`
+  );
+}
 
 const exitCodeFor = (signal: NodeJS.Signals) => 128 + (os.constants.signals[signal] ?? 15);
 
@@ -50,16 +75,14 @@ export function stopOnSignals(gateway: Gateway, logger: Logger, budget = SHUTDOW
       await gateway.runner.stop(budget.runnerGraceMs);
       const released = (await gateway.tasks.store.unfinishedAmong(held)).length;
       await gateway.close();
-      logger.info(
-        {
-          tasks_finished: held.length - released,
-          tasks_released: released,
-          sockets_closed: sockets,
-          longpoll_sessions_closed: longpollSessions,
-          ms: Date.now() - started,
-        },
-        `stopped: ${released} task(s) released to resume later, ${sockets} socket(s) and ${longpollSessions} long-poll session(s) closed`,
-      );
+      const summary: StoppedSummary = {
+        tasks_finished: held.length - released,
+        tasks_released: released,
+        sockets_closed: sockets,
+        longpoll_sessions_closed: longpollSessions,
+      };
+      logger.info({ ...summary, ms: Date.now() - started }, `stopped: ${stoppedLine(summary)}`);
+      await tellPrimary(summary);
       process.exit(0);
     } catch (err) {
       logger.error({ err }, 'shutdown failed');

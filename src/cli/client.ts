@@ -1,14 +1,17 @@
+import fs from 'node:fs';
+import path from 'node:path';
+
 /**
  * The CLI's view of a running gateway: REST with the caller's token, and every way
  * it can go wrong turned into a message and an exit code.
  */
 
-/** Exit codes of the `pyre` command (documented in the README). */
+/** Exit codes of the `pyre` command (documented in docs/cli.md). */
 export const EXIT = {
   ok: 0,
   /** The task failed or was canceled, or something unexpected went wrong. */
   failure: 1,
-  /** Bad usage, or input the gateway refused (400, 413, 415, 422). */
+  /** Bad usage, an unknown task id, or input the gateway refused (400, 413, 415, 422). */
   usage: 2,
   /** No answer from the gateway (connection refused, DNS, timeout, 503) or the realtime connection was lost. */
   unavailable: 69,
@@ -33,6 +36,27 @@ export class CliError extends Error {
 }
 
 export const DEFAULT_URL = 'http://127.0.0.1:4000';
+
+let commandName: string | undefined;
+
+/**
+ * How a user runs this command, for hints: `pyre` when a `pyre` on the PATH is this one (a global
+ * install, `npm link`), else `npx pyre` (a checkout; another program named pyre may be on the PATH).
+ */
+export function pyreCommand(): string {
+  if (commandName !== undefined) return commandName;
+  commandName = 'npx pyre';
+  try {
+    const self = fs.realpathSync(process.argv[1] ?? '');
+    for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+      const candidate = path.join(dir || '.', 'pyre');
+      if (fs.existsSync(candidate) && fs.realpathSync(candidate) === self) commandName = 'pyre';
+    }
+  } catch {
+    /* no argv[1] to compare with: keep `npx pyre` */
+  }
+  return commandName;
+}
 
 export interface ClientOptions {
   url?: string;
@@ -134,12 +158,12 @@ export class GatewayClient {
         throw new CliError(
           `the gateway refused the credentials: ${message}\n` +
             (!this.token
-              ? 'set --token or PYRE_TOKEN (mint one with `pyre token --user NAME`)'
+              ? `set --token or PYRE_TOKEN (mint one with \`${pyreCommand()} token --user NAME\`)`
               : /expired/.test(message)
-                ? 'the token has expired; mint another with `pyre token --user NAME`'
+                ? `the token has expired; mint another with \`${pyreCommand()} token --user NAME\``
                 : /signature/.test(message)
                   ? "the token was not signed with this gateway's AUTH_SECRET; mint one where AUTH_SECRET is the gateway's"
-                  : 'the token is not a pyre token (copy it whole from `pyre token --user NAME`)'),
+                  : `the token is not a pyre token (copy it whole from \`${pyreCommand()} token --user NAME\`)`),
           EXIT.noperm,
         );
       case 400:

@@ -1,6 +1,7 @@
 import { Socket, type Channel } from 'phoenix';
 import WebSocket from 'ws';
-import { EXIT, type GatewayClient } from './client';
+import { EXIT, pyreCommand, type GatewayClient } from './client';
+import { whenStdoutCloses } from './pipe';
 import { ProgressLine } from './progress';
 import { RESPONSE_EVENTS, TASK_EVENT_NAMES } from '../tasks/events';
 import type { TaskJson } from '../tasks/task';
@@ -22,6 +23,9 @@ export interface FollowOptions {
   quiet?: boolean;
 }
 
+/** The statuses a task ends in. */
+const ENDED = new Set(['succeeded', 'failed', 'canceled']);
+
 /** The final result events (the contract, src/tasks/events.ts). */
 const RESPONSES = new Set<string>(RESPONSE_EVENTS);
 
@@ -29,7 +33,7 @@ const RESPONSES = new Set<string>(RESPONSE_EVENTS);
 export const FOLLOWED_EVENTS: readonly string[] = TASK_EVENT_NAMES;
 
 /** The command that picks a task up again, named in every "it keeps running" message. */
-export const watchHint = (taskId: string) => `follow it again with \`pyre watch ${taskId}\``;
+export const watchHint = (taskId: string) => `follow it again with \`${pyreCommand()} watch ${taskId}\``;
 
 /** Follows a task on its channel until its final event; prints the result. Resolves to the exit code. */
 export function follow(client: GatewayClient, taskId: string, task: TaskJson, opts: FollowOptions): Promise<number> {
@@ -45,6 +49,8 @@ class TaskFollower {
   private readonly bar: ProgressLine | null;
   private readonly socket: Socket;
   private readonly isText: boolean;
+  /** The task had ended before the follow began: its events are history, the bar shows only the end. */
+  private readonly ended: boolean;
   private streamed = '';
   private lastSeq = 0;
   private lostSince: number | null = null;
@@ -61,8 +67,11 @@ class TaskFollower {
     private readonly opts: FollowOptions,
   ) {
     this.isText = task.task_type === 'text_gen';
+    this.ended = ENDED.has(task.status);
     this.bar = opts.quiet ? null : new ProgressLine(process.stderr, task.model);
-    this.bar?.update(task.status, task.progress);
+    // Off a terminal a running task's state is not printed first: the replay from seq 0 that
+    // follows prints its history in order, and a line for the state now would read as a restart.
+    if (this.ended || this.bar?.tty) this.bar?.update(task.status, task.progress);
     this.socket = new Socket(client.socketUrl(), {
       transport: WebSocket as unknown as typeof globalThis.WebSocket,
       params: client.token ? { token: client.token } : {},
@@ -75,6 +84,12 @@ class TaskFollower {
     return new Promise<number>((resolve) => {
       this.resolve = resolve;
       process.once('SIGINT', this.onInterrupt);
+      whenStdoutCloses(() =>
+        this.finish(
+          EXIT.ok,
+          `standard output was closed; task ${this.taskId} keeps running (${watchHint(this.taskId)})`,
+        ),
+      );
       if (this.opts.timeout)
         this.timers.push(
           setTimeout(
@@ -150,6 +165,7 @@ class TaskFollower {
       if (p.seq <= this.lastSeq) return;
       this.lastSeq = p.seq;
     }
+    if (this.ended && (event === 'status' || event === 'progress')) return; // history: the end is shown
     if (event === 'status') this.bar?.update(p.status, p.progress ?? undefined);
     else if (event === 'progress') this.bar?.update(undefined, p.progress);
     else if (event === 'text_delta' && !this.opts.json) {

@@ -3,7 +3,8 @@ import { TokenSigner } from '../auth/tokens';
 import { ConfigError, loadConfig } from '../config';
 import fs from 'node:fs';
 import path from 'node:path';
-import { CliError, DEFAULT_URL, EXIT } from './client';
+import { CliError, DEFAULT_URL, EXIT, pyreCommand } from './client';
+import { quietOnClosedPipes } from './pipe';
 import { submit, TYPES } from './submit';
 import { listTasks } from './tasks';
 import { cancelTask, getTask, listModels, taskEvents, watchTask } from './task-commands';
@@ -17,6 +18,7 @@ const lazy = {
   main: () => (require('../main') as typeof import('../main')).main,
   db: () => require('../db') as typeof import('../db'),
   standin: () => (require('./standin') as typeof import('./standin')).runStandin,
+  startup: () => require('../startup') as typeof import('../startup'),
 };
 /* eslint-enable @typescript-eslint/no-require-imports */
 
@@ -81,11 +83,12 @@ function packageVersion(): string {
 /** An unknown `--watch` (a natural guess) names the command that does it. */
 function withHints(message: string): string {
   if (/unknown option '--watch'/.test(message))
-    return `${message.trimEnd()} (to follow a task: pyre watch <id>; pyre submit follows its task unless --detach)\n`;
+    return `${message.trimEnd()} (to follow a task: ${pyreCommand()} watch <id>; ${pyreCommand()} submit follows its task unless --detach)\n`;
   return message;
 }
 
 export function buildCli(): Command {
+  quietOnClosedPipes();
   const program = new Command('pyre')
     .description('pyre: a Phoenix-channels-compatible realtime gateway for AI generation tasks')
     .version(packageVersion(), '-V, --version', 'print the version')
@@ -101,7 +104,7 @@ export function buildCli(): Command {
 function serverCommands(program: Command): void {
   program
     .command('start')
-    .description('run the gateway (configuration from the environment, see README)')
+    .description('run the gateway (configuration from the environment, see docs/configuration.md)')
     .action(async () => {
       await lazy.main()();
     });
@@ -112,7 +115,14 @@ function serverCommands(program: Command): void {
     .action(async () => {
       const c = config();
       const { migrate, openDatabase } = lazy.db();
-      const db = openDatabase({ databaseUrl: c.databaseUrl, pgliteDir: path.join(c.dataDir, 'pglite') });
+      let db: ReturnType<typeof openDatabase>;
+      try {
+        db = openDatabase({ databaseUrl: c.databaseUrl, pgliteDir: path.join(c.dataDir, 'pglite') });
+      } catch (err) {
+        const problem = lazy.startup().explainStartupError(err, c);
+        if (problem) fail(problem.message, problem.exitCode);
+        throw err;
+      }
       try {
         const applied = await migrate(db);
         process.stdout.write(applied.length ? `applied: ${applied.join(', ')}\n` : 'already up to date\n');
@@ -185,7 +195,7 @@ function submitCommand(program: Command): void {
         .command('submit')
         .description('create a task, follow it live with a progress bar (stderr), print the result (stdout)')
         .argument('<prompt...>', 'the prompt (`-` reads it from standard input)')
-        .addOption(new Option('--type <type>', 'what to make').choices(TYPES).makeOptionMandatory())
+        .addOption(new Option('--type <type>', 'what to make (default: text, as the API)').choices(TYPES))
         .option('--model <model>', "a model from `pyre models` (default: the type's default)")
         .option(
           '--param <name=value>',

@@ -18,7 +18,8 @@ export class ProgressLine {
   constructor(
     private readonly out: NodeJS.WriteStream = process.stderr,
     private readonly model = '',
-    private readonly tty = Boolean(out.isTTY) && process.env.TERM !== 'dumb',
+    /** Redrawn in place (a terminal), or a line per change. */
+    readonly tty = Boolean(out.isTTY) && process.env.TERM !== 'dumb',
   ) {
     if (this.tty) {
       this.timer = setInterval(() => this.draw(), 250);

@@ -1,4 +1,4 @@
-import { CliError, EXIT, GatewayClient } from './client';
+import { CliError, EXIT, GatewayClient, pyreCommand } from './client';
 import { follow, watchHint } from './follow';
 import { TASK_KINDS } from '../tasks/events';
 import type { TaskJson } from '../tasks/task';
@@ -63,7 +63,8 @@ function coerce(raw: string, type: string, itemType?: string): unknown {
 }
 
 export interface SubmitOptions {
-  type: (typeof TYPES)[number];
+  /** Unset: what the API does without `type` (text). */
+  type?: (typeof TYPES)[number];
   model?: string;
   param: string[];
   url?: string;
@@ -83,13 +84,19 @@ export async function submit(promptWords: string[], opts: SubmitOptions): Promis
   // The models tell how to type --param values (and which is the default).
   let models: ModelInfo[] = [];
   if (opts.param.length) models = (await client.request<{ data: ModelInfo[] }>('GET', '/api/models')).data;
-  const model = models.find((m) => (opts.model ? m.name === opts.model : m.type === opts.type && m.default));
-  const input: Record<string, unknown> = { type: opts.type, prompt, ...parseParams(opts.param, model) };
+  const type = opts.type ?? 'text';
+  const model = models.find((m) => (opts.model ? m.name === opts.model : m.type === type && m.default));
+  const input: Record<string, unknown> = { ...(opts.type ? { type } : {}), prompt, ...parseParams(opts.param, model) };
   if (opts.model) input.model = opts.model;
 
-  const created = await client.request<{ task_id: string; data: TaskJson }>('POST', '/api/tasks', {
-    input_data: input,
-  });
+  const created = await client
+    .request<{ task_id: string; data: TaskJson }>('POST', '/api/tasks', { input_data: input })
+    .catch((err: unknown) => {
+      // The API's pointer for an unknown model is its REST route; here the command says the same.
+      if (err instanceof CliError)
+        throw new CliError(err.message.replace('GET /api/models', `\`${pyreCommand()} models\``), err.exitCode);
+      throw err;
+    });
   const taskId = created.task_id;
   const log = (s: string) => {
     if (!opts.quiet) process.stderr.write(`${s}\n`);

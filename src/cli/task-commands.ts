@@ -2,7 +2,7 @@
  * The commands for tasks that exist already: `pyre watch`, `get`, `cancel`, `events`, and
  * `pyre models`. Each talks to a running gateway over REST (and `watch` over its channel).
  */
-import { CliError, EXIT, GatewayClient, type ClientOptions } from './client';
+import { CliError, EXIT, GatewayClient, pyreCommand, type ClientOptions } from './client';
 import { follow, watchHint, type FollowOptions } from './follow';
 import { age, errorLine, oneLine } from './tasks';
 import type { TaskJson } from '../tasks/task';
@@ -12,12 +12,15 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** The task, or a clear "no such task" (another user's task is not found either). */
 async function fetchTask(client: GatewayClient, id: string): Promise<TaskJson> {
   if (!UUID.test(id))
-    throw new CliError(`${JSON.stringify(id)} is not a task id (a UUID, as \`pyre tasks\` lists)`, EXIT.usage);
+    throw new CliError(
+      `${JSON.stringify(id)} is not a task id (a UUID, as \`${pyreCommand()} tasks\` lists)`,
+      EXIT.usage,
+    );
   try {
     return (await client.request<{ data: TaskJson }>('GET', `/api/tasks/${id.toLowerCase()}`)).data;
   } catch (err) {
     if (err instanceof CliError && err.message === 'not found')
-      throw new CliError(`no task ${id} (see \`pyre tasks\`)`, EXIT.failure);
+      throw new CliError(`no task ${id} (see \`${pyreCommand()} tasks\`)`, EXIT.usage);
     throw err;
   }
 }

@@ -1,4 +1,4 @@
-import { GatewayClient, type ClientOptions } from './client';
+import { GatewayClient, pyreCommand, type ClientOptions } from './client';
 import type { TaskJson } from '../tasks/task';
 
 export interface TasksOptions extends ClientOptions {
@@ -72,6 +72,6 @@ export async function listTasks(opts: TasksOptions): Promise<void> {
   process.stdout.write(taskTable(page.data));
   if (page.next_cursor)
     process.stderr.write(
-      `(older tasks: pyre tasks --cursor ${page.next_cursor}${opts.limit ? ` --limit ${opts.limit}` : ''}${opts.status ? ` --status ${opts.status}` : ''})\n`,
+      `(older tasks: ${pyreCommand()} tasks --cursor ${page.next_cursor}${opts.limit ? ` --limit ${opts.limit}` : ''}${opts.status ? ` --status ${opts.status}` : ''})\n`,
     );
 }

@@ -106,6 +106,17 @@ const isAlive = (pid: number): boolean => {
   }
 };
 
+/** The embedded database's directory is held by another live process (a user's mistake, said in one line). */
+export class EmbeddedDatabaseInUseError extends Error {
+  constructor(
+    message: string,
+    readonly pid: number,
+  ) {
+    super(message);
+    this.name = 'EmbeddedDatabaseInUseError';
+  }
+}
+
 /**
  * The embedded database is one process's: a second one opening the same directory would corrupt
  * it (PGlite aborts deep in WebAssembly). A lock file next to it names the holder's pid; a lock
@@ -129,10 +140,10 @@ export function lockEmbeddedDir(dir: string): () => void {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       const pid = Number(fs.readFileSync(file, 'utf8').trim());
       if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid)) {
-        throw new Error(
+        throw new EmbeddedDatabaseInUseError(
           `the embedded database ${path.resolve(dir)} is in use by another pyre process (pid ${pid}): ` +
             'stop it, give this one its own DATA_DIR, or use PostgreSQL (DATABASE_URL) to run several processes',
-          { cause: err },
+          pid,
         );
       }
       fs.rmSync(file, { force: true }); // left by a process that is gone

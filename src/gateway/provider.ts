@@ -22,6 +22,13 @@ export interface ProviderParts {
 }
 
 /**
+ * What the demo stand-in keeps: a gateway copies a prediction's result within seconds of its end,
+ * so after five minutes the stand-in forgets it; and only the last thousand requests are recorded.
+ * Without this a demo left running grows by every prediction it ever ran (issue 23, item 11).
+ */
+export const DEMO_RETENTION = { forgetAfterMs: 5 * 60_000, maxRecorded: 1000 };
+
+/**
  * Demo mode (no REPLICATE_API_TOKEN): starts the built-in Replicate stand-in and says so loudly.
  * The stand-in starts empty, so tasks whose predictions lived in an earlier run start over
  * (`requeueLostPredictions`, run once the stand-in is up). Used by the gateway and by the
@@ -34,6 +41,7 @@ export async function startDemoStandin(
   const standin = await startStandin({
     preset: 'demo',
     host: '127.0.0.1',
+    retention: DEMO_RETENTION,
     logger: logger.child({ component: 'standin' }),
   });
   logger.warn(

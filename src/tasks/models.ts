@@ -4,7 +4,7 @@ import { kindOf, TASK_TYPES, type TaskType } from './events';
 /** What a task produces: the kinds table is in events.ts. */
 export { TASK_TYPES, type TaskType };
 
-/** The longest prompt accepted, in characters (documented in the README). */
+/** The longest prompt accepted, in characters (documented in docs/api.md). */
 export const MAX_PROMPT_CHARS = 10_000;
 
 export interface ModelSpec {

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { lockEmbeddedDir } from '../../src/db';
 import { startDemoGateway, type DemoGateway } from '../dashboard/helpers';
-import { pyre } from './helpers';
+import { pyre, pyreIn } from './helpers';
 
 /** A loopback port with nothing listening on it. */
 async function closedPort(): Promise<number> {
@@ -58,7 +58,7 @@ describe('pyre command against a running gateway', () => {
   });
 
   test('submit streams a text task to stdout and prints exactly the final text', async () => {
-    const r = await pyre(['submit', '--type', 'text', '--quiet', 'Say hello'], userEnv);
+    const r = await pyreIn(['submit', '--type', 'text', '--quiet', 'Say hello'], userEnv);
     expect(r.code).toBe(0);
     expect(r.stderr).toBe('');
     const [task] = (await env.gw.tasks.list('carol', { limit: 1 })).data;
@@ -69,67 +69,83 @@ describe('pyre command against a running gateway', () => {
   });
 
   test("tasks lists the caller's tasks; --json gives the API answer", async () => {
-    const table = await pyre(['tasks'], userEnv);
+    const table = await pyreIn(['tasks'], userEnv);
     expect(table.code).toBe(0);
     const lines = table.stdout.trim().split('\n');
     expect(lines[0]).toMatch(/^ID\s+STATUS\s+PROG\s+MODEL\s+AGE\s+PROMPT$/);
     expect(lines.slice(1)).toHaveLength(2);
     expect(lines[1]).toMatch(/^[0-9a-f-]{36}\s+succeeded\s+100%\s+gpt-4\.1\s+\d+s\s+Say hello$/);
-    const json = await pyre(['tasks', '--json', '--status', 'succeeded', '--limit', '1'], userEnv);
+    const json = await pyreIn(['tasks', '--json', '--status', 'succeeded', '--limit', '1'], userEnv);
     expect(json.code).toBe(0);
     const page = JSON.parse(json.stdout);
     expect(page.data).toHaveLength(1);
     expect(page.next_cursor).toEqual(expect.any(String));
     // Paging: the first page names the command for the next one, which lists the older task.
-    const first = await pyre(['tasks', '--limit', '1'], userEnv);
-    const hint = /\(older tasks: pyre tasks --cursor (\S+) --limit 1\)/.exec(first.stderr);
+    const first = await pyreIn(['tasks', '--limit', '1'], userEnv);
+    const hint = /\(older tasks: npx pyre tasks --cursor (\S+) --limit 1\)/.exec(first.stderr);
     expect(hint).not.toBeNull();
-    const second = await pyre(['tasks', '--limit', '1', '--cursor', hint![1]!], userEnv);
+    const second = await pyreIn(['tasks', '--limit', '1', '--cursor', hint![1]!], userEnv);
     expect(second.code).toBe(0);
     const idOf = (line: string | undefined) => line?.split(/\s+/)[0];
     expect(idOf(second.stdout.trim().split('\n')[1])).toBe(idOf(lines[2]));
     expect(second.stderr).toBe('');
     // Another user sees none of carol's tasks.
-    const other = await pyre(['tasks'], { ...userEnv, PYRE_TOKEN: env.token('dave') });
+    const other = await pyreIn(['tasks'], { ...userEnv, PYRE_TOKEN: env.token('dave') });
     expect(other).toMatchObject({ code: 0, stdout: '', stderr: 'no tasks\n' });
   });
 
   test('a bad model, a bad parameter and a bad type exit 2 with the field message; no task is made', async () => {
     const before = (await env.gw.tasks.list('carol', { limit: 200 })).data.length;
     const [model, param, type, noParamValue] = await Promise.all([
-      pyre(['submit', '--type', 'image', '--model', 'acme/nope', 'a cat'], userEnv),
-      pyre(['submit', '--type', 'video', '--param', 'duration=99', 'a cat'], userEnv),
-      pyre(['submit', '--type', 'image', '--model', 'gpt-4.1', 'a cat'], userEnv),
-      pyre(['submit', '--type', 'image', '--param', 'aspect_ratio', 'a cat'], userEnv),
+      pyreIn(['submit', '--type', 'image', '--model', 'acme/nope', 'a cat'], userEnv),
+      pyreIn(['submit', '--type', 'video', '--param', 'duration=99', 'a cat'], userEnv),
+      pyreIn(['submit', '--type', 'image', '--model', 'gpt-4.1', 'a cat'], userEnv),
+      pyreIn(['submit', '--type', 'image', '--param', 'aspect_ratio', 'a cat'], userEnv),
     ]);
     expect(model).toMatchObject({ code: 2, stdout: '' });
-    expect(model.stderr).toBe('pyre: model: is not a known model (see GET /api/models)\n');
+    expect(model.stderr).toBe('pyre: model: is not a known model (see `npx pyre models`)\n');
     expect(param).toMatchObject({ code: 2, stderr: 'pyre: duration: must be at most 12\n' });
     expect(type).toMatchObject({ code: 2, stderr: 'pyre: model: is not supported for image_gen\n' });
     expect(noParamValue).toMatchObject({ code: 2, stderr: 'pyre: --param "aspect_ratio": expected name=value\n' });
     expect((await env.gw.tasks.list('carol', { limit: 200 })).data.length).toBe(before);
   });
 
+  test('a reader that closes the pipe early (| head -c 30): a quiet exit, the hint on stderr, the task keeps running', async () => {
+    const r = await pyre(['submit', '--type', 'text', 'Say hello at length'], userEnv, 45_000, {
+      closeStdoutOnData: true,
+    });
+    expect(r.stderr).not.toMatch(/node:events|Unhandled|EPIPE|\n\s+at /);
+    expect(r.code).toBe(0);
+    const id = /^task ([0-9a-f-]{36})/m.exec(r.stderr)![1]!;
+    expect(r.stderr).toContain(
+      `pyre: standard output was closed; task ${id} keeps running (follow it again with \`npx pyre watch ${id}\`)`,
+    );
+    const task = await env.gw.tasks.get('carol', id);
+    expect(task.status === 'processing' || task.status === 'succeeded').toBe(true);
+    expect(task.cancel_requested).toBeFalsy();
+  });
+
   test('--version prints the package version', async () => {
-    const r = await pyre(['--version']);
+    const r = await pyreIn(['--version']);
     const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8'));
     expect(r).toMatchObject({ code: 0, stdout: `${pkg.version}\n` });
   });
 
-  test('usage errors exit 2; refused credentials exit 77', async () => {
+  test('submit without --type does what the API does (a text task); usage errors exit 2; refused credentials exit 77', async () => {
     const [noType, badType, badToken] = await Promise.all([
-      pyre(['submit', 'a cat'], userEnv),
-      pyre(['submit', '--type', 'sound', 'a cat'], userEnv),
-      pyre(['submit', '--type', 'image', 'a cat'], { ...userEnv, PYRE_TOKEN: 'pyre1.bad.token' }),
+      pyreIn(['submit', '--detach', 'a cat'], userEnv),
+      pyreIn(['submit', '--type', 'sound', 'a cat'], userEnv),
+      pyreIn(['submit', '--type', 'image', 'a cat'], { ...userEnv, PYRE_TOKEN: 'pyre1.bad.token' }),
     ]);
-    expect(noType.code).toBe(2);
-    expect(noType.stderr).toMatch(/required option '--type <type>' not specified/);
+    expect(noType.code).toBe(0);
+    const noTypeTask = await env.gw.tasks.get('carol', noType.stdout.trim());
+    expect(noTypeTask).toMatchObject({ task_type: 'text_gen', input_data: { type: 'text', prompt: 'a cat' } });
     expect(badType.code).toBe(2);
     expect(badType.stderr).toMatch(/Allowed choices are image, video, text/);
     expect(badToken.code).toBe(77);
     expect(badToken.stderr).toMatch(/^pyre: the gateway refused the credentials: unauthorized: token bad signature$/m);
     expect(badToken.stderr).toMatch(/not signed with this gateway's AUTH_SECRET/);
-    const garbage = await pyre(['tasks'], { ...userEnv, PYRE_TOKEN: 'garbage' });
+    const garbage = await pyreIn(['tasks'], { ...userEnv, PYRE_TOKEN: 'garbage' });
     expect(garbage.code).toBe(77);
     expect(garbage.stderr).toMatch(/token malformed\n.*not a pyre token/);
   });
@@ -137,8 +153,8 @@ describe('pyre command against a running gateway', () => {
   test('a gateway that is down: a clear message and exit 69', async () => {
     const port = await closedPort();
     const [down, tasks] = await Promise.all([
-      pyre(['submit', '--type', 'image', '--url', `http://127.0.0.1:${port}`, 'a cat'], { PYRE_TOKEN: 'x' }),
-      pyre(['tasks'], { PYRE_URL: `http://127.0.0.1:${port}` }),
+      pyreIn(['submit', '--type', 'image', '--url', `http://127.0.0.1:${port}`, 'a cat'], { PYRE_TOKEN: 'x' }),
+      pyreIn(['tasks'], { PYRE_URL: `http://127.0.0.1:${port}` }),
     ]);
     for (const r of [down, tasks]) {
       expect(r.code).toBe(69);
@@ -150,14 +166,39 @@ describe('pyre command against a running gateway', () => {
   });
 });
 
+describe('hints name the command as it can be run', () => {
+  const bin = path.join(__dirname, '..', '..', 'bin', 'pyre.js');
+  const hintOf = async (PATH: string) =>
+    /to follow a task: (.*) watch <id>/.exec((await pyre(['tasks', '--watch'], { PATH })).stderr)?.[1];
+
+  test('`pyre` when the pyre on the PATH is this one; `npx pyre` when none is, or another program is', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pyre-path-'));
+    try {
+      fs.mkdirSync(path.join(dir, 'linked'));
+      fs.symlinkSync(bin, path.join(dir, 'linked', 'pyre')); // npm install -g / npm link
+      fs.mkdirSync(path.join(dir, 'other'));
+      fs.writeFileSync(path.join(dir, 'other', 'pyre'), '#!/bin/sh\n', { mode: 0o755 }); // another "pyre"
+      const base = process.env.PATH ?? '';
+      const [linked, none, other] = await Promise.all([
+        hintOf(`${path.join(dir, 'linked')}${path.delimiter}${base}`),
+        hintOf(base),
+        hintOf(`${path.join(dir, 'other')}${path.delimiter}${base}`),
+      ]);
+      expect({ linked, none, other }).toEqual({ linked: 'pyre', none: 'npx pyre', other: 'npx pyre' });
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('the embedded database belongs to one process', () => {
   test('a second process on the same DATA_DIR is refused with a clear message; a lock left by a dead process is taken over', async () => {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pyre-lock-'));
     try {
       const release = lockEmbeddedDir(path.join(dataDir, 'pglite')); // held by this (live) process
-      const refused = await pyre(['migrate'], { DATA_DIR: dataDir });
+      const refused = await pyre(['migrate'], { DATA_DIR: dataDir }, 150_000);
       release();
-      expect(refused.code).not.toBe(0);
+      expect(refused.code).toBe(69); // one line, as a start refused for the same reason
       expect(refused.stderr).toContain(`is in use by another pyre process (pid ${process.pid})`);
       expect(refused.stderr).not.toMatch(/RuntimeError|Aborted/);
 
@@ -165,7 +206,8 @@ describe('the embedded database belongs to one process', () => {
       const dead = spawn(process.execPath, ['-e', '0']);
       await new Promise((r) => dead.on('close', r));
       fs.writeFileSync(path.join(dataDir, 'pglite.lock'), String(dead.pid));
-      const ok = await pyre(['migrate'], { DATA_DIR: dataDir });
+      // A fresh embedded database runs initdb: minutes on a busy machine.
+      const ok = await pyre(['migrate'], { DATA_DIR: dataDir }, 150_000);
       expect(ok.stderr).toBe('');
       expect(ok.stdout).toMatch(/applied|up to date/);
       expect(ok.code).toBe(0);
@@ -173,5 +215,5 @@ describe('the embedded database belongs to one process', () => {
     } finally {
       fs.rmSync(dataDir, { recursive: true, force: true });
     }
-  });
+  }, 320_000);
 });

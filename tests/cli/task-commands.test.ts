@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { call } from '../helpers/gateway';
 import { waitFor } from '../helpers/wait';
 import { startDemoGateway, type DemoGateway } from '../dashboard/helpers';
-import { pyre } from './helpers';
+import { pyreIn } from './helpers';
 
 const ID = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/;
 
@@ -24,13 +24,13 @@ describe('pyre watch, get, cancel, events, models', () => {
   });
 
   test('submit --detach names `pyre watch <id>`, which follows the task to its result; get and events show it', async () => {
-    const detached = await pyre(['submit', '--detach', '--type', 'image', 'a red kite'], userEnv);
+    const detached = await pyreIn(['submit', '--detach', '--type', 'image', 'a red kite'], userEnv);
     expect(detached.code).toBe(0);
     const id = detached.stdout.trim();
     expect(id).toMatch(new RegExp(`^${ID.source}$`));
     expect(detached.stderr).toContain(`pyre watch ${id}`);
 
-    const watched = await pyre(['watch', id], userEnv);
+    const watched = await pyreIn(['watch', id], userEnv);
     expect(watched.code).toBe(0);
     const urls = watched.stdout.trim().split('\n');
     expect(urls).toHaveLength(1);
@@ -38,10 +38,10 @@ describe('pyre watch, get, cancel, events, models', () => {
     expect(watched.stderr).toMatch(/^succeeded 100%$/m);
 
     const [get, getWatch, events, eventsAfter] = await Promise.all([
-      pyre(['get', id], userEnv),
-      pyre(['get', id, '--watch', '--quiet'], userEnv),
-      pyre(['events', id], userEnv),
-      pyre(['events', id, '--after', '2', '--json'], userEnv),
+      pyreIn(['get', id], userEnv),
+      pyreIn(['get', id, '--watch', '--quiet'], userEnv),
+      pyreIn(['events', id], userEnv),
+      pyreIn(['events', id, '--after', '2', '--json'], userEnv),
     ]);
     expect(get.code).toBe(0);
     expect(get.stdout).toMatch(new RegExp(`^id +${id}$`, 'm'));
@@ -58,15 +58,24 @@ describe('pyre watch, get, cancel, events, models', () => {
     const after = JSON.parse(eventsAfter.stdout) as Array<{ seq: number }>;
     expect(after[0]!.seq).toBe(3);
     expect(after).toHaveLength(lines.length - 2);
+
+    // Watching the finished task off a terminal: its end state, not its history replayed as
+    // progress lines (which read as a restart: succeeded 100% / queued / progress 10% …).
+    const again = await pyreIn(['watch', id], userEnv);
+    expect(again).toMatchObject({
+      code: 0,
+      stdout: `${urls[0]}\n`,
+      stderr: `task ${id} (google/imagen-4-fast) succeeded\nsucceeded 100%\n`,
+    });
   });
 
   test("a failed task: submit and tasks show its error code and message, not the provider's text", async () => {
     env.standin.faults.nextOutcome({ type: 'safety' }, 'google/imagen-4-fast');
-    const r = await pyre(['submit', '--quiet', '--type', 'image', 'something refused'], userEnv);
+    const r = await pyreIn(['submit', '--quiet', '--type', 'image', 'something refused'], userEnv);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/^pyre: task \S+ failed: content_refused: .*change the prompt/m);
     expect(r.stderr).not.toContain('E005');
-    const tasks = await pyre(['tasks', '--status', 'failed'], userEnv);
+    const tasks = await pyreIn(['tasks', '--status', 'failed'], userEnv);
     expect(tasks.code).toBe(0);
     const lines = tasks.stdout.trim().split('\n');
     expect(lines[1]).toMatch(/^\S+\s+failed\s+/);
@@ -80,21 +89,21 @@ describe('pyre watch, get, cancel, events, models', () => {
     });
     const id = created.body.task_id as string;
     await waitFor('processing', async () => (await env.gw.tasks.find(id))?.prediction_id);
-    const r = await pyre(['cancel', id], userEnv);
+    const r = await pyreIn(['cancel', id], userEnv);
     expect(r.code).toBe(0);
     expect(r.stderr).toMatch(new RegExp(`cancel requested; task ${id} .*pyre watch ${id}`));
-    const watched = await pyre(['watch', id, '--quiet'], userEnv);
+    const watched = await pyreIn(['watch', id, '--quiet'], userEnv);
     expect(watched).toMatchObject({ code: 1, stderr: `pyre: task ${id} was canceled\n` });
     canceledId = id;
   });
 
   test('models lists every model by type with the defaults; unknown and malformed ids are said plainly', async () => {
     const [models, missing, malformed, other, again] = await Promise.all([
-      pyre(['models'], userEnv),
-      pyre(['get', '00000000-0000-4000-8000-000000000000'], userEnv),
-      pyre(['watch', 'nope'], userEnv),
-      pyre(['tasks', '--watch'], userEnv),
-      pyre(['cancel', canceledId], userEnv),
+      pyreIn(['models'], userEnv),
+      pyreIn(['get', '00000000-0000-4000-8000-000000000000'], userEnv),
+      pyreIn(['watch', 'nope'], userEnv),
+      pyreIn(['tasks', '--watch'], userEnv),
+      pyreIn(['cancel', canceledId], userEnv),
     ]);
     expect(again).toMatchObject({ code: 0, stderr: `task ${canceledId} had already ended: canceled\n` });
     expect(models.code).toBe(0);
@@ -103,15 +112,18 @@ describe('pyre watch, get, cancel, events, models', () => {
     const { data } = (await call(`${env.url}/api/models`)).body as { data: Array<{ name: string }> };
     expect(rows.slice(1).map((l) => l.split(/\s+/)[0])).toEqual(data.map((m) => m.name));
     expect(rows.find((l) => l.startsWith('gpt-4.1 '))).toMatch(/^gpt-4\.1\s+text\s+yes\s+openai\/gpt-4\.1/);
+    // An unknown id is a usage error (2), as the README lists; 1 is for a failed or canceled task.
     expect(missing).toMatchObject({
-      code: 1,
-      stderr: 'pyre: no task 00000000-0000-4000-8000-000000000000 (see `pyre tasks`)\n',
+      code: 2,
+      stderr: 'pyre: no task 00000000-0000-4000-8000-000000000000 (see `npx pyre tasks`)\n',
     });
+    const watchMissing = await pyreIn(['watch', '00000000-0000-4000-8000-000000000000'], userEnv);
+    expect(watchMissing.code).toBe(2);
     expect(malformed.code).toBe(2);
     expect(malformed.stderr).toMatch(/"nope" is not a task id/);
     // --watch is a natural guess: where it is not an option, the message names the command.
     expect(other.code).toBe(2);
-    expect(other.stderr).toMatch(/unknown option '--watch' \(to follow a task: pyre watch <id>/);
+    expect(other.stderr).toMatch(/unknown option '--watch' \(to follow a task: npx pyre watch <id>/);
   });
 });
 
@@ -142,8 +154,8 @@ describe('pyre watch when the realtime connection is down', () => {
 
   test('"reconnecting…" is shown, then it gives up naming `pyre watch <id>`; --timeout names it too', async () => {
     const [lost, timedOut] = await Promise.all([
-      pyre(['watch', id], { PYRE_URL: url, PYRE_RECONNECT_GIVE_UP_MS: '1000' }),
-      pyre(['watch', id, '--timeout', '1'], { PYRE_URL: url, PYRE_RECONNECT_GIVE_UP_MS: '60000' }),
+      pyreIn(['watch', id], { PYRE_URL: url, PYRE_RECONNECT_GIVE_UP_MS: '1000' }),
+      pyreIn(['watch', id, '--timeout', '1'], { PYRE_URL: url, PYRE_RECONNECT_GIVE_UP_MS: '60000' }),
     ]);
     expect(lost.code).toBe(69);
     expect(lost.stderr).toMatch(/^reconnecting…$/m);
@@ -152,7 +164,7 @@ describe('pyre watch when the realtime connection is down', () => {
     expect(timedOut.code).toBe(124);
     expect(timedOut.stderr).toMatch(/^reconnecting…$/m);
     expect(timedOut.stderr).toContain(
-      `did not finish within 1 s; it keeps running (follow it again with \`pyre watch ${id}\`)`,
+      `did not finish within 1 s; it keeps running (follow it again with \`npx pyre watch ${id}\`)`,
     );
   });
 });

@@ -1,5 +1,6 @@
 import http from 'node:http';
 import { spawn } from 'node:child_process';
+import readline from 'node:readline';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import WebSocket from 'ws';
@@ -68,13 +69,22 @@ async function realtimeNode(channel: string) {
         WORKERS: '2',
         PORT: String(port),
         DATABASE_URL: url.toString(),
-        LOG_LEVEL: 'warn',
+        LOG_LEVEL: 'info',
+        LOG_FORMAT: 'json',
         ...testBusEnv(),
       },
-      stdio: ['ignore', 'ignore', 'pipe'],
+      stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stderr = '';
     child.stderr!.on('data', (d) => (stderr += d));
+    const logs: Array<Record<string, any>> = [];
+    readline.createInterface({ input: child.stdout! }).on('line', (line) => {
+      try {
+        logs.push(JSON.parse(line));
+      } catch {
+        /* not a log line */
+      }
+    });
     const exited = new Promise((r) => child.once('exit', r));
     const base = `http://127.0.0.1:${port}`;
     try {
@@ -115,6 +125,24 @@ async function realtimeNode(channel: string) {
       const owners = await tdb.db('tasks').whereIn('id', ids).select('status', 'error');
       if (!owners.every((r: { status: string }) => r.status === 'succeeded')) console.log(JSON.stringify(owners));
       expect(owners.every((r: { status: string }) => r.status === 'succeeded')).toBe(true);
+      // Issue 23, item 4: each worker says it is in demo mode and carries its id on every line.
+      const listening = logs.filter((l) => /^pyre listening/.test(l.msg));
+      expect(listening.map((l) => [l.worker, l.demo_mode]).sort()).toEqual([
+        [1, true],
+        [2, true],
+      ]);
+      child.kill('SIGTERM');
+      await exited;
+      // The primary's last line adds up what the workers released, as a single process's does.
+      expect(logs[logs.length - 1]!.msg).toMatch(
+        /^stopped: \d+ task\(s\) released to resume later, \d+ socket\(s\) and \d+ long-poll session\(s\) closed \(2 workers\)$/,
+      );
+      expect(
+        logs
+          .filter((l) => /^shutting down/.test(l.msg))
+          .map((l) => l.worker)
+          .sort(),
+      ).toEqual([1, 2]);
     } finally {
       child.kill('SIGTERM');
       await exited;

@@ -37,6 +37,12 @@ export interface StandinOptions {
   preset?: StandinPreset;
   /** Outputs, inputs and logs are removed this long after completion (default one hour). */
   dataTtlMs?: number;
+  /**
+   * Bounds for a long-running stand-in (demo mode): a finished prediction is forgotten (GET
+   * answers 404) `forgetAfterMs` after it ended, and only the last `maxRecorded` requests and
+   * webhook deliveries are kept. Default: everything is kept (tests read it all).
+   */
+  retention?: { forgetAfterMs: number; maxRecorded: number };
   /** GET /v1/predictions page size (default 100, as Replicate). */
   listPageSize?: number;
   /** Reject input keys a model does not declare (default true; stricter than Replicate). */
@@ -95,6 +101,11 @@ export interface Standin {
   /** Forgets predictions, requests, deliveries and faults. */
   reset(): void;
   close(): Promise<void>;
+}
+
+/** Keeps the last `max` items of a live array (in place: callers hold the array). */
+function trimToLast<T>(list: T[], max: number): void {
+  if (list.length > max) list.splice(0, list.length - max);
 }
 
 const sleepReal = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
@@ -159,6 +170,8 @@ class StandinServer {
   private readonly server: http.Server;
   private seq = 0;
   private predSeq = 0;
+  /** Simulated time of the last sweep of forgotten predictions. */
+  private sweptAt = -Infinity;
 
   constructor(private readonly opts: StandinOptions) {
     this.preset = opts.preset ?? 'realistic';
@@ -181,6 +194,7 @@ class StandinServer {
     });
     this.offTick = this.clock.onTick(() => {
       for (const p of [...this.active]) this.sync(p);
+      this.forgetOld();
     });
     this.server = http.createServer((req, res) => {
       this.handle(req, res).catch((err: unknown) => {
@@ -227,6 +241,30 @@ class StandinServer {
     for (const s of this.sockets) s.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     if (this.ownsClock) this.clock.stop();
+  }
+
+  /**
+   * With `retention`: drops predictions finished more than `forgetAfterMs` ago (swept at most
+   * every tenth of that, in simulated time) and all but the last `maxRecorded` requests and
+   * webhook deliveries, so a stand-in left running holds a bounded amount of memory.
+   */
+  private forgetOld(): void {
+    const r = this.opts.retention;
+    if (!r) return;
+    const now = this.clock.now();
+    if (now - this.sweptAt < r.forgetAfterMs / 10) return;
+    this.sweptAt = now;
+    for (const p of this.predictions.values()) {
+      if (this.active.has(p)) continue;
+      const ended = p.stateAt(now).completedAt;
+      if (ended === null || now - ended < r.forgetAfterMs) continue;
+      this.predictions.delete(p.id);
+      this.byStream.delete(p.streamToken);
+      this.byFile.delete(p.fileToken);
+      this.webhooks.forget(p.id);
+    }
+    trimToLast(this.requests, r.maxRecorded);
+    trimToLast(this.webhooks.deliveries, r.maxRecorded);
   }
 
   /** Brings a prediction's stream events and webhooks up to the clock's time. */

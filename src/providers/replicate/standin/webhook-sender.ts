@@ -127,6 +127,11 @@ export class WebhookSender {
     await this.agent.close();
   }
 
+  /** Stops tracking a prediction the stand-in forgot (its deliveries already went out). */
+  forget(predictionId: string): void {
+    this.tracking.delete(predictionId);
+  }
+
   reset(): void {
     this.deliveries.length = 0;
     this.tracking.clear();

@@ -28,10 +28,7 @@ function decodeCursor(cursor: string): number | undefined {
 
 /** One query parameter: a string given once (`?a=1&a=2` is an array); empty means not given. */
 const param = <T>(inner: z.ZodType<T, string>) =>
-  z.preprocess(
-    (v) => (v === '' ? undefined : v),
-    z.string({ error: 'must be given once' }).pipe(inner).optional(),
-  );
+  z.preprocess((v) => (v === '' ? undefined : v), z.string({ error: 'must be given once' }).pipe(inner).optional());
 
 const statusParam = z.enum(TASK_STATUSES, { error: `must be one of: ${TASK_STATUSES.join(', ')}` });
 

@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import type { TaskJson } from '../../src/tasks/task';
 import { freshDb } from '../helpers/db';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { freePort } from '../helpers/net';
@@ -12,12 +13,19 @@ jest.setTimeout(60_000);
 describeBrowser('dashboard edges in headless Chromium', () => {
   let env: DemoGateway;
   let browser: Browser;
+  let haiku: TaskJson;
+  let refused: TaskJson;
 
   beforeAll(async () => {
     [env, browser] = await Promise.all([
       // imagen as it is: no progress events (the indeterminate bar is seen on it).
       startDemoGateway({ auth: true, imagenBar: false }),
       chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS }),
+    ]);
+    // Tasks whose end a test looks at, run while the tests before it do (each takes seconds).
+    [haiku, refused] = await Promise.all([
+      env.gw.tasks.create('tomas', { type: 'text', prompt: 'Write a haiku about rain' }),
+      env.gw.tasks.create('rita', { type: 'image', prompt: '[[unsafe]] a refused picture', aspect_ratio: '16:9' }),
     ]);
   });
 
@@ -203,7 +211,7 @@ describeBrowser('dashboard edges in headless Chromium', () => {
     const { context, page, pageErrors } = await signedIn(user);
     try {
       await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: env.url });
-      await env.gw.tasks.create(user, { type: 'text', prompt: 'Write a haiku about rain' });
+      expect(haiku.input_data.prompt).toBe('Write a haiku about rain');
       const done = page.locator('#task-list li.task[data-status="succeeded"]', { hasText: 'a haiku about rain' });
       await done.waitFor({ timeout: 20_000 });
       const text = await done.locator('[data-role=output]').textContent();
@@ -227,15 +235,11 @@ describeBrowser('dashboard edges in headless Chromium', () => {
       await canceled.waitFor();
       await canceled.getByRole('button', { name: 'Retry' }).click();
       await poll(() => cardOf(page, 'Canceled waves').count()).toBe(2);
-      const again = (await env.gw.tasks.list(user)).data.find((t) => t.id !== video.id)!;
+      const again = (await env.gw.tasks.list(user, { search: 'Canceled waves' })).data.find((t) => t.id !== video.id)!;
       expect(again.input_data).toEqual(video.input_data);
 
       // The safety filter refused it: the error asks for another prompt, and the retry offers to change it.
-      const refused = await env.gw.tasks.create(user, {
-        type: 'image',
-        prompt: '[[unsafe]] a refused picture',
-        aspect_ratio: '16:9',
-      });
+      expect((await env.gw.tasks.get(user, refused.id)).id).toBe(refused.id); // rita's task
       const failed = page.locator('#task-list li.task[data-status="failed"]', { hasText: 'a refused picture' });
       await failed.waitFor({ timeout: 20_000 });
       await expectText(page, `#task-list li.task[data-task-id="${refused.id}"] .task-error`, 'content_refused');

@@ -448,6 +448,7 @@ function applyFilter() {
   state.tasks = new Map();
   state.nextCursor = null;
   state.olderLoaded = false;
+  $('#older-error').hidden = true;
   renderList();
   if (!state.session) return;
   loadTasks().catch((err) => {

@@ -13,5 +13,7 @@ module.exports = {
   globalSetup: '<rootDir>/tests/helpers/global-setup.ts',
   globalTeardown: '<rootDir>/tests/helpers/global-teardown.ts',
   testTimeout: 60000,
+  // Slowest suites first, also on a first run with no timing cache (CI).
+  testSequencer: '<rootDir>/tests/helpers/sequencer.cjs',
   maxWorkers: 2,
 };

@@ -1,6 +1,8 @@
 // @ts-check
 // REST calls to the gateway, with the signed-in token.
 
+import { noteServerDate } from './clock.js';
+
 const TOKEN_KEY = 'pyre.token';
 
 export function savedToken() {
@@ -46,11 +48,13 @@ export async function api(path, { method = 'GET', body, token = savedToken() } =
   if (token) headers.authorization = `Bearer ${token}`;
   if (body !== undefined) headers['content-type'] = 'application/json';
   let res;
+  const sentAt = Date.now();
   try {
     res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   } catch {
     throw new ApiError(0, { detail: UNREACHABLE });
   }
+  noteServerDate(res.headers.get('date'), sentAt, Date.now());
   let json = null;
   try {
     json = await res.json();

@@ -3,7 +3,7 @@
 
 import { Socket, LongPoll } from '/vendor/phoenix.mjs';
 import { api, ApiError, savedToken, saveToken, setUnauthorizedHandler } from './api.js';
-import { $ } from './dom.js';
+import { $, refreshTimes } from './dom.js';
 import { taskForm } from './form.js';
 import { taskCard, TERMINAL } from './task-view.js';
 import { showTaskPage } from './task-page.js';
@@ -21,6 +21,8 @@ const state = {
   /** `next_cursor` of the oldest page read (null: no older tasks), and whether older pages were read. */
   nextCursor: null,
   olderLoaded: false,
+  /** The list's filter: a status and text the prompt contains (empty: all). */
+  filter: { status: '', q: '' },
 };
 
 /** Set up once per page load, whoever signs in. */
@@ -116,7 +118,12 @@ $('#sign-in-form').addEventListener('submit', async (e) => {
     $('#token').value = '';
     await start();
   } catch (err) {
-    showSignIn(err instanceof ApiError && err.status === 401 ? 'This token is not accepted.' : String(err.message));
+    // The API's reason ("unauthorized: token malformed", "… token expired") says what to fix.
+    showSignIn(
+      err instanceof ApiError && err.status === 401
+        ? `This token is not accepted: ${err.message.replace(/^unauthorized:\s*/, '')}.`
+        : String(err.message),
+    );
   }
 });
 
@@ -157,11 +164,19 @@ function disconnect() {
  */
 let lastSessionCheck = 0;
 function checkSession() {
-  if (!savedToken() || Date.now() - lastSessionCheck < 3000) return;
+  if (Date.now() - lastSessionCheck < 3000) return;
   lastSessionCheck = Date.now();
-  api('/api/session').catch(() => {
-    /* 401 handled by expired(); unreachable: phoenix retries */
-  });
+  const socket = state.socket;
+  api('/api/session').then(
+    () => {
+      if (state.socket === socket && socket?.isConnected()) showBanner(null);
+    },
+    (err) => {
+      // The gateway went away after the page loaded: the red banner says so until the socket is
+      // back (onOpen takes it away). A 401 is handled by expired().
+      if (err instanceof ApiError && err.unreachable && state.socket === socket) showBanner(err.message);
+    },
+  );
 }
 
 function setConn(stateName, label) {
@@ -198,6 +213,7 @@ function connect() {
   let pollFailedBeforeOpen = false;
   socket.onOpen(() => {
     if (state.socket !== socket) return;
+    showBanner(null);
     setConn('open', transportName());
     if (socket.transport !== LongPoll) {
       socket.ping(() => {
@@ -232,6 +248,7 @@ function connect() {
     if (event && event.code === 1008 && event.reason === 'token expired') return expired();
     // An unclean close is followed by phoenix.js's reconnect attempts.
     setConn('error', 'reconnecting…');
+    checkSession();
   });
   socket.connect();
 
@@ -346,8 +363,33 @@ async function rebuildStreamed(tasks) {
   }
 }
 
+/** `?limit=…&status=…&q=…`: the list's query for the filter shown. */
+function listQuery(extra = {}) {
+  const params = new URLSearchParams({ limit: String(PAGE), ...extra });
+  if (state.filter.status) params.set('status', state.filter.status);
+  if (state.filter.q) params.set('q', state.filter.q);
+  return `/api/tasks?${params}`;
+}
+
+/** Whether a task is one the filter shows (the API applies it to what it reads; this, to live changes). */
+function matchesFilter(t) {
+  const { status, q } = state.filter;
+  if (status && t.status !== status) return false;
+  return (
+    !q ||
+    String(t.input_data?.prompt ?? '')
+      .toLowerCase()
+      .includes(q.toLowerCase())
+  );
+}
+
+/** Bumped when the filter changes: an answer for an older filter is dropped. */
+let listGeneration = 0;
+
 async function loadTasks() {
-  const { data, next_cursor: next } = await api(`/api/tasks?limit=${PAGE}`);
+  const generation = listGeneration;
+  const { data, next_cursor: next } = await api(listQuery());
+  if (generation !== listGeneration) return;
   // After older pages were read, the oldest one's cursor is the one to follow.
   if (!state.olderLoaded) state.nextCursor = next;
   // Keep what the feed has already brought further than this read.
@@ -377,10 +419,10 @@ async function loadOlder() {
   const button = $('#load-older');
   if (!state.nextCursor) return;
   button.disabled = true;
+  const generation = listGeneration;
   try {
-    const { data, next_cursor: next } = await api(
-      `/api/tasks?limit=${PAGE}&cursor=${encodeURIComponent(state.nextCursor)}`,
-    );
+    const { data, next_cursor: next } = await api(listQuery({ cursor: state.nextCursor }));
+    if (generation !== listGeneration) return;
     state.olderLoaded = true;
     state.nextCursor = next;
     for (const t of data) if (!state.tasks.has(t.id)) state.tasks.set(t.id, t);
@@ -395,6 +437,37 @@ async function loadOlder() {
   }
 }
 $('#load-older').addEventListener('click', loadOlder);
+
+/** A new filter: the list is read again with it (from the newest task). */
+function applyFilter() {
+  const status = /** @type {HTMLSelectElement} */ ($('#filter-status')).value;
+  const q = /** @type {HTMLInputElement} */ ($('#filter-q')).value.trim();
+  if (status === state.filter.status && q === state.filter.q) return;
+  state.filter = { status, q };
+  listGeneration++;
+  state.tasks = new Map();
+  state.nextCursor = null;
+  state.olderLoaded = false;
+  $('#older-error').hidden = true;
+  renderList();
+  if (!state.session) return;
+  loadTasks().catch((err) => {
+    $('#older-error').textContent = `Could not load the tasks: ${err.message}`;
+    $('#older-error').hidden = false;
+  });
+}
+let filterTimer;
+$('#filter-status').addEventListener('change', applyFilter);
+$('#filter-q').addEventListener('input', () => {
+  // Read once the user pauses typing, not on every key.
+  clearTimeout(filterTimer);
+  filterTimer = setTimeout(applyFilter, 250);
+});
+$('#filter-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  clearTimeout(filterTimer);
+  applyFilter();
+});
 
 /** "2 running · 1 queued": tasks being generated, and tasks waiting for their turn, counted apart. */
 function renderNote() {
@@ -439,7 +512,9 @@ function signature(t) {
  */
 function renderList() {
   const list = $('#task-list');
-  const tasks = [...state.tasks.values()].sort((a, b) => b.inserted_at.localeCompare(a.inserted_at));
+  const tasks = [...state.tasks.values()]
+    .filter(matchesFilter)
+    .sort((a, b) => b.inserted_at.localeCompare(a.inserted_at));
   const existing = new Map();
   for (const el of /** @type {HTMLElement[]} */ ([...list.children])) existing.set(el.dataset.taskId, el);
   let next = list.firstElementChild;
@@ -458,20 +533,24 @@ function renderList() {
     else list.insertBefore(card, next);
   }
   for (const gone of existing.values()) gone.remove();
-  $('#tasks-empty').hidden = tasks.length > 0;
+  const filtered = Boolean(state.filter.status || state.filter.q);
+  $('#tasks-empty').hidden = tasks.length > 0 || filtered;
+  $('#tasks-none-match').hidden = tasks.length > 0 || !filtered;
+  refreshTimes(list);
   $('#load-older').hidden = !state.nextCursor;
   renderNote();
 }
 
 function renderCard(task) {
   const old = /** @type {HTMLElement | null} */ (document.querySelector(`#task-list [data-task-id="${task.id}"]`));
-  if (!old) return renderList();
+  if (!old || !matchesFilter(task)) return renderList();
   // Redraw only on a visible change (a loaded image or a playing video is kept as it is).
   const sig = signature(task);
   if (old.dataset.sig === sig) return;
   const card = cardFor(task);
   card.dataset.sig = sig;
   old.replaceWith(card);
+  refreshTimes(card);
   renderNote();
 }
 
@@ -499,10 +578,14 @@ export async function cancel(task) {
   }
 }
 
-/** Submits a new task with a failed one's input; resolves to the new task, or null (what went wrong is in the card). */
-export async function retry(task) {
+/**
+ * Submits a new task with a failed or canceled one's input (with `prompt`, the prompt changed);
+ * resolves to the new task, or null (what went wrong is in the card).
+ */
+export async function retry(task, prompt) {
+  const input = prompt === undefined ? task.input_data : { ...task.input_data, prompt };
   try {
-    const { data } = await api('/api/tasks', { method: 'POST', body: { input_data: task.input_data } });
+    const { data } = await api('/api/tasks', { method: 'POST', body: { input_data: input } });
     setActionError(task.id, null);
     if (!state.tasks.has(data.id)) state.tasks.set(data.id, data);
     renderList();
@@ -525,6 +608,7 @@ async function setUpForm() {
       renderList();
       $('#prompt').value = '';
       $('#prompt-count').textContent = '0';
+      $('#prompt-cut').hidden = true;
     } catch (err) {
       if (err instanceof ApiError && err.status === 422) showErrors(err.errors);
       else if (err instanceof ApiError && err.status === 401) {
@@ -548,8 +632,8 @@ function route() {
     state.page = showTaskPage($('#task-page'), m[1], {
       socket: state.socket,
       cancel,
-      retry: async (task) => {
-        const created = await retry(task);
+      retry: async (task, prompt) => {
+        const created = await retry(task, prompt);
         if (created) location.hash = `#/tasks/${created.id}`;
         return created ? null : (actionErrors.get(task.id) ?? null);
       },
@@ -558,5 +642,8 @@ function route() {
     window.scrollTo(0, 0);
   }
 }
+
+// Every relative time on the page, from one clock, every second (see refreshTimes).
+setInterval(() => refreshTimes(document), 1000);
 
 start();

@@ -1,6 +1,8 @@
 // @ts-check
 // A tiny element builder: h('div', {class: 'x', onclick}, child, 'text', ...).
 
+import { pageNow } from './clock.js';
+
 export function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
@@ -20,14 +22,29 @@ export function h(tag, attrs = {}, ...children) {
 
 export const $ = (sel, root = document) => root.querySelector(sel);
 
-export function timeAgo(iso) {
+/** "just now", "12 s ago", …: how long before `now` (the gateway's clock: see clock.js) `iso` was. */
+export function timeAgo(iso, now = pageNow()) {
   if (!iso) return '';
-  const s = Math.max(0, Math.round((Date.now() - new Date(iso).getTime()) / 1000));
+  const s = Math.max(0, Math.round((now - new Date(iso).getTime()) / 1000));
   if (s < 5) return 'just now';
   if (s < 60) return `${s} s ago`;
   if (s < 3600) return `${Math.floor(s / 60)} min ago`;
   if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
   return new Date(iso).toLocaleDateString();
+}
+
+/** A `<time>` that says how long ago it was, kept up to date by refreshTimes. */
+export function relativeTime(iso) {
+  return h('time', { datetime: iso, title: iso, 'data-relative': '' }, timeAgo(iso));
+}
+
+/** Rewrites every relative time under `root` from one reading of the clock (so they agree). */
+export function refreshTimes(root) {
+  const now = pageNow();
+  for (const el of /** @type {HTMLElement[]} */ ([...root.querySelectorAll('time[data-relative]')])) {
+    const text = timeAgo(el.getAttribute('datetime'), now);
+    if (el.textContent !== text) el.textContent = text;
+  }
 }
 
 export function clockTime(iso) {

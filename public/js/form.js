@@ -91,6 +91,29 @@ function control(name, s) {
 }
 
 /**
+ * A paste (or drop) longer than the prompt may be is cut by the browser (maxlength), silently:
+ * say so under the prompt, with how much was left out, until the prompt is edited again.
+ */
+function noticeCutPrompt(form, prompt) {
+  const notice = $('#prompt-cut', form);
+  let over = 0;
+  const inserting = (text) => {
+    const kept = prompt.value.length - (prompt.selectionEnd - prompt.selectionStart);
+    over = kept + text.replace(/\r\n?/g, '\n').length - prompt.maxLength;
+  };
+  prompt.addEventListener('paste', (e) => inserting(e.clipboardData?.getData('text/plain') ?? ''));
+  prompt.addEventListener('drop', (e) => inserting(e.dataTransfer?.getData('text/plain') ?? ''));
+  prompt.addEventListener('input', () => {
+    notice.hidden = !(over > 0 && prompt.maxLength > 0);
+    if (!notice.hidden)
+      notice.textContent =
+        `The pasted text was cut at ${prompt.maxLength.toLocaleString()} characters: ` +
+        `the last ${over.toLocaleString()} were left out.`;
+    over = 0;
+  });
+}
+
+/**
  * Builds the form for the models given; calls onSubmit(body) with the REST body.
  * Returns showErrors(errors) for a 422's field messages.
  */
@@ -194,6 +217,7 @@ export function taskForm(form, models, onSubmit) {
   prompt.addEventListener('input', () => {
     count.textContent = prompt.value.length.toLocaleString();
   });
+  noticeCutPrompt(form, prompt);
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     clearErrors();

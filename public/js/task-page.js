@@ -42,10 +42,12 @@ export function showTaskPage(root, taskId, { socket, cancel, retry, applyEvent }
   let deltaRun = null;
   /** What went wrong with the last Cancel or Retry clicked here. */
   let actionError = null;
-  const act = (fn) => async (t) => {
-    actionError = await fn(t);
-    renderTop();
-  };
+  const act =
+    (fn) =>
+    async (t, ...more) => {
+      actionError = await fn(t, ...more);
+      renderTop();
+    };
   let channel = null;
   let left = false;
   const streamed = new Map();

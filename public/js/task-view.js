@@ -1,7 +1,7 @@
 // @ts-check
 // How a task looks: status, progress bar, output, in the list and on its own page.
 
-import { h, timeAgo } from './dom.js';
+import { h, relativeTime } from './dom.js';
 
 export const TERMINAL = new Set(['succeeded', 'failed', 'canceled']);
 
@@ -12,6 +12,8 @@ export function statusPill(status) {
 export function progressBar(task) {
   const known = task.progress !== null && task.progress !== undefined;
   const value = task.status === 'succeeded' ? 100 : known ? task.progress : 0;
+  // Running with no progress reported (most image models report none): a bar that moves without
+  // a value, as ARIA has it for an indeterminate progressbar (no aria-valuenow).
   const indeterminate = !known && task.status === 'processing';
   return h(
     'div',
@@ -20,12 +22,69 @@ export function progressBar(task) {
       role: 'progressbar',
       'aria-valuemin': 0,
       'aria-valuemax': 100,
-      'aria-valuenow': value,
+      'aria-valuenow': indeterminate ? undefined : value,
+      'aria-valuetext': indeterminate ? 'generating' : undefined,
       'aria-label': 'progress',
     },
-    h('span', { style: `width:${value}%` }),
-    h('em', {}, indeterminate ? '…' : `${value}%`),
+    h('span', { style: indeterminate ? undefined : `width:${value}%` }),
+    indeterminate ? null : h('em', {}, `${value}%`),
   );
+}
+
+/** `pyre-1a2b3c4d.png` (`-2`, … when there are several): the name a downloaded output is saved under. */
+function downloadName(task, url, i, count) {
+  const ext = /\.([a-z0-9]{2,5})$/i.exec(new URL(url, location.href).pathname)?.[1];
+  const fallback = task.task_type === 'video_gen' ? 'mp4' : 'png';
+  return `pyre-${task.id.slice(0, 8)}${count > 1 ? `-${i + 1}` : ''}.${ext ?? fallback}`;
+}
+
+/** A Download link for each image or video. */
+function downloadLinks(task, urls) {
+  return h(
+    'div',
+    { class: 'output-actions' },
+    urls.map((u, i) =>
+      h(
+        'a',
+        {
+          href: u,
+          download: downloadName(task, u, i, urls.length),
+          // Stored elsewhere (another origin), a browser ignores `download`: open it in a tab, then.
+          target: '_blank',
+          rel: 'noopener',
+          class: 'button small',
+          'data-role': 'download',
+        },
+        urls.length > 1 ? `Download ${i + 1}` : 'Download',
+      ),
+    ),
+  );
+}
+
+/** Puts text on the clipboard (navigator.clipboard where the page is a secure context, else the old way). */
+async function copyText(text) {
+  if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(text);
+  const area = h('textarea', { readonly: true, style: 'position:fixed;opacity:0' }, text);
+  document.body.append(area);
+  area.select();
+  const ok = document.execCommand('copy');
+  area.remove();
+  if (!ok) throw new Error('copy refused');
+}
+
+/** A Copy button for text; it says whether the copy worked. */
+function copyButton(text) {
+  const button = h('button', { type: 'button', class: 'small', 'data-role': 'copy' }, 'Copy');
+  button.addEventListener('click', async () => {
+    try {
+      await copyText(text);
+      button.textContent = 'Copied';
+    } catch {
+      button.textContent = 'Could not copy: select the text instead';
+    }
+    setTimeout(() => (button.textContent = 'Copy'), 2000);
+  });
+  return h('div', { class: 'output-actions' }, button);
 }
 
 /** The result: images, a video, or the text (streamed so far, or final). */
@@ -33,7 +92,7 @@ export function outputView(task, streamed) {
   const out = task.output;
   if (out && Array.isArray(out.urls) && out.urls.length) {
     const video = task.task_type === 'video_gen';
-    return h(
+    const media = h(
       'div',
       { class: 'output media', 'data-role': 'output' },
       out.urls.map((u) =>
@@ -46,6 +105,7 @@ export function outputView(task, streamed) {
             ),
       ),
     );
+    return [media, downloadLinks(task, out.urls)];
   }
   const final = out && typeof out.text === 'string';
   const text = final ? out.text : streamed;
@@ -55,7 +115,8 @@ export function outputView(task, streamed) {
     { class: `output text${TERMINAL.has(task.status) ? '' : ' streaming'}`, 'data-role': 'output' },
     text,
   );
-  if (final || (task.status !== 'failed' && task.status !== 'canceled')) return box;
+  if (final || (task.status !== 'failed' && task.status !== 'canceled'))
+    return TERMINAL.has(task.status) ? [box, copyButton(text)] : box;
   // Streamed before the task failed or was canceled: kept, but not to be taken for a result.
   return h(
     'div',
@@ -85,11 +146,65 @@ export function actionErrorView(message) {
   return message ? h('p', { class: 'action-error', role: 'alert', 'data-role': 'action-error' }, message) : null;
 }
 
-/** Cancel while the task runs, Retry once it failed (a new task with the same input). */
+/** Errors that ask the user to change what they sent before trying again. */
+const CHANGE_FIRST = new Set(['content_refused', 'invalid_input']);
+
+/**
+ * "Change prompt and retry": opens, under the task, its prompt to edit; its Retry submits a new
+ * task with the edited prompt and the same parameters (onRetry(task, prompt)).
+ */
+function editRetryButton(task, onRetry, className) {
+  const button = h(
+    'button',
+    { type: 'button', class: className, 'data-role': 'edit-retry' },
+    'Change prompt and retry',
+  );
+  button.addEventListener('click', () => {
+    const host = /** @type {HTMLElement} */ (button.closest('[data-task-id]'));
+    if (!host || host.querySelector('[data-role=retry-edit]')) return;
+    const area = h(
+      'textarea',
+      { rows: 3, maxlength: 10000, 'aria-label': 'new prompt' },
+      task.input_data?.prompt ?? '',
+    );
+    const form = h(
+      'form',
+      { class: 'retry-edit', 'data-role': 'retry-edit' },
+      h('label', {}, 'Prompt for the new task'),
+      area,
+      h(
+        'div',
+        { class: 'task-actions' },
+        h('button', { type: 'submit', class: 'primary small' }, 'Retry'),
+        h('button', { type: 'button', class: 'link', onclick: () => form.remove() }, 'Keep it'),
+      ),
+    );
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const submit = /** @type {HTMLButtonElement} */ (form.querySelector('button[type=submit]'));
+      submit.disabled = true;
+      try {
+        await onRetry(task, area.value);
+      } finally {
+        form.remove();
+      }
+    });
+    host.append(form);
+    area.focus();
+  });
+  return button;
+}
+
+/**
+ * Cancel while the task runs; once it failed or was canceled, Retry (a new task with the same
+ * input), or, when the error asks for a change (content_refused), "Change prompt and retry".
+ */
 export function taskButtons(task, { onCancel, onRetry, className = 'link' }) {
   if (!TERMINAL.has(task.status))
     return h('button', { type: 'button', class: `${className} danger`, onclick: () => onCancel(task) }, 'Cancel');
-  if (task.status === 'failed' && onRetry)
+  if (task.status === 'failed' && onRetry && CHANGE_FIRST.has(task.error?.code))
+    return editRetryButton(task, onRetry, className);
+  if ((task.status === 'failed' || task.status === 'canceled') && onRetry)
     return h(
       'button',
       { type: 'button', class: className, 'data-role': 'retry', onclick: () => onRetry(task) },
@@ -109,7 +224,7 @@ export function taskCard(task, { streamed, onCancel, onRetry, actionError }) {
       { class: 'task-head' },
       statusPill(task.status),
       h('span', { class: 'model' }, `${KIND[task.task_type] ?? task.task_type} · ${task.model}`),
-      h('time', { datetime: task.inserted_at, title: task.inserted_at }, timeAgo(task.inserted_at)),
+      relativeTime(task.inserted_at),
     ),
     h('p', { class: 'prompt', title: prompt }, prompt),
     TERMINAL.has(task.status) && task.status !== 'succeeded' ? null : progressBar(task),

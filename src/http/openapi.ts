@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { kindOf, taskEventSchema, type TaskType } from '../tasks/events';
 import { inputJsonSchema, type ModelRegistry, type ModelSpec } from '../tasks/models';
 import { TASK_STATUSES, taskSchema } from '../tasks/task';
+import { DEFAULT_PAGE, MAX_PAGE, MAX_SEARCH_CHARS } from '../tasks/list-query';
 
 type Schema = Record<string, unknown>;
 
@@ -175,10 +176,17 @@ function tasksCollectionPaths(): Schema {
         parameters: [
           { name: 'status', in: 'query', required: false, schema: { enum: [...TASK_STATUSES] } },
           {
+            name: 'q',
+            in: 'query',
+            required: false,
+            schema: { type: 'string', maxLength: MAX_SEARCH_CHARS },
+            description: 'only tasks whose prompt contains this text (case-insensitive; `%` and `_` are literal)',
+          },
+          {
             name: 'limit',
             in: 'query',
             required: false,
-            schema: { type: 'integer', minimum: 1, maximum: 200, default: 50 },
+            schema: { type: 'integer', minimum: 1, maximum: MAX_PAGE, default: DEFAULT_PAGE },
           },
           {
             name: 'cursor',
@@ -198,7 +206,7 @@ function tasksCollectionPaths(): Schema {
             'a page of tasks',
           ),
           ...common,
-          422: err('bad status, limit or cursor'),
+          422: err('bad status, q, limit or cursor (each named in `errors`)'),
         },
       },
     },

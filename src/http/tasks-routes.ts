@@ -4,6 +4,7 @@ import { nestedDeeperThan } from '../realtime';
 import { withAbsoluteUrls } from '../storage/urls';
 import type { TaskService } from '../tasks/service';
 import { ValidationError } from '../tasks/errors';
+import { parseListQuery } from '../tasks/list-query';
 import { bodyHash, isValidKey, type IdempotencyKeys } from './idempotency';
 import { methodNotAllowed, requireJson, requireUser } from './middleware';
 import type { Authenticator } from '../auth/tokens';
@@ -148,23 +149,10 @@ function createTask({ tasks, idempotency }: TasksRouterDeps): RequestHandler {
   };
 }
 
-/** GET /api/tasks?status=&limit=&cursor=: a page of the caller's tasks. */
+/** GET /api/tasks?status=&q=&limit=&cursor=: a page of the caller's tasks. */
 function listTasks(tasks: TaskService, absolute: Absolute): RequestHandler {
   return async (req, res) => {
-    const q = req.query;
-    // `?status=&limit=` (every key sent, some empty, as URL builders do) means not given.
-    const one = (v: unknown, name: string): string | undefined => {
-      if (v === undefined || v === '') return undefined;
-      if (typeof v !== 'string') throw new ValidationError({ [name]: ['must be given once'] });
-      return v;
-    };
-    const limitText = one(q.limit, 'limit');
-    const limit = limitText === undefined ? undefined : /^\d+$/.test(limitText) ? Number(limitText) : NaN;
-    const page = await tasks.list(req.userId, {
-      status: one(q.status, 'status'),
-      limit,
-      cursor: one(q.cursor, 'cursor'),
-    });
+    const page = await tasks.list(req.userId, parseListQuery(req.query));
     res.json({ ...page, data: page.data.map((t) => absolute(req, t)) });
   };
 }

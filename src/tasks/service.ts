@@ -2,13 +2,13 @@ import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { Logger } from '../log';
 import type { Db } from '../db';
-import { ConflictError, isUniqueViolation, NotFoundError, ValidationError } from './errors';
+import { ConflictError, isUniqueViolation, NotFoundError } from './errors';
 import { CANCELED_BY_USER, FIRST_EVENT, type NewTaskEvent } from './events';
 import { GroupInsert } from './group-insert';
 import { parseTaskInput } from './input';
+import { DEFAULT_PAGE, encodeCursor, type ListQuery } from './list-query';
 import type { ModelRegistry, TaskType } from './models';
 import {
-  TASK_STATUSES,
   TERMINAL,
   responseEvent,
   taskJson,
@@ -46,21 +46,8 @@ export interface TaskChange {
 /** What `apply` is to do to a task: a change and the extra events that announce it. */
 export type TaskDecision = { change: TaskChange; events?: NewTaskEvent[] };
 
-export interface ListOptions {
-  status?: string;
-  limit?: number;
-  cursor?: string;
-}
-
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 export const isUuid = (s: string) => UUID.test(s);
-
-export const encodeCursor = (pos: string | number) => Buffer.from(`p${pos}`).toString('base64url');
-function decodeCursor(cursor: string): number {
-  const s = Buffer.from(cursor, 'base64url').toString();
-  if (!/^p\d{1,18}$/.test(s)) throw new ValidationError({ cursor: ['is invalid'] });
-  return Number(s.slice(1));
-}
 
 /** Whether a status may follow another. Terminal states are final. */
 function allowed(from: TaskStatus, to: TaskStatus): boolean {
@@ -185,21 +172,13 @@ export class TaskService {
     return this.store.find(id);
   }
 
-  async list(userId: string, opts: ListOptions = {}): Promise<{ data: TaskJson[]; next_cursor: string | null }> {
-    const errors: Record<string, string[]> = {};
-    if (opts.status !== undefined && !TASK_STATUSES.includes(opts.status as TaskStatus)) {
-      errors.status = [`must be one of: ${TASK_STATUSES.join(', ')}`];
-    }
-    const limit = opts.limit ?? 50;
-    if (!Number.isInteger(limit) || limit < 1 || limit > 200) errors.limit = ['must be an integer from 1 to 200'];
-    let before: number | undefined;
-    try {
-      if (opts.cursor) before = decodeCursor(opts.cursor);
-    } catch (e) {
-      if (e instanceof ValidationError) Object.assign(errors, e.fields);
-    }
-    if (Object.keys(errors).length) throw new ValidationError(errors);
-    const rows = await this.store.listByUser({ userId, status: opts.status, before, limit: limit + 1 });
+  /** A page of the user's tasks, newest first, as parseListQuery validated it. */
+  async list(
+    userId: string,
+    query: Partial<ListQuery> = {},
+  ): Promise<{ data: TaskJson[]; next_cursor: string | null }> {
+    const limit = query.limit ?? DEFAULT_PAGE;
+    const rows = await this.store.listByUser({ userId, ...query, limit: limit + 1 });
     const more = rows.length > limit;
     const page = rows.slice(0, limit);
     return { data: page.map(taskJson), next_cursor: more ? encodeCursor(page[page.length - 1]!.pos) : null };

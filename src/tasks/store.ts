@@ -197,11 +197,22 @@ export class TaskStore {
     return this.update(trx, row.id, { last_seq: row.last_seq + events.length });
   }
 
-  /** A page of a user's tasks, newest first: `limit` rows before position `before`. */
-  async listByUser(q: { userId: string; status?: string; before?: number; limit: number }): Promise<TaskRow[]> {
+  /**
+   * A page of a user's tasks, newest first: `limit` rows before position `before`, of one status
+   * and whose prompt contains `search` (case-insensitive, taken literally), when given. Walks the
+   * (user_id, pos) or (user_id, status, pos) index newest first and stops at `limit` matches.
+   */
+  async listByUser(q: {
+    userId: string;
+    status?: string;
+    search?: string;
+    before?: number;
+    limit: number;
+  }): Promise<TaskRow[]> {
     const query = this.db('tasks').where({ user_id: q.userId }).orderBy('pos', 'desc').limit(q.limit);
     if (q.status) query.andWhere({ status: q.status });
     if (q.before !== undefined) query.andWhere('pos', '<', q.before);
+    if (q.search) query.andWhereRaw(`input_data->>'prompt' ILIKE ? ESCAPE '\\'`, [`%${likeLiteral(q.search)}%`]);
     return (await query) as TaskRow[];
   }
 
@@ -412,4 +423,9 @@ function storedEvent(r: EventRow): Omit<TaskEvent, 'user_id'> {
     payload: r.payload,
     inserted_at: new Date(r.inserted_at).toISOString(),
   } as Omit<TaskEvent, 'user_id'>;
+}
+
+/** `s` for a LIKE pattern, matched as it is: its `%`, `_` and backslash are escaped with a backslash. */
+function likeLiteral(s: string): string {
+  return s.replace(/[\\%_]/g, (c) => `\\${c}`);
 }

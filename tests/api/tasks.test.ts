@@ -252,6 +252,40 @@ describe.each(BACKENDS)('REST task API on %s', (backend) => {
       expect(res.body.data.map((x: { id: string }) => x.id)).toEqual([id]);
     });
 
+    it('searches prompts (q: case-insensitive, literal), with the status filter and paged by the same cursor', async () => {
+      const dora = signer.mint('dora');
+      const make = async (prompt: string) =>
+        (await post({ input_data: { type: 'image', prompt } }, dora)).body.task_id as string;
+      const fox1 = await make('A red FOX in snow');
+      await make('A lighthouse at dusk');
+      const fox2 = await make('the fox, 100% asleep');
+      const fox3 = await make('Foxes_and_hounds');
+      await make('a box of 100 apples');
+      const ids = async (query: string) => {
+        const res = await call(`${api}/tasks?${query}`, { token: dora });
+        expect(res.status).toBe(200);
+        return res.body.data.map((x: { id: string }) => x.id);
+      };
+      expect(await ids('q=fox')).toEqual([fox3, fox2, fox1]);
+      expect(await ids(`q=${encodeURIComponent('FOX')}&status=queued`)).toEqual([fox3, fox2, fox1]);
+      // % and _ are the characters themselves, not LIKE's wildcards.
+      expect(await ids(`q=${encodeURIComponent('100%')}`)).toEqual([fox2]);
+      expect(await ids(`q=${encodeURIComponent('s_a')}`)).toEqual([fox3]);
+      expect(await ids(`q=${encodeURIComponent('x%a')}`)).toEqual([]);
+      // Paged like the whole list: the cursor of a filtered page continues the same filter.
+      const first = await call(`${api}/tasks?q=fox&limit=2`, { token: dora });
+      expect(first.body.data.map((x: { id: string }) => x.id)).toEqual([fox3, fox2]);
+      expect(first.body.next_cursor).toEqual(expect.any(String));
+      const second = await call(`${api}/tasks?q=fox&limit=2&cursor=${first.body.next_cursor}`, { token: dora });
+      expect(second.body.data.map((x: { id: string }) => x.id)).toEqual([fox1]);
+      expect(second.body.next_cursor).toBeNull();
+      await call(`${api}/tasks/${fox2}/cancel`, { method: 'POST', token: dora });
+      expect(await ids('q=fox&status=canceled')).toEqual([fox2]);
+      expect(await ids('q=fox&status=queued')).toEqual([fox3, fox1]);
+      // Another user's prompts are not searched.
+      expect((await call(`${api}/tasks?q=fox`, { token: bob })).body.data).toEqual([]);
+    });
+
     it('ignores top-level keys other than input_data and model, as the old backend did', async () => {
       const res = await post({ input_data: { type: 'image', prompt: 'extra keys' }, client: 'ios', version: 3 });
       expect(res.status).toBe(202);
@@ -268,6 +302,22 @@ describe.each(BACKENDS)('REST task API on %s', (backend) => {
       const res = await call(`${api}/tasks?${q}`, { token: alice });
       expect(res.status).toBe(422);
       expect(res.body.errors[field]).toBeDefined();
+    });
+
+    it.each([
+      ['status=bogus', { status: ['must be one of: queued, processing, succeeded, failed, canceled'] }],
+      ['status=queued&status=failed', { status: ['must be given once'] }],
+      ['limit=201', { limit: ['must be an integer from 1 to 200'] }],
+      ['limit=1.5', { limit: ['must be an integer from 1 to 200'] }],
+      [`q=${'a'.repeat(201)}`, { q: ['should have at most 200 characters'] }],
+      ['q=a&q=b', { q: ['must be given once'] }],
+      ['q=a%00b', { q: ['must not contain the NUL character (U+0000)'] }],
+      ['cursor=eHl6', { cursor: ['is invalid: pass the next_cursor of the previous page as it is'] }],
+      ['status=nope&limit=0&q=ok', { status: [expect.any(String)], limit: [expect.any(String)] }],
+    ])('list query %s is refused naming the parameter', async (q, errors) => {
+      const res = await call(`${api}/tasks?${q}`, { token: alice });
+      expect(res.status).toBe(422);
+      expect(res.body.errors).toEqual(errors);
     });
 
     it('cancels a queued task at once, idempotently, with status and final events', async () => {

@@ -31,15 +31,18 @@ export interface DemoGateway {
 
 /**
  * A gateway on a Replicate stand-in in real time, as in demo mode, but with imagen
- * reporting a progress bar in ten steps over its few seconds (so a bar can be seen moving).
+ * reporting a progress bar in ten steps over its few seconds (so a bar can be seen moving);
+ * `imagenBar: false` leaves imagen as it is (no progress, as the real model reports none).
  */
 export async function startDemoGateway(
-  opts: { auth?: boolean; env?: Record<string, string> } = {},
+  opts: { auth?: boolean; env?: Record<string, string>; imagenBar?: boolean } = {},
 ): Promise<DemoGateway> {
   const imagen = STANDIN_MODELS['google/imagen-4-fast']!;
   const saved = { progress: imagen.progress, steps: imagen.steps, timeline: imagen.timeline };
-  imagen.progress = 'one-bar';
-  imagen.steps = 10;
+  if (opts.imagenBar !== false) {
+    imagen.progress = 'one-bar';
+    imagen.steps = 10;
+  }
   imagen.timeline = { queueMs: 300, processingMs: 2500 };
   const standin = await startStandin({ clock: { speed: 1 }, host: '127.0.0.1' });
   const tdb: TestDb = await freshDb('pglite');

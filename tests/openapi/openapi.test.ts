@@ -183,6 +183,32 @@ describe('GET /api/openapi.json', () => {
     expect(Object.keys(doc.paths['/api/tasks'].post.responses)).toEqual(expect.arrayContaining(['202', '401', '422']));
   });
 
+  test('the list parameters are those GET /api/tasks takes, and refuse what it refuses', async () => {
+    const params: any[] = doc.paths['/api/tasks'].get.parameters;
+    expect(params.map((p) => p.name)).toEqual(['status', 'q', 'limit', 'cursor']);
+    const ajv = new Ajv2020({ strict: false });
+    const schemaOf = (name: string) => ajv.compile(params.find((p) => p.name === name).schema);
+    const alice = g.gw.auth.signer!.mint('alice');
+    const tries: Array<[string, string | number]> = [
+      ['status', 'failed'],
+      ['status', 'done'],
+      ['q', 'a'.repeat(200)],
+      ['q', 'a'.repeat(201)],
+      ['limit', 200],
+      ['limit', 201],
+      ['limit', 0],
+    ];
+    const disagreements: string[] = [];
+    for (const [name, value] of tries) {
+      const res = await call(`${g.url}/api/tasks?${name}=${encodeURIComponent(String(value))}`, { token: alice });
+      expect([200, 422]).toContain(res.status);
+      const schemaAccepts = schemaOf(name)(value) as boolean;
+      if ((res.status === 200) !== schemaAccepts)
+        disagreements.push(`${name}=${String(value).slice(0, 20)}: API ${res.status}, schema ${schemaAccepts}`);
+    }
+    expect(disagreements).toEqual([]);
+  });
+
   test("has each model's input schema, with the limits of its zod schema", () => {
     const models = new ModelRegistry().models;
     for (const m of models) {

@@ -16,28 +16,17 @@ jest.setTimeout(60_000);
 describeBrowser('dashboard in headless Chromium', () => {
   let env: DemoGateway;
   let browser: Browser;
-  /** A gateway running two tasks at a time, with 55 video tasks of ivan's: the rest wait queued. */
-  let busy: DemoGateway;
-
-  async function startBusy(): Promise<DemoGateway> {
-    const g = await startDemoGateway({ auth: true, env: { RUNNER_CONCURRENCY: '2' } });
-    for (let i = 1; i <= 55; i++) await g.gw.tasks.create('ivan', { type: 'video', prompt: `Video number ${i}` });
-    return g;
-  }
 
   beforeAll(async () => {
     fs.mkdirSync(ARTIFACTS, { recursive: true });
-    // Started side by side: each waits on its own I/O.
-    [env, browser, busy] = await Promise.all([
+    [env, browser] = await Promise.all([
       startDemoGateway({ auth: true }),
       chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS }),
-      startBusy(),
     ]);
   });
 
   afterAll(async () => {
     await browser?.close();
-    await busy?.close();
     await env?.close();
   });
 
@@ -444,7 +433,10 @@ describeBrowser('dashboard in headless Chromium', () => {
   });
 
   test('the task count tells running from queued; older tasks load on demand (next_cursor)', async () => {
-    {
+    // A gateway running two tasks at a time, so that the rest wait queued.
+    const busy = await startDemoGateway({ auth: true, env: { RUNNER_CONCURRENCY: '2' } });
+    try {
+      for (let i = 1; i <= 55; i++) await busy.gw.tasks.create('ivan', { type: 'video', prompt: `Video number ${i}` });
       const { context, page, pageErrors } = await signedIn('ivan', { gateway: busy });
       try {
         expect(await page.locator('#task-list li.task').count()).toBe(50);
@@ -473,6 +465,8 @@ describeBrowser('dashboard in headless Chromium', () => {
       } finally {
         await context.close();
       }
+    } finally {
+      await busy.close();
     }
   });
 

@@ -8,8 +8,9 @@ const Sequencer = require('@jest/test-sequencer').default;
 /** Seconds each slow suite took on an idle 2-core machine (PGlite half, Chromium and HAProxy installed). */
 const ESTIMATE_S = {
   'dashboard/dashboard.test.ts': 63,
-  'dashboard/edges.test.ts': 40,
   'cli/cli.test.ts': 32,
+  // after cli: the two browser suites are better not started together
+  'dashboard/edges.test.ts': 30,
   'api/persistence.test.ts': 24,
   'ops/shutdown.test.ts': 23,
   'runner/scale.test.ts': 22,

@@ -5,6 +5,7 @@ import * as relativeOutputUrls from './20261129000001_relative_output_urls';
 import * as taskRateLimits from './20261129000002_task_rate_limits';
 import * as providerError from './20261130000001_provider_error';
 import * as retentionIndex from './20261130000002_retention_index';
+import * as taskProvider from './20261207200001_task_provider';
 
 /**
  * The migrations, in order. Listed in code (not discovered on disk) so that the
@@ -17,4 +18,5 @@ export const migrations: ReadonlyArray<[name: string, migration: Knex.Migration]
   ['20261129000002_task_rate_limits', taskRateLimits],
   ['20261130000001_provider_error', providerError],
   ['20261130000002_retention_index', retentionIndex],
+  ['20261207200001_task_provider', taskProvider],
 ];

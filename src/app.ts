@@ -41,6 +41,8 @@ export interface GatewayOptions {
   runner?: RunnerOverrides;
   /** Provider client settings for tests (retry timing). */
   providerRetry?: { attempts: number; baseMs: number; maxMs: number };
+  /** The window of the providers' budgets, a minute unless a test scales it down. */
+  providerBudgetWindowMs?: number;
 }
 
 /** The running gateway's parts, for main.ts and for tests. */
@@ -82,7 +84,12 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     const auth = new Authenticator(
       config.authSecret ? new TokenSigner(config.authSecret, config.tokenMaxTtlSeconds) : undefined,
     );
-    const provider = await startProviders(ctx, { tasks, retry: opts.providerRetry });
+    const provider = await startProviders(ctx, {
+      tasks,
+      retry: opts.providerRetry,
+      db,
+      budgetWindowMs: opts.providerBudgetWindowMs,
+    });
     const server = createHttpServer(config.connections);
     limitConnectionsPerAddress(server, config.connections.maxPerAddress, ctx.logger);
     ctx.closers.push('http server', () => closeServer(server));

@@ -1,6 +1,8 @@
 import type { Config } from '../config';
+import { isEmbedded, type Db } from '../db';
+import { SharedProviderBudget } from '../db/provider-budget';
 import { PROVIDERS } from '../providers';
-import { ProviderPace } from '../providers/http/pace';
+import { ProviderPace, type PaceBudgets } from '../providers/http/pace';
 import type { ProviderPlugin, ProviderState, RunningProvider } from '../providers/plugin';
 import type { Standin } from '../providers/replicate/standin';
 import { startDemoStandin, type RunningReplicate } from '../providers/replicate/plugin';
@@ -27,6 +29,11 @@ export function configuredModels(config: Config, plugins: readonly ProviderPlugi
   return plugins.flatMap((p) => p.models(config));
 }
 
+function scaleBudgets(b: PaceBudgets, windowMs = 60_000): PaceBudgets {
+  const k = 60_000 / windowMs;
+  return { createsPerMinute: b.createsPerMinute * k, readsPerMinute: b.readsPerMinute * k };
+}
+
 const WORST: ProviderState[] = ['unauthorized', 'unreachable', 'checking', 'ok'];
 
 /** Starts each provider that serves a model under this configuration. */
@@ -36,16 +43,44 @@ export async function startProviders(
     tasks: { requeueLostPredictions(provider: string): Promise<unknown> };
     retry?: { attempts: number; baseMs: number; maxMs: number };
     plugins?: readonly ProviderPlugin[];
+    /** The database the processes of the cluster share: each provider's create budget is kept there. */
+    db?: Db;
+    /** The budgets' window (a minute; tests scale it down with the stand-in's clock). */
+    budgetWindowMs?: number;
   },
 ): Promise<ProviderParts> {
   const running = new Map<string, RunningProvider>();
+  // Embedded PGlite is one process: its own pace is the whole account's.
+  const db = opts.db && !isEmbedded(opts.db) ? opts.db : undefined;
+  const log = ctx.logger.child({ component: 'provider-budget' });
   for (const plugin of opts.plugins ?? PROVIDERS) {
     if (plugin.models(ctx.config).length === 0) continue;
     const started = await plugin.start({
       ...ctx,
       tasks: opts.tasks,
       retry: opts.retry,
-      pace: (budgets) => new ProviderPace(budgets),
+      pace: (budgets) =>
+        new ProviderPace(
+          // A scaled-down window (tests) scales this process's own buckets, which count in minutes, too.
+          scaleBudgets(budgets, opts.budgetWindowMs),
+          Date.now,
+          db
+            ? {
+                create: new SharedProviderBudget(
+                  db,
+                  plugin.id,
+                  'create',
+                  budgets.createsPerMinute,
+                  opts.budgetWindowMs,
+                ),
+              }
+            : {},
+          (err) =>
+            log.warn(
+              { provider: plugin.id, err: String(err) },
+              'shared create budget unreadable; pacing this process alone',
+            ),
+        ),
     });
     running.set(plugin.id, started);
   }

@@ -6,6 +6,8 @@ import * as taskRateLimits from './20261129000002_task_rate_limits';
 import * as providerError from './20261130000001_provider_error';
 import * as retentionIndex from './20261130000002_retention_index';
 import * as textLength from './20261207100001_text_length';
+import * as taskProvider from './20261207200001_task_provider';
+import * as providerBudgets from './20261207200002_provider_budgets';
 
 /**
  * The migrations, in order. Listed in code (not discovered on disk) so that the
@@ -19,4 +21,6 @@ export const migrations: ReadonlyArray<[name: string, migration: Knex.Migration]
   ['20261130000001_provider_error', providerError],
   ['20261130000002_retention_index', retentionIndex],
   ['20261207100001_text_length', textLength],
+  ['20261207200001_task_provider', taskProvider],
+  ['20261207200002_provider_budgets', providerBudgets],
 ];

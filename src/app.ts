@@ -14,14 +14,16 @@ import { TaskCreationLimit } from './db/rate-limit';
 import { Closers } from './gateway/closers';
 import type { PartContext } from './gateway/context';
 import { createGatewayHttp } from './gateway/http';
-import { startProvider } from './gateway/provider';
+import { configuredModels, startProviders } from './gateway/provider';
 import { startTaskRealtime } from './gateway/realtime';
 import { createRunner, type RunnerOverrides } from './gateway/runner';
 import { openOutputStore, startRetention } from './gateway/storage';
 import { createHttpServer, limitConnectionsPerAddress } from './http/connections';
 import type { Logger } from './log';
-import type { ReplicateClient } from './providers/replicate/client';
 import type { Standin } from './providers/replicate/standin';
+import type { ProviderPace } from './providers/http/pace';
+import type { RunningProvider } from './providers/plugin';
+import type { Provider } from './providers/types';
 import type { RealtimeServer } from './realtime';
 import type { TaskRunner } from './runner/runner';
 import type { OutputStore } from './storage/outputs';
@@ -42,6 +44,8 @@ export interface GatewayOptions {
   providerRetry?: { attempts: number; baseMs: number; maxMs: number };
   /** A bus to use instead of the configured one (tests: the in-memory bus); the gateway starts and closes it. */
   bus?: Bus;
+  /** The window of the providers' budgets, a minute unless a test scales it down. */
+  providerBudgetWindowMs?: number;
 }
 
 /** The running gateway's parts, for main.ts and for tests. */
@@ -57,7 +61,10 @@ export interface Gateway {
   relay: TaskEventRelay;
   /** The cluster bus, started (none with embedded PGlite and no BUS_URL). */
   bus: Bus | undefined;
-  provider: ReplicateClient;
+  /** The providers started, by id (`replicate`, `openai`). */
+  providers: ReadonlyMap<string, RunningProvider>;
+  /** The Replicate provider's client, with its pace (tests count its 429s). */
+  provider: Provider & { readonly pace?: ProviderPace };
   outputs: OutputStore;
   /** The in-process Replicate stand-in, in demo mode. */
   demoStandin: Standin | undefined;
@@ -77,12 +84,17 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   const ctx: PartContext = { config, logger: opts.logger, now: opts.now, closers: new Closers(opts.logger) };
   try {
     const db = await openGatewayDatabase(ctx, opts.db);
-    const registry = opts.registry ?? new ModelRegistry();
+    const registry = opts.registry ?? new ModelRegistry(configuredModels(config));
     const tasks = new TaskService(db, registry, ctx.logger, { now: ctx.now });
     const auth = new Authenticator(
       config.authSecret ? new TokenSigner(config.authSecret, config.tokenMaxTtlSeconds) : undefined,
     );
-    const provider = await startProvider(ctx, { tasks, retry: opts.providerRetry });
+    const provider = await startProviders(ctx, {
+      tasks,
+      retry: opts.providerRetry,
+      db,
+      budgetWindowMs: opts.providerBudgetWindowMs,
+    });
     const server = createHttpServer(config.connections);
     limitConnectionsPerAddress(server, config.connections.maxPerAddress, ctx.logger);
     ctx.closers.push('http server', () => closeServer(server));
@@ -121,7 +133,9 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     const listen = async () => (listenUrl = await listenOn(server, config));
     return {
       ...{ config, db, tasks, auth, app, server, runner, realtime, relay, bus, outputs, baseUrl, listen },
-      ...{ provider: provider.provider, demoStandin: provider.demoStandin },
+      providers: provider.running,
+      provider: replicateOf(provider.running),
+      demoStandin: provider.demoStandin,
       start: async () => {
         const url = await listen();
         if (config.runner.enabled) runner.start();
@@ -133,6 +147,13 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     await ctx.closers.closeAll().catch(() => {});
     throw err;
   }
+}
+
+/** The Replicate client with its pace (what tests that count its 429s look at). */
+function replicateOf(running: ReadonlyMap<string, RunningProvider>): Gateway['provider'] {
+  const r = running.get('replicate');
+  if (!r) throw new Error('the replicate provider is not running');
+  return r.client as Gateway['provider'];
 }
 
 /** The database given (the caller's to close), or the configured one, migrated. */

@@ -58,6 +58,11 @@ const EnvSchema = z.object({
   REPLICATE_API_TOKEN: optionalString,
   REPLICATE_BASE_URL: z.url('must be an http(s) URL').default('https://api.replicate.com/v1'),
   REPLICATE_WEBHOOK_SECRET: optionalString,
+  OPENAI_BASE_URL: z
+    .url({ protocol: /^https?$/, error: 'must be an http(s) URL' })
+    .default('https://api.openai.com/v1'),
+  OPENAI_API_KEY: optionalString,
+  OPENAI_MODELS: optionalString,
   PUBLIC_URL: optionalString.refine((v) => v === undefined || /^https?:\/\/[^\s]+$/.test(v), {
     message: 'must be an http(s) URL',
   }),
@@ -119,6 +124,12 @@ export interface Config {
   replicate: { apiToken: string | undefined; baseUrl: string; webhookSecret: string | undefined };
   /** true when no provider token is set: tasks run on the built-in Replicate stand-in. */
   demoMode: boolean;
+  /**
+   * An OpenAI-compatible chat completions endpoint (OpenAI, vLLM, Ollama, llama.cpp, OpenRouter)
+   * and the models served on it (OPENAI_MODELS; none: the provider is off). Without an API key
+   * the models run on the built-in stand-in (demo).
+   */
+  openai: { baseUrl: string; apiKey: string | undefined; models: OpenAIModelSetting[] };
   publicUrl: string | undefined;
   /** Allowed browser origins; undefined means "the gateway's own host". */
   checkOrigin: string[] | undefined;
@@ -166,6 +177,32 @@ export interface Config {
   retentionDays: number;
 }
 
+/** One OPENAI_MODELS entry: the name clients use, and the endpoint's model id (`name=id`, or both the same). */
+export interface OpenAIModelSetting {
+  name: string;
+  id: string;
+}
+
+const MODEL_NAME = /^[A-Za-z0-9][\w.:/@+-]{0,99}$/;
+
+/** OPENAI_MODELS: `a,b=vendor/b-1.5:latest`; throws the problem (the caller names the variable). */
+function parseOpenAIModels(v: string | undefined): OpenAIModelSetting[] {
+  if (v === undefined) return [];
+  const out: OpenAIModelSetting[] = [];
+  for (const entry of v.split(',').map((s) => s.trim())) {
+    if (entry === '') throw new Error('has an empty entry (a stray comma?)');
+    const eq = entry.indexOf('=');
+    const [name, id] = eq < 0 ? [entry, entry] : [entry.slice(0, eq).trim(), entry.slice(eq + 1).trim()];
+    if (!MODEL_NAME.test(name))
+      throw new Error(`${JSON.stringify(name)} is not a model name (letters, digits and . _ : / @ + -, up to 100)`);
+    if (id === '' || /\s/.test(id))
+      throw new Error(`${JSON.stringify(entry)}: the model id after = is empty or has spaces`);
+    if (out.some((m) => m.name === name)) throw new Error(`names ${name} twice`);
+    out.push({ name, id });
+  }
+  return out;
+}
+
 /** A setting that cannot be used; the message names the variable. */
 export class ConfigError extends Error {
   constructor(public readonly problems: string[]) {
@@ -192,6 +229,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (e.HTTP_HEADERS_TIMEOUT_MS > e.HTTP_REQUEST_TIMEOUT_MS) {
     throw new ConfigError([
       `HTTP_HEADERS_TIMEOUT_MS: must not be more than HTTP_REQUEST_TIMEOUT_MS (${e.HTTP_REQUEST_TIMEOUT_MS}); the headers are part of the request`,
+    ]);
+  }
+  let openaiModels: OpenAIModelSetting[];
+  try {
+    openaiModels = parseOpenAIModels(e.OPENAI_MODELS);
+  } catch (err) {
+    throw new ConfigError([`OPENAI_MODELS: ${(err as Error).message}`]);
+  }
+  if (e.OPENAI_API_KEY !== undefined && openaiModels.length === 0) {
+    throw new ConfigError([
+      'OPENAI_MODELS: OPENAI_API_KEY is set but no model is; list the models to serve on OPENAI_BASE_URL (e.g. OPENAI_MODELS=gpt-4o-mini)',
     ]);
   }
   let storage: S3Settings | undefined;
@@ -222,6 +270,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       webhookSecret: e.REPLICATE_WEBHOOK_SECRET,
     },
     demoMode: e.REPLICATE_API_TOKEN === undefined,
+    openai: { baseUrl: e.OPENAI_BASE_URL.replace(/\/+$/, ''), apiKey: e.OPENAI_API_KEY, models: openaiModels },
     publicUrl: e.PUBLIC_URL?.replace(/\/+$/, ''),
     corsOrigins: e.CORS_ORIGINS === undefined ? undefined : originList(e.CORS_ORIGINS)!,
     checkOrigin: e.CHECK_ORIGIN?.split(',')

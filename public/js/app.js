@@ -8,7 +8,10 @@ import { taskForm } from './form.js';
 import { taskCard, TERMINAL } from './task-view.js';
 import { showTaskPage } from './task-page.js';
 // Served by the gateway from its task-event contract (src/tasks/events.ts).
-import { RESPONSE_EVENTS, TASK_EVENTS } from './events.js';
+import { RESPONSE_EVENTS, TASK_EVENTS, TASK_KINDS } from './events.js';
+
+/** The task types whose output is streamed text (from the kinds' rows). */
+const TEXT_TYPES = new Set(TASK_KINDS.filter((k) => k.output === 'text').map((k) => k.taskType));
 
 /** Everything the page knows: the user's tasks by id, and text streamed so far. */
 const state = {
@@ -344,7 +347,7 @@ const PAGE = 50;
 
 /** Streamed text is rebuilt from the log for a text task still running, or one that failed or was canceled midway. */
 function needsStreamedText(t) {
-  return t.task_type === 'text_gen' && t.status !== 'succeeded' && !(t.output && typeof t.output.text === 'string');
+  return TEXT_TYPES.has(t.task_type) && t.status !== 'succeeded' && !(t.output && typeof t.output.text === 'string');
 }
 
 async function rebuildStreamed(tasks) {

@@ -4,3 +4,11 @@
 export const TASK_EVENTS: string[];
 export const RESPONSE_EVENTS: string[];
 export const GENERATE_EVENTS: string[];
+/** The kinds of task (src/tasks/events.ts TASK_KINDS): what each produces is its `output`. */
+export const TASK_KINDS: Array<{
+  kind: string;
+  taskType: string;
+  generateEvent: string;
+  responseEvent: string;
+  output: 'files' | 'text';
+}>;

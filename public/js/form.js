@@ -3,11 +3,11 @@
 
 import { h, $ } from './dom.js';
 
-const TYPES = [
-  ['image', 'Image'],
-  ['video', 'Video'],
-  ['text', 'Text'],
-];
+/** The kinds the models serve, in the order GET /api/models lists them, as [type, label]. */
+function typesOf(models) {
+  const kinds = [...new Set(models.map((m) => m.type))];
+  return kinds.map((k) => [k, k.charAt(0).toUpperCase() + k.slice(1)]);
+}
 
 /** "512 – 2048", "up to 10 URLs", "one of …": the limits a parameter's schema states. */
 function limits(name, s) {
@@ -118,14 +118,15 @@ function noticeCutPrompt(form, prompt) {
  * Returns showErrors(errors) for a 422's field messages.
  */
 export function taskForm(form, models, onSubmit) {
-  let type = 'image';
+  const types = typesOf(models);
+  let type = types[0]?.[0] ?? 'image';
   let readers = [];
   const picker = $('#type-picker', form);
   const modelSel = $('#model', form);
   const prompt = $('#prompt', form);
   const count = $('#prompt-count', form);
 
-  for (const [value, text] of TYPES) {
+  for (const [value, text] of types) {
     const id = `type-${value}`;
     picker.append(
       h('input', {
@@ -159,7 +160,7 @@ export function taskForm(form, models, onSubmit) {
 
   function fillParams() {
     const m = current();
-    $('#model-description', form).textContent = m ? m.description : '';
+    $('#model-description', form).textContent = m ? `${m.description} (on ${m.provider})` : '';
     const props = m ? m.input_schema.properties : {};
     const maxPrompt = props.prompt?.maxLength ?? 10000;
     prompt.maxLength = maxPrompt;

@@ -2,6 +2,7 @@
 // How a task looks: status, progress bar, output, in the list and on its own page.
 
 import { h, relativeTime } from './dom.js';
+import { TASK_KINDS } from './events.js';
 
 export const TERMINAL = new Set(['succeeded', 'failed', 'canceled']);
 
@@ -139,7 +140,8 @@ export function errorView(task) {
   );
 }
 
-const KIND = { image_gen: 'image', video_gen: 'video', text_gen: 'text' };
+/** A task type's kind (`image_gen` → image), from the kinds the gateway serves (`/js/events.js`). */
+const KIND = Object.fromEntries(TASK_KINDS.map((k) => [k.taskType, k.kind]));
 
 /** What went wrong with the last Cancel or Retry, said where it was clicked (no dialog). */
 export function actionErrorView(message) {

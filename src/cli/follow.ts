@@ -48,7 +48,6 @@ export function follow(client: GatewayClient, taskId: string, task: TaskJson, op
 class TaskFollower {
   private readonly bar: ProgressLine | null;
   private readonly socket: Socket;
-  private readonly isText: boolean;
   /** The task had ended before the follow began: its events are history, the bar shows only the end. */
   private readonly ended: boolean;
   private streamed = '';
@@ -66,7 +65,6 @@ class TaskFollower {
     task: TaskJson,
     private readonly opts: FollowOptions,
   ) {
-    this.isText = task.task_type === 'text_gen';
     this.ended = ENDED.has(task.status);
     this.bar = opts.quiet ? null : new ProgressLine(process.stderr, task.model);
     // Off a terminal a running task's state is not printed first: the replay from seq 0 that
@@ -182,7 +180,8 @@ class TaskFollower {
         .catch(() => ({ data: { id: this.taskId, output: p.output } }));
       this.bar?.done();
       process.stdout.write(`${JSON.stringify(data, null, 2)}\n`);
-    } else if (this.isText) {
+    } else if (typeof p.output?.text === 'string') {
+      // A text output (what a kind outputs is in its event, not in its name).
       const text: string = p.output?.text ?? '';
       const streamed = this.streamed;
       // Deltas already printed what they carried; print what they did not.
@@ -196,7 +195,7 @@ class TaskFollower {
   }
 
   private failed(p: TaskEventPayload): void {
-    if (this.isText && this.streamed && !this.streamed.endsWith('\n')) process.stdout.write('\n');
+    if (this.streamed && !this.streamed.endsWith('\n')) process.stdout.write('\n');
     const err = p.error ?? {};
     this.finish(
       EXIT.failure,

@@ -131,6 +131,8 @@ export async function taskEvents(
 interface ModelJson {
   name: string;
   type: string;
+  /** Absent from gateways older than the provider plug-ins (then Replicate). */
+  provider?: string;
   provider_model: string;
   default: boolean;
   description?: string;
@@ -147,9 +149,10 @@ export async function listModels(opts: ClientOptions & { json?: boolean }): Prom
     m.name,
     m.type,
     m.default ? 'yes' : '',
-    m.provider_model,
+    `${m.provider_model} (${m.provider ?? 'replicate'})`,
     oneLine(m.description ?? '', 60),
   ]);
+  // The provider model is shown with its provider (`openai/gpt-4.1 (replicate)`).
   const head = ['MODEL', 'TYPE', 'DEFAULT', 'PROVIDER MODEL', 'DESCRIPTION'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const fmt = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');

@@ -10,8 +10,7 @@ import { dashboardRouter } from '../http/dashboard';
 import { IdempotencyKeys } from '../http/idempotency';
 import { createMetrics } from '../http/metrics';
 import { openApiRouter } from '../http/openapi';
-import { replicateWebhookRouter } from '../http/webhooks-route';
-import { replicateRoute } from '../providers/replicate/routes';
+import { webhookRouter } from '../http/webhooks-route';
 import type { RealtimeServer } from '../realtime';
 import type { TaskRunner } from '../runner/runner';
 import type { OutputStore } from '../storage/outputs';
@@ -52,7 +51,7 @@ export function createGatewayHttp(
     db,
     realtime,
     runner,
-    provider: { baseUrl: provider.baseUrl, routeOf: replicateRoute },
+    providers: [...provider.running.values()],
     token: config.metricsToken,
   });
   closers.push('metrics', () => metrics.close());
@@ -65,7 +64,7 @@ export function createGatewayHttp(
     taskLimit: opts.taskLimit,
     ...(opts.bus ? { busStatus: () => opts.bus!.status() } : {}),
     corsOrigins: config.corsOrigins,
-    providerState: () => provider.health.current(),
+    providerState: () => provider.state(),
     accessLogLimit: clientLogLimit(config),
     observeRequests: metrics.observeRequests,
     ...(opts.baseUrlOf ? { baseUrlOf: (req: IncomingMessage) => opts.baseUrlOf!(req.headers) } : {}),
@@ -75,10 +74,10 @@ export function createGatewayHttp(
       a.use(outputs.router());
       a.use(
         '/api',
-        replicateWebhookRouter({
-          secret: provider.webhookSecret,
+        webhookRouter({
+          verifier: (id) => provider.running.get(id)?.webhooks,
           logger,
-          onPrediction: (taskId, prediction) => runner.predictionChanged(taskId, prediction),
+          onPrediction: (taskId, prediction, id) => runner.predictionChanged(taskId, prediction, id),
         }),
       );
     },

@@ -6,9 +6,7 @@ import type { PartContext } from './context';
 import type { ProviderParts } from './provider';
 
 /** Runner settings a caller may override (tests: poll interval, lease, retry policy). */
-export type RunnerOverrides = Partial<
-  Omit<RunnerOptions, 'db' | 'tasks' | 'provider' | 'openOutput' | 'outputs' | 'logger'>
->;
+export type RunnerOverrides = Partial<Omit<RunnerOptions, 'db' | 'tasks' | 'providers' | 'outputs' | 'logger'>>;
 
 /**
  * The task runner, built but not started (the gateway's `start()` starts it once the HTTP server
@@ -34,16 +32,21 @@ export function createRunner(
   const runner = new TaskRunner({
     db: opts.db,
     tasks,
-    provider: provider.provider,
-    openOutput: (url, o) => provider.provider.openOutput(url, o),
+    providers: provider.clients,
     outputs: opts.outputs,
     logger: ctx.logger.child({ component: 'runner' }),
     concurrency: config.runner.concurrency,
     globalConcurrency: config.runner.global,
     userConcurrency: config.runner.perUser,
     modelConcurrency: config.runner.perModel,
-    ...(publicUrl && provider.webhookSecret()
-      ? { webhookUrl: (taskId: string) => `${publicUrl}/api/webhooks/replicate?task_id=${taskId}` }
+    ...(publicUrl
+      ? {
+          // Only to providers that send webhooks and whose signing secret is known.
+          webhookUrl: (taskId: string, id: string) =>
+            provider.running.get(id)?.webhooks?.enabled()
+              ? `${publicUrl}/api/webhooks/${encodeURIComponent(id)}?task_id=${taskId}`
+              : undefined,
+        }
       : {}),
     now: ctx.now,
     ...(opts.newWork ? { newWork: opts.newWork } : {}),

@@ -30,7 +30,7 @@ export interface HttpDeps {
   /** The base URL this request reached pyre at (output file URLs are made absolute against it). */
   baseUrlOf?: (req: IncomingMessage) => string;
   /** Whether the provider takes the gateway's token (`ok`, `unauthorized`, `unreachable`, `checking`). */
-  providerState?: () => { state: string; detail: string | null };
+  providerState?: () => { state: string; detail: string | null } | undefined;
   /** Access lines one client may cause per status class and window (default ACCESS_LOG_LIMIT); false: no limit. */
   accessLogLimit?: LogLimit | false;
   /** Extra routers mounted before the API's 404 (webhooks, files, metrics, dashboard). */

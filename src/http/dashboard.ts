@@ -27,6 +27,7 @@ export function dashboardEventsModule(): string {
     `export const TASK_EVENTS = ${JSON.stringify(names.task_events)};`,
     `export const RESPONSE_EVENTS = ${JSON.stringify(names.response_events)};`,
     `export const GENERATE_EVENTS = ${JSON.stringify(names.generate_events)};`,
+    `export const TASK_KINDS = ${JSON.stringify(names.kinds)};`,
     '',
   ].join('\n');
 }

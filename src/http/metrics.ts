@@ -15,7 +15,7 @@ export interface MetricsDeps {
    * The provider API: calls to its base URL's origin are timed (undici diagnostics channels),
    * labelled with `routeOf(path)` (the provider's URL layout, ids taken out).
    */
-  provider?: { baseUrl: string; routeOf(path: string): string };
+  providers?: ReadonlyArray<{ id: string; baseUrl: string; routeOf(path: string): string }>;
   /** How long a tasks-by-state count is reused (default 5 s). */
   taskCountTtlMs?: number;
   /** Node process metrics (process_*, nodejs_*); default true. */
@@ -67,7 +67,7 @@ export function createMetrics(deps: MetricsDeps): Metrics {
   if (deps.processMetrics !== false) collectDefaultMetrics({ register: registry });
   registerRealtimeMetrics(registry, deps.realtime);
   registerTaskMetrics(registry, deps);
-  const provider = deps.provider ? observeProviderCalls(registry, deps.provider) : undefined;
+  const provider = deps.providers?.length ? observeProviderCalls(registry, deps.providers) : undefined;
   return {
     registry,
     observeRequests: requestObserver(registry),
@@ -185,11 +185,11 @@ function registerTaskMetrics(registry: Registry, deps: MetricsDeps): void {
 const UNDICI_CHANNELS = ['undici:request:create', 'undici:request:headers', 'undici:request:error'] as const;
 
 /** Provider calls, timed from undici's diagnostics channels: no hook in the client needed. */
-function observeProviderCalls(registry: Registry, provider: NonNullable<MetricsDeps['provider']>): { close(): void } {
+function observeProviderCalls(registry: Registry, providers: NonNullable<MetricsDeps['providers']>): { close(): void } {
   const latency = new Histogram({
     name: 'pyre_provider_request_duration_seconds',
     help: 'Provider API calls, from request to response headers',
-    labelNames: ['method', 'route', 'status'],
+    labelNames: ['provider', 'method', 'route', 'status'],
     buckets: [0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     registers: [registry],
   });
@@ -198,32 +198,37 @@ function observeProviderCalls(registry: Registry, provider: NonNullable<MetricsD
     help:
       'Provider calls answered 429 or 5xx, or that failed on the network ' +
       '(the client retries these within its policy)',
-    labelNames: ['method', 'route', 'reason'],
+    labelNames: ['provider', 'method', 'route', 'reason'],
     registers: [registry],
   });
-  const started = new WeakMap<object, number>();
-  const origin = new URL(provider.baseUrl).origin;
-  const labelsOf = (r: UndiciRequest) => ({ method: r.method ?? 'GET', route: provider.routeOf(r.path ?? '') });
+  const started = new WeakMap<object, { t0: number; provider: (typeof providers)[number] }>();
+  const byOrigin = new Map(providers.map((p) => [new URL(p.baseUrl).origin, p]));
+  const labelsOf = (r: UndiciRequest, p: (typeof providers)[number]) => ({
+    provider: p.id,
+    method: r.method ?? 'GET',
+    route: p.routeOf(r.path ?? ''),
+  });
   const onCreate = (m: unknown) => {
     const { request } = m as { request: UndiciRequest };
-    if (request.origin !== undefined && new URL(request.origin).origin === origin)
-      started.set(request, performance.now());
+    const provider = request.origin === undefined ? undefined : byOrigin.get(new URL(request.origin).origin);
+    if (provider) started.set(request, { t0: performance.now(), provider });
   };
   const onHeaders = (m: unknown) => {
     const { request, response } = m as { request: UndiciRequest; response: { statusCode: number } };
-    const t0 = started.get(request);
-    if (t0 === undefined) return;
+    const s = started.get(request);
+    if (s === undefined) return;
     started.delete(request);
-    const labels = labelsOf(request);
-    latency.observe({ ...labels, status: String(response.statusCode) }, (performance.now() - t0) / 1000);
+    const labels = labelsOf(request, s.provider);
+    latency.observe({ ...labels, status: String(response.statusCode) }, (performance.now() - s.t0) / 1000);
     if (response.statusCode === 429 || response.statusCode >= 500)
       failures.inc({ ...labels, reason: String(response.statusCode) });
   };
   const onError = (m: unknown) => {
     const { request, error } = m as { request: UndiciRequest; error: { code?: string; name?: string } };
-    if (!started.has(request)) return;
+    const s = started.get(request);
+    if (s === undefined) return;
     started.delete(request);
-    failures.inc({ ...labelsOf(request), reason: error?.code ?? error?.name ?? 'error' });
+    failures.inc({ ...labelsOf(request, s.provider), reason: error?.code ?? error?.name ?? 'error' });
   };
   const handlers = [onCreate, onHeaders, onError];
   UNDICI_CHANNELS.forEach((name, i) => diagnostics.subscribe(name, handlers[i]!));

@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import { z } from 'zod';
-import { kindOf, taskEventSchema, type TaskType } from '../tasks/events';
+import { kindOf, outputsText, taskEventSchema, TASK_KINDS, TASK_TYPES, type TaskType } from '../tasks/events';
 import { inputJsonSchema, type ModelRegistry, type ModelSpec } from '../tasks/models';
 import { TASK_STATUSES, taskSchema } from '../tasks/task';
 import { DEFAULT_PAGE, MAX_PAGE, MAX_SEARCH_CHARS } from '../tasks/list-query';
@@ -53,7 +53,7 @@ function inputData(m: ModelSpec, how: 'named' | 'default' | 'top-level'): Schema
     how === 'default'
       ? { enum: [null, ''], description: 'absent, null or "": the default model for the type' }
       : modelName(m);
-  const textDefault = m.taskType === 'text_gen';
+  const textDefault = outputsText(m.taskType);
   const typeProp: Schema = textDefault
     ? { enum: [...typeNames(m.taskType), null], description: 'absent or null means text' }
     : { enum: typeNames(m.taskType) };
@@ -388,9 +388,17 @@ function components(registry: ModelRegistry): Schema {
         type: 'object',
         properties: {
           name: { type: 'string' },
-          task_type: { enum: ['image_gen', 'video_gen', 'text_gen'] },
-          type: { enum: ['image', 'video', 'text'] },
-          provider: { type: 'string' },
+          task_type: { enum: [...TASK_TYPES] },
+          type: { enum: TASK_KINDS.map((k) => k.kind) },
+          output: {
+            enum: [...new Set(TASK_KINDS.map((k) => k.output))],
+            description:
+              'what a task of this model produces: `files` (output.urls) or `text` (output.text, streamed as text_delta)',
+          },
+          provider: {
+            enum: [...new Set(registry.models.map((m) => m.provider))],
+            description: 'the provider the model runs on',
+          },
           provider_model: { type: 'string' },
           default: { type: 'boolean' },
           description: { type: 'string' },

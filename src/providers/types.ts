@@ -48,6 +48,8 @@ export interface Prediction {
   deadline: string | null;
   /** The JSON object as received, for anything not normalized above. */
   raw: Record<string, unknown>;
+  /** Tokens used, when the provider reports them (an OpenAI-compatible stream's last chunk). */
+  usage?: { prompt_tokens: number | null; completion_tokens: number | null } | null;
 }
 
 export interface CreatePredictionRequest {
@@ -149,8 +151,10 @@ export interface Provider {
  *   that never reached the server). Back off and retry.
  * - `ambiguous_create`: a create may or may not have started a prediction (5xx, connection lost,
  *   timeout after sending). Resolve with `findCreated` before doing anything else.
+ * - `interrupted`: the work was lost and can be neither resumed nor safely repeated (a streamed
+ *   completion cut off by a restart: sending it again would bill it twice). Fail the task.
  */
-export type ProviderErrorKind = 'permanent' | 'rate_limited' | 'transient' | 'ambiguous_create';
+export type ProviderErrorKind = 'permanent' | 'rate_limited' | 'transient' | 'ambiguous_create' | 'interrupted';
 
 export interface InvalidField {
   type: string;
@@ -202,3 +206,6 @@ export class ProviderError extends Error {
 export function isProviderError(err: unknown): err is ProviderError {
   return err instanceof ProviderError;
 }
+
+/** The providers a runner holds, by id (`replicate`, `openai`): a task runs on the one its row names. */
+export type ProviderSet = ReadonlyMap<string, Provider>;

@@ -21,7 +21,11 @@ const INVALID_INPUT = /^Prediction input failed validation|\binput validation fa
 const PROVIDER_UNAVAILABLE =
   /insufficient credit|\/account\/billing|payment required|spend(ing)? limit|out of capacity|no capacity|at capacity/i;
 
+/** A streamed completion cut off mid-way (the OpenAI-compatible client's words): never resumed, never repeated. */
+const INTERRUPTED = /^completion interrupted\b/i;
+
 function byText(text: string): TaskError | null {
+  if (INTERRUPTED.test(text)) return taskError('completion_interrupted');
   if (CONTENT_REFUSED.test(text)) return taskError('content_refused');
   if (PROVIDER_UNAVAILABLE.test(text)) return taskError('provider_unavailable');
   if (INVALID_INPUT.test(text)) return taskError('invalid_input');

@@ -3,6 +3,7 @@ import { isProviderError } from '../providers/types';
 import type { RetryPolicy } from '../retry';
 import type { TaskError } from '../tasks/task';
 import { refusedRequest } from './failure';
+import { taskError } from '../tasks/events';
 
 export type { RetryPolicy } from '../retry';
 
@@ -65,6 +66,8 @@ export function outcomeOf(err: unknown): RunOutcome {
     switch (err.kind) {
       case 'permanent':
         return { kind: 'fail', ...refusedRequest(err) };
+      case 'interrupted':
+        return { kind: 'fail', error: taskError('completion_interrupted'), providerError: err.message };
       case 'rate_limited':
         return { kind: 'snooze', delayMs: err.retryAfterMs ?? 5000, reason: 'provider rate limit' };
       case 'transient':

@@ -2,10 +2,11 @@ import os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Db } from '../db';
 import type { Logger } from '../log';
-import type { Prediction, Provider } from '../providers/types';
+import type { Prediction, ProviderSet } from '../providers/types';
 import type { TaskService } from '../tasks/service';
+import { outputsText } from '../tasks/events';
 import { TERMINAL, type TaskEvent, type TaskRow } from '../tasks/task';
-import type { OutputOpener, OutputStore } from '../storage/outputs';
+import type { OutputStore } from '../storage/outputs';
 import { DatabaseWatch } from './database';
 import { DEFAULT_LIMITS, DEFAULT_POLLING, DEFAULT_RETRY, type RetryPolicy } from './policy';
 import { settle, type SettleDeps } from './settle';
@@ -26,9 +27,8 @@ export interface NewWorkSignal {
 export interface RunnerOptions {
   db: Db;
   tasks: TaskService;
-  provider: Provider;
-  /** Downloads provider output files (the Replicate client's openOutput). */
-  openOutput: OutputOpener;
+  /** The providers by id; a task runs on the one its row names. */
+  providers: ProviderSet;
   outputs: OutputStore;
   logger: Logger;
   /** This process's name in leases. */
@@ -56,8 +56,11 @@ export interface RunnerOptions {
    * before the task ends canceled anyway and is no longer followed. Default 60 s.
    */
   cancelGraceMs?: number;
-  /** The webhook URL for a task (when PUBLIC_URL is set); polling stays on as a safety net. */
-  webhookUrl?: (taskId: string) => string;
+  /**
+   * The webhook URL for a task on `provider` (when PUBLIC_URL is set and the provider sends
+   * webhooks); polling stays on as a safety net.
+   */
+  webhookUrl?: (taskId: string, provider: string) => string | undefined;
   /** New work announced across processes (PostgreSQL); see NewWorkSignal. */
   newWork?: NewWorkSignal;
   now?: () => Date;
@@ -183,11 +186,13 @@ export class TaskRunner {
   }
 
   /** A provider told us (webhook) that a prediction changed: poll it now, or sync it here. */
-  async predictionChanged(taskId: string, prediction: Prediction): Promise<void> {
+  async predictionChanged(taskId: string, prediction: Prediction, provider = 'replicate'): Promise<void> {
     const local = this.running.get(taskId);
     if (local) return local.nudge(prediction);
     const row = await this.opts.tasks.find(taskId);
-    if (!row || row.prediction_id !== prediction.id || TERMINAL.has(row.status)) return;
+    if (!row || row.provider !== provider || row.prediction_id !== prediction.id || TERMINAL.has(row.status)) return;
+    const client = this.opts.providers.get(row.provider);
+    if (!client) return;
     // A run follows it, here (claimed while we read) or in another process (a webhook may land
     // on any process): its polls will see this. Syncing here too would race its stream.
     if (!this.unheld(row)) return this.running.get(taskId)?.nudge();
@@ -196,8 +201,9 @@ export class TaskRunner {
     // Continue the text deltas already announced, so that they still join to the final text.
     // Every write checks again, under the row lock, that no run has claimed the task meanwhile.
     const { tasks } = this.opts;
-    const text = model.taskType === 'text_gen' ? await AnnouncedText.load({ tasks, taskId, may: this.unheld }) : null;
-    const writer = new TaskWriter(this.opts, { id: taskId, model }, this.unheld, text);
+    const text = outputsText(model.taskType) ? await AnnouncedText.load({ tasks, taskId, may: this.unheld }) : null;
+    const deps = { ...this.opts, openOutput: client.openOutput.bind(client) };
+    const writer = new TaskWriter(deps, { id: taskId, model }, this.unheld, text);
     await writer.sync({ prediction, streaming: false, signal: new AbortController().signal });
   }
 

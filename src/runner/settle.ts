@@ -1,5 +1,5 @@
 import type { Logger } from '../log';
-import type { Provider } from '../providers/types';
+import type { ProviderSet } from '../providers/types';
 import { backoffMs, type RetryPolicy } from '../retry';
 import type { TaskService } from '../tasks/service';
 import { taskError } from '../tasks/events';
@@ -9,7 +9,7 @@ import { finishTask } from './task-writer';
 
 export interface SettleDeps {
   tasks: TaskService;
-  provider: Provider;
+  providers: ProviderSet;
   /** The runner's name in leases. */
   owner: string;
   retry: RetryPolicy;
@@ -95,8 +95,9 @@ async function giveUp(
   if (!cur || TERMINAL.has(cur.status) || !holdsLease(cur)) return;
   if (cur.prediction_id) {
     log.info({ prediction_id: cur.prediction_id, code: error.code }, 'giving up; canceling the prediction');
-    await deps.provider
-      .cancel(cur.prediction_id)
+    await deps.providers
+      .get(cur.provider)
+      ?.cancel(cur.prediction_id)
       .catch((err) => log.warn({ err: String(err), prediction_id: cur.prediction_id }, 'cancel on giving up failed'));
   }
   await finishTask(deps.tasks, taskId, holdsLease, { status: 'failed', error, providerError });

@@ -5,10 +5,11 @@ import {
   type CreatePredictionRequest,
   type Prediction,
   type Provider,
+  type ProviderSet,
 } from '../providers/types';
 import { sleep, type OnWake } from '../retry';
 import type { ModelSpec } from '../tasks/models';
-import { taskError } from '../tasks/events';
+import { outputsText, taskError } from '../tasks/events';
 import { TERMINAL, type TaskRow } from '../tasks/task';
 import { outcomeOf, pollDelayMs, type RunOutcome } from './policy';
 import { CANCELED_BY_USER } from '../tasks/events';
@@ -16,16 +17,17 @@ import { TaskWriter, type TaskWriterDeps } from './task-writer';
 import { AnnouncedText, Released, TextStream } from './text-stream';
 
 /** What a run needs from its runner. */
-export interface TaskRunDeps extends TaskWriterDeps {
-  provider: Provider;
+export interface TaskRunDeps extends Omit<TaskWriterDeps, 'openOutput'> {
+  /** The providers by id: the task runs on the one its row names. */
+  providers: ProviderSet;
   /** The runner's name in leases. */
   owner: string;
   pollIntervalMs: number;
   pollMaxIntervalMs: number;
   webhookPollIntervalMs: number;
   cancelGraceMs: number;
-  /** The webhook URL for a task (when PUBLIC_URL is set); polling stays on as a safety net. */
-  webhookUrl?: (taskId: string) => string;
+  /** The webhook URL for a task on a provider (when PUBLIC_URL is set); polling stays on as a safety net. */
+  webhookUrl?: (taskId: string, provider: string) => string | undefined;
   now: () => Date;
 }
 
@@ -50,7 +52,7 @@ interface Following {
  * follow it to an end, writing progress, text and the end while this runner holds the lease.
  */
 export class TaskRun {
-  private readonly provider: Provider;
+  private readonly provider: Provider | undefined;
   /** Registers a wake for when the text stream ends (text tasks that stream). */
   private streamEnded: OnWake | undefined;
 
@@ -62,7 +64,7 @@ export class TaskRun {
     private readonly wakeup: Wakeup,
     private readonly log: Logger,
   ) {
-    this.provider = deps.provider;
+    this.provider = deps.providers.get(row.provider);
   }
 
   /** A run's writes: only while this runner still holds the lease (a lapsed one may have been taken over). */
@@ -71,10 +73,11 @@ export class TaskRun {
   /** Run the task; the outcome says what is to become of it (see settle). */
   async run(): Promise<RunOutcome> {
     const model = this.deps.tasks.registry.get(this.row.model);
-    if (!model)
+    if (!model || !this.provider)
       return {
         kind: 'fail',
         error: taskError('unsupported_model', `model ${this.row.model} is no longer available`),
+        ...(model ? { providerError: `provider ${this.row.provider} is not configured` } : {}),
       };
     try {
       if (this.row.cancel_requested) return await this.cancelBeforeFollowing(model);
@@ -94,7 +97,7 @@ export class TaskRun {
   }
 
   private async cancelBeforeFollowing(model: ModelSpec): Promise<RunOutcome> {
-    if (this.row.prediction_id) await this.provider.cancel(this.row.prediction_id, { signal: this.signal });
+    if (this.row.prediction_id) await this.provider!.cancel(this.row.prediction_id, { signal: this.signal });
     await this.writer(model, null).finish({ status: 'canceled', error: CANCELED_BY_USER });
     return { kind: 'done' };
   }
@@ -102,7 +105,7 @@ export class TaskRun {
   private async resume(): Promise<{ row: TaskRow; prediction: Prediction }> {
     const id = this.row.prediction_id!;
     this.log.info({ prediction_id: id }, 'resuming prediction');
-    return { row: this.row, prediction: await this.provider.get(id, { signal: this.signal }) };
+    return { row: this.row, prediction: await this.provider!.get(id, { signal: this.signal }) };
   }
 
   /**
@@ -123,11 +126,11 @@ export class TaskRun {
   }
 
   private request(model: ModelSpec): CreatePredictionRequest {
-    const { webhookUrl } = this.deps;
+    const webhook = this.deps.webhookUrl?.(this.row.id, this.row.provider);
     return {
       model: model.providerModel as CreatePredictionRequest['model'],
       input: this.row.provider_input,
-      ...(webhookUrl ? { webhook: webhookUrl(this.row.id), webhookEventsFilter: webhookEvents(model) } : {}),
+      ...(webhook ? { webhook, webhookEventsFilter: webhookEvents(model) } : {}),
     } as CreatePredictionRequest;
   }
 
@@ -138,7 +141,7 @@ export class TaskRun {
       exceptId: this.row.id,
       since: new Date(since.getTime() - 10 * 60_000),
     });
-    return this.provider.findCreated(request, since, { signal: this.signal, excludeIds });
+    return this.provider!.findCreated(request, since, { signal: this.signal, excludeIds });
   }
 
   private async create(request: CreatePredictionRequest): Promise<Prediction> {
@@ -152,7 +155,7 @@ export class TaskRun {
     if (!marked) throw new Released('lease lost before create');
     let prediction: Prediction | null;
     try {
-      prediction = await this.provider.create({ ...request, signal: this.signal });
+      prediction = await this.provider!.create({ ...request, signal: this.signal });
     } catch (err) {
       if (!isProviderError(err) || err.kind !== 'ambiguous_create') throw err;
       this.log.warn({ err: err.message }, 'create answer lost; looking the prediction up');
@@ -181,23 +184,24 @@ export class TaskRun {
       { prediction_id: p.id, other_prediction_id: theirs },
       'canceling a prediction the task no longer needs',
     );
-    await this.provider.cancel(p.id, { signal: this.signal }).catch(() => undefined);
+    await this.provider!.cancel(p.id, { signal: this.signal }).catch(() => undefined);
     if (theirs) throw new Released('task taken over during create');
     return undefined;
   }
 
   private writer(model: ModelSpec, text: AnnouncedText | null): TaskWriter {
-    return new TaskWriter(this.deps, { id: this.row.id, model }, this.holdsLease, text);
+    const provider = this.provider!;
+    const deps = { ...this.deps, openOutput: provider.openOutput.bind(provider) };
+    return new TaskWriter(deps, { id: this.row.id, model }, this.holdsLease, text);
   }
 
   /** Poll (and stream) a prediction until it ends, our deadline passes, or the task is canceled. */
   private async follow(model: ModelSpec, row: TaskRow, first: Prediction): Promise<RunOutcome> {
-    const text =
-      model.taskType === 'text_gen'
-        ? await AnnouncedText.load({ tasks: this.deps.tasks, taskId: row.id, may: this.holdsLease })
-        : null;
+    const text = outputsText(model.taskType)
+      ? await AnnouncedText.load({ tasks: this.deps.tasks, taskId: row.id, may: this.holdsLease })
+      : null;
     const writer = this.writer(model, text);
-    const stream = text && model.streams ? new TextStream({ text, provider: this.provider, log: this.log }) : null;
+    const stream = text && model.streams ? new TextStream({ text, provider: this.provider!, log: this.log }) : null;
     this.streamEnded = stream ? (wake) => stream.onEnded(wake) : undefined;
     const f: Following = {
       prediction: first,
@@ -229,7 +233,7 @@ export class TaskRun {
     if (!this.holdsLease(cur)) throw new Released('lease lost');
     if (cur.cancel_requested && f.cancelSentAt === null) {
       this.log.info({ prediction_id: f.prediction.id }, 'canceling prediction');
-      f.prediction = await this.provider.cancel(f.prediction.id, { signal: this.signal });
+      f.prediction = await this.provider!.cancel(f.prediction.id, { signal: this.signal });
       f.cancelSentAt = now();
       return null;
     }
@@ -266,7 +270,8 @@ export class TaskRun {
    * acted on at once, not after the queue of polls ahead of it).
    */
   private async poll(model: ModelSpec, f: Following): Promise<void> {
-    const deliveriesCarryAll = this.deps.webhookUrl !== undefined && deliversProgress(model);
+    const deliveriesCarryAll =
+      this.deps.webhookUrl?.(this.row.id, this.row.provider) !== undefined && deliversProgress(model);
     const age = this.deps.now().getTime() - f.startedAt;
     // A webhook ends the wait, and so does the end of the output stream (the prediction ended).
     const onWake: OnWake = (wake) => {
@@ -282,7 +287,7 @@ export class TaskRun {
     const nudged = new AbortController();
     const off = this.wakeup.onWake(() => nudged.abort(new Error('nudged while waiting to poll')));
     try {
-      f.prediction = await this.provider.get(f.prediction.id, {
+      f.prediction = await this.provider!.get(f.prediction.id, {
         signal: AbortSignal.any([this.signal, nudged.signal]),
       });
     } catch (err) {
@@ -310,7 +315,7 @@ export class TaskRun {
  * 500 ms per prediction: 2,000 videos in flight would bring ~400 a second (bench/RESULTS.md, (h)).
  */
 function deliversProgress(model: ModelSpec): boolean {
-  return model.taskType === 'text_gen';
+  return outputsText(model.taskType);
 }
 
 /** The deliveries a task asks for (see deliversProgress). */

@@ -4,7 +4,7 @@ import type { OutputOpener, OutputStore } from '../storage/outputs';
 import type { ModelSpec } from '../tasks/models';
 import type { TaskService } from '../tasks/service';
 import { TERMINAL, type TaskError, type TaskOutput } from '../tasks/task';
-import { CANCELED_BY_USER, kindOf, taskError } from '../tasks/events';
+import { CANCELED_BY_USER, kindOf, outputsText, taskError } from '../tasks/events';
 import { failedPrediction } from './failure';
 import type { AnnouncedText, MayWrite } from './text-stream';
 
@@ -19,6 +19,8 @@ export interface TaskEnd {
   providerOutput?: unknown;
   /** The provider's own words about a failure (operators only). */
   providerError?: string | null;
+  /** Tokens used, when the provider reported them. */
+  usage?: Prediction['usage'];
 }
 
 /** End a task (unless it ended already, or `may` refuses the write). */
@@ -33,6 +35,7 @@ export async function finishTask(tasks: TaskService, taskId: string, may: MayWri
             ...(end.output ? { output: end.output } : {}),
             ...(end.providerOutput !== undefined ? { provider_output: end.providerOutput } : {}),
             ...(end.providerError ? { provider_error: end.providerError } : {}),
+            ...(end.usage ? { usage: end.usage } : {}),
           },
         },
   );
@@ -69,7 +72,7 @@ export class TaskWriter {
         await this.succeeded(prediction, p.signal);
         return true;
       case 'failed':
-        await this.finish({ status: 'failed', ...failedPrediction(prediction.error) });
+        await this.finish({ status: 'failed', ...failedPrediction(prediction.error), usage: prediction.usage });
         return true;
       case 'canceled':
       case 'aborted':
@@ -89,11 +92,16 @@ export class TaskWriter {
 
   private async succeeded(prediction: Prediction, signal: AbortSignal): Promise<void> {
     const { taskType } = this.task.model;
-    if (taskType === 'text_gen') {
+    if (outputsText(taskType)) {
       const final = normalizeOutput('text', prediction.output) ?? { text: '' };
       // The deltas the stream (or polling) missed, so that they join to the final text.
       await this.text?.extendTo(final.text);
-      return this.finish({ status: 'succeeded', output: final, providerOutput: prediction.output });
+      return this.finish({
+        status: 'succeeded',
+        output: final,
+        providerOutput: prediction.output,
+        usage: prediction.usage,
+      });
     }
     const normalized = normalizeOutput(kindOf(taskType).kind, prediction.output);
     const theirs = normalized && 'urls' in normalized ? normalized.urls : [];

@@ -14,17 +14,38 @@ import { z } from 'zod';
 /**
  * The kinds of task. `kind` is the client's `type` (`input_data.type`, `GET /api/models`'s `type`);
  * `taskType` is what a task stores and shows as `task_type`; a client creates one on a channel
- * with `generateEvent` and its final result comes as `responseEvent`.
+ * with `generateEvent` and its final result comes as `responseEvent`. `output` says what it
+ * produces: `files` (copied to our storage, `output.urls`) or `text` (streamed as `text_delta`,
+ * `output.text`); the runner, the OpenAPI document, the dashboard and the CLI read it here.
  */
 export const TASK_KINDS = [
-  { kind: 'image', taskType: 'image_gen', generateEvent: 'image_generate', responseEvent: 'image_response' },
-  { kind: 'video', taskType: 'video_gen', generateEvent: 'video_generate', responseEvent: 'video_response' },
-  { kind: 'text', taskType: 'text_gen', generateEvent: 'text_generate', responseEvent: 'text_response' },
+  {
+    kind: 'image',
+    taskType: 'image_gen',
+    generateEvent: 'image_generate',
+    responseEvent: 'image_response',
+    output: 'files',
+  },
+  {
+    kind: 'video',
+    taskType: 'video_gen',
+    generateEvent: 'video_generate',
+    responseEvent: 'video_response',
+    output: 'files',
+  },
+  {
+    kind: 'text',
+    taskType: 'text_gen',
+    generateEvent: 'text_generate',
+    responseEvent: 'text_response',
+    output: 'text',
+  },
 ] as const;
 
 export type TaskKindRow = (typeof TASK_KINDS)[number];
 export type TaskKind = TaskKindRow['kind'];
 export type TaskType = TaskKindRow['taskType'];
+export type TaskOutputKind = TaskKindRow['output'];
 export type GenerateEvent = TaskKindRow['generateEvent'];
 export type ResponseEvent = TaskKindRow['responseEvent'];
 
@@ -33,6 +54,11 @@ export const TASK_TYPES: readonly TaskType[] = TASK_KINDS.map((k) => k.taskType)
 /** The kind of a task type (`image_gen` → image). */
 export function kindOf(taskType: TaskType): TaskKindRow {
   return TASK_KINDS.find((k) => k.taskType === taskType)!;
+}
+
+/** Whether a task type produces text (streamed as text_delta) rather than files. */
+export function outputsText(taskType: TaskType): boolean {
+  return kindOf(taskType).output === 'text';
 }
 
 /** The kind a client's `type` names: its kind (`image`) or its task type (`image_gen`). */
@@ -96,6 +122,11 @@ export const TASK_ERRORS = {
   retries_exhausted: {
     means: 'the provider could not be reached (or kept failing) on every try: try again later',
     message: 'the generation service could not be reached; try again later',
+  },
+  completion_interrupted: {
+    means:
+      'a streamed completion was cut off (the gateway restarted mid-stream) and cannot be resumed; it is not started again, so it is not billed twice: try again',
+    message: 'the generation was interrupted and could not be resumed; try again',
   },
   unsupported_model: {
     means: 'the task names a model this gateway no longer has',

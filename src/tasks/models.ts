@@ -11,6 +11,8 @@ export interface ModelSpec {
   /** The name clients use (`model` in input_data). */
   name: string;
   taskType: TaskType;
+  /** The provider it runs on: a registered provider's id (`replicate`, `openai`). */
+  provider: string;
   /** The provider's model, `owner/name` on Replicate. */
   providerModel: string;
   isDefault: boolean;
@@ -40,6 +42,7 @@ function compact(o: Record<string, unknown>): Record<string, unknown> {
 const imagen4Fast: ModelSpec = {
   name: 'google/imagen-4-fast',
   taskType: 'image_gen',
+  provider: 'replicate',
   providerModel: 'google/imagen-4-fast',
   isDefault: true,
   description: "Google's Imagen 4, fast variant: quick, cheap, good prompt adherence.",
@@ -58,6 +61,7 @@ const imagen4Fast: ModelSpec = {
 const seedream3: ModelSpec = {
   name: 'bytedance/seedream-3',
   taskType: 'image_gen',
+  provider: 'replicate',
   providerModel: 'bytedance/seedream-3',
   isDefault: false,
   description: "ByteDance's Seedream 3: text-to-image up to 2048 px, custom sizes.",
@@ -90,6 +94,7 @@ const seedream3: ModelSpec = {
 const seedance1Pro: ModelSpec = {
   name: 'bytedance/seedance-1-pro',
   taskType: 'video_gen',
+  provider: 'replicate',
   providerModel: 'bytedance/seedance-1-pro',
   isDefault: true,
   description: "ByteDance's Seedance 1 Pro: text- or image-to-video, 2 to 12 s, up to 1080p.",
@@ -117,6 +122,7 @@ const seedance1Pro: ModelSpec = {
 const gpt41: ModelSpec = {
   name: 'gpt-4.1',
   taskType: 'text_gen',
+  provider: 'replicate',
   providerModel: 'openai/gpt-4.1',
   isDefault: true,
   description: "OpenAI's GPT-4.1: the default text model (confirmed on Replicate, with a stable schema).",
@@ -147,6 +153,7 @@ const gpt41: ModelSpec = {
 const claudeSonnet4: ModelSpec = {
   name: 'claude-sonnet-4-20250514',
   taskType: 'text_gen',
+  provider: 'replicate',
   providerModel: 'anthropic/claude-4-sonnet',
   isDefault: false,
   description: "Anthropic's Claude Sonnet 4 (Replicate: anthropic/claude-4-sonnet). No temperature.",
@@ -175,6 +182,7 @@ const claudeSonnet4: ModelSpec = {
 const geminiFlashLite: ModelSpec = {
   name: 'gemini-2.5-flash-lite',
   taskType: 'text_gen',
+  provider: 'replicate',
   // Replicate hosts google/gemini-2.5-flash; flash-lite could not be confirmed there.
   providerModel: 'google/gemini-2.5-flash',
   isDefault: false,
@@ -210,6 +218,13 @@ export class ModelRegistry {
   constructor(readonly models: readonly ModelSpec[] = DEFAULT_MODELS) {
     // The provider's name (`provider_model` in GET /api/models) is an alias; names win over aliases.
     for (const m of models) if (!this.byName.has(m.providerModel)) this.byName.set(m.providerModel, m);
+    const names = new Map<string, ModelSpec>();
+    for (const m of models) {
+      const other = names.get(m.name);
+      if (other)
+        throw new Error(`model registry: ${m.name} is served by both ${other.provider} and ${m.provider}; rename one`);
+      names.set(m.name, m);
+    }
     for (const m of models) this.byName.set(m.name, m);
     for (const t of TASK_TYPES) {
       const defaults = models.filter((m) => m.taskType === t && m.isDefault);
@@ -232,7 +247,8 @@ export class ModelRegistry {
       name: m.name,
       task_type: m.taskType,
       type: kindOf(m.taskType).kind,
-      provider: 'replicate',
+      output: kindOf(m.taskType).output,
+      provider: m.provider,
       provider_model: m.providerModel,
       default: m.isDefault,
       description: m.description,

@@ -120,6 +120,7 @@ export class TaskService {
       user_id: userId,
       task_type: req.taskType,
       model: req.model.name,
+      provider: req.model.provider,
       provider_model: req.model.providerModel,
       status: 'queued',
       progress: null,
@@ -207,9 +208,9 @@ export class TaskService {
    * lost them all (demo mode's built-in stand-in starts empty with each run). Each task gets a
    * `status: queued` event and will be created anew; a try is not counted. Returns how many.
    */
-  async requeueLostPredictions(): Promise<number> {
+  async requeueLostPredictions(provider?: string): Promise<number> {
     let requeued = 0;
-    for (const id of await this.store.unfinishedWithPrediction()) {
+    for (const id of await this.store.unfinishedWithPrediction(provider)) {
       const done = await this.apply(id, (cur) =>
         TERMINAL.has(cur.status) || cur.prediction_id === null
           ? null

@@ -95,7 +95,7 @@ export interface ClaimLimits {
 }
 
 /** The columns a change may set; JSON ones are encoded here. */
-const JSON_COLUMNS = new Set(['output', 'provider_output', 'error']);
+const JSON_COLUMNS = new Set(['output', 'provider_output', 'error', 'usage']);
 
 /**
  * Every SQL statement on `tasks` and `task_events`, in one place: the task service, the runner
@@ -217,9 +217,10 @@ export class TaskStore {
   }
 
   /** Ids of unfinished tasks that have a prediction. */
-  async unfinishedWithPrediction(): Promise<string[]> {
+  async unfinishedWithPrediction(provider?: string): Promise<string[]> {
     const rows = (await this.db('tasks')
       .whereNotNull('prediction_id')
+      .modify((q) => (provider === undefined ? q : q.where({ provider })))
       .whereNotIn('status', [...TERMINAL])
       .select('id')) as Array<{ id: string }>;
     return rows.map((r) => r.id);

@@ -19,6 +19,15 @@ export {
   type TaskStatus,
 } from './events';
 
+/** Tokens a completion used, as the provider reported them. */
+export const taskUsageSchema = z
+  .object({
+    prompt_tokens: z.number().int().min(0).nullable(),
+    completion_tokens: z.number().int().min(0).nullable(),
+  })
+  .describe('tokens the provider reported using (text tasks on providers that report it)');
+export type TaskUsage = z.infer<typeof taskUsageSchema>;
+
 export const TERMINAL: ReadonlySet<TaskStatus> = new Set(['succeeded', 'failed', 'canceled']);
 
 /** A task as stored. */
@@ -28,6 +37,8 @@ export interface TaskRow {
   user_id: string;
   task_type: TaskType;
   model: string;
+  /** The provider the model runs on (`replicate`, `openai`). */
+  provider: string;
   provider_model: string;
   status: TaskStatus;
   progress: number | null;
@@ -38,6 +49,8 @@ export interface TaskRow {
   error: TaskError | null;
   /** The provider's own words about a failure, for operators (never in an API answer). */
   provider_error: string | null;
+  /** Tokens the provider reported using (text), when it did. */
+  usage: TaskUsage | null;
   attempts: number;
   max_attempts: number;
   prediction_id: string | null;
@@ -75,6 +88,7 @@ export const taskSchema = z.object({
   completed_at: z.iso.datetime().nullable(),
   topic: z.string().describe('the channel topic, `task:<id>`'),
   last_seq: z.number().int().min(0).describe("the seq of the task's latest event"),
+  usage: taskUsageSchema.nullable().optional(),
 });
 export type TaskJson = z.infer<typeof taskSchema>;
 
@@ -98,5 +112,6 @@ export function taskJson(row: TaskRow): TaskJson {
     completed_at: iso(row.completed_at),
     topic: `task:${row.id}`,
     last_seq: row.last_seq,
+    ...(row.usage ? { usage: row.usage } : {}),
   };
 }

@@ -76,14 +76,14 @@ describe('GET /metrics', () => {
         sample(
           text,
           'pyre_provider_request_duration_seconds_count',
-          'method="POST",route="/models/:owner/:name/predictions",status="201"',
+          'provider="replicate",method="POST",route="/models/:owner/:name/predictions",status="201"',
         ),
       ).toBe(1);
       expect(
         sample(
           text,
           'pyre_provider_request_duration_seconds_count',
-          'method="GET",route="/predictions/:id",status="200"',
+          'provider="replicate",method="GET",route="/predictions/:id",status="200"',
         ),
       ).toBeGreaterThanOrEqual(1);
       expect(text).toMatch(/^# TYPE pyre_provider_request_failures_total counter$/m);

@@ -1,7 +1,7 @@
-import { ProviderPace } from '../../src/providers/replicate/pace';
+import { ProviderPace } from '../../src/providers/http/pace';
 
 /**
- * The provider pace (src/providers/replicate/pace.ts) on jest's fake clock: counts of requests let
+ * The provider pace (src/providers/http/pace.ts) on jest's fake clock: counts of requests let
  * through as simulated time moves, never a real wait.
  */
 describe('provider pace', () => {

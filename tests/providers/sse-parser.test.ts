@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { formatSseEvent, SseParser } from '../../src/providers/replicate/sse';
+import { formatSseEvent, SseParser } from '../../src/providers/http/sse';
 
 describe('SseParser', () => {
   it('parses the fixture transcript (comment, multi-line data, done)', () => {

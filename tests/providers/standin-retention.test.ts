@@ -1,5 +1,5 @@
 import { request } from 'undici';
-import { DEMO_RETENTION } from '../../src/gateway/provider';
+import { DEMO_RETENTION } from '../../src/providers/replicate/plugin';
 import { startStandin, type Standin } from '../../src/providers/replicate/standin';
 
 /** Issue 23, item 11: a stand-in left running (demo mode) holds a bounded amount of memory. */

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Logger } from '../../../log';
-import { formatSseEvent } from '../sse';
+import { formatSseEvent } from '../../http/sse';
 import { NOT_FOUND, parseBody, problem, readBody, route, throttled, type Answer, type RouteOp } from './answers';
 import { RealClock, VirtualClock, type StandinClock } from './clock';
 import { checkCreate, modelOf, type CreateRequest } from './create-request';

@@ -87,3 +87,15 @@ export function formatSseEvent(ev: { event: string; id?: string | null; data: st
   for (const line of ev.data.split('\n')) s += `data: ${line}\n`;
   return `${s}\n`;
 }
+
+/** The events of an SSE body as they arrive (a text/event-stream answer, read to its end). */
+export async function* sseEvents(
+  body: AsyncIterable<unknown>,
+  lastEventId: string | null = null,
+): AsyncGenerator<StreamEvent> {
+  const parser = new SseParser(lastEventId);
+  const decoder = new TextDecoder();
+  for await (const chunk of body) {
+    yield* parser.push(decoder.decode(chunk as Uint8Array, { stream: true }));
+  }
+}

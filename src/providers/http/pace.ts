@@ -138,15 +138,32 @@ export interface PaceStats {
   pausedMs: number;
 }
 
-/** The provider client's pace: a bucket per budget and one pause for both. */
+/**
+ * A budget shared with the other processes of the cluster (a token bucket in the database): 0
+ * when a token was taken, else the milliseconds until one is due.
+ */
+export interface SharedBudget {
+  take(): Promise<number>;
+}
+
+/**
+ * The provider client's pace: a bucket per budget and one pause for both. With `shared` budgets
+ * a request also takes a token from the cluster's bucket of its kind after this process's own
+ * (one request of the process at a time waits there, in turn), so that all processes together
+ * keep to the account's budget.
+ */
 export class ProviderPace {
   private pausedUntil = 0;
   private readonly buckets: Record<PaceKind, TokenBucket>;
+  private readonly turns: Record<PaceKind, Promise<void>> = { create: Promise.resolve(), read: Promise.resolve() };
   readonly stats: PaceStats = { create: 0, read: 0, throttled: 0, pausedMs: 0 };
 
   constructor(
     readonly budgets: PaceBudgets = DEFAULT_BUDGETS,
     private readonly now: () => number = Date.now,
+    private readonly shared: Partial<Record<PaceKind, SharedBudget>> = {},
+    /** Called when a shared budget cannot be read (the database is away): the local pace holds alone. */
+    private readonly onSharedError: (err: unknown) => void = () => {},
   ) {
     const notBefore = () => this.pausedUntil;
     this.buckets = {
@@ -158,7 +175,41 @@ export class ProviderPace {
   /** Wait for a request's turn under its budget (and any pause); `urgent` ones go first. */
   async take(kind: PaceKind, signal?: AbortSignal, urgent = false): Promise<void> {
     await this.buckets[kind].take(signal, urgent);
+    const shared = this.shared[kind];
+    if (shared) {
+      const turn = this.turns[kind].then(() => this.takeShared(shared, signal));
+      this.turns[kind] = turn.catch(() => undefined);
+      await turn;
+    }
     this.stats[kind]++;
+  }
+
+  /** A token from the cluster's bucket, waiting for it (and for any pause) as long as it takes. */
+  private async takeShared(shared: SharedBudget, signal?: AbortSignal): Promise<void> {
+    for (;;) {
+      if (signal?.aborted) throw signal.reason;
+      const paused = this.pausedUntil - this.now();
+      let wait: number;
+      try {
+        wait = paused > 0 ? paused : await shared.take();
+      } catch (err) {
+        this.onSharedError(err);
+        return;
+      }
+      if (wait === 0) return;
+      await new Promise<void>((resolve, reject) => {
+        const t = setTimeout(done, wait);
+        function done() {
+          signal?.removeEventListener('abort', onAbort);
+          resolve();
+        }
+        function onAbort() {
+          clearTimeout(t);
+          reject(signal!.reason);
+        }
+        signal?.addEventListener('abort', onAbort, { once: true });
+      });
+    }
   }
 
   /** The provider answered 429: no request of any kind for `ms`, and no saved-up burst after. */

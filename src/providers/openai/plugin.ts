@@ -1,0 +1,42 @@
+import type { ProviderPlugin, RunningProvider } from '../plugin';
+import { OpenAIClient } from './client';
+import { openaiModels } from './models';
+import { startOpenAIStandin } from './standin';
+
+/** Request paths as metrics labels. */
+function openaiRoute(path: string): string {
+  return /\/chat\/completions$/.test(path.split('?')[0]!) ? '/chat/completions' : 'other';
+}
+
+/**
+ * OpenAI-compatible chat completions: the text models OPENAI_MODELS lists, on OPENAI_BASE_URL
+ * with OPENAI_API_KEY; without a key, on the built-in stand-in (demo). No webhooks: the stream is
+ * the completion.
+ */
+export const openaiProvider: ProviderPlugin = {
+  id: 'openai',
+  models: (config) => openaiModels(config.openai),
+  async start(ctx): Promise<RunningProvider> {
+    const { config, logger, closers } = ctx;
+    let { baseUrl, apiKey } = config.openai;
+    if (apiKey === undefined) {
+      const standin = await startOpenAIStandin({ wordMs: 60, logger: logger.child({ component: 'openai-standin' }) });
+      closers.push('openai stand-in', () => standin.close());
+      ({ url: baseUrl, apiKey } = standin);
+      logger.warn(
+        { standin: baseUrl, models: config.openai.models.map((m) => m.name) },
+        'DEMO MODE: OPENAI_API_KEY is unset, so the OPENAI_MODELS run on the built-in chat completions stand-in (made-up text, nothing is billed)',
+      );
+    }
+    const pace = ctx.pace(config.providerBudgets);
+    const client = new OpenAIClient({
+      token: apiKey,
+      baseUrl,
+      pace,
+      logger: logger.child({ component: 'openai' }),
+      ...(ctx.retry ? { retry: ctx.retry } : {}),
+    });
+    closers.push('openai client', () => client.close());
+    return { id: 'openai', client, baseUrl, routeOf: openaiRoute, pace };
+  },
+};

@@ -1,0 +1,80 @@
+import { ConfigError, loadConfig } from '../../src/config';
+import { createGateway } from '../../src/app';
+import { silentLogger } from '../../src/log';
+import { freshDb } from '../helpers/db';
+import { startGateway, testConfig, call } from '../helpers/gateway';
+import { waitFor } from '../helpers/wait';
+
+/** OPENAI_* are read and checked at start; every problem names its variable. */
+describe('OpenAI-compatible configuration', () => {
+  const problems = (env: Record<string, string>) => {
+    try {
+      loadConfig(env);
+    } catch (e) {
+      if (e instanceof ConfigError) return e.message;
+      throw e;
+    }
+    return 'no error';
+  };
+
+  it.each([
+    [{ OPENAI_BASE_URL: 'not a url' }, 'OPENAI_BASE_URL:'],
+    [{ OPENAI_BASE_URL: 'ftp://x/v1' }, 'OPENAI_BASE_URL:'],
+    [{ OPENAI_MODELS: 'a,,b' }, 'OPENAI_MODELS: has an empty entry'],
+    [{ OPENAI_MODELS: 'bad name' }, 'OPENAI_MODELS: "bad name" is not a model name'],
+    [{ OPENAI_MODELS: 'a=' }, 'OPENAI_MODELS: "a=": the model id after = is empty'],
+    [{ OPENAI_MODELS: 'a,a=b' }, 'OPENAI_MODELS: names a twice'],
+    [{ OPENAI_API_KEY: 'sk-x' }, 'OPENAI_MODELS: OPENAI_API_KEY is set but no model is'],
+  ])('%o is refused: %s', (env, said) => {
+    expect(problems(env)).toContain(said);
+  });
+
+  it('reads the models as name or name=id, and the base URL without a trailing slash', () => {
+    const c = loadConfig({
+      OPENAI_BASE_URL: 'http://127.0.0.1:11434/v1/',
+      OPENAI_API_KEY: 'ollama',
+      OPENAI_MODELS: 'llama3.1:8b, fast=qwen2.5:0.5b-instruct',
+    });
+    expect(c.openai).toEqual({
+      baseUrl: 'http://127.0.0.1:11434/v1',
+      apiKey: 'ollama',
+      models: [
+        { name: 'llama3.1:8b', id: 'llama3.1:8b' },
+        { name: 'fast', id: 'qwen2.5:0.5b-instruct' },
+      ],
+    });
+    expect(loadConfig({}).openai.models).toEqual([]);
+  });
+
+  it("a name another provider's model has stops the gateway at start, naming OPENAI_MODELS", async () => {
+    const tdb = await freshDb('pglite');
+    try {
+      const config = testConfig({ OPENAI_API_KEY: 'sk-x', OPENAI_MODELS: 'gpt-4.1' });
+      await expect(createGateway({ config, logger: silentLogger(), db: tdb.db })).rejects.toThrow(
+        /OPENAI_MODELS: gpt-4\.1 is already a Replicate model's name/,
+      );
+    } finally {
+      await tdb.drop();
+    }
+  });
+
+  it('without OPENAI_API_KEY the models run on the built-in stand-in (demo mode)', async () => {
+    const g = await startGateway('pglite', { env: { OPENAI_MODELS: 'demo-chat', RUNNER_ENABLED: 'true' } });
+    try {
+      const res = await call(`${g.url}/api/tasks`, { body: { input_data: { model: 'demo-chat', prompt: 'hi' } } });
+      expect(res.status).toBe(202);
+      const t = await waitFor(
+        'the demo completion',
+        async () => {
+          const cur = (await call(`${g.url}/api/tasks/${res.body.task_id}`)).body.data;
+          return cur.status === 'succeeded' ? cur : null;
+        },
+        30_000,
+      );
+      expect(t.output.text.length).toBeGreaterThan(0);
+      expect(g.gw.providers.get('openai')!.baseUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/v1$/);
+    } finally {
+      await g.close();
+    }
+  });
+});

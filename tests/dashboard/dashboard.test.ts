@@ -247,7 +247,8 @@ describeBrowser('dashboard in headless Chromium', () => {
   }
 
   test('an expired token sends the user back to sign in, keeping what they typed', async () => {
-    const { context, page, pageErrors } = await signedIn('erin', { ttlSeconds: 2 });
+    // Tokens of 4 s: long enough for the page to connect before expiry on a loaded machine.
+    const { context, page, pageErrors } = await signedIn('erin', { ttlSeconds: 4 });
     try {
       await expectText(page, '#who', 'erin');
       expect(await page.isVisible('#sign-out')).toBe(true);
@@ -278,7 +279,7 @@ describeBrowser('dashboard in headless Chromium', () => {
 
       // Over long-poll too: the session ends at expiry, the reconnect is refused, and the page
       // goes back to sign in.
-      const short = env.token('erin', 2);
+      const short = env.token('erin', 4);
       await page.evaluate((t) => (globalThis as any).localStorage.setItem('pyre.token', t), short);
       await page.goto(`${env.url}/?transport=longpoll`);
       await expectText(page, '#conn-label', 'long-poll');

@@ -1,3 +1,4 @@
+import { GroupCommit, type GroupCommitLimits } from './group-commit';
 import type { NewTaskValues, TaskStore } from './store';
 import type { TaskRow } from './task';
 
@@ -20,46 +21,22 @@ interface Waiting {
  * own, and only a task that fails alone gets the error. Ids are chosen before the insert, so a
  * retry after an answer lost in transit meets the unique key: nothing is ever written twice.
  */
-export class GroupInsert {
-  private waiting: Waiting[] = [];
-  private inFlight = 0;
-  private scheduled = false;
-
+export class GroupInsert extends GroupCommit<Waiting> {
   constructor(
     private readonly store: TaskStore,
-    private readonly opts: { maxBatch: number; maxInFlight: number } = { maxBatch: 256, maxInFlight: 2 },
-  ) {}
+    limits: GroupCommitLimits = { maxBatch: 256, maxInFlight: 2 },
+  ) {
+    super(limits);
+  }
 
   /** Store one task with its first event; resolves with the stored row. */
   insert(values: NewTaskValues): Promise<TaskRow> {
     return new Promise<TaskRow>((resolve, reject) => {
-      this.waiting.push({ values, resolve, reject });
-      this.schedule();
+      this.enqueue({ values, resolve, reject });
     });
   }
 
-  private schedule(): void {
-    if (this.scheduled || this.inFlight >= this.opts.maxInFlight) return;
-    this.scheduled = true;
-    // Let the requests already read in this turn of the event loop join the batch.
-    setImmediate(() => {
-      this.scheduled = false;
-      this.flush();
-    });
-  }
-
-  private flush(): void {
-    while (this.waiting.length && this.inFlight < this.opts.maxInFlight) {
-      const batch = this.waiting.splice(0, this.opts.maxBatch);
-      this.inFlight++;
-      this.write(batch).finally(() => {
-        this.inFlight--;
-        if (this.waiting.length) this.schedule();
-      });
-    }
-  }
-
-  private async write(batch: Waiting[]): Promise<void> {
+  protected async write(batch: Waiting[]): Promise<void> {
     try {
       const rows = await this.statement(batch.map((w) => w.values));
       const byId = new Map(rows.map((r) => [r.id, r]));

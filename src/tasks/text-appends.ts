@@ -1,3 +1,4 @@
+import { GroupCommit, type GroupCommitLimits } from './group-commit';
 import type { StoredEvent, TaskStore } from './store';
 import { TERMINAL, type TaskEvent, type TaskRow } from './task';
 
@@ -71,10 +72,7 @@ function afterCodePoints(s: string, skip: number): string {
  * sends fewer, larger deltas) instead of queueing. A failed transaction rejects every write in
  * it: nothing was written, and the writers send the same text again (with more) later.
  */
-export class TextAppends {
-  private waiting: Waiting[] = [];
-  private inFlight = 0;
-  private scheduled = false;
+export class TextAppends extends GroupCommit<Waiting> {
   /** Transactions written and deltas announced (for tests and the bench). */
   readonly stats = { transactions: 0, deltas: 0 };
 
@@ -83,8 +81,10 @@ export class TextAppends {
     private readonly now: () => Date,
     /** Hands one task's committed events (in seq order) to the listeners. */
     private readonly publish: (events: TaskEvent[]) => void,
-    private readonly opts: { maxBatch: number; maxInFlight: number } = { maxBatch: 1000, maxInFlight: 2 },
-  ) {}
+    limits: GroupCommitLimits = { maxBatch: 1000, maxInFlight: 2 },
+  ) {
+    super(limits);
+  }
 
   /**
    * Announce what `a` adds to the task's text. Resolves true once it is stored (or was there
@@ -93,33 +93,11 @@ export class TextAppends {
    */
   append(a: TextAppend): Promise<boolean> {
     return new Promise<boolean>((resolve, reject) => {
-      this.waiting.push({ ...a, resolve, reject });
-      this.schedule();
+      this.enqueue({ ...a, resolve, reject });
     });
   }
 
-  private schedule(): void {
-    if (this.scheduled || this.inFlight >= this.opts.maxInFlight) return;
-    this.scheduled = true;
-    // Let the writes handed over in this turn of the event loop join the batch.
-    setImmediate(() => {
-      this.scheduled = false;
-      this.flush();
-    });
-  }
-
-  private flush(): void {
-    while (this.waiting.length && this.inFlight < this.opts.maxInFlight) {
-      const batch = this.waiting.splice(0, this.opts.maxBatch);
-      this.inFlight++;
-      this.write(batch).finally(() => {
-        this.inFlight--;
-        if (this.waiting.length) this.schedule();
-      });
-    }
-  }
-
-  private async write(batch: Waiting[]): Promise<void> {
+  protected async write(batch: Waiting[]): Promise<void> {
     let outcome: Array<boolean | Error>;
     let tasks: Pending[];
     try {

@@ -154,17 +154,7 @@ export class TaskStore {
     at: Date,
   ): Promise<void> {
     if (!events.length) return;
-    const insert = trx('task_events')
-      .insert(
-        events.map((e) => ({
-          task_id: e.task_id,
-          seq: e.seq,
-          event: e.event,
-          payload: JSON.stringify(e.payload),
-          inserted_at: at,
-        })),
-      )
-      .toSQL();
+    const insert = trx('task_events').insert(eventRows(events, at)).toSQL();
     await trx.raw(
       `WITH e AS (${insert.sql})
        UPDATE tasks SET last_seq = v.last_seq, text_length = v.text_length, updated_at = ?
@@ -185,15 +175,7 @@ export class TaskStore {
 
   /** Store events of one (locked) task and move its `last_seq` to the last of them. */
   async appendEvents(trx: Knex.Transaction, row: TaskRow, events: StoredEvent[], at: Date): Promise<TaskRow> {
-    await trx('task_events').insert(
-      events.map((e) => ({
-        task_id: e.task_id,
-        seq: e.seq,
-        event: e.event,
-        payload: JSON.stringify(e.payload),
-        inserted_at: at,
-      })),
-    );
+    await trx('task_events').insert(eventRows(events, at));
     return this.update(trx, row.id, { last_seq: row.last_seq + events.length });
   }
 
@@ -429,4 +411,15 @@ function storedEvent(r: EventRow): Omit<TaskEvent, 'user_id'> {
 /** `s` for a LIKE pattern, matched as it is: its `%`, `_` and backslash are escaped with a backslash. */
 function likeLiteral(s: string): string {
   return s.replace(/[\\%_]/g, (c) => `\\${c}`);
+}
+
+/** The `task_events` rows of `events`, stored at `at`. */
+function eventRows(events: StoredEvent[], at: Date) {
+  return events.map((e) => ({
+    task_id: e.task_id,
+    seq: e.seq,
+    event: e.event,
+    payload: JSON.stringify(e.payload),
+    inserted_at: at,
+  }));
 }

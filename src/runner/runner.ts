@@ -73,6 +73,8 @@ interface Running extends Wakeup {
   abort: AbortController;
   /** Poll now instead of waiting (a webhook arrived, with the prediction as it was sent). */
   nudge: (prediction?: Prediction) => void;
+  /** Whether the run asked the runner to watch its row (see Wakeup.watch). */
+  watched: boolean;
 }
 
 /**
@@ -83,8 +85,12 @@ function nudgeable(abort: AbortController): Running {
   let wake: (() => void) | undefined;
   let nudged = false;
   let delivered: Prediction | undefined;
-  return {
+  const running: Running = {
     abort,
+    watched: false,
+    watch: (on) => {
+      running.watched = on;
+    },
     nudge: (prediction) => {
       if (prediction) delivered = prediction;
       if (wake) wake();
@@ -106,6 +112,7 @@ function nudgeable(abort: AbortController): Running {
       return p;
     },
   };
+  return running;
 }
 
 const isNewWork = (events: TaskEvent[]) => events.some((e) => e.event === 'status' && e.payload.status === 'queued');
@@ -128,6 +135,8 @@ export class TaskRunner {
   private readonly database: DatabaseWatch;
   private claimTimer: NodeJS.Timeout | undefined;
   private leaseTimer: NodeJS.Timeout | undefined;
+  private watchTimer: NodeJS.Timeout | undefined;
+  private watching = false;
   private claiming: Promise<void> | undefined;
   private stopped = true;
   private wakeAgain = false;
@@ -161,6 +170,8 @@ export class TaskRunner {
     this.claimTimer.unref();
     this.leaseTimer = setInterval(() => void this.renewLeases(), Math.max(100, Math.floor(this.opts.leaseMs / 3)));
     this.leaseTimer.unref();
+    this.watchTimer = setInterval(() => void this.watchRows(), this.opts.pollIntervalMs);
+    this.watchTimer.unref();
     this.opts.newWork
       ?.listen(() => this.wake())
       .catch((err) => this.opts.logger.warn({ err: String(err) }, 'not told of new work by other processes; polling'));
@@ -233,6 +244,7 @@ export class TaskRunner {
       await this.idle();
     }
     clearInterval(this.leaseTimer);
+    clearInterval(this.watchTimer);
   }
 
   get activeCount(): number {
@@ -294,6 +306,26 @@ export class TaskRunner {
       if (!this.database.failed(err, 'settling a run')) throw err;
       // Not recorded: the lease lapses and the task is claimed again (its prediction resumed).
       log.warn({ outcome: outcome.kind }, 'could not record the end of a run; the lease hands the task back');
+    }
+  }
+
+  /**
+   * The row checks of the runs that asked for it (their streams stand for their polls), in one
+   * query a poll interval: a run whose task was asked to cancel, or ended, is woken to act on it.
+   */
+  private async watchRows(): Promise<void> {
+    if (this.watching) return;
+    const ids = [...this.running].filter(([, r]) => r.watched).map(([id]) => id);
+    if (ids.length === 0) return;
+    this.watching = true;
+    try {
+      for (const id of await this.opts.tasks.store.needingAction(ids)) this.running.get(id)?.nudge();
+      this.database.answered();
+    } catch (err) {
+      if (!this.database.failed(err, 'watching running tasks'))
+        this.opts.logger.warn({ err }, 'watching running tasks failed');
+    } finally {
+      this.watching = false;
     }
   }
 

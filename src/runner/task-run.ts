@@ -37,6 +37,12 @@ export interface Wakeup {
   onWake: OnWake;
   /** The latest prediction a webhook delivered since the last call, if one did. */
   delivered: () => Prediction | undefined;
+  /**
+   * While on, the runner watches the task's row for the run (one query for all such runs): a
+   * cancel request or an end wakes it. A run whose output stream carries the prediction skips its
+   * own row reads and polls, and relies on this.
+   */
+  watch?: (on: boolean) => void;
 }
 
 /** A prediction being followed, and what the follow has done so far. */
@@ -55,6 +61,10 @@ export class TaskRun {
   private readonly provider: Provider | undefined;
   /** Registers a wake for when the text stream ends (text tasks that stream). */
   private streamEnded: OnWake | undefined;
+  /** Whether the text stream carried the prediction since a time (text tasks that stream). */
+  private streamCarried: ((since: number) => boolean) | undefined;
+  /** The last wait's poll was left out (the stream carried the prediction): so is the next row read. */
+  private quiet = false;
 
   constructor(
     private readonly deps: TaskRunDeps,
@@ -203,6 +213,7 @@ export class TaskRun {
     const writer = this.writer(model, text);
     const stream = text && model.streams ? new TextStream({ text, provider: this.provider!, log: this.log }) : null;
     this.streamEnded = stream ? (wake) => stream.onEnded(wake) : undefined;
+    this.streamCarried = stream ? (since) => stream.carriedSince(since) : undefined;
     const f: Following = {
       prediction: first,
       startedAt: row.started_at ? new Date(row.started_at).getTime() : this.deps.now().getTime(),
@@ -221,6 +232,7 @@ export class TaskRun {
         if (outcome) return outcome;
       }
     } finally {
+      this.wakeup.watch?.(false);
       await stream?.stop();
     }
   }
@@ -228,10 +240,12 @@ export class TaskRun {
   /** Between two polls: check the task, send a cancel, watch the deadlines, then poll. */
   private async step(model: ModelSpec, writer: TaskWriter, f: Following): Promise<RunOutcome | null> {
     const now = () => this.deps.now().getTime();
-    const cur = await this.deps.tasks.find(this.row.id);
-    if (!cur || TERMINAL.has(cur.status)) return { kind: 'done' };
-    if (!this.holdsLease(cur)) throw new Released('lease lost');
-    if (cur.cancel_requested && f.cancelSentAt === null) {
+    // After a quiet wait the runner's watch stands for this read (a cancel or an end would have
+    // woken the run), and its lease renewal for the lease check.
+    const cur = this.quiet ? null : await this.deps.tasks.find(this.row.id);
+    if (!this.quiet && (!cur || TERMINAL.has(cur.status))) return { kind: 'done' };
+    if (cur && !this.holdsLease(cur)) throw new Released('lease lost');
+    if (cur?.cancel_requested && f.cancelSentAt === null) {
       this.log.info({ prediction_id: f.prediction.id }, 'canceling prediction');
       f.prediction = await this.provider!.cancel(f.prediction.id, { signal: this.signal });
       f.cancelSentAt = now();
@@ -273,17 +287,28 @@ export class TaskRun {
     const deliveriesCarryAll =
       this.deps.webhookUrl?.(this.row.id, this.row.provider) !== undefined && deliversProgress(model);
     const age = this.deps.now().getTime() - f.startedAt;
+    // A stream that carries the prediction (its output, and its end would wake us) stands for the
+    // polls while it does, with the runner watching the row: streams cost no reads of their own.
+    const streaming = f.cancelSentAt === null && this.streamCarried !== undefined;
+    this.wakeup.watch?.(streaming);
     // A webhook ends the wait, and so does the end of the output stream (the prediction ended).
+    let woken = false;
     const onWake: OnWake = (wake) => {
-      const offWebhook = this.wakeup.onWake(wake);
-      const offStream = this.streamEnded?.(wake);
+      const woke = () => {
+        woken = true;
+        wake();
+      };
+      const offWebhook = this.wakeup.onWake(woke);
+      const offStream = this.streamEnded?.(woke);
       return () => {
         offWebhook?.();
         offStream?.();
       };
     };
+    const since = performance.now();
     await sleep(pollDelayMs(age, this.deps, deliveriesCarryAll), this.signal, onWake);
-    if (this.takeDelivered(f)) return;
+    this.quiet = streaming && !woken && this.streamCarried!(since);
+    if (this.quiet || this.takeDelivered(f)) return;
     const nudged = new AbortController();
     const off = this.wakeup.onWake(() => nudged.abort(new Error('nudged while waiting to poll')));
     try {

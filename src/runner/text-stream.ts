@@ -120,6 +120,9 @@ export class TextStream {
   private readonly endListeners = new Set<() => void>();
   /** The stream ended with nobody listening yet: the next listener is told at once. */
   private endUnseen = false;
+  /** When (performance.now()) the provider last sent an event on this stream; -Infinity before the first. */
+  private lastEventAt = -Infinity;
+  private reading = false;
 
   constructor(private readonly o: { text: AnnouncedText; provider: Provider; log: Logger }) {
     this.skip = o.text.text.length;
@@ -130,6 +133,14 @@ export class TextStream {
     return this.done !== undefined;
   }
 
+  /**
+   * Whether the stream is being read and the provider sent an event on it at or after `since`
+   * (a performance.now() time): it is carrying the prediction, so a poll would learn nothing new.
+   */
+  carriedSince(since: number): boolean {
+    return this.reading && this.lastEventAt >= since;
+  }
+
   /** Start reading `url` (once); `signal` ends it with the run. */
   start(url: string, signal: AbortSignal): void {
     if (this.done) return;
@@ -137,6 +148,7 @@ export class TextStream {
     this.timer = setInterval(() => {
       if (!this.writing) void this.flush();
     }, FLUSH_MS);
+    this.reading = true;
     this.done = this.read(url, both);
   }
 
@@ -165,6 +177,7 @@ export class TextStream {
       await this.o.provider.stream(url, {
         signal,
         onEvent: (ev) => {
+          this.lastEventAt = performance.now();
           if (ev.event === 'output') this.received(ev.data);
         },
       });
@@ -176,6 +189,7 @@ export class TextStream {
     } catch (err) {
       if (!signal.aborted) this.o.log.warn({ err: String(err) }, 'output stream ended early; polling continues');
     } finally {
+      this.reading = false;
       clearInterval(this.timer);
       await this.writing;
       await this.flush();

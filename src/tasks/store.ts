@@ -315,6 +315,15 @@ export class TaskStore {
     return rows.map((r) => r.id);
   }
 
+  /** Of `ids`, the tasks asked to cancel or ended: what their runs must act on. */
+  async needingAction(ids: string[]): Promise<string[]> {
+    const rows = (await this.db('tasks')
+      .whereRaw('id = ANY(?::uuid[])', [ids])
+      .andWhere((q) => q.where({ cancel_requested: true }).orWhereIn('status', [...TERMINAL]))
+      .select('id')) as Array<{ id: string }>;
+    return rows.map((r) => r.id);
+  }
+
   /** Predictions that tasks of a model other than `exceptId` own, created since `since`. */
   async predictionsOfOthers(q: { providerModel: string; exceptId: string; since: Date }): Promise<string[]> {
     const rows = (await this.db('tasks')

@@ -1,4 +1,7 @@
+import type { Readable } from 'node:stream';
 import type { StreamEvent } from '../types';
+
+const LF = 10;
 
 /**
  * An incremental parser for `text/event-stream` (WHATWG rules): lines end in CRLF, LF or CR;
@@ -23,27 +26,30 @@ export class SseParser {
   /** Feeds decoded text; returns the events completed by it. */
   push(chunk: string): StreamEvent[] {
     const out: StreamEvent[] = [];
-    let text = chunk;
+    let buf = this.buffer + chunk;
+    this.buffer = '';
     if (this.pendingCR) {
       this.pendingCR = false;
-      if (text.startsWith('\n')) text = text.slice(1);
+      if (buf.charCodeAt(0) === LF) buf = buf.slice(1);
     }
-    this.buffer += text;
-    for (;;) {
-      const m = /\r\n|\r|\n/.exec(this.buffer);
-      if (!m) break;
-      // A lone CR at the very end may be the first half of CRLF: wait for the next chunk.
-      if (m[0] === '\r' && m.index === this.buffer.length - 1) {
-        const line = this.buffer.slice(0, m.index);
-        this.buffer = '';
-        this.pendingCR = true;
-        this.line(line, out);
-        break;
-      }
-      const line = this.buffer.slice(0, m.index);
-      this.buffer = this.buffer.slice(m.index + m[0].length);
-      this.line(line, out);
+    let start = 0;
+    let lf = buf.indexOf('\n');
+    let cr = buf.indexOf('\r');
+    while (lf >= 0 || cr >= 0) {
+      const end = cr < 0 || (lf >= 0 && lf < cr) ? lf : cr;
+      this.line(buf.slice(start, end), out);
+      if (end === cr) {
+        // A lone CR at the very end may be the first half of CRLF: look at the next chunk.
+        if (end === buf.length - 1) {
+          this.pendingCR = true;
+          return out;
+        }
+        start = buf.charCodeAt(end + 1) === LF ? end + 2 : end + 1;
+      } else start = end + 1;
+      if (lf >= 0 && lf < start) lf = buf.indexOf('\n', start);
+      if (cr >= 0 && cr < start) cr = buf.indexOf('\r', start);
     }
+    if (start < buf.length) this.buffer = start === 0 ? buf : buf.slice(start);
     return out;
   }
 
@@ -88,14 +94,84 @@ export function formatSseEvent(ev: { event: string; id?: string | null; data: st
   return `${s}\n`;
 }
 
-/** The events of an SSE body as they arrive (a text/event-stream answer, read to its end). */
-export async function* sseEvents(
-  body: AsyncIterable<unknown>,
+/** What an SSE reader's handler answers for an event: `stop` ends the read there. */
+export type SseHandled = void | 'stop' | Promise<void | 'stop'>;
+
+/**
+ * Reads an SSE body (a text/event-stream answer), handing each event to `onEvent` in order as
+ * it arrives; a handler's promise pauses the body until it settles. Resolves `stopped` when a
+ * handler answered `stop` (the rest of the body is left unread), `ended` at the end of the body;
+ * rejects when the body errors (an abort, a dropped connection) or a handler throws or rejects.
+ * Events are taken from each chunk as it comes, without a promise per event: a stream of tokens
+ * costs little more than the bytes it carries.
+ */
+export function readSse(
+  body: Readable,
+  onEvent: (ev: StreamEvent) => SseHandled,
   lastEventId: string | null = null,
-): AsyncGenerator<StreamEvent> {
+): Promise<'stopped' | 'ended'> {
   const parser = new SseParser(lastEventId);
   const decoder = new TextDecoder();
-  for await (const chunk of body) {
-    yield* parser.push(decoder.decode(chunk as Uint8Array, { stream: true }));
-  }
+  return new Promise((resolve, reject) => {
+    let queue: StreamEvent[] = [];
+    let next = 0;
+    let waiting = false;
+    let ended = false;
+    let settled = false;
+    const finish = (err: unknown, how: 'stopped' | 'ended' = 'ended') => {
+      if (settled) return;
+      settled = true;
+      body.off('data', onData).off('end', onEnd).off('error', onError).off('close', onClose);
+      if (err !== undefined) reject(err);
+      else resolve(how);
+    };
+    const drain = () => {
+      while (next < queue.length) {
+        const ev = queue[next++]!;
+        let r: SseHandled;
+        try {
+          r = onEvent(ev);
+        } catch (err) {
+          return finish(err);
+        }
+        if (r === 'stop') return finish(undefined, 'stopped');
+        if (r) {
+          waiting = true;
+          body.pause();
+          r.then(
+            (v) => {
+              waiting = false;
+              if (v === 'stop') return finish(undefined, 'stopped');
+              body.resume();
+              drain();
+            },
+            (err: unknown) => finish(err),
+          );
+          return;
+        }
+      }
+      queue = [];
+      next = 0;
+      if (ended) finish(undefined);
+    };
+    const onData = (chunk: Uint8Array | string) => {
+      const events = parser.push(typeof chunk === 'string' ? chunk : decoder.decode(chunk, { stream: true }));
+      if (events.length === 0) return;
+      if (next === queue.length) {
+        queue = events;
+        next = 0;
+      } else queue.push(...events);
+      if (!waiting) drain();
+    };
+    const onEnd = () => {
+      ended = true;
+      if (!waiting) drain();
+    };
+    const onError = (err: unknown) => finish(err);
+    // A body destroyed without an error (ours, or the connection's) ends the read as an error.
+    const onClose = () => {
+      if (!ended) finish(new Error('stream closed before its end'));
+    };
+    body.on('data', onData).on('end', onEnd).on('error', onError).on('close', onClose);
+  });
 }

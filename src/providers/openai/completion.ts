@@ -1,5 +1,5 @@
 import type { Dispatcher } from 'undici';
-import { sseEvents } from '../http/sse';
+import { readSse } from '../http/sse';
 import type { Prediction } from '../types';
 
 /** Where a completion is: streaming, or ended (and how). */
@@ -63,19 +63,23 @@ export class Completion {
         this.take(JSON.parse(await res.body.text()), 'message');
         done = true;
       } else {
-        for await (const ev of sseEvents(res.body)) {
+        let failed = false;
+        await readSse(res.body, (ev) => {
           if (ev.data.trim() === '[DONE]') {
             done = true;
-            break;
+            return 'stop';
           }
           let chunk: unknown;
           try {
             chunk = JSON.parse(ev.data);
           } catch {
-            continue; // a keep-alive or a line this code does not know: not text
+            return; // a keep-alive or a line this code does not know: not text
           }
-          if (this.take(chunk, 'delta') === 'error') return;
-        }
+          if (this.take(chunk, 'delta') !== 'error') return;
+          failed = true;
+          return 'stop';
+        });
+        if (failed) return;
       }
       if (this.status !== 'processing') return;
       if (done || this.finishReason !== null) this.succeed();

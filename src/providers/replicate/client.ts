@@ -13,7 +13,7 @@ import {
   type StreamResult,
 } from '../types';
 import { ApiClient, type ApiClientOptions, type Op } from '../http/api-client';
-import { sseEvents } from '../http/sse';
+import { readSse } from '../http/sse';
 import { toPrediction } from './prediction';
 
 export const DEFAULT_BASE_URL = 'https://api.replicate.com/v1';
@@ -316,19 +316,33 @@ export class ReplicateClient implements Provider {
     cursor: StreamCursor,
     opts: StreamOptions,
   ): Promise<string | null> {
+    let reason: string | null = null;
     try {
-      for await (const ev of sseEvents(res.body, cursor.lastEventId)) {
-        cursor.progressed = true;
-        cursor.lastEventId = ev.id ?? cursor.lastEventId;
-        if (ev.event === 'error') cursor.errorDetail = detailOf(ev.data);
-        try {
-          await opts.onEvent(ev);
-        } catch (err) {
-          throw new HandlerError(err);
-        }
-        if (ev.event === 'done') return doneReason(ev.data);
-      }
-      return null;
+      await readSse(
+        res.body,
+        (ev) => {
+          cursor.progressed = true;
+          cursor.lastEventId = ev.id ?? cursor.lastEventId;
+          if (ev.event === 'error') cursor.errorDetail = detailOf(ev.data);
+          const stop = () => {
+            if (ev.event !== 'done') return;
+            reason = doneReason(ev.data);
+            return 'stop' as const;
+          };
+          let handled: void | Promise<void>;
+          try {
+            handled = opts.onEvent(ev);
+          } catch (err) {
+            throw new HandlerError(err);
+          }
+          if (!handled) return stop();
+          return handled.then(stop, (err: unknown) => {
+            throw new HandlerError(err);
+          });
+        },
+        cursor.lastEventId,
+      );
+      return reason;
     } finally {
       // Ends the connection if we leave early (handler threw, abort); a no-op after EOF.
       if (!res.body.destroyed) res.body.destroy();

@@ -10,7 +10,7 @@ import {
 import { sleep, type OnWake } from '../retry';
 import type { ModelSpec } from '../tasks/models';
 import { outputsText, taskError } from '../tasks/events';
-import { TERMINAL, type TaskRow } from '../tasks/task';
+import { TERMINAL, type LeaseView, type TaskRow } from '../tasks/task';
 import { outcomeOf, pollDelayMs, type RunOutcome } from './policy';
 import { CANCELED_BY_USER } from '../tasks/events';
 import { TaskWriter, type TaskWriterDeps } from './task-writer';
@@ -78,7 +78,7 @@ export class TaskRun {
   }
 
   /** A run's writes: only while this runner still holds the lease (a lapsed one may have been taken over). */
-  readonly holdsLease = (cur: TaskRow) => cur.lease_owner === this.deps.owner;
+  readonly holdsLease = (cur: LeaseView) => cur.lease_owner === this.deps.owner;
 
   /** Run the task; the outcome says what is to become of it (see settle). */
   async run(): Promise<RunOutcome> {

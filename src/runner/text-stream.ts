@@ -2,10 +2,10 @@ import type { Logger } from '../log';
 import type { Provider } from '../providers/types';
 import type { TaskService } from '../tasks/service';
 import { codePoints } from '../tasks/text-appends';
-import type { TaskRow } from '../tasks/task';
+import type { LeaseView } from '../tasks/task';
 
 /** Whether a write may go ahead, judged on the task's row under its lock. */
-export type MayWrite = (cur: TaskRow) => boolean;
+export type MayWrite = (cur: LeaseView) => boolean;
 
 /** Thrown (as an abort reason) when a run hands its task back: shutdown, a lost lease, a refused write. */
 export class Released extends Error {}

@@ -1,7 +1,18 @@
 import type { Knex } from 'knex';
 import type { Db } from '../db';
 import { FIRST_EVENT } from './events';
-import { TERMINAL, type TaskEvent, type TaskRow, type TaskStatus } from './task';
+import { TERMINAL, type TaskEvent, type TaskRow, type TaskStatus, type TextRow } from './task';
+
+/** The columns of a TextRow. */
+const TEXT_ROW: Array<keyof TextRow> = [
+  'id',
+  'status',
+  'lease_owner',
+  'lease_expires_at',
+  'user_id',
+  'last_seq',
+  'text_length',
+];
 
 /** The columns of one new task, as `TaskService.create` builds them. */
 export type NewTaskValues = Record<string, unknown> & { id: string; inserted_at: Date };
@@ -138,9 +149,13 @@ export class TaskStore {
    * Tasks by id, locked until the end of `trx`, in id order: transactions that lock several
    * rows this way take them in the same order and cannot deadlock on each other.
    */
-  async lockMany(trx: Knex.Transaction, ids: string[]): Promise<TaskRow[]> {
+  async lockMany(trx: Knex.Transaction, ids: string[]): Promise<TextRow[]> {
     if (!ids.length) return [];
-    return (await trx('tasks').whereRaw('id = ANY(?::uuid[])', [ids]).orderBy('id').forUpdate()) as TaskRow[];
+    return (await trx('tasks')
+      .select(TEXT_ROW)
+      .whereRaw('id = ANY(?::uuid[])', [ids])
+      .orderBy('id')
+      .forUpdate()) as TextRow[];
   }
 
   /**

@@ -68,6 +68,12 @@ export interface TaskRow {
   completed_at: Date | null;
 }
 
+/** What a writer's lease check reads of a task's row (see TextAppend.may and MayWrite). */
+export type LeaseView = Pick<TaskRow, 'id' | 'status' | 'lease_owner' | 'lease_expires_at'>;
+
+/** What a text append reads of the rows it locks: the lease check, and where the text and events stand. */
+export type TextRow = LeaseView & Pick<TaskRow, 'user_id' | 'last_seq' | 'text_length'>;
+
 /** A task as clients see it (the contract's Task object; the OpenAPI document's `Task`). */
 export const taskSchema = z.object({
   id: z.guid(),

@@ -1,6 +1,6 @@
 import { GroupCommit, type GroupCommitLimits } from './group-commit';
 import type { StoredEvent, TaskStore } from './store';
-import { TERMINAL, type TaskEvent, type TaskRow } from './task';
+import { TERMINAL, type LeaseView, type TaskEvent, type TextRow } from './task';
 
 /**
  * One writer's text, to announce as a text_delta: the text continues, after the first
@@ -12,7 +12,7 @@ export interface TextAppend {
   knownChars: number;
   tail: string;
   /** Whether the write may go ahead, judged on the task's row under its lock. */
-  may: (cur: TaskRow) => boolean;
+  may: (cur: LeaseView) => boolean;
 }
 
 interface Waiting extends TextAppend {
@@ -22,7 +22,7 @@ interface Waiting extends TextAppend {
 
 /** A task of a batch, as the batch leaves it. */
 interface Pending {
-  row: TaskRow;
+  row: TextRow;
   last_seq: number;
   text_length: number;
   events: TaskEvent[];

@@ -159,23 +159,36 @@ export class TaskStore {
   }
 
   /**
-   * Text deltas of several (locked) tasks, one statement: the events (a multi-row insert) and
-   * each task's new `last_seq` and `text_length` (and `updated_at`).
+   * Text deltas of several (locked) tasks, one statement: the text_delta events (their payloads
+   * built by the database from arrays, not a row of parameters each) and each task's new
+   * `last_seq` and `text_length` (and `updated_at`).
    */
   async appendTextDeltas(
     trx: Knex.Transaction,
-    events: StoredEvent[],
+    deltas: Array<{ task_id: string; seq: number; delta: string }>,
     tasks: Array<{ id: string; last_seq: number; text_length: number }>,
     at: Date,
   ): Promise<void> {
-    if (!events.length) return;
-    const insert = trx('task_events').insert(eventRows(events, at)).toSQL();
+    if (!deltas.length) return;
     await trx.raw(
-      `WITH e AS (${insert.sql})
+      `WITH e AS (
+         INSERT INTO task_events (task_id, seq, event, payload, inserted_at)
+         SELECT d.task_id, d.seq, 'text_delta', jsonb_build_object('task_id', d.task_id, 'seq', d.seq, 'delta', d.delta), ?
+         FROM unnest(?::uuid[], ?::int[], ?::text[]) AS d(task_id, seq, delta)
+       )
        UPDATE tasks SET last_seq = v.last_seq, text_length = v.text_length, updated_at = ?
-       FROM (SELECT unnest(?::uuid[]) AS id, unnest(?::int[]) AS last_seq, unnest(?::int[]) AS text_length) v
+       FROM unnest(?::uuid[], ?::int[], ?::int[]) AS v(id, last_seq, text_length)
        WHERE tasks.id = v.id`,
-      [...insert.bindings, at, tasks.map((t) => t.id), tasks.map((t) => t.last_seq), tasks.map((t) => t.text_length)],
+      [
+        at,
+        deltas.map((d) => d.task_id),
+        deltas.map((d) => d.seq),
+        deltas.map((d) => d.delta),
+        at,
+        tasks.map((t) => t.id),
+        tasks.map((t) => t.last_seq),
+        tasks.map((t) => t.text_length),
+      ],
     );
   }
 

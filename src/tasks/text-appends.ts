@@ -1,5 +1,5 @@
 import { GroupCommit, type GroupCommitLimits } from './group-commit';
-import type { StoredEvent, TaskStore } from './store';
+import type { TaskStore } from './store';
 import { TERMINAL, type LeaseView, type TaskEvent, type TextRow } from './task';
 
 /**
@@ -127,7 +127,7 @@ export class TextAppends extends GroupCommit<Waiting> {
       const byId = new Map<string, Pending>(
         rows.map((row) => [row.id, { row, last_seq: row.last_seq, text_length: row.text_length, events: [] }]),
       );
-      const events: StoredEvent[] = [];
+      const deltas: Array<{ task_id: string; seq: number; delta: string }> = [];
       for (const w of batch) {
         const t = byId.get(w.taskId);
         if (!t || TERMINAL.has(t.row.status) || !w.may(t.row)) {
@@ -156,12 +156,12 @@ export class TextAppends extends GroupCommit<Waiting> {
           inserted_at: at,
         } as TaskEvent;
         t.events.push(e);
-        events.push(e);
+        deltas.push({ task_id: w.taskId, seq, delta });
       }
       const changed = [...byId.values()].filter((t) => t.events.length);
       await this.store.appendTextDeltas(
         trx,
-        events,
+        deltas,
         changed.map((t) => ({ id: t.row.id, last_seq: t.last_seq, text_length: t.text_length })),
         now,
       );

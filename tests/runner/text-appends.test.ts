@@ -37,6 +37,20 @@ describe.each(BACKENDS)('text deltas written together on %s', (backend) => {
       payload: { delta?: string; seq: number; task_id: string };
     }>;
 
+  it('deltas with characters that arrays and JSON must escape are stored and replayed exactly', async () => {
+    const id = await newTask(1);
+    const parts = ['say "hi"', ' back\\slash\\', ' {a,b}', ' NULL', ' null', '\n\t', ' é🔥€', " it's", ' \\"{}'];
+    const w = await AnnouncedText.load({ tasks, taskId: id, may: mine });
+    for (const p of parts) expect(await w.appendTail(p)).toBe(true);
+    const rows = await deltas(id);
+    const stored = rows.filter((r) => r.event === 'text_delta');
+    expect(stored.map((r) => r.payload.delta)).toEqual(parts);
+    expect(stored.map((r) => r.payload)).toEqual(
+      stored.map((r) => ({ task_id: id, seq: r.seq, delta: r.payload.delta })),
+    );
+    expect((await t.db('tasks').where({ id }).first()).text_length).toBe(codePoints(parts.join('')));
+  });
+
   it('two writers on one task, racing with overlapping text, announce each part once', async () => {
     const id = await newTask(0);
     // Characters beyond the BMP (two UTF-16 units each) count as one, as PostgreSQL counts them.

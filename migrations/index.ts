@@ -8,6 +8,7 @@ import * as retentionIndex from './20261130000002_retention_index';
 import * as textLength from './20261207100001_text_length';
 import * as taskProvider from './20261207200001_task_provider';
 import * as providerBudgets from './20261207200002_provider_budgets';
+import * as legacyTextDeltas from './20261207300001_legacy_text_deltas';
 
 /**
  * The migrations, in order. Listed in code (not discovered on disk) so that the
@@ -23,4 +24,5 @@ export const migrations: ReadonlyArray<[name: string, migration: Knex.Migration]
   ['20261207100001_text_length', textLength],
   ['20261207200001_task_provider', taskProvider],
   ['20261207200002_provider_budgets', providerBudgets],
+  ['20261207300001_legacy_text_deltas', legacyTextDeltas],
 ];

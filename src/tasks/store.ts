@@ -160,7 +160,8 @@ export class TaskStore {
 
   /**
    * Text deltas of several (locked) tasks, one statement: the text_delta events (their payloads
-   * built by the database from arrays, not a row of parameters each) and each task's new
+   * built by the database from arrays, not a row of parameters each; `counted`, as their length
+   * is in the `text_length` written here: see migration 20261207300001) and each task's new
    * `last_seq` and `text_length` (and `updated_at`).
    */
   async appendTextDeltas(
@@ -172,8 +173,8 @@ export class TaskStore {
     if (!deltas.length) return;
     await trx.raw(
       `WITH e AS (
-         INSERT INTO task_events (task_id, seq, event, payload, inserted_at)
-         SELECT d.task_id, d.seq, 'text_delta', jsonb_build_object('task_id', d.task_id, 'seq', d.seq, 'delta', d.delta), ?
+         INSERT INTO task_events (task_id, seq, event, payload, inserted_at, counted)
+         SELECT d.task_id, d.seq, 'text_delta', jsonb_build_object('task_id', d.task_id, 'seq', d.seq, 'delta', d.delta), ?, true
          FROM unnest(?::uuid[], ?::int[], ?::text[]) AS d(task_id, seq, delta)
        )
        UPDATE tasks SET last_seq = v.last_seq, text_length = v.text_length, updated_at = ?

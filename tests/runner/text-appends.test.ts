@@ -51,6 +51,30 @@ describe.each(BACKENDS)('text deltas written together on %s', (backend) => {
     expect((await t.db('tasks').where({ id }).first()).text_length).toBe(codePoints(parts.join('')));
   });
 
+  it('a rolling deploy: deltas the previous version writes (without text_length) are counted, so a new writer does not repeat them', async () => {
+    const id = await newTask(2);
+    const w = await AnnouncedText.load({ tasks, taskId: id, may: mine });
+    expect(await w.appendTail('one 🔥 ')).toBe(true);
+    // The previous version's write: under the row lock, an event row and last_seq, nothing else.
+    await t.db.transaction(async (trx) => {
+      const row = await trx('tasks').where({ id }).forUpdate().first();
+      const seq = row.last_seq + 1;
+      await trx('task_events').insert({
+        task_id: id,
+        seq,
+        event: 'text_delta',
+        payload: JSON.stringify({ task_id: id, seq, delta: 'two ' }),
+      });
+      await trx('tasks').where({ id }).update({ last_seq: seq });
+    });
+    expect((await t.db('tasks').where({ id }).first()).text_length).toBe(codePoints('one 🔥 two '));
+    // This writer saw the stream up to "one 🔥 two three": only "three" is new.
+    expect(await w.append('one 🔥 two three')).toBe(true);
+    const stored = (await deltas(id)).filter((r) => r.event === 'text_delta');
+    expect(stored.map((r) => r.payload.delta)).toEqual(['one 🔥 ', 'two ', 'three']);
+    expect((await t.db('tasks').where({ id }).first()).text_length).toBe(codePoints('one 🔥 two three'));
+  });
+
   it('two writers on one task, racing with overlapping text, announce each part once', async () => {
     const id = await newTask(0);
     // Characters beyond the BMP (two UTF-16 units each) count as one, as PostgreSQL counts them.

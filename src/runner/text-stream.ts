@@ -93,7 +93,7 @@ export class AnnouncedText {
   }
 }
 
-/** How often received text is written out as a text_delta (a few tokens per event). */
+/** The least time between two writes of a stream's text (a few tokens per text_delta). */
 const FLUSH_MS = 50;
 
 /**
@@ -122,6 +122,8 @@ export class TextStream {
   private endUnseen = false;
   /** When (performance.now()) the provider last sent an event on this stream; -Infinity before the first. */
   private lastEventAt = -Infinity;
+  /** When (performance.now()) the last write began. */
+  private lastWriteAt = -Infinity;
   private reading = false;
 
   constructor(private readonly o: { text: AnnouncedText; provider: Provider; log: Logger }) {
@@ -145,9 +147,6 @@ export class TextStream {
   start(url: string, signal: AbortSignal): void {
     if (this.done) return;
     const both = AbortSignal.any([signal, this.stopper.signal, this.refused.signal]);
-    this.timer = setInterval(() => {
-      if (!this.writing) void this.flush();
-    }, FLUSH_MS);
     this.reading = true;
     this.done = this.read(url, both);
   }
@@ -190,7 +189,8 @@ export class TextStream {
       if (!signal.aborted) this.o.log.warn({ err: String(err) }, 'output stream ended early; polling continues');
     } finally {
       this.reading = false;
-      clearInterval(this.timer);
+      clearTimeout(this.timer);
+      this.timer = undefined;
       await this.writing;
       await this.flush();
     }
@@ -203,14 +203,31 @@ export class TextStream {
       data = data.slice(n);
     }
     this.tail += data;
+    this.schedule();
+  }
+
+  /**
+   * Arm the next write, if text waits and none is armed or in flight: FLUSH_MS after the last
+   * write began (at once after a pause). A write that ends with more text waiting arms the next,
+   * so a stream the database keeps waiting writes again as soon as it answers, with all of it.
+   */
+  private schedule(): void {
+    if (this.timer || this.writing || !this.tail || !this.reading) return;
+    const wait = Math.max(0, this.lastWriteAt + FLUSH_MS - performance.now());
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.flush();
+    }, wait);
   }
 
   /** Write what arrived and is not announced; resolves (never rejects) once it is written or given up. */
   private flush(): Promise<void> {
     if (this.writing) return this.writing;
     if (!this.tail || this.refused.signal.aborted) return Promise.resolve();
+    this.lastWriteAt = performance.now();
     this.writing = this.write(this.tail).finally(() => {
       this.writing = undefined;
+      this.schedule();
     });
     return this.writing;
   }

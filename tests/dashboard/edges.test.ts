@@ -28,7 +28,8 @@ describeBrowser('dashboard edges in headless Chromium', () => {
   beforeAll(async () => {
     [env, browser] = await Promise.all([
       // imagen as it is: no progress events (the indeterminate bar is seen on it).
-      startDemoGateway({ auth: true, imagenBar: false }),
+      // No progress bar is watched here: the runner polls as deployed (from 1 s on), not every 100 ms.
+      startDemoGateway({ auth: true, imagenBar: false, pollIntervalMs: 1000 }),
       chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS }),
     ]);
     // Tasks whose end a test looks at, run while the tests before it do (each takes seconds).
@@ -44,6 +45,17 @@ describeBrowser('dashboard edges in headless Chromium', () => {
   afterAll(async () => {
     await browser?.close();
     await env?.close();
+  });
+
+  // The minutes-long videos a test left running are canceled once it is over: followed to the end
+  // of the file, their polls and writes cost the run CPU. (The tasks made in beforeAll are let be.)
+  afterEach(async () => {
+    const live: { id: string; user_id: string }[] = await env.gw
+      .db('tasks')
+      .whereIn('status', ['queued', 'processing'])
+      .whereNotIn('id', [haiku.id, refused.id])
+      .select('id', 'user_id');
+    await Promise.all(live.map((t) => env.gw.tasks.cancel(t.user_id, t.id).catch(() => {})));
   });
 
   /**

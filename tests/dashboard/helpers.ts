@@ -36,9 +36,10 @@ export interface DemoGateway {
  * A gateway on a Replicate stand-in in real time, as in demo mode, but with imagen
  * reporting a progress bar in ten steps over its few seconds (so a bar can be seen moving);
  * `imagenBar: false` leaves imagen as it is (no progress, as the real model reports none).
+ * Its runner polls a prediction first after 100 ms (`pollIntervalMs`), for the bar.
  */
 export async function startDemoGateway(
-  opts: { auth?: boolean; env?: Record<string, string>; imagenBar?: boolean } = {},
+  opts: { auth?: boolean; env?: Record<string, string>; imagenBar?: boolean; pollIntervalMs?: number } = {},
 ): Promise<DemoGateway> {
   const imagen = STANDIN_MODELS['google/imagen-4-fast']!;
   const saved = { progress: imagen.progress, steps: imagen.steps, timeline: imagen.timeline };
@@ -62,9 +63,9 @@ export async function startDemoGateway(
     config,
     logger: silentLogger(),
     db: tdb.db,
-    // Polled often, so that a progress bar moves; new work wakes the runner at once (the claim
-    // timer, left at its default, is only for work no signal announces: none here).
-    runner: { pollIntervalMs: 100 },
+    // Polled often unless told (a progress bar moves); new work wakes the runner at once (the
+    // claim timer, left at its default, is only for work no signal announces: none here).
+    runner: { pollIntervalMs: opts.pollIntervalMs ?? 100 },
   });
   const url = await gw.start();
   return {

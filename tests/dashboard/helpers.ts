@@ -103,15 +103,15 @@ export async function pauseAnimations(context: BrowserContext): Promise<void> {
 }
 
 /**
- * Waits until the first element the CSS selector matches has the text in its textContent (10 s),
- * checked in the page every 50 ms rather than over the protocol.
+ * Waits until the first element the CSS selector matches has the text in its textContent (10 s
+ * unless told), checked in the page every 50 ms rather than over the protocol.
  */
-export async function expectText(page: Page, selector: string, text: string): Promise<void> {
+export async function expectText(page: Page, selector: string, text: string, timeout = 10_000): Promise<void> {
   try {
     await page.waitForFunction(
       ([sel, want]) => ((globalThis as any).document.querySelector(sel)?.textContent ?? '').includes(want),
       [selector, text] as const,
-      { polling: 50, timeout: 10_000 },
+      { polling: 50, timeout },
     );
   } catch (err) {
     const loc = page.locator(selector);

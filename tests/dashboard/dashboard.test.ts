@@ -1,7 +1,16 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
-import { ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, startDemoGateway, type DemoGateway } from './helpers';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import {
+  ARTIFACTS,
+  borrow,
+  CHROMIUM,
+  CHROMIUM_ARGS,
+  expectText,
+  pauseAnimations,
+  startDemoGateway,
+  type DemoGateway,
+} from './helpers';
 
 const haveChromium = fs.existsSync(CHROMIUM);
 if (!haveChromium && !process.env.CI) {
@@ -16,13 +25,20 @@ jest.setTimeout(60_000);
 describeBrowser('dashboard in headless Chromium', () => {
   let env: DemoGateway;
   let browser: Browser;
+  /** The page the desktop-sized tests share, one after the other (each a renderer less to start). */
+  let shared: Page;
+  let sharedContext: BrowserContext;
 
   beforeAll(async () => {
     fs.mkdirSync(ARTIFACTS, { recursive: true });
     [env, browser] = await Promise.all([
-      startDemoGateway({ auth: true }),
+      // A user's tasks run two at a time, so that the rest of a user's wait queued (the task-count test).
+      startDemoGateway({ auth: true, env: { RUNNER_USER_CONCURRENCY: '2' } }),
       chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS }),
     ]);
+    sharedContext = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+    await pauseAnimations(sharedContext);
+    shared = await sharedContext.newPage();
   });
 
   afterAll(async () => {
@@ -71,38 +87,68 @@ describeBrowser('dashboard in headless Chromium', () => {
     return card;
   }
 
-  /** Samples the card's progress bar until the image appears; returns the values seen. */
+  /**
+   * Records every value the card's progress bar shows (a MutationObserver in the page sees each
+   * one as it is drawn, none is missed between two looks) until the image appears; returns them.
+   */
   async function watchUntilImage(page: Page, prompt: string): Promise<number[]> {
-    const seen: number[] = [];
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      const state = await page.evaluate((p) => {
-        const doc = (globalThis as any).document; // in the page
+    await page.evaluate((p) => {
+      const g = globalThis as any; // in the page
+      const doc = g.document;
+      const watch = { seen: [] as number[], state: null as any, look: () => {} };
+      watch.look = () => {
         const li = [...doc.querySelectorAll('#task-list li.task')].find(
           (el: any) => el.querySelector('.prompt')?.textContent === p,
         );
-        if (!li) return null;
+        if (!li) return (watch.state = null);
         const bar = li.querySelector('[role=progressbar]');
         const img = li.querySelector('[data-role=output] img');
-        return {
+        const state = {
           progress: bar ? Number(bar.getAttribute('aria-valuenow')) : null,
           status: li.dataset.status,
           loaded: Boolean(img && img.complete && img.naturalWidth > 0),
         };
-      }, prompt);
-      if (state?.progress !== null && state?.progress !== undefined && seen[seen.length - 1] !== state.progress)
-        seen.push(state.progress);
-      if (state?.loaded && state.status === 'succeeded') return seen;
-      if (state?.status === 'failed' || state?.status === 'canceled') throw new Error(`task ${state.status}`);
-      if (Date.now() > deadline)
-        throw new Error(
-          `no image after 30 s; progress seen ${seen.join(',')}; card ${JSON.stringify(state)}; ` +
-            `connection ${await page.textContent('#conn-label')}; ` +
-            `db ${JSON.stringify(await env.gw.db('tasks').select('status', 'attempts', 'error', 'user_id'))}; ` +
-            `events ${JSON.stringify(await env.gw.db('task_events').select('seq', 'event'))}`,
+        if (state.progress !== null && watch.seen[watch.seen.length - 1] !== state.progress)
+          watch.seen.push(state.progress);
+        return (watch.state = state);
+      };
+      (g.pyreWatch ??= {})[p] = watch;
+      new g.MutationObserver(watch.look).observe(doc.body, {
+        subtree: true,
+        childList: true,
+        attributes: true,
+        characterData: true,
+      });
+      watch.look();
+    }, prompt);
+    const ended = page.waitForFunction(
+      (p) => {
+        const watch = (globalThis as any).pyreWatch[p]; // in the page
+        const state = watch.look(); // (an image's loading ends with no change to the document)
+        return Boolean(
+          state && ((state.loaded && state.status === 'succeeded') || /^(failed|canceled)$/.test(state.status)),
         );
-      await page.waitForTimeout(40);
-    }
+      },
+      prompt,
+      { polling: 50, timeout: 30_000 },
+    );
+    const done = await ended.then(
+      () => true,
+      () => false,
+    );
+    const { seen, state } = await page.evaluate((p) => {
+      const watch = (globalThis as any).pyreWatch[p]; // in the page
+      return { seen: watch.seen as number[], state: watch.state };
+    }, prompt);
+    if (state?.status === 'failed' || state?.status === 'canceled') throw new Error(`task ${state.status}`);
+    if (!done)
+      throw new Error(
+        `no image after 30 s; progress seen ${seen.join(',')}; card ${JSON.stringify(state)}; ` +
+          `connection ${await page.textContent('#conn-label')}; ` +
+          `db ${JSON.stringify(await env.gw.db('tasks').select('status', 'attempts', 'error', 'user_id'))}; ` +
+          `events ${JSON.stringify(await env.gw.db('task_events').select('seq', 'event'))}`,
+      );
+    return seen;
   }
 
   function expectMoved(seen: number[]): void {
@@ -113,10 +159,7 @@ describeBrowser('dashboard in headless Chromium', () => {
   }
 
   test('signs in, submits an image task, watches the bar move and the image appear (WebSocket)', async () => {
-    const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
-    const page = await context.newPage();
-    const pageErrors: string[] = [];
-    page.on('pageerror', (e) => pageErrors.push(e.message));
+    const { page, pageErrors, release } = await borrow(shared, { width: 1280, height: 860 });
     try {
       const prompt = 'A lighthouse at dusk, oil painting';
       await signInAndSubmit(page, 'alice', prompt);
@@ -185,12 +228,14 @@ describeBrowser('dashboard in headless Chromium', () => {
       expect(canceled.map((t) => t.input_data.prompt)).toEqual(['Waves on a beach at night']);
       expect(pageErrors).toEqual([]);
     } finally {
-      await context.close();
+      await release();
     }
   });
 
   test('does the same on a phone-sized screen with the WebSocket blocked, over long-poll', async () => {
+    // A context of its own: a phone's (touch, mobile viewport), and its WebSocket routed.
     const context = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+    await pauseAnimations(context);
     const page = await context.newPage();
     const pageErrors: string[] = [];
     page.on('pageerror', (e) => pageErrors.push(e.message));
@@ -223,17 +268,13 @@ describeBrowser('dashboard in headless Chromium', () => {
     }
   });
 
-  /** A page signed in as the user (with a token of that many seconds), at the home screen. */
+  /** The shared page signed in as the user (with a token of that many seconds), at the home screen. */
   async function signedIn(
     user: string,
     opts: { ttlSeconds?: number; gateway?: DemoGateway; viewport?: { width: number; height: number } } = {},
   ) {
     const gw = opts.gateway ?? env;
-    const context = await browser.newContext({ viewport: opts.viewport ?? { width: 1280, height: 860 } });
-    const page = await context.newPage();
-    page.setDefaultTimeout(10_000);
-    const pageErrors: string[] = [];
-    page.on('pageerror', (e) => pageErrors.push(e.message));
+    const { page, pageErrors, release } = await borrow(shared, opts.viewport ?? { width: 1280, height: 860 });
     page.on('console', (m) => {
       if (process.env.DEBUG_DASH) console.log(m.text());
     });
@@ -243,12 +284,12 @@ describeBrowser('dashboard in headless Chromium', () => {
     await page.click('#sign-in-form button[type=submit]');
     await page.locator('#home').waitFor({ state: 'visible' });
     await expectText(page, '#conn-label', 'WebSocket');
-    return { context, page, pageErrors };
+    return { page, pageErrors, release };
   }
 
   test('an expired token sends the user back to sign in, keeping what they typed', async () => {
     // Tokens of 4 s: long enough for the page to connect before expiry on a loaded machine.
-    const { context, page, pageErrors } = await signedIn('erin', { ttlSeconds: 4 });
+    const { page, pageErrors, release } = await signedIn('erin', { ttlSeconds: 4 });
     try {
       await expectText(page, '#who', 'erin');
       expect(await page.isVisible('#sign-out')).toBe(true);
@@ -291,12 +332,14 @@ describeBrowser('dashboard in headless Chromium', () => {
       expect(await page.textContent('#conn-label')).toBe('offline');
       expect(pageErrors).toEqual([]);
     } finally {
-      await context.close();
+      await release();
     }
   });
 
   test('a task page shows the task completing, and an unknown id shows only "No such task."', async () => {
-    const { context, page, pageErrors } = await signedIn('frank');
+    const { page, pageErrors, release } = await signedIn('frank');
+    // The image takes 6 s here, not 2.5: on a loaded machine the task page could come up after it ended.
+    env.standin.faults.apply({ timelines: { 'google/imagen-4-fast': { processingMs: 6000 } } });
     try {
       await page.fill('#prompt', 'A task page watched live');
       await page.click('#submit');
@@ -304,7 +347,7 @@ describeBrowser('dashboard in headless Chromium', () => {
       await card.getByText('Timeline →').click();
       await page.locator('.task-page').waitFor();
       expect(await page.textContent('.task-page [data-role=status]')).not.toBe('succeeded');
-      await expectText(page, '.task-page [data-role=status]', 'succeeded');
+      await expectText(page, '.task-page [data-role=status]', 'succeeded', 20_000);
       await expectText(page, '.task-page .facts', 'completed');
       const id = await page.getAttribute('.task-page', 'data-task-id');
       const stored = await env.gw.tasks.get('frank', id!);
@@ -316,12 +359,13 @@ describeBrowser('dashboard in headless Chromium', () => {
       expect(await page.locator('#task-page').textContent()).not.toContain('Event timeline');
       expect(pageErrors).toEqual([]);
     } finally {
-      await context.close();
+      env.standin.faults.reset();
+      await release();
     }
   });
 
   test('a task page opened while the gateway is unreachable says so, and loads once it is back', async () => {
-    const { context, page, pageErrors } = await signedIn('frank');
+    const { page, pageErrors, release } = await signedIn('frank');
     try {
       const task = await env.gw.tasks.create('frank', { type: 'image', prompt: 'Loaded after an outage' });
       await page.route(`**/api/tasks/${task.id}**`, (r) => r.abort('connectionrefused'));
@@ -354,12 +398,12 @@ describeBrowser('dashboard in headless Chromium', () => {
       await expectText(page, '#conn-label', 'WebSocket');
       expect(pageErrors).toEqual([]);
     } finally {
-      await context.close();
+      await release();
     }
   });
 
   test('list parameters are one URL per line, and their errors show under the field', async () => {
-    const { context, page, pageErrors } = await signedIn('gina');
+    const { page, pageErrors, release } = await signedIn('gina');
     try {
       await page.click('label[for=type-text]');
       await page.click('#params-box summary');
@@ -376,12 +420,12 @@ describeBrowser('dashboard in headless Chromium', () => {
       expect(bodies.map((b) => b.input_data.images)).toEqual([['not a url', 'https://example.com/b.png']]);
       expect(pageErrors).toEqual([]);
     } finally {
-      await context.close();
+      await release();
     }
   });
 
   test('text a failed task streamed is shown, labelled, live and after a reload', async () => {
-    const { context, page, pageErrors } = await signedIn('hana');
+    const { page, pageErrors, release } = await signedIn('hana');
     try {
       await page.click('label[for=type-text]');
       await page.fill('#prompt', '[[fail]] a story cut short');
@@ -429,50 +473,12 @@ describeBrowser('dashboard in headless Chromium', () => {
       expect(await page.locator('#task-list li.task').first().getAttribute('data-task-id')).toBe(rows[1].id);
       expect(pageErrors).toEqual([]);
     } finally {
-      await context.close();
-    }
-  });
-
-  test('the task count tells running from queued; older tasks load on demand (next_cursor)', async () => {
-    // A gateway running two tasks at a time, so that the rest wait queued.
-    const busy = await startDemoGateway({ auth: true, env: { RUNNER_CONCURRENCY: '2' } });
-    try {
-      for (let i = 1; i <= 55; i++) await busy.gw.tasks.create('ivan', { type: 'video', prompt: `Video number ${i}` });
-      const { context, page, pageErrors } = await signedIn('ivan', { gateway: busy });
-      try {
-        expect(await page.locator('#task-list li.task').count()).toBe(50);
-        const oldest = page.locator('#task-list li.task .prompt', { hasText: /^Video number 1$/ });
-        expect(await oldest.count()).toBe(0);
-        await page.click('#load-older');
-        await oldest.waitFor();
-        expect(await page.locator('#task-list li.task').count()).toBe(55);
-        expect(await page.isHidden('#load-older')).toBe(true);
-        // Every task is loaded now: the note agrees with the database.
-        const deadline = Date.now() + 15_000;
-        for (;;) {
-          const rows: { status: string }[] = await busy.gw.db('tasks').where({ user_id: 'ivan' }).select('status');
-          const running = rows.filter((r) => r.status === 'processing').length;
-          const queued = rows.filter((r) => r.status === 'queued').length;
-          const want = [running ? `${running} running` : '', queued ? `${queued} queued` : '']
-            .filter(Boolean)
-            .join(' · ');
-          const got = await page.textContent('#tasks-note');
-          if (got === want && running === 2) break;
-          if (Date.now() > deadline)
-            throw new Error(`note ${JSON.stringify(got)}, database ${running} processing and ${queued} queued`);
-          await page.waitForTimeout(100);
-        }
-        expect(pageErrors).toEqual([]);
-      } finally {
-        await context.close();
-      }
-    } finally {
-      await busy.close();
+      await release();
     }
   });
 
   test('the timeline fits a phone-sized screen', async () => {
-    const { context, page, pageErrors } = await signedIn('judy', { viewport: { width: 390, height: 844 } });
+    const { page, pageErrors, release } = await signedIn('judy', { viewport: { width: 390, height: 844 } });
     try {
       await page.fill('#prompt', 'A timeline on a phone');
       await page.click('#submit');
@@ -498,19 +504,41 @@ describeBrowser('dashboard in headless Chromium', () => {
       await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-phone-timeline.png'), fullPage: true });
       expect(pageErrors).toEqual([]);
     } finally {
-      await context.close();
+      await release();
+    }
+  });
+
+  // Last: its 55 videos keep the user's two slots busy until the file's gateway closes.
+  test('the task count tells running from queued; older tasks load on demand (next_cursor)', async () => {
+    // The gateway runs a user's tasks two at a time (RUNNER_USER_CONCURRENCY), so that the rest wait queued.
+    for (let i = 1; i <= 55; i++) await env.gw.tasks.create('ivan', { type: 'video', prompt: `Video number ${i}` });
+    const { page, pageErrors, release } = await signedIn('ivan');
+    try {
+      expect(await page.locator('#task-list li.task').count()).toBe(50);
+      const oldest = page.locator('#task-list li.task .prompt', { hasText: /^Video number 1$/ });
+      expect(await oldest.count()).toBe(0);
+      await page.click('#load-older');
+      await oldest.waitFor();
+      expect(await page.locator('#task-list li.task').count()).toBe(55);
+      expect(await page.isHidden('#load-older')).toBe(true);
+      // Every task is loaded now: the note agrees with the database.
+      const deadline = Date.now() + 15_000;
+      for (;;) {
+        const rows: { status: string }[] = await env.gw.db('tasks').where({ user_id: 'ivan' }).select('status');
+        const running = rows.filter((r) => r.status === 'processing').length;
+        const queued = rows.filter((r) => r.status === 'queued').length;
+        const want = [running ? `${running} running` : '', queued ? `${queued} queued` : '']
+          .filter(Boolean)
+          .join(' · ');
+        const got = await page.textContent('#tasks-note');
+        if (got === want && running === 2) break;
+        if (Date.now() > deadline)
+          throw new Error(`note ${JSON.stringify(got)}, database ${running} processing and ${queued} queued`);
+        await page.waitForTimeout(100);
+      }
+      expect(pageErrors).toEqual([]);
+    } finally {
+      await release();
     }
   });
 });
-
-async function expectText(page: Page, selector: string, text: string): Promise<void> {
-  const loc = page.locator(selector);
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const got = (await loc.count()) ? ((await loc.first().textContent()) ?? '') : '';
-    if (got.includes(text)) return;
-    if (Date.now() > deadline)
-      throw new Error(`${selector}: expected text ${JSON.stringify(text)}, got ${JSON.stringify(got)}`);
-    await page.waitForTimeout(50);
-  }
-}

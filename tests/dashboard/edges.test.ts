@@ -1,10 +1,17 @@
 import fs from 'node:fs';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import type { TaskJson } from '../../src/tasks/task';
-import { freshDb } from '../helpers/db';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { freePort } from '../helpers/net';
-import { CHROMIUM, CHROMIUM_ARGS, startDemoGateway, type DemoGateway } from './helpers';
+import {
+  borrow,
+  CHROMIUM,
+  CHROMIUM_ARGS,
+  expectText,
+  pauseAnimations,
+  startDemoGateway,
+  type DemoGateway,
+} from './helpers';
 
 const describeBrowser = fs.existsSync(CHROMIUM) || process.env.CI ? describe : describe.skip;
 
@@ -15,11 +22,14 @@ describeBrowser('dashboard edges in headless Chromium', () => {
   let browser: Browser;
   let haiku: TaskJson;
   let refused: TaskJson;
+  /** The page the tests share, one after the other, unless one needs a context of its own. */
+  let shared: Page;
 
   beforeAll(async () => {
     [env, browser] = await Promise.all([
       // imagen as it is: no progress events (the indeterminate bar is seen on it).
-      startDemoGateway({ auth: true, imagenBar: false }),
+      // No progress bar is watched here: the runner polls as deployed (from 1 s on), not every 100 ms.
+      startDemoGateway({ auth: true, imagenBar: false, pollIntervalMs: 1000 }),
       chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS }),
     ]);
     // Tasks whose end a test looks at, run while the tests before it do (each takes seconds).
@@ -27,6 +37,9 @@ describeBrowser('dashboard edges in headless Chromium', () => {
       env.gw.tasks.create('tomas', { type: 'text', prompt: 'Write a haiku about rain' }),
       env.gw.tasks.create('rita', { type: 'image', prompt: '[[unsafe]] a refused picture', aspect_ratio: '16:9' }),
     ]);
+    const context = await browser.newContext();
+    await pauseAnimations(context);
+    shared = await context.newPage();
   });
 
   afterAll(async () => {
@@ -34,24 +47,42 @@ describeBrowser('dashboard edges in headless Chromium', () => {
     await env?.close();
   });
 
+  // The minutes-long videos a test left running are canceled once it is over: followed to the end
+  // of the file, their polls and writes cost the run CPU. (The tasks made in beforeAll are let be.)
+  afterEach(async () => {
+    const live: { id: string; user_id: string }[] = await env.gw
+      .db('tasks')
+      .whereIn('status', ['queued', 'processing'])
+      .whereNotIn('id', [haiku.id, refused.id])
+      .select('id', 'user_id');
+    await Promise.all(live.map((t) => env.gw.tasks.cancel(t.user_id, t.id).catch(() => {})));
+  });
+
+  /**
+   * A page signed in as the user: the shared one, or (to prepare the page, e.g. install a clock,
+   * or to see the animations run) one in a new context, closed by `release`.
+   */
   async function signedIn(
     user: string,
     viewport = { width: 1280, height: 860 },
     ttlSeconds = 600,
     prepare?: (page: Page) => Promise<void>,
+    { animations = false } = {},
   ) {
-    const context = await browser.newContext({ viewport });
-    const page = await context.newPage();
-    page.setDefaultTimeout(10_000);
-    const pageErrors: string[] = [];
-    page.on('pageerror', (e) => pageErrors.push(e.message));
+    let tab;
+    if (prepare || animations) {
+      const context = await browser.newContext({ viewport });
+      if (!animations) await pauseAnimations(context);
+      tab = { ...(await borrow(await context.newPage(), viewport)), release: () => context.close() };
+    } else tab = await borrow(shared, viewport);
+    const { page } = tab;
     await prepare?.(page);
     await page.goto(`${env.url}/`);
     await page.locator('#sign-in').waitFor({ state: 'visible' });
     await page.fill('#token', env.token(user, ttlSeconds));
     await page.click('#sign-in-form button[type=submit]');
     await page.locator('#home').waitFor({ state: 'visible' });
-    return { context, page, pageErrors };
+    return tab;
   }
 
   /** How far the page is wider than its window (0 or less: it fits). */
@@ -66,7 +97,7 @@ describeBrowser('dashboard edges in headless Chromium', () => {
     ['a desktop window', 'lena', { width: 1280, height: 860 }],
     ['a phone', 'lars', { width: 390, height: 844 }],
   ])('a prompt with one long unbroken word keeps the layout inside %s', async (_name, user, viewport) => {
-    const { context, page, pageErrors } = await signedIn(user, viewport);
+    const { page, pageErrors, release } = await signedIn(user, viewport);
     try {
       const url = `https://example.com/${'very-long-path-segment/'.repeat(20)}?q=${'x'.repeat(200)}`;
       const word = 'w'.repeat(10_000);
@@ -88,7 +119,7 @@ describeBrowser('dashboard edges in headless Chromium', () => {
       expect(await overflow(page)).toBeLessThanOrEqual(0);
       expect(pageErrors).toEqual([]);
     } finally {
-      await context.close();
+      await release();
     }
   });
 
@@ -99,9 +130,7 @@ describeBrowser('dashboard edges in headless Chromium', () => {
   const shownPrompts = (page: Page) => page.locator('#task-list li.task .prompt').allTextContents();
 
   test("a refused token says why, in the API's words", async () => {
-    const context = await browser.newContext();
-    const page = await context.newPage();
-    page.setDefaultTimeout(10_000);
+    const { page, release } = await borrow(shared, { width: 1280, height: 720 });
     try {
       await page.goto(`${env.url}/`);
       await page.locator('#sign-in').waitFor({ state: 'visible' });
@@ -109,13 +138,13 @@ describeBrowser('dashboard edges in headless Chromium', () => {
       await page.click('#sign-in-form button[type=submit]');
       await expectText(page, '#sign-in-error', 'This token is not accepted: token malformed');
     } finally {
-      await context.close();
+      await release();
     }
   });
 
   test('the list filters by status and searches prompts, through GET /api/tasks, live', async () => {
     const user = 'filip';
-    const { context, page, pageErrors } = await signedIn(user);
+    const { page, pageErrors, release } = await signedIn(user);
     try {
       const fox = await env.gw.tasks.create(user, { type: 'video', prompt: 'A red fox in snow' });
       await env.gw.tasks.create(user, { type: 'video', prompt: 'A lighthouse at dusk' });
@@ -167,13 +196,14 @@ describeBrowser('dashboard edges in headless Chromium', () => {
       await poll(() => page.locator('#task-list li.task').count()).toBe(6);
       expect(pageErrors).toEqual([]);
     } finally {
-      await context.close();
+      await release();
     }
   });
 
   test('an image task without progress events shows a moving bar; its image downloads', async () => {
     const user = 'ines';
-    const { context, page, pageErrors } = await signedIn(user);
+    // A context of its own, its animations running: the stripe's is looked at.
+    const { page, pageErrors, release } = await signedIn(user, undefined, undefined, undefined, { animations: true });
     try {
       await env.gw.tasks.create(user, { type: 'image', prompt: 'A quiet harbour' });
       const card = cardOf(page, 'A quiet harbour');
@@ -202,15 +232,15 @@ describeBrowser('dashboard edges in headless Chromium', () => {
       expect(saved.equals(served)).toBe(true);
       expect(pageErrors).toEqual([]);
     } finally {
-      await context.close();
+      await release();
     }
   });
 
   test('a text result has a Copy button that puts it on the clipboard', async () => {
     const user = 'tomas';
-    const { context, page, pageErrors } = await signedIn(user);
+    const { page, pageErrors, release } = await signedIn(user);
     try {
-      await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: env.url });
+      await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: env.url });
       expect(haiku.input_data.prompt).toBe('Write a haiku about rain');
       const done = page.locator('#task-list li.task[data-status="succeeded"]', { hasText: 'a haiku about rain' });
       await done.waitFor({ timeout: 20_000 });
@@ -221,13 +251,13 @@ describeBrowser('dashboard edges in headless Chromium', () => {
       expect(await page.evaluate(() => (globalThis as any).navigator.clipboard.readText())).toBe(text);
       expect(pageErrors).toEqual([]);
     } finally {
-      await context.close();
+      await release();
     }
   });
 
   test('Retry on a canceled task; a refused prompt is changed before the retry', async () => {
     const user = 'rita';
-    const { context, page, pageErrors } = await signedIn(user);
+    const { page, pageErrors, release } = await signedIn(user);
     try {
       const video = await env.gw.tasks.create(user, { type: 'video', prompt: 'Canceled waves', duration: 3 });
       await env.gw.tasks.cancel(user, video.id);
@@ -256,14 +286,14 @@ describeBrowser('dashboard edges in headless Chromium', () => {
       expect(await failed.locator('[data-role=retry-edit]').count()).toBe(0);
       expect(pageErrors).toEqual([]);
     } finally {
-      await context.close();
+      await release();
     }
   });
 
   test("relative times come from the gateway's clock and move together", async () => {
     const user = 'kai';
     // The browser's clock is a minute ahead of the gateway's (the database's).
-    const { context, page, pageErrors } = await signedIn(user, undefined, undefined, (p) =>
+    const { page, pageErrors, release } = await signedIn(user, undefined, undefined, (p) =>
       p.clock.install({ time: Date.now() + 60_000 }),
     );
     try {
@@ -285,14 +315,14 @@ describeBrowser('dashboard edges in headless Chromium', () => {
       expect(older).toBeGreaterThanOrEqual(newer!);
       expect(pageErrors).toEqual([]);
     } finally {
-      await context.close();
+      await release();
     }
   });
 
   test('a pasted prompt cut at 10,000 characters says so', async () => {
-    const { context, page, pageErrors } = await signedIn('paula');
+    const { page, pageErrors, release } = await signedIn('paula');
     try {
-      await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: env.url });
+      await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: env.url });
       await page.evaluate((t) => (globalThis as any).navigator.clipboard.writeText(t), 'p'.repeat(10_050));
       await page.fill('#prompt', 'Start: ');
       await page.focus('#prompt');
@@ -305,26 +335,27 @@ describeBrowser('dashboard edges in headless Chromium', () => {
       await page.locator('#prompt-cut').waitFor({ state: 'hidden' });
       expect(pageErrors).toEqual([]);
     } finally {
-      await context.close();
+      await release();
     }
   });
 
   describe('in open mode', () => {
     let open: TestGateway;
     let port: number;
-    const tdbReady = freshDb('pglite');
 
+    // In this process, on the file's database (no other gateway there is in open mode, nor runs
+    // tasks as its user "local").
     beforeAll(async () => {
       port = await freePort();
-      open = await startGateway('pglite', { tdb: await tdbReady, env: { PORT: String(port) } });
+      open = await startGateway('pglite', { tdb: env.tdb, env: { PORT: String(port) } });
     });
     afterAll(async () => {
       await open?.close();
-      await (await tdbReady).drop();
     });
 
     test('the phone header shows the user whole', async () => {
       const context = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true });
+      await pauseAnimations(context);
       const page = await context.newPage();
       page.setDefaultTimeout(10_000);
       try {
@@ -344,11 +375,7 @@ describeBrowser('dashboard edges in headless Chromium', () => {
     });
 
     test('the red banner shows when the gateway goes away after the page loaded, and goes when it is back', async () => {
-      const context = await browser.newContext();
-      const page = await context.newPage();
-      page.setDefaultTimeout(10_000);
-      const pageErrors: string[] = [];
-      page.on('pageerror', (e) => pageErrors.push(e.message));
+      const { page, pageErrors, release } = await borrow(shared, { width: 1280, height: 720 });
       try {
         await page.goto(`${open.url}/`);
         await expectText(page, '#conn-label', 'WebSocket');
@@ -356,28 +383,16 @@ describeBrowser('dashboard edges in headless Chromium', () => {
         await open.close();
         await expectText(page, '.banner', 'the gateway is not reachable');
         expect(await page.getAttribute('.banner', 'role')).toBe('alert');
-        open = await startGateway('pglite', { tdb: await tdbReady, env: { PORT: String(port) } });
+        open = await startGateway('pglite', { tdb: env.tdb, env: { PORT: String(port) } });
         await page.locator('.banner').waitFor({ state: 'detached', timeout: 20_000 });
         await expectText(page, '#conn-label', 'WebSocket');
         expect(pageErrors).toEqual([]);
       } finally {
-        await context.close();
+        await release();
       }
     });
   });
 });
-
-async function expectText(page: Page, selector: string, text: string): Promise<void> {
-  const loc = page.locator(selector);
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const got = (await loc.count()) ? ((await loc.first().textContent()) ?? '') : '';
-    if (got.includes(text)) return;
-    if (Date.now() > deadline)
-      throw new Error(`${selector}: expected text ${JSON.stringify(text)}, got ${JSON.stringify(got)}`);
-    await page.waitForTimeout(50);
-  }
-}
 
 /** Polls `fn` until its value passes the check (as Playwright's expect.poll), for 10 s unless told. */
 function poll<T>(fn: () => Promise<T> | T, { timeout = 10_000 } = {}) {

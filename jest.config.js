@@ -11,7 +11,6 @@ module.exports = {
   },
   // Says whether the PostgreSQL half runs (and prepares what every suite shares).
   globalSetup: '<rootDir>/tests/helpers/global-setup.ts',
-  globalTeardown: '<rootDir>/tests/helpers/global-teardown.ts',
   testTimeout: 60000,
   // Slowest suites first, also on a first run with no timing cache (CI).
   testSequencer: '<rootDir>/tests/helpers/sequencer.cjs',

@@ -6,7 +6,7 @@ import type { Bus } from './bus';
 import { FramedBus } from './framed';
 import { MemoryBusHub } from './memory';
 import { PgTransport } from './postgres';
-import { RedisTransport } from './redis';
+import type { RedisTransport } from './redis';
 
 /**
  * The suffix of a database's bus channel: its knex search path when there is one, so that
@@ -25,7 +25,13 @@ export function busNamespace(db: Db): string {
 export function openBus(db: Db, settings: Config['bus'], logger: Logger): Bus | undefined {
   const log = logger.child({ component: 'bus' });
   const suffix = busNamespace(db);
-  if (settings.url) return new FramedBus(new RedisTransport(settings.url, `${settings.prefix}bus${suffix}`, log), log);
+  if (settings.url) {
+    // Loaded only when configured: the Redis client is over 500 modules (every gateway, and so
+    // every test suite, would load it).
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy loading, see above
+    const { RedisTransport: Transport } = require('./redis') as { RedisTransport: typeof RedisTransport };
+    return new FramedBus(new Transport(settings.url, `${settings.prefix}bus${suffix}`, log), log);
+  }
   if (isEmbedded(db)) return undefined;
   const connection = (db.client.config as { connection: string | pg.ClientConfig }).connection;
   return new FramedBus(new PgTransport(connection, `pyre_bus${suffix}`, log), log);

@@ -106,6 +106,7 @@ function serverCommands(program: Command): void {
     .command('start')
     .description('run the gateway (configuration from the environment, see docs/configuration.md)')
     .action(async () => {
+      config(); // a configuration mistake is said at once, before the server side loads (about 1 CPU-s)
       await lazy.main()();
     });
 

@@ -1,5 +1,5 @@
 import { LocalOutputStore, type OutputStore } from '../storage/outputs';
-import { S3OutputStore } from '../storage/s3';
+import type { S3OutputStore } from '../storage/s3';
 import { Retention } from '../tasks/retention';
 import type { TaskStore } from '../tasks/store';
 import type { PartContext } from './context';
@@ -7,9 +7,12 @@ import type { PartContext } from './context';
 /** Where output files live: the S3-compatible store of STORAGE_URL, else DATA_DIR. */
 export function openOutputStore(ctx: PartContext): OutputStore {
   const { config } = ctx;
-  return config.storage
-    ? new S3OutputStore(config.storage, ctx.logger.child({ component: 'storage' }))
-    : new LocalOutputStore(config.dataDir);
+  if (!config.storage) return new LocalOutputStore(config.dataDir);
+  // Loaded only when configured: the AWS SDK is a few hundred modules that a gateway writing to
+  // DATA_DIR (and every test suite) would load for nothing.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy loading, see above
+  const { S3OutputStore: Store } = require('../storage/s3') as { S3OutputStore: typeof S3OutputStore };
+  return new Store(config.storage, ctx.logger.child({ component: 'storage' }));
 }
 
 /** RETENTION_DAYS: the sweep of old finished tasks, their events and files (nothing when 0). */

@@ -9,10 +9,16 @@ import { waitFor } from '../helpers/wait';
 /** Issue 14, item 9: REPLICATE_API_TOKEN is checked at start, logged, and /readyz reports it. */
 describe.each(BACKENDS)('provider credentials on %s', (backend) => {
   let standin: Standin;
+  // One database for the block's gateways, one after the other (credentials are what differs).
+  let tdb: TestDb;
   beforeAll(async () => {
     standin = await startStandin({ clock: 'virtual' });
+    tdb = await freshDb(backend);
   });
-  afterAll(() => standin?.close());
+  afterAll(async () => {
+    await standin?.close();
+    await tdb?.drop();
+  });
 
   /** A gateway with this token and base URL, its log lines collected. */
   async function gatewayWith(
@@ -26,7 +32,6 @@ describe.each(BACKENDS)('provider credentials on %s', (backend) => {
         cb();
       },
     });
-    const tdb: TestDb = await freshDb(backend);
     const gw = await createGateway({
       config: testConfig({ REPLICATE_API_TOKEN: token, REPLICATE_BASE_URL: baseUrl }),
       logger: createLogger({ level: 'info', destination: sink }),
@@ -38,10 +43,7 @@ describe.each(BACKENDS)('provider credentials on %s', (backend) => {
       gw,
       url,
       lines,
-      close: async () => {
-        await gw.close();
-        await tdb.drop();
-      },
+      close: () => gw.close(),
     };
   }
 

@@ -4,6 +4,7 @@ import path from 'node:path';
 import fs from 'node:fs';
 import os from 'node:os';
 import { lockEmbeddedDir } from '../../src/db';
+import { seedDataDir } from '../helpers/db';
 import { startDemoGateway, type DemoGateway } from '../dashboard/helpers';
 import { pyre, pyreIn } from './helpers';
 
@@ -30,7 +31,7 @@ describe('pyre command against a running gateway', () => {
   });
 
   test('submit follows an image task to the end: progress on stderr, the URL on stdout, exit 0', async () => {
-    const r = await pyre(
+    const r = await pyreIn(
       ['submit', '--type', 'image', '--param', 'aspect_ratio=16:9', 'a', 'lighthouse', 'at', 'dusk'],
       userEnv,
     );
@@ -194,6 +195,7 @@ describe('hints name the command as it can be run', () => {
 describe('the embedded database belongs to one process', () => {
   test('a second process on the same DATA_DIR is refused with a clear message; a lock left by a dead process is taken over', async () => {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pyre-lock-'));
+    seedDataDir(dataDir); // the lock is tested here, not a first start: no initdb
     try {
       const release = lockEmbeddedDir(path.join(dataDir, 'pglite')); // held by this (live) process
       const refused = await pyre(['migrate'], { DATA_DIR: dataDir }, 150_000);
@@ -206,7 +208,7 @@ describe('the embedded database belongs to one process', () => {
       const dead = spawn(process.execPath, ['-e', '0']);
       await new Promise((r) => dead.on('close', r));
       fs.writeFileSync(path.join(dataDir, 'pglite.lock'), String(dead.pid));
-      // A fresh embedded database runs initdb: minutes on a busy machine.
+      // Without the run's template (seedDataDir) this runs initdb: minutes on a busy machine.
       const ok = await pyre(['migrate'], { DATA_DIR: dataDir }, 150_000);
       expect(ok.stderr).toBe('');
       expect(ok.stdout).toMatch(/applied|up to date/);

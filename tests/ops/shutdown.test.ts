@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
+import { seedDataDir } from '../helpers/db';
 
 const BIN = path.join(__dirname, '..', '..', 'bin', 'pyre.js');
 
@@ -19,6 +20,7 @@ interface Started {
 /** `pyre start` as a user runs it: demo mode, embedded database, JSON logs on stdout. */
 async function startPyre(): Promise<Started> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pyre-stop-'));
+  seedDataDir(dataDir); // a stop is tested here, not a first start: no initdb
   const child = spawn(process.execPath, [BIN, 'start'], {
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', PORT: '0', DATA_DIR: dataDir },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { lockEmbeddedDir } from '../../src/db';
 import { resolveLogFormat } from '../../src/log';
 import { explainStartupError } from '../../src/startup';
+import { seedDataDir } from '../helpers/db';
 import { pyre } from '../cli/helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports -- the start script is plain CommonJS
@@ -93,6 +94,7 @@ describe('log format', () => {
 
   test('on a terminal the start-up lines are readable, the OPEN and DEMO MODE warnings among them; LOG_FORMAT=json keeps JSON there', async () => {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pyre-tty-'));
+    seedDataDir(dataDir); // the log's format is tested here, not a first start: no initdb
     const bin = path.join(__dirname, '..', '..', 'bin', 'pyre.js');
     // `script` gives the command a pseudo-terminal, as a user's shell does.
     const underTty = (env: Record<string, string>) =>

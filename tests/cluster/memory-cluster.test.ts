@@ -192,8 +192,8 @@ describe('gateways in one process on the in-memory bus', () => {
     expect(got[0]).toEqual(['1', '1', `task:${id}`, 'phx_reply', expect.objectContaining({ status: 'ok' })]);
     // C stops gracefully: its session moves to a live gateway, the channel rejoined there.
     await c.gw.close();
-    expect(c.gw.realtime.stats().longpollSessions).toBe(0);
-    expect(a.gw.realtime.stats().longpollSessions + b.gw.realtime.stats().longpollSessions).toBe(1);
+    expect(c.gw.realtime.stats().transports.longpoll!.sessions).toBe(0);
+    expect(a.gw.realtime.stats().transports.longpoll!.sessions + b.gw.realtime.stats().transports.longpoll!.sessions).toBe(1);
     await pollUntil(b.url, () => got.some((m) => m[3] === 'text_response'));
     const seqs = got.filter((m) => m[3] !== 'phx_reply').map((m) => (m[4] as { seq: number }).seq);
     expect(seqs).toEqual(Array.from({ length: await lastSeq(id) }, (_, i) => i + 1));

@@ -107,7 +107,7 @@ test('a session opened on A is served by B: POSTs and polls forwarded, answers r
   const opened = await get(a);
   expect(opened).toEqual({ status: 410, token: expect.stringMatching(/^node_a\./), messages: [] });
   const token = opened.token!;
-  expect(a.rt.stats().longpollSessions).toBe(1);
+  expect(a.rt.stats().transports.longpoll!.sessions).toBe(1);
 
   expect(await post(b, token, [['1', '1', 'room:x', 'phx_join', {}]])).toEqual({ status: 200 });
   const sentBefore = hub.sent;
@@ -126,7 +126,7 @@ test('a session opened on A is served by B: POSTs and polls forwarded, answers r
     token,
     messages: [JSON.stringify([null, null, 'room:x', 'shout', { n: 1 }])],
   });
-  expect(b.rt.stats().longpollSessions).toBe(0);
+  expect(b.rt.stats().transports.longpoll!.sessions).toBe(0);
   // Nothing queued: the window passes (held by A) and B answers 204.
   expect(await get(b, token)).toEqual({ status: 204, token, messages: [] });
   // Large bodies travel too (the bus carries them whole).
@@ -233,8 +233,8 @@ test('a draining node hands its sessions over to a live node', async () => {
   expect(answered).toEqual({ status: 204, token: expect.stringMatching(/^node_b\./), messages: [] });
   const [, sid1] = t1.split('.');
   expect(answered.token!.split('.')[1]).toBe(sid1);
-  expect(a.rt.stats().longpollSessions).toBe(0);
-  expect(b.rt.stats().longpollSessions).toBe(2);
+  expect(a.rt.stats().transports.longpoll!.sessions).toBe(0);
+  expect(b.rt.stats().transports.longpoll!.sessions).toBe(2);
   expect(a.rt.connections.size).toBe(0);
 
   // B joined the channels again (no second join reply) and delivers what is broadcast now.
@@ -261,7 +261,7 @@ test('a draining node with no other node up ends its sessions (410), as Phoenix 
   const token = (await get(a)).token!;
   hub.down.add('node_b');
   await a.rt.drain();
-  expect(a.rt.stats().longpollSessions).toBe(0);
+  expect(a.rt.stats().transports.longpoll!.sessions).toBe(0);
   expect(await post(a, token, [[null, '1', 'phoenix', 'heartbeat', {}]])).toEqual({ status: 410 });
 });
 
@@ -348,5 +348,5 @@ test('a handover carries the connection as connect made it, never the request he
   // disconnect(id) reaches the moved connection: it kept its socket id.
   b.rt.disconnect('user_socket:u1');
   await until(() => b.rt.connections.size === 0, 2000, 'the moved connection closed');
-  expect(b.rt.stats().longpollSessions).toBe(0);
+  expect(b.rt.stats().transports.longpoll!.sessions).toBe(0);
 });

@@ -12,6 +12,8 @@ class MemoryHub {
   private readonly handlers = new Map<string, (m: BusMessage, from: string) => void>();
   /** Nodes whose messages are dropped both ways (a dead process). */
   readonly down = new Set<string>();
+  /** Messages dropped on the way (a lost bus message), by sender and content. */
+  drop: ((message: BusMessage, from: string) => boolean) | null = null;
   sent = 0;
   /** Every message sent, as the bus carried it (JSON). */
   readonly log: string[] = [];
@@ -28,7 +30,7 @@ class MemoryHub {
         this.log.push(text);
         const copy = JSON.parse(text) as BusMessage;
         setImmediate(() => {
-          if (this.down.has(nodeId)) return;
+          if (this.down.has(nodeId) || this.drop?.(copy, nodeId)) return;
           // '*': every other node.
           for (const [id, h] of this.handlers)
             if ((to === '*' ? id !== nodeId : id === to) && !this.down.has(id)) h(copy, nodeId);
@@ -255,6 +257,30 @@ test('a draining node hands its sessions over to a live node', async () => {
     ['5', '6', 'room:z', 'phx_reply', OK({ echo: { m: 1 } })],
     ['5', '7', 'room:z', 'phx_reply', OK({ echo: { m: 2 } })],
   ]);
+});
+
+test('a node that began to stop after it said it was up refuses a session: it goes to the next live node', async () => {
+  const c = await node('node_c');
+  try {
+    const tokens = [(await get(a)).token!, (await get(a)).token!];
+    const held = tokens.map((t) => get(a, t));
+    await new Promise((r) => setTimeout(r, 50));
+    const drained = a.rt.drain({ intervalMs: 0 });
+    await new Promise((r) => setTimeout(r, 60)); // B and C said they are up
+    // B stops too, and its "leaving" is lost: A learns it only from B's refusal.
+    hub.drop = (m, from) => from === 'node_b' && m.t === 'leaving';
+    await b.rt.drain({ intervalMs: 0 });
+    await drained;
+    for (const answered of await Promise.all(held))
+      expect(answered).toEqual({ status: 204, token: expect.stringMatching(/^node_c\./), messages: [] });
+    expect(c.rt.stats().transports.longpoll!.sessions).toBe(2);
+    expect(hub.log.filter((m) => JSON.parse(m).t === 'refused')).toHaveLength(1);
+    const line = lines.find((l) => l.msg?.startsWith('realtime: handed '));
+    expect(line?.msg).toBe('realtime: handed 2 long-poll session(s) to 1 live node(s)');
+    expect(line?.obj).toMatchObject({ sessions: 2, nodes: { node_c: 2 } });
+  } finally {
+    await c.close();
+  }
 });
 
 test('a draining node with no other node up ends its sessions (410), as Phoenix does', async () => {

@@ -1,4 +1,5 @@
-import { ConfigError, loadConfig } from '../../src/config';
+import { loadConfig } from '../../src/config';
+import { configProblems } from '../helpers/config';
 import { createGateway } from '../../src/app';
 import { silentLogger } from '../../src/log';
 import { freshDb } from '../helpers/db';
@@ -7,15 +8,7 @@ import { waitFor } from '../helpers/wait';
 
 /** OPENAI_* are read and checked at start; every problem names its variable. */
 describe('OpenAI-compatible configuration', () => {
-  const problems = (env: Record<string, string>) => {
-    try {
-      loadConfig(env);
-    } catch (e) {
-      if (e instanceof ConfigError) return e.message;
-      throw e;
-    }
-    return 'no error';
-  };
+  const problems = configProblems;
 
   it.each([
     [{ OPENAI_BASE_URL: 'not a url' }, 'OPENAI_BASE_URL:'],

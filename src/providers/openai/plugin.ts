@@ -10,7 +10,8 @@ function openaiRoute(path: string): string {
 
 /**
  * OpenAI-compatible chat completions: the text models OPENAI_MODELS lists, on OPENAI_BASE_URL
- * with OPENAI_API_KEY; without a key, on the built-in stand-in (demo). No webhooks: the stream is
+ * with OPENAI_API_KEY; without a key, on the built-in stand-in (demo; in demo mode with neither
+ * set, the models are DEMO_OPENAI_MODELS). No webhooks: the stream is
  * the completion.
  */
 export const openaiProvider: ProviderPlugin = {
@@ -25,7 +26,7 @@ export const openaiProvider: ProviderPlugin = {
       ({ url: baseUrl, apiKey } = standin);
       logger.warn(
         { standin: baseUrl, models: config.openai.models.map((m) => m.name) },
-        'DEMO MODE: OPENAI_API_KEY is unset, so the OPENAI_MODELS run on the built-in chat completions stand-in (made-up text, nothing is billed)',
+        'DEMO MODE: OPENAI_API_KEY is unset, so the OpenAI-compatible models run on the built-in chat completions stand-in (made-up text, nothing is billed)',
       );
     }
     const pace = ctx.pace(config.providerBudgets);

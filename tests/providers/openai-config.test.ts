@@ -91,6 +91,16 @@ describe('OpenAI-compatible configuration', () => {
       const models = (await call(`${g.url}/api/models`)).body.data as { name: string; provider: string }[];
       expect(new Set(models.map((m) => m.provider))).toEqual(new Set(['replicate', 'openai']));
       expect(models.filter((m) => m.provider === 'openai').map((m) => m.name)).toEqual(['gpt-4o-mini']);
+      // /readyz lists both, each on its stand-in.
+      const ready = await waitFor('the stand-in checked', async () => {
+        const r = await call(`${g.url}/readyz`);
+        return r.body?.providers?.replicate?.state === 'ok' ? r : null;
+      });
+      expect(ready.status).toBe(200);
+      expect(ready.body.providers).toEqual({
+        replicate: { state: 'ok', credentials: 'stand-in' },
+        openai: { state: 'configured', credentials: 'stand-in' },
+      });
       const res = await call(`${g.url}/api/tasks`, { body: { input_data: { model: 'gpt-4o-mini', prompt: 'hi' } } });
       expect(res.status).toBe(202);
       const t = await waitFor(

@@ -20,6 +20,7 @@ export const openaiProvider: ProviderPlugin = {
   async start(ctx): Promise<RunningProvider> {
     const { config, logger, closers } = ctx;
     let { baseUrl, apiKey } = config.openai;
+    const onStandin = apiKey === undefined;
     if (apiKey === undefined) {
       const standin = await startOpenAIStandin({ wordMs: 60, logger: logger.child({ component: 'openai-standin' }) });
       closers.push('openai stand-in', () => standin.close());
@@ -38,6 +39,20 @@ export const openaiProvider: ProviderPlugin = {
       ...(ctx.retry ? { retry: ctx.retry } : {}),
     });
     closers.push('openai client', () => client.close());
-    return { id: 'openai', client, baseUrl, routeOf: openaiRoute, pace };
+    return {
+      id: 'openai',
+      client,
+      baseUrl,
+      routeOf: openaiRoute,
+      pace,
+      // No credential check: the key and base URL were validated at start; a refused key fails
+      // its tasks with provider_unavailable (and is logged).
+      readiness: () => ({
+        state: 'configured',
+        detail: null,
+        credentials: onStandin ? 'stand-in' : 'configured',
+        credential: 'OPENAI_API_KEY',
+      }),
+    };
   },
 };

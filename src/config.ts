@@ -127,7 +127,8 @@ export interface Config {
   /**
    * An OpenAI-compatible chat completions endpoint (OpenAI, vLLM, Ollama, llama.cpp, OpenRouter)
    * and the models served on it (OPENAI_MODELS; none: the provider is off). Without an API key
-   * the models run on the built-in stand-in (demo).
+   * the models run on the built-in stand-in (demo); in demo mode with no OPENAI_MODELS and no
+   * key, the models are DEMO_OPENAI_MODELS.
    */
   openai: { baseUrl: string; apiKey: string | undefined; models: OpenAIModelSetting[] };
   publicUrl: string | undefined;
@@ -183,6 +184,9 @@ export interface OpenAIModelSetting {
   id: string;
 }
 
+/** The OPENAI_MODELS of demo mode when none is set: served by the built-in stand-in (made-up text). */
+export const DEMO_OPENAI_MODELS = 'gpt-4o-mini';
+
 const MODEL_NAME = /^[A-Za-z0-9][\w.:/@+-]{0,99}$/;
 
 /** OPENAI_MODELS: `a,b=vendor/b-1.5:latest`; throws the problem (the caller names the variable). */
@@ -233,7 +237,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   let openaiModels: OpenAIModelSetting[];
   try {
-    openaiModels = parseOpenAIModels(e.OPENAI_MODELS);
+    // Demo mode shows both providers: with no OPENAI_* model or key, the demo list runs on the
+    // OpenAI-compatible stand-in beside the Replicate one.
+    const demo = e.REPLICATE_API_TOKEN === undefined || e.PYRE_SHARED_DEMO_STANDIN === 'true';
+    const unset = e.OPENAI_MODELS === undefined && e.OPENAI_API_KEY === undefined;
+    openaiModels = parseOpenAIModels(demo && unset ? DEMO_OPENAI_MODELS : e.OPENAI_MODELS);
   } catch (err) {
     throw new ConfigError([`OPENAI_MODELS: ${(err as Error).message}`]);
   }

@@ -57,7 +57,8 @@ export function stopOnSignals(gateway: Gateway, logger: Logger, budget = SHUTDOW
   const stop = async (signal: NodeJS.Signals) => {
     const started = Date.now();
     const running = gateway.runner.activeCount;
-    const { sockets, longpollSessions } = gateway.realtime.stats();
+    const { sockets, transports } = gateway.realtime.stats();
+    const longpollSessions = transports.longpoll?.sessions ?? 0;
     logger.info(
       { signal, tasks_running: running, sockets, longpoll_sessions: longpollSessions },
       `shutting down: ${running} running task(s) get ${budget.runnerGraceMs / 1000} s to finish, ` +

@@ -54,14 +54,26 @@ function gatewayEntry(root: string): string[] {
   return [main];
 }
 
+export interface StartOptions {
+  /** Run it with --cpu-prof (profiles in bench/results/prof). */
+  cpuProf?: boolean;
+  /** How long it may take to answer /readyz 200 (default 60 s). */
+  readyMs?: number;
+  /** The checkout to run the gateway from: this one (default), or another commit's (lib/baseline.ts, --baseline). */
+  root?: string;
+}
+
+/**
+ * Starts a gateway on `port` (env over the bench defaults: no runner, no per-user rate limit,
+ * no per-address connection cap) and waits until its /readyz answers 200. BENCH_GATEWAY_LOGS=1
+ * shows its stdout (its log) too.
+ */
 export async function startGateway(
   port: number,
   env: Record<string, string>,
-  cpuProf = false,
-  readyMs = 60_000,
-  /** The tree to run the gateway from: this one, or another commit's (lib/baseline.ts). */
-  root = join(BENCH_DIR, '..'),
+  opts: StartOptions = {},
 ): Promise<GatewayProc> {
+  const { cpuProf = false, readyMs = 60_000, root = join(BENCH_DIR, '..') } = opts;
   const prof = cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${join(BENCH_DIR, 'results', 'prof')}`] : [];
   const child = spawn(process.execPath, [...prof, ...gatewayEntry(root)], {
     cwd: root,
@@ -77,14 +89,14 @@ export async function startGateway(
       MAX_CONNECTIONS_PER_ADDRESS: '0',
       ...env,
     },
-    stdio: ['ignore', 'ignore', 'inherit'],
+    stdio: ['ignore', process.env.BENCH_GATEWAY_LOGS === '1' ? 'inherit' : 'ignore', 'inherit'],
   });
   started.add(child);
   child.on('exit', () => started.delete(child));
   const url = `http://127.0.0.1:${port}`;
   const end = nowMs() + readyMs;
   while (nowMs() < end) {
-    if (child.exitCode !== null) throw new Error(`gateway on ${port} exited with ${child.exitCode}`);
+    if (child.exitCode !== null) throw new Error(`gateway (${root}) on ${port} exited with ${child.exitCode}`);
     try {
       const r = await request(`${url}/readyz`);
       await r.body.dump();
@@ -94,7 +106,7 @@ export async function startGateway(
     }
     await sleep(200);
   }
-  throw new Error(`gateway on ${port} not ready after ${readyMs} ms`);
+  throw new Error(`gateway (${root}) on ${port} not ready after ${readyMs} ms`);
 }
 
 export async function stopGateway(g: GatewayProc): Promise<void> {

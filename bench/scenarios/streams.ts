@@ -22,7 +22,6 @@
  * the gateway of another checkout (e.g. `git worktree add /tmp/pyre-main main`, then link its
  * node_modules), in the same run, so a change shows as a ratio on a busy machine.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -31,7 +30,15 @@ import { TokenSigner } from '../../src/auth/tokens';
 import { openDatabase, type Db } from '../../src/db';
 import { startStandin, type Standin } from '../../src/providers/replicate/standin';
 import { sleep } from '../lib/clock';
-import { AUTH_SECRET, freshDatabase, postJson, processTree, stopGateway, type GatewayProc } from '../lib/gateway';
+import {
+  AUTH_SECRET,
+  freshDatabase,
+  postJson,
+  processTree,
+  startGateway,
+  stopGateway,
+  type GatewayProc,
+} from '../lib/gateway';
 import {
   BENCH_DIR,
   deadline,
@@ -149,38 +156,9 @@ function judge(pairs: Array<[Received | undefined, Emitted | null]>, seqChecked:
   return { lag, resp, complete, deltas, tokens, spanS: (last - first) / 1000 };
 }
 
-/** The gateway of `root` (this checkout or --baseline's), under tsx, ready when /readyz answers. */
-async function startGatewayAt(root: string, port: number, env: Record<string, string>): Promise<GatewayProc> {
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', join(root, 'src', 'main.ts')], {
-    cwd: root,
-    env: {
-      ...process.env,
-      PORT: String(port),
-      HOST: '127.0.0.1',
-      AUTH_SECRET,
-      LOG_LEVEL: 'warn',
-      RATE_LIMIT_TASKS_PER_MINUTE: '0',
-      MAX_CONNECTIONS_PER_ADDRESS: '0',
-      ...env,
-    },
-    // BENCH_GATEWAY_LOGS=1 shows the gateways' own log (warnings and up).
-    stdio: ['ignore', process.env.BENCH_GATEWAY_LOGS === '1' ? 'inherit' : 'ignore', 'inherit'],
-  });
-  process.on('exit', () => child.kill('SIGKILL'));
-  const url = `http://127.0.0.1:${port}`;
-  const end = Date.now() + 90_000;
-  while (Date.now() < end) {
-    if (child.exitCode !== null) throw new Error(`gateway (${root}) on ${port} exited with ${child.exitCode}`);
-    try {
-      const r = await request(`${url}/readyz`);
-      await r.body.dump();
-      if (r.statusCode === 200) return { child, pid: child.pid!, port, url };
-    } catch {
-      /* not listening yet */
-    }
-    await sleep(200);
-  }
-  throw new Error(`gateway (${root}) on ${port} not ready`);
+/** The gateway of `root` (this checkout or --baseline's), ready when /readyz answers. */
+function startGatewayAt(root: string, port: number, env: Record<string, string>): Promise<GatewayProc> {
+  return startGateway(port, { RATE_LIMIT_TASKS_PER_MINUTE: '0', ...env }, { root, readyMs: 90_000 });
 }
 
 /** A stand-in whose gpt-4.1 streams `rate` × `seconds` tokens, starting after `queueMs`. */

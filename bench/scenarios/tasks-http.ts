@@ -100,7 +100,7 @@ async function measure(
   };
   const limit = opt('rate-limit', -1);
   if (limit >= 0) env.RATE_LIMIT_TASKS_PER_MINUTE = String(limit);
-  const gw = await startGateway(port, env, opt('cpu-prof', false), 60_000, v.root);
+  const gw = await startGateway(port, env, { cpuProf: opt('cpu-prof', false), root: v.root });
   try {
     await load(gw.url, token, Math.min(500, n), conc, null); // warm-up: JIT, pools, prepared plans
     const tree = processTree(gw.pid);

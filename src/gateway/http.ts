@@ -65,6 +65,7 @@ export function createGatewayHttp(
     ...(opts.bus ? { busStatus: () => opts.bus!.status() } : {}),
     corsOrigins: config.corsOrigins,
     providerState: () => provider.state(),
+    providersReadiness: () => provider.readiness(),
     accessLogLimit: clientLogLimit(config),
     observeRequests: metrics.observeRequests,
     ...(opts.baseUrlOf ? { baseUrlOf: (req: IncomingMessage) => opts.baseUrlOf!(req.headers) } : {}),

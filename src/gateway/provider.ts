@@ -3,7 +3,7 @@ import { isEmbedded, type Db } from '../db';
 import { SharedProviderBudget } from '../db/provider-budget';
 import { PROVIDERS } from '../providers';
 import { ProviderPace, type PaceBudgets } from '../providers/http/pace';
-import type { ProviderPlugin, ProviderState, RunningProvider } from '../providers/plugin';
+import type { ProviderPlugin, ProviderReadiness, ProviderState, RunningProvider } from '../providers/plugin';
 import type { Standin } from '../providers/replicate/standin';
 import { startDemoStandin, type RunningReplicate } from '../providers/replicate/plugin';
 import type { ProviderSet } from '../providers/types';
@@ -20,6 +20,8 @@ export interface ProviderParts {
   running: ReadonlyMap<string, RunningProvider>;
   /** The worst credential check of the providers that check (/readyz), if any does. */
   state(): { state: ProviderState; detail: string | null } | undefined;
+  /** Each running provider's readiness, by id (/readyz `providers`). */
+  readiness(): Record<string, ProviderReadiness>;
   /** The in-process Replicate stand-in, in demo mode. */
   demoStandin: Standin | undefined;
 }
@@ -92,6 +94,7 @@ export async function startProviders(
       states.sort((a, b) => WORST.indexOf(a.state) - WORST.indexOf(b.state));
       return states[0];
     },
+    readiness: () => Object.fromEntries([...running].map(([id, p]) => [id, p.readiness()])),
     demoStandin: (running.get('replicate') as RunningReplicate | undefined)?.demoStandin,
   };
 }

@@ -5,6 +5,7 @@ import type { BusStatus } from '../bus/bus';
 import type { Db } from '../db';
 import type { Logger } from '../log';
 import type { LogLimit } from '../realtime';
+import type { ProviderReadiness } from '../providers/plugin';
 import type { TaskService } from '../tasks/service';
 import type { TaskCreationLimit } from '../db/rate-limit';
 import { DATABASE_RETRY_AFTER_S, errorHandler, notFoundRoute } from './errors';
@@ -31,6 +32,8 @@ export interface HttpDeps {
   baseUrlOf?: (req: IncomingMessage) => string;
   /** Whether the provider takes the gateway's token (`ok`, `unauthorized`, `unreachable`, `checking`). */
   providerState?: () => { state: string; detail: string | null } | undefined;
+  /** Every running provider's readiness by id; one whose credentials are refused (`unauthorized`) makes /readyz 503. */
+  providersReadiness?: () => Record<string, ProviderReadiness>;
   /** Access lines one client may cause per status class and window (default ACCESS_LOG_LIMIT); false: no limit. */
   accessLogLimit?: LogLimit | false;
   /** Extra routers mounted before the API's 404 (webhooks, files, metrics, dashboard). */
@@ -95,16 +98,33 @@ function readiness(deps: HttpDeps): RequestHandler {
     const busStatus = deps.busStatus?.();
     const bus = busStatus ? (busStatus.connected ? 'ok' : 'reconnecting') : undefined;
     const provider = deps.providerState?.();
+    const providers = deps.providersReadiness?.();
     const report = {
       database,
       ...(busStatus ? { bus, bus_engine: busStatus.engine, bus_channels: busStatus.channels } : {}),
       ...(provider ? { provider: provider.state } : {}),
       ...(provider?.detail ? { provider_detail: provider.detail } : {}),
+      ...(providers
+        ? {
+            providers: Object.fromEntries(
+              Object.entries(providers).map(([id, r]) => [
+                id,
+                { state: r.state, credentials: r.credentials, ...(r.detail ? { detail: r.detail } : {}) },
+              ]),
+            ),
+          }
+        : {}),
     };
     const why = [
       database !== 'ok' ? `database ${database}` : '',
       bus === 'reconnecting' ? 'bus reconnecting' : '',
-      provider?.state === 'unauthorized' ? 'the provider refused REPLICATE_API_TOKEN' : '',
+      ...(providers
+        ? Object.entries(providers)
+            .filter(([, r]) => r.state === 'unauthorized')
+            .map(([id, r]) => `the provider refused ${r.credential} (${id})`)
+        : provider?.state === 'unauthorized'
+          ? ['the provider refused REPLICATE_API_TOKEN']
+          : []),
     ].filter(Boolean);
     if (why.length === 0) {
       res.json({ status: 'ok', ...report });

@@ -3,13 +3,13 @@ import { timingSafeEqual } from 'node:crypto';
 import { Router, type Request, type RequestHandler } from 'express';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Db } from '../db';
-import type { RealtimeStats } from '../realtime';
+import type { RealtimeStats, TransportCounts } from '../realtime';
 import { TASK_STATUSES } from '../tasks/task';
 import { TaskStore } from '../tasks/store';
 
 export interface MetricsDeps {
   db: Db;
-  realtime: { stats(): RealtimeStats & { longpollSessions: number } };
+  realtime: { stats(): RealtimeStats & { transports: Record<string, TransportCounts> } };
   runner: { readonly activeCount: number };
   /**
    * The provider API: calls to its base URL's origin are timed (undici diagnostics channels),
@@ -92,7 +92,7 @@ function registerRealtimeMetrics(registry: Registry, realtime: MetricsDeps['real
     help: 'Open long-poll sessions',
     registers: [registry],
     collect() {
-      this.set(realtime.stats().longpollSessions);
+      this.set(realtime.stats().transports.longpoll?.sessions ?? 0);
     },
   });
   new Gauge({

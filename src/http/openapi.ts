@@ -340,7 +340,8 @@ function operationsPaths(): Schema {
     '/readyz': {
       get: {
         operationId: 'ready',
-        summary: 'Readiness: the database answers and the provider has not refused the token (its state is reported)',
+        summary:
+          'Readiness: the database answers and no provider has refused its credentials (each provider is reported by id)',
         security: [],
         responses: { 200: json({ type: 'object' }, 'ready'), 503: err('not ready') },
       },

@@ -41,14 +41,31 @@ export interface RunningProvider {
   routeOf(path: string): string;
   /** Its webhooks, if it sends any (`POST /api/webhooks/<id>`). */
   readonly webhooks?: WebhookVerifier;
-  /** Whether it takes our credentials (/readyz), if it can tell. */
+  /** Whether it takes our credentials, if it can tell (the gateway's overall `provider` in /readyz). */
   readonly health?: { current(): { state: ProviderState; detail: string | null } };
+  /** Its readiness for /readyz's `providers.<id>`: from what it knows, never a network call per probe. */
+  readiness(): ProviderReadiness;
   /** The pace its requests go out at (budgets, 429 pauses). */
   readonly pace?: ProviderPace;
 }
 
 /** What the last check of a provider's credentials found. */
 export type ProviderState = 'checking' | 'ok' | 'unauthorized' | 'unreachable';
+
+/**
+ * A provider's line in /readyz. `state`: its credential check's result, or `configured` for a
+ * provider that does not check (its credentials and base URL were read and validated at start).
+ * `unauthorized` makes /readyz 503.
+ */
+export interface ProviderReadiness {
+  state: ProviderState | 'configured';
+  /** The provider's answer when not ok. */
+  detail: string | null;
+  /** Where its credentials come from: the configuration, or the built-in stand-in (demo mode). */
+  credentials: 'configured' | 'stand-in';
+  /** The variable holding the credential (named when refused). */
+  credential: string;
+}
 
 /** A delivery refused: the answer's status and why (logged, and said to the sender). */
 export class WebhookRefused extends Error {

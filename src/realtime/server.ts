@@ -1,6 +1,7 @@
 /**
  * RealtimeServer: a Phoenix-channels endpoint for Node. Owns the routes, the connections, the
- * pubsub and the transports registered with it (each a TransportEndpoint, routed to by kind).
+ * pubsub and the transports registered with it (each a TransportEndpoint, routed to by kind,
+ * through `register`: the built-in ones from `builtin.ts`, and any other). It names none of them.
  */
 import type { IncomingHttpHeaders, IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -15,13 +16,13 @@ import { RateLimitedLogger, silentRealtimeLogger, type LogLimit, type RealtimeLo
 import type { Authorized, HostedTransport, TransportHost } from './host';
 import {
   CloseCode,
-  NO_TRANSPORT_GAUGES,
+  rejectUpgrade,
+  TRANSPORT_KIND,
+  type TransportCounts,
   type TransportEndpoint,
-  type TransportGauges,
   type TransportKind,
 } from './transport';
-import { rejectUpgrade, WebSocketEndpoint } from './websocket';
-import { LongPollEndpoint, type LongPollOptions } from './longpoll';
+import { builtInTransports, type BuiltInTransportOptions } from './builtin';
 
 /** What `connect` sees besides the params. */
 export interface ConnectInfo {
@@ -47,8 +48,8 @@ export type ConnectResult<A extends Assigns = Assigns> =
     }
   | { error: true; status?: number };
 
-export interface RealtimeServerOptions<A extends Assigns = Assigns> {
-  /** Mount path (default `/socket`): serves `${path}/websocket` and `${path}/longpoll`. */
+export interface RealtimeServerOptions<A extends Assigns = Assigns> extends BuiltInTransportOptions {
+  /** Mount path (default `/socket`): serves `${path}/<kind>` for each transport (`websocket`, `longpoll`, any registered). */
   path?: string;
   /** Authenticates a connection. Default: accept everyone with empty assigns. Throwing ⇒ 403. */
   connect?: (params: Params, info: ConnectInfo) => ConnectResult<A> | Promise<ConnectResult<A>>;
@@ -68,23 +69,6 @@ export interface RealtimeServerOptions<A extends Assigns = Assigns> {
   upgradeTimeoutMs?: number;
   /** Close a WebSocket with no inbound frame for this long (default 60 000 ms; 0 disables). */
   idleTimeoutMs?: number;
-  /**
-   * Slow-client cap on a socket's unsent bytes (default 4 MiB). Over it for longer than
-   * `slowClientGraceMs` (default 2000), or over 4× it at once ⇒ terminated and counted.
-   */
-  maxBufferedBytes?: number;
-  slowClientGraceMs?: number;
-  /**
-   * Unsent bytes allowed across all WebSockets together (default 128 MiB; 0: none). Over it, the
-   * sockets holding the most are terminated first (counted as slow clients) until the rest fits.
-   */
-  maxTotalBufferedBytes?: number;
-  /**
-   * While the server is saturated (a flush pass took 2 ms or more), delay the next flush by up
-   * to this many ms so that broadcasts close together share one write per socket (default 10;
-   * 0 writes at the end of every tick).
-   */
-  maxFlushDelayMs?: number;
   /** Malformed frames tolerated per socket before it is closed (default 10). */
   maxProtocolErrors?: number;
   /**
@@ -100,7 +84,6 @@ export interface RealtimeServerOptions<A extends Assigns = Assigns> {
   logLimit?: LogLimit | false;
   /** Carries broadcasts between nodes (default: this process only). */
   pubsub?: PubSubAdapter;
-  longpoll?: LongPollOptions | false;
 }
 
 /** Options of {@link RealtimeServer.drain}. */
@@ -140,7 +123,7 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
   readonly idleTimeoutMs: number;
   readonly upgradeTimeoutMs: number;
   readonly maxFrameBytes: number;
-  /** Every live connection (WebSocket and long-poll). */
+  /** Every live connection, of every transport. */
   readonly connections = new Set<Connection>();
 
   private readonly routes: Route[] = [];
@@ -149,6 +132,8 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
   private readonly originOk: ReturnType<typeof compileOriginCheck>;
   /** The transports, by kind (each serves `${path}/${kind}`). */
   private readonly transports = new Map<TransportKind, TransportEndpoint>();
+  /** Live connections by transport kind. */
+  private readonly connectionsByKind = new Map<TransportKind, number>();
   private sweepTimer: NodeJS.Timeout | null = null;
   private draining = false;
   private closedFlag = false;
@@ -181,22 +166,29 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
     this.pubsub = new PubSub(opts.pubsub, (err) =>
       this.logger.error({ err }, 'realtime: pubsub adapter publish failed'),
     );
-    this.register(
-      new WebSocketEndpoint(this, {
-        maxBufferedBytes: opts.maxBufferedBytes ?? 4 * 1024 * 1024,
-        slowClientGraceMs: opts.slowClientGraceMs ?? 2000,
-        maxFlushDelayMs: opts.maxFlushDelayMs ?? 10,
-        maxTotalBufferedBytes: opts.maxTotalBufferedBytes ?? 128 * 1024 * 1024,
-      }),
-    );
-    if (opts.longpoll !== false) this.register(new LongPollEndpoint(this, opts.longpoll ?? {}));
-    this.startSweep();
+    for (const endpoint of builtInTransports(this, opts)) this.register(endpoint);
   }
 
-  /** Adds a transport: it serves `${path}/${kind}` from now on. */
-  private register(endpoint: TransportEndpoint): void {
-    if (this.transports.has(endpoint.kind)) throw new Error(`realtime: transport ${endpoint.kind} registered twice`);
-    this.transports.set(endpoint.kind, endpoint);
+  /**
+   * Adds a transport: it serves `${path}/${kind}` from now on, and takes part in `stats()`,
+   * `drain()` and `close()`. The built-in ones come this way too. A transport reaches the server
+   * through its TransportHost side (pass the server itself).
+   */
+  register(endpoint: TransportEndpoint): this {
+    const { kind } = endpoint;
+    if (this.closedFlag) throw new Error(`realtime: transport ${kind} registered after close`);
+    if (!TRANSPORT_KIND.test(kind))
+      throw new Error(`realtime: transport kind ${JSON.stringify(kind)} must match ${TRANSPORT_KIND.source}`);
+    if (this.transports.has(kind)) throw new Error(`realtime: transport ${kind} registered twice`);
+    this.transports.set(kind, endpoint);
+    this.connectionsByKind.set(kind, 0);
+    this.startSweep();
+    return this;
+  }
+
+  /** The kinds of the registered transports, in registration order. */
+  get transportKinds(): TransportKind[] {
+    return [...this.transports.keys()];
   }
 
   // ---- routing ---------------------------------------------------------------------------
@@ -263,11 +255,15 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
     this.pubsub.broadcast(socketId, 'disconnect', {}, null);
   }
 
-  /** Counters for metrics; `sockets`/`channels` are gauges, the rest only grow. */
-  stats(): RealtimeStats & TransportGauges {
-    const gauges: TransportGauges = { ...NO_TRANSPORT_GAUGES };
-    for (const t of this.transports.values()) Object.assign(gauges, t.gauges?.());
-    return { ...this.counters, ...gauges };
+  /**
+   * Counters for metrics; `sockets`/`channels` are gauges, the rest only grow. `transports` has
+   * each registered transport's figures by kind (its connections, and its own gauges).
+   */
+  stats(): RealtimeStats & { transports: Record<TransportKind, TransportCounts> } {
+    const transports: Record<TransportKind, TransportCounts> = {};
+    for (const [kind, t] of this.transports)
+      transports[kind] = { ...t.counts?.(), connections: this.connectionsByKind.get(kind) ?? 0 };
+    return { ...this.counters, transports };
   }
 
   // ---- connection lifecycle --------------------------------------------------------------
@@ -351,12 +347,15 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
     transport.conn = conn;
     this.connections.add(conn);
     this.counters.sockets++;
+    this.connectionsByKind.set(conn.transportKind, (this.connectionsByKind.get(conn.transportKind) ?? 0) + 1);
     if (a.expiresAt !== null) conn.expireAt(a.expiresAt);
     return conn;
   }
 
   connectionClosed(conn: Connection): void {
-    if (this.connections.delete(conn)) this.counters.sockets--;
+    if (!this.connections.delete(conn)) return;
+    this.counters.sockets--;
+    this.connectionsByKind.set(conn.transportKind, (this.connectionsByKind.get(conn.transportKind) ?? 1) - 1);
   }
 
   // ---- HTTP integration ------------------------------------------------------------------
@@ -366,10 +365,10 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
     const pathname = routePath(target);
     const prefix = `${this.path}/`;
     if (!pathname.startsWith(prefix)) return undefined;
-    return this.transports.get(pathname.slice(prefix.length) as TransportKind);
+    return this.transports.get(pathname.slice(prefix.length));
   }
 
-  /** Handles upgrades for the transports that take them (`${path}/websocket`) on `server`. Other upgrade paths are left alone. */
+  /** Handles upgrades for the transports that take them (`${path}/<kind>`) on `server`. Other upgrade paths are left alone. */
   attach(server: HttpServer): this {
     const listener = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
       const endpoint = this.transportFor(req.url ?? '');
@@ -398,7 +397,7 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
   }
 
   /**
-   * Serves the transports' plain HTTP requests (`${path}/longpoll`; `${path}/websocket` answers 400).
+   * Serves the transports' plain HTTP requests (`${path}/<kind>`: each transport answers its own).
    * Returns false when the request is not for this server, so it can sit in front of other handlers.
    */
   handleHttp(req: IncomingMessage, res: ServerResponse): boolean {
@@ -425,8 +424,8 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
     const batchSize = Math.max(1, opts.batchSize ?? 1000);
     const intervalMs = opts.intervalMs ?? 100;
     this.draining = true;
-    // Transports that can move their connections to another node do it now (long-poll sessions,
-    // when another node is up: their clients notice nothing).
+    // Transports that can move their connections to another node do it now (their clients
+    // notice nothing), or finish their own work.
     for (const t of this.transports.values()) await t.drain?.();
     const all = Array.from(this.connections);
     for (let i = 0; i < all.length; i += batchSize) {
@@ -454,7 +453,10 @@ export class RealtimeServer<A extends Assigns = Assigns> implements ConnectionCo
 
   // ---- idle sweep ------------------------------------------------------------------------
 
+  /** (Re)starts the one sweep timer, as often as the idle limit and the transports need. */
   private startSweep(): void {
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.sweepTimer = null;
     const idle = this.idleTimeoutMs;
     const own = Math.min(...[...this.transports.values()].map((t) => t.sweepIntervalMs ?? Infinity));
     const every = Math.min(idle > 0 ? Math.max(25, Math.min(5000, idle / 4)) : Infinity, own);

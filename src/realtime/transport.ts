@@ -1,16 +1,23 @@
 /**
- * What the transports and the transport-neutral core share: the transport kinds, the
- * per-connection `Transport` a Connection writes to, and the `TransportEndpoint` each transport
- * registers with the server (Phoenix.Socket.Transport's role). The server routes to endpoints by
- * kind and never names one.
+ * What the transports and the transport-neutral core share: the per-connection `Transport` a
+ * Connection writes to, and the `TransportEndpoint` each transport registers with the server
+ * through `RealtimeServer.register` (Phoenix.Socket.Transport's role). The set is open: a
+ * transport declares its own kind, the server routes to endpoints by kind and never names one.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Fanout } from './pubsub';
 import type { EncodedFrame, Serializer } from './serializer';
 
-/** The transports' names: `connect`'s `info.transport`, and each one's path under the mount (`/socket/<kind>`). */
-export type TransportKind = 'websocket' | 'longpoll';
+/**
+ * A transport's name, declared by the transport itself (the built-in ones: `'websocket'`,
+ * `'longpoll'`): `connect`'s `info.transport`, and its path under the mount (`/socket/<kind>`).
+ * Lower-case letters, digits, `_` and `-`, starting with a letter.
+ */
+export type TransportKind = string;
+
+/** What a transport kind must look like (it is one path segment). */
+export const TRANSPORT_KIND = /^[a-z][a-z0-9_-]{0,31}$/;
 
 /** How a connection writes: implemented by each transport's per-client object. */
 export interface Transport {
@@ -33,13 +40,14 @@ export const CloseCode = {
   serviceRestart: 1012,
 } as const;
 
-/** Gauges the transports report in `stats()` beside the shared counters (0 for a transport that is off). */
-export interface TransportGauges {
-  /** Long-poll sessions held by this node. */
-  longpollSessions: number;
+/**
+ * One transport's figures in `stats().transports[kind]`: `connections` (its live connections,
+ * counted by the server) and the gauges the transport reports itself (long-poll: `sessions`).
+ */
+export interface TransportCounts {
+  connections: number;
+  [gauge: string]: number;
 }
-
-export const NO_TRANSPORT_GAUGES: Readonly<TransportGauges> = Object.freeze({ longpollSessions: 0 });
 
 /** One transport as the server sees it: registered once, routed to by its kind. */
 export interface TransportEndpoint {
@@ -54,6 +62,22 @@ export interface TransportEndpoint {
   drain?(): Promise<void>;
   /** Stops serving and ends this transport's own work, before the server terminates the remaining connections. */
   close(): Promise<void>;
-  /** This transport's gauges for `stats()`. */
-  gauges?(): Partial<TransportGauges>;
+  /** This transport's own gauges for `stats().transports[kind]` (besides `connections`, which the server counts). */
+  counts?(): Record<string, number>;
+}
+
+/** Refuses an upgrade with a bare HTTP answer (nobody will speak WebSocket on this socket). */
+export function rejectUpgrade(socket: Duplex, status: number): void {
+  const text: Record<number, string> = {
+    400: 'Bad Request',
+    403: 'Forbidden',
+    404: 'Not Found',
+    429: 'Too Many Requests',
+    503: 'Service Unavailable',
+  };
+  try {
+    socket.end(`HTTP/1.1 ${status} ${text[status] ?? 'Error'}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+  } catch {
+    socket.destroy();
+  }
 }

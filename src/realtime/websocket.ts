@@ -13,8 +13,9 @@ import type { HostedTransport, TransportHost } from './host';
 import type { Fanout } from './pubsub';
 import type { EncodedFrame, Serializer } from './serializer';
 import type { RealtimeLogger } from './logger';
-import type { TransportEndpoint } from './transport';
+import { rejectUpgrade, type TransportEndpoint } from './transport';
 
+/** This transport's kind: its path under the mount, `info.transport` in `connect`. */
 const KIND = 'websocket';
 
 /** Builds an unmasked server→client WebSocket frame (RFC 6455 §5.2) around `data`. */
@@ -265,21 +266,6 @@ function decodeAuthToken(b64: string): string | null {
 }
 
 const AUTH_PREFIX = 'base64url.bearer.phx.';
-
-export function rejectUpgrade(socket: Duplex, status: number): void {
-  const text: Record<number, string> = {
-    400: 'Bad Request',
-    403: 'Forbidden',
-    404: 'Not Found',
-    429: 'Too Many Requests',
-    503: 'Service Unavailable',
-  };
-  try {
-    socket.end(`HTTP/1.1 ${status} ${text[status] ?? 'Error'}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
-  } catch {
-    socket.destroy();
-  }
-}
 
 export interface WebSocketEndpointOptions {
   maxBufferedBytes: number;

@@ -1,17 +1,10 @@
-import { ConfigError, loadConfig } from '../../src/config';
+import { loadConfig } from '../../src/config';
+import { configProblems } from '../helpers/config';
 import { BACKENDS } from '../helpers/db';
 import { call, startGateway } from '../helpers/gateway';
 
 describe('configuration', () => {
-  const problems = (env: Record<string, string>) => {
-    try {
-      loadConfig(env);
-    } catch (e) {
-      if (e instanceof ConfigError) return e.message;
-      throw e;
-    }
-    return 'no error';
-  };
+  const problems = configProblems;
 
   it.each([
     [{ PORT: 'eighty' }, 'PORT'],

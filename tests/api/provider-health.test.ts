@@ -24,6 +24,7 @@ describe.each(BACKENDS)('provider credentials on %s', (backend) => {
   async function gatewayWith(
     token: string,
     baseUrl: string,
+    env: Record<string, string> = {},
   ): Promise<{ gw: Gateway; url: string; lines: any[]; close(): Promise<void> }> {
     const lines: any[] = [];
     const sink = new Writable({
@@ -33,7 +34,7 @@ describe.each(BACKENDS)('provider credentials on %s', (backend) => {
       },
     });
     const gw = await createGateway({
-      config: testConfig({ REPLICATE_API_TOKEN: token, REPLICATE_BASE_URL: baseUrl }),
+      config: testConfig({ REPLICATE_API_TOKEN: token, REPLICATE_BASE_URL: baseUrl, ...env }),
       logger: createLogger({ level: 'info', destination: sink }),
       db: tdb.db,
       providerRetry: { attempts: 2, baseMs: 10, maxMs: 10 },
@@ -65,6 +66,7 @@ describe.each(BACKENDS)('provider credentials on %s', (backend) => {
       });
       expect(ready.status).toBe(503);
       expect(ready.body.errors.detail).toMatch(/provider refused REPLICATE_API_TOKEN/);
+      expect(ready.body.providers.replicate).toMatchObject({ state: 'unauthorized', credentials: 'configured' });
       expect(ready.body.database).toBe('ok');
       const errors = g.lines.filter((l) => l.level >= 50 && l.msg !== 'request');
       expect(errors).toHaveLength(1);
@@ -84,6 +86,29 @@ describe.each(BACKENDS)('provider credentials on %s', (backend) => {
       });
       expect(ready.status).toBe(200);
       expect(g.lines.some((l) => l.msg === 'provider token accepted')).toBe(true);
+    } finally {
+      await g.close();
+    }
+  });
+
+  it('/readyz lists every provider by id, each from its own readiness (no network call per probe)', async () => {
+    // The OpenAI-compatible endpoint is unreachable: it is not called, its configuration is what it reports.
+    const g = await gatewayWith(standin.token, standin.url, {
+      OPENAI_API_KEY: 'sk-test',
+      OPENAI_MODELS: 'oai-chat',
+      OPENAI_BASE_URL: 'http://127.0.0.1:1/v1',
+    });
+    try {
+      const ready = await waitFor('provider checked', async () => {
+        const r = await call(`${g.url}/readyz`);
+        return r.body?.providers?.replicate?.state === 'ok' ? r : null;
+      });
+      expect(ready.status).toBe(200);
+      expect(ready.body.providers).toEqual({
+        replicate: { state: 'ok', credentials: 'configured' },
+        openai: { state: 'configured', credentials: 'configured' },
+      });
+      expect(ready.body.provider).toBe('ok');
     } finally {
       await g.close();
     }

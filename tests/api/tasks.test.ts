@@ -408,6 +408,12 @@ describe.each(BACKENDS)('REST task API on %s', (backend) => {
         'gpt-4.1',
         'claude-sonnet-4-20250514',
         'gemini-2.5-flash-lite',
+        'gpt-4o-mini',
+      ]);
+      // Demo mode shows both providers: the OpenAI-compatible one runs on its stand-in.
+      expect(res.body.data.map((m: { provider: string }) => m.provider)).toEqual([
+        ...Array(6).fill('replicate'),
+        'openai',
       ]);
       const imagen = res.body.data[0];
       expect(imagen.default).toBe(true);

@@ -10,11 +10,11 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import WebSocket from 'ws';
 import { createGateway, type Gateway } from '../../src/app';
-import { BusPubSubAdapter } from '../../src/bus/adapters';
+import { BusNodeLink, BusPubSubAdapter } from '../../src/bus/adapters';
 import { memoryBus, MemoryBusHub } from '../../src/bus/open';
 import { silentLogger } from '../../src/log';
 import type { Standin } from '../../src/providers/replicate/standin';
-import { Presence, RealtimeServer } from '../../src/realtime';
+import { Presence, RealtimeServer, type RealtimeLogger } from '../../src/realtime';
 import {
   expectCleanSequence,
   fastStandin,
@@ -192,8 +192,10 @@ describe('gateways in one process on the in-memory bus', () => {
     expect(got[0]).toEqual(['1', '1', `task:${id}`, 'phx_reply', expect.objectContaining({ status: 'ok' })]);
     // C stops gracefully: its session moves to a live gateway, the channel rejoined there.
     await c.gw.close();
-    expect(c.gw.realtime.stats().longpollSessions).toBe(0);
-    expect(a.gw.realtime.stats().longpollSessions + b.gw.realtime.stats().longpollSessions).toBe(1);
+    expect(c.gw.realtime.stats().transports.longpoll!.sessions).toBe(0);
+    expect(
+      a.gw.realtime.stats().transports.longpoll!.sessions + b.gw.realtime.stats().transports.longpoll!.sessions,
+    ).toBe(1);
     await pollUntil(b.url, () => got.some((m) => m[3] === 'text_response'));
     const seqs = got.filter((m) => m[3] !== 'phx_reply').map((m) => (m[4] as { seq: number }).seq);
     expect(seqs).toEqual(Array.from({ length: await lastSeq(id) }, (_, i) => i + 1));
@@ -260,5 +262,111 @@ describe('gateways in one process on the in-memory bus', () => {
         await new Promise((r) => n.server.close(r));
       }
     }
+  }, 30_000);
+});
+
+describe('long-poll nodes stopping together on the in-memory bus (issue 23 item 4)', () => {
+  const SECRET = 'the long-poll key of the stopping-together test, 32+';
+  interface LpNode {
+    name: string;
+    bus: ReturnType<typeof memoryBus>;
+    rt: RealtimeServer;
+    server: http.Server;
+    url: string;
+    lines: { level: string; obj: Record<string, unknown>; msg?: string }[];
+  }
+  let hub: MemoryBusHub;
+  let nodes: LpNode[];
+
+  const lpNode = async (name: string): Promise<LpNode> => {
+    const bus = memoryBus(hub, silentLogger());
+    const lines: LpNode['lines'] = [];
+    const at = (level: string) => (obj: object, msg?: string) => {
+      lines.push({ level, obj: obj as Record<string, unknown>, msg });
+    };
+    const logger: RealtimeLogger = { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
+    const rt = new RealtimeServer({
+      checkOrigin: false,
+      logger,
+      logLimit: false,
+      longpoll: { windowMs: 2000, secret: SECRET, bus: new BusNodeLink(bus), busTimeoutMs: 500 },
+    });
+    rt.channel('room:*', { join: () => ({ status: 'ok', response: {} }) });
+    const server = http.createServer((req, res) => {
+      if (!rt.handleHttp(req, res)) res.writeHead(404).end();
+    });
+    await bus.start();
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/socket/longpoll?vsn=2.0.0`;
+    return { name, bus, rt, server, url, lines };
+  };
+  const get = async (n: LpNode, token?: string) =>
+    (await (await fetch(n.url, { headers: token ? { 'x-phoenix-longpoll-token': token } : {} })).json()) as {
+      status: number;
+      token?: string;
+    };
+  /** Opens `count` sessions on `n`, each with a poll held: what each held poll is answered. */
+  const sessionsOn = async (n: LpNode, count: number) => {
+    const held: Promise<{ status: number; token?: string }>[] = [];
+    for (let i = 0; i < count; i++) held.push(get(n, (await get(n)).token));
+    return held;
+  };
+  const handedLine = (n: LpNode) => n.lines.find((l) => l.msg?.startsWith('realtime: handed '));
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+  beforeEach(async () => {
+    hub = new MemoryBusHub();
+    nodes = [await lpNode('a'), await lpNode('b'), await lpNode('c')];
+  });
+  afterEach(async () => {
+    for (const n of nodes) {
+      await n.rt.close();
+      await n.bus.close();
+      n.server.closeAllConnections();
+      await new Promise((r) => n.server.close(r));
+    }
+  });
+
+  it('two stop together, one stays: every session goes to the one that stays, and each line counts only those', async () => {
+    const [a, b, c] = nodes as [LpNode, LpNode, LpNode];
+    const heldA = await sessionsOn(a, 4);
+    const heldB = await sessionsOn(b, 2);
+    await sleep(50); // the polls are held
+    // A asks who is up; B answers (it is not stopping yet), then B stops too while A waits for more answers.
+    const drainA = a.rt.drain({ intervalMs: 0 });
+    await sleep(60);
+    const drainB = b.rt.drain({ intervalMs: 0 });
+    await Promise.all([drainA, drainB]);
+    for (const answered of await Promise.all([...heldA, ...heldB])) {
+      expect(answered).toEqual({
+        status: 204,
+        token: expect.stringMatching(new RegExp(`^${c.bus.nodeId}\\.`)),
+        messages: [],
+      });
+    }
+    expect(c.rt.stats().transports.longpoll!.sessions).toBe(6);
+    expect(a.rt.stats().transports.longpoll!.sessions + b.rt.stats().transports.longpoll!.sessions).toBe(0);
+    expect(handedLine(a)?.msg).toBe('realtime: handed 4 long-poll session(s) to 1 live node(s)');
+    expect(handedLine(a)?.obj).toMatchObject({ sessions: 4, nodes: { [c.bus.nodeId]: 4 }, unconfirmed: 0, ended: 0 });
+    expect(handedLine(b)?.msg).toBe('realtime: handed 2 long-poll session(s) to 1 live node(s)');
+    // No stopping node was handed a session it then dropped.
+    expect(b.lines.filter((l) => l.level === 'warn')).toEqual([]);
+  }, 30_000);
+
+  it('all three stop together: nothing is counted as handed, the sessions with no live node say so', async () => {
+    const [a, b, c] = nodes as [LpNode, LpNode, LpNode];
+    const held = await sessionsOn(a, 3);
+    await sleep(50);
+    // A asks first; B and C answer, then stop before A hands anything over.
+    const drainA = a.rt.drain({ intervalMs: 0 });
+    await sleep(60);
+    await Promise.all([drainA, b.rt.drain({ intervalMs: 0 }), c.rt.drain({ intervalMs: 0 })]);
+    // Their clients learn the session is gone (phoenix.js reconnects), rather than being sent to a stopping node.
+    for (const answered of await Promise.all(held)) expect(answered).toEqual({ status: 410 });
+    expect(handedLine(a)?.msg).toBe(
+      'realtime: handed 0 long-poll session(s) to 0 live node(s); 3 had no live node to go to and ended',
+    );
+    expect(handedLine(a)?.obj).toMatchObject({ sessions: 0, ended: 3 });
+    for (const n of [b, c]) expect(n.rt.stats().transports.longpoll!.sessions).toBe(0);
   }, 30_000);
 });

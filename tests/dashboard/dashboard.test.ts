@@ -246,11 +246,11 @@ describeBrowser('dashboard in headless Chromium', () => {
       wsTries.push(ws.url());
     });
     try {
-      const before = env.gw.realtime.stats().longpollSessions;
+      const before = env.gw.realtime.stats().transports.longpoll!.sessions;
       const prompt = 'A red fox in fresh snow';
       await signInAndSubmit(page, 'bob', prompt, 'long-poll');
       expect(wsTries.length).toBeGreaterThanOrEqual(1);
-      expect(env.gw.realtime.stats().longpollSessions).toBeGreaterThan(before);
+      expect(env.gw.realtime.stats().transports.longpoll!.sessions).toBeGreaterThan(before);
       const seen = await watchUntilImage(page, prompt);
       expectMoved(seen);
       // Laid out for the phone: nothing wider than the screen.

@@ -1,4 +1,5 @@
-import { ConfigError, loadConfig } from '../../src/config';
+import { loadConfig } from '../../src/config';
+import { configProblems } from '../helpers/config';
 import { createGateway } from '../../src/app';
 import { silentLogger } from '../../src/log';
 import { freshDb } from '../helpers/db';
@@ -7,15 +8,7 @@ import { waitFor } from '../helpers/wait';
 
 /** OPENAI_* are read and checked at start; every problem names its variable. */
 describe('OpenAI-compatible configuration', () => {
-  const problems = (env: Record<string, string>) => {
-    try {
-      loadConfig(env);
-    } catch (e) {
-      if (e instanceof ConfigError) return e.message;
-      throw e;
-    }
-    return 'no error';
-  };
+  const problems = configProblems;
 
   it.each([
     [{ OPENAI_BASE_URL: 'not a url' }, 'OPENAI_BASE_URL:'],
@@ -43,7 +36,21 @@ describe('OpenAI-compatible configuration', () => {
         { name: 'fast', id: 'qwen2.5:0.5b-instruct' },
       ],
     });
-    expect(loadConfig({}).openai.models).toEqual([]);
+    // With a provider token (not demo mode) and no OPENAI_*, the provider is off.
+    expect(loadConfig({ REPLICATE_API_TOKEN: 'r8_x' }).openai.models).toEqual([]);
+  });
+
+  it('demo mode with no OPENAI_* serves the demo list on the stand-in; any OPENAI_MODELS or key replaces it', () => {
+    expect(loadConfig({}).openai).toMatchObject({
+      apiKey: undefined,
+      models: [{ name: 'gpt-4o-mini', id: 'gpt-4o-mini' }],
+    });
+    // A WORKERS=N worker on its primary's stand-in is in demo mode too.
+    expect(loadConfig({ REPLICATE_API_TOKEN: 'r8_standin', PYRE_SHARED_DEMO_STANDIN: 'true' }).openai.models).toEqual([
+      { name: 'gpt-4o-mini', id: 'gpt-4o-mini' },
+    ]);
+    expect(loadConfig({ OPENAI_MODELS: 'demo-chat' }).openai.models).toEqual([{ name: 'demo-chat', id: 'demo-chat' }]);
+    expect(problems({ OPENAI_API_KEY: 'sk-x' })).toContain('OPENAI_MODELS: OPENAI_API_KEY is set but no model is');
   });
 
   it("a name another provider's model has stops the gateway at start, naming OPENAI_MODELS", async () => {
@@ -62,6 +69,39 @@ describe('OpenAI-compatible configuration', () => {
     const g = await startGateway('pglite', { env: { OPENAI_MODELS: 'demo-chat', RUNNER_ENABLED: 'true' } });
     try {
       const res = await call(`${g.url}/api/tasks`, { body: { input_data: { model: 'demo-chat', prompt: 'hi' } } });
+      expect(res.status).toBe(202);
+      const t = await waitFor(
+        'the demo completion',
+        async () => {
+          const cur = (await call(`${g.url}/api/tasks/${res.body.task_id}`)).body.data;
+          return cur.status === 'succeeded' ? cur : null;
+        },
+        30_000,
+      );
+      expect(t.output.text.length).toBeGreaterThan(0);
+      expect(g.gw.providers.get('openai')!.baseUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/v1$/);
+    } finally {
+      await g.close();
+    }
+  });
+
+  it("a newcomer's demo gateway (no OPENAI_*) shows both providers and runs the demo OpenAI model on its stand-in", async () => {
+    const g = await startGateway('pglite', { env: { RUNNER_ENABLED: 'true' } });
+    try {
+      const models = (await call(`${g.url}/api/models`)).body.data as { name: string; provider: string }[];
+      expect(new Set(models.map((m) => m.provider))).toEqual(new Set(['replicate', 'openai']));
+      expect(models.filter((m) => m.provider === 'openai').map((m) => m.name)).toEqual(['gpt-4o-mini']);
+      // /readyz lists both, each on its stand-in.
+      const ready = await waitFor('the stand-in checked', async () => {
+        const r = await call(`${g.url}/readyz`);
+        return r.body?.providers?.replicate?.state === 'ok' ? r : null;
+      });
+      expect(ready.status).toBe(200);
+      expect(ready.body.providers).toEqual({
+        replicate: { state: 'ok', credentials: 'stand-in' },
+        openai: { state: 'configured', credentials: 'stand-in' },
+      });
+      const res = await call(`${g.url}/api/tasks`, { body: { input_data: { model: 'gpt-4o-mini', prompt: 'hi' } } });
       expect(res.status).toBe(202);
       const t = await waitFor(
         'the demo completion',

@@ -12,6 +12,8 @@ class MemoryHub {
   private readonly handlers = new Map<string, (m: BusMessage, from: string) => void>();
   /** Nodes whose messages are dropped both ways (a dead process). */
   readonly down = new Set<string>();
+  /** Messages dropped on the way (a lost bus message), by sender and content. */
+  drop: ((message: BusMessage, from: string) => boolean) | null = null;
   sent = 0;
   /** Every message sent, as the bus carried it (JSON). */
   readonly log: string[] = [];
@@ -28,7 +30,7 @@ class MemoryHub {
         this.log.push(text);
         const copy = JSON.parse(text) as BusMessage;
         setImmediate(() => {
-          if (this.down.has(nodeId)) return;
+          if (this.down.has(nodeId) || this.drop?.(copy, nodeId)) return;
           // '*': every other node.
           for (const [id, h] of this.handlers)
             if ((to === '*' ? id !== nodeId : id === to) && !this.down.has(id)) h(copy, nodeId);
@@ -107,7 +109,7 @@ test('a session opened on A is served by B: POSTs and polls forwarded, answers r
   const opened = await get(a);
   expect(opened).toEqual({ status: 410, token: expect.stringMatching(/^node_a\./), messages: [] });
   const token = opened.token!;
-  expect(a.rt.stats().longpollSessions).toBe(1);
+  expect(a.rt.stats().transports.longpoll!.sessions).toBe(1);
 
   expect(await post(b, token, [['1', '1', 'room:x', 'phx_join', {}]])).toEqual({ status: 200 });
   const sentBefore = hub.sent;
@@ -126,7 +128,7 @@ test('a session opened on A is served by B: POSTs and polls forwarded, answers r
     token,
     messages: [JSON.stringify([null, null, 'room:x', 'shout', { n: 1 }])],
   });
-  expect(b.rt.stats().longpollSessions).toBe(0);
+  expect(b.rt.stats().transports.longpoll!.sessions).toBe(0);
   // Nothing queued: the window passes (held by A) and B answers 204.
   expect(await get(b, token)).toEqual({ status: 204, token, messages: [] });
   // Large bodies travel too (the bus carries them whole).
@@ -233,8 +235,8 @@ test('a draining node hands its sessions over to a live node', async () => {
   expect(answered).toEqual({ status: 204, token: expect.stringMatching(/^node_b\./), messages: [] });
   const [, sid1] = t1.split('.');
   expect(answered.token!.split('.')[1]).toBe(sid1);
-  expect(a.rt.stats().longpollSessions).toBe(0);
-  expect(b.rt.stats().longpollSessions).toBe(2);
+  expect(a.rt.stats().transports.longpoll!.sessions).toBe(0);
+  expect(b.rt.stats().transports.longpoll!.sessions).toBe(2);
   expect(a.rt.connections.size).toBe(0);
 
   // B joined the channels again (no second join reply) and delivers what is broadcast now.
@@ -257,11 +259,35 @@ test('a draining node hands its sessions over to a live node', async () => {
   ]);
 });
 
+test('a node that began to stop after it said it was up refuses a session: it goes to the next live node', async () => {
+  const c = await node('node_c');
+  try {
+    const tokens = [(await get(a)).token!, (await get(a)).token!];
+    const held = tokens.map((t) => get(a, t));
+    await new Promise((r) => setTimeout(r, 50));
+    const drained = a.rt.drain({ intervalMs: 0 });
+    await new Promise((r) => setTimeout(r, 60)); // B and C said they are up
+    // B stops too, and its "leaving" is lost: A learns it only from B's refusal.
+    hub.drop = (m, from) => from === 'node_b' && m.t === 'leaving';
+    await b.rt.drain({ intervalMs: 0 });
+    await drained;
+    for (const answered of await Promise.all(held))
+      expect(answered).toEqual({ status: 204, token: expect.stringMatching(/^node_c\./), messages: [] });
+    expect(c.rt.stats().transports.longpoll!.sessions).toBe(2);
+    expect(hub.log.filter((m) => JSON.parse(m).t === 'refused')).toHaveLength(1);
+    const line = lines.find((l) => l.msg?.startsWith('realtime: handed '));
+    expect(line?.msg).toBe('realtime: handed 2 long-poll session(s) to 1 live node(s)');
+    expect(line?.obj).toMatchObject({ sessions: 2, nodes: { node_c: 2 } });
+  } finally {
+    await c.close();
+  }
+});
+
 test('a draining node with no other node up ends its sessions (410), as Phoenix does', async () => {
   const token = (await get(a)).token!;
   hub.down.add('node_b');
   await a.rt.drain();
-  expect(a.rt.stats().longpollSessions).toBe(0);
+  expect(a.rt.stats().transports.longpoll!.sessions).toBe(0);
   expect(await post(a, token, [[null, '1', 'phoenix', 'heartbeat', {}]])).toEqual({ status: 410 });
 });
 
@@ -348,5 +374,5 @@ test('a handover carries the connection as connect made it, never the request he
   // disconnect(id) reaches the moved connection: it kept its socket id.
   b.rt.disconnect('user_socket:u1');
   await until(() => b.rt.connections.size === 0, 2000, 'the moved connection closed');
-  expect(b.rt.stats().longpollSessions).toBe(0);
+  expect(b.rt.stats().transports.longpoll!.sessions).toBe(0);
 });

@@ -213,7 +213,7 @@ test('forced disconnect ends a long-poll session; its held poll answers 410', as
     await sleep(50);
     s.rt.disconnect('user:9');
     expect(await pending).toEqual({ status: 410 });
-    expect(s.rt.stats().longpollSessions).toBe(0);
+    expect(s.rt.stats().transports.longpoll!.sessions).toBe(0);
   } finally {
     await s.close();
   }

@@ -262,7 +262,7 @@ describe('long-poll', () => {
       ch.push('upload_json', new Uint8Array([7, 8]).buffer as unknown as object).receive('ok', resolve);
     });
     expect(r).toEqual({ binary: true, hex: '0708' });
-    expect(srv.rt.stats().longpollSessions).toBeGreaterThanOrEqual(1);
+    expect(srv.rt.stats().transports.longpoll!.sessions).toBeGreaterThanOrEqual(1);
     await new Promise<void>((resolve) => {
       ch.leave().receive('ok', () => resolve());
     });
@@ -288,7 +288,7 @@ describe('long-poll', () => {
       const ch = s.channel('room:fallback');
       await joined(ch);
       expect(await push(ch, 'new_msg', { fb: 1 })).toEqual({ status: 'ok', response: { echo: { fb: 1 } } });
-      expect(rt.stats().longpollSessions).toBe(1);
+      expect(rt.stats().transports.longpoll!.sessions).toBe(1);
       await new Promise<void>((r) => s.disconnect(() => r()));
       sockets.pop();
     } finally {

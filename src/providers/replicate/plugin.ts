@@ -126,6 +126,11 @@ export const replicateProvider: ProviderPlugin = {
       routeOf: replicateRoute,
       webhooks: replicateWebhooks(() => webhookSecret),
       health,
+      readiness: () => ({
+        ...health.current(),
+        credentials: demoStandin ? 'stand-in' : 'configured',
+        credential: 'REPLICATE_API_TOKEN',
+      }),
       pace,
       demoStandin,
     };

@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { BusMessage, ClusterBus } from '../bus';
 import type { TransportHost } from '../host';
-import type { TransportEndpoint, TransportGauges } from '../transport';
+import type { TransportEndpoint } from '../transport';
 import { Forwarding } from './forwarding';
 import { Handover } from './handover';
 import { preflight, readBody, sendJson, tokenOf } from './http';
@@ -79,8 +79,9 @@ export class LongPollEndpoint implements TransportEndpoint, LongPollNode {
 
   // ---- TransportEndpoint -------------------------------------------------------------------
 
-  gauges(): Partial<TransportGauges> {
-    return { longpollSessions: this.live.size };
+  /** `sessions`: the long-poll sessions held by this node. */
+  counts(): Record<string, number> {
+    return { sessions: this.live.size };
   }
 
   get sweepIntervalMs(): number {

@@ -8,7 +8,9 @@
  *                →  gone (no such session) / redirect (it moved to `node`: send it there);
  *   cancel (the client left: release the held poll); requeue (an answer came too late: its messages go back).
  * Handover (a node that stops):
- *   who → here (live nodes); adopt (a session, to one of them) → adopted; moved (to every node: where it went).
+ *   leaving (to every node: this one stops, hand it nothing); who → here (live nodes); adopt (a
+ *   session, to one of them) → adopted, or refused (that node is stopping too); moved (to every node:
+ *   where it went).
  */
 import type { BusMessage } from '../bus';
 import type { InboundMessage } from '../message';
@@ -56,7 +58,9 @@ export type LongPollMessage =
   | { t: 'here'; rid: string }
   | { t: 'moved'; sid: string; node: string }
   | { t: 'adopt'; sid: string; session: HandedSession }
-  | { t: 'adopted'; sid: string };
+  | { t: 'adopted'; sid: string }
+  | { t: 'refused'; sid: string }
+  | { t: 'leaving' };
 
 /** A forwarded request as first sent (sent again with the same rid when the session moved). */
 export type ForwardedRequest =
@@ -111,6 +115,8 @@ const SHAPES: { [K in LongPollMessage['t']]: Record<Exclude<keyof Extract<LongPo
   moved: { sid: id, node: id },
   adopt: { sid: id, session },
   adopted: { sid: id },
+  refused: { sid: id },
+  leaving: {},
 };
 
 /** A bus message as a long-poll message, or the reason it is not one. */
@@ -131,9 +137,10 @@ export function encodeMessage(m: LongPollMessage): BusMessage {
 }
 
 /** The kinds the handover part handles; the rest are forwarding's. */
-export type HandoverMessage = Extract<LongPollMessage, { t: 'who' | 'here' | 'moved' | 'adopt' | 'adopted' }>;
+const HANDOVER_KINDS = ['who', 'here', 'moved', 'adopt', 'adopted', 'refused', 'leaving'] as const;
+export type HandoverMessage = Extract<LongPollMessage, { t: (typeof HANDOVER_KINDS)[number] }>;
 export type ForwardingMessage = Exclude<LongPollMessage, HandoverMessage>;
 
 export function isHandoverMessage(m: LongPollMessage): m is HandoverMessage {
-  return m.t === 'who' || m.t === 'here' || m.t === 'moved' || m.t === 'adopt' || m.t === 'adopted';
+  return (HANDOVER_KINDS as readonly string[]).includes(m.t);
 }

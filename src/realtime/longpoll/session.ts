@@ -189,16 +189,16 @@ export class LongPollSession implements HostedTransport {
 
   /**
    * Handed to another node (its connection already ended here): requests for it now go there.
-   * A held poll is answered once that node has the session (`adopted`), with `token`, which
-   * names that node, so the client's next requests go there directly.
+   * A held poll is answered with `answer` once it is known: once a node has the session, its
+   * token, which names that node, so the client's next requests go there directly; 410 when no
+   * live node took it.
    */
-  async movedTo(token: string, adopted: Promise<void>): Promise<void> {
+  async movedTo(answer: Promise<LpBody>): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     this.owner.sessionEnded(this);
     this.queue = [];
-    await adopted;
-    this.finishPoll({ status: 204, token, messages: [] });
+    this.finishPoll(await answer);
   }
 
   terminate(): void {

@@ -66,7 +66,9 @@ export const requireJson: RequestHandler = (req, _res, next) => {
     return next(new RequestRefused(400, 'the request body is missing: send a JSON object with "input_data"'));
   }
   if (!req.is('application/json')) {
-    return next(new RequestRefused(415, `Content-Type must be application/json (got ${req.get('content-type') ?? 'none'})`));
+    return next(
+      new RequestRefused(415, `Content-Type must be application/json (got ${req.get('content-type') ?? 'none'})`),
+    );
   }
   next();
 };

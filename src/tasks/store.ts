@@ -191,7 +191,9 @@ export class TaskStore {
       rows,
       event: FIRST_EVENT.event,
       payload: JSON.stringify(FIRST_EVENT.payload),
-    })) as { rows: Array<TaskRow & { grant_user: string | null; granted: number | null; bucket_tokens: number | null }> };
+    })) as {
+      rows: Array<TaskRow & { grant_user: string | null; granted: number | null; bucket_tokens: number | null }>;
+    };
     const inserted: TaskRow[] = [];
     const grants = new Map<string, Grant>();
     // A task row keeps the three (null) grant columns: taskJson picks its fields by name.

@@ -8,7 +8,7 @@
  * (shows the gateway's own ceiling apart from the disk's).
  *
  *   npx tsx bench/scenarios/tasks-http.ts [--requests=5000] [--concurrency=32] [--workers=1,2] [--sync-commit=on,off] [--log-level=warn]
- *     [--baseline=<commit> [--rounds=3]] [--rate-limit=<per minute>]
+ *     [--baseline=<commit> [--rounds=3]] [--rate-limit=<per minute>] [--db=pyre_bench_http]
  *
  * `--baseline=<commit>` runs the same measurements on another commit's gateway (lib/baseline.ts),
  * alternating with this tree's in rounds, and prints the medians of both and their ratio.
@@ -92,7 +92,8 @@ async function measure(
 ): Promise<TasksHttpRow> {
   const n = opt('requests', 5000);
   const conc = opt('concurrency', 32);
-  const db = freshDatabase('pyre_bench_http', syncCommit);
+  // --db: another database name, so that two runs on one PostgreSQL (other worktrees) do not drop each other's.
+  const db = freshDatabase(opt('db', 'pyre_bench_http'), syncCommit);
   const env: Record<string, string> = {
     DATABASE_URL: db,
     WORKERS: String(workers),

@@ -49,6 +49,8 @@ const ENVELOPE_BYTES = 100;
  */
 export class FramedBus implements Bus {
   readonly nodeId = randomBytes(6).toString('hex');
+  /** How every frame this node writes begins (`flush` and `split` put the node id first). */
+  private readonly ownHead = `{"n":${JSON.stringify(this.nodeId)},`;
   readonly engine: BusEngine;
   private readonly handlers = new Map<string, BusHandler>();
   private readonly hooks: Array<() => void> = [];
@@ -189,6 +191,8 @@ export class FramedBus implements Bus {
   }
 
   private receive(text: string): void {
+    // This node's own frames come back too: known by their first bytes, dropped unparsed.
+    if (text.startsWith(this.ownHead)) return;
     let frame: Frame;
     try {
       frame = JSON.parse(text) as Frame;

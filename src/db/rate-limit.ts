@@ -17,13 +17,18 @@ interface Waiter {
 }
 
 /** A user's bucket after a take: how many of the asked creations it granted, and what is left. */
-interface Taken {
+export interface Taken {
   user_id: string;
   granted: number;
   tokens: number;
 }
 
 /**
+ * The take, as common table expressions ending in `grants` (user_id, granted, tokens), for a
+ * statement of its own (TAKE_SQL) or inside another one (the task insert takes for its creates in
+ * its own statement: see TaskStore.insertTaking). Parameters: `:asked`, `:burst`, `:rate`
+ * (TaskCreationLimit.takeParams).
+ *
  * One statement takes for every user of a batch (`:asked`: `[{user_id, n}]`, n creations each): each
  * user's bucket is refilled (on the database's clock), and gives as many whole tokens as it has,
  * up to the creations asked. A user without a bucket gets one, full, less what it grants. Rows
@@ -31,16 +36,15 @@ interface Taken {
  * the row and each sees the other's result. A bucket that another process created after this
  * statement's snapshot is not returned (ON CONFLICT DO NOTHING): its user is simply asked again.
  *
- * `synchronous_commit` is off for this statement's transaction: its commit does not wait for
+ * In TAKE_SQL, `synchronous_commit` is off for that statement's transaction: its commit does not wait for
  * the WAL to reach the disk (a bucket is not worth an fsync on every create's path). Nothing
  * that matters is lost to a crash: WAL is written in order, so the commit of a task created
  * after this take flushes the take with it; only takes whose creates never committed can be lost,
  * which gives their user those few tokens back.
  */
-const TAKE_SQL = `
-WITH settings AS (SELECT set_config('synchronous_commit', 'off', true)),
+export const TAKE_CTES = `
 asked AS (
-  SELECT a.user_id, a.n FROM json_to_recordset(:asked::json) AS a(user_id text, n int), settings
+  SELECT a.user_id, a.n FROM json_to_recordset(:asked::json) AS a(user_id text, n int)
 ),
 current AS (
   SELECT l.user_id, asked.n,
@@ -61,11 +65,18 @@ created AS (
   WHERE NOT EXISTS (SELECT 1 FROM current WHERE current.user_id = asked.user_id)
   ON CONFLICT (user_id) DO NOTHING
   RETURNING user_id, tokens
-)
-SELECT user_id, granted, tokens FROM taken
-UNION ALL
-SELECT created.user_id, LEAST(asked.n, floor(:burst::float8))::int, created.tokens
-FROM created JOIN asked ON asked.user_id = created.user_id`;
+),
+grants AS (
+  SELECT user_id, granted, tokens FROM taken
+  UNION ALL
+  SELECT created.user_id, LEAST(asked.n, floor(:burst::float8))::int, created.tokens
+  FROM created JOIN asked ON asked.user_id = created.user_id
+)`;
+
+const TAKE_SQL = `
+WITH settings AS (SELECT set_config('synchronous_commit', 'off', true)),
+${TAKE_CTES.replace(') AS a(user_id text, n int)', ') AS a(user_id text, n int), settings')}
+SELECT user_id, granted, tokens FROM grants`;
 
 /**
  * The task-creation limit, per user, for the whole cluster: a token bucket per user in the
@@ -79,7 +90,7 @@ FROM created JOIN asked ON asked.user_id = created.user_id`;
  */
 export class TaskCreationLimit {
   readonly burst: number;
-  private readonly perSecond: number;
+  readonly perSecond: number;
   private waiting = new Map<string, Waiter[]>();
   private scheduled = false;
   private running = false;
@@ -95,6 +106,26 @@ export class TaskCreationLimit {
 
   get enabled(): boolean {
     return this.perMinute > 0;
+  }
+
+  /** Seconds until a bucket left with `tokens` holds a whole token again (a 429's Retry-After). */
+  retryAfterSeconds(tokens: number): number {
+    return Math.max(1, Math.ceil((1 - tokens) / this.perSecond));
+  }
+
+  /** The refusal of a creation by a bucket left with `tokens`. */
+  refusal(tokens: number): RateLimitedError {
+    return new RateLimitedError(this.perMinute, this.retryAfterSeconds(tokens));
+  }
+
+  /** The take for `asked` (n creations for each user) inside another statement: TAKE_CTES and its parameters. */
+  insertTake(asked: Array<{ user_id: string; n: number }>): { ctes: string; params: Record<string, unknown> } {
+    return { ctes: TAKE_CTES, params: this.takeParams(asked) };
+  }
+
+  /** The parameters of TAKE_CTES for `asked` (n creations for each user). */
+  takeParams(asked: Array<{ user_id: string; n: number }>): { asked: string; burst: number; rate: number } {
+    return { asked: JSON.stringify(asked), burst: this.burst, rate: this.perSecond };
   }
 
   /** Take one creation from `userId`'s bucket, or throw RateLimitedError. */
@@ -130,10 +161,7 @@ export class TaskCreationLimit {
         if (!waiters) continue;
         batch.delete(row.user_id);
         const tokens = Number(row.tokens);
-        const retryAfter = Math.max(1, Math.ceil((1 - tokens) / this.perSecond));
-        waiters.forEach((w, i) =>
-          i < row.granted ? w.resolve() : w.reject(new RateLimitedError(this.perMinute, retryAfter)),
-        );
+        waiters.forEach((w, i) => (i < row.granted ? w.resolve() : w.reject(this.refusal(tokens))));
       }
       // Buckets another process created meanwhile: those users are asked again, first.
       for (const [user, waiters] of batch) this.waiting.set(user, [...waiters, ...(this.waiting.get(user) ?? [])]);
@@ -146,11 +174,7 @@ export class TaskCreationLimit {
   }
 
   private async statement(asked: Array<{ user_id: string; n: number }>): Promise<Taken[]> {
-    const result = await this.db.raw(TAKE_SQL, {
-      asked: JSON.stringify(asked),
-      burst: this.burst,
-      rate: this.perSecond,
-    });
+    const result = await this.db.raw(TAKE_SQL, this.takeParams(asked));
     return (result as { rows: Taken[] }).rows;
   }
 }

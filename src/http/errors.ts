@@ -12,6 +12,17 @@ export function sendError(res: Response, status: number, detail: string, headers
   res.status(status).json({ errors: { detail } });
 }
 
+/** A request refused with `status` and `detail` (passed to the error handler rather than answered at once). */
+export class RequestRefused extends Error {
+  constructor(
+    readonly status: number,
+    detail: string,
+  ) {
+    super(detail);
+    this.name = 'RequestRefused';
+  }
+}
+
 /** 404 for any /api route that does not exist. */
 export const notFoundRoute: RequestHandler = (req, res) => {
   sendError(res, 404, `no route for ${req.method} ${req.originalUrl.split('?', 1)[0]}`); // path: relative to /api
@@ -31,6 +42,7 @@ export const errorHandler: ErrorRequestHandler = (err: unknown, req, res, _next)
     return;
   }
   if (err instanceof NotFoundError) return sendError(res, 404, 'Not Found');
+  if (err instanceof RequestRefused) return sendError(res, err.status, err.message);
   if (err instanceof ConflictError) return sendError(res, 409, err.message);
   if (err instanceof TokenError) {
     return sendError(res, 401, `unauthorized: ${err.message}`, { 'WWW-Authenticate': 'Bearer' });

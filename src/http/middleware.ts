@@ -3,7 +3,7 @@ import type { RequestHandler } from 'express';
 import { TokenError, type Authenticator } from '../auth/tokens';
 import type { Logger } from '../log';
 import { LineBudget, type LogLimit } from '../realtime';
-import { sendError } from './errors';
+import { RequestRefused, sendError } from './errors';
 
 const SANE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
@@ -26,6 +26,8 @@ export function requestContext(logger: Logger, limit: LogLimit | false = ACCESS_
     res.setHeader('X-Request-Id', req.id);
     const started = process.hrtime.bigint();
     res.on('finish', () => {
+      // Below 500 the line is info: nothing to count or format when that level is off.
+      if (res.statusCode < 500 && !req.log.isLevelEnabled('info')) return;
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       // originalUrl: req.path is relative to the router that handled it (/tasks, not /api/tasks).
       const path = req.originalUrl.split('?', 1)[0];
@@ -55,16 +57,18 @@ export function requireUser(auth: Authenticator): RequestHandler {
   };
 }
 
-/** 400 without a body; 415 unless the request says its body is JSON. */
-export const requireJson: RequestHandler = (req, res, next) => {
+/** 400 without a body; 415 unless the request says its body is JSON (passed on as RequestRefused). */
+export const requireJson: RequestHandler = (req, _res, next) => {
   // Checked first: without a body req.is() is null whatever the Content-Type says, which read as
   // "Content-Type must be application/json (got application/json)".
   const length = req.get('content-length');
   if (req.get('transfer-encoding') === undefined && (length === undefined || Number(length) === 0)) {
-    return sendError(res, 400, 'the request body is missing: send a JSON object with "input_data"');
+    return next(new RequestRefused(400, 'the request body is missing: send a JSON object with "input_data"'));
   }
   if (!req.is('application/json')) {
-    return sendError(res, 415, `Content-Type must be application/json (got ${req.get('content-type') ?? 'none'})`);
+    return next(
+      new RequestRefused(415, `Content-Type must be application/json (got ${req.get('content-type') ?? 'none'})`),
+    );
   }
   next();
 };

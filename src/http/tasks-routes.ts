@@ -8,8 +8,8 @@ import { parseListQuery } from '../tasks/list-query';
 import { bodyHash, isValidKey, type IdempotencyKeys } from './idempotency';
 import { methodNotAllowed, requireJson, requireUser } from './middleware';
 import type { Authenticator } from '../auth/tokens';
-import { sendError } from './errors';
-import { rateLimitPerUser } from './rate-limit';
+import { RequestRefused, sendError } from './errors';
+import { LateTake } from './rate-limit';
 import type { TaskCreationLimit } from '../db/rate-limit';
 
 export const MAX_BODY_BYTES = 1024 * 1024;
@@ -24,9 +24,9 @@ export const MAX_BODY_DEPTH = 32;
  * value recursively (the idempotency hash, JSON.stringify) would overflow its stack on it. 400, like
  * malformed JSON, because the body as a whole is refused before any field is looked at.
  */
-const limitBodyDepth: RequestHandler = (req, res, next) => {
+const limitBodyDepth: RequestHandler = (req, _res, next) => {
   if (nestedDeeperThan(req.body, MAX_BODY_DEPTH)) {
-    return sendError(res, 400, `request body is nested more than ${MAX_BODY_DEPTH} levels deep`);
+    return next(new RequestRefused(400, `request body is nested more than ${MAX_BODY_DEPTH} levels deep`));
   }
   next();
 };
@@ -76,13 +76,17 @@ export function tasksRouter(deps: TasksRouterDeps): Router {
   const r = Router();
   r.use('/tasks', requireUser(deps.auth));
 
+  // The per-user limit is taken in the task insert's statement; a request refused before it
+  // still spends a token (LateTake), as if the limit had been checked first.
+  const late = new LateTake(deps.taskLimit);
   r.post(
     '/tasks',
-    rateLimitPerUser(deps.taskLimit),
+    late.owe,
     requireJson,
     express.json({ limit: MAX_BODY_BYTES, strict: false }),
     limitBodyDepth,
-    createTask(deps),
+    createTask(deps, late),
+    late.settle,
   );
   r.get('/tasks', listTasks(tasks, absolute));
   r.get('/tasks/:id', async (req, res) => {
@@ -109,12 +113,15 @@ export function tasksRouter(deps: TasksRouterDeps): Router {
 }
 
 /** POST /api/tasks: 202 with the task; with an Idempotency-Key, the first answer for the same key and body. */
-function createTask({ tasks, idempotency }: TasksRouterDeps): RequestHandler {
+function createTask({ tasks, idempotency }: TasksRouterDeps, late: LateTake): RequestHandler {
+  const limit = late.enabled ? late.limit : undefined;
   return async (req, res) => {
-    const input = inputFromBody(req.body);
     const key = req.get('idempotency-key');
+    // With a key the task is written in a transaction of its own: the token is taken first.
+    if (key !== undefined) await late.takeNow(req);
+    const input = inputFromBody(req.body);
     if (key === undefined) {
-      const task = await tasks.create(req.userId, input);
+      const task = await tasks.create(req.userId, input, { limit });
       res.setHeader('Location', `/api/tasks/${task.id}`);
       res.status(202).json({ task_id: task.id, data: task });
       return;

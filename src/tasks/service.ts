@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { Logger } from '../log';
+import type { TaskCreationLimit } from '../db/rate-limit';
 import type { Db } from '../db';
 import { ConflictError, isUniqueViolation, NotFoundError } from './errors';
 import { CANCELED_BY_USER, FIRST_EVENT, type NewTaskEvent } from './events';
@@ -92,7 +93,9 @@ export class TaskService {
   /**
    * Validate a request and store the task with its first event, `status: queued`.
    * A refused request stores nothing. `id` lets a channel client pick the task id.
-   * `inTransaction` runs in the same transaction (idempotency keys use it).
+   * `inTransaction` runs in the same transaction (idempotency keys use it). `limit`: the create
+   * takes from the user's creation limit in its insert's statement (RateLimitedError if refused;
+   * nothing is stored then); not with `inTransaction`.
    */
   async create(
     userId: string,
@@ -101,6 +104,7 @@ export class TaskService {
       id?: string;
       impliedType?: TaskType;
       inTransaction?: (trx: Knex.Transaction, task: TaskJson) => Promise<void>;
+      limit?: TaskCreationLimit;
     } = {},
   ): Promise<TaskJson> {
     const req = parseTaskInput(this.registry, rawInput, opts.impliedType);
@@ -142,7 +146,7 @@ export class TaskService {
         });
       } else {
         // Group commit: written with any creates that overlap it, in one statement.
-        row = await this.inserts.insert(values);
+        row = await this.inserts.insert(values, opts.limit);
       }
     } catch (err) {
       // A client-chosen id may be taken by a create that won a race (the only unique key then).

@@ -15,7 +15,7 @@ const TEXT_ROW: Array<keyof TextRow> = [
 ];
 
 /** The columns of one new task, as `TaskService.create` builds them. */
-export type NewTaskValues = Record<string, unknown> & { id: string; inserted_at: Date };
+export type NewTaskValues = Record<string, unknown> & { id: string; user_id: string; inserted_at: Date };
 
 /** An event to store: its seq and stored payload are complete (the payload names task_id and seq). */
 export type StoredEvent = Pick<TaskEvent, 'task_id' | 'seq' | 'event' | 'payload'>;
@@ -27,6 +27,44 @@ export type Conn = Knex | Knex.Transaction;
 const FIRST_EVENT_SQL =
   `INSERT INTO task_events (task_id, seq, event, payload, inserted_at) ` +
   `SELECT id, 1, ?, jsonb_build_object('task_id', id, 'seq', 1) || ?::jsonb, inserted_at FROM t`;
+
+/**
+ * New tasks whose creations first take from their users' buckets, one statement (the creation
+ * limit's TAKE_CTES, then this): `:rows` is the tasks as JSON, each with `take`, its place among its
+ * user's creations that take (1, 2, ...), or null if it takes nothing. A task is inserted only if
+ * it takes nothing or its user's bucket granted at least that many (a bucket grants a prefix of
+ * what is asked). The answer: the inserted task rows, then one row per user whose bucket answered
+ * (`grant_user`, `granted`, `bucket_tokens`; the task columns null).
+ */
+const INSERT_TAKING_SQL = `,
+v AS (
+  SELECT * FROM json_to_recordset(:rows::json) AS v(
+    id uuid, user_id text, task_type text, model text, provider text, provider_model text, status text,
+    progress int, input_data text, provider_input text, run_after timestamptz, last_seq int,
+    inserted_at timestamptz, updated_at timestamptz, take int)
+),
+t AS (
+  INSERT INTO "tasks" (id, user_id, task_type, model, provider, provider_model, status, progress, input_data,
+    provider_input, run_after, last_seq, inserted_at, updated_at)
+  SELECT v.id, v.user_id, v.task_type, v.model, v.provider, v.provider_model, v.status, v.progress,
+    v.input_data::jsonb, v.provider_input::jsonb, v.run_after, v.last_seq, v.inserted_at, v.updated_at
+  FROM v LEFT JOIN grants g ON g.user_id = v.user_id
+  WHERE v.take IS NULL OR v.take <= g.granted
+  RETURNING *
+),
+e AS (
+  INSERT INTO task_events (task_id, seq, event, payload, inserted_at)
+  SELECT id, 1, :event, jsonb_build_object('task_id', id, 'seq', 1) || :payload::jsonb, inserted_at FROM t
+)
+SELECT t.*, NULL::text AS grant_user, NULL::int AS granted, NULL::float8 AS bucket_tokens FROM t
+UNION ALL
+SELECT (NULL::tasks).*, g.user_id, g.granted, g.tokens FROM grants g`;
+
+/** What a bucket answered in an insert that takes: how many of its user's creations it granted, and what it holds now. */
+export interface Grant {
+  granted: number;
+  tokens: number;
+}
 
 /**
  * The claim, one statement (graphile-worker's shape, with Oban's limits): lease up to `limit`
@@ -133,6 +171,37 @@ export class TaskStore {
       JSON.stringify(FIRST_EVENT.payload),
     ])) as { rows: TaskRow[] };
     return result.rows;
+  }
+
+  /**
+   * Like `insert`, but the creations marked in `takes` (each task's place among its user's
+   * creations that take, or null) first take from their users' buckets, in the same statement
+   * (`take`: the creation limit's TAKE_CTES and parameters). A marked task whose bucket did not
+   * grant it is not inserted. Returns the inserted rows and each answering bucket by user; a user
+   * missing there had a bucket created by another process meanwhile: ask again.
+   */
+  async insertTaking(
+    values: NewTaskValues[],
+    takes: Array<number | null>,
+    take: { ctes: string; params: Record<string, unknown> },
+  ): Promise<{ rows: TaskRow[]; grants: Map<string, Grant> }> {
+    const rows = JSON.stringify(values.map((v, i) => ({ ...v, take: takes[i] })));
+    const result = (await this.db.raw(`WITH ${take.ctes}${INSERT_TAKING_SQL}`, {
+      ...take.params,
+      rows,
+      event: FIRST_EVENT.event,
+      payload: JSON.stringify(FIRST_EVENT.payload),
+    })) as {
+      rows: Array<TaskRow & { grant_user: string | null; granted: number | null; bucket_tokens: number | null }>;
+    };
+    const inserted: TaskRow[] = [];
+    const grants = new Map<string, Grant>();
+    // A task row keeps the three (null) grant columns: taskJson picks its fields by name.
+    for (const row of result.rows) {
+      if (row.grant_user === null) inserted.push(row);
+      else grants.set(row.grant_user, { granted: row.granted!, tokens: Number(row.bucket_tokens) });
+    }
+    return { rows: inserted, grants };
   }
 
   /** A task by id (the id must be a UUID: callers check). */

@@ -5,23 +5,24 @@
 const path = require('node:path');
 const Sequencer = require('@jest/test-sequencer').default;
 
-/** Seconds each slow suite took on an idle 2-core machine (PGlite half, Chromium and HAProxy installed). */
+/** Seconds each slow suite took on an idle 2-core machine (PGlite half, 4 workers, Chromium and HAProxy installed). */
 const ESTIMATE_S = {
   'dashboard/dashboard.test.ts': 63,
-  'cli/cli.test.ts': 32,
-  // after cli: the two browser suites are better not started together
-  'dashboard/edges.test.ts': 30,
-  'api/persistence.test.ts': 24,
-  'ops/shutdown.test.ts': 23,
-  'runner/scale.test.ts': 22,
-  'cli/task-commands.test.ts': 21,
-  'runner/crash.test.ts': 20,
-  'runner/give-up.test.ts': 15,
-  'api/limits-and-logs.test.ts': 15,
-  'runner/text-deltas.test.ts': 14,
-  'runner/models.test.ts': 13,
-  'api/retention.test.ts': 13,
-  'api/connections.test.ts': 13,
+  'runner/scale.test.ts': 33,
+  'dashboard/edges.test.ts': 31,
+  'runner/models.test.ts': 26,
+  'runner/faults.test.ts': 21,
+  'api/persistence.test.ts': 19,
+  'cli/cli.test.ts': 19,
+  'runner/crash.test.ts': 16,
+  'ops/start-mistakes.test.ts': 15,
+  'api/fuzz-input.test.ts': 14,
+  'ops/shutdown.test.ts': 13,
+  'channels/task-channel.test.ts': 13,
+  'cli/task-commands.test.ts': 12,
+  'providers/openai-config.test.ts': 12,
+  'runner/openai.test.ts': 12,
+  'channels/swift-client.test.ts': 11,
 };
 const SHORT_MS = 1000;
 

@@ -3,7 +3,7 @@ import { configProblems } from '../helpers/config';
 import { createGateway } from '../../src/app';
 import { silentLogger } from '../../src/log';
 import { freshDb } from '../helpers/db';
-import { startGateway, testConfig, call } from '../helpers/gateway';
+import { startGateway, testConfig, call, type TestGateway } from '../helpers/gateway';
 import { waitFor } from '../helpers/wait';
 
 /** OPENAI_* are read and checked at start; every problem names its variable. */
@@ -65,21 +65,26 @@ describe('OpenAI-compatible configuration', () => {
     }
   });
 
+  /** A task on `model` succeeds with some text, run by the built-in OpenAI-compatible stand-in. */
+  async function runsOnTheDemoStandin(g: TestGateway, model: string) {
+    const res = await call(`${g.url}/api/tasks`, { body: { input_data: { model, prompt: 'hi' } } });
+    expect(res.status).toBe(202);
+    const t = await waitFor(
+      'the demo completion',
+      async () => {
+        const cur = (await call(`${g.url}/api/tasks/${res.body.task_id}`)).body.data;
+        return cur.status === 'succeeded' ? cur : null;
+      },
+      30_000,
+    );
+    expect(t.output.text.length).toBeGreaterThan(0);
+    expect(g.gw.providers.get('openai')!.baseUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/v1$/);
+  }
+
   it('without OPENAI_API_KEY the models run on the built-in stand-in (demo mode)', async () => {
     const g = await startGateway('pglite', { env: { OPENAI_MODELS: 'demo-chat', RUNNER_ENABLED: 'true' } });
     try {
-      const res = await call(`${g.url}/api/tasks`, { body: { input_data: { model: 'demo-chat', prompt: 'hi' } } });
-      expect(res.status).toBe(202);
-      const t = await waitFor(
-        'the demo completion',
-        async () => {
-          const cur = (await call(`${g.url}/api/tasks/${res.body.task_id}`)).body.data;
-          return cur.status === 'succeeded' ? cur : null;
-        },
-        30_000,
-      );
-      expect(t.output.text.length).toBeGreaterThan(0);
-      expect(g.gw.providers.get('openai')!.baseUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/v1$/);
+      await runsOnTheDemoStandin(g, 'demo-chat');
     } finally {
       await g.close();
     }
@@ -101,18 +106,7 @@ describe('OpenAI-compatible configuration', () => {
         replicate: { state: 'ok', credentials: 'stand-in' },
         openai: { state: 'configured', credentials: 'stand-in' },
       });
-      const res = await call(`${g.url}/api/tasks`, { body: { input_data: { model: 'gpt-4o-mini', prompt: 'hi' } } });
-      expect(res.status).toBe(202);
-      const t = await waitFor(
-        'the demo completion',
-        async () => {
-          const cur = (await call(`${g.url}/api/tasks/${res.body.task_id}`)).body.data;
-          return cur.status === 'succeeded' ? cur : null;
-        },
-        30_000,
-      );
-      expect(t.output.text.length).toBeGreaterThan(0);
-      expect(g.gw.providers.get('openai')!.baseUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/v1$/);
+      await runsOnTheDemoStandin(g, 'gpt-4o-mini');
     } finally {
       await g.close();
     }

@@ -271,9 +271,9 @@ describeBrowser('dashboard in headless Chromium', () => {
   /** The shared page signed in as the user (with a token of that many seconds), at the home screen. */
   async function signedIn(
     user: string,
-    opts: { ttlSeconds?: number; gateway?: DemoGateway; viewport?: { width: number; height: number } } = {},
+    opts: { ttlSeconds?: number; viewport?: { width: number; height: number } } = {},
   ) {
-    const gw = opts.gateway ?? env;
+    const gw = env;
     const { page, pageErrors, release } = await borrow(shared, opts.viewport ?? { width: 1280, height: 860 });
     page.on('console', (m) => {
       if (process.env.DEBUG_DASH) console.log(m.text());

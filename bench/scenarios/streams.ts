@@ -156,6 +156,45 @@ function judge(pairs: Array<[Received | undefined, Emitted | null]>, seqChecked:
   return { lag, resp, complete, deltas, tokens, spanS: (last - first) / 1000 };
 }
 
+/**
+ * A row of the table from a run's judgement: `cpu` holds the CPU seconds of each serving process
+ * over the run (A, B, PostgreSQL, or the relay), turned into % of a core over the streaming span
+ * and µs per delivered token.
+ */
+function streamsRow(
+  code: string,
+  side: string,
+  n: number,
+  j: ReturnType<typeof judge>,
+  load: number[],
+  cpu: { a: number; b: number; pg: number; relay: number; xactPerSecond: number },
+): StreamsRow {
+  const span = Math.max(j.spanS, 0.001);
+  return {
+    code,
+    side,
+    streams: n,
+    rate: opt('rate', 50),
+    seconds: opt('seconds', 10),
+    tokensPerSecond: j.tokens / span,
+    deltasPerStream: j.deltas / n,
+    lagP50: j.lag.percentile(50),
+    lagP99: j.lag.percentile(99),
+    lagMax: j.lag.max,
+    responseP50: j.resp.percentile(50),
+    responseP99: j.resp.percentile(99),
+    complete: j.complete,
+    cpuA: (cpu.a / span) * 100,
+    cpuB: (cpu.b / span) * 100,
+    cpuPg: (cpu.pg / span) * 100,
+    cpuRelay: (cpu.relay / span) * 100,
+    cpuUsPerToken: ((cpu.a + cpu.b + cpu.pg + cpu.relay) / Math.max(1, j.tokens)) * 1e6,
+    xactPerSecond: cpu.xactPerSecond,
+    spanS: span,
+    loadavg: load,
+  };
+}
+
 /** The gateway of `root` (this checkout or --baseline's), ready when /readyz answers. */
 function startGatewayAt(root: string, port: number, env: Record<string, string>): Promise<GatewayProc> {
   return startGateway(port, { RATE_LIMIT_TASKS_PER_MINUTE: '0', ...env }, { root, readyMs: 90_000 });
@@ -280,32 +319,13 @@ async function runPyre(code: string, root: string, side: 'A' | 'B', n: number, c
       preds.map((p) => [received[`task:${p.id}`], p.prediction_id ? emitted(standin, p.prediction_id) : null]),
       true,
     );
-    const span = Math.max(j.spanS, 0.001);
-    const cpuA = c1.a - c0.a;
-    const cpuB = side === 'B' ? c1.b - c0.b : 0;
-    return {
-      code,
-      side,
-      streams: n,
-      rate: opt('rate', 50),
-      seconds: opt('seconds', 10),
-      tokensPerSecond: j.tokens / span,
-      deltasPerStream: j.deltas / n,
-      lagP50: j.lag.percentile(50),
-      lagP99: j.lag.percentile(99),
-      lagMax: j.lag.max,
-      responseP50: j.resp.percentile(50),
-      responseP99: j.resp.percentile(99),
-      complete: j.complete,
-      cpuA: (cpuA / span) * 100,
-      cpuB: (cpuB / span) * 100,
-      cpuPg: (pgCpu / span) * 100,
-      cpuRelay: 0,
-      cpuUsPerToken: ((cpuA + cpuB + pgCpu) / Math.max(1, j.tokens)) * 1e6,
+    return streamsRow(code, side, n, j, load, {
+      a: c1.a - c0.a,
+      b: side === 'B' ? c1.b - c0.b : 0,
+      pg: pgCpu,
+      relay: 0,
       xactPerSecond: (x1 - x0) / ((t1 - t0) / 1000),
-      spanS: span,
-      loadavg: load,
-    };
+    });
   } finally {
     await db.destroy();
     if (b !== a) await stopGateway(b);
@@ -348,30 +368,7 @@ async function runRelay(n: number, clients: Proc): Promise<StreamsRow> {
       streams.map((s) => [received[s.key], emitted(standin, s.key)]),
       false,
     );
-    const span = Math.max(j.spanS, 0.001);
-    return {
-      code: 'relay',
-      side: 'relay',
-      streams: n,
-      rate: opt('rate', 50),
-      seconds: opt('seconds', 10),
-      tokensPerSecond: j.tokens / span,
-      deltasPerStream: j.deltas / n,
-      lagP50: j.lag.percentile(50),
-      lagP99: j.lag.percentile(99),
-      lagMax: j.lag.max,
-      responseP50: j.resp.percentile(50),
-      responseP99: j.resp.percentile(99),
-      complete: j.complete,
-      cpuA: 0,
-      cpuB: 0,
-      cpuPg: 0,
-      cpuRelay: (cpu / span) * 100,
-      cpuUsPerToken: (cpu / Math.max(1, j.tokens)) * 1e6,
-      xactPerSecond: 0,
-      spanS: span,
-      loadavg: load,
-    };
+    return streamsRow('relay', 'relay', n, j, load, { a: 0, b: 0, pg: 0, relay: cpu, xactPerSecond: 0 });
   } finally {
     await stopAll([relay]);
     await standin.close();
